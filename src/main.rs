@@ -1,0 +1,192 @@
+//! The `sheetsync` command line: parsing, wiring and exit codes only.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use sheetsync::config::Config;
+use sheetsync::mapping::sales::SALES_RECORDS;
+use sheetsync::source::{SourceSpec, Sources};
+use sheetsync::store;
+use sheetsync::sync::{self, SyncOptions, Syncer, Trigger};
+use sheetsync::views::{self, Resolution};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sheetsync",
+    version,
+    about = "Keeps MongoDB in step with the spreadsheets people edit"
+)]
+struct Cli {
+    /// TOML configuration file (environment variables override it).
+    #[arg(long, global = true, env = "SHEETSYNC_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log line format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SHEETSYNC_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sync every view (or the named ones) once, and report.
+    Sync {
+        /// A view to sync, by name; repeat for several. Default: all.
+        #[arg(long = "view", value_name = "NAME")]
+        views: Vec<String>,
+        /// Read, map and compare, but write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply even if the new data is much smaller than the current data.
+        #[arg(long)]
+        force: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create every index the schema recommends (idempotent).
+    EnsureIndexes,
+    /// Validate the configuration, reach MongoDB and list the views.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Sync {
+            views,
+            dry_run,
+            force,
+            json,
+        } => {
+            let syncer = syncer(config).await?;
+            let reports = syncer
+                .sync(&views, Trigger::Cli, SyncOptions { dry_run, force })
+                .await?;
+            if json {
+                let all_ok = reports.iter().all(|report| report.succeeded());
+                let body = serde_json::json!({ "ok": all_ok, "views": reports });
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&body).context("encoding the report as JSON")?
+                );
+            } else {
+                print!("{}", sync::render_text(&reports));
+            }
+            Ok(exit_code(reports.iter().all(|report| report.succeeded())))
+        }
+        Command::EnsureIndexes => {
+            let syncer = syncer(config).await?;
+            let plans = views::load_plans(&syncer.db, &syncer.config).await?;
+            let touched = syncer.ensure_indexes(&plans).await?;
+            println!("indexes in place on: {}", touched.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => check(config).await,
+    }
+}
+
+async fn syncer(config: Config) -> anyhow::Result<Syncer> {
+    let db = store::connect(&config).await?;
+    let sources = Sources::new(config.sync.http_timeout())?;
+    Ok(Syncer {
+        db,
+        config,
+        sources,
+        profile: &SALES_RECORDS,
+    })
+}
+
+/// Prints what sheetsync would do, and exits non-zero on any problem.
+async fn check(config: Config) -> anyhow::Result<ExitCode> {
+    println!("config: ok");
+    let db = store::connect(&config).await?;
+    println!(
+        "MongoDB: reachable at {} (database `{}`)",
+        config.redacted_mongo_url(),
+        config.db_name
+    );
+    let plans = views::load_plans(&db, &config).await?;
+    if plans.is_empty() {
+        println!("views: none in `{}`; nothing to sync", views::VIEWS_COLLECTION);
+        return Ok(ExitCode::FAILURE);
+    }
+    let mut problems = 0;
+    for plan in &plans {
+        let summary = plan.summary();
+        let mut status = summary.status.clone();
+        if let Resolution::Sync(target) = &plan.resolution {
+            if let Err(problem) = source_problem(&target.source).await {
+                status = format!("error: {problem}");
+            }
+        }
+        if status.starts_with("error") {
+            problems += 1;
+        }
+        println!(
+            "view {:?} (id {}): {} <- {}: {status}",
+            summary.name,
+            summary.view_id,
+            summary.collection.as_deref().unwrap_or("-"),
+            summary.source.as_deref().unwrap_or("-"),
+        );
+    }
+    println!("{} view(s), {problems} problem(s)", plans.len());
+    Ok(exit_code(problems == 0))
+}
+
+/// What would stop a source from being read, where it can be told without
+/// fetching it.
+async fn source_problem(source: &SourceSpec) -> Result<(), String> {
+    match source {
+        SourceSpec::CsvFile(path) => tokio::fs::File::open(path)
+            .await
+            .map(drop)
+            .map_err(|error| format!("cannot open {}: {error}", path.display())),
+        SourceSpec::CsvHttp(_) => Ok(()),
+        SourceSpec::GoogleSheet(_) => Err("Google Sheets API sources are not supported yet".to_owned()),
+    }
+}
+
+fn exit_code(success: bool) -> ExitCode {
+    if success { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}

@@ -1,0 +1,403 @@
+//! Turning a source's rows into a target's documents.
+//!
+//! The mapping is driven entirely by a [`TargetProfile`]: it finds the header
+//! row, matches columns to fields, reads every cell into its field's type and
+//! keys each record for de-duplication. It never drops a row silently: every
+//! rejected row, unreadable value and superseded duplicate is reported.
+
+pub mod profile;
+pub mod sales;
+pub mod values;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Datelike, Utc};
+use chrono_tz::Tz;
+use mongodb::bson::{Bson, Document};
+use serde::Serialize;
+
+use crate::source::table::{Cell, Row, Table};
+use profile::{FieldKind, FieldSpec, TargetProfile};
+use values::{fold_key_text, fold_label};
+
+/// How many leading rows may hold a title or notes above the header.
+const HEADER_SEARCH_ROWS: usize = 10;
+
+/// A problem with one row or one cell, reported to the person who edits the
+/// source: row number as they see it, the column header, the value and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RowIssue {
+    pub row: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub reason: String,
+}
+
+/// A row that lost to a later row with the same key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Duplicate {
+    pub row: usize,
+    pub superseded_by: usize,
+}
+
+/// One record ready to be given an identity and stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedRecord {
+    pub row: usize,
+    /// The folded key values, joined; equal keys are the same record.
+    pub key: String,
+    /// The profile's fields in profile order, empty ones as null.
+    pub fields: Document,
+}
+
+/// Everything the mapping made of one table.
+#[derive(Debug, Default)]
+pub struct Mapping {
+    pub header_row: usize,
+    /// Data rows below the header (blank rows excluded).
+    pub rows_read: usize,
+    /// De-duplicated records, in order of first appearance of their key.
+    pub records: Vec<MappedRecord>,
+    pub duplicates: Vec<Duplicate>,
+    pub rejected: Vec<RowIssue>,
+    pub warnings: Vec<RowIssue>,
+    /// Header labels that match no field, as written.
+    pub unknown_columns: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MappingError {
+    #[error("the source has no rows; check that the export or sheet tab is the right one")]
+    EmptySource,
+    #[error(
+        "no header row with the required column(s) {missing}: the best candidate (row {row}) has columns [{found}]; \
+         rename the column(s) in the source or add an alias"
+    )]
+    MissingRequiredColumns { row: usize, missing: String, found: String },
+}
+
+/// Maps `table` into `profile`'s records.
+pub fn map_table(profile: &TargetProfile, table: &Table) -> Result<Mapping, MappingError> {
+    let labels = FieldLabels::new(profile);
+    let header_index = locate_header(profile, &labels, table)?;
+    let header = &table.rows[header_index];
+    let columns = resolve_columns(profile, &labels, header);
+
+    let mut mapping = Mapping {
+        header_row: header.number,
+        unknown_columns: columns.unknown.clone(),
+        warnings: columns.warnings.clone(),
+        ..Mapping::default()
+    };
+    let mut winners: HashMap<String, usize> = HashMap::new();
+    for row in &table.rows[header_index + 1..] {
+        mapping.rows_read += 1;
+        let Some(record) = map_row(profile, &columns, table.serial_time_zone, row, &mut mapping) else {
+            continue;
+        };
+        match winners.get(&record.key) {
+            Some(&index) => {
+                let loser = std::mem::replace(&mut mapping.records[index], record);
+                mapping.duplicates.push(Duplicate {
+                    row: loser.row,
+                    superseded_by: mapping.records[index].row,
+                });
+            }
+            None => {
+                winners.insert(record.key.clone(), mapping.records.len());
+                mapping.records.push(record);
+            }
+        }
+    }
+    Ok(mapping)
+}
+
+/// Folded header labels that select each field.
+struct FieldLabels {
+    by_label: HashMap<String, usize>,
+}
+
+impl FieldLabels {
+    fn new(profile: &TargetProfile) -> Self {
+        let mut by_label = HashMap::new();
+        for (index, field) in profile.fields.iter().enumerate() {
+            for label in std::iter::once(field.name).chain(field.aliases.iter().copied()) {
+                by_label.entry(fold_label(label)).or_insert(index);
+            }
+        }
+        FieldLabels { by_label }
+    }
+
+    fn field_of(&self, header: &Cell) -> Option<usize> {
+        self.by_label.get(&fold_label(&header.display())).copied()
+    }
+}
+
+/// The header is the row, among the first few, that names the most required
+/// fields and then the most fields; title lines and notes above it name none.
+fn locate_header(profile: &TargetProfile, labels: &FieldLabels, table: &Table) -> Result<usize, MappingError> {
+    let candidates = table.rows.iter().take(HEADER_SEARCH_ROWS).enumerate();
+    let score = |row: &Row| {
+        let fields: Vec<usize> = row.cells.iter().filter_map(|cell| labels.field_of(cell)).collect();
+        let required = fields.iter().filter(|&&index| profile.fields[index].required).count();
+        (required, fields.len())
+    };
+    let (best, best_score) = candidates
+        .map(|(index, row)| (index, score(row)))
+        .max_by_key(|&(index, score)| (score, std::cmp::Reverse(index)))
+        .ok_or(MappingError::EmptySource)?;
+    let required_total = profile.fields.iter().filter(|field| field.required).count();
+    if best_score.0 == required_total {
+        return Ok(best);
+    }
+    let row = &table.rows[best];
+    let present: Vec<usize> = row.cells.iter().filter_map(|cell| labels.field_of(cell)).collect();
+    let missing: Vec<&str> = profile
+        .fields
+        .iter()
+        .enumerate()
+        .filter(|(index, field)| field.required && !present.contains(index))
+        .map(|(_, field)| field.name)
+        .collect();
+    let found: Vec<String> = row
+        .cells
+        .iter()
+        .filter(|cell| !cell.is_empty())
+        .map(|cell| format!("{:?}", cell.display()))
+        .collect();
+    Err(MappingError::MissingRequiredColumns {
+        row: row.number,
+        missing: missing.join(", "),
+        found: found.join(", "),
+    })
+}
+
+/// Which column feeds which field.
+struct Columns {
+    /// `(field index, column index, header as written)`.
+    assigned: Vec<(usize, usize, String)>,
+    unknown: Vec<String>,
+    warnings: Vec<RowIssue>,
+    header_width: usize,
+}
+
+impl Columns {
+    fn of_field(&self, field: usize) -> Option<(usize, &str)> {
+        self.assigned
+            .iter()
+            .find(|(index, _, _)| *index == field)
+            .map(|(_, column, header)| (*column, header.as_str()))
+    }
+}
+
+fn resolve_columns(profile: &TargetProfile, labels: &FieldLabels, header: &Row) -> Columns {
+    let mut columns = Columns {
+        assigned: Vec::new(),
+        unknown: Vec::new(),
+        warnings: Vec::new(),
+        header_width: header.cells.len(),
+    };
+    for (column, cell) in header.cells.iter().enumerate() {
+        let written = cell.display().trim().to_owned();
+        if written.is_empty() {
+            continue;
+        }
+        match labels.field_of(cell) {
+            Some(field) => match columns.of_field(field) {
+                Some((_, first)) => columns.warnings.push(RowIssue {
+                    row: header.number,
+                    column: Some(written.clone()),
+                    value: None,
+                    reason: format!(
+                        "column also maps to field `{}`, already read from column {first:?}; this one is ignored",
+                        profile.fields[field].name
+                    ),
+                }),
+                None => columns.assigned.push((field, column, written)),
+            },
+            None => columns.unknown.push(written),
+        }
+    }
+    columns
+}
+
+/// Reads one data row. Returns `None` (and records why) when the row lacks a
+/// required value.
+fn map_row(
+    profile: &TargetProfile,
+    columns: &Columns,
+    zone: Option<Tz>,
+    row: &Row,
+    mapping: &mut Mapping,
+) -> Option<MappedRecord> {
+    warn_about_overflow(columns, row, mapping);
+    let mut fields = Document::new();
+    let mut missing = Vec::new();
+    for (index, spec) in profile.fields.iter().enumerate() {
+        let value = match columns.of_field(index) {
+            Some((column, header)) => {
+                let cell = row.cells.get(column).unwrap_or(&Cell::Empty);
+                read_cell(spec, cell, zone, row.number, header, &mut mapping.warnings)
+            }
+            None => Bson::Null,
+        };
+        if spec.required && value == Bson::Null {
+            missing.push(spec.name);
+        }
+        fields.insert(spec.name, value);
+    }
+    derive_fields(profile, &mut fields);
+    if !missing.is_empty() {
+        mapping.rejected.push(RowIssue {
+            row: row.number,
+            column: None,
+            value: None,
+            reason: format!(
+                "no {}: the row cannot be identified, so it was not imported",
+                missing.join(" and no ")
+            ),
+        });
+        return None;
+    }
+    let key = record_key(profile, &fields);
+    Some(MappedRecord {
+        row: row.number,
+        key,
+        fields,
+    })
+}
+
+fn warn_about_overflow(columns: &Columns, row: &Row, mapping: &mut Mapping) {
+    let extra = row
+        .cells
+        .iter()
+        .skip(columns.header_width)
+        .filter(|cell| !cell.is_empty())
+        .count();
+    if extra > 0 {
+        mapping.warnings.push(RowIssue {
+            row: row.number,
+            column: None,
+            value: None,
+            reason: format!(
+                "{extra} value(s) beyond the header's {} columns were ignored",
+                columns.header_width
+            ),
+        });
+    }
+}
+
+/// Reads one cell into `spec`'s type; an unreadable value becomes null and a
+/// warning.
+fn read_cell(
+    spec: &FieldSpec,
+    cell: &Cell,
+    zone: Option<Tz>,
+    row: usize,
+    header: &str,
+    warnings: &mut Vec<RowIssue>,
+) -> Bson {
+    let outcome = match (&spec.kind, cell) {
+        (_, Cell::Empty) => Ok(Bson::Null),
+        (FieldKind::Text, cell) => Ok(Bson::String(text_of(cell))),
+        (FieldKind::Date, Cell::Text(text)) => values::parse_date(text)
+            .map(to_bson_date)
+            .ok_or("not a date (expected e.g. 2025-01-31 or 31/01/2025)"),
+        (FieldKind::Date | FieldKind::Month { .. }, Cell::Number(serial)) => match zone {
+            Some(zone) => values::serial_to_datetime(*serial, zone)
+                .map(|moment| match spec.kind {
+                    FieldKind::Month { .. } => Bson::String(format!("{:04}-{:02}", moment.year(), moment.month())),
+                    _ => to_bson_date(moment),
+                })
+                .ok_or("not a valid date serial"),
+            None => Err("a bare number is not a date here (expected e.g. 2025-01-31 or 31/01/2025)"),
+        },
+        (FieldKind::Number, Cell::Number(number)) => Ok(Bson::Double(*number)),
+        (FieldKind::Number, Cell::Text(text)) => values::parse_number(text)
+            .map(Bson::Double)
+            .ok_or("not a number (expected e.g. 5000, 5,000.50 or 5 000,50 €)"),
+        (FieldKind::Month { .. }, Cell::Text(text)) => values::parse_month(text)
+            .map(Bson::String)
+            .ok_or("not a month (expected e.g. 2025-01 or janv.-25)"),
+        (FieldKind::Enum(allowed), cell) => {
+            let written = text_of(cell);
+            match allowed.canonical(&written) {
+                Some(value) => Ok(Bson::String(value.to_owned())),
+                None => {
+                    warnings.push(RowIssue {
+                        row,
+                        column: Some(header.to_owned()),
+                        value: Some(written.clone()),
+                        reason: format!(
+                            "unknown value, kept as written; expected one of: {}",
+                            allowed.values.join(", ")
+                        ),
+                    });
+                    Ok(Bson::String(written))
+                }
+            }
+        }
+        (_, Cell::Bool(_)) => Err("a checkbox is not a value of this field"),
+    };
+    outcome.unwrap_or_else(|reason| {
+        warnings.push(RowIssue {
+            row,
+            column: Some(header.to_owned()),
+            value: Some(cell.display()),
+            reason: format!("{reason}; stored as null"),
+        });
+        Bson::Null
+    })
+}
+
+/// Text as it reads in the sheet: whole numbers without a trailing `.0`.
+fn text_of(cell: &Cell) -> String {
+    match cell {
+        Cell::Number(number) if number.fract() == 0.0 && number.abs() < 1e15 => format!("{}", *number as i64),
+        other => other.display().trim().to_owned(),
+    }
+}
+
+fn to_bson_date(moment: DateTime<Utc>) -> Bson {
+    Bson::DateTime(values::to_bson_date(moment))
+}
+
+/// Fills fields computed from others (a month from its date) where the source
+/// left them empty.
+fn derive_fields(profile: &TargetProfile, fields: &mut Document) {
+    for spec in profile.fields {
+        let FieldKind::Month {
+            derive_from: Some(source),
+        } = spec.kind
+        else {
+            continue;
+        };
+        if fields.get(spec.name) != Some(&Bson::Null) {
+            continue;
+        }
+        if let Some(moment) = fields
+            .get_datetime(source)
+            .ok()
+            .and_then(|date| values::from_bson_date(*date))
+        {
+            fields.insert(spec.name, format!("{:04}-{:02}", moment.year(), moment.month()));
+        }
+    }
+}
+
+/// The record's identity: each key field folded (client names compared
+/// trimmed and case- and whitespace-insensitively), joined by a separator that
+/// cannot occur in them.
+pub fn record_key(profile: &TargetProfile, fields: &Document) -> String {
+    profile
+        .key
+        .iter()
+        .map(|name| match fields.get(*name) {
+            Some(Bson::String(text)) => fold_key_text(text),
+            _ => String::new(),
+        })
+        .collect::<Vec<_>>()
+        .join("\u{1f}")
+}

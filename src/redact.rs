@@ -1,0 +1,88 @@
+//! Keeping secrets out of logs and reports.
+
+/// The URL with any password in its user-info replaced by `***`, and the
+/// values of query parameters that look like credentials hidden.
+///
+/// Works on MongoDB connection strings with several hosts, which are not
+/// valid URLs to a strict parser.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(index) => url.split_at(index + 3),
+        None => ("", url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => {
+            let user_info = &authority[..at];
+            let user = user_info.split(':').next().unwrap_or("");
+            let hidden = if user_info.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_owned()
+            };
+            format!("{hidden}{}", &authority[at..])
+        }
+        None => authority.to_owned(),
+    };
+    format!("{scheme}{authority}{}", redact_query(tail))
+}
+
+const SECRET_PARAMETERS: [&str; 7] = ["password", "pass", "pwd", "token", "key", "secret", "signature"];
+
+fn redact_query(tail: &str) -> String {
+    let Some(query_start) = tail.find('?') else {
+        return tail.to_owned();
+    };
+    let (path, query) = tail.split_at(query_start + 1);
+    let (query, fragment) = match query.find('#') {
+        Some(index) => query.split_at(index),
+        None => (query, ""),
+    };
+    let parameters: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) if is_secret_name(name) => format!("{name}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect();
+    format!("{path}{}{fragment}", parameters.join("&"))
+}
+
+fn is_secret_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_PARAMETERS.iter().any(|secret| name.contains(secret))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn hides_passwords_and_credential_parameters() {
+        let cases = [
+            (
+                "mongodb://root:s3cret@database:27017/sales_analytics?authSource=admin",
+                "mongodb://root:***@database:27017/sales_analytics?authSource=admin",
+            ),
+            (
+                "mongodb://a:p%40ss@h1:1,h2:2/?replicaSet=rs",
+                "mongodb://a:***@h1:1,h2:2/?replicaSet=rs",
+            ),
+            (
+                "mongodb+srv://user@cluster.example.net",
+                "mongodb+srv://user@cluster.example.net",
+            ),
+            ("mongodb://127.0.0.1:27017", "mongodb://127.0.0.1:27017"),
+            (
+                "https://x.test/a.csv?token=abc&gid=1#x",
+                "https://x.test/a.csv?token=***&gid=1#x",
+            ),
+            ("https://x.test/a.csv?api_key=abc", "https://x.test/a.csv?api_key=***"),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(redact_url(url), expected);
+            assert!(!redact_url(url).contains("s3cret"));
+        }
+    }
+}

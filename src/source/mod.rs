@@ -1,0 +1,306 @@
+//! Where a view's rows come from, and fetching them.
+//!
+//! A view's `sheet_url` (or its config override) is classified once into a
+//! [`SourceSpec`]; [`Sources::fetch`] then turns specs into [`Table`]s.
+
+pub mod csv;
+pub mod table;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::Serialize;
+
+use crate::redact::redact_url;
+use table::Table;
+
+/// Where one view reads its rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// A CSV file on this host.
+    CsvFile(PathBuf),
+    /// A CSV served over HTTP(S), including Google's public CSV export links.
+    CsvHttp(String),
+    /// A tab of a Google spreadsheet, read through the Sheets API.
+    GoogleSheet(SheetRef),
+}
+
+/// A tab of a Google spreadsheet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SheetRef {
+    pub spreadsheet_id: String,
+    /// The tab named by the URL's `gid`, used when no sheet name is set.
+    pub gid: Option<i64>,
+    /// The tab's title; when absent, the `gid` tab, else the first tab.
+    pub sheet_name: Option<String>,
+}
+
+/// The two kinds the schema's `data_metadata.source_type` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceType {
+    Csv,
+    GoogleSheets,
+}
+
+impl SourceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceType::Csv => "csv",
+            SourceType::GoogleSheets => "google_sheets",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source {0:?} is neither a file:// path, an http(s) URL nor a Google Sheets link or ID")]
+    Unrecognised(String),
+    #[error("cannot read {path}: {source}; check the path and that sheetsync may read it")]
+    File { path: String, source: std::io::Error },
+    #[error("cannot download {url}: {message}")]
+    Http { url: String, message: String },
+    #[error("{url} answered HTTP {status}; check that the link is public and still valid")]
+    HttpStatus { url: String, status: u16 },
+    #[error(transparent)]
+    Csv(#[from] csv::CsvError),
+    #[error(
+        "Google Sheets API sources are not supported yet ({0}); point the view at a CSV export \
+         (…/export?format=csv) or a file in the config for now"
+    )]
+    GoogleSheetsUnsupported(String),
+    #[error("cannot start the HTTP client: {0}")]
+    Client(String),
+}
+
+impl SourceSpec {
+    /// Classifies a view's source. `sheet_name` is the view's tab, which only
+    /// Google Sheets sources use.
+    pub fn parse(source: &str, sheet_name: Option<&str>) -> Result<SourceSpec, SourceError> {
+        let source = source.trim();
+        let sheet_name = sheet_name
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned);
+        if let Some(path) = source.strip_prefix("file://") {
+            return Ok(SourceSpec::CsvFile(PathBuf::from(path)));
+        }
+        if source.starts_with('/') || source.starts_with("./") {
+            return Ok(SourceSpec::CsvFile(PathBuf::from(source)));
+        }
+        if is_spreadsheet_id(source) {
+            return Ok(SourceSpec::GoogleSheet(SheetRef {
+                spreadsheet_id: source.to_owned(),
+                gid: None,
+                sheet_name,
+            }));
+        }
+        let url = Url::parse(source).map_err(|_| SourceError::Unrecognised(redact_url(source)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(SourceError::Unrecognised(redact_url(source)));
+        }
+        match google_spreadsheet_id(&url) {
+            Some(id) if !is_csv_export(&url) => Ok(SourceSpec::GoogleSheet(SheetRef {
+                spreadsheet_id: id,
+                gid: gid_of(&url),
+                sheet_name,
+            })),
+            _ => Ok(SourceSpec::CsvHttp(source.to_owned())),
+        }
+    }
+
+    pub fn source_type(&self) -> SourceType {
+        match self {
+            SourceSpec::CsvFile(_) | SourceSpec::CsvHttp(_) => SourceType::Csv,
+            SourceSpec::GoogleSheet(_) => SourceType::GoogleSheets,
+        }
+    }
+
+    /// The source as an operator would recognise it, secrets redacted.
+    pub fn describe(&self) -> String {
+        match self {
+            SourceSpec::CsvFile(path) => format!("file://{}", path.display()),
+            SourceSpec::CsvHttp(url) => redact_url(url),
+            SourceSpec::GoogleSheet(sheet) => {
+                let tab = match (&sheet.sheet_name, sheet.gid) {
+                    (Some(name), _) => format!("tab {name:?}"),
+                    (None, Some(gid)) => format!("tab gid={gid}"),
+                    (None, None) => "first tab".to_owned(),
+                };
+                format!("Google spreadsheet {} ({tab})", sheet.spreadsheet_id)
+            }
+        }
+    }
+}
+
+/// Spreadsheet IDs are long runs of URL-safe base64 characters.
+fn is_spreadsheet_id(text: &str) -> bool {
+    text.len() >= 25 && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// `ID` from `https://docs.google.com/spreadsheets/d/ID/...`.
+fn google_spreadsheet_id(url: &Url) -> Option<String> {
+    if url.host_str() != Some("docs.google.com") {
+        return None;
+    }
+    let mut segments = url.path_segments()?;
+    while let Some(segment) = segments.next() {
+        if segment == "d" {
+            return segments.next().filter(|id| !id.is_empty()).map(str::to_owned);
+        }
+    }
+    None
+}
+
+/// `/export?format=csv` and `/gviz/tq?tqx=out:csv` links are public CSV.
+fn is_csv_export(url: &Url) -> bool {
+    let path = url.path();
+    let query = url.query().unwrap_or("");
+    (path.ends_with("/export") && query.contains("format=csv"))
+        || (path.contains("/gviz/tq") && query.contains("out:csv"))
+}
+
+/// The tab id from `?gid=N` or `#gid=N`.
+fn gid_of(url: &Url) -> Option<i64> {
+    let from_query = url
+        .query_pairs()
+        .find(|(name, _)| name == "gid")
+        .and_then(|(_, value)| value.parse().ok());
+    from_query.or_else(|| {
+        url.fragment()?
+            .split('&')
+            .find_map(|part| part.strip_prefix("gid=")?.parse().ok())
+    })
+}
+
+/// Fetches tables for sources. One HTTP client serves every download.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    http: reqwest::Client,
+}
+
+impl Sources {
+    pub fn new(timeout: Duration) -> Result<Sources, SourceError> {
+        crate::tls::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .user_agent(concat!("sheetsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|error| SourceError::Client(error.to_string()))?;
+        Ok(Sources { http })
+    }
+
+    /// Fetches every spec's table; one result per spec, in order, so that one
+    /// failing source never hides the others.
+    pub async fn fetch_all(&self, specs: &[&SourceSpec]) -> Vec<Result<Table, SourceError>> {
+        let mut tables = Vec::with_capacity(specs.len());
+        for spec in specs {
+            tables.push(self.fetch(spec).await);
+        }
+        tables
+    }
+
+    pub async fn fetch(&self, spec: &SourceSpec) -> Result<Table, SourceError> {
+        match spec {
+            SourceSpec::CsvFile(path) => {
+                let bytes = tokio::fs::read(path).await.map_err(|source| SourceError::File {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                Ok(csv::parse(&bytes, &spec.describe())?)
+            }
+            SourceSpec::CsvHttp(url) => {
+                let bytes = self.download(url).await?;
+                Ok(csv::parse(&bytes, &spec.describe())?)
+            }
+            SourceSpec::GoogleSheet(_) => Err(SourceError::GoogleSheetsUnsupported(spec.describe())),
+        }
+    }
+
+    async fn download(&self, url: &str) -> Result<Vec<u8>, SourceError> {
+        let http_error = |error: reqwest::Error| SourceError::Http {
+            url: redact_url(url),
+            message: error.without_url().to_string(),
+        };
+        let response = self.http.get(url).send().await.map_err(http_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(SourceError::HttpStatus {
+                url: redact_url(url),
+                status: status.as_u16(),
+            });
+        }
+        Ok(response.bytes().await.map_err(http_error)?.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "1HJSHVRBKbwJ199VxJCioSOTz4gI9KrSniXKwAjcU3bI";
+
+    fn sheet(gid: Option<i64>, sheet_name: Option<&str>) -> SourceSpec {
+        SourceSpec::GoogleSheet(SheetRef {
+            spreadsheet_id: ID.to_owned(),
+            gid,
+            sheet_name: sheet_name.map(str::to_owned),
+        })
+    }
+
+    #[test]
+    fn classifies_every_link_form() {
+        let base = format!("https://docs.google.com/spreadsheets/d/{ID}");
+        let cases = [
+            (format!("{base}/edit#gid=42"), None, sheet(Some(42), None)),
+            (
+                format!("{base}/edit?usp=sharing"),
+                Some("Sheet1"),
+                sheet(None, Some("Sheet1")),
+            ),
+            (format!("{base}/edit?gid=7#gid=7"), Some("  "), sheet(Some(7), None)),
+            (ID.to_owned(), Some("Q1 pipeline"), sheet(None, Some("Q1 pipeline"))),
+            (
+                format!("{base}/export?format=csv&gid=3"),
+                None,
+                SourceSpec::CsvHttp(format!("{base}/export?format=csv&gid=3")),
+            ),
+            (
+                format!("{base}/gviz/tq?tqx=out:csv&sheet=Q1"),
+                None,
+                SourceSpec::CsvHttp(format!("{base}/gviz/tq?tqx=out:csv&sheet=Q1")),
+            ),
+            (
+                "file:///data/signal.csv".to_owned(),
+                None,
+                SourceSpec::CsvFile("/data/signal.csv".into()),
+            ),
+            (
+                "/data/x.csv".to_owned(),
+                None,
+                SourceSpec::CsvFile("/data/x.csv".into()),
+            ),
+            (
+                "https://exports.example.com/a.csv".to_owned(),
+                None,
+                SourceSpec::CsvHttp("https://exports.example.com/a.csv".to_owned()),
+            ),
+        ];
+        for (source, sheet_name, expected) in cases {
+            assert_eq!(
+                SourceSpec::parse(&source, sheet_name).unwrap(),
+                expected,
+                "classifying {source}"
+            );
+        }
+        assert!(SourceSpec::parse("ftp://example.com/a.csv", None).is_err());
+        assert!(SourceSpec::parse("not a source", None).is_err());
+    }
+
+    #[test]
+    fn source_types_follow_the_schema() {
+        assert_eq!(sheet(None, None).source_type().as_str(), "google_sheets");
+        assert_eq!(SourceSpec::CsvFile("/a".into()).source_type().as_str(), "csv");
+    }
+}

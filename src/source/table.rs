@@ -1,0 +1,74 @@
+//! The shape every source delivers: rows of cells with their row numbers.
+//!
+//! Sources do not decide which row is the header: a CSV export may carry a
+//! title line above it, and only the mapping knows which labels it expects.
+
+use chrono_tz::Tz;
+
+/// One cell as the source delivered it. CSV only knows text; the Sheets API
+/// sends typed JSON values (numbers, booleans), which keep their type so that
+/// amounts and date serials need no locale guessing.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Empty,
+    Text(String),
+    Number(f64),
+    Bool(bool),
+}
+
+impl Cell {
+    /// A text cell, or `Empty` when the text is only whitespace.
+    pub fn text(value: &str) -> Cell {
+        if value.trim().is_empty() {
+            Cell::Empty
+        } else {
+            Cell::Text(value.to_owned())
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        matches!(self, Cell::Empty)
+    }
+
+    /// The cell as it would read in a report.
+    pub fn display(&self) -> String {
+        match self {
+            Cell::Empty => String::new(),
+            Cell::Text(text) => text.clone(),
+            Cell::Number(number) => number.to_string(),
+            Cell::Bool(flag) => flag.to_string(),
+        }
+    }
+}
+
+/// One row, numbered as the person editing the source would count it
+/// (the line in a CSV file, the row in a spreadsheet), so that a report can
+/// send them straight to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub number: usize,
+    pub cells: Vec<Cell>,
+}
+
+/// The non-blank rows of one source, header included.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    pub rows: Vec<Row>,
+    /// Rows skipped because every cell was empty.
+    pub blank_rows: usize,
+    /// The zone in which numeric date cells (spreadsheet serials) are read;
+    /// `None` for sources that only deliver text.
+    pub serial_time_zone: Option<Tz>,
+}
+
+impl Table {
+    /// Appends a row unless every cell is empty, in which case it is counted
+    /// as blank.
+    pub fn push_row(&mut self, number: usize, cells: Vec<Cell>) {
+        if cells.iter().all(Cell::is_empty) {
+            self.blank_rows += 1;
+        } else {
+            self.rows.push(Row { number, cells });
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! All-or-nothing replacement of a view's collection.
+//!
+//! The new records are written to a staging collection that already carries
+//! the target's indexes, checked, and then renamed over the target with
+//! `dropTarget` in one server-side step. Readers see the old collection or the
+//! new one, never a mix, and no transaction (hence no replica set) is needed.
+//! Any failure before the rename leaves the target untouched.
+
+use std::collections::HashMap;
+
+use futures_util::TryStreamExt;
+use mongodb::bson::{DateTime as BsonDateTime, Document, doc};
+use mongodb::{Collection, Database};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::{Doing, StoreError, indexes};
+use crate::mapping::profile::TargetProfile;
+use crate::mapping::{MappedRecord, record_key};
+
+/// Prefix of staging collections; leftovers of a crashed run are recognised
+/// (and dropped) by it.
+pub const STAGING_PREFIX: &str = "_sheetsync_staging.";
+
+/// Namespace of the v5 UUIDs given to new records (random, fixed forever: a
+/// different namespace would change every deal id).
+const RECORD_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5b1f_0a3c_7d2e_4f61_9a8b_3c4d_5e6f_7081);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "refusing to replace {existing} record(s) in `{collection}` with {new}: {why}; \
+         if this is intended, run `sheetsync sync --force --view NAME`"
+    )]
+    Shrink {
+        collection: String,
+        existing: u64,
+        new: usize,
+        why: String,
+    },
+    #[error("staging collection `{staging}` holds {found} document(s) instead of {expected}; the swap was not done")]
+    StagingMismatch {
+        staging: String,
+        expected: usize,
+        found: u64,
+    },
+}
+
+/// What a refresh changes compared with the data it replaces.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Changes {
+    pub inserted: usize,
+    pub updated: usize,
+    pub removed: usize,
+    pub unchanged: usize,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.inserted == 0 && self.updated == 0 && self.removed == 0
+    }
+}
+
+/// The identity a record already has in the collection.
+#[derive(Debug)]
+struct Known {
+    id: String,
+    created_at: Option<BsonDateTime>,
+    document: Document,
+}
+
+/// The target collection's current records, by key.
+#[derive(Debug, Default)]
+pub struct Existing {
+    by_key: HashMap<String, Known>,
+    /// Every document in the collection, keyed or not.
+    pub count: u64,
+}
+
+/// Reads the records a refresh will replace, to carry their ids and
+/// `created_at` over and to count changes.
+pub async fn load_existing(collection: &Collection<Document>, profile: &TargetProfile) -> Result<Existing, StoreError> {
+    let describe = || format!("reading the current records of `{}`", collection.name());
+    let mut cursor = collection
+        .find(doc! {})
+        .projection(doc! { "_id": 0 })
+        .await
+        .doing(describe)?;
+    let mut existing = Existing::default();
+    while let Some(document) = cursor.try_next().await.doing(describe)? {
+        existing.count += 1;
+        let Ok(id) = document.get_str("id").map(str::to_owned) else {
+            continue;
+        };
+        let created_at = document.get_datetime("created_at").ok().copied();
+        let key = record_key(profile, &document);
+        existing.by_key.entry(key).or_insert(Known {
+            id,
+            created_at,
+            document,
+        });
+    }
+    Ok(existing)
+}
+
+/// The documents to store and how they differ from the current ones.
+#[derive(Debug)]
+pub struct Prepared {
+    pub documents: Vec<Document>,
+    pub changes: Changes,
+}
+
+/// Gives each record its identity: the id and `created_at` it already had, or
+/// a UUID derived from view + key (so even a collection emptied by hand gets
+/// the same ids back) and `now`.
+pub fn prepare(view_id: &str, records: Vec<MappedRecord>, existing: &Existing, now: BsonDateTime) -> Prepared {
+    let mut changes = Changes::default();
+    let mut documents = Vec::with_capacity(records.len());
+    for record in records {
+        let known = existing.by_key.get(&record.key);
+        let id = known.map_or_else(|| stable_id(view_id, &record.key), |known| known.id.clone());
+        let created_at = known.and_then(|known| known.created_at).unwrap_or(now);
+        let mut document = Document::new();
+        document.insert("id", id);
+        document.extend(record.fields);
+        document.insert("created_at", created_at);
+        match known {
+            None => changes.inserted += 1,
+            Some(known) if same_fields(&known.document, &document) => changes.unchanged += 1,
+            Some(_) => changes.updated += 1,
+        }
+        documents.push(document);
+    }
+    let kept = changes.updated + changes.unchanged;
+    changes.removed = usize::try_from(existing.count)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(kept);
+    Prepared { documents, changes }
+}
+
+/// The deal id of a record that has none yet.
+pub fn stable_id(view_id: &str, key: &str) -> String {
+    Uuid::new_v5(&RECORD_ID_NAMESPACE, format!("{view_id}\u{1f}{key}").as_bytes()).to_string()
+}
+
+/// Field-order-insensitive equality.
+fn same_fields(old: &Document, new: &Document) -> bool {
+    old.len() == new.len() && new.iter().all(|(name, value)| old.get(name) == Some(value))
+}
+
+/// Refuses a refresh that would wipe or drastically shrink a view's data,
+/// which is far more often a broken export than a real change.
+pub fn check_shrink(
+    collection: &str,
+    existing: u64,
+    new: usize,
+    min_ratio: f64,
+    force: bool,
+) -> Result<(), ApplyError> {
+    if force || existing == 0 {
+        return Ok(());
+    }
+    let why = if new == 0 {
+        "the source yielded no records".to_owned()
+    } else if (new as f64) < min_ratio * existing as f64 {
+        format!("that is below sync.min_ratio = {min_ratio} of the current data")
+    } else {
+        return Ok(());
+    };
+    Err(ApplyError::Shrink {
+        collection: collection.to_owned(),
+        existing,
+        new,
+        why,
+    })
+}
+
+/// Drops staging collections a crashed or killed run left for `target`.
+pub async fn drop_leftover_staging(db: &Database, target: &str) -> Result<Vec<String>, StoreError> {
+    let prefix = format!("{STAGING_PREFIX}{target}.");
+    let names = db
+        .list_collection_names()
+        .await
+        .doing(|| format!("listing collections to clean up staging for `{target}`"))?;
+    let mut dropped = Vec::new();
+    for name in names.into_iter().filter(|name| name.starts_with(&prefix)) {
+        db.collection::<Document>(&name)
+            .drop()
+            .await
+            .doing(|| format!("dropping leftover staging collection `{name}`"))?;
+        dropped.push(name);
+    }
+    Ok(dropped)
+}
+
+/// Writes `documents` to a fresh staging collection and swaps it in as
+/// `target`. On any error the staging collection is dropped (best effort; the
+/// next run drops it otherwise) and `target` is as it was.
+pub async fn replace_collection(
+    db: &Database,
+    target: &str,
+    profile: &TargetProfile,
+    documents: &[Document],
+    batch_size: usize,
+    run_id: &str,
+) -> Result<(), ApplyError> {
+    let staging = format!("{STAGING_PREFIX}{target}.{run_id}");
+    let outcome = build_and_swap(db, target, &staging, profile, documents, batch_size).await;
+    if outcome.is_err() {
+        if let Err(error) = db.collection::<Document>(&staging).drop().await {
+            tracing::warn!(%staging, %error, "could not drop the staging collection; the next run will");
+        }
+    }
+    outcome
+}
+
+async fn build_and_swap(
+    db: &Database,
+    target: &str,
+    staging: &str,
+    profile: &TargetProfile,
+    documents: &[Document],
+    batch_size: usize,
+) -> Result<(), ApplyError> {
+    db.create_collection(staging)
+        .await
+        .doing(|| format!("creating staging collection `{staging}`"))?;
+    indexes::create(db, staging, profile.indexes).await?;
+    let collection = db.collection::<Document>(staging);
+    for batch in documents.chunks(batch_size) {
+        collection
+            .insert_many(batch)
+            .ordered(false)
+            .await
+            .doing(|| format!("writing records to staging collection `{staging}`"))?;
+    }
+    let found = collection
+        .count_documents(doc! {})
+        .await
+        .doing(|| format!("counting staging collection `{staging}`"))?;
+    if found != documents.len() as u64 {
+        return Err(ApplyError::StagingMismatch {
+            staging: staging.to_owned(),
+            expected: documents.len(),
+            found,
+        });
+    }
+    let namespace = |name: &str| format!("{}.{name}", db.name());
+    db.client()
+        .database("admin")
+        .run_command(doc! {
+            "renameCollection": namespace(staging),
+            "to": namespace(target),
+            "dropTarget": true,
+        })
+        .await
+        .doing(|| format!("swapping `{staging}` in as `{target}` (renameCollection)"))?;
+    Ok(())
+}

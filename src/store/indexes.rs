@@ -1,0 +1,144 @@
+//! The indexes the schema document recommends, created idempotently.
+
+use std::time::Duration;
+
+use mongodb::bson::Document;
+use mongodb::options::IndexOptions;
+use mongodb::{Database, IndexModel};
+
+use super::{Doing, StoreError};
+use crate::mapping::profile::IndexSpec;
+
+const fn plain(keys: &'static [&'static str]) -> IndexSpec {
+    IndexSpec {
+        keys,
+        unique: false,
+        expire_after_seconds: None,
+    }
+}
+
+const fn unique(keys: &'static [&'static str]) -> IndexSpec {
+    IndexSpec {
+        keys,
+        unique: true,
+        expire_after_seconds: None,
+    }
+}
+
+/// How long run history is kept.
+pub const SYNC_RUNS_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// Indexes of the collections with fixed names: the schema document's
+/// "Indexes Recommendations" (plus `data_metadata.last_update`, listed in its
+/// collection section) and sheetsync's own bookkeeping.
+pub const FIXED_INDEXES: &[(&str, &[IndexSpec])] = &[
+    (
+        "users",
+        &[unique(&["email"]), plain(&["role"]), plain(&["view_access"])],
+    ),
+    (
+        "user_sessions",
+        &[
+            unique(&["session_token"]),
+            plain(&["user_id"]),
+            IndexSpec {
+                keys: &["expires_at"],
+                unique: false,
+                expire_after_seconds: Some(0),
+            },
+        ],
+    ),
+    (
+        "views",
+        &[
+            unique(&["id"]),
+            unique(&["name"]),
+            plain(&["is_master"]),
+            plain(&["is_default"]),
+        ],
+    ),
+    (
+        "data_metadata",
+        &[
+            unique(&["type", "view_id"]),
+            plain(&["view_id"]),
+            plain(&["last_update"]),
+        ],
+    ),
+    (
+        "user_projections_preferences",
+        &[
+            unique(&["user_id", "view_id"]),
+            plain(&["user_id"]),
+            plain(&["view_id"]),
+        ],
+    ),
+    (
+        "user_pipeline_preferences",
+        &[
+            unique(&["user_id", "view_id"]),
+            plain(&["user_id"]),
+            plain(&["view_id"]),
+        ],
+    ),
+    ("asher_pov", &[unique(&["view_id"])]),
+    (
+        super::runs::SYNC_RUNS_COLLECTION,
+        &[
+            IndexSpec {
+                keys: &["started_at"],
+                unique: false,
+                expire_after_seconds: Some(SYNC_RUNS_TTL.as_secs()),
+            },
+            plain(&["view", "started_at"]),
+            unique(&["run_id"]),
+        ],
+    ),
+];
+
+fn model(spec: &IndexSpec) -> IndexModel {
+    let keys: Document = spec.keys.iter().map(|key| (key.to_string(), 1.into())).collect();
+    let mut options = IndexOptions::default();
+    if spec.unique {
+        options.unique = Some(true);
+    }
+    options.expire_after = spec.expire_after_seconds.map(Duration::from_secs);
+    IndexModel::builder().keys(keys).options(options).build()
+}
+
+/// Creates `specs` on `collection`. Creating an index that exists with the
+/// same options is a no-op, so this runs on every sync.
+pub async fn create(db: &Database, collection: &str, specs: &[IndexSpec]) -> Result<(), StoreError> {
+    if specs.is_empty() {
+        return Ok(());
+    }
+    db.collection::<Document>(collection)
+        .create_indexes(specs.iter().map(model))
+        .await
+        .doing(|| {
+            format!(
+                "creating indexes on `{collection}` (an index with the same keys but other options, or duplicate \
+                 values under a unique index, must be fixed by hand)"
+            )
+        })?;
+    Ok(())
+}
+
+/// Every index the schema lists: the fixed collections' and, for each view
+/// collection, the record indexes. Returns the collections touched.
+pub async fn ensure_all(
+    db: &Database,
+    record_collections: &[String],
+    record_indexes: &[IndexSpec],
+) -> Result<Vec<String>, StoreError> {
+    let mut touched = Vec::new();
+    for (collection, specs) in FIXED_INDEXES {
+        create(db, collection, specs).await?;
+        touched.push(collection.to_string());
+    }
+    for collection in record_collections {
+        create(db, collection, record_indexes).await?;
+        touched.push(collection.clone());
+    }
+    Ok(touched)
+}

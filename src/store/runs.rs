@@ -1,0 +1,43 @@
+//! History of sync runs, failed ones included, kept 90 days (TTL index on
+//! `started_at`, see `indexes`).
+
+use mongodb::Database;
+use mongodb::bson::{self, Document};
+
+use super::{Doing, StoreError};
+use crate::mapping::values::to_bson_date;
+use crate::sync::ViewReport;
+
+pub const SYNC_RUNS_COLLECTION: &str = "sync_runs";
+
+/// At most this many warnings are stored per run; the count is always exact.
+const STORED_ISSUES: usize = 200;
+
+/// Stores one view's run.
+pub async fn record(db: &Database, report: &ViewReport) -> Result<(), StoreError> {
+    let document = to_document(report)
+        .map_err(mongodb::error::Error::from)
+        .doing(|| format!("encoding run {} for `{SYNC_RUNS_COLLECTION}`", report.run_id))?;
+    db.collection::<Document>(SYNC_RUNS_COLLECTION)
+        .insert_one(document)
+        .await
+        .doing(|| {
+            format!(
+                "recording run {} of view {:?} in `{SYNC_RUNS_COLLECTION}`",
+                report.run_id, report.view
+            )
+        })?;
+    Ok(())
+}
+
+fn to_document(report: &ViewReport) -> Result<Document, bson::ser::Error> {
+    let mut trimmed = report.clone();
+    trimmed.warnings.truncate(STORED_ISSUES);
+    trimmed.rejected.truncate(STORED_ISSUES);
+    trimmed.duplicates.truncate(STORED_ISSUES);
+    let mut document = bson::to_document(&trimmed)?;
+    // Real dates, so the TTL index can expire them and queries can range.
+    document.insert("started_at", to_bson_date(report.started_at));
+    document.insert("finished_at", to_bson_date(report.finished_at));
+    Ok(document)
+}

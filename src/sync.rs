@@ -1,0 +1,404 @@
+//! One sync cycle: views -> sources -> mapping -> apply -> bookkeeping, and
+//! the report it produces.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use mongodb::Database;
+use mongodb::bson::{DateTime as BsonDateTime, Document};
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::mapping::profile::TargetProfile;
+use crate::mapping::{self, Duplicate, RowIssue};
+use crate::source::table::Table;
+use crate::source::{SourceError, SourceType, Sources};
+use crate::store::apply::{self, Changes};
+use crate::store::{StoreError, indexes, metadata, runs};
+use crate::views::{self, Resolution, SyncTarget, ViewPlan, ViewsError};
+
+/// What started a run; recorded with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// `sheetsync sync` from a shell.
+    Cli,
+    Schedule,
+    CatchUp,
+    Signal,
+    Admin,
+    Startup,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyncOptions {
+    /// Read, map and compare, but write nothing.
+    pub dry_run: bool,
+    /// Apply even when the shrink guard would refuse.
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The collection now holds the source's records (or already did).
+    Success,
+    /// Everything was read and compared; nothing was written.
+    DryRun,
+    /// Nothing was written; the previous data stands.
+    Failed,
+}
+
+/// Everything one view's run did, for people (text), scripts (JSON) and the
+/// `sync_runs` history.
+#[derive(Debug, Clone, Serialize)]
+pub struct ViewReport {
+    pub run_id: String,
+    pub view: String,
+    pub view_id: String,
+    pub trigger: Trigger,
+    pub collection: Option<String>,
+    pub source: Option<String>,
+    pub source_type: Option<SourceType>,
+    pub outcome: Outcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub header_row: Option<usize>,
+    pub rows_read: usize,
+    pub blank_rows: usize,
+    pub records_written: usize,
+    pub duplicates_merged: usize,
+    pub duplicates: Vec<Duplicate>,
+    pub rejected: Vec<RowIssue>,
+    pub warnings: Vec<RowIssue>,
+    pub unknown_columns: Vec<String>,
+    pub changes: Changes,
+    /// False when nothing changed and the collection was left as it was, or
+    /// on a dry run or failure.
+    pub swapped: bool,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub duration_ms: u64,
+}
+
+impl ViewReport {
+    fn new(plan: &ViewPlan, trigger: Trigger) -> ViewReport {
+        let target = match &plan.resolution {
+            Resolution::Sync(target) => Some(target),
+            _ => None,
+        };
+        let now = Utc::now();
+        ViewReport {
+            run_id: Uuid::new_v4().simple().to_string(),
+            view: plan.name.clone(),
+            view_id: plan.view_id.clone(),
+            trigger,
+            collection: target.map(|target| target.collection.clone()),
+            source: target.map(|target| target.source.describe()),
+            source_type: target.map(|target| target.source.source_type()),
+            outcome: Outcome::Failed,
+            error: None,
+            header_row: None,
+            rows_read: 0,
+            blank_rows: 0,
+            records_written: 0,
+            duplicates_merged: 0,
+            duplicates: Vec::new(),
+            rejected: Vec::new(),
+            warnings: Vec::new(),
+            unknown_columns: Vec::new(),
+            changes: Changes::default(),
+            swapped: false,
+            started_at: now,
+            finished_at: now,
+            duration_ms: 0,
+        }
+    }
+
+    pub fn succeeded(&self) -> bool {
+        self.outcome != Outcome::Failed
+    }
+}
+
+/// Why a view failed.
+#[derive(Debug, thiserror::Error)]
+enum ViewError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Mapping(#[from] mapping::MappingError),
+    #[error(transparent)]
+    Apply(#[from] apply::ApplyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A failure that stops the whole cycle before any view is synced.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Views(#[from] ViewsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a sync cycle needs; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Syncer {
+    pub db: Database,
+    pub config: Config,
+    pub sources: Sources,
+    pub profile: &'static TargetProfile,
+}
+
+impl Syncer {
+    /// Syncs the named views (all when `names` is empty): views are re-read,
+    /// every source fetched (one failing source does not stop the others),
+    /// and each view applied on its own. Master views are never written.
+    pub async fn sync(
+        &self,
+        names: &[String],
+        trigger: Trigger,
+        options: SyncOptions,
+    ) -> Result<Vec<ViewReport>, SyncError> {
+        let plans = views::select(views::load_plans(&self.db, &self.config).await?, names)?;
+        let plans: Vec<ViewPlan> = plans
+            .into_iter()
+            .filter(|plan| !matches!(plan.resolution, Resolution::Master))
+            .collect();
+        if !options.dry_run {
+            self.ensure_indexes(&plans).await?;
+        }
+        let targets: Vec<&SyncTarget> = plans
+            .iter()
+            .filter_map(|plan| match &plan.resolution {
+                Resolution::Sync(target) => Some(target),
+                _ => None,
+            })
+            .collect();
+        let specs: Vec<_> = targets.iter().map(|target| &target.source).collect();
+        let mut tables = self.sources.fetch_all(&specs).await.into_iter();
+
+        let mut reports = Vec::with_capacity(plans.len());
+        for plan in &plans {
+            let table = match &plan.resolution {
+                Resolution::Sync(_) => tables.next(),
+                _ => None,
+            };
+            let report = self.sync_view(plan, table, trigger, options).await;
+            log_summary(&report);
+            if !options.dry_run {
+                if let Err(error) = runs::record(&self.db, &report).await {
+                    tracing::error!(view = %report.view, %error, "could not record the run history");
+                }
+            }
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    /// Creates every schema index, for the given views' collections too.
+    pub async fn ensure_indexes(&self, plans: &[ViewPlan]) -> Result<Vec<String>, StoreError> {
+        let collections: Vec<String> = plans
+            .iter()
+            .filter_map(|plan| match &plan.resolution {
+                Resolution::Sync(target) => Some(target.collection.clone()),
+                _ => None,
+            })
+            .collect();
+        indexes::ensure_all(&self.db, &collections, self.profile.indexes).await
+    }
+
+    async fn sync_view(
+        &self,
+        plan: &ViewPlan,
+        table: Option<Result<Table, SourceError>>,
+        trigger: Trigger,
+        options: SyncOptions,
+    ) -> ViewReport {
+        let clock = Instant::now();
+        let mut report = ViewReport::new(plan, trigger);
+        let outcome = match (&plan.resolution, table) {
+            (Resolution::Sync(target), Some(table)) => self.apply_view(plan, target, table, options, &mut report).await,
+            (Resolution::Invalid(reason), _) => Err(ViewError::Invalid(reason.clone())),
+            _ => Err(ViewError::Invalid("view has no source to read".to_owned())),
+        };
+        match outcome {
+            Ok(outcome) => report.outcome = outcome,
+            Err(error) => {
+                report.outcome = Outcome::Failed;
+                report.error = Some(error.to_string());
+            }
+        }
+        report.finished_at = Utc::now();
+        report.duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+        report
+    }
+
+    async fn apply_view(
+        &self,
+        plan: &ViewPlan,
+        target: &SyncTarget,
+        table: Result<Table, SourceError>,
+        options: SyncOptions,
+        report: &mut ViewReport,
+    ) -> Result<Outcome, ViewError> {
+        let table = table?;
+        report.blank_rows = table.blank_rows;
+        let mapped = mapping::map_table(self.profile, &table)?;
+        drop(table);
+        report.header_row = Some(mapped.header_row);
+        report.rows_read = mapped.rows_read;
+        report.duplicates_merged = mapped.duplicates.len();
+        report.duplicates = mapped.duplicates;
+        report.rejected = mapped.rejected;
+        report.warnings = mapped.warnings;
+        report.unknown_columns = mapped.unknown_columns;
+
+        let collection = self.db.collection::<Document>(&target.collection);
+        if !options.dry_run {
+            let dropped = apply::drop_leftover_staging(&self.db, &target.collection).await?;
+            if !dropped.is_empty() {
+                tracing::warn!(view = %plan.name, ?dropped, "dropped staging collections left by an interrupted run");
+            }
+        }
+        let existing = apply::load_existing(&collection, self.profile).await?;
+        let now = BsonDateTime::now();
+        let prepared = apply::prepare(&plan.view_id, mapped.records, &existing, now);
+        report.changes = prepared.changes;
+        report.records_written = prepared.documents.len();
+        apply::check_shrink(
+            &target.collection,
+            existing.count,
+            prepared.documents.len(),
+            self.config.sync.min_ratio,
+            options.force,
+        )?;
+        if options.dry_run {
+            return Ok(Outcome::DryRun);
+        }
+        // Rewriting an identical collection would only churn the server.
+        let unchanged = prepared.changes.is_empty() && existing.count == prepared.documents.len() as u64;
+        if !unchanged {
+            apply::replace_collection(
+                &self.db,
+                &target.collection,
+                self.profile,
+                &prepared.documents,
+                self.config.sync.insert_batch_size,
+                &report.run_id,
+            )
+            .await?;
+            report.swapped = true;
+        }
+        metadata::record_last_update(
+            &self.db,
+            &plan.view_id,
+            target.source.source_type(),
+            &target.source_url,
+            prepared.documents.len(),
+            now,
+        )
+        .await?;
+        Ok(Outcome::Success)
+    }
+}
+
+/// The one line every run logs.
+fn log_summary(report: &ViewReport) {
+    let outcome = match report.outcome {
+        Outcome::Success => "success",
+        Outcome::DryRun => "dry_run",
+        Outcome::Failed => "failed",
+    };
+    let changes = report.changes;
+    if report.succeeded() {
+        tracing::info!(
+            view = %report.view, trigger = ?report.trigger, outcome, rows = report.rows_read,
+            records = report.records_written, merged = report.duplicates_merged, rejected = report.rejected.len(),
+            warnings = report.warnings.len(), inserted = changes.inserted, updated = changes.updated,
+            removed = changes.removed, duration_ms = report.duration_ms, "sync finished"
+        );
+    } else {
+        tracing::warn!(
+            view = %report.view, trigger = ?report.trigger, outcome, error = report.error.as_deref().unwrap_or(""),
+            duration_ms = report.duration_ms, "sync failed"
+        );
+    }
+}
+
+/// The human-readable report of one cycle.
+pub fn render_text(reports: &[ViewReport]) -> String {
+    let mut out = String::new();
+    for report in reports {
+        render_view(&mut out, report);
+    }
+    let failed = reports.iter().filter(|report| !report.succeeded()).count();
+    let _ = writeln!(out, "{} view(s) synced, {failed} failed", reports.len() - failed);
+    out
+}
+
+fn render_view(out: &mut String, report: &ViewReport) {
+    let status = match report.outcome {
+        Outcome::Success if report.swapped => "OK",
+        Outcome::Success => "OK (no changes)",
+        Outcome::DryRun => "DRY RUN (nothing written)",
+        Outcome::Failed => "FAILED (previous data kept)",
+    };
+    let collection = report.collection.as_deref().unwrap_or("-");
+    let _ = writeln!(out, "{} -> {collection}: {status}", report.view);
+    if let Some(source) = &report.source {
+        let _ = writeln!(out, "  source: {source}");
+    }
+    if let Some(error) = &report.error {
+        let _ = writeln!(out, "  error: {error}");
+    }
+    let changes = report.changes;
+    let _ = writeln!(
+        out,
+        "  rows read {}, records {}, duplicates merged {}, rejected {}, warnings {}, blank rows {}",
+        report.rows_read,
+        report.records_written,
+        report.duplicates_merged,
+        report.rejected.len(),
+        report.warnings.len(),
+        report.blank_rows
+    );
+    let _ = writeln!(
+        out,
+        "  changes: {} inserted, {} updated, {} removed, {} unchanged; {} ms",
+        changes.inserted, changes.updated, changes.removed, changes.unchanged, report.duration_ms
+    );
+    for duplicate in &report.duplicates {
+        let _ = writeln!(
+            out,
+            "  merged: row {} superseded by row {}",
+            duplicate.row, duplicate.superseded_by
+        );
+    }
+    for issue in &report.rejected {
+        let _ = writeln!(out, "  rejected: {}", describe_issue(issue));
+    }
+    for issue in &report.warnings {
+        let _ = writeln!(out, "  warning: {}", describe_issue(issue));
+    }
+    if !report.unknown_columns.is_empty() {
+        let _ = writeln!(out, "  ignored columns: {}", report.unknown_columns.join(", "));
+    }
+}
+
+fn describe_issue(issue: &RowIssue) -> String {
+    let mut text = format!("row {}", issue.row);
+    if let Some(column) = &issue.column {
+        let _ = write!(text, ", column {column:?}");
+    }
+    if let Some(value) = &issue.value {
+        let _ = write!(text, ", value {value:?}");
+    }
+    let _ = write!(text, ": {}", issue.reason);
+    text
+}
