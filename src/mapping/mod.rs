@@ -401,3 +401,271 @@ pub fn record_key(profile: &TargetProfile, fields: &Document) -> String {
         .collect::<Vec<_>>()
         .join("\u{1f}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::csv;
+    use sales::SALES_RECORDS;
+
+    fn map_csv(text: &str) -> Mapping {
+        map_table(&SALES_RECORDS, &csv::parse(text.as_bytes(), "test").unwrap()).unwrap()
+    }
+
+    fn field<'a>(mapping: &'a Mapping, index: usize, name: &str) -> &'a Bson {
+        mapping.records[index].fields.get(name).unwrap()
+    }
+
+    #[test]
+    fn header_labels_match_loosely_with_aliases() {
+        let mapping = map_csv(
+            "CLIENT,Étape,Discovery date,Expected MRR,Show/No show,Type of source,Owner (AE),Date POA,Produit,Mystery\n\
+             Acme,Lost,2025-01-02,10,no show,inbound,Ann,03/01/2025,SEO,?\n",
+        );
+        let record = &mapping.records[0].fields;
+        assert_eq!(record.get_str("client"), Ok("Acme"));
+        assert_eq!(record.get_str("stage"), Ok("Lost"));
+        assert_eq!(record.get_str("show_noshow"), Ok("Noshow"));
+        assert_eq!(record.get_str("type_of_source"), Ok("Inbound"));
+        assert_eq!(record.get_str("owner"), Ok("Ann"));
+        assert_eq!(record.get_str("product"), Ok("SEO"));
+        assert_eq!(record.get_f64("expected_mrr"), Ok(10.0));
+        assert!(record.get_datetime("poa_date").is_ok());
+        assert_eq!(mapping.unknown_columns, vec!["Mystery"]);
+    }
+
+    #[test]
+    fn title_lines_ragged_rows_and_repeated_columns() {
+        let mapping = map_csv(
+            "Pipeline,,\nexported 2025-03-01\nClient,Stage,MRR,Expected MRR\nAcme,Lost\nGlobex,Lost,5,6,extra\n",
+        );
+        assert_eq!(mapping.header_row, 3);
+        assert_eq!(mapping.records.len(), 2);
+        assert_eq!(
+            field(&mapping, 0, "expected_mrr"),
+            &Bson::Null,
+            "short row padded with empties"
+        );
+        assert_eq!(
+            field(&mapping, 1, "expected_mrr"),
+            &Bson::Double(5.0),
+            "first matching column wins"
+        );
+        let reasons: Vec<&str> = mapping.warnings.iter().map(|w| w.reason.as_str()).collect();
+        assert!(
+            reasons.iter().any(|r| r.contains("already read from column \"MRR\"")),
+            "{reasons:?}"
+        );
+        assert!(
+            reasons.iter().any(|r| r.contains("beyond the header's 4 columns")),
+            "{reasons:?}"
+        );
+    }
+
+    #[test]
+    fn every_value_rule() {
+        // (column, cell, field, expected value, whether a warning is expected)
+        let cases: &[(&str, &str, &str, Bson, bool)] = &[
+            (
+                "Discovery Date",
+                "2025-01-10",
+                "discovery_date",
+                bson_date(2025, 1, 10, 0, 0),
+                false,
+            ),
+            (
+                "Discovery Date",
+                "10/01/2025",
+                "discovery_date",
+                bson_date(2025, 1, 10, 0, 0),
+                false,
+            ),
+            (
+                "Discovery Date",
+                "10/01/25",
+                "discovery_date",
+                bson_date(2025, 1, 10, 0, 0),
+                false,
+            ),
+            (
+                "Discovery Date",
+                "2025-01-10 14:30",
+                "discovery_date",
+                bson_date(2025, 1, 10, 14, 30),
+                false,
+            ),
+            ("Discovery Date", "someday", "discovery_date", Bson::Null, true),
+            (
+                "POA Date",
+                "31/12/2024",
+                "poa_date",
+                bson_date(2024, 12, 31, 0, 0),
+                false,
+            ),
+            (
+                "Billing Start",
+                "2025-02-01",
+                "billing_start",
+                bson_date(2025, 2, 1, 0, 0),
+                false,
+            ),
+            ("Expected MRR", "5000", "expected_mrr", Bson::Double(5000.0), false),
+            ("Expected MRR", "5,000.50", "expected_mrr", Bson::Double(5000.5), false),
+            (
+                "Expected ARR",
+                "5 000,50 €",
+                "expected_arr",
+                Bson::Double(5000.5),
+                false,
+            ),
+            ("Pipeline", "€5,000", "pipeline", Bson::Double(5000.0), false),
+            ("Pipeline", "(1,200)", "pipeline", Bson::Double(-1200.0), false),
+            ("Pipeline", "a lot", "pipeline", Bson::Null, true),
+            (
+                "Show/Noshow",
+                "NO-SHOW",
+                "show_noshow",
+                Bson::String("Noshow".into()),
+                false,
+            ),
+            (
+                "Show/Noshow",
+                "maybe",
+                "show_noshow",
+                Bson::String("maybe".into()),
+                true,
+            ),
+            (
+                "Type of Source",
+                "client referral",
+                "type_of_source",
+                Bson::String("Client referral".into()),
+                false,
+            ),
+            (
+                "Type of Source",
+                "Webinar",
+                "type_of_source",
+                Bson::String("Webinar".into()),
+                true,
+            ),
+            ("Month", "janv.-25", "month", Bson::String("2025-01".into()), false),
+            ("Month", "2025-03", "month", Bson::String("2025-03".into()), false),
+            ("Month", "later", "month", Bson::Null, true),
+            ("Relevance", "  High ", "relevance", Bson::String("High".into()), false),
+            ("Relevance", "", "relevance", Bson::Null, false),
+        ];
+        for (column, cell, name, expected, warns) in cases {
+            let mapping = map_csv(&format!("Client,Stage,{column}\nAcme,Lost,\"{cell}\"\n"));
+            assert_eq!(field(&mapping, 0, name), expected, "{column} = {cell:?}");
+            assert_eq!(
+                !mapping.warnings.is_empty(),
+                *warns,
+                "{column} = {cell:?}: {:?}",
+                mapping.warnings
+            );
+            if let Some(warning) = mapping.warnings.first() {
+                assert_eq!((warning.row, warning.column.as_deref()), (2, Some(*column)));
+                assert_eq!(warning.value.as_deref(), Some(*cell));
+            }
+        }
+    }
+
+    #[test]
+    fn stage_is_canonical_and_month_derives_from_discovery_date() {
+        let mapping = map_csv("Client,Stage,Discovery date\nAcme,b - legals,15/03/2025\nBeta,legals,\n");
+        assert_eq!(field(&mapping, 0, "stage"), &Bson::String("B Legals".into()));
+        assert_eq!(field(&mapping, 0, "month"), &Bson::String("2025-03".into()));
+        assert_eq!(field(&mapping, 1, "month"), &Bson::Null);
+    }
+
+    #[test]
+    fn only_rows_without_client_or_stage_are_rejected() {
+        let mapping = map_csv("Client,Stage,Owner\n,Lost,Ann\nAcme,,Ann\n ,  ,Ann\nBeta,Lost,\n");
+        assert_eq!(mapping.rows_read, 4);
+        assert_eq!(mapping.records.len(), 1);
+        let rejected: Vec<(usize, &str)> = mapping.rejected.iter().map(|r| (r.row, r.reason.as_str())).collect();
+        assert_eq!(rejected.len(), 3);
+        assert!(rejected[0].1.starts_with("no client:"), "{rejected:?}");
+        assert!(rejected[1].1.starts_with("no stage:"), "{rejected:?}");
+        assert!(rejected[2].1.starts_with("no client and no stage:"), "{rejected:?}");
+        assert_eq!(rejected.iter().map(|r| r.0).collect::<Vec<_>>(), vec![2, 3, 4]);
+    }
+
+    #[test]
+    fn duplicates_by_client_and_stage_last_row_wins() {
+        let mapping = map_csv(
+            "Client,Stage,Expected MRR\nAcme Corp,B Legals,1\nAcme Corp,Lost,2\n  acme   CORP ,legals,3\nGlobex,Lost,4\n",
+        );
+        assert_eq!(mapping.records.len(), 3);
+        assert_eq!(field(&mapping, 0, "expected_mrr"), &Bson::Double(3.0));
+        assert_eq!(field(&mapping, 0, "client"), &Bson::String("acme   CORP".into()));
+        assert_eq!(
+            mapping.duplicates,
+            vec![Duplicate {
+                row: 2,
+                superseded_by: 4
+            }]
+        );
+    }
+
+    #[test]
+    fn missing_required_header_names_the_columns_found() {
+        let table = csv::parse(b"Title\nFirm,Phase,Owner\nAcme,Lost,Ann\n", "test").unwrap();
+        let error = map_table(&SALES_RECORDS, &table).unwrap_err();
+        assert_eq!(
+            error,
+            MappingError::MissingRequiredColumns {
+                row: 2,
+                missing: "client, stage".into(),
+                found: "\"Firm\", \"Phase\", \"Owner\"".into(),
+            }
+        );
+        assert_eq!(
+            map_table(&SALES_RECORDS, &Table::default()).unwrap_err(),
+            MappingError::EmptySource
+        );
+    }
+
+    #[test]
+    fn typed_cells_from_spreadsheets() {
+        let mut table = Table {
+            serial_time_zone: Some(chrono_tz::Europe::Paris),
+            ..Table::default()
+        };
+        let text = |value: &str| Cell::Text(value.to_owned());
+        table.push_row(
+            1,
+            vec![
+                text("Client"),
+                text("Stage"),
+                text("Discovery date"),
+                text("Expected MRR"),
+                text("Month"),
+            ],
+        );
+        table.push_row(
+            2,
+            vec![
+                Cell::Number(42.0),
+                text("Lost"),
+                Cell::Number(45667.0),
+                Cell::Number(1250.5),
+                Cell::Number(45667.0),
+            ],
+        );
+        table.push_row(3, vec![text("Beta"), text("Lost"), Cell::Bool(true)]);
+        let mapping = map_table(&SALES_RECORDS, &table).unwrap();
+        assert_eq!(field(&mapping, 0, "client"), &Bson::String("42".into()));
+        assert_eq!(field(&mapping, 0, "discovery_date"), &bson_date(2025, 1, 10, 0, 0));
+        assert_eq!(field(&mapping, 0, "expected_mrr"), &Bson::Double(1250.5));
+        assert_eq!(field(&mapping, 0, "month"), &Bson::String("2025-01".into()));
+        assert_eq!(field(&mapping, 1, "discovery_date"), &Bson::Null);
+        assert_eq!(mapping.warnings.len(), 1, "{:?}", mapping.warnings);
+    }
+
+    fn bson_date(year: i32, month: u32, day: u32, hour: u32, minute: u32) -> Bson {
+        use chrono::TimeZone;
+        to_bson_date(Utc.with_ymd_and_hms(year, month, day, hour, minute, 0).unwrap())
+    }
+}

@@ -1,0 +1,224 @@
+//! The `sheetsync` binary as operators use it.
+
+mod common;
+
+use std::process::{Command, Output};
+
+use common::{fixture_url, server_url, test_db};
+use futures_util::TryStreamExt;
+use mongodb::bson::Document;
+
+fn sheetsync(db_name: &str, url: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sheetsync"))
+        .args(args)
+        .env("MONGO_URL", url)
+        .env("DB_NAME", db_name)
+        .env_remove("SHEETSYNC_CONFIG")
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run sheetsync")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+async fn index_names(db: &mongodb::Database, collection: &str) -> Vec<Document> {
+    db.collection::<Document>(collection)
+        .list_indexes()
+        .await
+        .expect("list indexes")
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("read indexes")
+        .into_iter()
+        .map(|model| {
+            let mut described = model.keys.clone();
+            let options = model.options.unwrap_or_default();
+            if options.unique == Some(true) {
+                described.insert("unique", true);
+            }
+            if let Some(ttl) = options.expire_after {
+                described.insert("ttl", ttl.as_secs() as i64);
+            }
+            described
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn ensure_indexes_creates_every_schema_index_idempotently() {
+    let db = test_db("cli_indexes").await;
+    db.add_view("v-signal", "Signal", &fixture_url("google-sheets-export.csv"))
+        .await;
+    for _ in 0..2 {
+        let output = sheetsync(&db.name, &server_url(), &["ensure-indexes"]);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
+    let expectations: &[(&str, &[&str])] = &[
+        (
+            "users",
+            &[
+                "{ \"email\": 1, \"unique\": true }",
+                "{ \"role\": 1 }",
+                "{ \"view_access\": 1 }",
+            ],
+        ),
+        (
+            "user_sessions",
+            &[
+                "{ \"session_token\": 1, \"unique\": true }",
+                "{ \"user_id\": 1 }",
+                "{ \"expires_at\": 1, \"ttl\": 0 }",
+            ],
+        ),
+        (
+            "views",
+            &[
+                "{ \"id\": 1, \"unique\": true }",
+                "{ \"name\": 1, \"unique\": true }",
+                "{ \"is_master\": 1 }",
+            ],
+        ),
+        (
+            "data_metadata",
+            &[
+                "{ \"type\": 1, \"view_id\": 1, \"unique\": true }",
+                "{ \"view_id\": 1 }",
+            ],
+        ),
+        (
+            "user_projections_preferences",
+            &["{ \"user_id\": 1, \"view_id\": 1, \"unique\": true }"],
+        ),
+        (
+            "user_pipeline_preferences",
+            &["{ \"user_id\": 1, \"view_id\": 1, \"unique\": true }"],
+        ),
+        ("asher_pov", &["{ \"view_id\": 1, \"unique\": true }"]),
+        ("sync_runs", &["{ \"started_at\": 1, \"ttl\": 7776000 }"]),
+        (
+            "sales_records_signal",
+            &[
+                "{ \"id\": 1, \"unique\": true }",
+                "{ \"client\": 1 }",
+                "{ \"stage\": 1 }",
+                "{ \"discovery_date\": 1 }",
+                "{ \"owner\": 1 }",
+                "{ \"type_of_source\": 1 }",
+                "{ \"show_noshow\": 1 }",
+            ],
+        ),
+    ];
+    for (collection, expected) in expectations {
+        let present: Vec<String> = index_names(&db.db, collection)
+            .await
+            .iter()
+            .map(|index| index.to_string())
+            .collect();
+        for index in *expected {
+            assert!(
+                present.iter().any(|p| p == index),
+                "{collection} lacks {index}; has {present:?}"
+            );
+        }
+    }
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn sync_keeps_the_record_indexes_through_the_swap() {
+    let db = test_db("cli_swap_indexes").await;
+    db.add_view("v-signal", "Signal", &fixture_url("google-sheets-export.csv"))
+        .await;
+    let output = sheetsync(&db.name, &server_url(), &["sync"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let indexes = index_names(&db.db, "sales_records_signal").await;
+    assert_eq!(indexes.len(), 8, "_id plus the schema's seven: {indexes:?}");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn json_report_and_exit_code() {
+    let db = test_db("cli_json").await;
+    db.add_view("v-signal", "Signal", &fixture_url("google-sheets-export.csv"))
+        .await;
+    let output = sheetsync(&db.name, &server_url(), &["sync", "--json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("stdout is JSON");
+    assert_eq!(report["ok"], true);
+    let view = &report["views"][0];
+    assert_eq!(view["view"], "Signal");
+    assert_eq!(view["records_written"], 6);
+    assert_eq!(view["duplicates_merged"], 1);
+    assert_eq!(view["changes"]["inserted"], 6);
+    assert_eq!(view["duplicates"][0]["row"], 2);
+    assert_eq!(view["duplicates"][0]["superseded_by"], 7);
+
+    // A failing view makes the exit code non-zero, the others still sync.
+    db.add_view("v-market", "Market", "file:///nonexistent.csv").await;
+    let output = sheetsync(&db.name, &server_url(), &["sync"]);
+    assert_eq!(output.status.code(), Some(1));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("Market -> sales_records_market: FAILED"), "{stdout}");
+    assert!(stdout.contains("Signal -> sales_records_signal: OK"), "{stdout}");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn check_lists_views_and_fails_on_problems() {
+    let db = test_db("cli_check").await;
+    db.add_view("v-signal", "Signal", &fixture_url("google-sheets-export.csv"))
+        .await;
+    db.add_master_view().await;
+    let output = sheetsync(&db.name, &server_url(), &["check"]);
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(
+        stdout.contains("view \"Signal\" (id v-signal): sales_records_signal <- file://"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("view \"Master\"") && stdout.contains("never written"),
+        "{stdout}"
+    );
+
+    db.add_view("v-weird", "Partners", "file:///x.csv").await;
+    let output = sheetsync(&db.name, &server_url(), &["check"]);
+    let stdout = text(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("no collection is known for view \"Partners\""),
+        "{stdout}"
+    );
+    db.drop().await;
+}
+
+#[test]
+fn unreachable_server_is_reported_without_the_password() {
+    let url = "mongodb://admin:Sup3rSecret@127.0.0.1:1/?serverSelectionTimeoutMS=300&directConnection=true";
+    for args in [&["check"][..], &["sync"][..]] {
+        let output = sheetsync("sales_analytics", url, args);
+        assert_eq!(output.status.code(), Some(2));
+        let all = text(&output.stdout) + &text(&output.stderr);
+        assert!(all.contains("connecting to mongodb://admin:***@127.0.0.1:1"), "{all}");
+        assert!(!all.contains("Sup3rSecret"), "password leaked: {all}");
+    }
+}
+
+#[test]
+fn invalid_config_is_a_precise_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[sync]\nmin_ratio = 3\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sheetsync"))
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        text(&output.stderr).contains("sync.min_ratio is 3"),
+        "{}",
+        text(&output.stderr)
+    );
+}

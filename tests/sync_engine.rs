@@ -1,0 +1,513 @@
+//! The sync engine end to end against a real MongoDB wire-protocol server.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use chrono::{TimeZone, Utc};
+use common::{fixture_url, generated_csv, test_db, write_source};
+use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
+use sheetsync::sync::{Outcome, SyncOptions, Trigger, ViewReport};
+
+fn date(y: i32, m: u32, d: u32) -> Bson {
+    Bson::DateTime(BsonDateTime::from_millis(
+        Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap().timestamp_millis(),
+    ))
+}
+
+/// `sales_records` fields as the schema document lists them (without `_id`).
+const SCHEMA_FIELDS: [&str; 20] = [
+    "id",
+    "month",
+    "discovery_date",
+    "client",
+    "hubspot_link",
+    "stage",
+    "relevance",
+    "show_noshow",
+    "poa_date",
+    "expected_mrr",
+    "expected_arr",
+    "pipeline",
+    "type_of_deal",
+    "bdr",
+    "type_of_source",
+    "product",
+    "owner",
+    "supporters",
+    "billing_start",
+    "created_at",
+];
+
+fn only(reports: Vec<ViewReport>) -> ViewReport {
+    assert_eq!(reports.len(), 1, "{reports:#?}");
+    reports.into_iter().next().unwrap()
+}
+
+async fn sync_all(db: &common::TestDb, options: SyncOptions) -> Vec<ViewReport> {
+    db.syncer()
+        .await
+        .sync(&[], Trigger::Cli, options)
+        .await
+        .expect("sync cycle runs")
+}
+
+fn find<'a>(records: &'a [Document], client: &str, stage: &str) -> &'a Document {
+    records
+        .iter()
+        .find(|record| record.get_str("client") == Ok(client) && record.get_str("stage") == Ok(stage))
+        .unwrap_or_else(|| panic!("no record {client}/{stage} in {records:#?}"))
+}
+
+#[tokio::test]
+async fn google_sheets_csv_export_becomes_schema_documents() {
+    let db = test_db("gsheet_fixture").await;
+    db.add_view("view-signal-1", "Signal", &fixture_url("google-sheets-export.csv"))
+        .await;
+
+    let report = only(sync_all(&db, SyncOptions::default()).await);
+    assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
+    assert_eq!(
+        (report.rows_read, report.records_written, report.duplicates_merged),
+        (7, 6, 1)
+    );
+    assert_eq!(report.blank_rows, 1);
+    assert!(report.rejected.is_empty() && report.warnings.is_empty(), "{report:#?}");
+
+    let records = db.records("sales_records_signal").await;
+    assert_eq!(records.len(), 6);
+    let acme = find(&records, "acme corp", "B Legals");
+    assert_eq!(acme.get("expected_mrr"), Some(&Bson::Double(5500.0)));
+    assert_eq!(acme.get("discovery_date"), Some(&date(2025, 2, 5)));
+    assert_eq!(acme.get_str("month"), Ok("2025-02"));
+    let globex = find(&records, "Globex", "D POA Booked");
+    assert_eq!(globex.get("poa_date"), Some(&Bson::Null));
+    assert_eq!(globex.get("expected_mrr"), Some(&Bson::Double(1250.5)));
+    assert_eq!(globex.get("expected_arr"), Some(&Bson::Double(15006.0)));
+    assert_eq!(globex.get_str("show_noshow"), Ok("Noshow"));
+    let initech = find(&records, "Initech", "F Inbox");
+    assert_eq!(initech.get_str("type_of_source"), Ok("Upsell/Cross-sell"));
+    assert_eq!(initech.get("hubspot_link"), Some(&Bson::Null));
+    for record in &records {
+        let fields: Vec<&str> = record.keys().map(String::as_str).collect();
+        assert_eq!(fields, SCHEMA_FIELDS, "exactly the schema's fields, in its order");
+        uuid::Uuid::parse_str(record.get_str("id").unwrap()).expect("id is a UUID");
+        assert!(matches!(record.get("created_at"), Some(Bson::DateTime(_))));
+        for money in ["expected_mrr", "expected_arr", "pipeline"] {
+            assert!(
+                matches!(record.get(money), Some(Bson::Double(_) | Bson::Null)),
+                "{money}: {record:?}"
+            );
+        }
+    }
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn french_excel_export_becomes_schema_documents() {
+    let db = test_db("excel_fixture").await;
+    db.add_view("view-market-1", "Market", &fixture_url("excel-fr-export.csv"))
+        .await;
+
+    let report = only(sync_all(&db, SyncOptions::default()).await);
+    assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
+    let records = db.records("sales_records_market").await;
+    assert_eq!(records.len(), 3);
+    let societe = find(&records, "Société Générale", "D POA Booked");
+    assert_eq!(societe.get_str("month"), Ok("2025-01"));
+    assert_eq!(societe.get("expected_mrr"), Some(&Bson::Double(4500.0)));
+    assert_eq!(societe.get("discovery_date"), Some(&date(2025, 1, 8)));
+    assert_eq!(societe.get_str("product"), Ok("Audit SEO"));
+    assert_eq!(societe.get_str("relevance"), Ok("Haute"));
+    let chateau = find(&records, "Château Margaux", "F Inbox");
+    assert_eq!(chateau.get_str("month"), Ok("2025-02"));
+    assert_eq!(chateau.get("expected_mrr"), Some(&Bson::Null));
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn ids_and_created_at_survive_refreshes() {
+    let db = test_db("stable_ids").await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = "Client,Stage,Expected MRR\nAcme,B Legals,100\nGlobex,F Inbox,200\n";
+    let url = write_source(dir.path(), "view.csv", first.as_bytes());
+    db.add_view("view-organic", "Organic", &url).await;
+    only(sync_all(&db, SyncOptions::default()).await);
+    let before = db.records("sales_records").await;
+
+    // Same deals, respelled and reordered, one changed, one new.
+    let second = "Client,Stage,Expected MRR\nNew Co,Lost,1\n  GLOBEX ,inbox,200\nacme,b - legals,150\n";
+    write_source(dir.path(), "view.csv", second.as_bytes());
+    let report = only(sync_all(&db, SyncOptions::default()).await);
+    assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
+    assert_eq!(
+        (report.changes.inserted, report.changes.updated, report.changes.removed),
+        (1, 2, 0)
+    );
+    let after = db.records("sales_records").await;
+    for (client_before, client_after, stage) in [("Acme", "acme", "B Legals"), ("Globex", "GLOBEX", "F Inbox")] {
+        let (old, new) = (find(&before, client_before, stage), find(&after, client_after, stage));
+        assert_eq!(old.get_str("id"), new.get_str("id"), "{stage} keeps its id");
+        assert_eq!(old.get("created_at"), new.get("created_at"), "{stage} keeps created_at");
+    }
+    assert_eq!(
+        find(&after, "acme", "B Legals").get("expected_mrr"),
+        Some(&Bson::Double(150.0))
+    );
+
+    // An unchanged source leaves the collection as it is.
+    let report = only(sync_all(&db, SyncOptions::default()).await);
+    assert!(!report.swapped && report.changes.unchanged == 3, "{report:#?}");
+    assert_eq!(db.records("sales_records").await, after);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn ids_are_derived_from_view_client_and_stage() {
+    let db = test_db("derived_ids").await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = write_source(dir.path(), "v.csv", b"Client,Stage\nAcme,Lost\n");
+    db.add_view("view-organic", "Organic", &url).await;
+    only(sync_all(&db, SyncOptions::default()).await);
+    let id = db.records("sales_records").await[0].get_str("id").unwrap().to_owned();
+    // Even a collection emptied by hand gets the same id back.
+    db.db
+        .collection::<Document>("sales_records")
+        .delete_many(doc! {})
+        .await
+        .unwrap();
+    only(sync_all(&db, SyncOptions::default()).await);
+    assert_eq!(db.records("sales_records").await[0].get_str("id").unwrap(), id);
+    assert_eq!(id, sheetsync::store::apply::stable_id("view-organic", "acme\u{1f}lost"));
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn readers_never_see_a_partial_collection() {
+    let db = test_db("atomic_swap").await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = write_source(dir.path(), "v.csv", generated_csv(1500, "Lost", 1).as_bytes());
+    db.add_view("view-organic", "Organic", &url).await;
+    only(sync_all(&db, SyncOptions::default()).await);
+    assert_eq!(db.count("sales_records").await, 1500);
+
+    write_source(dir.path(), "v.csv", generated_csv(2500, "Lost", 2).as_bytes());
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (collection, done) = (db.db.collection::<Document>("sales_records"), done.clone());
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !done.load(Ordering::SeqCst) {
+                seen.push(collection.count_documents(doc! {}).await.expect("count while syncing"));
+            }
+            seen
+        })
+    };
+    let report = only(sync_all(&db, SyncOptions::default()).await);
+    done.store(true, Ordering::SeqCst);
+    let seen = reader.await.unwrap();
+    assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
+    assert!(!seen.is_empty());
+    assert!(
+        seen.iter().all(|count| *count == 1500 || *count == 2500),
+        "partial counts seen: {seen:?}"
+    );
+    assert_eq!(db.count("sales_records").await, 2500);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn failure_while_building_leaves_the_old_data() {
+    let db = test_db("fail_midway").await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = write_source(dir.path(), "v.csv", generated_csv(30, "Lost", 1).as_bytes());
+    db.add_view("view-organic", "Organic", &url).await;
+    only(sync_all(&db, SyncOptions::default()).await);
+    let before = db.records("sales_records").await;
+
+    // The server fails the second insert batch of this client only (the fail
+    // point is scoped by appName, so parallel tests are unaffected).
+    let app_name = format!("failpoint-{}", db.name);
+    let mut config = common::config(&common::url_with(&format!("appName={app_name}")), &db.name);
+    config.sync.insert_batch_size = 10;
+    let syncer = common::syncer_for(config).await;
+    db.db
+        .client()
+        .database("admin")
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": { "skip": 1 },
+            "data": { "failCommands": ["insert"], "errorCode": 11600, "appName": &app_name },
+        })
+        .await
+        .expect("the test server accepts fail points (scripts/test starts it with --enable-test-commands)");
+    write_source(dir.path(), "v.csv", generated_csv(30, "Lost", 2).as_bytes());
+    let report = only(syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap());
+    db.db
+        .client()
+        .database("admin")
+        .run_command(doc! { "configureFailPoint": "failCommand", "mode": "off" })
+        .await
+        .unwrap();
+
+    assert_eq!(report.outcome, Outcome::Failed);
+    let error = report.error.unwrap();
+    assert!(error.contains("writing records to staging collection"), "{error}");
+    assert_eq!(db.records("sales_records").await, before, "old data untouched");
+    let names = db.db.list_collection_names().await.unwrap();
+    assert!(
+        !names.iter().any(|name| name.starts_with("_sheetsync_staging")),
+        "staging dropped: {names:?}"
+    );
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn leftover_staging_collections_are_cleaned_up() {
+    let db = test_db("leftover").await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = write_source(dir.path(), "v.csv", b"Client,Stage\nAcme,Lost\n");
+    db.add_view("view-organic", "Organic", &url).await;
+    let leftover = "_sheetsync_staging.sales_records.deadbeef";
+    db.db
+        .collection::<Document>(leftover)
+        .insert_one(doc! { "x": 1 })
+        .await
+        .unwrap();
+    let other_view = "_sheetsync_staging.sales_records_signal.deadbeef";
+    db.db
+        .collection::<Document>(other_view)
+        .insert_one(doc! { "x": 1 })
+        .await
+        .unwrap();
+
+    only(sync_all(&db, SyncOptions::default()).await);
+    let names = db.db.list_collection_names().await.unwrap();
+    assert!(!names.contains(&leftover.to_owned()), "{names:?}");
+    assert!(
+        names.contains(&other_view.to_owned()),
+        "another view's staging is not ours to drop"
+    );
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn shrink_guard_refuses_then_force_applies() {
+    let db = test_db("shrink").await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = write_source(dir.path(), "v.csv", generated_csv(10, "Lost", 1).as_bytes());
+    db.add_view("view-organic", "Organic", &url).await;
+    only(sync_all(&db, SyncOptions::default()).await);
+    let before = db.records("sales_records").await;
+    let metadata_before = db.records("data_metadata").await;
+
+    for (csv, expected) in [
+        (generated_csv(4, "Lost", 1), "below sync.min_ratio = 0.5"),
+        (common::HEADER.to_owned() + "\n", "the source yielded no records"),
+    ] {
+        write_source(dir.path(), "v.csv", csv.as_bytes());
+        let report = only(sync_all(&db, SyncOptions::default()).await);
+        assert_eq!(report.outcome, Outcome::Failed);
+        let error = report.error.unwrap();
+        assert!(error.contains(expected) && error.contains("--force"), "{error}");
+        assert_eq!(db.records("sales_records").await, before);
+        assert_eq!(
+            db.records("data_metadata").await,
+            metadata_before,
+            "no metadata update on refusal"
+        );
+    }
+
+    // Exactly at the ratio is allowed; below it only with --force.
+    write_source(dir.path(), "v.csv", generated_csv(4, "Lost", 1).as_bytes());
+    let forced = SyncOptions {
+        force: true,
+        ..SyncOptions::default()
+    };
+    let report = only(sync_all(&db, forced).await);
+    assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
+    assert_eq!(report.changes.removed, 6);
+    assert_eq!(db.count("sales_records").await, 4);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn data_metadata_matches_the_schema() {
+    let db = test_db("metadata").await;
+    let url = fixture_url("google-sheets-export.csv");
+    db.add_view("view-signal-1", "Signal", &url).await;
+    only(sync_all(&db, SyncOptions::default()).await);
+    let first = db.records("data_metadata").await;
+    assert_eq!(first.len(), 1);
+    let entry = &first[0];
+    assert_eq!(entry.get_str("type"), Ok("last_update"));
+    assert_eq!(entry.get_str("view_id"), Ok("view-signal-1"));
+    assert_eq!(entry.get_str("source_type"), Ok("csv"));
+    assert_eq!(entry.get_str("source_url"), Ok(url.as_str()));
+    assert!(matches!(entry.get("records_count"), Some(Bson::Int64(6))), "{entry:?}");
+    assert!(matches!(entry.get("last_update"), Some(Bson::DateTime(_))));
+    assert!(matches!(entry.get("created_at"), Some(Bson::DateTime(_))));
+
+    only(sync_all(&db, SyncOptions::default()).await);
+    let second = db.records("data_metadata").await;
+    assert_eq!(second.len(), 1, "upserted, not duplicated");
+    assert_eq!(second[0].get("created_at"), entry.get("created_at"), "created_at kept");
+    assert!(second[0].get_datetime("last_update").unwrap() > entry.get_datetime("last_update").unwrap());
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn every_run_is_recorded_failed_ones_too() {
+    let db = test_db("runs").await;
+    db.add_view("view-organic", "Organic", &fixture_url("google-sheets-export.csv"))
+        .await;
+    db.add_view("view-signal", "Signal", "file:///nonexistent/export.csv")
+        .await;
+    db.add_master_view().await;
+    let reports = sync_all(&db, SyncOptions::default()).await;
+    assert_eq!(reports.len(), 2, "the master view is never synced");
+
+    let runs = db.records("sync_runs").await;
+    let run = |view: &str| {
+        runs.iter()
+            .find(|run| run.get_str("view") == Ok(view))
+            .expect("run recorded")
+    };
+    let failed = run("Signal");
+    assert_eq!(failed.get_str("outcome"), Ok("failed"));
+    assert!(failed.get_str("error").unwrap().contains("/nonexistent/export.csv"));
+    let succeeded = run("Organic");
+    assert_eq!(succeeded.get_str("outcome"), Ok("success"));
+    assert_eq!(succeeded.get_str("trigger"), Ok("cli"));
+    assert!(matches!(succeeded.get("started_at"), Some(Bson::DateTime(_))));
+    assert!(matches!(succeeded.get("finished_at"), Some(Bson::DateTime(_))));
+    assert_eq!(
+        db.count("sales_records").await,
+        6,
+        "one failing view does not stop the others"
+    );
+    assert_eq!(db.count("sales_records_signal").await, 0);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn dry_run_writes_nothing() {
+    let db = test_db("dry_run").await;
+    db.add_view("view-organic", "Organic", &fixture_url("google-sheets-export.csv"))
+        .await;
+    let report = only(
+        sync_all(
+            &db,
+            SyncOptions {
+                dry_run: true,
+                force: false,
+            },
+        )
+        .await,
+    );
+    assert_eq!(report.outcome, Outcome::DryRun);
+    assert_eq!(report.changes.inserted, 6);
+    let names = db.db.list_collection_names().await.unwrap();
+    assert_eq!(names, vec!["views".to_owned()], "nothing but the views collection");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn rejected_rows_and_warnings_name_row_column_and_reason() {
+    let db = test_db("issues").await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = "Pipeline export (do not edit)\n\
+               Client,Stage,Discovery date,Expected MRR,Notes\n\
+               Acme,B Legals,soon,5000,x\n\
+               ,Lost,01/01/2025,1,\n\
+               Globex,Negotiation,01/01/2025,lots,\n";
+    let url = write_source(dir.path(), "v.csv", csv.as_bytes());
+    db.add_view("view-organic", "Organic", &url).await;
+    let report = only(sync_all(&db, SyncOptions::default()).await);
+    assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
+    assert_eq!(report.header_row, Some(2));
+    assert_eq!(report.unknown_columns, vec!["Notes".to_owned()]);
+    assert_eq!(report.rejected.len(), 1);
+    assert_eq!(report.rejected[0].row, 4);
+    assert!(report.rejected[0].reason.contains("no client"));
+    let warning = |row: usize, column: &str| {
+        report
+            .warnings
+            .iter()
+            .find(|w| w.row == row && w.column.as_deref() == Some(column))
+            .unwrap_or_else(|| panic!("no warning for row {row} {column}: {:#?}", report.warnings))
+    };
+    assert_eq!(warning(3, "Discovery date").value.as_deref(), Some("soon"));
+    assert_eq!(warning(5, "Expected MRR").value.as_deref(), Some("lots"));
+    assert!(warning(5, "Stage").reason.contains("unknown value"));
+    let records = db.records("sales_records").await;
+    assert_eq!(records.len(), 2);
+    assert_eq!(
+        find(&records, "Globex", "Negotiation").get("expected_mrr"),
+        Some(&Bson::Null)
+    );
+    assert_eq!(
+        find(&records, "Acme", "B Legals").get("discovery_date"),
+        Some(&Bson::Null)
+    );
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn header_without_client_fails_the_view_naming_its_columns() {
+    let db = test_db("no_client").await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = write_source(dir.path(), "v.csv", b"Company name,Phase\nAcme,Lost\n");
+    db.add_view("view-organic", "Organic", &url).await;
+    let report = only(sync_all(&db, SyncOptions::default()).await);
+    assert_eq!(report.outcome, Outcome::Failed);
+    let error = report.error.unwrap();
+    assert!(
+        error.contains("client, stage") && error.contains("\"Company name\", \"Phase\""),
+        "{error}"
+    );
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn view_collections_follow_the_schema_map_and_config_overrides() {
+    let db = test_db("collections").await;
+    for (id, name) in [
+        ("v1", "Organic"),
+        ("v2", "Signal"),
+        ("v3", "Full Funnel"),
+        ("v4", "Market"),
+    ] {
+        db.add_view(id, name, &fixture_url("google-sheets-export.csv")).await;
+    }
+    let mut config = db.config();
+    config.views.insert(
+        "Market".to_owned(),
+        sheetsync::config::ViewOverride {
+            collection: Some("market_override".to_owned()),
+            source: Some(fixture_url("excel-fr-export.csv")),
+            sheet_name: None,
+        },
+    );
+    let syncer = common::syncer_for(config).await;
+    let reports = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
+    assert!(reports.iter().all(ViewReport::succeeded), "{reports:#?}");
+    for collection in ["sales_records", "sales_records_signal", "sales_records_fullfunnel"] {
+        assert_eq!(db.count(collection).await, 6, "{collection}");
+    }
+    assert_eq!(db.count("market_override").await, 3);
+    assert_eq!(db.count("sales_records_market").await, 0);
+
+    let only_signal = syncer
+        .sync(&["signal".to_owned()], Trigger::Cli, SyncOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(only_signal.len(), 1);
+    let unknown = syncer
+        .sync(&["Nope".to_owned()], Trigger::Cli, SyncOptions::default())
+        .await
+        .unwrap_err();
+    assert!(unknown.to_string().contains("\"Nope\"") && unknown.to_string().contains("\"Signal\""));
+    db.drop().await;
+}
