@@ -16,7 +16,9 @@ async fn main() -> anyhow::Result<()> {
         bail!("usage: load_demo_views MONGO_URL DB_NAME VIEWS_JSON");
     };
     sheetsync::tls::install_crypto_provider();
-    let views_file = Path::new(views_file).canonicalize().context("locating the views file")?;
+    let views_file = Path::new(views_file)
+        .canonicalize()
+        .context("locating the views file")?;
     let folder = views_file.parent().context("the views file has a folder")?;
     let text = std::fs::read_to_string(&views_file).context("reading the views file")?;
     let views: Vec<serde_json::Value> = serde_json::from_str(&text).context("parsing the views file")?;

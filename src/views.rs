@@ -61,6 +61,8 @@ pub struct ViewSummary {
 pub enum ViewsError {
     #[error("cannot read the `views` collection: {0}")]
     Read(#[from] mongodb::error::Error),
+    #[error("view {0:?} is the Master view: it aggregates the others and has no collection to sync")]
+    MasterSelected(String),
     #[error("unknown view(s) {unknown}; the views collection has: {available}")]
     Unknown { unknown: String, available: String },
 }
@@ -101,10 +103,17 @@ pub fn select(plans: Vec<ViewPlan>, names: &[String]) -> Result<Vec<ViewPlan>, V
                 .join(", "),
         });
     }
-    Ok(plans
+    let selected: Vec<ViewPlan> = plans
         .into_iter()
         .filter(|plan| names.iter().any(|name| plan.name.eq_ignore_ascii_case(name)))
-        .collect())
+        .collect();
+    if let Some(master) = selected
+        .iter()
+        .find(|plan| matches!(plan.resolution, Resolution::Master))
+    {
+        return Err(ViewsError::MasterSelected(master.name.clone()));
+    }
+    Ok(selected)
 }
 
 fn resolve(view: &Document, config: &Config) -> ViewPlan {

@@ -367,6 +367,12 @@ async fn every_run_is_recorded_failed_ones_too() {
     db.add_master_view().await;
     let reports = sync_all(&db, SyncOptions::default()).await;
     assert_eq!(reports.len(), 2, "the master view is never synced");
+    let master = db
+        .syncer()
+        .await
+        .sync(&["master".to_owned()], Trigger::Cli, SyncOptions::default())
+        .await;
+    assert!(master.unwrap_err().to_string().contains("Master view"));
 
     let runs = db.records("sync_runs").await;
     let run = |view: &str| {

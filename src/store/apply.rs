@@ -6,7 +6,7 @@
 //! new one, never a mix, and no transaction (hence no replica set) is needed.
 //! Any failure before the rename leaves the target untouched.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{DateTime as BsonDateTime, Document, doc};
@@ -115,12 +115,20 @@ pub struct Prepared {
 /// Gives each record its identity: the id and `created_at` it already had, or
 /// a UUID derived from view + key (so even a collection emptied by hand gets
 /// the same ids back) and `now`.
+///
+/// Ids stay unique even if the current data shares one id between two deals
+/// (an old upload bug would otherwise make every refresh fail on the unique
+/// index): the second deal gets its derived id.
 pub fn prepare(view_id: &str, records: Vec<MappedRecord>, existing: &Existing, now: BsonDateTime) -> Prepared {
     let mut changes = Changes::default();
     let mut documents = Vec::with_capacity(records.len());
+    let mut used_ids = HashSet::with_capacity(records.len());
     for record in records {
         let known = existing.by_key.get(&record.key);
-        let id = known.map_or_else(|| stable_id(view_id, &record.key), |known| known.id.clone());
+        let mut id = known.map_or_else(|| stable_id(view_id, &record.key), |known| known.id.clone());
+        if !used_ids.insert(id.clone()) {
+            id = unused_id(view_id, &record.key, &mut used_ids);
+        }
         let created_at = known.and_then(|known| known.created_at).unwrap_or(now);
         let mut document = Document::new();
         document.insert("id", id);
@@ -138,6 +146,18 @@ pub fn prepare(view_id: &str, records: Vec<MappedRecord>, existing: &Existing, n
         .unwrap_or(usize::MAX)
         .saturating_sub(kept);
     Prepared { documents, changes }
+}
+
+/// The derived id, or if even that is taken, a random one.
+fn unused_id(view_id: &str, key: &str, used_ids: &mut HashSet<String>) -> String {
+    let derived = stable_id(view_id, key);
+    let id = if used_ids.contains(&derived) {
+        Uuid::new_v4().to_string()
+    } else {
+        derived
+    };
+    used_ids.insert(id.clone());
+    id
 }
 
 /// The deal id of a record that has none yet.
@@ -258,4 +278,92 @@ async fn build_and_swap(
         .await
         .doing(|| format!("swapping `{staging}` in as `{target}` (renameCollection)"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mapping::sales::SALES_RECORDS;
+
+    fn record(client: &str, stage: &str) -> MappedRecord {
+        let fields = doc! { "client": client, "stage": stage };
+        MappedRecord {
+            row: 1,
+            key: record_key(&SALES_RECORDS, &fields),
+            fields,
+        }
+    }
+
+    fn existing(documents: &[Document]) -> Existing {
+        let mut existing = Existing::default();
+        for document in documents {
+            existing.count += 1;
+            let key = record_key(&SALES_RECORDS, document);
+            let id = document.get_str("id").unwrap().to_owned();
+            existing.by_key.entry(key).or_insert(Known {
+                id,
+                created_at: None,
+                document: document.clone(),
+            });
+        }
+        existing
+    }
+
+    #[test]
+    fn a_shared_id_in_old_data_does_not_break_uniqueness() {
+        let old = existing(&[
+            doc! { "id": "same", "client": "Acme", "stage": "Lost" },
+            doc! { "id": "same", "client": "Globex", "stage": "Lost" },
+        ]);
+        let prepared = prepare(
+            "v",
+            vec![record("Acme", "Lost"), record("Globex", "Lost")],
+            &old,
+            BsonDateTime::now(),
+        );
+        let ids: Vec<&str> = prepared.documents.iter().map(|d| d.get_str("id").unwrap()).collect();
+        assert_eq!(ids[0], "same");
+        assert_eq!(ids[1], stable_id("v", &record("Globex", "Lost").key));
+    }
+
+    #[test]
+    fn changes_are_counted_against_the_old_data() {
+        let now = BsonDateTime::now();
+        let old = existing(&[
+            doc! { "id": "a", "client": "Acme", "stage": "Lost", "created_at": now },
+            doc! { "id": "b", "client": "Beta", "stage": "Lost", "owner": "Ann", "created_at": now },
+            doc! { "id": "c", "client": "Gone", "stage": "Lost" },
+        ]);
+        let mut beta = record("Beta", "Lost");
+        beta.fields.insert("owner", "Bob");
+        let records = vec![record("Acme", "Lost"), beta, record("New", "Lost")];
+        let prepared = prepare("v", records, &old, now);
+        assert_eq!(
+            prepared.changes,
+            Changes {
+                inserted: 1,
+                updated: 1,
+                removed: 1,
+                unchanged: 1
+            }
+        );
+    }
+
+    #[test]
+    fn shrink_guard_thresholds() {
+        assert!(
+            check_shrink("c", 0, 0, 0.5, false).is_ok(),
+            "an empty collection may stay empty"
+        );
+        assert!(
+            check_shrink("c", 10, 5, 0.5, false).is_ok(),
+            "exactly the ratio is allowed"
+        );
+        assert!(check_shrink("c", 10, 4, 0.5, false).is_err());
+        assert!(
+            check_shrink("c", 10, 0, 0.0, false).is_err(),
+            "empty is refused even with ratio 0"
+        );
+        assert!(check_shrink("c", 10, 0, 0.5, true).is_ok(), "--force");
+    }
 }
