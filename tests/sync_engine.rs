@@ -238,7 +238,7 @@ async fn failure_while_building_leaves_the_old_data() {
         .run_command(doc! {
             "configureFailPoint": "failCommand",
             "mode": { "skip": 1 },
-            "data": { "failCommands": ["insert"], "errorCode": 11600, "appName": &app_name },
+            "data": { "failCommands": ["insert"], "errorCode": 2, "appName": &app_name },
         })
         .await
         .expect("the test server accepts fail points (scripts/test starts it with --enable-test-commands)");
