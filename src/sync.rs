@@ -13,8 +13,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::mapping::profile::TargetProfile;
 use crate::mapping::{self, Duplicate, RowIssue};
-use crate::source::table::Table;
-use crate::source::{SourceError, SourceType, Sources};
+use crate::source::{Fetched, SourceError, SourceType, Sources};
 use crate::store::apply::{self, Changes};
 use crate::store::{StoreError, indexes, metadata, runs};
 use crate::views::{self, Resolution, SyncTarget, ViewPlan, ViewsError};
@@ -130,7 +129,7 @@ enum ViewError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
-    Mapping(#[from] mapping::MappingError),
+    Mapping(#[from] mapping::PlanError),
     #[error(transparent)]
     Apply(#[from] apply::ApplyError),
     #[error(transparent)]
@@ -216,14 +215,16 @@ impl Syncer {
     async fn sync_view(
         &self,
         plan: &ViewPlan,
-        table: Option<Result<Table, SourceError>>,
+        fetched: Option<Result<Fetched, SourceError>>,
         trigger: Trigger,
         options: SyncOptions,
     ) -> ViewReport {
         let clock = Instant::now();
         let mut report = ViewReport::new(plan, trigger);
-        let outcome = match (&plan.resolution, table) {
-            (Resolution::Sync(target), Some(table)) => self.apply_view(plan, target, table, options, &mut report).await,
+        let outcome = match (&plan.resolution, fetched) {
+            (Resolution::Sync(target), Some(fetched)) => {
+                self.apply_view(plan, target, fetched, options, &mut report).await
+            }
             (Resolution::Invalid(reason), _) => Err(ViewError::Invalid(reason.clone())),
             _ => Err(ViewError::Invalid("view has no source to read".to_owned())),
         };
@@ -239,60 +240,70 @@ impl Syncer {
         report
     }
 
+    /// Reads the source in passes so that memory holds keys, not records:
+    /// the first pass finds problems and duplicate winners; a comparison pass
+    /// (when the record count alone does not prove a change) decides whether
+    /// anything changed; the write pass streams the records into staging.
     async fn apply_view(
         &self,
         plan: &ViewPlan,
         target: &SyncTarget,
-        table: Result<Table, SourceError>,
+        fetched: Result<Fetched, SourceError>,
         options: SyncOptions,
         report: &mut ViewReport,
     ) -> Result<Outcome, ViewError> {
-        let table = table?;
-        report.blank_rows = table.blank_rows;
-        let mapped = mapping::map_table(self.profile, &table)?;
-        drop(table);
+        let fetched = fetched?;
+        let (mapper, mapped) = mapping::plan(self.profile, &fetched)?;
         report.header_row = Some(mapped.header_row);
         report.rows_read = mapped.rows_read;
+        report.blank_rows = mapped.blank_rows;
         report.duplicates_merged = mapped.duplicates.len();
-        report.duplicates = mapped.duplicates;
-        report.rejected = mapped.rejected;
-        report.warnings = mapped.warnings;
-        report.unknown_columns = mapped.unknown_columns;
+        report.duplicates = mapped.duplicates.clone();
+        report.rejected = mapped.rejected.clone();
+        report.warnings = mapped.warnings.clone();
+        report.unknown_columns = mapped.unknown_columns.clone();
+        report.records_written = mapped.winners.len();
 
-        let collection = self.db.collection::<Document>(&target.collection);
         if !options.dry_run {
             let dropped = apply::drop_leftover_staging(&self.db, &target.collection).await?;
             if !dropped.is_empty() {
                 tracing::warn!(view = %plan.name, ?dropped, "dropped staging collections left by an interrupted run");
             }
         }
+        let collection = self.db.collection::<Document>(&target.collection);
         let existing = apply::load_existing(&collection, self.profile).await?;
-        let now = BsonDateTime::now();
-        let prepared = apply::prepare(&plan.view_id, mapped.records, &existing, now);
-        report.changes = prepared.changes;
-        report.records_written = prepared.documents.len();
         apply::check_shrink(
             &target.collection,
             existing.count,
-            prepared.documents.len(),
+            mapped.winners.len(),
             self.config.sync.min_ratio,
             options.force,
         )?;
-        if options.dry_run {
-            return Ok(Outcome::DryRun);
+        let now = BsonDateTime::now();
+        let count_differs = existing.count != mapped.winners.len() as u64;
+        if options.dry_run || !count_differs {
+            let mut identities = apply::Identities::new(&plan.view_id, &existing, now);
+            let mut winners = mapper.winners(&mapped, fetched.rows()?);
+            while let Some(record) = winners.next_record() {
+                identities.assign(record?);
+            }
+            report.changes = identities.changes();
+            if options.dry_run {
+                return Ok(Outcome::DryRun);
+            }
         }
         // Rewriting an identical collection would only churn the server.
-        let unchanged = prepared.changes.is_empty() && existing.count == prepared.documents.len() as u64;
-        if !unchanged {
-            apply::replace_collection(
-                &self.db,
-                &target.collection,
-                self.profile,
-                &prepared.documents,
-                self.config.sync.insert_batch_size,
-                &report.run_id,
-            )
-            .await?;
+        if count_differs || !report.changes.is_empty() {
+            let mut identities = apply::Identities::new(&plan.view_id, &existing, now);
+            let batch_size = self.config.sync.insert_batch_size;
+            let mut staging =
+                apply::Staging::create(&self.db, &target.collection, self.profile, &report.run_id, batch_size).await?;
+            let written = fill_and_swap(&mut staging, &mut identities, mapper.winners(&mapped, fetched.rows()?)).await;
+            if let Err(error) = written {
+                staging.abandon().await;
+                return Err(error);
+            }
+            report.changes = identities.changes();
             report.swapped = true;
         }
         metadata::record_last_update(
@@ -300,12 +311,25 @@ impl Syncer {
             &plan.view_id,
             target.source.source_type(),
             &target.source_url,
-            prepared.documents.len(),
+            mapped.winners.len(),
             now,
         )
         .await?;
         Ok(Outcome::Success)
     }
+}
+
+/// The write pass: every winning record into staging, then the swap.
+async fn fill_and_swap(
+    staging: &mut apply::Staging,
+    identities: &mut apply::Identities<'_>,
+    mut winners: mapping::Winners<'_, '_>,
+) -> Result<(), ViewError> {
+    while let Some(record) = winners.next_record() {
+        staging.push(identities.assign(record?)).await?;
+    }
+    staging.swap_in().await?;
+    Ok(())
 }
 
 /// The one line every run logs.

@@ -16,7 +16,8 @@ use chrono_tz::Tz;
 use mongodb::bson::{Bson, Document};
 use serde::Serialize;
 
-use crate::source::table::{Cell, Row, Table};
+use crate::source::table::{Cell, Row};
+use crate::source::{Fetched, RowReader, SourceError};
 use profile::{FieldKind, FieldSpec, TargetProfile};
 use values::{fold_key_text, fold_label};
 
@@ -52,14 +53,18 @@ pub struct MappedRecord {
     pub fields: Document,
 }
 
-/// Everything the mapping made of one table.
+/// What the first pass over a source learned: where the header is, every
+/// problem with the rows, and which row wins for each key. Only keys are
+/// kept, so the records themselves can be rebuilt in a later pass instead of
+/// being held in memory.
 #[derive(Debug, Default)]
-pub struct Mapping {
+pub struct Plan {
     pub header_row: usize,
     /// Data rows below the header (blank rows excluded).
     pub rows_read: usize,
-    /// De-duplicated records, in order of first appearance of their key.
-    pub records: Vec<MappedRecord>,
+    pub blank_rows: usize,
+    /// Key -> the number of the row that wins (the last one with that key).
+    pub winners: HashMap<String, usize>,
     pub duplicates: Vec<Duplicate>,
     pub rejected: Vec<RowIssue>,
     pub warnings: Vec<RowIssue>,
@@ -78,40 +83,120 @@ pub enum MappingError {
     MissingRequiredColumns { row: usize, missing: String, found: String },
 }
 
-/// Maps `table` into `profile`'s records.
-pub fn map_table(profile: &TargetProfile, table: &Table) -> Result<Mapping, MappingError> {
-    let labels = FieldLabels::new(profile);
-    let header_index = locate_header(profile, &labels, table)?;
-    let header = &table.rows[header_index];
-    let columns = resolve_columns(profile, &labels, header);
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+}
 
-    let mut mapping = Mapping {
+/// Reads a source's rows into `profile`'s records.
+#[derive(Debug)]
+pub struct Mapper<'p> {
+    profile: &'p TargetProfile,
+    columns: Columns,
+    zone: Option<Tz>,
+    header_row: usize,
+}
+
+/// First pass: finds the header, reads every row once to collect problems
+/// and duplicate keys, and returns the mapper for the later passes.
+pub fn plan<'p>(profile: &'p TargetProfile, source: &Fetched) -> Result<(Mapper<'p>, Plan), PlanError> {
+    let mut rows = source.rows()?;
+    let mut leading = Vec::with_capacity(HEADER_SEARCH_ROWS);
+    while leading.len() < HEADER_SEARCH_ROWS {
+        match rows.next_row() {
+            Some(row) => leading.push(row?),
+            None => break,
+        }
+    }
+    let labels = FieldLabels::new(profile);
+    let header_index = locate_header(profile, &labels, &leading)?;
+    let header = &leading[header_index];
+    let columns = resolve_columns(profile, &labels, header);
+    let mapper = Mapper {
+        profile,
+        zone: source.serial_time_zone(),
         header_row: header.number,
-        unknown_columns: columns.unknown.clone(),
-        warnings: columns.warnings.clone(),
-        ..Mapping::default()
+        columns,
     };
-    let mut winners: HashMap<String, usize> = HashMap::new();
-    for row in &table.rows[header_index + 1..] {
-        mapping.rows_read += 1;
-        let Some(record) = map_row(profile, &columns, table.serial_time_zone, row, &mut mapping) else {
-            continue;
+    let mut plan = Plan {
+        header_row: header.number,
+        unknown_columns: mapper.columns.unknown.clone(),
+        warnings: mapper.columns.warnings.clone(),
+        ..Plan::default()
+    };
+    for row in leading.drain(header_index + 1..) {
+        mapper.plan_row(&row, &mut plan);
+    }
+    while let Some(row) = rows.next_row() {
+        mapper.plan_row(&row?, &mut plan);
+    }
+    plan.blank_rows = rows.blank_rows();
+    Ok((mapper, plan))
+}
+
+impl<'p> Mapper<'p> {
+    fn plan_row(&self, row: &Row, plan: &mut Plan) {
+        plan.rows_read += 1;
+        let mut issues = Issues {
+            warnings: &mut plan.warnings,
+            rejected: &mut plan.rejected,
         };
-        match winners.get(&record.key) {
-            Some(&index) => {
-                let loser = std::mem::replace(&mut mapping.records[index], record);
-                mapping.duplicates.push(Duplicate {
-                    row: loser.row,
-                    superseded_by: mapping.records[index].row,
-                });
+        let Some(record) = self.map_row(row, Some(&mut issues)) else {
+            return;
+        };
+        if let Some(previous) = plan.winners.insert(record.key, row.number) {
+            plan.duplicates.push(Duplicate {
+                row: previous,
+                superseded_by: row.number,
+            });
+        }
+    }
+
+    /// A later pass: the winning records, in source order.
+    pub fn winners<'a>(&'a self, plan: &'a Plan, rows: RowReader<'a>) -> Winners<'a, 'p> {
+        Winners {
+            mapper: self,
+            plan,
+            rows,
+        }
+    }
+}
+
+/// The winning records of one pass; see [`Mapper::winners`].
+pub struct Winners<'a, 'p> {
+    mapper: &'a Mapper<'p>,
+    plan: &'a Plan,
+    rows: RowReader<'a>,
+}
+
+impl Winners<'_, '_> {
+    pub fn next_record(&mut self) -> Option<Result<MappedRecord, SourceError>> {
+        loop {
+            let row = match self.rows.next_row()? {
+                Ok(row) => row,
+                Err(error) => return Some(Err(error)),
+            };
+            if row.number <= self.mapper.header_row {
+                continue;
             }
-            None => {
-                winners.insert(record.key.clone(), mapping.records.len());
-                mapping.records.push(record);
+            let Some(record) = self.mapper.map_row(&row, None) else {
+                continue;
+            };
+            if self.plan.winners.get(&record.key) == Some(&row.number) {
+                return Some(Ok(record));
             }
         }
     }
-    Ok(mapping)
+}
+
+/// Where a pass reports problems; the later passes, which meet the same
+/// problems again, report nowhere.
+struct Issues<'a> {
+    warnings: &'a mut Vec<RowIssue>,
+    rejected: &'a mut Vec<RowIssue>,
 }
 
 /// Folded header labels that select each field.
@@ -137,8 +222,8 @@ impl FieldLabels {
 
 /// The header is the row, among the first few, that names the most required
 /// fields and then the most fields; title lines and notes above it name none.
-fn locate_header(profile: &TargetProfile, labels: &FieldLabels, table: &Table) -> Result<usize, MappingError> {
-    let candidates = table.rows.iter().take(HEADER_SEARCH_ROWS).enumerate();
+fn locate_header(profile: &TargetProfile, labels: &FieldLabels, leading: &[Row]) -> Result<usize, MappingError> {
+    let candidates = leading.iter().enumerate();
     let score = |row: &Row| {
         let fields: Vec<usize> = row.cells.iter().filter_map(|cell| labels.field_of(cell)).collect();
         let required = fields.iter().filter(|&&index| profile.fields[index].required).count();
@@ -152,7 +237,7 @@ fn locate_header(profile: &TargetProfile, labels: &FieldLabels, table: &Table) -
     if best_score.0 == required_total {
         return Ok(best);
     }
-    let row = &table.rows[best];
+    let row = &leading[best];
     let present: Vec<usize> = row.cells.iter().filter_map(|cell| labels.field_of(cell)).collect();
     let missing: Vec<&str> = profile
         .fields
@@ -175,6 +260,7 @@ fn locate_header(profile: &TargetProfile, labels: &FieldLabels, table: &Table) -
 }
 
 /// Which column feeds which field.
+#[derive(Debug)]
 struct Columns {
     /// `(field index, column index, header as written)`.
     assigned: Vec<(usize, usize, String)>,
@@ -223,53 +309,54 @@ fn resolve_columns(profile: &TargetProfile, labels: &FieldLabels, header: &Row) 
     columns
 }
 
-/// Reads one data row. Returns `None` (and records why) when the row lacks a
-/// required value.
-fn map_row(
-    profile: &TargetProfile,
-    columns: &Columns,
-    zone: Option<Tz>,
-    row: &Row,
-    mapping: &mut Mapping,
-) -> Option<MappedRecord> {
-    warn_about_overflow(columns, row, mapping);
-    let mut fields = Document::new();
-    let mut missing = Vec::new();
-    for (index, spec) in profile.fields.iter().enumerate() {
-        let value = match columns.of_field(index) {
-            Some((column, header)) => {
-                let cell = row.cells.get(column).unwrap_or(&Cell::Empty);
-                read_cell(spec, cell, zone, row.number, header, &mut mapping.warnings)
-            }
-            None => Bson::Null,
-        };
-        if spec.required && value == Bson::Null {
-            missing.push(spec.name);
+impl Mapper<'_> {
+    /// Reads one data row. Returns `None` (and reports why, when asked) when
+    /// the row lacks a required value.
+    fn map_row(&self, row: &Row, mut issues: Option<&mut Issues>) -> Option<MappedRecord> {
+        if let Some(issues) = issues.as_deref_mut() {
+            warn_about_overflow(&self.columns, row, issues.warnings);
         }
-        fields.insert(spec.name, value);
-    }
-    derive_fields(profile, &mut fields);
-    if !missing.is_empty() {
-        mapping.rejected.push(RowIssue {
+        let mut fields = Document::new();
+        let mut missing = Vec::new();
+        for (index, spec) in self.profile.fields.iter().enumerate() {
+            let value = match self.columns.of_field(index) {
+                Some((column, header)) => {
+                    let cell = row.cells.get(column).unwrap_or(&Cell::Empty);
+                    let warnings = issues.as_deref_mut().map(|issues| &mut *issues.warnings);
+                    read_cell(spec, cell, self.zone, row.number, header, warnings)
+                }
+                None => Bson::Null,
+            };
+            if spec.required && value == Bson::Null {
+                missing.push(spec.name);
+            }
+            fields.insert(spec.name, value);
+        }
+        derive_fields(self.profile, &mut fields);
+        if !missing.is_empty() {
+            if let Some(issues) = issues {
+                issues.rejected.push(RowIssue {
+                    row: row.number,
+                    column: None,
+                    value: None,
+                    reason: format!(
+                        "no {}: the row cannot be identified, so it was not imported",
+                        missing.join(" and no ")
+                    ),
+                });
+            }
+            return None;
+        }
+        let key = record_key(self.profile, &fields);
+        Some(MappedRecord {
             row: row.number,
-            column: None,
-            value: None,
-            reason: format!(
-                "no {}: the row cannot be identified, so it was not imported",
-                missing.join(" and no ")
-            ),
-        });
-        return None;
+            key,
+            fields,
+        })
     }
-    let key = record_key(profile, &fields);
-    Some(MappedRecord {
-        row: row.number,
-        key,
-        fields,
-    })
 }
 
-fn warn_about_overflow(columns: &Columns, row: &Row, mapping: &mut Mapping) {
+fn warn_about_overflow(columns: &Columns, row: &Row, warnings: &mut Vec<RowIssue>) {
     let extra = row
         .cells
         .iter()
@@ -277,7 +364,7 @@ fn warn_about_overflow(columns: &Columns, row: &Row, mapping: &mut Mapping) {
         .filter(|cell| !cell.is_empty())
         .count();
     if extra > 0 {
-        mapping.warnings.push(RowIssue {
+        warnings.push(RowIssue {
             row: row.number,
             column: None,
             value: None,
@@ -289,67 +376,80 @@ fn warn_about_overflow(columns: &Columns, row: &Row, mapping: &mut Mapping) {
     }
 }
 
-/// Reads one cell into `spec`'s type; an unreadable value becomes null and a
-/// warning.
+/// Reads one cell into `spec`'s type; an unreadable value becomes null and,
+/// when `warnings` is given, a warning.
 fn read_cell(
     spec: &FieldSpec,
     cell: &Cell,
     zone: Option<Tz>,
     row: usize,
     header: &str,
-    warnings: &mut Vec<RowIssue>,
+    warnings: Option<&mut Vec<RowIssue>>,
 ) -> Bson {
-    let outcome = match (&spec.kind, cell) {
+    let (value, problem) = match convert(spec, cell, zone) {
+        Ok(value) => (value, None),
+        Err(Problem::Unknown(value, reason)) => (value, Some(reason)),
+        Err(Problem::Unreadable(reason)) => (Bson::Null, Some(format!("{reason}; stored as null"))),
+    };
+    if let (Some(reason), Some(warnings)) = (problem, warnings) {
+        warnings.push(RowIssue {
+            row,
+            column: Some(header.to_owned()),
+            value: Some(text_of(cell)),
+            reason,
+        });
+    }
+    value
+}
+
+/// Why a cell did not convert cleanly.
+enum Problem {
+    /// Kept as written, with the reason to report.
+    Unknown(Bson, String),
+    /// Not readable as the field's type.
+    Unreadable(&'static str),
+}
+
+fn convert(spec: &FieldSpec, cell: &Cell, zone: Option<Tz>) -> Result<Bson, Problem> {
+    let unreadable = Problem::Unreadable;
+    match (&spec.kind, cell) {
         (_, Cell::Empty) => Ok(Bson::Null),
         (FieldKind::Text, cell) => Ok(Bson::String(text_of(cell))),
         (FieldKind::Date, Cell::Text(text)) => values::parse_date(text)
             .map(to_bson_date)
-            .ok_or("not a date (expected e.g. 2025-01-31 or 31/01/2025)"),
-        (FieldKind::Date | FieldKind::Month { .. }, Cell::Number(serial)) => match zone {
-            Some(zone) => values::serial_to_datetime(*serial, zone)
-                .map(|moment| match spec.kind {
-                    FieldKind::Month { .. } => Bson::String(format!("{:04}-{:02}", moment.year(), moment.month())),
-                    _ => to_bson_date(moment),
-                })
-                .ok_or("not a valid date serial"),
-            None => Err("a bare number is not a date here (expected e.g. 2025-01-31 or 31/01/2025)"),
-        },
+            .ok_or(unreadable("not a date (expected e.g. 2025-01-31 or 31/01/2025)")),
+        (FieldKind::Date | FieldKind::Month { .. }, Cell::Number(serial)) => {
+            let zone = zone.ok_or(unreadable(
+                "a bare number is not a date here (expected e.g. 2025-01-31 or 31/01/2025)",
+            ))?;
+            let moment = values::serial_to_datetime(*serial, zone).ok_or(unreadable("not a valid date serial"))?;
+            Ok(match spec.kind {
+                FieldKind::Month { .. } => Bson::String(format!("{:04}-{:02}", moment.year(), moment.month())),
+                _ => to_bson_date(moment),
+            })
+        }
         (FieldKind::Number, Cell::Number(number)) => Ok(Bson::Double(*number)),
         (FieldKind::Number, Cell::Text(text)) => values::parse_number(text)
             .map(Bson::Double)
-            .ok_or("not a number (expected e.g. 5000, 5,000.50 or 5 000,50 €)"),
+            .ok_or(unreadable("not a number (expected e.g. 5000, 5,000.50 or 5 000,50 €)")),
         (FieldKind::Month { .. }, Cell::Text(text)) => values::parse_month(text)
             .map(Bson::String)
-            .ok_or("not a month (expected e.g. 2025-01 or janv.-25)"),
+            .ok_or(unreadable("not a month (expected e.g. 2025-01 or janv.-25)")),
         (FieldKind::Enum(allowed), cell) => {
             let written = text_of(cell);
             match allowed.canonical(&written) {
                 Some(value) => Ok(Bson::String(value.to_owned())),
-                None => {
-                    warnings.push(RowIssue {
-                        row,
-                        column: Some(header.to_owned()),
-                        value: Some(written.clone()),
-                        reason: format!(
-                            "unknown value, kept as written; expected one of: {}",
-                            allowed.values.join(", ")
-                        ),
-                    });
-                    Ok(Bson::String(written))
-                }
+                None => Err(Problem::Unknown(
+                    Bson::String(written),
+                    format!(
+                        "unknown value, kept as written; expected one of: {}",
+                        allowed.values.join(", ")
+                    ),
+                )),
             }
         }
-        (_, Cell::Bool(_)) => Err("a checkbox is not a value of this field"),
-    };
-    outcome.unwrap_or_else(|reason| {
-        warnings.push(RowIssue {
-            row,
-            column: Some(header.to_owned()),
-            value: Some(cell.display()),
-            reason: format!("{reason}; stored as null"),
-        });
-        Bson::Null
-    })
+        (_, Cell::Bool(_)) => Err(unreadable("a checkbox is not a value of this field")),
+    }
 }
 
 /// Text as it reads in the sheet: whole numbers without a trailing `.0`.
@@ -405,11 +505,51 @@ pub fn record_key(profile: &TargetProfile, fields: &Document) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::csv;
+    use crate::source::csv::CsvSource;
+    use crate::source::table::Table;
     use sales::SALES_RECORDS;
 
+    /// Both passes over a source, as the sync makes them.
+    struct Mapping {
+        header_row: usize,
+        rows_read: usize,
+        records: Vec<MappedRecord>,
+        duplicates: Vec<Duplicate>,
+        rejected: Vec<RowIssue>,
+        warnings: Vec<RowIssue>,
+        unknown_columns: Vec<String>,
+    }
+
+    fn map_fetched(fetched: Fetched) -> Result<Mapping, PlanError> {
+        let (mapper, plan) = plan(&SALES_RECORDS, &fetched)?;
+        let mut winners = mapper.winners(&plan, fetched.rows()?);
+        let mut records = Vec::new();
+        while let Some(record) = winners.next_record() {
+            records.push(record?);
+        }
+        Ok(Mapping {
+            header_row: plan.header_row,
+            rows_read: plan.rows_read,
+            records,
+            duplicates: plan.duplicates,
+            rejected: plan.rejected,
+            warnings: plan.warnings,
+            unknown_columns: plan.unknown_columns,
+        })
+    }
+
     fn map_csv(text: &str) -> Mapping {
-        map_table(&SALES_RECORDS, &csv::parse(text.as_bytes(), "test").unwrap()).unwrap()
+        map_fetched(Fetched::Csv(CsvSource::from_bytes(text.as_bytes().to_vec(), "test"))).unwrap()
+    }
+
+    fn mapping_error(fetched: Fetched) -> MappingError {
+        match map_fetched(fetched) {
+            Err(PlanError::Mapping(error)) => error,
+            other => panic!(
+                "expected a mapping error, got {:?}",
+                other.map(|mapping| mapping.records)
+            ),
+        }
     }
 
     fn field<'a>(mapping: &'a Mapping, index: usize, name: &str) -> &'a Bson {
@@ -598,8 +738,10 @@ mod tests {
             "Client,Stage,Expected MRR\nAcme Corp,B Legals,1\nAcme Corp,Lost,2\n  acme   CORP ,legals,3\nGlobex,Lost,4\n",
         );
         assert_eq!(mapping.records.len(), 3);
-        assert_eq!(field(&mapping, 0, "expected_mrr"), &Bson::Double(3.0));
-        assert_eq!(field(&mapping, 0, "client"), &Bson::String("acme   CORP".into()));
+        let rows: Vec<usize> = mapping.records.iter().map(|record| record.row).collect();
+        assert_eq!(rows, vec![3, 4, 5], "winners come in source order");
+        assert_eq!(field(&mapping, 1, "expected_mrr"), &Bson::Double(3.0));
+        assert_eq!(field(&mapping, 1, "client"), &Bson::String("acme   CORP".into()));
         assert_eq!(
             mapping.duplicates,
             vec![Duplicate {
@@ -611,8 +753,8 @@ mod tests {
 
     #[test]
     fn missing_required_header_names_the_columns_found() {
-        let table = csv::parse(b"Title\nFirm,Phase,Owner\nAcme,Lost,Ann\n", "test").unwrap();
-        let error = map_table(&SALES_RECORDS, &table).unwrap_err();
+        let source = CsvSource::from_bytes(b"Title\nFirm,Phase,Owner\nAcme,Lost,Ann\n".to_vec(), "test");
+        let error = mapping_error(Fetched::Csv(source));
         assert_eq!(
             error,
             MappingError::MissingRequiredColumns {
@@ -622,7 +764,7 @@ mod tests {
             }
         );
         assert_eq!(
-            map_table(&SALES_RECORDS, &Table::default()).unwrap_err(),
+            mapping_error(Fetched::Table(Table::default())),
             MappingError::EmptySource
         );
     }
@@ -655,7 +797,7 @@ mod tests {
             ],
         );
         table.push_row(3, vec![text("Beta"), text("Lost"), Cell::Bool(true)]);
-        let mapping = map_table(&SALES_RECORDS, &table).unwrap();
+        let mapping = map_fetched(Fetched::Table(table)).unwrap();
         assert_eq!(field(&mapping, 0, "client"), &Bson::String("42".into()));
         assert_eq!(field(&mapping, 0, "discovery_date"), &bson_date(2025, 1, 10, 0, 0));
         assert_eq!(field(&mapping, 0, "expected_mrr"), &Bson::Double(1250.5));

@@ -1,106 +1,299 @@
 //! CSV exports as people actually produce them: Google Sheets downloads,
 //! French Excel "CSV (point-virgule)" files in Windows-1252, tab-separated
 //! pastes, with BOMs, CRLF, quoted newlines, ragged rows and title lines.
+//!
+//! A [`CsvSource`] is read row by row and may be read several times (the sync
+//! makes one pass to find duplicates and another to write), so a large export
+//! never has to sit in memory as cells.
 
-use encoding_rs::{Encoding, WINDOWS_1252};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use super::table::{Cell, Table};
+use encoding_rs::{Encoding, UTF_8, WINDOWS_1252};
+use encoding_rs_io::DecodeReaderBytesBuilder;
+
+use super::table::{Cell, Row};
 
 /// Delimiters tried, in order of preference when they score the same.
 const DELIMITERS: [u8; 3] = [b',', b';', b'\t'];
 /// Records sampled to pick the delimiter.
 const SAMPLE_RECORDS: usize = 30;
+/// Bytes sampled to pick the delimiter.
+const SAMPLE_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
-#[error("CSV from {location} is malformed near line {line}: {message}")]
-pub struct CsvError {
-    pub location: String,
-    pub line: usize,
-    pub message: String,
+pub enum CsvError {
+    #[error("CSV from {location} is malformed near line {line}: {message}")]
+    Malformed {
+        location: String,
+        line: usize,
+        message: String,
+    },
+    #[error("cannot read {location}: {source}; check the path and that sheetsync may read it")]
+    Read { location: String, source: io::Error },
 }
 
-/// Parses a whole export into a table. `location` names it in errors.
-pub fn parse(bytes: &[u8], location: &str) -> Result<Table, CsvError> {
-    let text = decode(bytes);
-    let delimiter = detect_delimiter(&text);
-    let mut reader = reader(&text, delimiter);
-    let mut table = Table::default();
-    let mut record = csv::StringRecord::new();
-    let mut lines = LineCounter::new(&text);
-    loop {
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {
-                let line = lines.line_at(record.position().map_or(0, csv::Position::byte));
-                let cells = record.iter().map(Cell::text).collect();
-                table.push_row(line, cells);
-            }
-            Err(error) => {
-                return Err(CsvError {
-                    location: location.to_owned(),
-                    line: lines.line_at(error.position().map_or(0, csv::Position::byte)),
-                    message: error.to_string(),
-                });
+/// Where the bytes are.
+#[derive(Debug, Clone)]
+enum Origin {
+    File(PathBuf),
+    /// A download, held once and parsed on every pass.
+    Bytes(Arc<[u8]>),
+}
+
+/// A CSV export whose encoding and delimiter have been worked out, ready to be
+/// read row by row.
+#[derive(Debug, Clone)]
+pub struct CsvSource {
+    location: String,
+    origin: Origin,
+    encoding: &'static Encoding,
+    delimiter: u8,
+}
+
+impl CsvSource {
+    /// A file, scanned once for its encoding and delimiter.
+    pub fn from_file(path: PathBuf, location: &str) -> Result<CsvSource, CsvError> {
+        let read_error = |source| CsvError::Read {
+            location: location.to_owned(),
+            source,
+        };
+        let file = File::open(&path).map_err(read_error)?;
+        let (encoding, sample) = sniff(BufReader::new(file)).map_err(read_error)?;
+        Ok(CsvSource {
+            location: location.to_owned(),
+            delimiter: detect_delimiter(&sample),
+            origin: Origin::File(path),
+            encoding,
+        })
+    }
+
+    /// Bytes already downloaded.
+    pub fn from_bytes(bytes: Vec<u8>, location: &str) -> CsvSource {
+        let encoding = encoding_of(&bytes);
+        let sample_end = bytes.len().min(SAMPLE_BYTES);
+        let sample = decode(&bytes[..sample_end]);
+        CsvSource {
+            location: location.to_owned(),
+            delimiter: detect_delimiter(&sample),
+            origin: Origin::Bytes(bytes.into()),
+            encoding,
+        }
+    }
+
+    pub fn delimiter(&self) -> u8 {
+        self.delimiter
+    }
+
+    pub fn encoding(&self) -> &'static Encoding {
+        self.encoding
+    }
+
+    /// Starts a pass over the rows.
+    pub fn rows(&self) -> Result<CsvRows, CsvError> {
+        let raw: Box<dyn Read + Send> = match &self.origin {
+            Origin::File(path) => Box::new(BufReader::new(File::open(path).map_err(|source| CsvError::Read {
+                location: self.location.clone(),
+                source,
+            })?)),
+            Origin::Bytes(bytes) => Box::new(io::Cursor::new(Arc::clone(bytes))),
+        };
+        let decoded = DecodeReaderBytesBuilder::new()
+            .encoding(Some(self.encoding))
+            .strip_bom(true)
+            .build(raw);
+        let reader = csv::ReaderBuilder::new()
+            .delimiter(self.delimiter)
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(LineTracker::new(Box::new(decoded)));
+        Ok(CsvRows {
+            location: self.location.clone(),
+            reader,
+            record: csv::StringRecord::new(),
+            blank_rows: 0,
+        })
+    }
+}
+
+/// One pass over a CSV's non-blank rows.
+pub struct CsvRows {
+    location: String,
+    reader: csv::Reader<LineTracker>,
+    record: csv::StringRecord,
+    blank_rows: usize,
+}
+
+impl CsvRows {
+    /// The next row with at least one non-empty cell.
+    pub fn next_row(&mut self) -> Option<Result<Row, CsvError>> {
+        loop {
+            match self.reader.read_record(&mut self.record) {
+                Ok(false) => return None,
+                Ok(true) => {
+                    let start = self.record.position().map_or(0, csv::Position::byte);
+                    let number = self.reader.get_mut().line_at(start);
+                    let cells: Vec<Cell> = self.record.iter().map(Cell::text).collect();
+                    if cells.iter().all(Cell::is_empty) {
+                        self.blank_rows += 1;
+                        continue;
+                    }
+                    return Some(Ok(Row { number, cells }));
+                }
+                Err(error) => {
+                    let start = error.position().map_or(0, csv::Position::byte);
+                    return Some(Err(CsvError::Malformed {
+                        location: self.location.clone(),
+                        line: self.reader.get_mut().line_at(start),
+                        message: error.to_string(),
+                    }));
+                }
             }
         }
     }
-    Ok(table)
+
+    /// Rows skipped so far because every cell was empty.
+    pub fn blank_rows(&self) -> usize {
+        self.blank_rows
+    }
 }
 
-/// Line numbers from byte offsets. The csv crate's own line count skips empty
-/// lines, which would send people to the wrong row of their file.
-struct LineCounter<'a> {
-    text: &'a [u8],
-    offset: usize,
+/// Counts lines in the decoded stream so rows can be numbered as the file's
+/// own lines. (The csv crate's line count skips empty lines, which would send
+/// people to the wrong row.) Only the bytes between the last numbered record
+/// and the reader's look-ahead are kept.
+struct LineTracker {
+    inner: Box<dyn Read + Send>,
+    pending: VecDeque<u8>,
+    /// Stream offset of `pending[0]`.
+    offset: u64,
+    /// Line number at `offset`.
     line: usize,
 }
 
-impl<'a> LineCounter<'a> {
-    fn new(text: &'a str) -> Self {
-        LineCounter {
-            text: text.as_bytes(),
+impl LineTracker {
+    fn new(inner: Box<dyn Read + Send>) -> Self {
+        LineTracker {
+            inner,
+            pending: VecDeque::new(),
             offset: 0,
             line: 1,
         }
     }
 
-    /// The 1-based line of the record the reader says starts at `byte`; it
-    /// reports where it began scanning, which may be the previous record's
-    /// line terminator or blank lines, so those are skipped first. Offsets
-    /// must not decrease between calls.
+    /// The line of the record the csv reader says starts at `byte`. It reports
+    /// where it began scanning, which may be the previous record's terminator
+    /// or blank lines, so those are skipped. Offsets never decrease.
     fn line_at(&mut self, byte: u64) -> usize {
-        let mut target = usize::try_from(byte).unwrap_or(usize::MAX).min(self.text.len());
-        while matches!(self.text.get(target), Some(b'\r' | b'\n')) {
-            target += 1;
+        while self.offset < byte {
+            match self.pending.pop_front() {
+                Some(b) => self.consume(b),
+                None => break,
+            }
         }
-        if target > self.offset {
-            self.line += self.text[self.offset..target].iter().filter(|&&b| b == b'\n').count();
-            self.offset = target;
+        while let Some(&b) = self.pending.front().filter(|&&b| b == b'\r' || b == b'\n') {
+            self.pending.pop_front();
+            self.consume(b);
         }
         self.line
     }
+
+    fn consume(&mut self, byte: u8) {
+        self.offset += 1;
+        if byte == b'\n' {
+            self.line += 1;
+        }
+    }
 }
 
-/// UTF-8 or UTF-16 when a BOM says so, UTF-8 when the bytes are valid UTF-8,
+impl Read for LineTracker {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.pending.extend(&buffer[..read]);
+        Ok(read)
+    }
+}
+
+/// The encoding of a whole stream, and a decoded sample of its start.
+///
+/// UTF-8 or UTF-16 when a BOM says so, UTF-8 when every byte is valid UTF-8,
 /// else Windows-1252, which is what Excel writes on French Windows. (Every
 /// byte sequence is valid Windows-1252, so this never fails.)
+fn sniff(mut reader: impl Read) -> io::Result<(&'static Encoding, String)> {
+    let mut head = Vec::with_capacity(SAMPLE_BYTES);
+    (&mut reader).take(SAMPLE_BYTES as u64).read_to_end(&mut head)?;
+    if let Some((encoding, _)) = Encoding::for_bom(&head) {
+        return Ok((encoding, decode(&head)));
+    }
+    let mut validator = Utf8Validator::default();
+    let mut valid = validator.feed(&head);
+    let mut chunk = vec![0; SAMPLE_BYTES];
+    while valid {
+        let read = reader.read(&mut chunk)?;
+        if read == 0 {
+            break;
+        }
+        valid = validator.feed(&chunk[..read]);
+    }
+    let encoding = if valid && validator.is_complete() {
+        UTF_8
+    } else {
+        WINDOWS_1252
+    };
+    Ok((encoding, encoding.decode_without_bom_handling(&head).0.into_owned()))
+}
+
+fn encoding_of(bytes: &[u8]) -> &'static Encoding {
+    match Encoding::for_bom(bytes) {
+        Some((encoding, _)) => encoding,
+        None if std::str::from_utf8(bytes).is_ok() => UTF_8,
+        None => WINDOWS_1252,
+    }
+}
+
+/// Validates UTF-8 fed in chunks that may split a character.
+#[derive(Default)]
+struct Utf8Validator {
+    carry: Vec<u8>,
+}
+
+impl Utf8Validator {
+    fn feed(&mut self, chunk: &[u8]) -> bool {
+        let mut joined = std::mem::take(&mut self.carry);
+        joined.extend_from_slice(chunk);
+        match std::str::from_utf8(&joined) {
+            Ok(_) => true,
+            // An incomplete character at the end may finish in the next chunk.
+            Err(error) if error.error_len().is_none() => {
+                self.carry = joined[error.valid_up_to()..].to_vec();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn is_complete(&self) -> bool {
+        self.carry.is_empty()
+    }
+}
+
+/// Decodes a whole buffer with the same rules as [`sniff`] (a cut character
+/// at the end of a sample is replaced, which does not affect detection).
 pub fn decode(bytes: &[u8]) -> String {
     if let Some((encoding, bom_length)) = Encoding::for_bom(bytes) {
-        let (text, _) = encoding.decode_without_bom_handling(&bytes[bom_length..]);
-        return text.into_owned();
+        return encoding
+            .decode_without_bom_handling(&bytes[bom_length..])
+            .0
+            .into_owned();
     }
     match std::str::from_utf8(bytes) {
         Ok(text) => text.to_owned(),
+        Err(error) if error.error_len().is_none() => String::from_utf8_lossy(bytes).into_owned(),
         Err(_) => WINDOWS_1252.decode_without_bom_handling(bytes).0.into_owned(),
     }
-}
-
-fn reader(text: &str, delimiter: u8) -> csv::Reader<&[u8]> {
-    csv::ReaderBuilder::new()
-        .delimiter(delimiter)
-        .has_headers(false)
-        .flexible(true)
-        .from_reader(text.as_bytes())
 }
 
 /// The delimiter under which the most sampled records share one width of two
@@ -108,7 +301,11 @@ fn reader(text: &str, delimiter: u8) -> csv::Reader<&[u8]> {
 /// inside `4 500,00 €` does not beat the semicolons around it.
 pub fn detect_delimiter(text: &str) -> u8 {
     let score = |delimiter: u8| {
-        let mut widths: Vec<usize> = reader(text, delimiter)
+        let mut widths: Vec<usize> = csv::ReaderBuilder::new()
+            .delimiter(delimiter)
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(text.as_bytes())
             .records()
             .take(SAMPLE_RECORDS)
             .filter_map(Result::ok)
@@ -137,20 +334,54 @@ pub fn detect_delimiter(text: &str) -> u8 {
 mod tests {
     use super::*;
 
-    fn texts(table: &Table) -> Vec<Vec<String>> {
-        table
-            .rows
-            .iter()
-            .map(|row| row.cells.iter().map(Cell::display).collect())
-            .collect()
+    fn rows(source: &CsvSource) -> (Vec<(usize, Vec<String>)>, usize) {
+        let mut pass = source.rows().unwrap();
+        let mut rows = Vec::new();
+        while let Some(row) = pass.next_row() {
+            let row = row.unwrap();
+            rows.push((row.number, row.cells.iter().map(Cell::display).collect()));
+        }
+        (rows, pass.blank_rows())
+    }
+
+    fn strings(cells: &[&str]) -> Vec<String> {
+        cells.iter().map(|cell| cell.to_string()).collect()
     }
 
     #[test]
     fn decodes_every_encoding_seen_in_exports() {
-        assert_eq!(decode(b"\xEF\xBB\xBFClient"), "Client");
-        assert_eq!(decode("Société".as_bytes()), "Société");
-        assert_eq!(decode(b"Soci\xe9t\xe9 \x80"), "Société €");
-        assert_eq!(decode(b"\xFF\xFEC\x00l\x00"), "Cl");
+        let cases: [(&[u8], &str); 4] = [
+            (b"\xEF\xBB\xBFClient,Stage\n", "Client"),
+            ("Société,Stage\n".as_bytes(), "Société"),
+            (b"Soci\xe9t\xe9 \x80,Stage\n", "Société €"),
+            (b"\xFF\xFEC\x00l\x00,\x00S\x00\n\x00", "Cl"),
+        ];
+        for (bytes, first_cell) in cases {
+            let from_bytes = CsvSource::from_bytes(bytes.to_vec(), "test");
+            assert_eq!(rows(&from_bytes).0[0].1[0], first_cell, "{bytes:?}");
+            let file = tempfile::NamedTempFile::new().unwrap();
+            std::fs::write(file.path(), bytes).unwrap();
+            let from_file = CsvSource::from_file(file.path().to_owned(), "test").unwrap();
+            assert_eq!(rows(&from_file).0[0].1[0], first_cell, "{bytes:?}");
+        }
+    }
+
+    #[test]
+    fn windows_1252_is_detected_past_the_sample() {
+        let mut bytes = "Client,Stage\n".repeat(10_000).into_bytes();
+        bytes.extend_from_slice(b"Soci\xe9t\xe9,Lost\n");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &bytes).unwrap();
+        let source = CsvSource::from_file(file.path().to_owned(), "test").unwrap();
+        assert_eq!(source.encoding(), WINDOWS_1252);
+        assert_eq!(rows(&source).0.last().unwrap().1[0], "Société");
+    }
+
+    #[test]
+    fn utf8_split_across_chunks_is_still_utf8() {
+        let mut validator = Utf8Validator::default();
+        let text = "é".as_bytes();
+        assert!(validator.feed(&text[..1]) && validator.feed(&text[1..]) && validator.is_complete());
     }
 
     #[test]
@@ -163,28 +394,41 @@ mod tests {
 
     #[test]
     fn keeps_line_numbers_and_skips_blank_rows() {
-        let table = parse(b"Client,Stage\r\n\r\n,,\r\n\"Acme\nCorp\",Lost\r\nGlobex,Lost", "test").unwrap();
+        let source = CsvSource::from_bytes(
+            b"Client,Stage\r\n\r\n,,\r\n\"Acme\nCorp\",Lost\r\nGlobex,Lost".to_vec(),
+            "t",
+        );
+        let (rows, blank) = rows(&source);
         assert_eq!(
-            texts(&table),
+            rows,
             vec![
-                vec!["Client", "Stage"],
-                vec!["Acme\nCorp", "Lost"],
-                vec!["Globex", "Lost"]
+                (1, strings(&["Client", "Stage"])),
+                (4, strings(&["Acme\nCorp", "Lost"])),
+                (6, strings(&["Globex", "Lost"]))
             ]
         );
         assert_eq!(
-            table.rows.iter().map(|row| row.number).collect::<Vec<_>>(),
-            vec![1, 4, 6]
-        );
-        assert_eq!(
-            table.blank_rows, 1,
+            blank, 1,
             "the line of bare commas is blank; an empty line is not a record"
         );
     }
 
     #[test]
+    fn every_pass_reads_the_same_rows() {
+        let source = CsvSource::from_bytes(b"a;b\n1;2\n\n3;4\n".to_vec(), "t");
+        assert_eq!(rows(&source), rows(&source));
+        assert_eq!(rows(&source).0.len(), 3);
+    }
+
+    #[test]
     fn unterminated_quote_is_read_to_the_end_not_lost() {
-        let table = parse(b"Client,Stage\n\"Acme,Lost\n", "test").unwrap();
-        assert_eq!(table.rows.len(), 2);
+        let source = CsvSource::from_bytes(b"Client,Stage\n\"Acme,Lost\n".to_vec(), "t");
+        assert_eq!(rows(&source).0.len(), 2);
+    }
+
+    #[test]
+    fn missing_file_names_the_location() {
+        let error = CsvSource::from_file("/nonexistent/x.csv".into(), "file:///nonexistent/x.csv").unwrap_err();
+        assert!(error.to_string().contains("file:///nonexistent/x.csv"), "{error}");
     }
 }

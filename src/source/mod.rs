@@ -1,7 +1,8 @@
 //! Where a view's rows come from, and fetching them.
 //!
 //! A view's `sheet_url` (or its config override) is classified once into a
-//! [`SourceSpec`]; [`Sources::fetch`] then turns specs into [`Table`]s.
+//! [`SourceSpec`]; [`Sources::fetch`] then turns specs into [`Fetched`] rows
+//! that the sync can read more than once.
 
 pub mod csv;
 pub mod table;
@@ -13,7 +14,7 @@ use reqwest::Url;
 use serde::Serialize;
 
 use crate::redact::redact_url;
-use table::Table;
+use table::{Row, Table};
 
 /// Where one view reads its rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,8 +58,6 @@ impl SourceType {
 pub enum SourceError {
     #[error("source {0:?} is neither a file:// path, an http(s) URL nor a Google Sheets link or ID")]
     Unrecognised(String),
-    #[error("cannot read {path}: {source}; check the path and that sheetsync may read it")]
-    File { path: String, source: std::io::Error },
     #[error("cannot download {url}: {message}")]
     Http { url: String, message: String },
     #[error("{url} answered HTTP {status}; check that the link is public and still valid")]
@@ -174,7 +173,63 @@ fn gid_of(url: &Url) -> Option<i64> {
     })
 }
 
-/// Fetches tables for sources. One HTTP client serves every download.
+/// A source's rows, fetched and ready to be read in passes.
+#[derive(Debug)]
+pub enum Fetched {
+    /// Rows already in memory (an API answer).
+    Table(Table),
+    /// A CSV export, parsed anew on each pass so it is never held as cells.
+    Csv(csv::CsvSource),
+}
+
+impl Fetched {
+    /// Starts a pass over the rows.
+    pub fn rows(&self) -> Result<RowReader<'_>, SourceError> {
+        Ok(match self {
+            Fetched::Table(table) => RowReader::Table {
+                rows: table.rows.iter(),
+                blank_rows: table.blank_rows,
+            },
+            Fetched::Csv(source) => RowReader::Csv(source.rows()?),
+        })
+    }
+
+    /// The zone in which numeric date cells (spreadsheet serials) are read.
+    pub fn serial_time_zone(&self) -> Option<chrono_tz::Tz> {
+        match self {
+            Fetched::Table(table) => table.serial_time_zone,
+            Fetched::Csv(_) => None,
+        }
+    }
+}
+
+/// One pass over a source's non-blank rows.
+pub enum RowReader<'a> {
+    Table {
+        rows: std::slice::Iter<'a, Row>,
+        blank_rows: usize,
+    },
+    Csv(csv::CsvRows),
+}
+
+impl RowReader<'_> {
+    pub fn next_row(&mut self) -> Option<Result<Row, SourceError>> {
+        match self {
+            RowReader::Table { rows, .. } => rows.next().cloned().map(Ok),
+            RowReader::Csv(rows) => rows.next_row().map(|row| row.map_err(SourceError::from)),
+        }
+    }
+
+    /// Blank rows skipped so far (all of them, once the pass is over).
+    pub fn blank_rows(&self) -> usize {
+        match self {
+            RowReader::Table { blank_rows, .. } => *blank_rows,
+            RowReader::Csv(rows) => rows.blank_rows(),
+        }
+    }
+}
+
+/// Fetches sources. One HTTP client serves every download.
 #[derive(Debug, Clone)]
 pub struct Sources {
     http: reqwest::Client,
@@ -193,7 +248,7 @@ impl Sources {
 
     /// Fetches every spec's table; one result per spec, in order, so that one
     /// failing source never hides the others.
-    pub async fn fetch_all(&self, specs: &[&SourceSpec]) -> Vec<Result<Table, SourceError>> {
+    pub async fn fetch_all(&self, specs: &[&SourceSpec]) -> Vec<Result<Fetched, SourceError>> {
         let mut tables = Vec::with_capacity(specs.len());
         for spec in specs {
             tables.push(self.fetch(spec).await);
@@ -201,18 +256,19 @@ impl Sources {
         tables
     }
 
-    pub async fn fetch(&self, spec: &SourceSpec) -> Result<Table, SourceError> {
+    pub async fn fetch(&self, spec: &SourceSpec) -> Result<Fetched, SourceError> {
         match spec {
             SourceSpec::CsvFile(path) => {
-                let bytes = tokio::fs::read(path).await.map_err(|source| SourceError::File {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                Ok(csv::parse(&bytes, &spec.describe())?)
+                let (path, location) = (path.clone(), spec.describe());
+                // Sniffing the encoding reads the whole file once.
+                let source = tokio::task::spawn_blocking(move || csv::CsvSource::from_file(path, &location))
+                    .await
+                    .map_err(|error| SourceError::Client(format!("the file reader stopped: {error}")))??;
+                Ok(Fetched::Csv(source))
             }
             SourceSpec::CsvHttp(url) => {
                 let bytes = self.download(url).await?;
-                Ok(csv::parse(&bytes, &spec.describe())?)
+                Ok(Fetched::Csv(csv::CsvSource::from_bytes(bytes, &spec.describe())))
             }
             SourceSpec::GoogleSheet(_) => Err(SourceError::GoogleSheetsUnsupported(spec.describe())),
         }

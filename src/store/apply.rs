@@ -7,6 +7,7 @@
 //! Any failure before the rename leaves the target untouched.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use futures_util::TryStreamExt;
 use mongodb::bson::{DateTime as BsonDateTime, Document, doc};
@@ -63,12 +64,15 @@ impl Changes {
     }
 }
 
-/// The identity a record already has in the collection.
+/// What a refresh needs to know of a record already in the collection: its
+/// identity, and a digest of its content to tell whether it changed. The
+/// document itself is not kept, so memory grows with the number of records,
+/// not with their size.
 #[derive(Debug)]
 struct Known {
     id: String,
     created_at: Option<BsonDateTime>,
-    document: Document,
+    digest: u64,
 }
 
 /// The target collection's current records, by key.
@@ -96,56 +100,85 @@ pub async fn load_existing(collection: &Collection<Document>, profile: &TargetPr
         };
         let created_at = document.get_datetime("created_at").ok().copied();
         let key = record_key(profile, &document);
-        existing.by_key.entry(key).or_insert(Known {
-            id,
-            created_at,
-            document,
-        });
+        let digest = digest(&document);
+        existing.by_key.entry(key).or_insert(Known { id, created_at, digest });
     }
     Ok(existing)
 }
 
-/// The documents to store and how they differ from the current ones.
-#[derive(Debug)]
-pub struct Prepared {
-    pub documents: Vec<Document>,
-    pub changes: Changes,
+/// A 64-bit digest of a document's encoding. Field order counts, which only
+/// makes a record written by another tool in another order count as updated.
+/// (A collision, about 1 in 2^64 per record, would leave one changed record
+/// unwritten until its next change.)
+fn digest(document: &Document) -> u64 {
+    let mut bytes = Vec::new();
+    let mut hasher = DefaultHasher::new();
+    match document.to_writer(&mut bytes) {
+        Ok(()) => bytes.hash(&mut hasher),
+        // Unencodable documents cannot be stored either; any value will do.
+        Err(_) => document.len().hash(&mut hasher),
+    }
+    hasher.finish()
 }
 
-/// Gives each record its identity: the id and `created_at` it already had, or
-/// a UUID derived from view + key (so even a collection emptied by hand gets
-/// the same ids back) and `now`.
+/// Gives records their identity, one at a time, and counts what changes:
+/// each record keeps the id and `created_at` it already had, or gets a UUID
+/// derived from view + key (so even a collection emptied by hand gets the same
+/// ids back) and `now`.
 ///
 /// Ids stay unique even if the current data shares one id between two deals
 /// (an old upload bug would otherwise make every refresh fail on the unique
 /// index): the second deal gets its derived id.
-pub fn prepare(view_id: &str, records: Vec<MappedRecord>, existing: &Existing, now: BsonDateTime) -> Prepared {
-    let mut changes = Changes::default();
-    let mut documents = Vec::with_capacity(records.len());
-    let mut used_ids = HashSet::with_capacity(records.len());
-    for record in records {
-        let known = existing.by_key.get(&record.key);
-        let mut id = known.map_or_else(|| stable_id(view_id, &record.key), |known| known.id.clone());
-        if !used_ids.insert(id.clone()) {
-            id = unused_id(view_id, &record.key, &mut used_ids);
+#[derive(Debug)]
+pub struct Identities<'a> {
+    view_id: &'a str,
+    existing: &'a Existing,
+    now: BsonDateTime,
+    used_ids: HashSet<String>,
+    changes: Changes,
+}
+
+impl<'a> Identities<'a> {
+    pub fn new(view_id: &'a str, existing: &'a Existing, now: BsonDateTime) -> Self {
+        Identities {
+            view_id,
+            existing,
+            now,
+            used_ids: HashSet::new(),
+            changes: Changes::default(),
         }
-        let created_at = known.and_then(|known| known.created_at).unwrap_or(now);
+    }
+
+    /// The stored document for `record`.
+    pub fn assign(&mut self, record: MappedRecord) -> Document {
+        let known = self.existing.by_key.get(&record.key);
+        let mut id = known.map_or_else(|| stable_id(self.view_id, &record.key), |known| known.id.clone());
+        if !self.used_ids.insert(id.clone()) {
+            id = unused_id(self.view_id, &record.key, &mut self.used_ids);
+        }
+        let created_at = known.and_then(|known| known.created_at).unwrap_or(self.now);
         let mut document = Document::new();
         document.insert("id", id);
         document.extend(record.fields);
         document.insert("created_at", created_at);
         match known {
-            None => changes.inserted += 1,
-            Some(known) if same_fields(&known.document, &document) => changes.unchanged += 1,
-            Some(_) => changes.updated += 1,
+            None => self.changes.inserted += 1,
+            Some(known) if known.digest == digest(&document) => self.changes.unchanged += 1,
+            Some(_) => self.changes.updated += 1,
         }
-        documents.push(document);
+        document
     }
-    let kept = changes.updated + changes.unchanged;
-    changes.removed = usize::try_from(existing.count)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(kept);
-    Prepared { documents, changes }
+
+    /// The changes of every record assigned so far, against all the old data.
+    pub fn changes(&self) -> Changes {
+        let kept = self.changes.updated + self.changes.unchanged;
+        Changes {
+            removed: usize::try_from(self.existing.count)
+                .unwrap_or(usize::MAX)
+                .saturating_sub(kept),
+            ..self.changes
+        }
+    }
 }
 
 /// The derived id, or if even that is taken, a random one.
@@ -163,11 +196,6 @@ fn unused_id(view_id: &str, key: &str, used_ids: &mut HashSet<String>) -> String
 /// The deal id of a record that has none yet.
 pub fn stable_id(view_id: &str, key: &str) -> String {
     Uuid::new_v5(&RECORD_ID_NAMESPACE, format!("{view_id}\u{1f}{key}").as_bytes()).to_string()
-}
-
-/// Field-order-insensitive equality.
-fn same_fields(old: &Document, new: &Document) -> bool {
-    old.len() == new.len() && new.iter().all(|(name, value)| old.get(name) == Some(value))
 }
 
 /// Refuses a refresh that would wipe or drastically shrink a view's data,
@@ -215,69 +243,110 @@ pub async fn drop_leftover_staging(db: &Database, target: &str) -> Result<Vec<St
     Ok(dropped)
 }
 
-/// Writes `documents` to a fresh staging collection and swaps it in as
-/// `target`. On any error the staging collection is dropped (best effort; the
-/// next run drops it otherwise) and `target` is as it was.
-pub async fn replace_collection(
-    db: &Database,
-    target: &str,
-    profile: &TargetProfile,
-    documents: &[Document],
+/// A staging collection being filled, to be swapped in as the target or
+/// abandoned. Records are written in batches as they come, so a large refresh
+/// never holds more than one batch in memory.
+#[derive(Debug)]
+pub struct Staging {
+    db: Database,
+    target: String,
+    collection: Collection<Document>,
+    batch: Vec<Document>,
     batch_size: usize,
-    run_id: &str,
-) -> Result<(), ApplyError> {
-    let staging = format!("{STAGING_PREFIX}{target}.{run_id}");
-    let outcome = build_and_swap(db, target, &staging, profile, documents, batch_size).await;
-    if outcome.is_err() {
-        if let Err(error) = db.collection::<Document>(&staging).drop().await {
+    written: usize,
+}
+
+impl Staging {
+    /// Creates `_sheetsync_staging.<target>.<run id>` with the target's
+    /// indexes.
+    pub async fn create(
+        db: &Database,
+        target: &str,
+        profile: &TargetProfile,
+        run_id: &str,
+        batch_size: usize,
+    ) -> Result<Staging, ApplyError> {
+        let name = format!("{STAGING_PREFIX}{target}.{run_id}");
+        db.create_collection(&name)
+            .await
+            .doing(|| format!("creating staging collection `{name}`"))?;
+        let staging = Staging {
+            db: db.clone(),
+            target: target.to_owned(),
+            collection: db.collection(&name),
+            batch: Vec::with_capacity(batch_size),
+            batch_size: batch_size.max(1),
+            written: 0,
+        };
+        if let Err(error) = indexes::create(db, &name, profile.indexes).await {
+            staging.abandon().await;
+            return Err(error.into());
+        }
+        Ok(staging)
+    }
+
+    pub async fn push(&mut self, document: Document) -> Result<(), ApplyError> {
+        self.batch.push(document);
+        if self.batch.len() >= self.batch_size {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), ApplyError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.collection
+            .insert_many(&self.batch)
+            .ordered(false)
+            .await
+            .doing(|| format!("writing records to staging collection `{}`", self.collection.name()))?;
+        self.written += self.batch.len();
+        self.batch.clear();
+        Ok(())
+    }
+
+    /// Checks that every record arrived, then renames the staging collection
+    /// over the target in one server-side step (`dropTarget`): readers see the
+    /// old collection or the new one, never a mix.
+    pub async fn swap_in(&mut self) -> Result<(), ApplyError> {
+        self.flush().await?;
+        let staging = self.collection.name().to_owned();
+        let found = self
+            .collection
+            .count_documents(doc! {})
+            .await
+            .doing(|| format!("counting staging collection `{staging}`"))?;
+        if found != self.written as u64 {
+            return Err(ApplyError::StagingMismatch {
+                staging,
+                expected: self.written,
+                found,
+            });
+        }
+        let namespace = |name: &str| format!("{}.{name}", self.db.name());
+        self.db
+            .client()
+            .database("admin")
+            .run_command(doc! {
+                "renameCollection": namespace(&staging),
+                "to": namespace(&self.target),
+                "dropTarget": true,
+            })
+            .await
+            .doing(|| format!("swapping `{staging}` in as `{}` (renameCollection)", self.target))?;
+        Ok(())
+    }
+
+    /// Drops the staging collection; the target is as it was. Best effort:
+    /// the next run drops what is left.
+    pub async fn abandon(self) {
+        if let Err(error) = self.collection.drop().await {
+            let staging = self.collection.name();
             tracing::warn!(%staging, %error, "could not drop the staging collection; the next run will");
         }
     }
-    outcome
-}
-
-async fn build_and_swap(
-    db: &Database,
-    target: &str,
-    staging: &str,
-    profile: &TargetProfile,
-    documents: &[Document],
-    batch_size: usize,
-) -> Result<(), ApplyError> {
-    db.create_collection(staging)
-        .await
-        .doing(|| format!("creating staging collection `{staging}`"))?;
-    indexes::create(db, staging, profile.indexes).await?;
-    let collection = db.collection::<Document>(staging);
-    for batch in documents.chunks(batch_size) {
-        collection
-            .insert_many(batch)
-            .ordered(false)
-            .await
-            .doing(|| format!("writing records to staging collection `{staging}`"))?;
-    }
-    let found = collection
-        .count_documents(doc! {})
-        .await
-        .doing(|| format!("counting staging collection `{staging}`"))?;
-    if found != documents.len() as u64 {
-        return Err(ApplyError::StagingMismatch {
-            staging: staging.to_owned(),
-            expected: documents.len(),
-            found,
-        });
-    }
-    let namespace = |name: &str| format!("{}.{name}", db.name());
-    db.client()
-        .database("admin")
-        .run_command(doc! {
-            "renameCollection": namespace(staging),
-            "to": namespace(target),
-            "dropTarget": true,
-        })
-        .await
-        .doing(|| format!("swapping `{staging}` in as `{target}` (renameCollection)"))?;
-    Ok(())
 }
 
 #[cfg(test)]
@@ -300,10 +369,11 @@ mod tests {
             existing.count += 1;
             let key = record_key(&SALES_RECORDS, document);
             let id = document.get_str("id").unwrap().to_owned();
+            let created_at = document.get_datetime("created_at").ok().copied();
             existing.by_key.entry(key).or_insert(Known {
                 id,
-                created_at: None,
-                document: document.clone(),
+                created_at,
+                digest: digest(document),
             });
         }
         existing
@@ -315,15 +385,14 @@ mod tests {
             doc! { "id": "same", "client": "Acme", "stage": "Lost" },
             doc! { "id": "same", "client": "Globex", "stage": "Lost" },
         ]);
-        let prepared = prepare(
-            "v",
-            vec![record("Acme", "Lost"), record("Globex", "Lost")],
-            &old,
-            BsonDateTime::now(),
+        let mut identities = Identities::new("v", &old, BsonDateTime::now());
+        let first = identities.assign(record("Acme", "Lost"));
+        let second = identities.assign(record("Globex", "Lost"));
+        assert_eq!(first.get_str("id"), Ok("same"));
+        assert_eq!(
+            second.get_str("id").unwrap(),
+            stable_id("v", &record("Globex", "Lost").key)
         );
-        let ids: Vec<&str> = prepared.documents.iter().map(|d| d.get_str("id").unwrap()).collect();
-        assert_eq!(ids[0], "same");
-        assert_eq!(ids[1], stable_id("v", &record("Globex", "Lost").key));
     }
 
     #[test]
@@ -336,10 +405,12 @@ mod tests {
         ]);
         let mut beta = record("Beta", "Lost");
         beta.fields.insert("owner", "Bob");
-        let records = vec![record("Acme", "Lost"), beta, record("New", "Lost")];
-        let prepared = prepare("v", records, &old, now);
+        let mut identities = Identities::new("v", &old, now);
+        for record in [record("Acme", "Lost"), beta, record("New", "Lost")] {
+            identities.assign(record);
+        }
         assert_eq!(
-            prepared.changes,
+            identities.changes(),
             Changes {
                 inserted: 1,
                 updated: 1,
