@@ -388,7 +388,7 @@ fn read_cell(
 ) -> Bson {
     let (value, problem) = match convert(spec, cell, zone) {
         Ok(value) => (value, None),
-        Err(Problem::Unknown(value, reason)) => (value, Some(reason)),
+        Err(Problem::Unknown { written, reason }) => (Bson::String(written), Some(reason)),
         Err(Problem::Unreadable(reason)) => (Bson::Null, Some(format!("{reason}; stored as null"))),
     };
     if let (Some(reason), Some(warnings)) = (problem, warnings) {
@@ -405,7 +405,7 @@ fn read_cell(
 /// Why a cell did not convert cleanly.
 enum Problem {
     /// Kept as written, with the reason to report.
-    Unknown(Bson, String),
+    Unknown { written: String, reason: String },
     /// Not readable as the field's type.
     Unreadable(&'static str),
 }
@@ -439,13 +439,13 @@ fn convert(spec: &FieldSpec, cell: &Cell, zone: Option<Tz>) -> Result<Bson, Prob
             let written = text_of(cell);
             match allowed.canonical(&written) {
                 Some(value) => Ok(Bson::String(value.to_owned())),
-                None => Err(Problem::Unknown(
-                    Bson::String(written),
-                    format!(
+                None => Err(Problem::Unknown {
+                    reason: format!(
                         "unknown value, kept as written; expected one of: {}",
                         allowed.values.join(", ")
                     ),
-                )),
+                    written,
+                }),
             }
         }
         (_, Cell::Bool(_)) => Err(unreadable("a checkbox is not a value of this field")),

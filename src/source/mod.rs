@@ -190,7 +190,7 @@ impl Fetched {
                 rows: table.rows.iter(),
                 blank_rows: table.blank_rows,
             },
-            Fetched::Csv(source) => RowReader::Csv(source.rows()?),
+            Fetched::Csv(source) => RowReader::Csv(Box::new(source.rows()?)),
         })
     }
 
@@ -209,7 +209,8 @@ pub enum RowReader<'a> {
         rows: std::slice::Iter<'a, Row>,
         blank_rows: usize,
     },
-    Csv(csv::CsvRows),
+    /// Boxed: a CSV pass carries the parser's buffers.
+    Csv(Box<csv::CsvRows>),
 }
 
 impl RowReader<'_> {
