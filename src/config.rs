@@ -371,11 +371,17 @@ mod tests {
         let path = Path::new("sheetsync.toml");
         let file = "[google]\nkey_file = \"/etc/sheetsync/key.json\"\napi_url = \"http://proxy.internal/sheets/\"\nmax_attempts = 3\n";
         let from_file = Config::resolve(Some((file, path)), env(&[])).unwrap();
-        assert_eq!(from_file.google.key_file.as_deref(), Some(Path::new("/etc/sheetsync/key.json")));
+        assert_eq!(
+            from_file.google.key_file.as_deref(),
+            Some(Path::new("/etc/sheetsync/key.json"))
+        );
         assert_eq!(from_file.google.key_file_origin, Some(KeyFileOrigin::ConfigFile));
         assert_eq!(from_file.google.api_url, "http://proxy.internal/sheets/");
         assert_eq!(from_file.google.max_attempts, 3);
-        assert_eq!(from_file.google.request_timeout_ms, 30_000, "unset values keep their default");
+        assert_eq!(
+            from_file.google.request_timeout_ms, 30_000,
+            "unset values keep their default"
+        );
 
         let from_env = Config::resolve(
             Some((file, path)),
@@ -405,7 +411,10 @@ mod tests {
             with_file.google.key_file,
             Some(directory.path().join(CREDENTIALS_DIRECTORY_KEY_FILE))
         );
-        assert_eq!(with_file.google.key_file_origin, Some(KeyFileOrigin::CredentialsDirectory));
+        assert_eq!(
+            with_file.google.key_file_origin,
+            Some(KeyFileOrigin::CredentialsDirectory)
+        );
         let explicit = Config::resolve(Some((file, path)), env(pairs)).unwrap();
         assert_eq!(
             explicit.google.key_file.as_deref(),

@@ -77,7 +77,10 @@ mod tests {
             assert_eq!(split_range(range), (title.to_owned(), row), "splitting {range}");
         }
         for title in ["It's Q1", "a'b'c", "Sheet1", "x!y"] {
-            assert_eq!(split_range(&format!("{}!A7:B8", whole_tab(title))), (title.to_owned(), 7));
+            assert_eq!(
+                split_range(&format!("{}!A7:B8", whole_tab(title))),
+                (title.to_owned(), 7)
+            );
         }
     }
 }

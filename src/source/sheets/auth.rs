@@ -57,7 +57,9 @@ impl GoogleAuth {
     /// request is made yet).
     pub async fn load(settings: &GoogleSettings) -> Result<GoogleAuth, SheetsError> {
         let key_file = settings.key_file.clone().ok_or(SheetsError::NoKey)?;
-        let origin = settings.key_file_origin.map_or("the configuration", |origin| origin.describe());
+        let origin = settings
+            .key_file_origin
+            .map_or("the configuration", |origin| origin.describe());
         let bytes = tokio::fs::read(&key_file).await.map_err(|error| SheetsError::KeyRead {
             path: key_file.display().to_string(),
             origin: origin.to_owned(),
@@ -122,8 +124,14 @@ fn parse_key(bytes: &[u8], path: &Path) -> Result<ServiceAccountKey, SheetsError
         path: path.display().to_string(),
         reason,
     };
-    let describe =
-        |error: serde_json::Error| format!("{:?} JSON error at line {} column {}", error.classify(), error.line(), error.column());
+    let describe = |error: serde_json::Error| {
+        format!(
+            "{:?} JSON error at line {} column {}",
+            error.classify(),
+            error.line(),
+            error.column()
+        )
+    };
     let shape: KeyShape = serde_json::from_slice(bytes).map_err(|error| invalid(describe(error)))?;
     if let Some(kind) = shape.key_type.as_deref().filter(|kind| *kind != "service_account") {
         return Err(invalid(format!(
@@ -156,7 +164,10 @@ mod tests {
         assert!(!error.contains("SECRET"), "{error}");
         let user = br#"{"type": "authorized_user", "refresh_token": "SECRET"}"#;
         let error = parse_key(user, path).unwrap_err().to_string();
-        assert!(error.contains("not a service-account key") && !error.contains("SECRET"), "{error}");
+        assert!(
+            error.contains("not a service-account key") && !error.contains("SECRET"),
+            "{error}"
+        );
         let error = parse_key(b"{not json SECRET", path).unwrap_err().to_string();
         assert!(!error.contains("SECRET"), "{error}");
     }

@@ -47,16 +47,28 @@ pub enum SheetsError {
          [google] to the key's JSON file (or provide it as the systemd credential google-service-account.json)"
     )]
     NoKey,
-    #[error("cannot read the Google service-account key {path} (from {origin}): {message}; check the path and that sheetsync may read it")]
-    KeyRead { path: String, origin: String, message: String },
+    #[error(
+        "cannot read the Google service-account key {path} (from {origin}): {message}; check the path and that sheetsync may read it"
+    )]
+    KeyRead {
+        path: String,
+        origin: String,
+        message: String,
+    },
     #[error("the Google service-account key {path} is not usable: {reason}")]
     KeyInvalid { path: String, reason: String },
     #[error(
         "cannot get an access token for service account {email} from {token_uri}: {message}; check that the key \
          still exists and is enabled in the Google Cloud console and that this machine's clock is right"
     )]
-    Token { email: String, token_uri: String, message: String },
-    #[error("spreadsheet {spreadsheet_id} is not shared with the service account {email}; share it (Viewer) with that address")]
+    Token {
+        email: String,
+        token_uri: String,
+        message: String,
+    },
+    #[error(
+        "spreadsheet {spreadsheet_id} is not shared with the service account {email}; share it (Viewer) with that address"
+    )]
     NotShared { spreadsheet_id: String, email: String },
     #[error(
         "the Google Sheets API refused access for service account {email}: {message}; enable the Google Sheets API \
@@ -70,23 +82,42 @@ pub enum SheetsError {
     NotFound { spreadsheet_id: String },
     #[error("Google rejected {call} with HTTP {status}: {message}")]
     Rejected { call: String, status: u16, message: String },
-    #[error("Google's answer to {call} is not the expected JSON ({message}); nothing was written, the next sync tries again")]
+    #[error(
+        "Google's answer to {call} is not the expected JSON ({message}); nothing was written, the next sync tries again"
+    )]
     Malformed { call: String, message: String },
     #[error(
         "{call} still failed after {attempts} attempt(s) over {elapsed_secs:.1} s: {last}; Google is rate-limiting \
          or unavailable, the previous data stays and the next sync tries again"
     )]
-    GaveUp { call: String, attempts: u32, elapsed_secs: f64, last: String },
-    #[error("spreadsheet {spreadsheet_id} has no tab named {tab:?}; its tabs are: {available}; fix the view's sheet_name")]
-    NoSuchTab { spreadsheet_id: String, tab: String, available: String },
+    GaveUp {
+        call: String,
+        attempts: u32,
+        elapsed_secs: f64,
+        last: String,
+    },
+    #[error(
+        "spreadsheet {spreadsheet_id} has no tab named {tab:?}; its tabs are: {available}; fix the view's sheet_name"
+    )]
+    NoSuchTab {
+        spreadsheet_id: String,
+        tab: String,
+        available: String,
+    },
     #[error(
         "spreadsheet {spreadsheet_id} has no tab with gid {gid} (from the sheet_url); its tabs are: {available}; \
          fix the link or set the view's sheet_name"
     )]
-    NoSuchGid { spreadsheet_id: String, gid: i64, available: String },
+    NoSuchGid {
+        spreadsheet_id: String,
+        gid: i64,
+        available: String,
+    },
     #[error("spreadsheet {spreadsheet_id} has no tabs")]
     NoTabs { spreadsheet_id: String },
-    #[error("Google's answer for spreadsheet {spreadsheet_id} has no values for range {range}; the next sync tries again")]
+    #[error(
+        "Google's answer for spreadsheet {spreadsheet_id} has no values for range {range}; the next sync tries again"
+    )]
     MissingRange { spreadsheet_id: String, range: String },
     #[error(
         "spreadsheet {spreadsheet_id} has time zone {zone:?}, which sheetsync does not know; pick a named zone \
@@ -256,7 +287,11 @@ impl GoogleSheets {
 
     /// Reads the tabs `sheets` name, all in one spreadsheet: one
     /// `spreadsheets.get` and one `values:batchGet`. One result per sheet, in order.
-    pub async fn fetch_spreadsheet(&self, spreadsheet_id: &str, sheets: &[&SheetRef]) -> Vec<Result<Table, SheetsError>> {
+    pub async fn fetch_spreadsheet(
+        &self,
+        spreadsheet_id: &str,
+        sheets: &[&SheetRef],
+    ) -> Vec<Result<Table, SheetsError>> {
         let all_fail = |error: SheetsError| sheets.iter().map(|_| Err(error.clone())).collect();
         let auth = match self.auth().await {
             Ok(auth) => auth,
@@ -277,7 +312,10 @@ impl GoogleSheets {
             }
         }
         if wanted.is_empty() {
-            return titles.into_iter().map(|title| title.map(|_| Table::default())).collect();
+            return titles
+                .into_iter()
+                .map(|title| title.map(|_| Table::default()))
+                .collect();
         }
         let ranges: Vec<String> = wanted.iter().map(|title| a1::whole_tab(title)).collect();
         let response = match self.batch_get(auth, spreadsheet_id, &ranges).await {
@@ -394,9 +432,7 @@ impl GoogleSheets {
             if attempts > 1 {
                 bump(&self.stats.retries);
             }
-            let outcome = self
-                .attempt(auth, call, spreadsheet_id, &url, force_refresh)
-                .await;
+            let outcome = self.attempt(auth, call, spreadsheet_id, &url, force_refresh).await;
             force_refresh = false;
             let (last, retry_after) = match outcome {
                 Attempt::Done(body) => {
@@ -508,10 +544,12 @@ impl GoogleSheets {
                 retry_after,
             },
             StatusCode::UNAUTHORIZED => Attempt::Unauthorized(message),
-            StatusCode::FORBIDDEN if detail.as_ref().is_some_and(api_disabled) => Attempt::Fatal(SheetsError::ApiDisabled {
-                email: auth.client_email.clone(),
-                message,
-            }),
+            StatusCode::FORBIDDEN if detail.as_ref().is_some_and(api_disabled) => {
+                Attempt::Fatal(SheetsError::ApiDisabled {
+                    email: auth.client_email.clone(),
+                    message,
+                })
+            }
             StatusCode::FORBIDDEN => Attempt::Fatal(SheetsError::NotShared {
                 spreadsheet_id: spreadsheet_id.to_owned(),
                 email: auth.client_email.clone(),
@@ -530,7 +568,10 @@ impl GoogleSheets {
 
 enum Attempt {
     Done(Vec<u8>),
-    Retry { reason: String, retry_after: Option<Duration> },
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
     Unauthorized(String),
     Fatal(SheetsError),
 }
@@ -581,16 +622,18 @@ fn resolve_tab(spreadsheet_id: &str, info: &SpreadsheetInfo, sheet: &SheetRef) -
         // The exact title first; people type sheet_name by hand, so one that
         // differs only in case or surrounding spaces is accepted too, and the
         // range then uses the title as Google spells it.
-        let found = info
-            .tabs
-            .iter()
-            .find(|(_, title)| title == name)
-            .or_else(|| info.tabs.iter().find(|(_, title)| title.trim().eq_ignore_ascii_case(name.trim())));
-        return found.map(|(_, title)| title.clone()).ok_or_else(|| SheetsError::NoSuchTab {
-            spreadsheet_id: spreadsheet_id.to_owned(),
-            tab: name.clone(),
-            available: available(),
+        let found = info.tabs.iter().find(|(_, title)| title == name).or_else(|| {
+            info.tabs
+                .iter()
+                .find(|(_, title)| title.trim().eq_ignore_ascii_case(name.trim()))
         });
+        return found
+            .map(|(_, title)| title.clone())
+            .ok_or_else(|| SheetsError::NoSuchTab {
+                spreadsheet_id: spreadsheet_id.to_owned(),
+                tab: name.clone(),
+                available: available(),
+            });
     }
     if let Some(gid) = sheet.gid {
         return info
@@ -635,7 +678,9 @@ pub fn cell_of(value: &Value) -> Cell {
     match value {
         Value::Null => Cell::Empty,
         Value::Bool(flag) => Cell::Bool(*flag),
-        Value::Number(number) => number.as_f64().map_or_else(|| Cell::text(&number.to_string()), Cell::Number),
+        Value::Number(number) => number
+            .as_f64()
+            .map_or_else(|| Cell::text(&number.to_string()), Cell::Number),
         Value::String(text) => Cell::text(text),
         other => Cell::text(&other.to_string()),
     }
@@ -684,8 +729,13 @@ mod tests {
         };
         assert_eq!(resolve_tab("id", &info, &sheet(None, None)).unwrap(), "Signal");
         assert_eq!(resolve_tab("id", &info, &sheet(Some(42), None)).unwrap(), "It's Q1");
-        assert_eq!(resolve_tab("id", &info, &sheet(Some(42), Some("signal"))).unwrap(), "Signal");
-        let error = resolve_tab("id", &info, &sheet(None, Some("Market"))).unwrap_err().to_string();
+        assert_eq!(
+            resolve_tab("id", &info, &sheet(Some(42), Some("signal"))).unwrap(),
+            "Signal"
+        );
+        let error = resolve_tab("id", &info, &sheet(None, Some("Market")))
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("\"Market\"") && error.contains("\"It's Q1\""), "{error}");
         assert!(matches!(
             resolve_tab("id", &info, &sheet(Some(7), None)),

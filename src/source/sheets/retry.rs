@@ -82,7 +82,11 @@ mod tests {
         let policy = policy();
         let steps: Vec<u128> = (1..=6).map(|retry| policy.step(retry).as_millis()).collect();
         assert_eq!(steps, vec![100, 200, 400, 800, 1000, 1000]);
-        assert_eq!(policy.step(200), Duration::from_millis(1000), "no overflow on many retries");
+        assert_eq!(
+            policy.step(200),
+            Duration::from_millis(1000),
+            "no overflow on many retries"
+        );
         for retry in 1..=6 {
             for _ in 0..50 {
                 assert!(policy.jittered(retry) <= policy.step(retry));
@@ -108,13 +112,18 @@ mod tests {
 
     #[test]
     fn reads_both_retry_after_forms() {
-        let now = DateTime::parse_from_rfc3339("2025-01-15T12:00:00Z").unwrap().with_timezone(&Utc);
+        let now = DateTime::parse_from_rfc3339("2025-01-15T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
         assert_eq!(
             parse_retry_after("Wed, 15 Jan 2025 12:00:30 GMT", now),
             Some(Duration::from_secs(30))
         );
-        assert_eq!(parse_retry_after("Wed, 15 Jan 2025 11:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 15 Jan 2025 11:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 }
