@@ -13,6 +13,11 @@ use crate::redact::redact_url;
 
 pub const DEFAULT_MONGO_URL: &str = "mongodb://127.0.0.1:27017";
 pub const DEFAULT_DB_NAME: &str = "sales_analytics";
+/// The public Sheets API; tests and corporate proxies point elsewhere.
+pub const DEFAULT_SHEETS_API_URL: &str = "https://sheets.googleapis.com/";
+/// The file name under systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`)
+/// used as the service-account key when no path is configured.
+pub const CREDENTIALS_DIRECTORY_KEY_FILE: &str = "google-service-account.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -32,6 +37,74 @@ pub struct Config {
     pub sync: SyncSettings,
     /// Per-view overrides, by view name as the `views` collection spells it.
     pub views: BTreeMap<String, ViewOverride>,
+    /// The Google Sheets API source.
+    pub google: GoogleSettings,
+}
+
+/// The `[google]` section: the service-account key and how patiently the
+/// Sheets API is called. Holds a key *path*, never key material.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GoogleSettings {
+    /// The service-account JSON key. `GOOGLE_APPLICATION_CREDENTIALS` wins
+    /// over it; without either, `$CREDENTIALS_DIRECTORY/google-service-account.json`
+    /// is used when it exists.
+    pub key_file: Option<PathBuf>,
+    /// Where `key_file` came from, for messages.
+    #[serde(skip)]
+    pub key_file_origin: Option<KeyFileOrigin>,
+    /// Base URL of the Sheets API (`SHEETSYNC_SHEETS_API_URL` wins).
+    pub api_url: String,
+    /// Timeout of one Sheets API or token request, in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Attempts per API call, the first included (429, 5xx and timeouts are retried).
+    pub max_attempts: u32,
+    /// First backoff step; each retry doubles it, with full jitter.
+    pub retry_base_delay_ms: u64,
+    /// Longest single wait between attempts (a `Retry-After` may ask for more,
+    /// within `retry_max_elapsed_ms`).
+    pub retry_max_delay_ms: u64,
+    /// Give up on a call once this much time has passed since its first attempt.
+    pub retry_max_elapsed_ms: u64,
+}
+
+/// Where the service-account key path was configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFileOrigin {
+    Environment,
+    ConfigFile,
+    CredentialsDirectory,
+}
+
+impl KeyFileOrigin {
+    pub fn describe(self) -> &'static str {
+        match self {
+            KeyFileOrigin::Environment => "GOOGLE_APPLICATION_CREDENTIALS",
+            KeyFileOrigin::ConfigFile => "[google] key_file",
+            KeyFileOrigin::CredentialsDirectory => "the systemd credential google-service-account.json",
+        }
+    }
+}
+
+impl Default for GoogleSettings {
+    fn default() -> Self {
+        GoogleSettings {
+            key_file: None,
+            key_file_origin: None,
+            api_url: DEFAULT_SHEETS_API_URL.to_owned(),
+            request_timeout_ms: 30_000,
+            max_attempts: 5,
+            retry_base_delay_ms: 500,
+            retry_max_delay_ms: 30_000,
+            retry_max_elapsed_ms: 120_000,
+        }
+    }
+}
+
+impl GoogleSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,6 +158,8 @@ struct FileConfig {
     sync: SyncSettings,
     #[serde(default)]
     views: BTreeMap<String, ViewOverride>,
+    #[serde(default)]
+    google: GoogleSettings,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +193,26 @@ impl Config {
             None => FileConfig::default(),
         };
         let non_empty = |name: &str| env(name).filter(|value| !value.trim().is_empty());
+        let mut google = parsed.google;
+        if google.key_file.is_some() {
+            google.key_file_origin = Some(KeyFileOrigin::ConfigFile);
+        }
+        if let Some(path) = non_empty("GOOGLE_APPLICATION_CREDENTIALS") {
+            google.key_file = Some(PathBuf::from(path));
+            google.key_file_origin = Some(KeyFileOrigin::Environment);
+        }
+        if google.key_file.is_none() {
+            if let Some(directory) = non_empty("CREDENTIALS_DIRECTORY") {
+                let candidate = Path::new(&directory).join(CREDENTIALS_DIRECTORY_KEY_FILE);
+                if candidate.is_file() {
+                    google.key_file = Some(candidate);
+                    google.key_file_origin = Some(KeyFileOrigin::CredentialsDirectory);
+                }
+            }
+        }
+        if let Some(url) = non_empty("SHEETSYNC_SHEETS_API_URL") {
+            google.api_url = url;
+        }
         let config = Config {
             mongo_url: non_empty("MONGO_URL")
                 .or(parsed.mongo.url)
@@ -127,6 +222,7 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_DB_NAME.to_owned()),
             sync: parsed.sync,
             views: parsed.views,
+            google,
         };
         config.validate()?;
         Ok(config)
@@ -149,6 +245,21 @@ impl Config {
         if self.sync.insert_batch_size == 0 || self.sync.http_timeout_secs == 0 {
             return Err(ConfigError::Invalid(
                 "sync.insert_batch_size and sync.http_timeout_secs must be at least 1".to_owned(),
+            ));
+        }
+        let google = &self.google;
+        match reqwest::Url::parse(&google.api_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            _ => {
+                return Err(ConfigError::Invalid(format!(
+                    "google.api_url (or SHEETSYNC_SHEETS_API_URL) {} is not an http(s) URL",
+                    redact_url(&google.api_url)
+                )));
+            }
+        }
+        if google.max_attempts == 0 || google.request_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "google.max_attempts and google.request_timeout_ms must be at least 1".to_owned(),
             ));
         }
         for (view, settings) in &self.views {
@@ -177,6 +288,7 @@ impl std::fmt::Debug for Config {
             .field("db_name", &self.db_name)
             .field("sync", &self.sync)
             .field("views", &self.views)
+            .field("google", &self.google)
             .finish()
     }
 }
@@ -249,6 +361,76 @@ mod tests {
             ("[mongo]\nurl = \"postgres://x\"", "mongodb://"),
         ];
         for (text, expected) in cases {
+            let error = Config::resolve(Some((text, path)), env(&[])).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error:?} should mention {expected:?}");
+        }
+    }
+
+    #[test]
+    fn google_settings_from_file_env_and_credentials_directory() {
+        let path = Path::new("sheetsync.toml");
+        let file = "[google]\nkey_file = \"/etc/sheetsync/key.json\"\napi_url = \"http://proxy.internal/sheets/\"\nmax_attempts = 3\n";
+        let from_file = Config::resolve(Some((file, path)), env(&[])).unwrap();
+        assert_eq!(
+            from_file.google.key_file.as_deref(),
+            Some(Path::new("/etc/sheetsync/key.json"))
+        );
+        assert_eq!(from_file.google.key_file_origin, Some(KeyFileOrigin::ConfigFile));
+        assert_eq!(from_file.google.api_url, "http://proxy.internal/sheets/");
+        assert_eq!(from_file.google.max_attempts, 3);
+        assert_eq!(
+            from_file.google.request_timeout_ms, 30_000,
+            "unset values keep their default"
+        );
+
+        let from_env = Config::resolve(
+            Some((file, path)),
+            env(&[
+                ("GOOGLE_APPLICATION_CREDENTIALS", "/run/key.json"),
+                ("SHEETSYNC_SHEETS_API_URL", "http://127.0.0.1:9/"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(from_env.google.key_file.as_deref(), Some(Path::new("/run/key.json")));
+        assert_eq!(from_env.google.key_file_origin, Some(KeyFileOrigin::Environment));
+        assert_eq!(from_env.google.api_url, "http://127.0.0.1:9/");
+
+        let defaults = Config::resolve(None, env(&[])).unwrap();
+        assert_eq!(defaults.google.api_url, DEFAULT_SHEETS_API_URL);
+        assert_eq!(defaults.google.key_file, None);
+
+        let directory = tempfile::tempdir().unwrap();
+        let directory_text: &'static str = Box::leak(directory.path().display().to_string().into_boxed_str());
+        let pairs: &'static [(&'static str, &'static str)] =
+            Box::leak(vec![("CREDENTIALS_DIRECTORY", directory_text)].into_boxed_slice());
+        let without_file = Config::resolve(None, env(pairs)).unwrap();
+        assert_eq!(without_file.google.key_file, None, "no credential file, no key");
+        std::fs::write(directory.path().join(CREDENTIALS_DIRECTORY_KEY_FILE), "{}").unwrap();
+        let with_file = Config::resolve(None, env(pairs)).unwrap();
+        assert_eq!(
+            with_file.google.key_file,
+            Some(directory.path().join(CREDENTIALS_DIRECTORY_KEY_FILE))
+        );
+        assert_eq!(
+            with_file.google.key_file_origin,
+            Some(KeyFileOrigin::CredentialsDirectory)
+        );
+        let explicit = Config::resolve(Some((file, path)), env(pairs)).unwrap();
+        assert_eq!(
+            explicit.google.key_file.as_deref(),
+            Some(Path::new("/etc/sheetsync/key.json")),
+            "an explicit path wins over the systemd credential"
+        );
+    }
+
+    #[test]
+    fn rejects_bad_google_settings() {
+        let path = Path::new("bad.toml");
+        for (text, expected) in [
+            ("[google]\napi_url = \"ftp://x\"", "google.api_url"),
+            ("[google]\nmax_attempts = 0", "google.max_attempts"),
+            ("[google]\nkey = \"x\"", "unknown field"),
+        ] {
             let error = Config::resolve(Some((text, path)), env(&[])).unwrap_err().to_string();
             assert!(error.contains(expected), "{error:?} should mention {expected:?}");
         }

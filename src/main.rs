@@ -78,8 +78,13 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // yup-oauth2 logs token requests and responses at debug level; never let
+    // RUST_LOG=debug print access tokens.
+    if let Ok(directive) = "yup_oauth2=warn".parse() {
+        filter = filter.add_directive(directive);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -127,7 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn syncer(config: Config) -> anyhow::Result<Syncer> {
     let db = store::connect(&config).await?;
-    let sources = Sources::new(config.sync.http_timeout())?;
+    let sources = Sources::from_config(&config)?;
     Ok(Syncer {
         db,
         config,
@@ -150,13 +155,16 @@ async fn check(config: Config) -> anyhow::Result<ExitCode> {
         println!("views: none in `{}`; nothing to sync", views::VIEWS_COLLECTION);
         return Ok(ExitCode::FAILURE);
     }
+    let sources = Sources::from_config(&config)?;
     let mut problems = 0;
     for plan in &plans {
         let summary = plan.summary();
         let mut status = summary.status.clone();
         if let Resolution::Sync(target) = &plan.resolution {
-            if let Err(problem) = source_problem(&target.source).await {
-                status = format!("error: {problem}");
+            match source_problem(&sources, &target.source).await {
+                Ok(Some(detail)) => status = format!("{status}; {detail}"),
+                Ok(None) => {}
+                Err(problem) => status = format!("error: {problem}"),
             }
         }
         if status.starts_with("error") {
@@ -175,15 +183,24 @@ async fn check(config: Config) -> anyhow::Result<ExitCode> {
 }
 
 /// What would stop a source from being read, where it can be told without
-/// fetching it.
-async fn source_problem(source: &SourceSpec) -> Result<(), String> {
+/// fetching its rows; on success, what was verified, if worth saying.
+async fn source_problem(sources: &Sources, source: &SourceSpec) -> Result<Option<String>, String> {
     match source {
         SourceSpec::CsvFile(path) => tokio::fs::File::open(path)
             .await
-            .map(drop)
+            .map(|_| None)
             .map_err(|error| format!("cannot open {}: {error}", path.display())),
-        SourceSpec::CsvHttp(_) => Ok(()),
-        SourceSpec::GoogleSheet(_) => Err("Google Sheets API sources are not supported yet".to_owned()),
+        SourceSpec::CsvHttp(_) => Ok(None),
+        SourceSpec::GoogleSheet(sheet) => sources
+            .check_google(sheet)
+            .await
+            .map(|found| {
+                Some(format!(
+                    "key loads (service account {}), spreadsheet reachable, tab {:?} found, time zone {}",
+                    found.client_email, found.tab, found.time_zone
+                ))
+            })
+            .map_err(|error| error.to_string()),
     }
 }
 

@@ -5,15 +5,19 @@
 //! that the sync can read more than once.
 
 pub mod csv;
+pub mod sheets;
 pub mod table;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::Url;
 use serde::Serialize;
 
+use crate::config::{Config, GoogleSettings};
 use crate::redact::redact_url;
+use sheets::{GoogleSheets, GoogleStatsSnapshot, SheetCheck, SheetsError};
 use table::{Row, Table};
 
 /// Where one view reads its rows.
@@ -64,11 +68,8 @@ pub enum SourceError {
     HttpStatus { url: String, status: u16 },
     #[error(transparent)]
     Csv(#[from] csv::CsvError),
-    #[error(
-        "Google Sheets API sources are not supported yet ({0}); point the view at a CSV export \
-         (…/export?format=csv) or a file in the config for now"
-    )]
-    GoogleSheetsUnsupported(String),
+    #[error(transparent)]
+    Sheets(#[from] SheetsError),
     #[error("cannot start the HTTP client: {0}")]
     Client(String),
 }
@@ -230,31 +231,89 @@ impl RowReader<'_> {
     }
 }
 
-/// Fetches sources. One HTTP client serves every download.
+/// Fetches sources. One HTTP client serves every download and
+/// every Sheets API call (the Google token requests go through yup-oauth2's
+/// hyper client, on the same hyper/rustls/ring stack).
 #[derive(Debug, Clone)]
 pub struct Sources {
     http: reqwest::Client,
+    google: Arc<GoogleSheets>,
 }
 
 impl Sources {
+    /// Sources with default Google settings (no key configured: Google views
+    /// then fail with a message saying how to configure one). Prefer
+    /// [`Sources::from_config`].
     pub fn new(timeout: Duration) -> Result<Sources, SourceError> {
+        Sources::with_google(timeout, GoogleSettings::default())
+    }
+
+    /// Sources as the configuration describes them.
+    pub fn from_config(config: &Config) -> Result<Sources, SourceError> {
+        Sources::with_google(config.sync.http_timeout(), config.google.clone())
+    }
+
+    pub fn with_google(timeout: Duration, google: GoogleSettings) -> Result<Sources, SourceError> {
         crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("sheetsync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|error| SourceError::Client(error.to_string()))?;
-        Ok(Sources { http })
+        let google = Arc::new(GoogleSheets::new(google, http.clone()));
+        Ok(Sources { http, google })
+    }
+
+    /// Google API traffic since this `Sources` was built.
+    pub fn google_stats(&self) -> GoogleStatsSnapshot {
+        self.google.stats().snapshot()
+    }
+
+    /// Whether a Google view could be read: the key loads, a token is
+    /// granted, the spreadsheet is reachable and the tab exists.
+    pub async fn check_google(&self, sheet: &SheetRef) -> Result<SheetCheck, SourceError> {
+        Ok(self.google.check(sheet).await?)
     }
 
     /// Fetches every spec's table; one result per spec, in order, so that one
-    /// failing source never hides the others.
+    /// failing source never hides the others. Google views are grouped by
+    /// spreadsheet: one `spreadsheets.get` and one `values:batchGet` per
+    /// spreadsheet, however many views read from it.
     pub async fn fetch_all(&self, specs: &[&SourceSpec]) -> Vec<Result<Fetched, SourceError>> {
-        let mut tables = Vec::with_capacity(specs.len());
-        for spec in specs {
-            tables.push(self.fetch(spec).await);
+        let mut tables: Vec<Option<Result<Fetched, SourceError>>> = specs.iter().map(|_| None).collect();
+        let mut spreadsheets: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (index, spec) in specs.iter().enumerate() {
+            match spec {
+                SourceSpec::GoogleSheet(sheet) => {
+                    match spreadsheets.iter_mut().find(|(id, _)| *id == sheet.spreadsheet_id) {
+                        Some((_, members)) => members.push(index),
+                        None => spreadsheets.push((&sheet.spreadsheet_id, vec![index])),
+                    }
+                }
+                _ => tables[index] = Some(self.fetch(spec).await),
+            }
+        }
+        for (spreadsheet_id, members) in spreadsheets {
+            let sheets: Vec<&SheetRef> = members
+                .iter()
+                .filter_map(|&index| match specs[index] {
+                    SourceSpec::GoogleSheet(sheet) => Some(sheet),
+                    _ => None,
+                })
+                .collect();
+            let results = self.google.fetch_spreadsheet(spreadsheet_id, &sheets).await;
+            for (index, result) in members.into_iter().zip(results) {
+                tables[index] = Some(result.map(Fetched::Table).map_err(SourceError::from));
+            }
         }
         tables
+            .into_iter()
+            .map(|table| {
+                // Every index was filled above: non-Google specs directly, each
+                // Google spec by its spreadsheet's results (one per member).
+                table.unwrap_or_else(|| Err(SourceError::Client("internal error: source not fetched".to_owned())))
+            })
+            .collect()
     }
 
     pub async fn fetch(&self, spec: &SourceSpec) -> Result<Fetched, SourceError> {
@@ -271,7 +330,14 @@ impl Sources {
                 let bytes = self.download(url).await?;
                 Ok(Fetched::Csv(csv::CsvSource::from_bytes(bytes, &spec.describe())))
             }
-            SourceSpec::GoogleSheet(_) => Err(SourceError::GoogleSheetsUnsupported(spec.describe())),
+            SourceSpec::GoogleSheet(sheet) => {
+                let mut results = self.google.fetch_spreadsheet(&sheet.spreadsheet_id, &[sheet]).await;
+                let table = results.pop().unwrap_or(Err(SheetsError::MissingRange {
+                    spreadsheet_id: sheet.spreadsheet_id.clone(),
+                    range: spec.describe(),
+                }))?;
+                Ok(Fetched::Table(table))
+            }
         }
     }
 

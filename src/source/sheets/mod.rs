@@ -1,0 +1,765 @@
+//! Google Sheets through the Sheets API v4: a thin client on the shared
+//! reqwest client, covering just `spreadsheets.get` and `values:batchGet`.
+//!
+//! Per spreadsheet and per sync cycle it makes exactly two calls, whatever
+//! the number of views reading from it:
+//! 1. `spreadsheets.get` with the fields mask
+//!    `properties.timeZone,sheets.properties(sheetId,title)`: the time zone in
+//!    which date serials are read, and the tab list that resolves a `gid` or
+//!    the first tab and catches a misspelt tab name before it could fail the
+//!    other views' ranges;
+//! 2. one `values:batchGet` over every tab those views read
+//!    (`UNFORMATTED_VALUE`, `SERIAL_NUMBER`, `ROWS`).
+//!
+//! Plus one token request per hour for the whole process (yup-oauth2 caches it).
+
+pub mod a1;
+pub mod auth;
+pub mod retry;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use chrono_tz::Tz;
+use reqwest::{StatusCode, Url};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use super::SheetRef;
+use super::table::{Cell, Table};
+use crate::config::GoogleSettings;
+use auth::{GoogleAuth, TokenFailure};
+use retry::{RetryPolicy, parse_retry_after};
+
+const METADATA_FIELDS: &str = "properties.timeZone,sheets.properties(sheetId,title)";
+
+/// Everything that can go wrong reading a Google spreadsheet. Cloneable
+/// because one failure (a missing share, a bad key) fails every view that
+/// reads the spreadsheet.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SheetsError {
+    #[error(
+        "no Google service-account key is configured; set GOOGLE_APPLICATION_CREDENTIALS or `key_file` under \
+         [google] to the key's JSON file (or provide it as the systemd credential google-service-account.json)"
+    )]
+    NoKey,
+    #[error(
+        "cannot read the Google service-account key {path} (from {origin}): {message}; check the path and that sheetsync may read it"
+    )]
+    KeyRead {
+        path: String,
+        origin: String,
+        message: String,
+    },
+    #[error("the Google service-account key {path} is not usable: {reason}")]
+    KeyInvalid { path: String, reason: String },
+    #[error(
+        "cannot get an access token for service account {email} from {token_uri}: {message}; check that the key \
+         still exists and is enabled in the Google Cloud console and that this machine's clock is right"
+    )]
+    Token {
+        email: String,
+        token_uri: String,
+        message: String,
+    },
+    #[error(
+        "spreadsheet {spreadsheet_id} is not shared with the service account {email}; share it (Viewer) with that address"
+    )]
+    NotShared { spreadsheet_id: String, email: String },
+    #[error(
+        "the Google Sheets API refused access for service account {email}: {message}; enable the Google Sheets API \
+         in the service account's Google Cloud project (APIs & Services > Library)"
+    )]
+    ApiDisabled { email: String, message: String },
+    #[error(
+        "spreadsheet {spreadsheet_id} does not exist (HTTP 404); the ID in the view's sheet_url is wrong, or the \
+         spreadsheet was deleted"
+    )]
+    NotFound { spreadsheet_id: String },
+    #[error("Google rejected {call} with HTTP {status}: {message}")]
+    Rejected { call: String, status: u16, message: String },
+    #[error(
+        "Google's answer to {call} is not the expected JSON ({message}); nothing was written, the next sync tries again"
+    )]
+    Malformed { call: String, message: String },
+    #[error(
+        "{call} still failed after {attempts} attempt(s) over {elapsed_secs:.1} s: {last}; Google is rate-limiting \
+         or unavailable, the previous data stays and the next sync tries again"
+    )]
+    GaveUp {
+        call: String,
+        attempts: u32,
+        elapsed_secs: f64,
+        last: String,
+    },
+    #[error(
+        "spreadsheet {spreadsheet_id} has no tab named {tab:?}; its tabs are: {available}; fix the view's sheet_name"
+    )]
+    NoSuchTab {
+        spreadsheet_id: String,
+        tab: String,
+        available: String,
+    },
+    #[error(
+        "spreadsheet {spreadsheet_id} has no tab with gid {gid} (from the sheet_url); its tabs are: {available}; \
+         fix the link or set the view's sheet_name"
+    )]
+    NoSuchGid {
+        spreadsheet_id: String,
+        gid: i64,
+        available: String,
+    },
+    #[error("spreadsheet {spreadsheet_id} has no tabs")]
+    NoTabs { spreadsheet_id: String },
+    #[error(
+        "Google's answer for spreadsheet {spreadsheet_id} has no values for range {range}; the next sync tries again"
+    )]
+    MissingRange { spreadsheet_id: String, range: String },
+    #[error(
+        "spreadsheet {spreadsheet_id} has time zone {zone:?}, which sheetsync does not know; pick a named zone \
+         (e.g. Europe/Paris) in the spreadsheet's File > Settings"
+    )]
+    UnknownTimeZone { spreadsheet_id: String, zone: String },
+}
+
+/// Counters of Google API traffic since start, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct GoogleStats {
+    requests: AtomicU64,
+    metadata_calls: AtomicU64,
+    batch_get_calls: AtomicU64,
+    retries: AtomicU64,
+    rate_limited: AtomicU64,
+    failed_calls: AtomicU64,
+}
+
+/// A copy of [`GoogleStats`] at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct GoogleStatsSnapshot {
+    /// HTTP requests sent to the Sheets API, retries included (token
+    /// requests excluded: yup-oauth2 makes those).
+    pub requests: u64,
+    /// `spreadsheets.get` calls (each may take several requests).
+    pub metadata_calls: u64,
+    /// `values:batchGet` calls.
+    pub batch_get_calls: u64,
+    /// Requests that were repeats of a failed one.
+    pub retries: u64,
+    /// HTTP 429 answers.
+    pub rate_limited: u64,
+    /// Calls that ended in an error, after any retries.
+    pub failed_calls: u64,
+}
+
+impl GoogleStats {
+    pub fn snapshot(&self) -> GoogleStatsSnapshot {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        GoogleStatsSnapshot {
+            requests: read(&self.requests),
+            metadata_calls: read(&self.metadata_calls),
+            batch_get_calls: read(&self.batch_get_calls),
+            retries: read(&self.retries),
+            rate_limited: read(&self.rate_limited),
+            failed_calls: read(&self.failed_calls),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// `spreadsheets.get` as masked by [`METADATA_FIELDS`].
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpreadsheetMetadata {
+    properties: SpreadsheetProperties,
+    #[serde(default)]
+    sheets: Vec<SheetEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SpreadsheetProperties {
+    time_zone: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct SheetEntry {
+    properties: SheetProperties,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SheetProperties {
+    sheet_id: i64,
+    title: String,
+}
+
+/// `values:batchGet`'s answer.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchGetResponse {
+    #[serde(default)]
+    value_ranges: Vec<ValueRange>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ValueRange {
+    range: String,
+    /// Absent when the range is empty.
+    #[serde(default)]
+    values: Vec<Vec<Value>>,
+}
+
+/// Google's error body: `{"error": {"code", "message", "status", "details"}}`.
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorDetail {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    details: Vec<Value>,
+}
+
+/// What one spreadsheet is, as far as sheetsync cares.
+#[derive(Debug, Clone)]
+pub struct SpreadsheetInfo {
+    pub time_zone: Tz,
+    /// `(sheetId, title)` in tab order.
+    pub tabs: Vec<(i64, String)>,
+}
+
+/// What `sheetsync check` learns about one Google view.
+#[derive(Debug, Clone)]
+pub struct SheetCheck {
+    pub client_email: String,
+    pub tab: String,
+    pub time_zone: Tz,
+}
+
+/// The Sheets API client. Cheap to share; the key is loaded on first use (so
+/// that a deployment without Google views needs no key) and kept, with its
+/// token cache, for the life of the process.
+#[derive(Debug)]
+pub struct GoogleSheets {
+    settings: GoogleSettings,
+    api_url: Option<Url>,
+    policy: RetryPolicy,
+    http: reqwest::Client,
+    auth: OnceCell<GoogleAuth>,
+    stats: Arc<GoogleStats>,
+}
+
+impl GoogleSheets {
+    /// `http` is the one reqwest client of [`super::Sources`].
+    pub fn new(settings: GoogleSettings, http: reqwest::Client) -> GoogleSheets {
+        let api_url = Url::parse(&settings.api_url).ok();
+        GoogleSheets {
+            policy: RetryPolicy::from_settings(&settings),
+            settings,
+            api_url,
+            http,
+            auth: OnceCell::new(),
+            stats: Arc::new(GoogleStats::default()),
+        }
+    }
+
+    pub fn stats(&self) -> Arc<GoogleStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// The loaded key; a failure is not cached, so a key fixed on disk is
+    /// picked up by the next cycle.
+    pub async fn auth(&self) -> Result<&GoogleAuth, SheetsError> {
+        self.auth.get_or_try_init(|| GoogleAuth::load(&self.settings)).await
+    }
+
+    /// Reads the tabs `sheets` name, all in one spreadsheet: one
+    /// `spreadsheets.get` and one `values:batchGet`. One result per sheet, in order.
+    pub async fn fetch_spreadsheet(
+        &self,
+        spreadsheet_id: &str,
+        sheets: &[&SheetRef],
+    ) -> Vec<Result<Table, SheetsError>> {
+        let all_fail = |error: SheetsError| sheets.iter().map(|_| Err(error.clone())).collect();
+        let auth = match self.auth().await {
+            Ok(auth) => auth,
+            Err(error) => return all_fail(error),
+        };
+        let info = match self.spreadsheet_info(auth, spreadsheet_id).await {
+            Ok(info) => info,
+            Err(error) => return all_fail(error),
+        };
+        let titles: Vec<Result<String, SheetsError>> = sheets
+            .iter()
+            .map(|sheet| resolve_tab(spreadsheet_id, &info, sheet))
+            .collect();
+        let mut wanted: Vec<&str> = Vec::new();
+        for title in titles.iter().flatten() {
+            if !wanted.contains(&title.as_str()) {
+                wanted.push(title);
+            }
+        }
+        if wanted.is_empty() {
+            return titles
+                .into_iter()
+                .map(|title| title.map(|_| Table::default()))
+                .collect();
+        }
+        let ranges: Vec<String> = wanted.iter().map(|title| a1::whole_tab(title)).collect();
+        let response = match self.batch_get(auth, spreadsheet_id, &ranges).await {
+            Ok(response) => response,
+            Err(error) => {
+                return titles
+                    .into_iter()
+                    .map(|title| title.and_then(|_| Err(error.clone())))
+                    .collect();
+            }
+        };
+        titles
+            .into_iter()
+            .map(|title| {
+                let title = title?;
+                let range = response
+                    .value_ranges
+                    .iter()
+                    .find(|range| a1::split_range(&range.range).0 == title)
+                    .ok_or_else(|| SheetsError::MissingRange {
+                        spreadsheet_id: spreadsheet_id.to_owned(),
+                        range: a1::whole_tab(&title),
+                    })?;
+                Ok(to_table(range, info.time_zone))
+            })
+            .collect()
+    }
+
+    /// Loads the key, gets a token, reads the spreadsheet's tab list and finds
+    /// the view's tab: everything short of reading its values.
+    pub async fn check(&self, sheet: &SheetRef) -> Result<SheetCheck, SheetsError> {
+        let auth = self.auth().await?;
+        let info = self.spreadsheet_info(auth, &sheet.spreadsheet_id).await?;
+        let tab = resolve_tab(&sheet.spreadsheet_id, &info, sheet)?;
+        Ok(SheetCheck {
+            client_email: auth.client_email.clone(),
+            tab,
+            time_zone: info.time_zone,
+        })
+    }
+
+    async fn spreadsheet_info(&self, auth: &GoogleAuth, spreadsheet_id: &str) -> Result<SpreadsheetInfo, SheetsError> {
+        bump(&self.stats.metadata_calls);
+        let call = format!("spreadsheets.get of spreadsheet {spreadsheet_id}");
+        let url = self.endpoint(&[spreadsheet_id])?;
+        let query = [("fields", METADATA_FIELDS.to_owned())];
+        let metadata: SpreadsheetMetadata = self.call(auth, &call, spreadsheet_id, url, &query).await?;
+        let zone = metadata.properties.time_zone;
+        let time_zone = zone.parse::<Tz>().map_err(|_| SheetsError::UnknownTimeZone {
+            spreadsheet_id: spreadsheet_id.to_owned(),
+            zone: zone.clone(),
+        })?;
+        let tabs = metadata
+            .sheets
+            .into_iter()
+            .map(|sheet| (sheet.properties.sheet_id, sheet.properties.title))
+            .collect();
+        Ok(SpreadsheetInfo { time_zone, tabs })
+    }
+
+    async fn batch_get(
+        &self,
+        auth: &GoogleAuth,
+        spreadsheet_id: &str,
+        ranges: &[String],
+    ) -> Result<BatchGetResponse, SheetsError> {
+        bump(&self.stats.batch_get_calls);
+        let call = format!("values:batchGet of spreadsheet {spreadsheet_id}");
+        let url = self.endpoint(&[spreadsheet_id, "values:batchGet"])?;
+        let mut query: Vec<(&str, String)> = ranges.iter().map(|range| ("ranges", range.clone())).collect();
+        query.extend([
+            ("valueRenderOption", "UNFORMATTED_VALUE".to_owned()),
+            ("dateTimeRenderOption", "SERIAL_NUMBER".to_owned()),
+            ("majorDimension", "ROWS".to_owned()),
+        ]);
+        self.call(auth, &call, spreadsheet_id, url, &query).await
+    }
+
+    /// `{api_url}/v4/spreadsheets/{segments...}`, each segment escaped.
+    fn endpoint(&self, segments: &[&str]) -> Result<Url, SheetsError> {
+        let invalid = || SheetsError::Rejected {
+            call: "building the Sheets API URL".to_owned(),
+            status: 0,
+            message: format!("api_url {:?} cannot take a path", self.settings.api_url),
+        };
+        let mut url = self.api_url.clone().ok_or_else(invalid)?;
+        url.path_segments_mut()
+            .map_err(|()| invalid())?
+            .pop_if_empty()
+            .extend(["v4", "spreadsheets"])
+            .extend(segments);
+        Ok(url)
+    }
+
+    /// One API call with retries: 429, 5xx, timeouts and network errors are
+    /// retried (backoff with full jitter, `Retry-After` honoured) within the
+    /// policy's attempts and time; a 401 once gets a fresh token; anything
+    /// else fails at once.
+    async fn call<T: DeserializeOwned>(
+        &self,
+        auth: &GoogleAuth,
+        call: &str,
+        spreadsheet_id: &str,
+        mut url: Url,
+        query: &[(&str, String)],
+    ) -> Result<T, SheetsError> {
+        url.query_pairs_mut().extend_pairs(query);
+        let started = Instant::now();
+        let mut attempts = 0u32;
+        let mut refreshed = false;
+        let mut force_refresh = false;
+        loop {
+            attempts += 1;
+            if attempts > 1 {
+                bump(&self.stats.retries);
+            }
+            let outcome = self.attempt(auth, call, spreadsheet_id, &url, force_refresh).await;
+            force_refresh = false;
+            let (last, retry_after) = match outcome {
+                Attempt::Done(body) => {
+                    return serde_json::from_slice(&body).map_err(|error| {
+                        bump(&self.stats.failed_calls);
+                        SheetsError::Malformed {
+                            call: call.to_owned(),
+                            message: error.to_string(),
+                        }
+                    });
+                }
+                Attempt::Fatal(error) => {
+                    bump(&self.stats.failed_calls);
+                    return Err(error);
+                }
+                Attempt::Unauthorized(message) if !refreshed => {
+                    refreshed = true;
+                    force_refresh = true;
+                    tracing::info!(call, %message, "Google refused the access token; retrying with a fresh one");
+                    continue;
+                }
+                Attempt::Unauthorized(message) => {
+                    bump(&self.stats.failed_calls);
+                    return Err(auth.token_error(&format!("the Sheets API refused a fresh token: {message}")));
+                }
+                Attempt::Retry { reason, retry_after } => (reason, retry_after),
+            };
+            match self.policy.next_delay(attempts, started.elapsed(), retry_after) {
+                Some(delay) => {
+                    tracing::warn!(call, attempt = attempts, reason = %last, delay_ms = delay.as_millis() as u64, "Google API call failed; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                None => {
+                    bump(&self.stats.failed_calls);
+                    let mut last = last;
+                    if let Some(wait) = retry_after {
+                        last.push_str(&format!(" (Google asked to wait {} s)", wait.as_secs()));
+                    }
+                    return Err(SheetsError::GaveUp {
+                        call: call.to_owned(),
+                        attempts,
+                        elapsed_secs: started.elapsed().as_secs_f64(),
+                        last,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        auth: &GoogleAuth,
+        call: &str,
+        spreadsheet_id: &str,
+        url: &Url,
+        force_refresh: bool,
+    ) -> Attempt {
+        let token = match auth.token(force_refresh).await {
+            Ok(token) => token,
+            Err(TokenFailure::Transient(message)) => {
+                return Attempt::Retry {
+                    reason: format!("token request failed: {message}"),
+                    retry_after: None,
+                };
+            }
+            Err(TokenFailure::Refused(error)) => return Attempt::Fatal(error),
+        };
+        bump(&self.stats.requests);
+        let sent = self
+            .http
+            .get(url.clone())
+            .bearer_auth(token)
+            .timeout(self.settings.request_timeout())
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => return transport_failure(&error),
+        };
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| parse_retry_after(value, Utc::now()));
+        let body = match response.bytes().await {
+            Ok(body) => body,
+            Err(error) => return transport_failure(&error),
+        };
+        if status.is_success() {
+            return Attempt::Done(body.to_vec());
+        }
+        let detail = serde_json::from_slice::<ErrorBody>(&body).ok().map(|body| body.error);
+        let message = detail
+            .as_ref()
+            .map(|detail| format!("{} {}", detail.status, detail.message).trim().to_owned())
+            .filter(|message| !message.is_empty())
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("no details").to_owned());
+        match status {
+            StatusCode::TOO_MANY_REQUESTS => {
+                bump(&self.stats.rate_limited);
+                Attempt::Retry {
+                    reason: format!("HTTP 429 (quota exceeded): {message}"),
+                    retry_after,
+                }
+            }
+            status if status.is_server_error() => Attempt::Retry {
+                reason: format!("HTTP {}: {message}", status.as_u16()),
+                retry_after,
+            },
+            StatusCode::UNAUTHORIZED => Attempt::Unauthorized(message),
+            StatusCode::FORBIDDEN if detail.as_ref().is_some_and(api_disabled) => {
+                Attempt::Fatal(SheetsError::ApiDisabled {
+                    email: auth.client_email.clone(),
+                    message,
+                })
+            }
+            StatusCode::FORBIDDEN => Attempt::Fatal(SheetsError::NotShared {
+                spreadsheet_id: spreadsheet_id.to_owned(),
+                email: auth.client_email.clone(),
+            }),
+            StatusCode::NOT_FOUND => Attempt::Fatal(SheetsError::NotFound {
+                spreadsheet_id: spreadsheet_id.to_owned(),
+            }),
+            status => Attempt::Fatal(SheetsError::Rejected {
+                call: call.to_owned(),
+                status: status.as_u16(),
+                message,
+            }),
+        }
+    }
+}
+
+enum Attempt {
+    Done(Vec<u8>),
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    Unauthorized(String),
+    Fatal(SheetsError),
+}
+
+fn transport_failure(error: &reqwest::Error) -> Attempt {
+    let reason = if error.is_timeout() {
+        "no answer within the request timeout".to_owned()
+    } else {
+        format!("network error: {}", error_chain(error))
+    };
+    Attempt::Retry {
+        reason,
+        retry_after: None,
+    }
+}
+
+/// reqwest's error with its causes, without the URL (which carries no secret
+/// here, but keeps messages short).
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A 403 that is about the project (API not enabled), not about sharing.
+fn api_disabled(detail: &ErrorDetail) -> bool {
+    let details = serde_json::to_string(&detail.details).unwrap_or_default();
+    details.contains("SERVICE_DISABLED")
+        || detail.message.contains("has not been used in project")
+        || detail.message.contains("is disabled")
+}
+
+/// The title of the tab `sheet` reads: its name, else its `gid`, else the first tab.
+fn resolve_tab(spreadsheet_id: &str, info: &SpreadsheetInfo, sheet: &SheetRef) -> Result<String, SheetsError> {
+    let available = || {
+        info.tabs
+            .iter()
+            .map(|(_, title)| format!("{title:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(name) = &sheet.sheet_name {
+        // The exact title first; people type sheet_name by hand, so one that
+        // differs only in case or surrounding spaces is accepted too, and the
+        // range then uses the title as Google spells it.
+        let found = info.tabs.iter().find(|(_, title)| title == name).or_else(|| {
+            info.tabs
+                .iter()
+                .find(|(_, title)| title.trim().eq_ignore_ascii_case(name.trim()))
+        });
+        return found
+            .map(|(_, title)| title.clone())
+            .ok_or_else(|| SheetsError::NoSuchTab {
+                spreadsheet_id: spreadsheet_id.to_owned(),
+                tab: name.clone(),
+                available: available(),
+            });
+    }
+    if let Some(gid) = sheet.gid {
+        return info
+            .tabs
+            .iter()
+            .find(|(id, _)| *id == gid)
+            .map(|(_, title)| title.clone())
+            .ok_or_else(|| SheetsError::NoSuchGid {
+                spreadsheet_id: spreadsheet_id.to_owned(),
+                gid,
+                available: available(),
+            });
+    }
+    info.tabs
+        .first()
+        .map(|(_, title)| title.clone())
+        .ok_or_else(|| SheetsError::NoTabs {
+            spreadsheet_id: spreadsheet_id.to_owned(),
+        })
+}
+
+/// The range's rows as a table: numbered as in the spreadsheet, typed cells,
+/// every row padded to the widest (Google drops trailing empty cells).
+fn to_table(range: &ValueRange, time_zone: Tz) -> Table {
+    let (_, first_row) = a1::split_range(&range.range);
+    let width = range.values.iter().map(Vec::len).max().unwrap_or(0);
+    let mut table = Table {
+        serial_time_zone: Some(time_zone),
+        ..Table::default()
+    };
+    for (index, values) in range.values.iter().enumerate() {
+        let mut cells: Vec<Cell> = values.iter().map(cell_of).collect();
+        cells.resize(width, Cell::Empty);
+        table.push_row(first_row + index, cells);
+    }
+    table
+}
+
+/// One JSON value as a cell: numbers and booleans keep their type, strings
+/// go through the same rules as CSV text.
+pub fn cell_of(value: &Value) -> Cell {
+    match value {
+        Value::Null => Cell::Empty,
+        Value::Bool(flag) => Cell::Bool(*flag),
+        Value::Number(number) => number
+            .as_f64()
+            .map_or_else(|| Cell::text(&number.to_string()), Cell::Number),
+        Value::String(text) => Cell::text(text),
+        other => Cell::text(&other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pads_rows_keeps_types_and_numbers_rows() {
+        let range = ValueRange {
+            range: "'It''s Q1'!A2:C9".to_owned(),
+            values: vec![
+                vec![json!("Client"), json!("Stage"), json!("Pipeline")],
+                vec![json!("Acme"), json!("Lost")],
+                vec![],
+                vec![json!("  "), Value::Null],
+                vec![json!("Globex"), json!(true), json!(1234.5)],
+            ],
+        };
+        let table = to_table(&range, chrono_tz::Europe::Paris);
+        assert_eq!(table.serial_time_zone, Some(chrono_tz::Europe::Paris));
+        assert_eq!(table.blank_rows, 2);
+        let numbers: Vec<usize> = table.rows.iter().map(|row| row.number).collect();
+        assert_eq!(numbers, vec![2, 3, 6]);
+        assert!(table.rows.iter().all(|row| row.cells.len() == 3));
+        assert_eq!(table.rows[1].cells[2], Cell::Empty);
+        assert_eq!(
+            table.rows[2].cells,
+            vec![Cell::Text("Globex".into()), Cell::Bool(true), Cell::Number(1234.5)]
+        );
+    }
+
+    #[test]
+    fn resolves_tab_by_name_gid_or_first() {
+        let info = SpreadsheetInfo {
+            time_zone: chrono_tz::UTC,
+            tabs: vec![(0, "Signal".into()), (42, "It's Q1".into())],
+        };
+        let sheet = |gid: Option<i64>, name: Option<&str>| SheetRef {
+            spreadsheet_id: "id".into(),
+            gid,
+            sheet_name: name.map(str::to_owned),
+        };
+        assert_eq!(resolve_tab("id", &info, &sheet(None, None)).unwrap(), "Signal");
+        assert_eq!(resolve_tab("id", &info, &sheet(Some(42), None)).unwrap(), "It's Q1");
+        assert_eq!(
+            resolve_tab("id", &info, &sheet(Some(42), Some("signal"))).unwrap(),
+            "Signal"
+        );
+        let error = resolve_tab("id", &info, &sheet(None, Some("Market")))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("\"Market\"") && error.contains("\"It's Q1\""), "{error}");
+        assert!(matches!(
+            resolve_tab("id", &info, &sheet(Some(7), None)),
+            Err(SheetsError::NoSuchGid { gid: 7, .. })
+        ));
+    }
+
+    #[test]
+    fn endpoints_keep_a_path_prefix_and_escape_ids() {
+        crate::tls::install_crypto_provider();
+        let mut settings = GoogleSettings {
+            api_url: "http://proxy.internal/google/".to_owned(),
+            ..GoogleSettings::default()
+        };
+        let sheets = GoogleSheets::new(settings.clone(), reqwest::Client::new());
+        assert_eq!(
+            sheets.endpoint(&["abc", "values:batchGet"]).unwrap().as_str(),
+            "http://proxy.internal/google/v4/spreadsheets/abc/values:batchGet"
+        );
+        settings.api_url = "https://sheets.googleapis.com".to_owned();
+        let sheets = GoogleSheets::new(settings, reqwest::Client::new());
+        assert_eq!(
+            sheets.endpoint(&["a/b?c"]).unwrap().as_str(),
+            "https://sheets.googleapis.com/v4/spreadsheets/a%2Fb%3Fc"
+        );
+    }
+}

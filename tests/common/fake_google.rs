@@ -1,0 +1,460 @@
+//! A local fake of the two Google services sheetsync talks to: the OAuth
+//! token endpoint (which verifies the service account's signed JWT with the
+//! test key's public half) and the Sheets API v4 `spreadsheets.get` and
+//! `values:batchGet`, shaped like the real ones, with scripted faults.
+#![allow(dead_code)]
+// A handler's early answer is an axum Response; boxing it buys nothing here.
+#![allow(clippy::result_large_err)]
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Form, Path as UrlPath, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use serde_json::{Value, json};
+
+pub const SCOPE: &str = "https://www.googleapis.com/auth/spreadsheets.readonly";
+pub const CLIENT_EMAIL: &str = "sheetsync-test@sheetsync-test-only.iam.gserviceaccount.com";
+pub const METADATA_FIELDS: &str = "properties.timeZone,sheets.properties(sheetId,title)";
+
+/// The test-only key shipped with the tests (never a real key).
+pub fn fixture_key_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/TEST-ONLY-service-account.json")
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeTab {
+    pub sheet_id: i64,
+    pub title: String,
+    /// Rows as the API returns them (trailing empty cells already dropped).
+    pub values: Vec<Vec<Value>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FakeSpreadsheet {
+    pub time_zone: String,
+    pub tabs: Vec<FakeTab>,
+}
+
+/// One scripted misbehaviour, consumed by the next matching request.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    TooManyRequests {
+        retry_after: Option<String>,
+    },
+    ServerError,
+    /// Answer correctly, but only after this long.
+    Slow(Duration),
+    Forbidden,
+    ApiDisabled,
+    NotFound,
+    /// HTTP 200 with the JSON cut in half.
+    TruncatedJson,
+    /// HTTP 200 without the last requested range.
+    OmitLastRange,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    Metadata,
+    BatchGet,
+}
+
+/// One `values:batchGet` request: spreadsheet id, ranges, every query pair.
+#[derive(Debug, Clone)]
+pub struct BatchRequest {
+    pub spreadsheet_id: String,
+    pub ranges: Vec<String>,
+    pub query: Vec<(String, String)>,
+}
+
+/// What the fake saw.
+#[derive(Debug, Default, Clone)]
+pub struct Seen {
+    pub token_requests: usize,
+    /// Spreadsheet ids of `spreadsheets.get` requests, in order.
+    pub metadata_requests: Vec<String>,
+    /// `values:batchGet` requests, in order.
+    pub batch_requests: Vec<BatchRequest>,
+    /// Requests refused for a missing or unknown token.
+    pub unauthorized: usize,
+}
+
+#[derive(Default)]
+struct Inner {
+    spreadsheets: HashMap<String, FakeSpreadsheet>,
+    faults: HashMap<(String, Endpoint), VecDeque<Fault>>,
+    tokens: Vec<String>,
+    seen: Seen,
+}
+
+#[derive(Clone)]
+struct Shared {
+    inner: Arc<Mutex<Inner>>,
+    token_uri: String,
+    public_key: Arc<Vec<u8>>,
+}
+
+pub struct FakeGoogle {
+    /// Base URL of the fake Sheets API (`http://127.0.0.1:PORT/`).
+    pub api_url: String,
+    pub token_uri: String,
+    /// A copy of the test key whose `token_uri` points at this fake.
+    pub key_file: PathBuf,
+    shared: Shared,
+    server: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for FakeGoogle {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl FakeGoogle {
+    pub async fn start() -> FakeGoogle {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let api_url = format!("http://{address}/");
+        let token_uri = format!("http://{address}/token");
+
+        let mut key: Value = serde_json::from_str(&std::fs::read_to_string(fixture_key_path()).unwrap()).unwrap();
+        key["token_uri"] = Value::String(token_uri.clone());
+        let public_key = public_key_of(key["private_key"].as_str().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("TEST-ONLY-service-account.json");
+        std::fs::write(&key_file, serde_json::to_vec_pretty(&key).unwrap()).unwrap();
+
+        let shared = Shared {
+            inner: Arc::new(Mutex::new(Inner::default())),
+            token_uri: token_uri.clone(),
+            public_key: Arc::new(public_key),
+        };
+        let app = Router::new()
+            .route("/token", post(token))
+            .route("/v4/spreadsheets/{id}", get(metadata))
+            .route("/v4/spreadsheets/{id}/values:batchGet", get(batch_get))
+            .with_state(shared.clone());
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        FakeGoogle {
+            api_url,
+            token_uri,
+            key_file,
+            shared,
+            server,
+            _dir: dir,
+        }
+    }
+
+    pub fn add_spreadsheet(&self, id: &str, spreadsheet: FakeSpreadsheet) {
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .spreadsheets
+            .insert(id.to_owned(), spreadsheet);
+    }
+
+    /// Queues faults for the next requests of `endpoint` on `id`.
+    pub fn script(&self, id: &str, endpoint: Endpoint, faults: impl IntoIterator<Item = Fault>) {
+        self.shared
+            .inner
+            .lock()
+            .unwrap()
+            .faults
+            .entry((id.to_owned(), endpoint))
+            .or_default()
+            .extend(faults);
+    }
+
+    pub fn seen(&self) -> Seen {
+        self.shared.inner.lock().unwrap().seen.clone()
+    }
+}
+
+/// The RSAPublicKey (PKCS#1 DER) of a PKCS#8 PEM private key.
+fn public_key_of(pem: &str) -> Vec<u8> {
+    let body: String = pem.lines().filter(|line| !line.starts_with("-----")).collect();
+    let der = STANDARD.decode(body).unwrap();
+    let pair = ring::rsa::KeyPair::from_pkcs8(&der).unwrap();
+    pair.public().as_ref().to_vec()
+}
+
+fn error(status: StatusCode, google_status: &str, message: &str) -> Response {
+    let body = json!({ "error": { "code": status.as_u16(), "message": message, "status": google_status } });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn token(State(shared): State<Shared>, Form(form): Form<HashMap<String, String>>) -> Response {
+    shared.inner.lock().unwrap().seen.token_requests += 1;
+    let refuse = |reason: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "error": "invalid_grant", "error_description": reason })),
+        )
+            .into_response()
+    };
+    if form.get("grant_type").map(String::as_str) != Some("urn:ietf:params:oauth:grant-type:jwt-bearer") {
+        return refuse("wrong grant_type");
+    }
+    let Some(assertion) = form.get("assertion") else {
+        return refuse("no assertion");
+    };
+    let parts: Vec<&str> = assertion.split('.').collect();
+    let [head, claims, signature] = parts.as_slice() else {
+        return refuse("not a JWT");
+    };
+    // yup-oauth2 pads its base64url; JWT readers accept both.
+    let decode = |part: &str| URL_SAFE_NO_PAD.decode(part.trim_end_matches('='));
+    let (Ok(head_json), Ok(claims_json), Ok(signature)) = (decode(head), decode(claims), decode(signature)) else {
+        return refuse("bad base64");
+    };
+    let head: Value = serde_json::from_slice(&head_json).unwrap_or_default();
+    if head["alg"] != "RS256" {
+        return refuse("alg must be RS256");
+    }
+    let key =
+        ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, &*shared.public_key);
+    if key
+        .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
+        .is_err()
+    {
+        return refuse("invalid JWT signature");
+    }
+    let claims: Value = serde_json::from_slice(&claims_json).unwrap_or_default();
+    if claims["aud"] != shared.token_uri.as_str() {
+        return refuse("wrong aud");
+    }
+    if claims["scope"] != SCOPE {
+        return refuse("wrong scope");
+    }
+    if claims["iss"] != CLIENT_EMAIL {
+        return refuse("wrong iss");
+    }
+    let now = chrono::Utc::now().timestamp();
+    let (Some(iat), Some(exp)) = (claims["iat"].as_i64(), claims["exp"].as_i64()) else {
+        return refuse("no iat/exp");
+    };
+    if !(iat <= now + 60 && exp > now && exp - iat <= 3600) {
+        return refuse("bad iat/exp");
+    }
+    let mut inner = shared.inner.lock().unwrap();
+    let token = format!("fake-access-token-{}", inner.tokens.len() + 1);
+    inner.tokens.push(token.clone());
+    axum::Json(json!({ "access_token": token, "expires_in": 3599, "token_type": "Bearer" })).into_response()
+}
+
+/// Checks the bearer token and pops the next fault for this endpoint.
+fn admit(shared: &Shared, headers: &HeaderMap, id: &str, endpoint: Endpoint) -> Result<Option<Fault>, Response> {
+    let mut inner = shared.inner.lock().unwrap();
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::to_owned);
+    if !token.is_some_and(|token| inner.tokens.contains(&token)) {
+        inner.seen.unauthorized += 1;
+        return Err(error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.",
+        ));
+    }
+    Ok(inner
+        .faults
+        .get_mut(&(id.to_owned(), endpoint))
+        .and_then(VecDeque::pop_front))
+}
+
+/// Applies a fault that replaces the answer; `Ok` means answer normally
+/// (possibly after a delay), carrying the fault for body-level tweaks.
+async fn apply_fault(fault: Option<Fault>, id: &str) -> Result<Option<Fault>, Response> {
+    match fault {
+        None => Ok(None),
+        Some(Fault::TooManyRequests { retry_after }) => {
+            let mut response = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "RESOURCE_EXHAUSTED",
+                "Quota exceeded for quota metric 'Read requests' and limit 'Read requests per minute per user'",
+            );
+            if let Some(value) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, value.parse().unwrap());
+            }
+            Err(response)
+        }
+        Some(Fault::ServerError) => Err(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "Internal error encountered.",
+        )),
+        Some(Fault::Forbidden) => Err(error(
+            StatusCode::FORBIDDEN,
+            "PERMISSION_DENIED",
+            "The caller does not have permission",
+        )),
+        Some(Fault::ApiDisabled) => {
+            let body = json!({ "error": { "code": 403, "status": "PERMISSION_DENIED",
+                "message": "Google Sheets API has not been used in project 123 before or it is disabled.",
+                "details": [{ "@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "SERVICE_DISABLED" }] } });
+            Err((StatusCode::FORBIDDEN, axum::Json(body)).into_response())
+        }
+        Some(Fault::NotFound) => Err(error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("Requested entity was not found. ({id})"),
+        )),
+        Some(Fault::Slow(delay)) => {
+            tokio::time::sleep(delay).await;
+            Ok(None)
+        }
+        Some(other) => Ok(Some(other)),
+    }
+}
+
+fn finish(body: Value, fault: Option<Fault>) -> Response {
+    let text = body.to_string();
+    match fault {
+        Some(Fault::TruncatedJson) => {
+            let cut = text[..text.len() / 2].to_owned();
+            ([(header::CONTENT_TYPE, "application/json; charset=UTF-8")], cut).into_response()
+        }
+        _ => ([(header::CONTENT_TYPE, "application/json; charset=UTF-8")], text).into_response(),
+    }
+}
+
+async fn metadata(
+    State(shared): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let fault = match admit(&shared, &headers, &id, Endpoint::Metadata) {
+        Ok(fault) => fault,
+        Err(response) => return response,
+    };
+    shared.inner.lock().unwrap().seen.metadata_requests.push(id.clone());
+    let fault = match apply_fault(fault, &id).await {
+        Ok(fault) => fault,
+        Err(response) => return response,
+    };
+    if !query
+        .iter()
+        .any(|(name, value)| name == "fields" && value == METADATA_FIELDS)
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "the fake expects the fields mask",
+        );
+    }
+    let Some(spreadsheet) = shared.inner.lock().unwrap().spreadsheets.get(&id).cloned() else {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "Requested entity was not found.");
+    };
+    let sheets: Vec<Value> = spreadsheet
+        .tabs
+        .iter()
+        .map(|tab| json!({ "properties": { "sheetId": tab.sheet_id, "title": tab.title } }))
+        .collect();
+    finish(
+        json!({ "properties": { "timeZone": spreadsheet.time_zone }, "sheets": sheets }),
+        fault,
+    )
+}
+
+/// A1 column letters for a 1-based column number.
+fn column_letters(mut column: usize) -> String {
+    let mut letters = Vec::new();
+    while column > 0 {
+        let rest = (column - 1) % 26;
+        letters.push(b'A' + rest as u8);
+        column = (column - 1) / 26;
+    }
+    letters.reverse();
+    String::from_utf8(letters).unwrap()
+}
+
+/// `'It''s Q1'` -> `It's Q1`; `Sheet1` -> `Sheet1`. The fake accepts only
+/// whole-tab ranges, which is all sheetsync asks for.
+fn tab_of_range(range: &str) -> Option<String> {
+    if let Some(inner) = range.strip_prefix('\'').and_then(|rest| rest.strip_suffix('\'')) {
+        if inner.replace("''", "").contains('\'') {
+            return None; // a lone quote inside: badly quoted
+        }
+        return Some(inner.replace("''", "'"));
+    }
+    (!range.contains(['\'', '!', ' '])).then(|| range.to_owned())
+}
+
+fn a1_title(title: &str) -> String {
+    if title.chars().all(|c| c.is_ascii_alphanumeric()) {
+        title.to_owned()
+    } else {
+        format!("'{}'", title.replace('\'', "''"))
+    }
+}
+
+async fn batch_get(
+    State(shared): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Response {
+    let fault = match admit(&shared, &headers, &id, Endpoint::BatchGet) {
+        Ok(fault) => fault,
+        Err(response) => return response,
+    };
+    let ranges: Vec<String> = query
+        .iter()
+        .filter(|(name, _)| name == "ranges")
+        .map(|(_, value)| value.clone())
+        .collect();
+    shared.inner.lock().unwrap().seen.batch_requests.push(BatchRequest {
+        spreadsheet_id: id.clone(),
+        ranges: ranges.clone(),
+        query: query.clone(),
+    });
+    let fault = match apply_fault(fault, &id).await {
+        Ok(fault) => fault,
+        Err(response) => return response,
+    };
+    let Some(spreadsheet) = shared.inner.lock().unwrap().spreadsheets.get(&id).cloned() else {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "Requested entity was not found.");
+    };
+    let mut value_ranges = Vec::new();
+    for range in &ranges {
+        let tab = tab_of_range(range).and_then(|title| spreadsheet.tabs.iter().find(|tab| tab.title == title));
+        let Some(tab) = tab else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                &format!("Unable to parse range: {range}"),
+            );
+        };
+        let rows = tab.values.len().max(1);
+        let columns = tab.values.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        let mut value_range = json!({
+            "range": format!("{}!A1:{}{}", a1_title(&tab.title), column_letters(columns), rows),
+            "majorDimension": "ROWS",
+        });
+        if !tab.values.is_empty() {
+            value_range["values"] = Value::Array(tab.values.iter().map(|row| Value::Array(row.clone())).collect());
+        }
+        value_ranges.push(value_range);
+    }
+    if matches!(fault, Some(Fault::OmitLastRange)) {
+        value_ranges.pop();
+    }
+    finish(json!({ "spreadsheetId": id, "valueRanges": value_ranges }), fault)
+}

@@ -1,0 +1,691 @@
+//! The Google Sheets source against a local fake Google (token endpoint +
+//! Sheets API v4), and the full path into MongoDB (`scripts/test`).
+
+#[path = "common/fake_google.rs"]
+mod fake_google;
+#[path = "common/google_db.rs"]
+mod google_db;
+
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDate, TimeZone, Utc};
+use fake_google::{CLIENT_EMAIL, Endpoint, FakeGoogle, FakeSpreadsheet, FakeTab, Fault};
+use futures_util::TryStreamExt;
+use google_db::GoogleTestDb;
+use mongodb::bson::{Bson, Document, doc};
+use serde_json::{Value, json};
+use sheetsync::config::GoogleSettings;
+use sheetsync::mapping::{self, sales::SALES_RECORDS};
+use sheetsync::source::Fetched;
+use sheetsync::source::table::{Cell, Table};
+use sheetsync::source::{SheetRef, SourceError, SourceSpec, Sources};
+use sheetsync::sync::{Outcome, SyncOptions, Syncer, Trigger};
+
+const SHEET_A: &str = "1AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+const SHEET_B: &str = "1BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+
+fn settings(fake: &FakeGoogle) -> GoogleSettings {
+    GoogleSettings {
+        key_file: Some(fake.key_file.clone()),
+        api_url: fake.api_url.clone(),
+        request_timeout_ms: 30_000,
+        max_attempts: 6,
+        retry_base_delay_ms: 1,
+        retry_max_delay_ms: 20,
+        retry_max_elapsed_ms: 120_000,
+        ..GoogleSettings::default()
+    }
+}
+
+fn sources(settings: GoogleSettings) -> Sources {
+    Sources::with_google(Duration::from_secs(60), settings).unwrap()
+}
+
+fn sheet(id: &str, gid: Option<i64>, name: Option<&str>) -> SourceSpec {
+    SourceSpec::GoogleSheet(SheetRef {
+        spreadsheet_id: id.to_owned(),
+        gid,
+        sheet_name: name.map(str::to_owned),
+    })
+}
+
+fn tab(sheet_id: i64, title: &str, values: Vec<Vec<Value>>) -> FakeTab {
+    FakeTab {
+        sheet_id,
+        title: title.to_owned(),
+        values,
+    }
+}
+
+/// A sales tab: header, three records, a short row and a blank row.
+fn sales_rows(prefix: &str) -> Vec<Vec<Value>> {
+    vec![
+        vec![
+            json!("Client"),
+            json!("Stage"),
+            json!("Discovery date"),
+            json!("Pipeline"),
+        ],
+        vec![
+            json!(format!("{prefix} Acme")),
+            json!("B Legals"),
+            json!(45667),
+            json!(60000),
+        ],
+        vec![json!(format!("{prefix} Globex")), json!("lost")],
+        vec![],
+        vec![
+            json!(format!("{prefix} Initech")),
+            json!("A Closed"),
+            json!(45672.5),
+            json!(1200.5),
+        ],
+    ]
+}
+
+fn two_spreadsheets(fake: &FakeGoogle) {
+    fake.add_spreadsheet(
+        SHEET_A,
+        FakeSpreadsheet {
+            time_zone: "Europe/Paris".to_owned(),
+            tabs: vec![
+                tab(0, "Signal", sales_rows("Signal")),
+                tab(17, "It's Q1", sales_rows("Q1")),
+                tab(23, "Full Funnel", sales_rows("FF")),
+            ],
+        },
+    );
+    fake.add_spreadsheet(
+        SHEET_B,
+        FakeSpreadsheet {
+            time_zone: "America/New_York".to_owned(),
+            tabs: vec![
+                tab(5, "Market", sales_rows("Market")),
+                tab(9, "Other", sales_rows("Other")),
+            ],
+        },
+    );
+}
+
+/// The in-memory table a Sheets fetch yields.
+fn table_of(fetched: Fetched) -> Table {
+    match fetched {
+        Fetched::Table(table) => table,
+        Fetched::Csv(_) => panic!("a Google Sheets source yields a table"),
+    }
+}
+
+/// Both mapping passes, as the sync makes them: the winning records.
+fn map_all(fetched: &Fetched) -> (mapping::Plan, Vec<mapping::MappedRecord>) {
+    let (mapper, plan) = mapping::plan(&SALES_RECORDS, fetched).unwrap();
+    let mut winners = mapper.winners(&plan, fetched.rows().unwrap());
+    let mut records = Vec::new();
+    while let Some(record) = winners.next_record() {
+        records.push(record.unwrap());
+    }
+    (plan, records)
+}
+
+fn texts(table: &Table) -> Vec<Vec<String>> {
+    table
+        .rows
+        .iter()
+        .map(|row| row.cells.iter().map(Cell::display).collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn one_token_and_one_batch_get_per_spreadsheet_per_cycle() {
+    let fake = FakeGoogle::start().await;
+    two_spreadsheets(&fake);
+    let sources = sources(settings(&fake));
+    let specs = [
+        sheet(SHEET_A, None, Some("Signal")),
+        sheet(SHEET_A, Some(0), Some("It's Q1")),
+        sheet(SHEET_B, Some(9), None),
+        sheet(SHEET_B, None, None),
+    ];
+    let refs: Vec<&SourceSpec> = specs.iter().collect();
+    for _cycle in 0..2 {
+        let tables: Vec<Table> = sources
+            .fetch_all(&refs)
+            .await
+            .into_iter()
+            .map(|fetched| table_of(fetched.unwrap()))
+            .collect();
+        let first_clients: Vec<String> = tables.iter().map(|table| table.rows[1].cells[0].display()).collect();
+        assert_eq!(
+            first_clients,
+            ["Signal Acme", "Q1 Acme", "Other Acme", "Market Acme"],
+            "name, name with a quote, gid, first tab"
+        );
+        assert_eq!(tables[0].serial_time_zone, Some(chrono_tz::Europe::Paris));
+        assert_eq!(tables[3].serial_time_zone, Some(chrono_tz::America::New_York));
+        let q1 = &tables[1];
+        assert_eq!(
+            q1.rows.iter().map(|row| row.number).collect::<Vec<_>>(),
+            vec![1, 2, 3, 5],
+            "spreadsheet row numbers, the blank row 4 skipped"
+        );
+        assert_eq!(q1.blank_rows, 1);
+        assert!(q1.rows.iter().all(|row| row.cells.len() == 4), "short rows padded");
+        assert_eq!(texts(q1)[2], ["Q1 Globex", "lost", "", ""]);
+        assert_eq!(q1.rows[1].cells[2], Cell::Number(45667.0), "numbers stay numbers");
+        assert_eq!(q1.rows[3].cells[3], Cell::Number(1200.5));
+    }
+
+    let seen = fake.seen();
+    assert_eq!(seen.token_requests, 1, "one token for every call of both cycles");
+    assert_eq!(seen.metadata_requests, [SHEET_A, SHEET_B, SHEET_A, SHEET_B]);
+    let batches: Vec<(&str, Vec<&str>)> = seen
+        .batch_requests
+        .iter()
+        .map(|batch| {
+            (
+                batch.spreadsheet_id.as_str(),
+                batch.ranges.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
+    let expected = vec![
+        (SHEET_A, vec!["'Signal'", "'It''s Q1'"]),
+        (SHEET_B, vec!["'Other'", "'Market'"]),
+    ];
+    assert_eq!(
+        batches,
+        [expected.clone(), expected].concat(),
+        "one batchGet per spreadsheet per cycle"
+    );
+    let query = &seen.batch_requests[0].query;
+    for (name, value) in [
+        ("valueRenderOption", "UNFORMATTED_VALUE"),
+        ("dateTimeRenderOption", "SERIAL_NUMBER"),
+        ("majorDimension", "ROWS"),
+    ] {
+        assert!(
+            query.iter().any(|(n, v)| n == name && v == value),
+            "{name}={value} missing from {query:?}"
+        );
+    }
+    let stats = sources.google_stats();
+    assert_eq!(
+        (
+            stats.requests,
+            stats.metadata_calls,
+            stats.batch_get_calls,
+            stats.retries,
+            stats.failed_calls
+        ),
+        (8, 4, 4, 0, 0)
+    );
+}
+
+fn serial(date: NaiveDate, hours: f64) -> f64 {
+    let epoch = NaiveDate::from_ymd_opt(1899, 12, 30).unwrap();
+    (date - epoch).num_days() as f64 + hours / 24.0
+}
+
+#[tokio::test]
+async fn serial_dates_are_read_in_the_spreadsheet_time_zone_across_dst() {
+    let fake = FakeGoogle::start().await;
+    // Europe/Paris springs forward on 2027-03-28 at 02:00; New York on 2027-03-14.
+    let paris_day = NaiveDate::from_ymd_opt(2027, 3, 28).unwrap();
+    let us_day = NaiveDate::from_ymd_opt(2027, 3, 14).unwrap();
+    let header = vec![json!("Client"), json!("Stage"), json!("Discovery date")];
+    let row = |client: &str, value: f64| vec![json!(client), json!("Lost"), json!(value)];
+    fake.add_spreadsheet(
+        SHEET_A,
+        FakeSpreadsheet {
+            time_zone: "Europe/Paris".to_owned(),
+            tabs: vec![tab(
+                0,
+                "Paris",
+                vec![
+                    header.clone(),
+                    row("date only", serial(paris_day, 0.0)),
+                    row("before the change", serial(paris_day, 1.5)),
+                    row("after the change", serial(paris_day, 3.5)),
+                ],
+            )],
+        },
+    );
+    fake.add_spreadsheet(
+        SHEET_B,
+        FakeSpreadsheet {
+            time_zone: "America/New_York".to_owned(),
+            tabs: vec![tab(
+                0,
+                "New York",
+                vec![
+                    header,
+                    row("date only", serial(paris_day, 0.0)),
+                    row("before the change", serial(us_day, 1.5)),
+                    row("after the change", serial(us_day, 3.5)),
+                    row("late March", serial(paris_day, 1.5)),
+                ],
+            )],
+        },
+    );
+    let sources = sources(settings(&fake));
+    let specs = [sheet(SHEET_A, None, None), sheet(SHEET_B, None, None)];
+    let tables = sources.fetch_all(&specs.iter().collect::<Vec<_>>()).await;
+    let utc = |y, mo, d, h, mi| {
+        Bson::DateTime(mongodb::bson::DateTime::from_millis(
+            Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap().timestamp_millis(),
+        ))
+    };
+    let expected = [
+        vec![
+            ("date only", utc(2027, 3, 28, 0, 0)),
+            ("before the change", utc(2027, 3, 28, 0, 30)),
+            ("after the change", utc(2027, 3, 28, 1, 30)),
+        ],
+        vec![
+            ("date only", utc(2027, 3, 28, 0, 0)),
+            ("before the change", utc(2027, 3, 14, 6, 30)),
+            ("after the change", utc(2027, 3, 14, 7, 30)),
+            ("late March", utc(2027, 3, 28, 5, 30)),
+        ],
+    ];
+    for (table, expected) in tables.into_iter().zip(expected) {
+        let (plan, records) = map_all(&table.unwrap());
+        assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+        let dates: Vec<(String, Bson)> = records
+            .iter()
+            .map(|record| {
+                (
+                    record.fields.get_str("client").unwrap().to_owned(),
+                    record.fields.get("discovery_date").unwrap().clone(),
+                )
+            })
+            .collect();
+        let expected: Vec<(String, Bson)> = expected.into_iter().map(|(c, d)| (c.to_owned(), d)).collect();
+        assert_eq!(dates, expected);
+    }
+}
+
+#[tokio::test]
+async fn retries_rate_limits_server_errors_and_timeouts_then_succeeds() {
+    let fake = FakeGoogle::start().await;
+    two_spreadsheets(&fake);
+    fake.script(SHEET_A, Endpoint::Metadata, [Fault::ServerError]);
+    fake.script(
+        SHEET_A,
+        Endpoint::BatchGet,
+        [
+            Fault::TooManyRequests {
+                retry_after: Some("1".to_owned()),
+            },
+            Fault::TooManyRequests { retry_after: None },
+            Fault::ServerError,
+            // Far past the request timeout: the client must give up on it and retry.
+            Fault::Slow(Duration::from_secs(120)),
+        ],
+    );
+    let sources = sources(GoogleSettings {
+        request_timeout_ms: 3_000,
+        ..settings(&fake)
+    });
+    let started = Instant::now();
+    let table = table_of(sources.fetch(&sheet(SHEET_A, None, Some("Signal"))).await.unwrap());
+    assert_eq!(table.rows.len(), 4);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the Retry-After of 1 s was honoured"
+    );
+    let seen = fake.seen();
+    assert_eq!(seen.metadata_requests.len(), 2);
+    assert_eq!(seen.batch_requests.len(), 5);
+    let stats = sources.google_stats();
+    assert_eq!(
+        (stats.requests, stats.retries, stats.rate_limited, stats.failed_calls),
+        (7, 5, 2, 0)
+    );
+}
+
+#[tokio::test]
+async fn gives_up_within_the_attempt_and_time_budget() {
+    let fake = FakeGoogle::start().await;
+    two_spreadsheets(&fake);
+    fake.script(SHEET_A, Endpoint::BatchGet, vec![Fault::ServerError; 10]);
+    fake.script(
+        SHEET_B,
+        Endpoint::Metadata,
+        [Fault::TooManyRequests {
+            retry_after: Some("3600".to_owned()),
+        }],
+    );
+    let sources = sources(GoogleSettings {
+        max_attempts: 3,
+        ..settings(&fake)
+    });
+    let error = sources
+        .fetch(&sheet(SHEET_A, None, None))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("3 attempt(s)") && error.contains("HTTP 500"), "{error}");
+    assert_eq!(fake.seen().batch_requests.len(), 3);
+
+    let error = sources
+        .fetch(&sheet(SHEET_B, None, None))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("1 attempt(s)") && error.contains("asked to wait 3600 s"),
+        "a Retry-After past the time budget ends the call at once: {error}"
+    );
+    let stats = sources.google_stats();
+    assert_eq!((stats.failed_calls, stats.retries), (2, 2));
+}
+
+#[tokio::test]
+async fn refusals_fail_at_once_with_a_message_saying_what_to_do() {
+    let fake = FakeGoogle::start().await;
+    two_spreadsheets(&fake);
+    let sources = sources(settings(&fake));
+    let cases = [
+        (
+            Endpoint::Metadata,
+            Fault::Forbidden,
+            vec![CLIENT_EMAIL, "not shared", "share it (Viewer)"],
+        ),
+        (
+            Endpoint::Metadata,
+            Fault::ApiDisabled,
+            vec!["enable the Google Sheets API"],
+        ),
+        (
+            Endpoint::Metadata,
+            Fault::NotFound,
+            vec![SHEET_A, "does not exist", "ID"],
+        ),
+        (Endpoint::BatchGet, Fault::TruncatedJson, vec!["not the expected JSON"]),
+        (Endpoint::Metadata, Fault::TruncatedJson, vec!["not the expected JSON"]),
+    ];
+    for (endpoint, fault, expected) in cases {
+        let before = sources.google_stats().requests;
+        fake.script(SHEET_A, endpoint, [fault.clone()]);
+        let error = sources
+            .fetch(&sheet(SHEET_A, None, Some("Signal")))
+            .await
+            .unwrap_err()
+            .to_string();
+        for part in expected {
+            assert!(error.contains(part), "{fault:?}: {error:?} should mention {part:?}");
+        }
+        let requests = sources.google_stats().requests - before;
+        let expected_requests = if endpoint == Endpoint::Metadata { 1 } else { 2 };
+        assert_eq!(requests, expected_requests, "{fault:?} is not retried");
+    }
+    assert_eq!(sources.google_stats().retries, 0);
+}
+
+#[tokio::test]
+async fn a_missing_range_or_tab_fails_only_its_view() {
+    let fake = FakeGoogle::start().await;
+    two_spreadsheets(&fake);
+    let sources = sources(settings(&fake));
+    let specs = [
+        sheet(SHEET_A, None, Some("Signal")),
+        sheet(SHEET_A, None, Some("Nope")),
+        sheet(SHEET_A, None, Some("Full Funnel")),
+    ];
+    let refs: Vec<&SourceSpec> = specs.iter().collect();
+    fake.script(SHEET_A, Endpoint::BatchGet, [Fault::OmitLastRange]);
+    let results = sources.fetch_all(&refs).await;
+    assert!(results[0].is_ok());
+    let no_tab = results[1].as_ref().unwrap_err().to_string();
+    assert!(
+        no_tab.contains("no tab named \"Nope\"") && no_tab.contains("\"It's Q1\""),
+        "{no_tab}"
+    );
+    let missing = results[2].as_ref().unwrap_err().to_string();
+    assert!(missing.contains("no values for range 'Full Funnel'"), "{missing}");
+    let ranges = &fake.seen().batch_requests[0].ranges;
+    assert_eq!(
+        ranges,
+        &["'Signal'", "'Full Funnel'"],
+        "the unknown tab is not requested"
+    );
+}
+
+#[tokio::test]
+async fn without_a_usable_key_google_views_say_how_to_configure_one() {
+    let no_key = Sources::new(Duration::from_secs(5)).unwrap();
+    let error = no_key.fetch(&sheet(SHEET_A, None, None)).await.unwrap_err().to_string();
+    assert!(error.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{error}");
+
+    let missing = sources(GoogleSettings {
+        key_file: Some("/nonexistent/key.json".into()),
+        ..GoogleSettings::default()
+    });
+    let error = missing.fetch(&sheet(SHEET_A, None, None)).await.unwrap_err();
+    assert!(matches!(error, SourceError::Sheets(_)));
+    assert!(error.to_string().contains("/nonexistent/key.json"), "{error}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_key = dir.path().join("key.json");
+    std::fs::write(&not_a_key, r#"{"type": "service_account", "client_email": "x", "private_key": "nope", "token_uri": "http://127.0.0.1:9/"}"#).unwrap();
+    let error = sources(GoogleSettings {
+        key_file: Some(not_a_key),
+        ..GoogleSettings::default()
+    })
+    .fetch(&sheet(SHEET_A, None, None))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(error.contains("not a PEM private key"), "{error}");
+}
+
+async fn insert_views(db: &mongodb::Database) {
+    db.collection::<Document>("views")
+        .insert_many([
+            doc! {
+                "id": "view-signal-1", "name": "Signal", "is_master": false,
+                "sheet_url": format!("https://docs.google.com/spreadsheets/d/{SHEET_A}/edit?usp=sharing"),
+                "sheet_name": "It's Q1",
+            },
+            doc! {
+                "id": "view-market-1", "name": "Market", "is_master": false,
+                "sheet_url": format!("https://docs.google.com/spreadsheets/d/{SHEET_B}/edit#gid=5"),
+                "sheet_name": "",
+            },
+            doc! { "id": "view-master-1", "name": "Master", "is_master": true, "sheet_url": Bson::Null },
+        ])
+        .await
+        .unwrap();
+}
+
+async fn documents(db: &mongodb::Database, collection: &str) -> Vec<Document> {
+    db.collection::<Document>(collection)
+        .find(doc! {})
+        .projection(doc! { "_id": 0 })
+        .sort(doc! { "client": 1 })
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+async fn metadata(db: &mongodb::Database, view_id: &str) -> Option<Document> {
+    db.collection::<Document>("data_metadata")
+        .find_one(doc! { "type": "last_update", "view_id": view_id })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_failed_view_leaves_its_collection_and_metadata_untouched() {
+    let fake = FakeGoogle::start().await;
+    two_spreadsheets(&fake);
+    let test_db = GoogleTestDb::new("failed_view").await;
+    insert_views(&test_db.db).await;
+    let key_file = fake.key_file.display().to_string();
+    let config = test_db.config(&[
+        ("GOOGLE_APPLICATION_CREDENTIALS", &key_file),
+        ("SHEETSYNC_SHEETS_API_URL", &fake.api_url),
+    ]);
+    let syncer = Syncer {
+        db: test_db.db.clone(),
+        sources: Sources::from_config(&config).unwrap(),
+        config,
+        profile: &SALES_RECORDS,
+    };
+    let first = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
+    assert!(
+        first.iter().all(|report| report.outcome == Outcome::Success),
+        "{first:?}"
+    );
+    let market_before = documents(&test_db.db, "sales_records_market").await;
+    let market_meta_before = metadata(&test_db.db, "view-market-1").await.unwrap();
+    assert_eq!(market_before.len(), 3);
+    assert_eq!(market_meta_before.get_str("source_type").unwrap(), "google_sheets");
+
+    // Market's spreadsheet is no longer shared; Signal's data changes.
+    fake.script(SHEET_B, Endpoint::Metadata, [Fault::Forbidden]);
+    let mut changed = sales_rows("Q1");
+    changed.push(vec![json!("Q1 Hooli"), json!("F Inbox")]);
+    fake.add_spreadsheet(
+        SHEET_A,
+        FakeSpreadsheet {
+            time_zone: "Europe/Paris".to_owned(),
+            tabs: vec![tab(17, "It's Q1", changed)],
+        },
+    );
+    let second = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
+    let market = second.iter().find(|report| report.view == "Market").unwrap();
+    assert_eq!(market.outcome, Outcome::Failed);
+    assert!(market.error.as_deref().unwrap().contains(CLIENT_EMAIL), "{market:?}");
+    let signal = second.iter().find(|report| report.view == "Signal").unwrap();
+    assert_eq!(signal.outcome, Outcome::Success, "the other view goes on");
+    assert_eq!(documents(&test_db.db, "sales_records_signal").await.len(), 4);
+    assert_eq!(documents(&test_db.db, "sales_records_market").await, market_before);
+    assert_eq!(
+        metadata(&test_db.db, "view-market-1").await.unwrap(),
+        market_meta_before
+    );
+    assert_eq!(fake.seen().token_requests, 1);
+    test_db.drop().await;
+}
+
+fn run_binary(args: &[&str], config_file: &std::path::Path, test_db: &GoogleTestDb) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_sheetsync"))
+        .args(args)
+        .arg("--config")
+        .arg(config_file)
+        .env("MONGO_URL", &test_db.url)
+        .env("DB_NAME", &test_db.name)
+        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
+        .env_remove("SHEETSYNC_SHEETS_API_URL")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env_remove("SHEETSYNC_CONFIG")
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sheetsync_sync_and_check_against_the_fake_google() {
+    let fake = FakeGoogle::start().await;
+    two_spreadsheets(&fake);
+    let test_db = GoogleTestDb::new("binary").await;
+    insert_views(&test_db.db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_file = dir.path().join("sheetsync.toml");
+    std::fs::write(
+        &config_file,
+        format!(
+            "[google]\nkey_file = {:?}\napi_url = {:?}\nretry_base_delay_ms = 10\n",
+            fake.key_file.display().to_string(),
+            fake.api_url
+        ),
+    )
+    .unwrap();
+
+    let (config_path, db_url, db_name) = (config_file.clone(), test_db.url.clone(), test_db.name.clone());
+    let handle = GoogleTestDb {
+        url: db_url,
+        name: db_name,
+        db: test_db.db.clone(),
+    };
+    let (sync, handle) = tokio::task::spawn_blocking(move || (run_binary(&["sync"], &config_path, &handle), handle))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&sync.stdout);
+    assert!(
+        !String::from_utf8_lossy(&sync.stderr).contains("unknown field `google`"),
+        "{} is not this branch's build: another checkout sharing CARGO_TARGET_DIR replaced it; rebuild and rerun",
+        env!("CARGO_BIN_EXE_sheetsync")
+    );
+    assert!(
+        sync.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&sync.stderr)
+    );
+    assert!(stdout.contains("2 view(s) synced, 0 failed"), "{stdout}");
+
+    let signal = documents(&test_db.db, "sales_records_signal").await;
+    let clients: Vec<&str> = signal.iter().map(|record| record.get_str("client").unwrap()).collect();
+    assert_eq!(clients, ["Q1 Acme", "Q1 Globex", "Q1 Initech"]);
+    let acme = &signal[0];
+    assert_eq!(acme.get_str("stage").unwrap(), "B Legals");
+    assert_eq!(acme.get_f64("pipeline").unwrap(), 60000.0);
+    assert_eq!(
+        acme.get_datetime("discovery_date").unwrap().timestamp_millis(),
+        Utc.with_ymd_and_hms(2025, 1, 10, 0, 0, 0).unwrap().timestamp_millis(),
+        "serial 45667 is 2025-01-10"
+    );
+    assert_eq!(acme.get_str("month").unwrap(), "2025-01");
+    assert_eq!(signal[1].get_str("stage").unwrap(), "Lost");
+    assert_eq!(signal[1].get("pipeline"), Some(&Bson::Null), "padded cell is null");
+    assert_eq!(
+        signal[2].get_datetime("discovery_date").unwrap().timestamp_millis(),
+        Utc.with_ymd_and_hms(2025, 1, 15, 11, 0, 0).unwrap().timestamp_millis(),
+        "noon in Paris in winter"
+    );
+    let market = documents(&test_db.db, "sales_records_market").await;
+    assert_eq!(
+        market[0].get_str("client").unwrap(),
+        "Market Acme",
+        "gid=5 is the Market tab"
+    );
+
+    let meta = metadata(&test_db.db, "view-signal-1").await.unwrap();
+    assert_eq!(meta.get_str("source_type").unwrap(), "google_sheets");
+    assert_eq!(meta.get_i64("records_count").unwrap(), 3);
+    assert!(meta.get_str("source_url").unwrap().contains(SHEET_A));
+
+    // check: both views reachable, then Market's spreadsheet unshared.
+    let config_path = config_file.clone();
+    let (check, handle) = tokio::task::spawn_blocking(move || (run_binary(&["check"], &config_path, &handle), handle))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(
+        check.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("key loads (service account {CLIENT_EMAIL}), spreadsheet reachable, tab \"It's Q1\" found, time zone Europe/Paris")),
+        "{stdout}"
+    );
+    fake.script(SHEET_B, Endpoint::Metadata, [Fault::Forbidden]);
+    let config_path = config_file.clone();
+    let (check, handle) = tokio::task::spawn_blocking(move || (run_binary(&["check"], &config_path, &handle), handle))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(!check.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "error: spreadsheet {SHEET_B} is not shared with the service account {CLIENT_EMAIL}; share it (Viewer) with that address"
+        )),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("PRIVATE KEY") && !stdout.contains("fake-access-token"));
+    assert!(!String::from_utf8_lossy(&check.stderr).contains("fake-access-token"));
+    handle.drop().await;
+}
