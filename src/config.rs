@@ -37,6 +37,8 @@ pub struct Config {
     pub sync: SyncSettings,
     /// Per-view overrides, by view name as the `views` collection spells it.
     pub views: BTreeMap<String, ViewOverride>,
+    /// `sheetsync run`: schedule, HTTP server, lifecycle.
+    pub daemon: DaemonSettings,
     /// The Google Sheets API source.
     pub google: GoogleSettings,
 }
@@ -149,6 +151,108 @@ pub struct ViewOverride {
     pub sheet_name: Option<String>,
 }
 
+/// The `[daemon]` section: what `sheetsync run` needs beyond a sync.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonSettings {
+    /// Cron expression (seconds optional), evaluated in `time_zone`.
+    pub schedule: String,
+    /// IANA time zone name the schedule is read in.
+    pub time_zone: String,
+    /// At start, sync at once every view whose last success is older than the
+    /// most recent scheduled slot.
+    pub catch_up: bool,
+    /// Address of the HTTP server (health, status, metrics, admin);
+    /// `SHEETSYNC_LISTEN` overrides it. Port 0 picks a free port.
+    pub listen: String,
+    /// File holding the admin token (`SHEETSYNC_ADMIN_TOKEN` wins). Without a
+    /// token the admin endpoints are off.
+    pub admin_token_file: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, how long a running sync may take to finish.
+    pub shutdown_grace_secs: u64,
+    /// Lifetime of a view's lease in `sync_locks`; renewed at a third of it.
+    pub lease_secs: u64,
+    /// First and longest wait between attempts while MongoDB is unreachable.
+    pub retry_min_secs: u64,
+    pub retry_max_secs: u64,
+    /// The resolved admin token; never deserialized, never printed.
+    #[serde(skip)]
+    pub admin_token: Option<AdminToken>,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        DaemonSettings {
+            schedule: "0 0 12,20 * * *".to_owned(),
+            time_zone: "Europe/Paris".to_owned(),
+            catch_up: true,
+            listen: "127.0.0.1:8080".to_owned(),
+            admin_token_file: None,
+            shutdown_grace_secs: 120,
+            lease_secs: 60,
+            retry_min_secs: 1,
+            retry_max_secs: 60,
+            admin_token: None,
+        }
+    }
+}
+
+impl DaemonSettings {
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+
+    pub fn retry_min(&self) -> Duration {
+        Duration::from_secs(self.retry_min_secs)
+    }
+
+    pub fn retry_max(&self) -> Duration {
+        Duration::from_secs(self.retry_max_secs)
+    }
+}
+
+impl std::fmt::Debug for DaemonSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaemonSettings")
+            .field("schedule", &self.schedule)
+            .field("time_zone", &self.time_zone)
+            .field("catch_up", &self.catch_up)
+            .field("listen", &self.listen)
+            .field("admin_token_file", &self.admin_token_file)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("lease_secs", &self.lease_secs)
+            .field("retry_min_secs", &self.retry_min_secs)
+            .field("retry_max_secs", &self.retry_max_secs)
+            .field("admin_token", &self.admin_token)
+            .finish()
+    }
+}
+
+/// The admin endpoints' bearer token. Its `Debug` never shows it, and it is
+/// only ever compared in constant time.
+#[derive(Clone)]
+pub struct AdminToken(String);
+
+impl AdminToken {
+    /// True when `candidate` is the token; the time taken does not depend on
+    /// where the two differ.
+    pub fn matches(&self, candidate: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        // Lengths are compared in the open: they are not the secret.
+        self.0.len() == candidate.len() && bool::from(self.0.as_bytes().ct_eq(candidate.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
@@ -160,6 +264,7 @@ struct FileConfig {
     views: BTreeMap<String, ViewOverride>,
     #[serde(default)]
     google: GoogleSettings,
+    daemon: DaemonSettings,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +318,28 @@ impl Config {
         if let Some(url) = non_empty("SHEETSYNC_SHEETS_API_URL") {
             google.api_url = url;
         }
+        let mut daemon = parsed.daemon;
+        if let Some(listen) = non_empty("SHEETSYNC_LISTEN") {
+            daemon.listen = listen.trim().to_owned();
+        }
+        daemon.admin_token = match (non_empty("SHEETSYNC_ADMIN_TOKEN"), &daemon.admin_token_file) {
+            (Some(token), _) => Some(AdminToken(token.trim().to_owned())),
+            (None, Some(file)) => {
+                let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+                    path: file.clone(),
+                    source,
+                })?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(ConfigError::Invalid(format!(
+                        "daemon.admin_token_file {} is empty",
+                        file.display()
+                    )));
+                }
+                Some(AdminToken(token.to_owned()))
+            }
+            (None, None) => None,
+        };
         let config = Config {
             mongo_url: non_empty("MONGO_URL")
                 .or(parsed.mongo.url)
@@ -223,6 +350,7 @@ impl Config {
             sync: parsed.sync,
             views: parsed.views,
             google,
+            daemon,
         };
         config.validate()?;
         Ok(config)
@@ -262,6 +390,7 @@ impl Config {
                 "google.max_attempts and google.request_timeout_ms must be at least 1".to_owned(),
             ));
         }
+        self.validate_daemon()?;
         for (view, settings) in &self.views {
             if let Some(collection) = &settings.collection {
                 check_name(&format!("views.\"{view}\".collection"), collection, &['$'])?;
@@ -271,6 +400,26 @@ impl Config {
                     )));
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn validate_daemon(&self) -> Result<(), ConfigError> {
+        let daemon = &self.daemon;
+        crate::daemon::schedule::Schedule::parse(&daemon.schedule, &daemon.time_zone)
+            .map_err(|error| ConfigError::Invalid(error.to_string()))?;
+        if daemon.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "daemon.listen (or SHEETSYNC_LISTEN) {:?} is not an address like 127.0.0.1:8080",
+                daemon.listen
+            )));
+        }
+        if daemon.lease_secs < 3 || daemon.retry_min_secs == 0 || daemon.retry_max_secs < daemon.retry_min_secs {
+            return Err(ConfigError::Invalid(
+                "daemon.lease_secs must be at least 3, daemon.retry_min_secs at least 1 and \
+                 daemon.retry_max_secs at least daemon.retry_min_secs"
+                    .to_owned(),
+            ));
         }
         Ok(())
     }
@@ -289,6 +438,7 @@ impl std::fmt::Debug for Config {
             .field("sync", &self.sync)
             .field("views", &self.views)
             .field("google", &self.google)
+            .field("daemon", &self.daemon)
             .finish()
     }
 }
@@ -431,6 +581,58 @@ mod tests {
             ("[google]\nmax_attempts = 0", "google.max_attempts"),
             ("[google]\nkey = \"x\"", "unknown field"),
         ] {
+            let error = Config::resolve(Some((text, path)), env(&[])).unwrap_err().to_string();
+            assert!(error.contains(expected), "{error:?} should mention {expected:?}");
+        }
+    }
+
+    #[test]
+    fn daemon_defaults_env_and_file() {
+        let config = Config::resolve(None, env(&[])).unwrap();
+        assert_eq!(config.daemon.schedule, "0 0 12,20 * * *");
+        assert_eq!(config.daemon.time_zone, "Europe/Paris");
+        assert!(config.daemon.catch_up);
+        assert_eq!(config.daemon.listen, "127.0.0.1:8080");
+        assert!(config.daemon.admin_token.is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "from-file\n").unwrap();
+        let text = format!(
+            "[daemon]\nlisten = \"0.0.0.0:9000\"\ncatch_up = false\nadmin_token_file = {:?}\n",
+            token_file.display().to_string()
+        );
+        let path = Path::new("daemon.toml");
+        let from_file = Config::resolve(Some((&text, path)), env(&[])).unwrap();
+        assert_eq!(from_file.daemon.listen, "0.0.0.0:9000");
+        assert!(!from_file.daemon.catch_up);
+        assert!(from_file.daemon.admin_token.as_ref().unwrap().matches("from-file"));
+        let from_env = Config::resolve(
+            Some((&text, path)),
+            env(&[
+                ("SHEETSYNC_LISTEN", "127.0.0.1:7000"),
+                ("SHEETSYNC_ADMIN_TOKEN", "s3cret-token"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(from_env.daemon.listen, "127.0.0.1:7000");
+        let token = from_env.daemon.admin_token.as_ref().unwrap();
+        assert!(token.matches("s3cret-token"));
+        assert!(!token.matches("s3cret-tokem"));
+        assert!(!token.matches("s3cret"));
+        assert!(!format!("{from_env:?}").contains("s3cret-token"));
+    }
+
+    #[test]
+    fn daemon_rejects_bad_schedule_zone_and_address() {
+        let path = Path::new("bad.toml");
+        let cases = [
+            ("[daemon]\nschedule = \"not a cron\"", "schedule"),
+            ("[daemon]\ntime_zone = \"Europe/Pariss\"", "Europe/Pariss"),
+            ("[daemon]\nlisten = \"localhost\"", "daemon.listen"),
+            ("[daemon]\nlease = 5", "unknown field"),
+        ];
+        for (text, expected) in cases {
             let error = Config::resolve(Some((text, path)), env(&[])).unwrap_err().to_string();
             assert!(error.contains(expected), "{error:?} should mention {expected:?}");
         }

@@ -7,13 +7,16 @@
 //! views -> source (csv, Google Sheets) -> table -> mapping -> store::apply -> store::{metadata, runs}
 //! ```
 //!
-//! [`sync::Syncer`] drives one cycle through them.
+//! [`sync::Syncer`] drives one cycle through them; [`daemon`] wraps it in a
+//! scheduled, observable, multi-replica-safe service (`sheetsync run`).
 
 pub mod config;
+pub mod daemon;
 pub mod mapping;
 pub mod redact;
 pub mod source;
 pub mod store;
 pub mod sync;
+pub mod telemetry;
 pub mod tls;
 pub mod views;

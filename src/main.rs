@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use sheetsync::config::Config;
+use sheetsync::daemon::schedule::Schedule;
 use sheetsync::mapping::sales::SALES_RECORDS;
 use sheetsync::source::{SourceSpec, Sources};
 use sheetsync::store;
@@ -56,6 +57,23 @@ enum Command {
     EnsureIndexes,
     /// Validate the configuration, reach MongoDB and list the views.
     Check,
+    /// Run as a service: scheduled syncs, signals, HTTP health/metrics/admin.
+    Run,
+    /// Print the schedule's next fire times (in its zone, then in UTC).
+    NextRuns {
+        /// How many fire times to print.
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+        /// Start after this moment (RFC 3339) instead of now.
+        #[arg(long, value_name = "RFC3339")]
+        from: Option<String>,
+    },
+    /// Exit 0 when a running daemon answers on /healthz (container checks).
+    Health {
+        /// The URL to probe; default: /healthz on the configured listen address.
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -105,7 +123,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let syncer = syncer(config).await?;
             let reports = syncer
-                .sync(&views, Trigger::Cli, SyncOptions { dry_run, force })
+                .sync(
+                    &views,
+                    Trigger::Cli,
+                    SyncOptions {
+                        dry_run,
+                        force,
+                        run_id: None,
+                    },
+                )
                 .await?;
             if json {
                 let all_ok = reports.iter().all(|report| report.succeeded());
@@ -127,6 +153,61 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => check(config).await,
+        Command::Run => {
+            sheetsync::daemon::run(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::NextRuns { count, from } => next_runs(&config, count, from.as_deref()),
+        Command::Health { url } => health(&config, url).await,
+    }
+}
+
+fn next_runs(config: &Config, count: usize, from: Option<&str>) -> anyhow::Result<ExitCode> {
+    let schedule = Schedule::parse(&config.daemon.schedule, &config.daemon.time_zone)?;
+    let from = match from {
+        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .with_context(|| format!("--from {text:?} is not an RFC 3339 time like 2027-03-28T00:00:00+01:00"))?
+            .with_timezone(&chrono::Utc),
+        None => chrono::Utc::now(),
+    };
+    for time in schedule.upcoming(from, count) {
+        println!(
+            "{} {}",
+            time.to_rfc3339(),
+            time.with_timezone(&chrono::Utc)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn health(config: &Config, url: Option<String>) -> anyhow::Result<ExitCode> {
+    let url = url.unwrap_or_else(|| {
+        let listen = config
+            .daemon
+            .listen
+            .replace("0.0.0.0:", "127.0.0.1:")
+            .replace("[::]:", "[::1]:");
+        format!("http://{listen}/healthz")
+    });
+    sheetsync::tls::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+        .context("building the HTTP client")?;
+    match client.get(&url).send().await {
+        Ok(response) if response.status().is_success() => {
+            println!("{url}: {}", response.status());
+            Ok(ExitCode::SUCCESS)
+        }
+        Ok(response) => {
+            println!("{url}: {}", response.status());
+            Ok(ExitCode::FAILURE)
+        }
+        Err(error) => {
+            println!("{url}: {}", error.without_url());
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 

@@ -31,12 +31,30 @@ pub enum Trigger {
     Startup,
 }
 
+impl Trigger {
+    /// The name logs, metrics and the history use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Cli => "cli",
+            Trigger::Schedule => "schedule",
+            Trigger::CatchUp => "catch_up",
+            Trigger::Signal => "signal",
+            Trigger::Admin => "admin",
+            Trigger::Startup => "startup",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SyncOptions {
     /// Read, map and compare, but write nothing.
     pub dry_run: bool,
     /// Apply even when the shrink guard would refuse.
     pub force: bool,
+    /// The run id to record when exactly one view is synced (the daemon
+    /// hands ids out before the run starts); otherwise each view gets a
+    /// fresh one.
+    pub run_id: Option<Uuid>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -82,15 +100,25 @@ pub struct ViewReport {
     pub duration_ms: u64,
 }
 
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::DryRun => "dry_run",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
 impl ViewReport {
-    fn new(plan: &ViewPlan, trigger: Trigger) -> ViewReport {
+    fn new(plan: &ViewPlan, trigger: Trigger, run_id: Option<Uuid>) -> ViewReport {
         let target = match &plan.resolution {
             Resolution::Sync(target) => Some(target),
             _ => None,
         };
         let now = Utc::now();
         ViewReport {
-            run_id: Uuid::new_v4().simple().to_string(),
+            run_id: run_id.unwrap_or_else(Uuid::new_v4).simple().to_string(),
             view: plan.name.clone(),
             view_id: plan.view_id.clone(),
             trigger,
@@ -181,6 +209,7 @@ impl Syncer {
             .collect();
         let specs: Vec<_> = targets.iter().map(|target| &target.source).collect();
         let mut tables = self.sources.fetch_all(&specs).await.into_iter();
+        let run_id = options.run_id.filter(|_| plans.len() == 1);
 
         let mut reports = Vec::with_capacity(plans.len());
         for plan in &plans {
@@ -188,7 +217,7 @@ impl Syncer {
                 Resolution::Sync(_) => tables.next(),
                 _ => None,
             };
-            let report = self.sync_view(plan, table, trigger, options).await;
+            let report = self.sync_view(plan, table, trigger, options, run_id).await;
             log_summary(&report);
             if !options.dry_run {
                 if let Err(error) = runs::record(&self.db, &report).await {
@@ -218,9 +247,10 @@ impl Syncer {
         fetched: Option<Result<Fetched, SourceError>>,
         trigger: Trigger,
         options: SyncOptions,
+        run_id: Option<Uuid>,
     ) -> ViewReport {
         let clock = Instant::now();
-        let mut report = ViewReport::new(plan, trigger);
+        let mut report = ViewReport::new(plan, trigger, run_id);
         let outcome = match (&plan.resolution, fetched) {
             (Resolution::Sync(target), Some(fetched)) => {
                 self.apply_view(plan, target, fetched, options, &mut report).await
@@ -332,25 +362,23 @@ async fn fill_and_swap(
     Ok(())
 }
 
-/// The one line every run logs.
+/// The one line every run logs: view, trigger, outcome, counts, duration.
 fn log_summary(report: &ViewReport) {
-    let outcome = match report.outcome {
-        Outcome::Success => "success",
-        Outcome::DryRun => "dry_run",
-        Outcome::Failed => "failed",
-    };
+    let outcome = report.outcome.as_str();
+    let trigger = report.trigger.as_str();
     let changes = report.changes;
     if report.succeeded() {
         tracing::info!(
-            view = %report.view, trigger = ?report.trigger, outcome, rows = report.rows_read,
+            view = %report.view, run_id = %report.run_id, trigger, outcome, rows = report.rows_read,
             records = report.records_written, merged = report.duplicates_merged, rejected = report.rejected.len(),
             warnings = report.warnings.len(), inserted = changes.inserted, updated = changes.updated,
             removed = changes.removed, duration_ms = report.duration_ms, "sync finished"
         );
     } else {
         tracing::warn!(
-            view = %report.view, trigger = ?report.trigger, outcome, error = report.error.as_deref().unwrap_or(""),
-            duration_ms = report.duration_ms, "sync failed"
+            view = %report.view, run_id = %report.run_id, trigger, outcome, rows = report.rows_read,
+            records = report.records_written, rejected = report.rejected.len(),
+            error = report.error.as_deref().unwrap_or(""), duration_ms = report.duration_ms, "sync failed"
         );
     }
 }

@@ -407,7 +407,7 @@ async fn dry_run_writes_nothing() {
             &db,
             SyncOptions {
                 dry_run: true,
-                force: false,
+                ..SyncOptions::default()
             },
         )
         .await,

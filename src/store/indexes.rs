@@ -94,6 +94,8 @@ pub const FIXED_INDEXES: &[(&str, &[IndexSpec])] = &[
             unique(&["run_id"]),
         ],
     ),
+    // `_id` is the view id; expiry is what a takeover filters on.
+    (super::lease::SYNC_LOCKS_COLLECTION, &[plain(&["expires_at"])]),
 ];
 
 fn model(spec: &IndexSpec) -> IndexModel {

@@ -1,6 +1,7 @@
 //! The schema's `data_metadata` "last_update" record, which the dashboard
 //! shows as "data refreshed at".
 
+use chrono::{DateTime, Utc};
 use mongodb::Database;
 use mongodb::bson::{DateTime as BsonDateTime, Document, doc};
 
@@ -37,4 +38,23 @@ pub async fn record_last_update(
         .await
         .doing(|| format!("recording the last update of view {view_id} in `{DATA_METADATA_COLLECTION}`"))?;
     Ok(())
+}
+
+/// When the view was last refreshed successfully (by any process), and how
+/// many records that left; `None` when it never was.
+pub async fn last_update(db: &Database, view_id: &str) -> Result<Option<(DateTime<Utc>, i64)>, StoreError> {
+    let found = db
+        .collection::<Document>(DATA_METADATA_COLLECTION)
+        .find_one(doc! { "type": "last_update", "view_id": view_id })
+        .await
+        .doing(|| format!("reading the last update of view {view_id} from `{DATA_METADATA_COLLECTION}`"))?;
+    Ok(found.and_then(|document| {
+        let when = crate::mapping::values::from_bson_date(*document.get_datetime("last_update").ok()?)?;
+        let count = match document.get("records_count") {
+            Some(mongodb::bson::Bson::Int64(count)) => *count,
+            Some(mongodb::bson::Bson::Int32(count)) => i64::from(*count),
+            _ => 0,
+        };
+        Some((when, count))
+    }))
 }

@@ -3,6 +3,7 @@
 
 pub mod apply;
 pub mod indexes;
+pub mod lease;
 pub mod metadata;
 pub mod runs;
 
@@ -35,6 +36,22 @@ const SERVER_SELECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_
 /// Connects to `config`'s database and pings it, so that a wrong URL or a
 /// down server is reported once, up front, in words an operator can act on.
 pub async fn connect(config: &crate::config::Config) -> Result<mongodb::Database, StoreError> {
+    let url = config.redacted_mongo_url();
+    let db = client_for(config).await?;
+    ping(&db).await.map_err(|error| StoreError {
+        action: format!(
+            "connecting to {url} (is the server up, and are MONGO_URL's host, port and credentials right?)"
+        ),
+        source: error.source,
+    })?;
+    Ok(db)
+}
+
+/// The database handle without contacting the server: the driver connects
+/// lazily and reconnects by itself, which is what a long-running daemon that
+/// must survive a MongoDB outage at start needs. (A `mongodb+srv://` URL is
+/// resolved here, so DNS must answer.)
+pub async fn client_for(config: &crate::config::Config) -> Result<mongodb::Database, StoreError> {
     crate::tls::install_crypto_provider();
     let url = config.redacted_mongo_url();
     let mut options = mongodb::options::ClientOptions::parse(&config.mongo_url)
@@ -43,14 +60,7 @@ pub async fn connect(config: &crate::config::Config) -> Result<mongodb::Database
     options.app_name.get_or_insert_with(|| "sheetsync".to_owned());
     options.server_selection_timeout.get_or_insert(SERVER_SELECTION_TIMEOUT);
     let client = mongodb::Client::with_options(options).doing(|| format!("configuring the client for {url}"))?;
-    let db = client.database(&config.db_name);
-    ping(&db).await.map_err(|error| StoreError {
-        action: format!(
-            "connecting to {url} (is the server up, and are MONGO_URL's host, port and credentials right?)"
-        ),
-        source: error.source,
-    })?;
-    Ok(db)
+    Ok(client.database(&config.db_name))
 }
 
 /// One round trip to the server.

@@ -58,7 +58,7 @@ pub async fn syncer_for(config: Config) -> Syncer {
     let db = store::connect(&config).await.expect("the test server is reachable");
     Syncer {
         db,
-        sources: Sources::new(config.sync.http_timeout()).expect("HTTP client starts"),
+        sources: Sources::from_config(&config).expect("HTTP client starts"),
         config,
         profile: &SALES_RECORDS,
     }

@@ -17,6 +17,7 @@ pub mod a1;
 pub mod auth;
 pub mod retry;
 
+use crate::telemetry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -431,6 +432,7 @@ impl GoogleSheets {
             attempts += 1;
             if attempts > 1 {
                 bump(&self.stats.retries);
+                metrics::counter!(telemetry::GOOGLE_API_RETRIES).increment(1);
             }
             let outcome = self.attempt(auth, call, spreadsheet_id, &url, force_refresh).await;
             force_refresh = false;
@@ -501,6 +503,7 @@ impl GoogleSheets {
             Err(TokenFailure::Refused(error)) => return Attempt::Fatal(error),
         };
         bump(&self.stats.requests);
+        metrics::counter!(telemetry::GOOGLE_API_CALLS).increment(1);
         let sent = self
             .http
             .get(url.clone())

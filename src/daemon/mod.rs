@@ -1,0 +1,630 @@
+//! `sheetsync run`: the long-running worker.
+//!
+//! Pieces, one job each:
+//! - [`schedule`]: cron + time zone, and the pure ticker the loop below feeds;
+//! - [`state`]: single flight per view and the registry of runs;
+//! - [`http`]: health, readiness, status, metrics and admin endpoints;
+//! - [`lifecycle`]: signals and systemd notifications;
+//! - this module: wiring, the scheduler loop, jobs (a slot, the catch-up, a
+//!   refresh) and the execution of one view's run under its lease.
+
+pub mod http;
+pub mod lifecycle;
+pub mod schedule;
+pub mod state;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::mapping::sales::SALES_RECORDS;
+use crate::source::Sources;
+use crate::store::lease::Leases;
+use crate::store::{self, StoreError, metadata};
+use crate::sync::{SyncOptions, Syncer, Trigger};
+use crate::telemetry;
+use crate::views::{self, Resolution, ViewPlan};
+use lifecycle::Notifier;
+use schedule::{Schedule, Tick, Ticker};
+use state::{Admission, RunState, Runs};
+
+/// The wall clock, injectable so tests never wait for real time.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's real-time clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Schedule(#[from] schedule::ScheduleError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    #[error("cannot listen on {addr}: {source} (set daemon.listen or SHEETSYNC_LISTEN)")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("cannot install the metrics recorder: {0}")]
+    Metrics(String),
+    #[error("cannot handle signals: {0}")]
+    Signals(std::io::Error),
+    #[error("the HTTP server failed: {0}")]
+    Http(std::io::Error),
+}
+
+/// The last thing known about MongoDB.
+#[derive(Debug, Clone)]
+pub struct MongoState {
+    pub reachable: bool,
+    pub detail: String,
+    pub checked_at: Option<DateTime<Utc>>,
+}
+
+/// Everything the daemon's tasks share.
+pub struct Daemon {
+    pub syncer: Syncer,
+    pub leases: Leases,
+    pub schedule: Schedule,
+    pub runs: Runs,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: PrometheusHandle,
+    pub started_at: DateTime<Utc>,
+    pub started: Instant,
+    heartbeat: Mutex<Instant>,
+    next_run: Mutex<Option<DateTime<Utc>>>,
+    mongo: Mutex<MongoState>,
+    shutdown: watch::Sender<bool>,
+    slice: Duration,
+}
+
+impl std::fmt::Debug for Daemon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Daemon")
+            .field("owner", &self.leases.owner())
+            .field("schedule", &self.schedule)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Locks a mutex whose data stays meaningful even if a holder panicked.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How long a ping may take before MongoDB counts as unreachable.
+const PING_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often a run waiting for another process's lease looks again.
+const LEASE_POLL: Duration = Duration::from_secs(1);
+
+impl Daemon {
+    pub fn config(&self) -> &Config {
+        &self.syncer.config
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Resolves when shutdown has begun.
+    pub async fn until_shutdown(&self) {
+        let mut receiver = self.shutdown.subscribe();
+        // An error means the sender is gone, which is shutdown too.
+        let _ = receiver.wait_for(|stopping| *stopping).await;
+    }
+
+    /// Sleeps `duration`, or less if shutdown begins; true when it slept fully.
+    async fn pause(&self, duration: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(duration) => true,
+            () = self.until_shutdown() => false,
+        }
+    }
+
+    /// Age of the scheduler loop's last heartbeat.
+    pub fn heartbeat_age(&self) -> Duration {
+        lock(&self.heartbeat).elapsed()
+    }
+
+    /// The loop is alive when it beat within three slices.
+    pub fn scheduler_alive(&self) -> bool {
+        self.heartbeat_age() < self.slice * 3
+    }
+
+    pub fn next_run(&self) -> Option<DateTime<Utc>> {
+        *lock(&self.next_run)
+    }
+
+    pub fn mongo_state(&self) -> MongoState {
+        lock(&self.mongo).clone()
+    }
+
+    fn set_mongo(&self, reachable: bool, detail: String) {
+        telemetry::set_mongo_up(reachable);
+        let mut state = lock(&self.mongo);
+        if state.reachable != reachable || state.checked_at.is_none() {
+            if reachable {
+                tracing::info!("MongoDB is reachable");
+            } else {
+                tracing::warn!(reason = %detail, "MongoDB is unreachable");
+            }
+        }
+        *state = MongoState {
+            reachable,
+            detail,
+            checked_at: Some(self.clock.now()),
+        };
+    }
+
+    /// Pings MongoDB (bounded in time) and remembers the answer.
+    pub async fn check_mongo(&self) -> Result<(), String> {
+        let outcome = match tokio::time::timeout(PING_TIMEOUT, store::ping(&self.syncer.db)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!(
+                "MongoDB at {} did not answer a ping within {} s",
+                self.config().redacted_mongo_url(),
+                PING_TIMEOUT.as_secs()
+            )),
+        };
+        match &outcome {
+            Ok(()) => self.set_mongo(true, "answered a ping".to_owned()),
+            Err(error) => self.set_mongo(false, error.clone()),
+        }
+        outcome
+    }
+
+    /// Asks for a run of one view; starts it unless the view is busy (then
+    /// the request joins the view's one follow-up run). `None` once shutdown
+    /// has begun.
+    pub fn request(self: &Arc<Self>, plan: &ViewPlan, trigger: Trigger, slot: Option<DateTime<Utc>>) -> Option<Uuid> {
+        let admission = self.runs.request(&plan.name, trigger, slot, self.clock.now());
+        if let Admission::Start(id) = admission {
+            let daemon = Arc::clone(self);
+            let plan = plan.clone();
+            tokio::spawn(async move { daemon.drive(plan, id, trigger, slot).await });
+        }
+        admission.id()
+    }
+
+    /// Runs one view, then its follow-up runs, one after the other.
+    async fn drive(
+        self: Arc<Self>,
+        plan: ViewPlan,
+        mut id: Uuid,
+        mut trigger: Trigger,
+        mut slot: Option<DateTime<Utc>>,
+    ) {
+        loop {
+            self.execute(&plan, id, trigger, slot).await;
+            match self.runs.next_for(&plan.name, self.clock.now()) {
+                Some(next) => {
+                    id = next.id;
+                    trigger = next.trigger;
+                    slot = next.slot;
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// One run of one view: the lease, the "slot already done" check, the
+    /// sync with its lease renewed, and the bookkeeping.
+    async fn execute(self: &Arc<Self>, plan: &ViewPlan, id: Uuid, trigger: Trigger, slot: Option<DateTime<Utc>>) {
+        let fail = |error: String| RunState::Failed { error };
+        let view_id = plan.view_id.as_str();
+        // Views without an id cannot be leased; the engine reports them as
+        // invalid without writing anything.
+        let leased = !view_id.is_empty();
+        if leased {
+            loop {
+                if self.shutting_down() || !self.runs.is_accepting() {
+                    self.finish(id, fail("not started: sheetsync is shutting down".to_owned()));
+                    return;
+                }
+                match self.leases.try_acquire(view_id, self.clock.now()).await {
+                    Ok(true) => break,
+                    Ok(false) => {
+                        tracing::debug!(view = %plan.name, "another process is syncing this view; waiting for its lease");
+                        self.pause(LEASE_POLL).await;
+                    }
+                    Err(error) => {
+                        self.set_mongo(false, error.to_string());
+                        self.finish(id, fail(error.to_string()));
+                        return;
+                    }
+                }
+            }
+        }
+        let state = self.sync_leased(plan, id, trigger, slot).await;
+        if leased {
+            if let Err(error) = self.leases.release(view_id).await {
+                tracing::warn!(view = %plan.name, %error, "could not release the lease; it will expire");
+            }
+        }
+        self.finish(id, state);
+    }
+
+    async fn sync_leased(
+        self: &Arc<Self>,
+        plan: &ViewPlan,
+        id: Uuid,
+        trigger: Trigger,
+        slot: Option<DateTime<Utc>>,
+    ) -> RunState {
+        if let Some(slot) = slot {
+            match metadata::last_update(&self.syncer.db, &plan.view_id).await {
+                Ok(Some((done_at, _))) if done_at >= slot => {
+                    tracing::info!(
+                        view = %plan.name, trigger = trigger.as_str(), slot = %slot, synced_at = %done_at,
+                        "skipped: the view was already synced since this slot (by another replica)"
+                    );
+                    telemetry::record_skip(&plan.name);
+                    return RunState::Skipped {
+                        reason: format!("already synced at {} (slot {slot})", done_at.to_rfc3339()),
+                    };
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    self.set_mongo(false, error.to_string());
+                    return RunState::Failed {
+                        error: error.to_string(),
+                    };
+                }
+            }
+        }
+        self.runs.set_state(id, RunState::Running, self.clock.now());
+        let renewer = (!plan.view_id.is_empty()).then(|| self.spawn_renewer(plan));
+        let options = SyncOptions {
+            dry_run: false,
+            force: false,
+            run_id: Some(id),
+        };
+        let outcome = self
+            .syncer
+            .sync(std::slice::from_ref(&plan.name), trigger, options)
+            .await;
+        if let Some(renewer) = renewer {
+            renewer.abort();
+        }
+        match outcome {
+            Ok(reports) => match reports.into_iter().next() {
+                Some(report) => {
+                    telemetry::record_run(&report);
+                    RunState::Finished {
+                        report: Box::new(report),
+                    }
+                }
+                None => RunState::Failed {
+                    error: format!("view {:?} is no longer in the views collection", plan.name),
+                },
+            },
+            Err(error) => {
+                tracing::warn!(view = %plan.name, trigger = trigger.as_str(), %error, "sync could not start");
+                RunState::Failed {
+                    error: error.to_string(),
+                }
+            }
+        }
+    }
+
+    /// Renews the view's lease at a third of its lifetime while the sync runs.
+    fn spawn_renewer(self: &Arc<Self>, plan: &ViewPlan) -> tokio::task::JoinHandle<()> {
+        let daemon = Arc::clone(self);
+        let view_id = plan.view_id.clone();
+        let view = plan.name.clone();
+        let every = self.config().daemon.lease() / 3;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match daemon.leases.renew(&view_id, daemon.clock.now()).await {
+                    Ok(true) => {}
+                    Ok(false) => tracing::warn!(%view, "the lease of this view was lost while syncing"),
+                    Err(error) => tracing::warn!(%view, %error, "could not renew the lease"),
+                }
+            }
+        })
+    }
+
+    fn finish(&self, id: Uuid, state: RunState) {
+        self.runs.set_state(id, state, self.clock.now());
+    }
+
+    /// Loads the views, with MongoDB's state recorded.
+    pub async fn load_plans(&self) -> Result<Vec<ViewPlan>, String> {
+        match views::load_plans(&self.syncer.db, self.config()).await {
+            Ok(plans) => {
+                self.set_mongo(true, "answered a query".to_owned());
+                Ok(plans)
+            }
+            Err(error) => {
+                self.set_mongo(false, error.to_string());
+                Err(error.to_string())
+            }
+        }
+    }
+
+    /// A job: runs every (or the named) view for a trigger, retrying with
+    /// backoff while MongoDB is unreachable. With a `slot`, views already
+    /// synced since the slot are skipped (another replica did them). For a
+    /// catch-up, only views whose last success is older than the slot run.
+    pub async fn job(self: Arc<Self>, trigger: Trigger, slot: Option<DateTime<Utc>>) {
+        let settings = &self.config().daemon;
+        let mut backoff = settings.retry_min();
+        let mut done: Vec<String> = Vec::new();
+        let catch_up = matches!(trigger, Trigger::CatchUp);
+        let (mut synced, mut skipped) = (0usize, 0usize);
+        loop {
+            if self.shutting_down() {
+                return;
+            }
+            let mut ids = Vec::new();
+            let mut retry = false;
+            match self.load_plans().await {
+                Err(error) => {
+                    tracing::warn!(trigger = trigger.as_str(), %error, retry_in_secs = backoff.as_secs(), "cannot list the views; will retry");
+                    retry = true;
+                }
+                Ok(plans) => {
+                    for plan in plans {
+                        if matches!(plan.resolution, Resolution::Master) || done.contains(&plan.name) {
+                            continue;
+                        }
+                        let mut view_trigger = trigger;
+                        if let Some(slot) = slot {
+                            match metadata::last_update(&self.syncer.db, &plan.view_id).await {
+                                Ok(Some((at, _))) if at >= slot => {
+                                    skipped += 1;
+                                    done.push(plan.name.clone());
+                                    continue;
+                                }
+                                Ok(None) if catch_up => view_trigger = Trigger::Startup,
+                                Ok(_) => {}
+                                Err(error) => {
+                                    self.set_mongo(false, error.to_string());
+                                    retry = true;
+                                    break;
+                                }
+                            }
+                        }
+                        if let Some(id) = self.request(&plan, view_trigger, slot) {
+                            ids.push((plan.name.clone(), id));
+                        }
+                    }
+                }
+            }
+            let only_ids: Vec<Uuid> = ids.iter().map(|(_, id)| *id).collect();
+            tokio::select! {
+                () = self.runs.wait_until(|runs| runs.all_over(&only_ids)) => {}
+                () = self.until_shutdown() => return,
+            }
+            let mut failed = 0;
+            for (view, id) in ids {
+                match self.runs.get(id).map(|record| record.state) {
+                    Some(state) if state.needs_retry() => failed += 1,
+                    Some(RunState::Skipped { .. }) => {
+                        skipped += 1;
+                        done.push(view);
+                    }
+                    _ => {
+                        synced += 1;
+                        done.push(view);
+                    }
+                }
+            }
+            // Failures are retried only while MongoDB is the problem; a
+            // broken source waits for the next slot.
+            if failed > 0 && self.check_mongo().await.is_err() {
+                retry = true;
+            }
+            if !retry {
+                tracing::info!(trigger = trigger.as_str(), slot = ?slot, synced, skipped, failed, "{} done", job_name(trigger));
+                return;
+            }
+            if !self.pause(backoff).await {
+                return;
+            }
+            backoff = (backoff * 2).min(settings.retry_max());
+        }
+    }
+
+    /// The scheduler loop: reads the wall clock after every wake-up, fires a
+    /// job per due slot, sleeps in bounded slices and beats its heartbeat
+    /// (and the systemd watchdog) on every turn.
+    async fn scheduler(self: Arc<Self>, notifier: Notifier) {
+        let mut ticker = Ticker::new(self.schedule.clone(), self.clock.now(), self.slice);
+        loop {
+            *lock(&self.heartbeat) = Instant::now();
+            notifier.watchdog();
+            self.metrics.run_upkeep();
+            match ticker.tick(self.clock.now()) {
+                Tick::Fire(slot) => {
+                    tracing::info!(slot = %slot.with_timezone(&self.schedule.zone()).to_rfc3339(), "scheduled slot due");
+                    tokio::spawn(Arc::clone(&self).job(Trigger::Schedule, Some(slot)));
+                }
+                Tick::Sleep(duration) => {
+                    *lock(&self.next_run) = ticker.next_fire();
+                    if !self.pause(duration).await {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for MongoDB (with backoff), says READY, then runs the catch-up.
+    async fn start(self: Arc<Self>, notifier: Notifier) {
+        let settings = &self.config().daemon;
+        let mut backoff = settings.retry_min();
+        while let Err(error) = self.check_mongo().await {
+            tracing::warn!(%error, retry_in_secs = backoff.as_secs(), "MongoDB is not reachable yet; will retry");
+            if !self.pause(backoff).await {
+                return;
+            }
+            backoff = (backoff * 2).min(settings.retry_max());
+        }
+        notifier.ready();
+        tracing::info!("ready");
+        if let Err(error) = self.syncer.ensure_indexes(&[]).await {
+            tracing::warn!(%error, "could not create the bookkeeping indexes");
+        }
+        if !settings.catch_up {
+            return;
+        }
+        match self.schedule.latest_at_or_before(self.clock.now()) {
+            Some(slot) => self.job(Trigger::CatchUp, Some(slot)).await,
+            None => tracing::info!("catch-up: the schedule has no past slot"),
+        }
+    }
+}
+
+fn job_name(trigger: Trigger) -> &'static str {
+    match trigger {
+        Trigger::CatchUp | Trigger::Startup => "catch-up",
+        Trigger::Schedule => "scheduled run",
+        _ => "refresh",
+    }
+}
+
+/// The id this process takes leases under: host, pid and a random part.
+fn owner_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_owned());
+    let random = Uuid::new_v4().simple().to_string();
+    format!("{host}:{}:{}", std::process::id(), &random[..8])
+}
+
+fn install_metrics() -> Result<PrometheusHandle, DaemonError> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(telemetry::SYNC_DURATION.to_owned()),
+            telemetry::DURATION_BUCKETS,
+        )
+        .map_err(|error| DaemonError::Metrics(error.to_string()))?
+        .install_recorder()
+        .map_err(|error| DaemonError::Metrics(error.to_string()))?;
+    telemetry::describe();
+    Ok(handle)
+}
+
+/// Runs the daemon until SIGTERM or SIGINT; returns once it stopped cleanly
+/// (a sync still running after the grace period is abandoned: its swap had
+/// not happened, so the previous data stands).
+pub async fn run(config: Config) -> Result<(), DaemonError> {
+    crate::tls::install_crypto_provider();
+    let schedule = Schedule::parse(&config.daemon.schedule, &config.daemon.time_zone)?;
+    let mut signals = lifecycle::Signals::install().map_err(DaemonError::Signals)?;
+    let metrics = install_metrics()?;
+    let db = store::client_for(&config).await?;
+    let sources = Sources::from_config(&config)?;
+    let listen = config.daemon.listen.clone();
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|source| DaemonError::Bind {
+            addr: listen.clone(),
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(|source| DaemonError::Bind { addr: listen, source })?;
+    let notifier = Notifier::from_env();
+    let leases = Leases::new(db.clone(), owner_id(), config.daemon.lease());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (shutdown, _) = watch::channel(false);
+    let grace = config.daemon.shutdown_grace();
+    let daemon = Arc::new(Daemon {
+        syncer: Syncer {
+            db,
+            config,
+            sources,
+            profile: &SALES_RECORDS,
+        },
+        leases,
+        started_at: clock.now(),
+        clock,
+        schedule,
+        runs: Runs::default(),
+        metrics,
+        started: Instant::now(),
+        heartbeat: Mutex::new(Instant::now()),
+        next_run: Mutex::new(None),
+        mongo: Mutex::new(MongoState {
+            reachable: false,
+            detail: "not checked yet".to_owned(),
+            checked_at: None,
+        }),
+        shutdown,
+        slice: notifier.slice(schedule::MAX_SLICE),
+    });
+    tracing::info!(
+        %addr, owner = daemon.leases.owner(), schedule = daemon.schedule.expression(),
+        time_zone = %daemon.schedule.zone(), admin = daemon.config().daemon.admin_token.is_some(),
+        "HTTP server listening"
+    );
+    let server = {
+        let daemon = Arc::clone(&daemon);
+        let app = http::router(Arc::clone(&daemon));
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { daemon.until_shutdown().await })
+                .await
+        })
+    };
+    tokio::spawn(Arc::clone(&daemon).scheduler(notifier.clone()));
+    tokio::spawn(Arc::clone(&daemon).start(notifier.clone()));
+
+    loop {
+        match signals.next().await {
+            lifecycle::Signal::Refresh => {
+                tracing::info!("SIGHUP: refreshing every view");
+                tokio::spawn(Arc::clone(&daemon).job(Trigger::Signal, None));
+            }
+            lifecycle::Signal::Stop(name) => {
+                tracing::info!(
+                    signal = name,
+                    grace_secs = grace.as_secs(),
+                    "stopping: no new work; waiting for running syncs"
+                );
+                break;
+            }
+        }
+    }
+    notifier.stopping();
+    daemon.runs.stop_accepting();
+    let drained = tokio::select! {
+        () = daemon.runs.wait_until(Runs::is_idle) => true,
+        () = tokio::time::sleep(grace) => false,
+        _ = signals.next_stop() => false,
+    };
+    if !drained {
+        tracing::warn!(
+            views = ?daemon.runs.running(),
+            "abandoning running sync(s): their collection swap had not happened, the previous data stands"
+        );
+    }
+    daemon.shutdown.send_replace(true);
+    match tokio::time::timeout(Duration::from_secs(5), server).await {
+        Ok(Ok(Err(error))) => return Err(DaemonError::Http(error)),
+        Ok(_) => {}
+        Err(_) => tracing::warn!("the HTTP server did not stop within 5 s; exiting anyway"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

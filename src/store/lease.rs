@@ -1,0 +1,107 @@
+//! Per-view leases in `sync_locks`, so that several `sheetsync run`
+//! processes against one database never sync the same view at once.
+//!
+//! One document per view: `{ _id: view_id, owner, expires_at, acquired_at }`.
+//! A lease is taken when there is none, when it has expired, or when the
+//! caller already owns it; it is renewed while the sync runs and deleted when
+//! it ends. A process that dies leaves a lease that simply expires.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use mongodb::Database;
+use mongodb::bson::{Document, doc};
+use mongodb::error::{ErrorKind, WriteFailure};
+
+use super::{Doing, StoreError};
+use crate::mapping::values::to_bson_date;
+
+pub const SYNC_LOCKS_COLLECTION: &str = "sync_locks";
+
+/// Server error code of a duplicate key.
+const DUPLICATE_KEY: i32 = 11000;
+
+/// Who asks for leases: one per process.
+#[derive(Debug, Clone)]
+pub struct Leases {
+    db: Database,
+    owner: String,
+    ttl: Duration,
+}
+
+impl Leases {
+    pub fn new(db: Database, owner: String, ttl: Duration) -> Leases {
+        Leases { db, owner, ttl }
+    }
+
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    fn expiry(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::seconds(60))
+    }
+
+    /// Takes the lease of `view_id` if it is free, expired or already ours.
+    /// `Ok(false)` means another process holds it.
+    pub async fn try_acquire(&self, view_id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let locks = self.db.collection::<Document>(SYNC_LOCKS_COLLECTION);
+        let expires_at = to_bson_date(self.expiry(now));
+        let acquired_at = to_bson_date(now);
+        let inserted = locks
+            .insert_one(doc! {
+                "_id": view_id, "owner": &self.owner, "expires_at": expires_at, "acquired_at": acquired_at,
+            })
+            .await;
+        match inserted {
+            Ok(_) => return Ok(true),
+            Err(error) if is_duplicate_key(&error) => {}
+            Err(error) => return Err(error).doing(|| format!("taking the lease of view {view_id}")),
+        }
+        // Someone holds (or held) it: take it over only if expired or ours.
+        let taken = locks
+            .update_one(
+                doc! {
+                    "_id": view_id,
+                    "$or": [ { "owner": &self.owner }, { "expires_at": { "$lt": to_bson_date(now) } } ],
+                },
+                doc! { "$set": { "owner": &self.owner, "expires_at": expires_at, "acquired_at": acquired_at } },
+            )
+            .await
+            .doing(|| format!("taking over the lease of view {view_id}"))?;
+        Ok(taken.matched_count == 1)
+    }
+
+    /// Pushes the expiry forward; `Ok(false)` means the lease was lost (it
+    /// expired and another process took it).
+    pub async fn renew(&self, view_id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let renewed = self
+            .db
+            .collection::<Document>(SYNC_LOCKS_COLLECTION)
+            .update_one(
+                doc! { "_id": view_id, "owner": &self.owner },
+                doc! { "$set": { "expires_at": to_bson_date(self.expiry(now)) } },
+            )
+            .await
+            .doing(|| format!("renewing the lease of view {view_id}"))?;
+        Ok(renewed.matched_count == 1)
+    }
+
+    /// Gives the lease back (only if still ours).
+    pub async fn release(&self, view_id: &str) -> Result<(), StoreError> {
+        self.db
+            .collection::<Document>(SYNC_LOCKS_COLLECTION)
+            .delete_one(doc! { "_id": view_id, "owner": &self.owner })
+            .await
+            .doing(|| format!("releasing the lease of view {view_id}"))?;
+        Ok(())
+    }
+}
+
+fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
+    match error.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(write)) => write.code == DUPLICATE_KEY,
+        ErrorKind::Command(command) => command.code == DUPLICATE_KEY,
+        _ => error.to_string().contains("E11000"),
+    }
+}

@@ -1,0 +1,395 @@
+//! `sheetsync run` as a process: signals, admin API, readiness, shutdown and
+//! several replicas, against a real MongoDB wire-protocol server.
+
+#[path = "common/daemon_proc.rs"]
+mod daemon_proc;
+
+use std::process::Command;
+
+use daemon_proc::*;
+use mongodb::bson::{Document, doc};
+use serde_json::Value;
+
+async fn runs_of(db: &mongodb::Database, filter: Document) -> Vec<Document> {
+    use futures_util::TryStreamExt;
+    db.collection::<Document>("sync_runs")
+        .find(filter)
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+#[test]
+fn next_runs_prints_paris_times_right_across_dst() {
+    let output = Command::new(env!("CARGO_BIN_EXE_sheetsync"))
+        .args(["next-runs", "--count", "4", "--from", "2027-03-27T13:00:00+01:00"])
+        .env_remove("SHEETSYNC_CONFIG")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "2027-03-27T20:00:00+01:00 2027-03-27T19:00:00Z\n\
+         2027-03-28T12:00:00+02:00 2027-03-28T10:00:00Z\n\
+         2027-03-28T20:00:00+02:00 2027-03-28T18:00:00Z\n\
+         2027-03-29T12:00:00+02:00 2027-03-29T10:00:00Z\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "[daemon]\nschedule = \"0 0 12,20 * * *\"\ntime_zone = \"Europe/Paris\"\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sheetsync"))
+        .args([
+            "next-runs",
+            "--count",
+            "3",
+            "--from",
+            "2027-10-31T00:00:00+02:00",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        "2027-10-31T12:00:00+01:00 2027-10-31T11:00:00Z\n\
+         2027-10-31T20:00:00+01:00 2027-10-31T19:00:00Z\n\
+         2027-11-01T12:00:00+01:00 2027-11-01T11:00:00Z\n"
+    );
+    let bad = Command::new(env!("CARGO_BIN_EXE_sheetsync"))
+        .args(["next-runs", "--from", "yesterday"])
+        .env_remove("SHEETSYNC_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_syncs_every_view_and_admin_is_off_without_token() {
+    let url = mongo_url();
+    let name = unique_db("sighup");
+    let db = database(&url, &name).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (organic, signal) = (dir.path().join("organic.csv"), dir.path().join("signal.csv"));
+    write_csv(&organic, 5, "v1");
+    write_csv(&signal, 3, "v1");
+    insert_views(
+        &db,
+        &[
+            ("view-organic", "Organic", &organic),
+            ("view-signal", "Signal", &signal),
+        ],
+    )
+    .await;
+    let config = write_config(dir.path(), &url, &name, "catch_up = false");
+    let mut daemon = DaemonProc::start(&config, &[]);
+    daemon.wait_log("ready");
+    let client = http();
+    assert_eq!(
+        client
+            .get(format!("{}/healthz", daemon.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // No token configured: the admin endpoints do not exist.
+    let refresh = client
+        .post(format!("{}/admin/refresh", daemon.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refresh.status(), 404);
+    assert!(
+        runs_of(&db, doc! {}).await.is_empty(),
+        "catch-up is off: nothing ran yet"
+    );
+
+    daemon.signal(libc::SIGHUP);
+    let runs = eventually("two runs after SIGHUP", || async {
+        let runs = runs_of(&db, doc! { "trigger": "signal" }).await;
+        (runs.len() == 2).then_some(runs)
+    })
+    .await;
+    assert!(
+        runs.iter().all(|run| run.get_str("outcome") == Ok("success")),
+        "{runs:?}"
+    );
+    let records = db
+        .collection::<Document>("sales_records")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(records, 5);
+    let signal_records = db
+        .collection::<Document>("sales_records_signal")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(signal_records, 3);
+    eventually("the signal refresh to finish", || async {
+        (daemon.count_logs("refresh done") == 1).then_some(())
+    })
+    .await;
+    // The status and metrics show it.
+    let status: Value = client
+        .get(format!("{}/status", daemon.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
+    let views = status["views"].as_array().unwrap();
+    assert_eq!(views.len(), 2, "{status}");
+    let organic_status = views.iter().find(|view| view["name"] == "Organic").unwrap();
+    assert_eq!(organic_status["last_run"]["outcome"], "success", "{status}");
+    assert_eq!(organic_status["records_count"], 5, "{status}");
+    assert!(organic_status["last_success"].is_string(), "{status}");
+    assert!(organic_status["next_run"].is_string(), "{status}");
+    let metrics = client
+        .get(format!("{}/metrics", daemon.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "sheetsync_sync_runs_total{view=\"Organic\",trigger=\"signal\",outcome=\"success\"} 1",
+        "sheetsync_records_written_total{view=\"Signal\"} 3",
+        "sheetsync_sync_duration_seconds_bucket{view=\"Organic\"",
+        "sheetsync_last_success_timestamp_seconds{view=\"Organic\"}",
+        "sheetsync_rows_rejected_total{view=\"Organic\"} 0",
+        "sheetsync_google_api_calls_total 0",
+        "sheetsync_google_api_retries_total 0",
+        "# HELP sheetsync_google_api_calls_total",
+    ] {
+        assert!(metrics.contains(expected), "{expected:?} missing from:\n{metrics}");
+    }
+    // `sheetsync health` probes it.
+    let health = Command::new(env!("CARGO_BIN_EXE_sheetsync"))
+        .args(["health", "--url", &format!("{}/healthz", daemon.base)])
+        .output()
+        .unwrap();
+    assert!(health.status.success(), "{}", String::from_utf8_lossy(&health.stdout));
+    daemon.stop();
+    let health = Command::new(env!("CARGO_BIN_EXE_sheetsync"))
+        .args(["health", "--url", "http://127.0.0.1:9/healthz"])
+        .output()
+        .unwrap();
+    assert!(!health.status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_refresh_needs_the_right_token() {
+    let url = mongo_url();
+    let name = unique_db("admin");
+    let db = database(&url, &name).await;
+    let dir = tempfile::tempdir().unwrap();
+    let organic = dir.path().join("organic.csv");
+    write_csv(&organic, 4, "v1");
+    insert_views(&db, &[("view-organic", "Organic", &organic)]).await;
+    let config = write_config(dir.path(), &url, &name, "catch_up = false");
+    let mut daemon = DaemonProc::start(&config, &[("SHEETSYNC_ADMIN_TOKEN", "correct-horse")]);
+    daemon.wait_log("ready");
+    let client = http();
+    let refresh = format!("{}/admin/refresh?view=Organic", daemon.base);
+    assert_eq!(client.post(&refresh).send().await.unwrap().status(), 401);
+    let wrong = client.post(&refresh).bearer_auth("correct-horsf").send().await.unwrap();
+    assert_eq!(wrong.status(), 401);
+    let unknown = client
+        .post(format!("{}/admin/refresh?view=Nope", daemon.base))
+        .bearer_auth("correct-horse")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert!(runs_of(&db, doc! {}).await.is_empty(), "refused requests run nothing");
+
+    let accepted = client.post(&refresh).bearer_auth("correct-horse").send().await.unwrap();
+    assert_eq!(accepted.status(), 202);
+    let body: Value = accepted.json().await.unwrap();
+    let runs = body["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{body}");
+    let id = runs[0]["run_id"].as_str().unwrap().to_owned();
+    let run_url = format!("{}/admin/runs/{id}", daemon.base);
+    assert_eq!(client.get(&run_url).send().await.unwrap().status(), 401);
+    let result: Value = eventually("the run to finish", || async {
+        let run: Value = client
+            .get(&run_url)
+            .bearer_auth("correct-horse")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (run["state"] == "finished").then_some(run)
+    })
+    .await;
+    assert_eq!(result["report"]["outcome"], "success", "{result}");
+    assert_eq!(
+        result["report"]["run_id"],
+        id.as_str(),
+        "the announced id is the recorded one"
+    );
+    assert_eq!(result["trigger"], "admin");
+    let stored = runs_of(&db, doc! { "run_id": &id }).await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].get_str("trigger"), Ok("admin"));
+    // Refresh all: 202 too.
+    let all = client
+        .post(format!("{}/admin/refresh", daemon.base))
+        .bearer_auth("correct-horse")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(all.status(), 202);
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readyz_follows_mongodb_down_and_back() {
+    let server = OwnServer::start();
+    let name = unique_db("readyz");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &server.url, &name, "catch_up = false");
+    let mut daemon = DaemonProc::start(&config, &[]);
+    daemon.wait_log("ready");
+    let client = http();
+    let readyz = format!("{}/readyz", daemon.base);
+    let status_of = || async {
+        let response = client.get(&readyz).send().await.unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    };
+    eventually("ready", || async { (status_of().await.0 == 200).then_some(()) }).await;
+
+    server.stop();
+    let reason = eventually("503 while MongoDB is down", || async {
+        let (code, body) = status_of().await;
+        (code == 503).then_some(body)
+    })
+    .await;
+    assert!(reason.contains("MongoDB"), "{reason}");
+    // Still alive, and says so.
+    assert_eq!(
+        client
+            .get(format!("{}/healthz", daemon.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    server.restart();
+    eventually("ready again once MongoDB is back", || async {
+        (status_of().await.0 == 200).then_some(())
+    })
+    .await;
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_during_a_sync_exits_zero_and_leaves_old_or_new_data() {
+    const OLD: usize = 50;
+    const NEW: usize = 20_000;
+    let url = mongo_url();
+    let name = unique_db("sigterm");
+    let db = database(&url, &name).await;
+    let dir = tempfile::tempdir().unwrap();
+    let organic = dir.path().join("organic.csv");
+    write_csv(&organic, OLD, "old");
+    insert_views(&db, &[("view-organic", "Organic", &organic)]).await;
+    // Catch-up syncs the old data at start; the grace period is zero, so a
+    // sync still running at SIGTERM is abandoned.
+    let config = write_config(dir.path(), &url, &name, "catch_up = true\nshutdown_grace_secs = 0");
+    let mut daemon = DaemonProc::start(&config, &[]);
+    daemon.wait_log("catch-up done");
+    let records = db.collection::<Document>("sales_records");
+    assert_eq!(
+        records.count_documents(doc! { "product": "old" }).await.unwrap(),
+        OLD as u64
+    );
+
+    write_csv(&organic, NEW, "new");
+    daemon.signal(libc::SIGHUP);
+    let client = http();
+    eventually("the view to be syncing", || async {
+        let status: Value = client
+            .get(format!("{}/status", daemon.base))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (status["running"].as_array()?.iter().any(|view| view == "Organic")).then_some(())
+    })
+    .await;
+    daemon.signal(libc::SIGTERM);
+    let status = daemon.wait_exit();
+    assert!(status.success(), "exit status {status}; log:\n{}", daemon.log_text());
+
+    let total = records.count_documents(doc! {}).await.unwrap();
+    let old = records.count_documents(doc! { "product": "old" }).await.unwrap();
+    let new = records.count_documents(doc! { "product": "new" }).await.unwrap();
+    assert!(
+        (total == OLD as u64 && old == total) || (total == NEW as u64 && new == total),
+        "a mix: {total} records, {old} old, {new} new"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_daemons_sync_each_view_once_per_trigger() {
+    let url = mongo_url();
+    let name = unique_db("replicas");
+    let db = database(&url, &name).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (organic, market) = (dir.path().join("organic.csv"), dir.path().join("market.csv"));
+    write_csv(&organic, 200, "v1");
+    write_csv(&market, 100, "v1");
+    insert_views(
+        &db,
+        &[
+            ("view-organic", "Organic", &organic),
+            ("view-market", "Market", &market),
+        ],
+    )
+    .await;
+    let config_a = write_config(dir.path(), &url, &name, "catch_up = true");
+    let dir_b = tempfile::tempdir().unwrap();
+    let config_b = write_config(dir_b.path(), &url, &name, "catch_up = true");
+    // Both start at once and both see two never-synced views to catch up.
+    let mut first = DaemonProc::start(&config_a, &[]);
+    let mut second = DaemonProc::start(&config_b, &[]);
+    first.wait_log("catch-up done");
+    second.wait_log("catch-up done");
+    for view in ["Organic", "Market"] {
+        let runs = runs_of(&db, doc! { "view": view }).await;
+        assert_eq!(
+            runs.len(),
+            1,
+            "{view}: {runs:?}\nA:\n{}\nB:\n{}",
+            first.log_text(),
+            second.log_text()
+        );
+        assert_eq!(runs[0].get_str("outcome"), Ok("success"));
+    }
+    let locks = db
+        .collection::<Document>("sync_locks")
+        .count_documents(doc! {})
+        .await
+        .unwrap();
+    assert_eq!(locks, 0, "leases are released after each run");
+    first.stop();
+    second.stop();
+}
