@@ -238,6 +238,43 @@ fn dockerfile_caches_dependencies_in_their_own_layer() {
     );
 }
 
+/// Cargo refuses to build a manifest whose explicitly declared targets are
+/// missing, so the stub layer must create every one the image does not copy.
+#[test]
+fn dockerfile_stub_layer_covers_every_declared_target() {
+    let manifest: toml::Table = toml::from_str(&read("Cargo.toml")).expect("Cargo.toml parses");
+    let stages = dockerfile();
+    let (builder, _) = builder_and_runtime(&stages);
+    let copied: Vec<&str> = builder.all("COPY").into_iter().map(|copy| copy.args.as_str()).collect();
+    let stub = builder
+        .instructions
+        .iter()
+        .find(|i| i.keyword == "RUN" && i.args.contains("scripts/build-release"))
+        .expect("a stub build");
+    for (section, folder) in [("bench", "benches"), ("test", "tests"), ("example", "examples")] {
+        let targets = manifest
+            .get(section)
+            .and_then(|value| value.as_array())
+            .cloned()
+            .unwrap_or_default();
+        for target in targets {
+            let name = target
+                .get("name")
+                .and_then(|name| name.as_str())
+                .expect("a named target");
+            let default_path = format!("{folder}/{name}.rs");
+            let path = target
+                .get("path")
+                .and_then(|path| path.as_str())
+                .unwrap_or(&default_path);
+            assert!(
+                stub.args.contains(path) || copied.iter().any(|args| args.contains(path)),
+                "Cargo.toml declares {section} `{name}` at {path}; the Dockerfile's stub layer must create it"
+            );
+        }
+    }
+}
+
 #[test]
 fn dockerfile_builds_with_the_one_release_command_that_ci_runs() {
     let script = read("scripts/build-release");
