@@ -264,6 +264,7 @@ struct FileConfig {
     views: BTreeMap<String, ViewOverride>,
     #[serde(default)]
     google: GoogleSettings,
+    #[serde(default)]
     daemon: DaemonSettings,
 }
 
@@ -654,5 +655,46 @@ mod tests {
             )
             .contains("hunter2")
         );
+    }
+}
+
+#[cfg(test)]
+mod example_file {
+    use super::*;
+
+    /// The shipped example, with every `# key = value` line under a section
+    /// header uncommented.
+    fn uncommented_example() -> String {
+        let text = include_str!("../config/sheetsync.example.toml");
+        text.lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(setting) if setting.split_once(" = ").is_some_and(|(key, _)| !key.contains(' ')) => setting,
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn example_defaults_are_the_real_defaults() {
+        let text = uncommented_example();
+        let path = Path::new("config/sheetsync.example.toml");
+        let parsed: FileConfig = toml::from_str(&text).expect("the uncommented example parses");
+        let defaults = Config::resolve(None, |_| None).unwrap();
+        assert_eq!(parsed.mongo.url.as_deref(), Some(DEFAULT_MONGO_URL));
+        assert_eq!(parsed.mongo.db_name.as_deref(), Some(DEFAULT_DB_NAME));
+        assert_eq!(format!("{:?}", parsed.sync), format!("{:?}", defaults.sync));
+        let mut google = parsed.google.clone();
+        google.key_file = None;
+        assert_eq!(
+            google, defaults.google,
+            "every [google] default but the example key path"
+        );
+        let mut daemon = parsed.daemon.clone();
+        daemon.admin_token_file = None;
+        assert_eq!(format!("{daemon:?}"), format!("{:?}", defaults.daemon));
+        assert!(parsed.views.is_empty());
+        // The example as shipped (all commented) is valid too.
+        Config::resolve(Some((include_str!("../config/sheetsync.example.toml"), path)), |_| None).unwrap();
     }
 }
