@@ -1,81 +1,117 @@
-//! End-to-end sync benchmark, run by `scripts/bench` against a local
-//! MongoDB-compatible server (`TEST_MONGO_URL`).
+//! End-to-end benchmarks, run by `scripts/bench` against a local
+//! MongoDB-compatible server (`TEST_MONGO_URL`). Each part runs the real
+//! `sheetsync` binary as a child process:
 //!
-//! For each size it generates a sales CSV, times `sheetsync sync` (first load
-//! and an unchanged second load) as a child process, reads the child's peak
-//! RSS from `wait4`, and times the baseline: the very documents the sync wrote,
-//! inserted with the driver's `insert_many` (unordered, batches of 1000) into
-//! an empty collection. Results go to stdout as a Markdown table and, with
-//! `--write PATH`, into that file.
+//! 1. CSV sync at each size: first load and an unchanged second load, with the
+//!    child's peak RSS (from `wait4`), against the baseline: the very documents
+//!    the sync wrote, inserted with the driver's `insert_many` (unordered,
+//!    batches of 1000) into an empty collection.
+//! 2. The same data served by the test fake Google Sheets server.
+//! 3. The daemon: RSS when idle after start and after 100 syncs of a 2k-row
+//!    view (each sync rewrites the view, so a leak would show).
+//! 4. Google calls per cycle of the daemon with 4 views over 2 spreadsheets.
+//!
+//! The results go to stdout as Markdown and, with `--write PATH`, to a file.
+
+#[path = "../tests/common/fake_google.rs"]
+mod fake_google;
 
 use std::fmt::Write as _;
-use std::path::Path;
-use std::process::Command;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
+use chrono::NaiveDate;
+use fake_google::{FakeGoogle, FakeSpreadsheet, FakeTab};
 use futures_util::TryStreamExt;
 use mongodb::bson::{Document, doc};
+use serde_json::{Value, json};
 
 const DEFAULT_SIZES: [usize; 3] = [10_000, 100_000, 500_000];
+const DEFAULT_SHEETS_SIZES: [usize; 2] = [10_000, 100_000];
+const DAEMON_SYNCS: usize = 100;
+const DAEMON_VIEW_ROWS: usize = 2_000;
+const ADMIN_TOKEN: &str = "bench-admin-token";
+const HEADER: [&str; 18] = [
+    "Month",
+    "Discovery Date",
+    "Client",
+    "Hubspot Link",
+    "Stage",
+    "Relevance",
+    "Show / No Show",
+    "POA Date",
+    "Expected MRR",
+    "Expected ARR",
+    "Pipeline",
+    "Type of Deal",
+    "BDR",
+    "Type of Source",
+    "Product",
+    "Owner",
+    "Supporters",
+    "Billing Start",
+];
 
 struct Measure {
     seconds: f64,
     peak_rss_mb: f64,
 }
 
-struct Row {
-    rows: usize,
-    bytes: u64,
-    first: Measure,
-    second: Measure,
-    baseline_seconds: f64,
+fn sizes(variable: &str, default: &[usize]) -> Vec<usize> {
+    match std::env::var(variable) {
+        Ok(text) if text.trim().is_empty() => Vec::new(),
+        Ok(text) => text
+            .split(',')
+            .map(|size| size.trim().parse().expect("sizes are numbers"))
+            .collect(),
+        Err(_) => default.to_vec(),
+    }
 }
 
 fn main() {
     let url = std::env::var("TEST_MONGO_URL").expect("run through scripts/bench, which sets TEST_MONGO_URL");
-    let sizes: Vec<usize> = std::env::var("BENCH_SIZES")
-        .map(|text| {
-            text.split(',')
-                .map(|size| size.trim().parse().expect("BENCH_SIZES: numbers"))
-                .collect()
-        })
-        .unwrap_or_else(|_| DEFAULT_SIZES.to_vec());
     let write_to = std::env::args().skip_while(|arg| arg != "--write").nth(1);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     let dir = tempfile::tempdir().expect("scratch dir");
+    let mut report = String::new();
 
-    let mut rows = Vec::new();
-    for &size in &sizes {
-        let path = dir.path().join(format!("sales-{size}.csv"));
-        let bytes = write_sales_csv(&path, size);
-        let db_name = format!("bench_{size}");
-        runtime.block_on(prepare_db(&url, &db_name, &path));
-        let first = run_sync(&url, &db_name);
-        let second = run_sync(&url, &db_name);
-        let baseline_seconds = runtime.block_on(baseline(&url, &db_name));
-        runtime.block_on(drop_db(&url, &db_name));
-        eprintln!(
-            "{size} rows: first {:.2}s, second {:.2}s, baseline {baseline_seconds:.2}s, peak RSS {:.0} MB",
-            first.seconds, second.seconds, first.peak_rss_mb
-        );
-        rows.push(Row {
-            rows: size,
-            bytes,
-            first,
-            second,
-            baseline_seconds,
-        });
-    }
-    let table = render(&rows);
-    println!("{table}");
+    report.push_str(&csv_table(
+        &runtime,
+        &url,
+        dir.path(),
+        &sizes("BENCH_SIZES", &DEFAULT_SIZES),
+    ));
+    report.push_str(&sheets_table(
+        &runtime,
+        &url,
+        &sizes("BENCH_SHEETS_SIZES", &DEFAULT_SHEETS_SIZES),
+    ));
+    report.push_str(&daemon_memory(&runtime, &url, dir.path()));
+    report.push_str(&google_calls(&runtime, &url, dir.path()));
+
+    println!("{report}");
     if let Some(path) = write_to {
-        std::fs::write(&path, table).expect("write the results");
+        std::fs::write(&path, report).expect("write the results");
     }
 }
 
-/// Generates `count` rows like a real export: 18 columns, 5% of rows repeat
-/// an earlier client + stage (an update further down the sheet).
-fn write_sales_csv(path: &Path, count: usize) -> u64 {
+/// One generated deal: 18 columns like the schema's.
+struct Deal {
+    client: String,
+    stage: &'static str,
+    day: u32,
+    month: u32,
+    index: usize,
+    mrr: u32,
+    bdr: &'static str,
+    source: &'static str,
+    owner: &'static str,
+}
+
+/// `count` deals; 5% repeat an earlier client + stage (an update further
+/// down the sheet), the rest are distinct.
+fn generate(count: usize) -> Vec<Deal> {
     const STAGES: [&str; 7] = [
         "F Inbox",
         "D POA Booked",
@@ -98,45 +134,95 @@ fn write_sales_csv(path: &Path, count: usize) -> u64 {
         "Léa Dubois",
         "Hélène Roy",
     ];
-    let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     let mut next = move |bound: usize| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng % bound as u64) as usize
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % bound as u64) as usize
     };
-    let mut csv = String::with_capacity(count * 240);
-    csv.push_str(
-        "Month,Discovery Date,Client,Hubspot Link,Stage,Relevance,Show / No Show,POA Date,Expected MRR,\
-         Expected ARR,Pipeline,Type of Deal,BDR,Type of Source,Product,Owner,Supporters,Billing Start\n",
-    );
-    let mut originals = Vec::new();
+    let mut deals: Vec<Deal> = Vec::with_capacity(count);
     for index in 0..count {
         let (client, stage) = if index > 20 && next(100) < 5 {
-            let (client, stage): &(String, &str) = &originals[next(originals.len())];
-            (client.clone(), *stage)
+            let earlier = &deals[next(deals.len())];
+            (earlier.client.clone(), earlier.stage)
         } else {
             let client = format!("{} {} {index}", WORDS[next(WORDS.len())], KINDS[next(KINDS.len())]);
-            let stage = STAGES[next(STAGES.len())];
-            originals.push((client.clone(), stage));
-            (client, stage)
+            (client, STAGES[next(STAGES.len())])
         };
-        let (day, month) = (1 + next(28), 1 + next(12));
-        let mrr = 500 + next(9_500);
+        deals.push(Deal {
+            client,
+            stage,
+            day: 1 + next(28) as u32,
+            month: 1 + next(12) as u32,
+            index,
+            mrr: 500 + next(9_500) as u32,
+            bdr: PEOPLE[next(PEOPLE.len())],
+            source: SOURCES[next(SOURCES.len())],
+            owner: PEOPLE[next(PEOPLE.len())],
+        });
+    }
+    deals
+}
+
+fn to_csv(deals: &[Deal], mrr_offset: u32) -> String {
+    let mut csv = String::with_capacity(deals.len() * 240);
+    csv.push_str(&HEADER.join(","));
+    csv.push('\n');
+    for deal in deals {
+        let (day, month, mrr) = (deal.day, deal.month, deal.mrr + mrr_offset);
         let _ = writeln!(
             csv,
-            "2025-{month:02},{day:02}/{month:02}/2025,{client},https://app.hubspot.com/deals/{index},{stage},High,Show,\
-             {day:02}/{month:02}/2025,\"{mrr},50\",\"{},000\",\"{},000\",New Business,{},{},Enterprise Plan,{},Support Team,\
-             01/{month:02}/2026",
+            "2025-{month:02},{day:02}/{month:02}/2025,{},https://app.hubspot.com/deals/{},{},High,Show,\
+             {day:02}/{month:02}/2025,\"{mrr},50\",\"{},000\",\"{},000\",New Business,{},{},Enterprise Plan,{},\
+             Support Team,01/{month:02}/2026",
+            deal.client,
+            deal.index,
+            deal.stage,
             mrr * 12 / 1000,
             mrr * 12 / 1000,
-            PEOPLE[next(PEOPLE.len())],
-            SOURCES[next(SOURCES.len())],
-            PEOPLE[next(PEOPLE.len())],
+            deal.bdr,
+            deal.source,
+            deal.owner,
         );
     }
-    std::fs::write(path, &csv).expect("write CSV");
-    csv.len() as u64
+    csv
+}
+
+/// The same deals as the Sheets API returns them with UNFORMATTED_VALUE and
+/// SERIAL_NUMBER: amounts as numbers, dates as serials.
+fn to_sheet_values(deals: &[Deal]) -> Vec<Vec<Value>> {
+    let epoch = NaiveDate::from_ymd_opt(1899, 12, 30).expect("valid date");
+    let serial = |year: i32, month: u32, day: u32| {
+        let date = NaiveDate::from_ymd_opt(year, month, day).expect("generated dates are valid");
+        json!((date - epoch).num_days())
+    };
+    let mut rows = vec![HEADER.iter().map(|label| json!(label)).collect::<Vec<_>>()];
+    for deal in deals {
+        let (day, month) = (deal.day, deal.month);
+        let arr = f64::from(deal.mrr) * 12.0;
+        rows.push(vec![
+            json!(format!("2025-{month:02}")),
+            serial(2025, month, day),
+            json!(deal.client),
+            json!(format!("https://app.hubspot.com/deals/{}", deal.index)),
+            json!(deal.stage),
+            json!("High"),
+            json!("Show"),
+            serial(2025, month, day),
+            json!(f64::from(deal.mrr) + 0.5),
+            json!(arr),
+            json!(arr),
+            json!("New Business"),
+            json!(deal.bdr),
+            json!(deal.source),
+            json!("Enterprise Plan"),
+            json!(deal.owner),
+            json!("Support Team"),
+            serial(2026, month, 1),
+        ]);
+    }
+    rows
 }
 
 async fn client(url: &str) -> mongodb::Client {
@@ -144,33 +230,43 @@ async fn client(url: &str) -> mongodb::Client {
     mongodb::Client::with_uri_str(url).await.expect("connect")
 }
 
-async fn prepare_db(url: &str, db_name: &str, csv: &Path) {
+async fn fresh_db(url: &str, db_name: &str, views: &[(&str, &str, &str)]) {
     let db = client(url).await.database(db_name);
     db.drop().await.expect("drop old bench db");
-    db.collection::<Document>("views")
-        .insert_one(doc! {
-            "id": "view-bench", "name": "Organic", "sheet_url": format!("file://{}", csv.display()), "is_master": false,
-        })
-        .await
-        .expect("insert view");
+    for (id, name, source) in views {
+        db.collection::<Document>("views")
+            .insert_one(doc! { "id": *id, "name": *name, "sheet_url": *source, "sheet_name": name, "is_master": false })
+            .await
+            .expect("insert view");
+    }
 }
 
 async fn drop_db(url: &str, db_name: &str) {
     client(url).await.database(db_name).drop().await.expect("drop bench db");
 }
 
+fn sheetsync(url: &str, db_name: &str, config: Option<&Path>) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sheetsync"));
+    command
+        .env("MONGO_URL", url)
+        .env("DB_NAME", db_name)
+        .env("RUST_LOG", "warn")
+        .env_remove("SHEETSYNC_CONFIG");
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    command
+}
+
 /// Times one `sheetsync sync` and reads its peak RSS.
 // The child is reaped by `wait4`, which std's `Child::wait` cannot replace
 // because it does not return the child's resource usage.
 #[allow(clippy::zombie_processes)]
-fn run_sync(url: &str, db_name: &str) -> Measure {
+fn run_sync(url: &str, db_name: &str, config: Option<&Path>) -> Measure {
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_sheetsync"))
+    let child = sheetsync(url, db_name, config)
         .args(["sync", "--json"])
-        .env("MONGO_URL", url)
-        .env("DB_NAME", db_name)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
+        .stdout(Stdio::null())
         .spawn()
         .expect("start sheetsync");
     let (status, peak_rss_kb) = wait_with_peak_rss(child.id());
@@ -214,25 +310,299 @@ async fn baseline(url: &str, db_name: &str) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-fn render(rows: &[Row]) -> String {
+fn csv_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, sizes: &[usize]) -> String {
     let mut out = String::from(
-        "| rows | CSV size | first sync | rows/s | second sync (unchanged) | baseline insert_many | sync/baseline throughput | peak RSS first | peak RSS second |\n\
+        "### CSV source\n\n\
+         | rows | CSV size | first sync | rows/s | baseline insert_many | sync/baseline throughput | \
+         second sync (unchanged) | peak RSS first | peak RSS second |\n\
          |---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
-    for row in rows {
-        let ratio = row.baseline_seconds / row.first.seconds;
+    for &size in sizes {
+        let path = dir.join(format!("sales-{size}.csv"));
+        let csv = to_csv(&generate(size), 0);
+        std::fs::write(&path, &csv).expect("write CSV");
+        let db_name = format!("bench_csv_{size}");
+        let source = format!("file://{}", path.display());
+        runtime.block_on(fresh_db(url, &db_name, &[("view-bench", "Organic", &source)]));
+        let first = run_sync(url, &db_name, None);
+        let second = run_sync(url, &db_name, None);
+        let baseline_seconds = runtime.block_on(baseline(url, &db_name));
+        runtime.block_on(drop_db(url, &db_name));
+        eprintln!(
+            "csv {size}: first {:.2}s, second {:.2}s, baseline {baseline_seconds:.2}s",
+            first.seconds, second.seconds
+        );
         let _ = writeln!(
             out,
-            "| {} | {:.1} MB | {:.2} s | {:.0} | {:.2} s | {:.2} s | {ratio:.2} | {:.0} MB | {:.0} MB |",
-            row.rows,
-            row.bytes as f64 / 1e6,
-            row.first.seconds,
-            row.rows as f64 / row.first.seconds,
-            row.second.seconds,
-            row.baseline_seconds,
-            row.first.peak_rss_mb,
-            row.second.peak_rss_mb,
+            "| {size} | {:.1} MB | {:.2} s | {:.0} | {baseline_seconds:.2} s | {:.2} | {:.2} s | {:.0} MB | {:.0} MB |",
+            csv.len() as f64 / 1e6,
+            first.seconds,
+            size as f64 / first.seconds,
+            baseline_seconds / first.seconds,
+            second.seconds,
+            first.peak_rss_mb,
+            second.peak_rss_mb,
         );
     }
+    out.push('\n');
     out
+}
+
+/// The bench's own fake Google, and a config file pointing sheetsync at it.
+fn google_config(fake: &FakeGoogle, dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join(format!("google-{}.toml", uuid::Uuid::new_v4().simple()));
+    let text = format!(
+        "[google]\nkey_file = {:?}\napi_url = {:?}\n{extra}",
+        fake.key_file.display().to_string(),
+        fake.api_url
+    );
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn sheets_table(runtime: &tokio::runtime::Runtime, url: &str, sizes: &[usize]) -> String {
+    if sizes.is_empty() {
+        return String::new();
+    }
+    let fake = runtime.block_on(FakeGoogle::start());
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let config = google_config(&fake, dir.path(), "");
+    let mut out = String::from(
+        "### Google Sheets source (the test fake Google on loopback)\n\n\
+         | rows | first sync | rows/s | second sync (unchanged) | peak RSS first |\n|---:|---:|---:|---:|---:|\n",
+    );
+    for &size in sizes {
+        let id = format!("BenchSpreadsheet{size:0>20}");
+        let tab = FakeTab {
+            sheet_id: 0,
+            title: "Organic".to_owned(),
+            values: to_sheet_values(&generate(size)),
+        };
+        fake.add_spreadsheet(
+            &id,
+            FakeSpreadsheet {
+                time_zone: "Europe/Paris".to_owned(),
+                tabs: vec![tab],
+            },
+        );
+        let db_name = format!("bench_sheets_{size}");
+        runtime.block_on(fresh_db(url, &db_name, &[("view-bench", "Organic", &id)]));
+        let first = run_sync(url, &db_name, Some(&config));
+        let second = run_sync(url, &db_name, Some(&config));
+        runtime.block_on(drop_db(url, &db_name));
+        eprintln!(
+            "sheets {size}: first {:.2}s, second {:.2}s",
+            first.seconds, second.seconds
+        );
+        let _ = writeln!(
+            out,
+            "| {size} | {:.2} s | {:.0} | {:.2} s | {:.0} MB |",
+            first.seconds,
+            size as f64 / first.seconds,
+            second.seconds,
+            first.peak_rss_mb
+        );
+    }
+    out.push('\n');
+    out
+}
+
+/// A running `sheetsync run`, stopped with SIGTERM on drop.
+struct Daemon {
+    child: Child,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Daemon {
+    fn start(url: &str, db_name: &str, dir: &Path, extra_config: &str) -> Daemon {
+        let port = free_port();
+        let config = dir.join(format!("daemon-{port}.toml"));
+        std::fs::write(
+            &config,
+            format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\ncatch_up = false\n{extra_config}"),
+        )
+        .expect("write config");
+        let child = sheetsync(url, db_name, Some(&config))
+            .arg("run")
+            .env("SHEETSYNC_ADMIN_TOKEN", ADMIN_TOKEN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the daemon");
+        Daemon {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = self.http.get(format!("{}/readyz", self.base)).send().await;
+            if ready.is_ok_and(|response| response.status().is_success()) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the daemon did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Refreshes (all views, or one) and waits until every run finished.
+    async fn refresh(&self, view: Option<&str>) {
+        let query = view.map(|view| format!("?view={view}")).unwrap_or_default();
+        let answer: Value = self
+            .http
+            .post(format!("{}/admin/refresh{query}", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("refresh")
+            .json()
+            .await
+            .expect("refresh answer");
+        let runs = answer["runs"].as_array().expect("run ids").clone();
+        for run in runs {
+            let id = run["run_id"].as_str().expect("run id");
+            loop {
+                let state: Value = self
+                    .http
+                    .get(format!("{}/admin/runs/{id}", self.base))
+                    .bearer_auth(ADMIN_TOKEN)
+                    .send()
+                    .await
+                    .expect("run state")
+                    .json()
+                    .await
+                    .expect("run state answer");
+                match state["state"].as_str() {
+                    Some("finished") => {
+                        assert_eq!(state["report"]["outcome"], "success", "{state}");
+                        break;
+                    }
+                    Some("queued" | "running") => tokio::time::sleep(Duration::from_millis(20)).await,
+                    other => panic!("run {id} ended as {other:?}: {state}"),
+                }
+            }
+        }
+    }
+
+    fn rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("proc status");
+        let kb: f64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|value| value.split_whitespace().next())
+            .and_then(|value| value.parse().ok())
+            .expect("VmRSS");
+        kb / 1024.0
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+fn daemon_memory(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path) -> String {
+    let deals = generate(DAEMON_VIEW_ROWS);
+    let path = dir.join("daemon-view.csv");
+    std::fs::write(&path, to_csv(&deals, 0)).expect("write CSV");
+    let db_name = "bench_daemon";
+    let source = format!("file://{}", path.display());
+    runtime.block_on(fresh_db(url, db_name, &[("view-bench", "Organic", &source)]));
+    let daemon = Daemon::start(url, db_name, dir, "");
+    runtime.block_on(daemon.wait_ready());
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = daemon.rss_mb();
+    let started = Instant::now();
+    for round in 0..DAEMON_SYNCS {
+        // A different amount each time: every sync rewrites the whole view.
+        std::fs::write(&path, to_csv(&deals, round as u32 + 1)).expect("write CSV");
+        runtime.block_on(daemon.refresh(Some("Organic")));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = daemon.rss_mb();
+    std::thread::sleep(Duration::from_secs(2));
+    let settled = daemon.rss_mb();
+    drop(daemon);
+    runtime.block_on(drop_db(url, db_name));
+    eprintln!("daemon: idle {idle:.1} MB, after {DAEMON_SYNCS} syncs {after:.1} MB, settled {settled:.1} MB");
+    format!(
+        "### Daemon memory\n\n\
+         | idle after start | after {DAEMON_SYNCS} syncs of a {DAEMON_VIEW_ROWS}-row view | 2 s later | time per sync |\n\
+         |---:|---:|---:|---:|\n| {idle:.1} MB | {after:.1} MB | {settled:.1} MB | {:.0} ms |\n\n",
+        elapsed * 1000.0 / DAEMON_SYNCS as f64
+    )
+}
+
+fn google_calls(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path) -> String {
+    let fake = runtime.block_on(FakeGoogle::start());
+    let small = generate(50);
+    for id in ["BenchSpreadsheetAAAAAAAAAAAAAAA", "BenchSpreadsheetBBBBBBBBBBBBBBB"] {
+        let tabs = ["Organic", "Signal"]
+            .iter()
+            .enumerate()
+            .map(|(index, title)| FakeTab {
+                sheet_id: index as i64,
+                title: title.to_string(),
+                values: to_sheet_values(&small),
+            })
+            .collect();
+        fake.add_spreadsheet(
+            id,
+            FakeSpreadsheet {
+                time_zone: "Europe/Paris".to_owned(),
+                tabs,
+            },
+        );
+    }
+    let db_name = "bench_google_calls";
+    runtime.block_on(fresh_db(
+        url,
+        db_name,
+        &[
+            ("v-organic", "Organic", "BenchSpreadsheetAAAAAAAAAAAAAAA"),
+            ("v-signal", "Signal", "BenchSpreadsheetAAAAAAAAAAAAAAA"),
+            ("v-fullfunnel", "Full Funnel", "BenchSpreadsheetBBBBBBBBBBBBBBB"),
+            ("v-market", "Market", "BenchSpreadsheetBBBBBBBBBBBBBBB"),
+        ],
+    ));
+    // Two views per spreadsheet, by tab name.
+    let views = "[views.\"Full Funnel\"]\nsheet_name = \"Organic\"\n[views.Market]\nsheet_name = \"Signal\"\n";
+    let config_text = std::fs::read_to_string(google_config(&fake, dir, views)).expect("config");
+    let daemon = Daemon::start(url, db_name, dir, &config_text);
+    runtime.block_on(daemon.wait_ready());
+    let cycles = 3;
+    let mut rows = String::new();
+    let mut before = fake.seen();
+    for cycle in 1..=cycles {
+        runtime.block_on(daemon.refresh(None));
+        let seen = fake.seen();
+        let _ = writeln!(
+            rows,
+            "| {cycle} | {} | {} | {} |",
+            seen.metadata_requests.len() - before.metadata_requests.len(),
+            seen.batch_requests.len() - before.batch_requests.len(),
+            seen.token_requests - before.token_requests,
+        );
+        before = seen;
+    }
+    drop(daemon);
+    runtime.block_on(drop_db(url, db_name));
+    format!(
+        "### Google API calls per cycle (daemon, 4 views over 2 spreadsheets)\n\n\
+         | cycle | spreadsheets.get | values:batchGet | token requests |\n|---:|---:|---:|---:|\n{rows}\n"
+    )
 }

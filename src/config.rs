@@ -438,7 +438,14 @@ impl std::fmt::Debug for Config {
             .field("db_name", &self.db_name)
             .field("sync", &self.sync)
             .field("views", &self.views)
-            .field("google", &self.google)
+            .field(
+                "google",
+                &GoogleSettings {
+                    // A proxy URL may carry credentials.
+                    api_url: redact_url(&self.google.api_url),
+                    ..self.google.clone()
+                },
+            )
             .field("daemon", &self.daemon)
             .finish()
     }

@@ -112,10 +112,7 @@ impl Outcome {
 
 impl ViewReport {
     fn new(plan: &ViewPlan, trigger: Trigger, run_id: Option<Uuid>) -> ViewReport {
-        let target = match &plan.resolution {
-            Resolution::Sync(target) => Some(target),
-            _ => None,
-        };
+        let target = plan.target();
         let now = Utc::now();
         ViewReport {
             run_id: run_id.unwrap_or_else(Uuid::new_v4).simple().to_string(),
@@ -162,6 +159,11 @@ enum ViewError {
     Apply(#[from] apply::ApplyError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(
+        "the source changed while it was being read ({planned} records planned, {found} read on the next pass); \
+         nothing was written: sync again"
+    )]
+    SourceChanged { planned: usize, found: usize },
 }
 
 /// A failure that stops the whole cycle before any view is synced.
@@ -193,20 +195,11 @@ impl Syncer {
         options: SyncOptions,
     ) -> Result<Vec<ViewReport>, SyncError> {
         let plans = views::select(views::load_plans(&self.db, &self.config).await?, names)?;
-        let plans: Vec<ViewPlan> = plans
-            .into_iter()
-            .filter(|plan| !matches!(plan.resolution, Resolution::Master))
-            .collect();
+        let plans: Vec<ViewPlan> = plans.into_iter().filter(|plan| !plan.is_master()).collect();
         if !options.dry_run {
-            self.ensure_indexes(&plans).await?;
+            self.ensure_indexes_leniently(&plans).await;
         }
-        let targets: Vec<&SyncTarget> = plans
-            .iter()
-            .filter_map(|plan| match &plan.resolution {
-                Resolution::Sync(target) => Some(target),
-                _ => None,
-            })
-            .collect();
+        let targets: Vec<&SyncTarget> = plans.iter().filter_map(ViewPlan::target).collect();
         let specs: Vec<_> = targets.iter().map(|target| &target.source).collect();
         let mut tables = self.sources.fetch_all(&specs).await.into_iter();
         let run_id = options.run_id.filter(|_| plans.len() == 1);
@@ -231,14 +224,25 @@ impl Syncer {
 
     /// Creates every schema index, for the given views' collections too.
     pub async fn ensure_indexes(&self, plans: &[ViewPlan]) -> Result<Vec<String>, StoreError> {
-        let collections: Vec<String> = plans
-            .iter()
-            .filter_map(|plan| match &plan.resolution {
-                Resolution::Sync(target) => Some(target.collection.clone()),
-                _ => None,
-            })
-            .collect();
-        indexes::ensure_all(&self.db, &collections, self.profile.indexes).await
+        indexes::ensure_all(&self.db, &target_collections(plans), self.profile.indexes).await
+    }
+
+    /// The same before a sync, where an index the data does not allow yet
+    /// (duplicate ids in an old collection, an index another tool created
+    /// with other options) must not stop the refresh that fixes the data:
+    /// each failure is logged and the cycle goes on. Staging collections get
+    /// the record indexes anyway, so a swapped-in collection always has them.
+    async fn ensure_indexes_leniently(&self, plans: &[ViewPlan]) {
+        for (collection, specs) in indexes::FIXED_INDEXES {
+            if let Err(error) = indexes::create(&self.db, collection, specs).await {
+                tracing::warn!(%error, "index creation failed; the sync goes on");
+            }
+        }
+        for collection in target_collections(plans) {
+            if let Err(error) = indexes::create(&self.db, &collection, self.profile.indexes).await {
+                tracing::warn!(%error, "index creation failed; the sync goes on and its swap brings the indexes");
+            }
+        }
     }
 
     async fn sync_view(
@@ -314,9 +318,12 @@ impl Syncer {
         if options.dry_run || !count_differs {
             let mut identities = apply::Identities::new(&plan.view_id, &existing, now);
             let mut winners = mapper.winners(&mapped, fetched.rows()?);
+            let mut found = 0;
             while let Some(record) = winners.next_record() {
                 identities.assign(record?);
+                found += 1;
             }
+            ensure_same_source(mapped.winners.len(), found)?;
             report.changes = identities.changes();
             if options.dry_run {
                 return Ok(Outcome::DryRun);
@@ -328,7 +335,14 @@ impl Syncer {
             let batch_size = self.config.sync.insert_batch_size;
             let mut staging =
                 apply::Staging::create(&self.db, &target.collection, self.profile, &report.run_id, batch_size).await?;
-            let written = fill_and_swap(&mut staging, &mut identities, mapper.winners(&mapped, fetched.rows()?)).await;
+            let winners = match fetched.rows() {
+                Ok(rows) => mapper.winners(&mapped, rows),
+                Err(error) => {
+                    staging.abandon().await;
+                    return Err(error.into());
+                }
+            };
+            let written = fill_and_swap(&mut staging, &mut identities, winners, mapped.winners.len()).await;
             if let Err(error) = written {
                 staging.abandon().await;
                 return Err(error);
@@ -336,30 +350,67 @@ impl Syncer {
             report.changes = identities.changes();
             report.swapped = true;
         }
-        metadata::record_last_update(
-            &self.db,
-            &plan.view_id,
-            target.source.source_type(),
-            &target.source_url,
-            mapped.winners.len(),
-            now,
-        )
-        .await?;
+        self.record_last_update(plan, target, mapped.winners.len()).await?;
         Ok(Outcome::Success)
+    }
+
+    /// The view's `data_metadata` entry, stamped once the data is in place.
+    /// Tried twice: after a swap, failing here leaves the dashboard showing
+    /// the previous refresh time for new data.
+    async fn record_last_update(&self, plan: &ViewPlan, target: &SyncTarget, count: usize) -> Result<(), StoreError> {
+        let record = || {
+            let source_type = target.source.source_type();
+            metadata::record_last_update(
+                &self.db,
+                &plan.view_id,
+                source_type,
+                &target.source_url,
+                count,
+                BsonDateTime::now(),
+            )
+        };
+        match record().await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::warn!(view = %plan.name, %error, "recording data_metadata failed; trying once more");
+                record().await
+            }
+        }
     }
 }
 
-/// The write pass: every winning record into staging, then the swap.
+fn target_collections(plans: &[ViewPlan]) -> Vec<String> {
+    plans
+        .iter()
+        .filter_map(ViewPlan::target)
+        .map(|target| target.collection.clone())
+        .collect()
+}
+
+/// The write pass: every winning record into staging, then the swap, unless
+/// the source no longer yields exactly the records the first pass planned.
 async fn fill_and_swap(
     staging: &mut apply::Staging,
     identities: &mut apply::Identities<'_>,
     mut winners: mapping::Winners<'_, '_>,
+    planned: usize,
 ) -> Result<(), ViewError> {
+    let mut found = 0;
     while let Some(record) = winners.next_record() {
         staging.push(identities.assign(record?)).await?;
+        found += 1;
     }
+    ensure_same_source(planned, found)?;
     staging.swap_in().await?;
     Ok(())
+}
+
+fn ensure_same_source(planned: usize, found: usize) -> Result<(), ViewError> {
+    if planned == found {
+        Ok(())
+    } else {
+        Err(ViewError::SourceChanged { planned, found })
+    }
 }
 
 /// The one line every run logs: view, trigger, outcome, counts, duration.
@@ -399,6 +450,7 @@ fn render_view(out: &mut String, report: &ViewReport) {
         Outcome::Success if report.swapped => "OK",
         Outcome::Success => "OK (no changes)",
         Outcome::DryRun => "DRY RUN (nothing written)",
+        Outcome::Failed if report.swapped => "FAILED after the swap (the new data is in place; see the error)",
         Outcome::Failed => "FAILED (previous data kept)",
     };
     let collection = report.collection.as_deref().unwrap_or("-");

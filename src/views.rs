@@ -76,7 +76,44 @@ pub async fn load_plans(db: &Database, config: &Config) -> Result<Vec<ViewPlan>,
         .await?
         .try_collect()
         .await?;
-    Ok(documents.iter().map(|view| resolve(view, config)).collect())
+    let mut plans: Vec<ViewPlan> = documents.iter().map(|view| resolve(view, config)).collect();
+    refuse_shared_targets(&mut plans);
+    Ok(plans)
+}
+
+/// Two views writing one collection would overwrite each other's data at
+/// every refresh; both are refused until the config separates them.
+fn refuse_shared_targets(plans: &mut [ViewPlan]) {
+    let collections: Vec<Option<String>> = plans
+        .iter()
+        .map(|plan| plan.target().map(|target| target.collection.clone()))
+        .collect();
+    for (index, collection) in collections.iter().enumerate() {
+        let Some(collection) = collection else { continue };
+        let sharing: Vec<&str> = collections
+            .iter()
+            .zip(plans.iter())
+            .filter(|(other, _)| other.as_ref() == Some(collection))
+            .map(|(_, plan)| plan.name.as_str())
+            .collect();
+        if sharing.len() > 1 {
+            let reason = format!(
+                "views {} all write collection `{collection}`; give each view its own collection in the config",
+                sharing.join(", ")
+            );
+            plans[index].resolution = Resolution::Invalid(reason);
+        }
+    }
+}
+
+/// Collections the dashboard or sheetsync itself keeps: a view's target
+/// replaces its collection wholesale, so it may never be one of these.
+fn is_reserved_collection(name: &str) -> bool {
+    name == VIEWS_COLLECTION
+        || name.starts_with(crate::store::apply::STAGING_PREFIX)
+        || crate::store::indexes::FIXED_INDEXES
+            .iter()
+            .any(|(collection, _)| *collection == name)
 }
 
 /// Keeps the named views (all when `names` is empty). Names match
@@ -107,10 +144,7 @@ pub fn select(plans: Vec<ViewPlan>, names: &[String]) -> Result<Vec<ViewPlan>, V
         .into_iter()
         .filter(|plan| names.iter().any(|name| plan.name.eq_ignore_ascii_case(name)))
         .collect();
-    if let Some(master) = selected
-        .iter()
-        .find(|plan| matches!(plan.resolution, Resolution::Master))
-    {
+    if let Some(master) = selected.iter().find(|plan| plan.is_master()) {
         return Err(ViewsError::MasterSelected(master.name.clone()));
     }
     Ok(selected)
@@ -156,6 +190,11 @@ fn resolve_target(
         .ok_or_else(|| {
             format!("no collection is known for view {name:?}; set `collection` under [views.\"{name}\"] in the config")
         })?;
+    if is_reserved_collection(&collection) {
+        return Err(format!(
+            "view {name:?} would replace `{collection}`, which holds other data; choose another collection"
+        ));
+    }
     let source = overrides.source.or(sheet_url).ok_or_else(|| {
         format!("view {name:?} has no sheet_url; set one in the admin UI or `source` under [views.\"{name}\"]")
     })?;
@@ -180,6 +219,18 @@ pub fn default_collection(view_name: &str) -> Option<&'static str> {
 }
 
 impl ViewPlan {
+    /// What to read and where to write, for a view that can be synced.
+    pub fn target(&self) -> Option<&SyncTarget> {
+        match &self.resolution {
+            Resolution::Sync(target) => Some(target),
+            _ => None,
+        }
+    }
+
+    pub fn is_master(&self) -> bool {
+        matches!(self.resolution, Resolution::Master)
+    }
+
     pub fn summary(&self) -> ViewSummary {
         let (collection, source, status) = match &self.resolution {
             Resolution::Sync(target) => (

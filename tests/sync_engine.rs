@@ -275,6 +275,16 @@ async fn leftover_staging_collections_are_cleaned_up() {
         .insert_one(doc! { "x": 1 })
         .await
         .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let running = format!("_sheetsync_staging.sales_records.{now}.otherrun");
+    db.db
+        .collection::<Document>(&running)
+        .insert_one(doc! { "x": 1 })
+        .await
+        .unwrap();
     let other_view = "_sheetsync_staging.sales_records_signal.deadbeef";
     db.db
         .collection::<Document>(other_view)
@@ -288,6 +298,10 @@ async fn leftover_staging_collections_are_cleaned_up() {
     assert!(
         names.contains(&other_view.to_owned()),
         "another view's staging is not ours to drop"
+    );
+    assert!(
+        names.contains(&running),
+        "a fresh staging may belong to a sync running elsewhere"
     );
     db.drop().await;
 }
@@ -515,5 +529,70 @@ async fn view_collections_follow_the_schema_map_and_config_overrides() {
         .await
         .unwrap_err();
     assert!(unknown.to_string().contains("\"Nope\"") && unknown.to_string().contains("\"Signal\""));
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn old_data_with_shared_ids_and_no_indexes_is_repaired() {
+    let db = test_db("shared_ids").await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = write_source(dir.path(), "v.csv", b"Client,Stage\nAcme,Lost\nGlobex,Lost\n");
+    db.add_view("view-organic", "Organic", &url).await;
+    // As an old upload left it: no unique index, one id on two deals.
+    let records = db.db.collection::<Document>("sales_records");
+    records
+        .insert_many([
+            doc! { "id": "same", "client": "Acme", "stage": "Lost" },
+            doc! { "id": "same", "client": "Globex", "stage": "Lost" },
+        ])
+        .await
+        .unwrap();
+
+    let report = only(sync_all(&db, SyncOptions::default()).await);
+    assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
+    let after = db.records("sales_records").await;
+    let ids: std::collections::HashSet<&str> = after.iter().map(|r| r.get_str("id").unwrap()).collect();
+    assert_eq!(ids.len(), 2, "ids are unique again: {after:#?}");
+    assert!(ids.contains("same"), "the first deal keeps its id");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn views_may_not_target_reserved_or_shared_collections() {
+    let db = test_db("reserved").await;
+    let csv = fixture_url("google-sheets-export.csv");
+    for (id, name) in [("v1", "Organic"), ("v2", "Signal"), ("v3", "Market")] {
+        db.add_view(id, name, &csv).await;
+    }
+    let mut config = db.config();
+    let target = |collection: &str| sheetsync::config::ViewOverride {
+        collection: Some(collection.to_owned()),
+        ..Default::default()
+    };
+    config.views.insert("Organic".to_owned(), target("users"));
+    config.views.insert("Signal".to_owned(), target("shared"));
+    config.views.insert("Market".to_owned(), target("shared"));
+    let reports = common::syncer_for(config)
+        .await
+        .sync(&[], Trigger::Cli, SyncOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        reports.iter().all(|report| report.outcome == Outcome::Failed),
+        "{reports:#?}"
+    );
+    let error = |view: &str| reports.iter().find(|r| r.view == view).unwrap().error.clone().unwrap();
+    assert!(
+        error("Organic").contains("would replace `users`"),
+        "{}",
+        error("Organic")
+    );
+    assert!(
+        error("Signal").contains("all write collection `shared`"),
+        "{}",
+        error("Signal")
+    );
+    assert_eq!(db.count("users").await, 0);
+    assert_eq!(db.count("shared").await, 0);
     db.drop().await;
 }

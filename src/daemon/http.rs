@@ -19,7 +19,7 @@ use super::Daemon;
 use crate::store::runs::SYNC_RUNS_COLLECTION;
 use crate::store::{metadata, runs};
 use crate::sync::Trigger;
-use crate::views::{self, Resolution};
+use crate::views;
 
 type Shared = Arc<Daemon>;
 
@@ -100,7 +100,7 @@ async fn status(State(daemon): State<Shared>) -> Response {
         Ok(plans) => {
             let mut views = Vec::new();
             for plan in plans {
-                if matches!(plan.resolution, Resolution::Master) {
+                if plan.is_master() {
                     continue;
                 }
                 views.push(view_status(&daemon, &plan, next_run.as_deref()).await);
@@ -215,10 +215,7 @@ async fn refresh(State(daemon): State<Shared>, headers: HeaderMap, Query(query):
         Err(unknown) => return error(StatusCode::NOT_FOUND, unknown.to_string()),
     };
     let mut started = Vec::new();
-    for plan in plans
-        .iter()
-        .filter(|plan| !matches!(plan.resolution, Resolution::Master))
-    {
+    for plan in plans.iter().filter(|plan| !plan.is_master()) {
         match daemon.request(plan, Trigger::Admin, None) {
             Some(id) => started.push(json!({ "view": plan.name, "run_id": id.simple().to_string() })),
             None => return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),

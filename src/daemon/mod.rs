@@ -28,7 +28,7 @@ use crate::store::lease::Leases;
 use crate::store::{self, StoreError, metadata};
 use crate::sync::{SyncOptions, Syncer, Trigger};
 use crate::telemetry;
-use crate::views::{self, Resolution, ViewPlan};
+use crate::views::{self, ViewPlan};
 use lifecycle::Notifier;
 use schedule::{Schedule, Tick, Ticker};
 use state::{Admission, RunState, Runs};
@@ -380,7 +380,7 @@ impl Daemon {
                 }
                 Ok(plans) => {
                     for plan in plans {
-                        if matches!(plan.resolution, Resolution::Master) || done.contains(&plan.name) {
+                        if plan.is_master() || done.contains(&plan.name) {
                             continue;
                         }
                         let mut view_trigger = trigger;

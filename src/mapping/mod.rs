@@ -418,15 +418,16 @@ fn convert(spec: &FieldSpec, cell: &Cell, zone: Option<Tz>) -> Result<Bson, Prob
         (FieldKind::Date, Cell::Text(text)) => values::parse_date(text)
             .map(to_bson_date)
             .ok_or(unreadable("not a date (expected e.g. 2025-01-31 or 31/01/2025)")),
-        (FieldKind::Date | FieldKind::Month { .. }, Cell::Number(serial)) => {
+        (FieldKind::Month { .. }, Cell::Number(serial)) => values::serial_date(*serial)
+            .map(|date| Bson::String(values::format_month(date.year(), date.month())))
+            .ok_or(unreadable("not a valid date serial")),
+        (FieldKind::Date, Cell::Number(serial)) => {
             let zone = zone.ok_or(unreadable(
                 "a bare number is not a date here (expected e.g. 2025-01-31 or 31/01/2025)",
             ))?;
-            let moment = values::serial_to_datetime(*serial, zone).ok_or(unreadable("not a valid date serial"))?;
-            Ok(match spec.kind {
-                FieldKind::Month { .. } => Bson::String(format!("{:04}-{:02}", moment.year(), moment.month())),
-                _ => to_bson_date(moment),
-            })
+            values::serial_to_datetime(*serial, zone)
+                .map(to_bson_date)
+                .ok_or(unreadable("not a valid date serial"))
         }
         (FieldKind::Number, Cell::Number(number)) => Ok(Bson::Double(*number)),
         (FieldKind::Number, Cell::Text(text)) => values::parse_number(text)
@@ -482,7 +483,7 @@ fn derive_fields(profile: &TargetProfile, fields: &mut Document) {
             .ok()
             .and_then(|date| values::from_bson_date(*date))
         {
-            fields.insert(spec.name, format!("{:04}-{:02}", moment.year(), moment.month()));
+            fields.insert(spec.name, values::format_month(moment.year(), moment.month()));
         }
     }
 }

@@ -113,12 +113,14 @@ pub fn serial_to_datetime(serial: f64, zone: Tz) -> Option<DateTime<Utc>> {
     if !serial.is_finite() || !(0.0..=2_958_465.0).contains(&serial) {
         return None;
     }
-    let epoch = NaiveDate::from_ymd_opt(1899, 12, 30)?;
-    let whole_days = serial.floor();
-    let date = epoch.checked_add_signed(Duration::days(whole_days as i64))?;
-    let millis = ((serial - whole_days) * 86_400_000.0).round() as i64;
+    let date = serial_date(serial)?;
+    let millis = ((serial - serial.floor()) * 86_400_000.0).round() as i64;
     if millis == 0 {
         return Some(midnight_utc(date));
+    }
+    if millis >= 86_400_000 {
+        // A time that rounds to 24:00 is the next date.
+        return Some(midnight_utc(date.succ_opt()?));
     }
     let local = date.and_time(NaiveTime::MIN) + Duration::milliseconds(millis);
     // In a DST gap the wall-clock time does not exist; the earliest valid
@@ -127,6 +129,16 @@ pub fn serial_to_datetime(serial: f64, zone: Tz) -> Option<DateTime<Utc>> {
         .earliest()
         .or_else(|| zone.from_local_datetime(&(local + Duration::hours(1))).earliest())
         .map(|moment| moment.with_timezone(&Utc))
+}
+
+/// The calendar date of a spreadsheet serial, in the sheet's own zone (the
+/// serial counts local days, so no conversion is involved).
+pub fn serial_date(serial: f64) -> Option<NaiveDate> {
+    if !serial.is_finite() || !(0.0..=2_958_465.0).contains(&serial) {
+        return None;
+    }
+    let epoch = NaiveDate::from_ymd_opt(1899, 12, 30)?;
+    epoch.checked_add_signed(Duration::days(serial.floor() as i64))
 }
 
 /// A money amount or plain number: `5000`, `5,000.50`, `5 000,50 €`,
@@ -221,7 +233,8 @@ pub fn parse_month(text: &str) -> Option<String> {
     ((1..=12).contains(&month) && (1900..=2999).contains(&year)).then(|| format_month(year, month))
 }
 
-fn format_month(year: i32, month: u32) -> String {
+/// `YYYY-MM`.
+pub fn format_month(year: i32, month: u32) -> String {
     format!("{year:04}-{month:02}")
 }
 
@@ -375,6 +388,8 @@ mod tests {
         let paris: Tz = "Europe/Paris".parse().unwrap();
         // 45667 is 2025-01-10; a whole serial is a date at 00:00 UTC.
         assert_eq!(serial_to_datetime(45667.0, paris), Some(day(2025, 1, 10)));
+        // A time that rounds to midnight is the next date.
+        assert_eq!(serial_to_datetime(45_667.999_999_999, paris), Some(day(2025, 1, 11)));
         // 12:00 in Paris in winter is 11:00 UTC, in summer 10:00 UTC.
         assert_eq!(
             serial_to_datetime(45667.5, paris),

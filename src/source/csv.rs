@@ -34,12 +34,20 @@ pub enum CsvError {
     },
     #[error("cannot read {location}: {source}; check the path and that sheetsync may read it")]
     Read { location: String, source: io::Error },
+    #[error(
+        "{location} changed while it was being read (size or modification time differ between passes); \
+         nothing was written: sync again once the export is complete"
+    )]
+    Changed { location: String },
 }
 
 /// Where the bytes are.
 #[derive(Debug, Clone)]
 enum Origin {
-    File(PathBuf),
+    /// A file, with the size and modification time it had when it was sniffed:
+    /// every pass checks them, so a file rewritten mid-sync is refused rather
+    /// than read half old, half new.
+    File { path: PathBuf, stamp: FileStamp },
     /// A download, held once and parsed on every pass.
     Bytes(Arc<[u8]>),
 }
@@ -62,11 +70,12 @@ impl CsvSource {
             source,
         };
         let file = File::open(&path).map_err(read_error)?;
+        let stamp = FileStamp::of(&file).map_err(read_error)?;
         let (encoding, sample) = sniff(BufReader::new(file)).map_err(read_error)?;
         Ok(CsvSource {
             location: location.to_owned(),
             delimiter: detect_delimiter(&sample),
-            origin: Origin::File(path),
+            origin: Origin::File { path, stamp },
             encoding,
         })
     }
@@ -95,10 +104,19 @@ impl CsvSource {
     /// Starts a pass over the rows.
     pub fn rows(&self) -> Result<CsvRows, CsvError> {
         let raw: Box<dyn Read + Send> = match &self.origin {
-            Origin::File(path) => Box::new(BufReader::new(File::open(path).map_err(|source| CsvError::Read {
-                location: self.location.clone(),
-                source,
-            })?)),
+            Origin::File { path, stamp } => {
+                let read_error = |source| CsvError::Read {
+                    location: self.location.clone(),
+                    source,
+                };
+                let file = File::open(path).map_err(read_error)?;
+                if FileStamp::of(&file).map_err(read_error)? != *stamp {
+                    return Err(CsvError::Changed {
+                        location: self.location.clone(),
+                    });
+                }
+                Box::new(BufReader::new(file))
+            }
             Origin::Bytes(bytes) => Box::new(io::Cursor::new(Arc::clone(bytes))),
         };
         let decoded = DecodeReaderBytesBuilder::new()
@@ -115,6 +133,23 @@ impl CsvSource {
             reader,
             record: csv::StringRecord::new(),
             blank_rows: 0,
+        })
+    }
+}
+
+/// What identifies one version of a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FileStamp {
+    length: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileStamp {
+    fn of(file: &File) -> io::Result<FileStamp> {
+        let metadata = file.metadata()?;
+        Ok(FileStamp {
+            length: metadata.len(),
+            modified: metadata.modified().ok(),
         })
     }
 }
@@ -424,6 +459,17 @@ mod tests {
     fn unterminated_quote_is_read_to_the_end_not_lost() {
         let source = CsvSource::from_bytes(b"Client,Stage\n\"Acme,Lost\n".to_vec(), "t");
         assert_eq!(rows(&source).0.len(), 2);
+    }
+
+    #[test]
+    fn a_file_rewritten_between_passes_is_refused() {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), b"Client,Stage\nAcme,Lost\n").unwrap();
+        let source = CsvSource::from_file(file.path().to_owned(), "file:///export.csv").unwrap();
+        assert_eq!(rows(&source).0.len(), 2);
+        std::fs::write(file.path(), b"Client,Stage\nAcme,Lost\nGlobex,Lost\n").unwrap();
+        let error = source.rows().err().expect("a changed file is refused");
+        assert!(matches!(error, CsvError::Changed { .. }), "{error}");
     }
 
     #[test]

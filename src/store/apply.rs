@@ -20,8 +20,14 @@ use crate::mapping::profile::TargetProfile;
 use crate::mapping::{MappedRecord, record_key};
 
 /// Prefix of staging collections; leftovers of a crashed run are recognised
-/// (and dropped) by it.
+/// (and dropped) by it. The full name is
+/// `_sheetsync_staging.<target>.<unix seconds>.<run id>`.
 pub const STAGING_PREFIX: &str = "_sheetsync_staging.";
+
+/// A staging collection younger than this may belong to a sync still running
+/// elsewhere (the daemon while an operator runs `sheetsync sync`), so only
+/// older ones are dropped as leftovers. No refresh takes hours.
+pub const STALE_STAGING_AFTER: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
 /// Namespace of the v5 UUIDs given to new records (random, fixed forever: a
 /// different namespace would change every deal id).
@@ -46,6 +52,15 @@ pub enum ApplyError {
         staging: String,
         expected: usize,
         found: u64,
+    },
+    #[error(
+        "staging collection `{staging}` has {found} index(es) instead of {expected} (was it dropped and re-created \
+         meanwhile?); the swap was not done"
+    )]
+    StagingIndexes {
+        staging: String,
+        expected: usize,
+        found: usize,
     },
 }
 
@@ -193,6 +208,12 @@ fn unused_id(view_id: &str, key: &str, used_ids: &mut HashSet<String>) -> String
     id
 }
 
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
 /// The deal id of a record that has none yet.
 pub fn stable_id(view_id: &str, key: &str) -> String {
     Uuid::new_v5(&RECORD_ID_NAMESPACE, format!("{view_id}\u{1f}{key}").as_bytes()).to_string()
@@ -225,15 +246,27 @@ pub fn check_shrink(
     })
 }
 
-/// Drops staging collections a crashed or killed run left for `target`.
+/// Drops staging collections a crashed or killed run left for `target`:
+/// those older than [`STALE_STAGING_AFTER`], or without a readable time.
 pub async fn drop_leftover_staging(db: &Database, target: &str) -> Result<Vec<String>, StoreError> {
     let prefix = format!("{STAGING_PREFIX}{target}.");
     let names = db
         .list_collection_names()
         .await
         .doing(|| format!("listing collections to clean up staging for `{target}`"))?;
+    let now = unix_seconds();
+    let stale = |name: &str| {
+        let created = name[prefix.len()..]
+            .split('.')
+            .next()
+            .and_then(|secs| secs.parse::<u64>().ok());
+        created.is_none_or(|created| now.saturating_sub(created) > STALE_STAGING_AFTER.as_secs())
+    };
     let mut dropped = Vec::new();
-    for name in names.into_iter().filter(|name| name.starts_with(&prefix)) {
+    for name in names
+        .into_iter()
+        .filter(|name| name.starts_with(&prefix) && stale(name))
+    {
         db.collection::<Document>(&name)
             .drop()
             .await
@@ -254,6 +287,8 @@ pub struct Staging {
     batch: Vec<Document>,
     batch_size: usize,
     written: usize,
+    /// Indexes staging must carry at the swap: the profile's and `_id`'s.
+    indexes: usize,
 }
 
 impl Staging {
@@ -266,7 +301,7 @@ impl Staging {
         run_id: &str,
         batch_size: usize,
     ) -> Result<Staging, ApplyError> {
-        let name = format!("{STAGING_PREFIX}{target}.{run_id}");
+        let name = format!("{STAGING_PREFIX}{target}.{}.{run_id}", unix_seconds());
         db.create_collection(&name)
             .await
             .doing(|| format!("creating staging collection `{name}`"))?;
@@ -277,6 +312,7 @@ impl Staging {
             batch: Vec::with_capacity(batch_size),
             batch_size: batch_size.max(1),
             written: 0,
+            indexes: profile.indexes.len() + 1,
         };
         if let Err(error) = indexes::create(db, &name, profile.indexes).await {
             staging.abandon().await;
@@ -323,6 +359,20 @@ impl Staging {
                 staging,
                 expected: self.written,
                 found,
+            });
+        }
+        // A staging collection dropped and re-created by an insert would have
+        // the right count but no indexes; never swap that in.
+        let indexes = self
+            .collection
+            .list_index_names()
+            .await
+            .doing(|| format!("listing the indexes of staging collection `{staging}`"))?;
+        if indexes.len() < self.indexes {
+            return Err(ApplyError::StagingIndexes {
+                staging,
+                expected: self.indexes,
+                found: indexes.len(),
             });
         }
         let namespace = |name: &str| format!("{}.{name}", self.db.name());

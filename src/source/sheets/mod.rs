@@ -513,7 +513,7 @@ impl GoogleSheets {
             .await;
         let response = match sent {
             Ok(response) => response,
-            Err(error) => return transport_failure(&error),
+            Err(error) => return transport_failure(error),
         };
         let status = response.status();
         let retry_after = response
@@ -523,7 +523,7 @@ impl GoogleSheets {
             .and_then(|value| parse_retry_after(value, Utc::now()));
         let body = match response.bytes().await {
             Ok(body) => body,
-            Err(error) => return transport_failure(&error),
+            Err(error) => return transport_failure(error),
         };
         if status.is_success() {
             return Attempt::Done(body.to_vec());
@@ -579,7 +579,7 @@ enum Attempt {
     Fatal(SheetsError),
 }
 
-fn transport_failure(error: &reqwest::Error) -> Attempt {
+fn transport_failure(error: reqwest::Error) -> Attempt {
     let reason = if error.is_timeout() {
         "no answer within the request timeout".to_owned()
     } else {
@@ -591,11 +591,12 @@ fn transport_failure(error: &reqwest::Error) -> Attempt {
     }
 }
 
-/// reqwest's error with its causes, without the URL (which carries no secret
-/// here, but keeps messages short).
-fn error_chain(error: &reqwest::Error) -> String {
+/// reqwest's error with its causes, without the URL: a proxy's `api_url`
+/// may carry credentials, and the messages stay short.
+fn error_chain(error: reqwest::Error) -> String {
+    let error = error.without_url();
     let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());
