@@ -188,7 +188,7 @@ impl Default for DaemonSettings {
             catch_up: true,
             listen: "127.0.0.1:8080".to_owned(),
             admin_token_file: None,
-            shutdown_grace_secs: 120,
+            shutdown_grace_secs: 60,
             lease_secs: 60,
             retry_min_secs: 1,
             retry_max_secs: 60,

@@ -129,7 +129,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     SyncOptions {
                         dry_run,
                         force,
-                        run_id: None,
+                        ..SyncOptions::default()
                     },
                 )
                 .await?;

@@ -2,6 +2,7 @@
 //! the report it produces.
 
 use std::fmt::Write as _;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -45,7 +46,7 @@ impl Trigger {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
     /// Read, map and compare, but write nothing.
     pub dry_run: bool,
@@ -55,6 +56,30 @@ pub struct SyncOptions {
     /// hands ids out before the run starts); otherwise each view gets a
     /// fresh one.
     pub run_id: Option<Uuid>,
+    /// Lets the caller call the sync off before its swap.
+    pub abort: Abort,
+}
+
+/// Calls a running sync off (the daemon's shutdown grace ran out, or its
+/// lease on the view was lost). The sync checks it at every record it writes
+/// and just before the swap, and then stops without swapping: the previous
+/// data stands. Once the swap was sent it is too late, and the sync
+/// finishes its bookkeeping instead.
+#[derive(Debug, Clone, Default)]
+pub struct Abort(Arc<OnceLock<String>>);
+
+impl Abort {
+    /// Asks the sync to stop; the first reason given is kept.
+    pub fn abort(&self, reason: impl Into<String>) {
+        let _ = self.0.set(reason.into());
+    }
+
+    fn check(&self) -> Result<(), ViewError> {
+        match self.0.get() {
+            Some(reason) => Err(ViewError::Aborted(reason.clone())),
+            None => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -164,6 +189,8 @@ enum ViewError {
          nothing was written: sync again"
     )]
     SourceChanged { planned: usize, found: usize },
+    #[error("called off before the swap ({0}); nothing was written, the previous data stands")]
+    Aborted(String),
 }
 
 /// A failure that stops the whole cycle before any view is synced.
@@ -210,7 +237,7 @@ impl Syncer {
                 Resolution::Sync(_) => tables.next(),
                 _ => None,
             };
-            let report = self.sync_view(plan, table, trigger, options, run_id).await;
+            let report = self.sync_view(plan, table, trigger, &options, run_id).await;
             log_summary(&report);
             if !options.dry_run {
                 if let Err(error) = runs::record(&self.db, &report).await {
@@ -250,7 +277,7 @@ impl Syncer {
         plan: &ViewPlan,
         fetched: Option<Result<Fetched, SourceError>>,
         trigger: Trigger,
-        options: SyncOptions,
+        options: &SyncOptions,
         run_id: Option<Uuid>,
     ) -> ViewReport {
         let clock = Instant::now();
@@ -283,7 +310,7 @@ impl Syncer {
         plan: &ViewPlan,
         target: &SyncTarget,
         fetched: Result<Fetched, SourceError>,
-        options: SyncOptions,
+        options: &SyncOptions,
         report: &mut ViewReport,
     ) -> Result<Outcome, ViewError> {
         let fetched = fetched?;
@@ -342,7 +369,8 @@ impl Syncer {
                     return Err(error.into());
                 }
             };
-            let written = fill_and_swap(&mut staging, &mut identities, winners, mapped.winners.len()).await;
+            let planned = mapped.winners.len();
+            let written = fill_and_swap(&mut staging, &mut identities, winners, planned, &options.abort).await;
             if let Err(error) = written {
                 staging.abandon().await;
                 return Err(error);
@@ -394,13 +422,17 @@ async fn fill_and_swap(
     identities: &mut apply::Identities<'_>,
     mut winners: mapping::Winners<'_, '_>,
     planned: usize,
+    abort: &Abort,
 ) -> Result<(), ViewError> {
     let mut found = 0;
     while let Some(record) = winners.next_record() {
+        abort.check()?;
         staging.push(identities.assign(record?)).await?;
         found += 1;
     }
     ensure_same_source(planned, found)?;
+    staging.flush().await?;
+    abort.check()?;
     staging.swap_in().await?;
     Ok(())
 }

@@ -596,3 +596,33 @@ async fn views_may_not_target_reserved_or_shared_collections() {
     assert_eq!(db.count("shared").await, 0);
     db.drop().await;
 }
+
+#[tokio::test]
+async fn a_sync_called_off_before_its_swap_writes_nothing() {
+    let db = test_db("called_off").await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = write_source(dir.path(), "v.csv", generated_csv(20, "Lost", 1).as_bytes());
+    db.add_view("view-organic", "Organic", &url).await;
+    only(sync_all(&db, SyncOptions::default()).await);
+    let before = db.records("sales_records").await;
+    let metadata_before = db.records("data_metadata").await;
+
+    write_source(dir.path(), "v.csv", generated_csv(25, "Lost", 2).as_bytes());
+    let options = SyncOptions::default();
+    options.abort.abort("shutdown grace period ran out");
+    let report = only(sync_all(&db, options).await);
+    assert_eq!(report.outcome, Outcome::Failed);
+    let error = report.error.unwrap();
+    assert!(
+        error.contains("called off before the swap (shutdown grace period ran out)"),
+        "{error}"
+    );
+    assert_eq!(db.records("sales_records").await, before);
+    assert_eq!(db.records("data_metadata").await, metadata_before);
+    let names = db.db.list_collection_names().await.unwrap();
+    assert!(
+        !names.iter().any(|name| name.starts_with("_sheetsync_staging")),
+        "{names:?}"
+    );
+    db.drop().await;
+}

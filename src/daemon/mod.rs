@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod schedule;
 pub mod state;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ use crate::mapping::sales::SALES_RECORDS;
 use crate::source::Sources;
 use crate::store::lease::Leases;
 use crate::store::{self, StoreError, metadata};
-use crate::sync::{SyncOptions, Syncer, Trigger};
+use crate::sync::{Abort, SyncOptions, Syncer, Trigger};
 use crate::telemetry;
 use crate::views::{self, ViewPlan};
 use lifecycle::Notifier;
@@ -89,6 +90,8 @@ pub struct Daemon {
     mongo: Mutex<MongoState>,
     shutdown: watch::Sender<bool>,
     slice: Duration,
+    /// The running syncs, to call them off at shutdown.
+    aborts: Mutex<HashMap<Uuid, Abort>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -287,11 +290,13 @@ impl Daemon {
             }
         }
         self.runs.set_state(id, RunState::Running, self.clock.now());
-        let renewer = (!plan.view_id.is_empty()).then(|| self.spawn_renewer(plan));
+        let abort = Abort::default();
+        lock(&self.aborts).insert(id, abort.clone());
+        let renewer = (!plan.view_id.is_empty()).then(|| self.spawn_renewer(plan, abort.clone()));
         let options = SyncOptions {
-            dry_run: false,
-            force: false,
             run_id: Some(id),
+            abort: abort.clone(),
+            ..SyncOptions::default()
         };
         let outcome = self
             .syncer
@@ -300,6 +305,7 @@ impl Daemon {
         if let Some(renewer) = renewer {
             renewer.abort();
         }
+        lock(&self.aborts).remove(&id);
         match outcome {
             Ok(reports) => match reports.into_iter().next() {
                 Some(report) => {
@@ -321,8 +327,10 @@ impl Daemon {
         }
     }
 
-    /// Renews the view's lease at a third of its lifetime while the sync runs.
-    fn spawn_renewer(self: &Arc<Self>, plan: &ViewPlan) -> tokio::task::JoinHandle<()> {
+    /// Renews the view's lease at a third of its lifetime while the sync
+    /// runs. A lease found taken by another process calls the sync off: two
+    /// processes must never both swap one view.
+    fn spawn_renewer(self: &Arc<Self>, plan: &ViewPlan, abort: Abort) -> tokio::task::JoinHandle<()> {
         let daemon = Arc::clone(self);
         let view_id = plan.view_id.clone();
         let view = plan.name.clone();
@@ -332,7 +340,11 @@ impl Daemon {
                 tokio::time::sleep(every).await;
                 match daemon.leases.renew(&view_id, daemon.clock.now()).await {
                     Ok(true) => {}
-                    Ok(false) => tracing::warn!(%view, "the lease of this view was lost while syncing"),
+                    Ok(false) => {
+                        tracing::warn!(%view, "the lease of this view was lost while syncing; calling the sync off");
+                        abort.abort("the lease on this view was taken over by another process");
+                        return;
+                    }
                     Err(error) => tracing::warn!(%view, %error, "could not renew the lease"),
                 }
             }
@@ -491,6 +503,36 @@ impl Daemon {
     }
 }
 
+/// How long syncs called off at shutdown get to stop at their next
+/// checkpoint (one insert batch) or finish a swap already sent.
+const CALL_OFF_WAIT: Duration = Duration::from_secs(15);
+
+/// After the grace period: every running sync is told to stop before its
+/// swap, and given a moment to do so, so that none is cut between its swap
+/// and its bookkeeping.
+async fn call_off_running_syncs(daemon: &Arc<Daemon>) {
+    let views = daemon.runs.running();
+    for abort in lock(&daemon.aborts).values() {
+        abort.abort("sheetsync is shutting down and the grace period ran out");
+    }
+    let stopped = tokio::time::timeout(CALL_OFF_WAIT, daemon.runs.wait_until(Runs::is_idle))
+        .await
+        .is_ok();
+    if stopped {
+        tracing::warn!(
+            ?views,
+            "running sync(s) called off at shutdown before their swap; the previous data stands"
+        );
+    } else {
+        tracing::error!(
+            ?views,
+            "running sync(s) did not stop within {} s; exiting anyway (a sync cut mid-way never swapped; one cut \
+             after its swap has the new data but may lack its data_metadata entry until the next run)",
+            CALL_OFF_WAIT.as_secs()
+        );
+    }
+}
+
 fn job_name(trigger: Trigger) -> &'static str {
     match trigger {
         Trigger::CatchUp | Trigger::Startup => "catch-up",
@@ -572,6 +614,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         }),
         shutdown,
         slice: notifier.slice(schedule::MAX_SLICE),
+        aborts: Mutex::new(HashMap::new()),
     });
     tracing::info!(
         %addr, owner = daemon.leases.owner(), schedule = daemon.schedule.expression(),
@@ -614,10 +657,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         _ = signals.next_stop() => false,
     };
     if !drained {
-        tracing::warn!(
-            views = ?daemon.runs.running(),
-            "abandoning running sync(s): their collection swap had not happened, the previous data stands"
-        );
+        call_off_running_syncs(&daemon).await;
     }
     daemon.shutdown.send_replace(true);
     match tokio::time::timeout(Duration::from_secs(5), server).await {

@@ -329,7 +329,8 @@ impl Staging {
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<(), ApplyError> {
+    /// Writes the records still batched.
+    pub async fn flush(&mut self) -> Result<(), ApplyError> {
         if self.batch.is_empty() {
             return Ok(());
         }
