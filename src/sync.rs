@@ -221,14 +221,23 @@ impl Syncer {
         trigger: Trigger,
         options: SyncOptions,
     ) -> Result<Vec<ViewReport>, SyncError> {
-        let plans = views::select(views::load_plans(&self.db, &self.config).await?, names)?;
+        let all_plans = views::load_plans(&self.db, &self.config).await?;
+        let plans = views::select(all_plans.clone(), names)?;
         let plans: Vec<ViewPlan> = plans.into_iter().filter(|plan| !plan.is_master()).collect();
         if !options.dry_run {
             self.ensure_indexes_leniently(&plans).await;
         }
         let targets: Vec<&SyncTarget> = plans.iter().filter_map(ViewPlan::target).collect();
         let specs: Vec<_> = targets.iter().map(|target| &target.source).collect();
-        let mut tables = self.sources.fetch_all(&specs).await.into_iter();
+        // The other views' sources, so a spreadsheet read by several views
+        // can be fetched once for all of them (see Sources::fetch_all_with).
+        let companions: Vec<_> = all_plans
+            .iter()
+            .filter(|plan| !plans.iter().any(|selected| selected.name == plan.name))
+            .filter_map(ViewPlan::target)
+            .map(|target| &target.source)
+            .collect();
+        let mut tables = self.sources.fetch_all_with(&specs, &companions).await.into_iter();
         let run_id = options.run_id.filter(|_| plans.len() == 1);
 
         let mut reports = Vec::with_capacity(plans.len());

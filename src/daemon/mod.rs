@@ -503,6 +503,10 @@ impl Daemon {
     }
 }
 
+/// How long a spreadsheet fetched for one view's run waits for the runs of
+/// the other views that read it (the views of one cycle start together).
+const SHARED_FETCH_TTL: Duration = Duration::from_secs(120);
+
 /// How long syncs called off at shutdown get to stop at their next
 /// checkpoint (one insert batch) or finish a swap already sent.
 const CALL_OFF_WAIT: Duration = Duration::from_secs(15);
@@ -575,7 +579,9 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let mut signals = lifecycle::Signals::install().map_err(DaemonError::Signals)?;
     let metrics = install_metrics()?;
     let db = store::client_for(&config).await?;
-    let sources = Sources::from_config(&config)?;
+    // Views are synced one by one; a spreadsheet still costs one fetch per
+    // cycle for all the views that read it.
+    let sources = Sources::from_config(&config)?.sharing_spreadsheet_fetches(SHARED_FETCH_TTL);
     let listen = config.daemon.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

@@ -8,9 +8,10 @@ pub mod csv;
 pub mod sheets;
 pub mod table;
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::Url;
 use serde::Serialize;
@@ -32,7 +33,7 @@ pub enum SourceSpec {
 }
 
 /// A tab of a Google spreadsheet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SheetRef {
     pub spreadsheet_id: String,
     /// The tab named by the URL's `gid`, used when no sheet name is set.
@@ -231,6 +232,13 @@ impl RowReader<'_> {
     }
 }
 
+fn google_sheet(spec: &SourceSpec) -> Option<&SheetRef> {
+    match spec {
+        SourceSpec::GoogleSheet(sheet) => Some(sheet),
+        _ => None,
+    }
+}
+
 /// Fetches sources. One HTTP client serves every download and
 /// every Sheets API call (the Google token requests go through yup-oauth2's
 /// hyper client, on the same hyper/rustls/ring stack).
@@ -238,6 +246,22 @@ impl RowReader<'_> {
 pub struct Sources {
     http: reqwest::Client,
     google: Arc<GoogleSheets>,
+    shared: Option<Arc<SharedFetches>>,
+}
+
+/// Tables fetched for views other than the ones asked for, kept briefly.
+///
+/// The daemon syncs views one by one (each with its own lease and single
+/// flight), so without this every view of a spreadsheet would cost its own
+/// `values:batchGet`. With it, the first view's fetch covers every view that
+/// reads the spreadsheet and leaves their tables here; each is taken once,
+/// within `ttl`, by its own view's run.
+#[derive(Debug)]
+struct SharedFetches {
+    ttl: Duration,
+    /// Held while fetching, so that a view's run started during another
+    /// view's fetch of the same spreadsheet waits for it and finds its table.
+    tables: tokio::sync::Mutex<HashMap<SheetRef, (Instant, Table)>>,
 }
 
 impl Sources {
@@ -261,7 +285,22 @@ impl Sources {
             .build()
             .map_err(|error| SourceError::Client(error.to_string()))?;
         let google = Arc::new(GoogleSheets::new(google, http.clone()));
-        Ok(Sources { http, google })
+        Ok(Sources {
+            http,
+            google,
+            shared: None,
+        })
+    }
+
+    /// Fetches each spreadsheet once for all the views that read it, keeping
+    /// the tables of views not asked for (`companions` of
+    /// [`Sources::fetch_all_with`]) for up to `ttl` for their own runs.
+    pub fn sharing_spreadsheet_fetches(mut self, ttl: Duration) -> Sources {
+        self.shared = Some(Arc::new(SharedFetches {
+            ttl,
+            tables: tokio::sync::Mutex::new(HashMap::new()),
+        }));
+        self
     }
 
     /// Google API traffic since this `Sources` was built.
@@ -280,11 +319,34 @@ impl Sources {
     /// spreadsheet: one `spreadsheets.get` and one `values:batchGet` per
     /// spreadsheet, however many views read from it.
     pub async fn fetch_all(&self, specs: &[&SourceSpec]) -> Vec<Result<Fetched, SourceError>> {
+        self.fetch_all_with(specs, &[]).await
+    }
+
+    /// [`Sources::fetch_all`], where `companions` are the sources of the
+    /// other views of this cycle: with shared fetches on, their tabs join the
+    /// same `values:batchGet` and their tables wait for their runs.
+    pub async fn fetch_all_with(
+        &self,
+        specs: &[&SourceSpec],
+        companions: &[&SourceSpec],
+    ) -> Vec<Result<Fetched, SourceError>> {
+        let mut shared = match &self.shared {
+            Some(shared) => {
+                let mut tables = shared.tables.lock().await;
+                tables.retain(|_, (fetched_at, _)| fetched_at.elapsed() < shared.ttl);
+                Some(tables)
+            }
+            None => None,
+        };
         let mut tables: Vec<Option<Result<Fetched, SourceError>>> = specs.iter().map(|_| None).collect();
         let mut spreadsheets: Vec<(&str, Vec<usize>)> = Vec::new();
         for (index, spec) in specs.iter().enumerate() {
             match spec {
                 SourceSpec::GoogleSheet(sheet) => {
+                    if let Some(table) = shared.as_mut().and_then(|cache| cache.remove(sheet)) {
+                        tables[index] = Some(Ok(Fetched::Table(table.1)));
+                        continue;
+                    }
                     match spreadsheets.iter_mut().find(|(id, _)| *id == sheet.spreadsheet_id) {
                         Some((_, members)) => members.push(index),
                         None => spreadsheets.push((&sheet.spreadsheet_id, vec![index])),
@@ -294,16 +356,26 @@ impl Sources {
             }
         }
         for (spreadsheet_id, members) in spreadsheets {
-            let sheets: Vec<&SheetRef> = members
-                .iter()
-                .filter_map(|&index| match specs[index] {
-                    SourceSpec::GoogleSheet(sheet) => Some(sheet),
-                    _ => None,
-                })
-                .collect();
-            let results = self.google.fetch_spreadsheet(spreadsheet_id, &sheets).await;
-            for (index, result) in members.into_iter().zip(results) {
+            let mut sheets: Vec<&SheetRef> = members.iter().filter_map(|&index| google_sheet(specs[index])).collect();
+            let wanted = sheets.len();
+            if shared.is_some() {
+                for companion in companions.iter().filter_map(|spec| google_sheet(spec)) {
+                    if companion.spreadsheet_id == spreadsheet_id && !sheets.contains(&companion) {
+                        sheets.push(companion);
+                    }
+                }
+            }
+            let mut results = self.google.fetch_spreadsheet(spreadsheet_id, &sheets).await.into_iter();
+            for (index, result) in members.into_iter().zip(results.by_ref().take(wanted)) {
                 tables[index] = Some(result.map(Fetched::Table).map_err(SourceError::from));
+            }
+            if let Some(cache) = shared.as_mut() {
+                for (sheet, result) in sheets[wanted..].iter().zip(results) {
+                    // Failures are not kept: the view's own run asks again.
+                    if let Ok(table) = result {
+                        cache.insert((*sheet).clone(), (Instant::now(), table));
+                    }
+                }
             }
         }
         tables
@@ -316,6 +388,7 @@ impl Sources {
             .collect()
     }
 
+    /// Fetches one source (a Google sheet on its own).
     pub async fn fetch(&self, spec: &SourceSpec) -> Result<Fetched, SourceError> {
         match spec {
             SourceSpec::CsvFile(path) => {
