@@ -26,6 +26,7 @@ use fake_google::{FakeGoogle, FakeSpreadsheet, FakeTab};
 use futures_util::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
+use sheetsync::mapping::sales::STAGES;
 
 const DEFAULT_SIZES: [usize; 3] = [10_000, 100_000, 500_000];
 const DEFAULT_SHEETS_SIZES: [usize; 2] = [10_000, 100_000];
@@ -112,15 +113,6 @@ struct Deal {
 /// `count` deals; 5% repeat an earlier client + stage (an update further
 /// down the sheet), the rest are distinct.
 fn generate(count: usize) -> Vec<Deal> {
-    const STAGES: [&str; 7] = [
-        "F Inbox",
-        "D POA Booked",
-        "C Proposal sent",
-        "B Legals",
-        "A Closed",
-        "Lost",
-        "Not Relevant",
-    ];
     const SOURCES: [&str; 5] = ["Inbound", "Outbound", "Client referral", "Event", "Upsell/Cross-sell"];
     const WORDS: [&str; 12] = [
         "North", "Blue", "Apex", "Green", "Silver", "Delta", "Nova", "Prime", "Summit", "River", "Atlas", "Orbit",
@@ -148,7 +140,7 @@ fn generate(count: usize) -> Vec<Deal> {
             (earlier.client.clone(), earlier.stage)
         } else {
             let client = format!("{} {} {index}", WORDS[next(WORDS.len())], KINDS[next(KINDS.len())]);
-            (client, STAGES[next(STAGES.len())])
+            (client, STAGES.values[next(STAGES.values.len())])
         };
         deals.push(Deal {
             client,

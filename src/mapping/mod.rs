@@ -98,6 +98,9 @@ pub struct Mapper<'p> {
     columns: Columns,
     zone: Option<Tz>,
     header_row: usize,
+    /// Each enum field's accepted spellings, folded once per sync (folding
+    /// them for every cell was a third of a sync's time).
+    lookups: Vec<Option<values::EnumLookup>>,
 }
 
 /// First pass: finds the header, reads every row once to collect problems
@@ -115,11 +118,20 @@ pub fn plan<'p>(profile: &'p TargetProfile, source: &Fetched) -> Result<(Mapper<
     let header_index = locate_header(profile, &labels, &leading)?;
     let header = &leading[header_index];
     let columns = resolve_columns(profile, &labels, header);
+    let lookups = profile
+        .fields
+        .iter()
+        .map(|field| match field.kind {
+            FieldKind::Enum(allowed) => Some(allowed.lookup()),
+            _ => None,
+        })
+        .collect();
     let mapper = Mapper {
         profile,
         zone: source.serial_time_zone(),
         header_row: header.number,
         columns,
+        lookups,
     };
     let mut plan = Plan {
         header_row: header.number,
@@ -144,10 +156,10 @@ impl<'p> Mapper<'p> {
             warnings: &mut plan.warnings,
             rejected: &mut plan.rejected,
         };
-        let Some(record) = self.map_row(row, Some(&mut issues)) else {
+        let Some((_, key)) = self.read_row(row, Some(&mut issues)) else {
             return;
         };
-        if let Some(previous) = plan.winners.insert(record.key, row.number) {
+        if let Some(previous) = plan.winners.insert(key, row.number) {
             plan.duplicates.push(Duplicate {
                 row: previous,
                 superseded_by: row.number,
@@ -182,11 +194,11 @@ impl Winners<'_, '_> {
             if row.number <= self.mapper.header_row {
                 continue;
             }
-            let Some(record) = self.mapper.map_row(&row, None) else {
+            let Some((values, key)) = self.mapper.read_row(&row, None) else {
                 continue;
             };
-            if self.plan.winners.get(&record.key) == Some(&row.number) {
-                return Some(Ok(record));
+            if self.plan.winners.get(&key) == Some(&row.number) {
+                return Some(Ok(self.mapper.record(row.number, key, values)));
             }
         }
     }
@@ -312,27 +324,49 @@ fn resolve_columns(profile: &TargetProfile, labels: &FieldLabels, header: &Row) 
 impl Mapper<'_> {
     /// Reads one data row. Returns `None` (and reports why, when asked) when
     /// the row lacks a required value.
-    fn map_row(&self, row: &Row, mut issues: Option<&mut Issues>) -> Option<MappedRecord> {
+    /// The record of a row's values, fields named as the profile names them.
+    fn record(&self, row: usize, key: String, values: Vec<Bson>) -> MappedRecord {
+        let fields = self
+            .profile
+            .fields
+            .iter()
+            .map(|spec| spec.name.to_owned())
+            .zip(values)
+            .collect();
+        MappedRecord { row, key, fields }
+    }
+
+    /// The row's values in profile order and its key, without building a
+    /// document: the planning pass only needs the key.
+    fn read_row(&self, row: &Row, mut issues: Option<&mut Issues>) -> Option<(Vec<Bson>, String)> {
         if let Some(issues) = issues.as_deref_mut() {
             warn_about_overflow(&self.columns, row, issues.warnings);
         }
-        let mut fields = Document::new();
+        let mut values = Vec::with_capacity(self.profile.fields.len());
         let mut missing = Vec::new();
         for (index, spec) in self.profile.fields.iter().enumerate() {
             let value = match self.columns.of_field(index) {
                 Some((column, header)) => {
                     let cell = row.cells.get(column).unwrap_or(&Cell::Empty);
                     let warnings = issues.as_deref_mut().map(|issues| &mut *issues.warnings);
-                    read_cell(spec, cell, self.zone, row.number, header, warnings)
+                    read_cell(
+                        spec,
+                        self.lookups[index].as_ref(),
+                        cell,
+                        self.zone,
+                        row.number,
+                        header,
+                        warnings,
+                    )
                 }
                 None => Bson::Null,
             };
             if spec.required && value == Bson::Null {
                 missing.push(spec.name);
             }
-            fields.insert(spec.name, value);
+            values.push(value);
         }
-        derive_fields(self.profile, &mut fields);
+        derive_fields(self.profile, &mut values);
         if !missing.is_empty() {
             if let Some(issues) = issues {
                 issues.rejected.push(RowIssue {
@@ -347,12 +381,11 @@ impl Mapper<'_> {
             }
             return None;
         }
-        let key = record_key(self.profile, &fields);
-        Some(MappedRecord {
-            row: row.number,
-            key,
-            fields,
-        })
+        let key = fold_key(self.profile.key.iter().map(|name| {
+            let index = self.profile.fields.iter().position(|spec| spec.name == *name);
+            index.and_then(|index| values.get(index))
+        }));
+        Some((values, key))
     }
 }
 
@@ -380,13 +413,14 @@ fn warn_about_overflow(columns: &Columns, row: &Row, warnings: &mut Vec<RowIssue
 /// when `warnings` is given, a warning.
 fn read_cell(
     spec: &FieldSpec,
+    lookup: Option<&values::EnumLookup>,
     cell: &Cell,
     zone: Option<Tz>,
     row: usize,
     header: &str,
     warnings: Option<&mut Vec<RowIssue>>,
 ) -> Bson {
-    let (value, problem) = match convert(spec, cell, zone) {
+    let (value, problem) = match convert(spec, lookup, cell, zone) {
         Ok(value) => (value, None),
         Err(Problem::Unknown { written, reason }) => (Bson::String(written), Some(reason)),
         Err(Problem::Unreadable(reason)) => (Bson::Null, Some(format!("{reason}; stored as null"))),
@@ -410,7 +444,12 @@ enum Problem {
     Unreadable(&'static str),
 }
 
-fn convert(spec: &FieldSpec, cell: &Cell, zone: Option<Tz>) -> Result<Bson, Problem> {
+fn convert(
+    spec: &FieldSpec,
+    lookup: Option<&values::EnumLookup>,
+    cell: &Cell,
+    zone: Option<Tz>,
+) -> Result<Bson, Problem> {
     let unreadable = Problem::Unreadable;
     match (&spec.kind, cell) {
         (_, Cell::Empty) => Ok(Bson::Null),
@@ -438,7 +477,11 @@ fn convert(spec: &FieldSpec, cell: &Cell, zone: Option<Tz>) -> Result<Bson, Prob
             .ok_or(unreadable("not a month (expected e.g. 2025-01 or janv.-25)")),
         (FieldKind::Enum(allowed), cell) => {
             let written = text_of(cell);
-            match allowed.canonical(&written) {
+            let canonical = match lookup {
+                Some(lookup) => lookup.canonical(&written),
+                None => allowed.canonical(&written),
+            };
+            match canonical {
                 Some(value) => Ok(Bson::String(value.to_owned())),
                 None => Err(Problem::Unknown {
                     reason: format!(
@@ -467,23 +510,22 @@ fn to_bson_date(moment: DateTime<Utc>) -> Bson {
 
 /// Fills fields computed from others (a month from its date) where the source
 /// left them empty.
-fn derive_fields(profile: &TargetProfile, fields: &mut Document) {
-    for spec in profile.fields {
+fn derive_fields(profile: &TargetProfile, values: &mut [Bson]) {
+    for (index, spec) in profile.fields.iter().enumerate() {
         let FieldKind::Month {
             derive_from: Some(source),
         } = spec.kind
         else {
             continue;
         };
-        if fields.get(spec.name) != Some(&Bson::Null) {
+        if values[index] != Bson::Null {
             continue;
         }
-        if let Some(moment) = fields
-            .get_datetime(source)
-            .ok()
-            .and_then(|date| values::from_bson_date(*date))
-        {
-            fields.insert(spec.name, values::format_month(moment.year(), moment.month()));
+        let source = profile.fields.iter().position(|field| field.name == source);
+        if let Some(Bson::DateTime(date)) = source.map(|source| &values[source]) {
+            if let Some(moment) = values::from_bson_date(*date) {
+                values[index] = Bson::String(values::format_month(moment.year(), moment.month()));
+            }
         }
     }
 }
@@ -492,10 +534,12 @@ fn derive_fields(profile: &TargetProfile, fields: &mut Document) {
 /// trimmed and case- and whitespace-insensitively), joined by a separator that
 /// cannot occur in them.
 pub fn record_key(profile: &TargetProfile, fields: &Document) -> String {
-    profile
-        .key
-        .iter()
-        .map(|name| match fields.get(*name) {
+    fold_key(profile.key.iter().map(|name| fields.get(*name)))
+}
+
+fn fold_key<'a>(parts: impl Iterator<Item = Option<&'a Bson>>) -> String {
+    parts
+        .map(|value| match value {
             Some(Bson::String(text)) => fold_key_text(text),
             _ => String::new(),
         })

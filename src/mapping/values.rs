@@ -4,6 +4,9 @@
 //! thousands separators, French or English month names) but never guesses a
 //! value it cannot read: it returns `None` and the caller reports the cell.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
 use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use unicode_normalization::UnicodeNormalization;
@@ -35,10 +38,16 @@ pub fn fold_key_text(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
-fn strip_accents(text: &str) -> String {
-    text.nfd()
-        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
-        .collect()
+fn strip_accents(text: &str) -> Cow<'_, str> {
+    // Most cells are ASCII, which has no accents to strip.
+    if text.is_ascii() {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.nfd()
+            .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+            .collect(),
+    )
 }
 
 /// A calendar date or a moment, from the formats sales exports use:
@@ -51,6 +60,9 @@ pub fn parse_date(text: &str) -> Option<DateTime<Utc>> {
     let text = text.trim();
     if text.is_empty() {
         return None;
+    }
+    if let Some(date) = parse_common_date(text) {
+        return Some(midnight_utc(date));
     }
     if let Ok(moment) = DateTime::parse_from_rfc3339(text) {
         return Some(moment.with_timezone(&Utc));
@@ -77,6 +89,28 @@ pub fn parse_date(text: &str) -> Option<DateTime<Utc>> {
         }
     }
     parse_short_year_date(text).map(midnight_utc)
+}
+
+/// The two shapes nearly every export uses, `yyyy-mm-dd` and `dd/mm/yyyy`,
+/// read without trying format strings one after another (the same rules as
+/// the general path: a real calendar date, a year from 1900 to 2999).
+fn parse_common_date(text: &str) -> Option<NaiveDate> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 10 {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        bytes[range].iter().try_fold(0u32, |value, &b| {
+            b.is_ascii_digit().then(|| value * 10 + u32::from(b - b'0'))
+        })
+    };
+    let (year, month, day) = match (bytes[2], bytes[4], bytes[5], bytes[7]) {
+        (_, b'-', _, b'-') => (number(0..4)?, number(5..7)?, number(8..10)?),
+        (b'/', _, b'/', _) => (number(6..10)?, number(3..5)?, number(0..2)?),
+        _ => return None,
+    };
+    let year = i32::try_from(year).ok().filter(|year| (1900..=2999).contains(year))?;
+    NaiveDate::from_ymd_opt(year, month, day)
 }
 
 /// `dd/mm/yy` (also with `.` or `-`): two-digit years are 20yy.
@@ -213,6 +247,9 @@ fn parse_separated_digits(digits: &str) -> Option<f64> {
 /// `janv.-25`, `Jan-25`, `January 2025`, `févr. 2025`, or a full date.
 pub fn parse_month(text: &str) -> Option<String> {
     let text = text.trim();
+    if let Some(month) = parse_iso_month(text) {
+        return Some(month);
+    }
     if let Some(date) = parse_date(text) {
         return Some(format_month(date.year(), date.month()));
     }
@@ -230,6 +267,16 @@ pub fn parse_month(text: &str) -> Option<String> {
         _ => return None,
     };
     let year: i32 = if year < 100 { 2000 + year } else { year };
+    ((1..=12).contains(&month) && (1900..=2999).contains(&year)).then(|| format_month(year, month))
+}
+
+/// `YYYY-MM` as written, checked.
+fn parse_iso_month(text: &str) -> Option<String> {
+    let (year, month) = text.split_once('-')?;
+    if year.len() != 4 || month.len() != 2 || !(year.bytes().chain(month.bytes())).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (year, month): (i32, u32) = (year.parse().ok()?, month.parse().ok()?);
     ((1..=12).contains(&month) && (1900..=2999).contains(&year)).then(|| format_month(year, month))
 }
 
@@ -273,22 +320,38 @@ pub struct EnumSpec {
 }
 
 impl EnumSpec {
-    /// The canonical value `text` stands for, if any.
+    /// The canonical value `text` stands for, if any. Builds the lookup each
+    /// time: a sync builds it once with [`EnumSpec::lookup`].
     pub fn canonical(&self, text: &str) -> Option<&'static str> {
-        let folded = fold_label(text);
-        if folded.is_empty() {
-            return None;
+        self.lookup().canonical(text)
+    }
+
+    /// Every accepted spelling, folded once. Values come first, so an alias
+    /// never shadows a value.
+    pub fn lookup(&self) -> EnumLookup {
+        let mut by_folded = HashMap::new();
+        for value in self.values {
+            by_folded.entry(fold_label(value)).or_insert(*value);
+            if let Some(rest) = strip_letter_prefix(value).filter(|_| self.letter_prefixed) {
+                by_folded.entry(fold_label(rest)).or_insert(*value);
+            }
         }
-        let by_value = self.values.iter().find(|value| {
-            fold_label(value) == folded
-                || (self.letter_prefixed && strip_letter_prefix(value).is_some_and(|rest| fold_label(rest) == folded))
-        });
-        by_value.copied().or_else(|| {
-            self.aliases
-                .iter()
-                .find(|(alias, _)| fold_label(alias) == folded)
-                .map(|(_, value)| *value)
-        })
+        for (alias, value) in self.aliases {
+            by_folded.entry(fold_label(alias)).or_insert(*value);
+        }
+        EnumLookup { by_folded }
+    }
+}
+
+/// An [`EnumSpec`] ready for fast matching.
+#[derive(Debug, Clone)]
+pub struct EnumLookup {
+    by_folded: HashMap<String, &'static str>,
+}
+
+impl EnumLookup {
+    pub fn canonical(&self, text: &str) -> Option<&'static str> {
+        self.by_folded.get(&fold_label(text)).copied()
     }
 }
 

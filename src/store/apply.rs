@@ -16,7 +16,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::{Doing, StoreError, indexes};
-use crate::mapping::profile::TargetProfile;
+use crate::mapping::profile::{IndexSpec, TargetProfile};
 use crate::mapping::{MappedRecord, record_key};
 
 /// Prefix of staging collections; leftovers of a crashed run are recognised
@@ -289,11 +289,14 @@ pub struct Staging {
     written: usize,
     /// Indexes staging must carry at the swap: the profile's and `_id`'s.
     indexes: usize,
+    /// Built once the records are in: one bulk build per index is several
+    /// times faster than keeping seven indexes up to date insert by insert.
+    index_specs: &'static [IndexSpec],
 }
 
 impl Staging {
-    /// Creates `_sheetsync_staging.<target>.<run id>` with the target's
-    /// indexes.
+    /// Creates `_sheetsync_staging.<target>.<unix seconds>.<run id>`; the
+    /// target's indexes are built at the swap, once the records are in.
     pub async fn create(
         db: &Database,
         target: &str,
@@ -313,11 +316,8 @@ impl Staging {
             batch_size: batch_size.max(1),
             written: 0,
             indexes: profile.indexes.len() + 1,
+            index_specs: profile.indexes,
         };
-        if let Err(error) = indexes::create(db, &name, profile.indexes).await {
-            staging.abandon().await;
-            return Err(error.into());
-        }
         Ok(staging)
     }
 
@@ -350,6 +350,7 @@ impl Staging {
     pub async fn swap_in(&mut self) -> Result<(), ApplyError> {
         self.flush().await?;
         let staging = self.collection.name().to_owned();
+        indexes::create(&self.db, &staging, self.index_specs).await?;
         let found = self
             .collection
             .count_documents(doc! {})
