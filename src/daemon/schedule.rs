@@ -83,7 +83,8 @@ impl Schedule {
 
     /// The next `count` fire times after `from`, in the schedule's zone.
     pub fn upcoming(&self, from: DateTime<Utc>, count: usize) -> Vec<DateTime<Tz>> {
-        let mut times = Vec::with_capacity(count);
+        // `count` comes from the command line: do not trust it with memory.
+        let mut times = Vec::with_capacity(count.min(1024));
         let mut cursor = from;
         while times.len() < count {
             let Some(next) = self.next_after(cursor) else { break };

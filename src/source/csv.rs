@@ -207,6 +207,8 @@ struct LineTracker {
     offset: u64,
     /// Line number at `offset`.
     line: usize,
+    /// Whether the byte before `offset` was `\r`.
+    after_cr: bool,
 }
 
 impl LineTracker {
@@ -216,6 +218,7 @@ impl LineTracker {
             pending: VecDeque::new(),
             offset: 0,
             line: 1,
+            after_cr: false,
         }
     }
 
@@ -236,11 +239,13 @@ impl LineTracker {
         self.line
     }
 
+    /// Counts `\n`, `\r\n` and a lone `\r` (old Mac Excel) as one line end each.
     fn consume(&mut self, byte: u8) {
         self.offset += 1;
-        if byte == b'\n' {
+        if byte == b'\r' || (byte == b'\n' && !self.after_cr) {
             self.line += 1;
         }
+        self.after_cr = byte == b'\r';
     }
 }
 
@@ -446,6 +451,13 @@ mod tests {
             blank, 1,
             "the line of bare commas is blank; an empty line is not a record"
         );
+    }
+
+    #[test]
+    fn old_mac_line_ends_are_numbered_too() {
+        let source = CsvSource::from_bytes(b"Client,Stage\rAcme,Lost\r\rGlobex,Lost\r".to_vec(), "t");
+        let numbers: Vec<usize> = rows(&source).0.iter().map(|(number, _)| *number).collect();
+        assert_eq!(numbers, vec![1, 2, 4]);
     }
 
     #[test]
