@@ -287,8 +287,6 @@ pub struct Staging {
     batch: Vec<Document>,
     batch_size: usize,
     written: usize,
-    /// Indexes staging must carry at the swap: the profile's and `_id`'s.
-    indexes: usize,
     /// Built once the records are in: one bulk build per index is several
     /// times faster than keeping seven indexes up to date insert by insert.
     index_specs: &'static [IndexSpec],
@@ -315,7 +313,6 @@ impl Staging {
             batch: Vec::with_capacity(batch_size),
             batch_size: batch_size.max(1),
             written: 0,
-            indexes: profile.indexes.len() + 1,
             index_specs: profile.indexes,
         };
         Ok(staging)
@@ -370,10 +367,12 @@ impl Staging {
             .list_index_names()
             .await
             .doing(|| format!("listing the indexes of staging collection `{staging}`"))?;
-        if indexes.len() < self.indexes {
+        // The profile's indexes and `_id`'s.
+        let expected = self.index_specs.len() + 1;
+        if indexes.len() < expected {
             return Err(ApplyError::StagingIndexes {
                 staging,
-                expected: self.indexes,
+                expected,
                 found: indexes.len(),
             });
         }
