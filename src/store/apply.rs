@@ -85,9 +85,37 @@ impl Changes {
 /// not with their size.
 #[derive(Debug)]
 struct Known {
-    id: String,
+    id: RecordId,
     created_at: Option<BsonDateTime>,
     digest: u64,
+}
+
+/// A deal id as held in memory. Almost every id is a UUID in its canonical
+/// text form (sheetsync made it, or the dashboard did), so it is kept as its
+/// 16 bytes instead of a 36-byte heap string: with one per record, twice
+/// (the old data's and the ids already given out), that is what keeps half a
+/// million records within the memory budget. Anything else is kept as text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum RecordId {
+    Uuid(Uuid),
+    /// Never a canonical UUID, so one id has exactly one representation.
+    Text(Box<str>),
+}
+
+impl RecordId {
+    fn parse(id: &str) -> RecordId {
+        match Uuid::try_parse(id) {
+            Ok(uuid) if uuid.hyphenated().encode_lower(&mut Uuid::encode_buffer()) == id => RecordId::Uuid(uuid),
+            _ => RecordId::Text(id.into()),
+        }
+    }
+
+    fn to_text(&self) -> String {
+        match self {
+            RecordId::Uuid(uuid) => uuid.to_string(),
+            RecordId::Text(text) => text.to_string(),
+        }
+    }
 }
 
 /// The target collection's current records, by key.
@@ -109,16 +137,27 @@ pub async fn load_existing(collection: &Collection<Document>, profile: &TargetPr
         .doing(describe)?;
     let mut existing = Existing::default();
     while let Some(document) = cursor.try_next().await.doing(describe)? {
-        existing.count += 1;
-        let Ok(id) = document.get_str("id").map(str::to_owned) else {
-            continue;
-        };
-        let created_at = document.get_datetime("created_at").ok().copied();
-        let key = record_key(profile, &document);
-        let digest = digest(&document);
-        existing.by_key.entry(key).or_insert(Known { id, created_at, digest });
+        existing.add(profile, &document);
     }
     Ok(existing)
+}
+
+impl Existing {
+    /// Counts one stored document and, when it has an id, remembers it under
+    /// its key (the first of several sharing a key wins).
+    fn add(&mut self, profile: &TargetProfile, document: &Document) {
+        self.count += 1;
+        let Ok(id) = document.get_str("id") else {
+            return;
+        };
+        self.by_key
+            .entry(record_key(profile, document))
+            .or_insert_with(|| Known {
+                id: RecordId::parse(id),
+                created_at: document.get_datetime("created_at").ok().copied(),
+                digest: digest(document),
+            });
+    }
 }
 
 /// A 64-bit digest of a document's encoding. Field order counts, which only
@@ -149,7 +188,7 @@ pub struct Identities<'a> {
     view_id: &'a str,
     existing: &'a Existing,
     now: BsonDateTime,
-    used_ids: HashSet<String>,
+    used_ids: HashSet<RecordId>,
     changes: Changes,
 }
 
@@ -167,13 +206,16 @@ impl<'a> Identities<'a> {
     /// The stored document for `record`.
     pub fn assign(&mut self, record: MappedRecord) -> Document {
         let known = self.existing.by_key.get(&record.key);
-        let mut id = known.map_or_else(|| stable_id(self.view_id, &record.key), |known| known.id.clone());
+        let mut id = known.map_or_else(
+            || RecordId::Uuid(stable_uuid(self.view_id, &record.key)),
+            |known| known.id.clone(),
+        );
         if !self.used_ids.insert(id.clone()) {
             id = unused_id(self.view_id, &record.key, &mut self.used_ids);
         }
         let created_at = known.and_then(|known| known.created_at).unwrap_or(self.now);
         let mut document = Document::new();
-        document.insert("id", id);
+        document.insert("id", id.to_text());
         document.extend(record.fields);
         document.insert("created_at", created_at);
         match known {
@@ -197,10 +239,10 @@ impl<'a> Identities<'a> {
 }
 
 /// The derived id, or if even that is taken, a random one.
-fn unused_id(view_id: &str, key: &str, used_ids: &mut HashSet<String>) -> String {
-    let derived = stable_id(view_id, key);
+fn unused_id(view_id: &str, key: &str, used_ids: &mut HashSet<RecordId>) -> RecordId {
+    let derived = RecordId::Uuid(stable_uuid(view_id, key));
     let id = if used_ids.contains(&derived) {
-        Uuid::new_v4().to_string()
+        RecordId::Uuid(Uuid::new_v4())
     } else {
         derived
     };
@@ -216,7 +258,11 @@ fn unix_seconds() -> u64 {
 
 /// The deal id of a record that has none yet.
 pub fn stable_id(view_id: &str, key: &str) -> String {
-    Uuid::new_v5(&RECORD_ID_NAMESPACE, format!("{view_id}\u{1f}{key}").as_bytes()).to_string()
+    stable_uuid(view_id, key).to_string()
+}
+
+fn stable_uuid(view_id: &str, key: &str) -> Uuid {
+    Uuid::new_v5(&RECORD_ID_NAMESPACE, format!("{view_id}\u{1f}{key}").as_bytes())
 }
 
 /// Refuses a refresh that would wipe or drastically shrink a view's data,
@@ -417,15 +463,7 @@ mod tests {
     fn existing(documents: &[Document]) -> Existing {
         let mut existing = Existing::default();
         for document in documents {
-            existing.count += 1;
-            let key = record_key(&SALES_RECORDS, document);
-            let id = document.get_str("id").unwrap().to_owned();
-            let created_at = document.get_datetime("created_at").ok().copied();
-            existing.by_key.entry(key).or_insert(Known {
-                id,
-                created_at,
-                digest: digest(document),
-            });
+            existing.add(&SALES_RECORDS, document);
         }
         existing
     }
@@ -444,6 +482,31 @@ mod tests {
             second.get_str("id").unwrap(),
             stable_id("v", &record("Globex", "Lost").key)
         );
+    }
+
+    #[test]
+    fn ids_are_written_back_exactly_as_they_were_stored() {
+        let canonical = "0b6f1f5e-8a3d-4c2b-9e1f-2a3b4c5d6e7f";
+        assert_eq!(
+            RecordId::parse(canonical),
+            RecordId::Uuid(Uuid::parse_str(canonical).unwrap())
+        );
+        let written_elsewhere = [
+            "0B6F1F5E-8A3D-4C2B-9E1F-2A3B4C5D6E7F",
+            "0b6f1f5e8a3d4c2b9e1f2a3b4c5d6e7f",
+            "{0b6f1f5e-8a3d-4c2b-9e1f-2a3b4c5d6e7f}",
+            "deal-42",
+            "",
+        ];
+        for id in written_elsewhere {
+            assert!(matches!(RecordId::parse(id), RecordId::Text(_)), "{id:?}");
+        }
+        for (n, id) in [canonical].into_iter().chain(written_elsewhere).enumerate() {
+            let client = format!("Client {n}");
+            let old = existing(&[doc! { "id": id, "client": &client, "stage": "Lost" }]);
+            let document = Identities::new("v", &old, BsonDateTime::now()).assign(record(&client, "Lost"));
+            assert_eq!(document.get_str("id"), Ok(id));
+        }
     }
 
     #[test]
