@@ -68,6 +68,11 @@ pub struct GoogleSettings {
     pub retry_max_delay_ms: u64,
     /// Give up on a call once this much time has passed since its first attempt.
     pub retry_max_elapsed_ms: u64,
+    /// How long a spreadsheet's tab list and time zone are reused before
+    /// being read again, in seconds; 0 reads them on every cycle. A tab that
+    /// is no longer where the cached list says is noticed at once whatever
+    /// this says.
+    pub metadata_max_age_secs: u64,
 }
 
 /// Where the service-account key path was configured.
@@ -99,6 +104,7 @@ impl Default for GoogleSettings {
             retry_base_delay_ms: 500,
             retry_max_delay_ms: 30_000,
             retry_max_elapsed_ms: 120_000,
+            metadata_max_age_secs: 7 * 24 * 3600,
         }
     }
 }
@@ -106,6 +112,10 @@ impl Default for GoogleSettings {
 impl GoogleSettings {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn metadata_max_age(&self) -> Duration {
+        Duration::from_secs(self.metadata_max_age_secs)
     }
 }
 

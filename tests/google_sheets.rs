@@ -176,7 +176,11 @@ async fn one_token_and_one_batch_get_per_spreadsheet_per_cycle() {
 
     let seen = fake.seen();
     assert_eq!(seen.token_requests, 1, "one token for every call of both cycles");
-    assert_eq!(seen.metadata_requests, [SHEET_A, SHEET_B, SHEET_A, SHEET_B]);
+    assert_eq!(
+        seen.metadata_requests,
+        [SHEET_A, SHEET_B],
+        "the tab lists and time zones of the first cycle serve the second"
+    );
     let batches: Vec<(&str, Vec<&str>)> = seen
         .batch_requests
         .iter()
@@ -216,8 +220,94 @@ async fn one_token_and_one_batch_get_per_spreadsheet_per_cycle() {
             stats.retries,
             stats.failed_calls
         ),
-        (8, 4, 4, 0, 0)
+        (6, 2, 4, 0, 0)
     );
+}
+
+/// First clients of each fetched table, or the error's text.
+async fn first_clients(sources: &Sources, specs: &[SourceSpec]) -> Vec<String> {
+    let refs: Vec<&SourceSpec> = specs.iter().collect();
+    sources
+        .fetch_all(&refs)
+        .await
+        .into_iter()
+        .map(|fetched| match fetched {
+            Ok(fetched) => table_of(fetched).rows[1].cells[0].display(),
+            Err(error) => error.to_string(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn cached_tab_lists_are_read_again_when_a_tab_moves_or_is_added() {
+    let fake = FakeGoogle::start().await;
+    two_spreadsheets(&fake);
+    let sources = sources(settings(&fake));
+    let specs = [
+        sheet(SHEET_A, None, Some("Signal")),
+        sheet(SHEET_A, Some(17), None),
+        sheet(SHEET_B, None, None),
+    ];
+    let expected = ["Signal Acme", "Q1 Acme", "Market Acme"];
+    assert_eq!(first_clients(&sources, &specs).await, expected);
+    assert_eq!(fake.seen().metadata_requests, [SHEET_A, SHEET_B]);
+
+    // The tab behind gid 17 is renamed: the cached title now names nothing,
+    // Google refuses the range, and the same cycle reads A's tab list again.
+    let mut renamed = fake.spreadsheet(SHEET_A);
+    renamed.tabs[1].title = "Q1 (archive)".to_owned();
+    fake.add_spreadsheet(SHEET_A, renamed);
+    assert_eq!(first_clients(&sources, &specs).await, expected);
+    let seen = fake.seen();
+    assert_eq!(
+        seen.metadata_requests,
+        [SHEET_A, SHEET_B, SHEET_A],
+        "only A is read again"
+    );
+    let last_ranges: Vec<&Vec<String>> = seen.batch_requests[2..].iter().map(|batch| &batch.ranges).collect();
+    assert_eq!(
+        last_ranges,
+        [
+            &vec!["'Signal'".to_owned(), "'It''s Q1'".to_owned()],
+            &vec!["'Signal'".to_owned(), "'Q1 (archive)'".to_owned()],
+            &vec!["'Market'".to_owned()],
+        ]
+    );
+
+    // A view naming a tab added since the list was read finds it.
+    let mut grown = fake.spreadsheet(SHEET_B);
+    grown.tabs.push(tab(11, "Organic", sales_rows("Organic")));
+    fake.add_spreadsheet(SHEET_B, grown);
+    let with_new_tab = [sheet(SHEET_B, None, None), sheet(SHEET_B, None, Some("Organic"))];
+    assert_eq!(
+        first_clients(&sources, &with_new_tab).await,
+        ["Market Acme", "Organic Acme"]
+    );
+    assert_eq!(fake.seen().metadata_requests.len(), 4);
+
+    // A tab that really is missing is reported once the list is fresh.
+    let missing = [sheet(SHEET_B, None, Some("Nope"))];
+    let error = &first_clients(&sources, &missing).await[0];
+    assert!(error.contains("no tab named \"Nope\""), "{error}");
+    assert_eq!(fake.seen().metadata_requests.len(), 5);
+    assert_eq!(sources.google_stats().failed_calls, 1, "only the refused range");
+}
+
+#[tokio::test]
+async fn a_zero_metadata_age_reads_the_tab_list_every_cycle() {
+    let fake = FakeGoogle::start().await;
+    two_spreadsheets(&fake);
+    let sources = sources(GoogleSettings {
+        metadata_max_age_secs: 0,
+        ..settings(&fake)
+    });
+    let specs = [sheet(SHEET_A, None, Some("Signal"))];
+    for _cycle in 0..3 {
+        assert_eq!(first_clients(&sources, &specs).await, ["Signal Acme"]);
+    }
+    let seen = fake.seen();
+    assert_eq!(seen.metadata_requests, [SHEET_A, SHEET_A, SHEET_A]);
+    assert_eq!(seen.batch_requests.len(), 3);
 }
 
 fn serial(date: NaiveDate, hours: f64) -> f64 {
@@ -384,7 +474,11 @@ async fn gives_up_within_the_attempt_and_time_budget() {
 async fn refusals_fail_at_once_with_a_message_saying_what_to_do() {
     let fake = FakeGoogle::start().await;
     two_spreadsheets(&fake);
-    let sources = sources(settings(&fake));
+    // Every case must reach spreadsheets.get, so nothing is cached.
+    let sources = sources(GoogleSettings {
+        metadata_max_age_secs: 0,
+        ..settings(&fake)
+    });
     let cases = [
         (
             Endpoint::Metadata,
@@ -544,8 +638,9 @@ async fn a_failed_view_leaves_its_collection_and_metadata_untouched() {
     assert_eq!(market_before.len(), 3);
     assert_eq!(market_meta_before.get_str("source_type").unwrap(), "google_sheets");
 
-    // Market's spreadsheet is no longer shared; Signal's data changes.
-    fake.script(SHEET_B, Endpoint::Metadata, [Fault::Forbidden]);
+    // Market's spreadsheet is no longer shared (its tab list is cached, so
+    // the refusal comes on the values); Signal's data changes.
+    fake.script(SHEET_B, Endpoint::BatchGet, [Fault::Forbidden]);
     let mut changed = sales_rows("Q1");
     changed.push(vec![json!("Q1 Hooli"), json!("F Inbox")]);
     fake.add_spreadsheet(

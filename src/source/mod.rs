@@ -316,8 +316,8 @@ impl Sources {
 
     /// Fetches every spec's table; one result per spec, in order, so that one
     /// failing source never hides the others. Google views are grouped by
-    /// spreadsheet: one `spreadsheets.get` and one `values:batchGet` per
-    /// spreadsheet, however many views read from it.
+    /// spreadsheet: one `values:batchGet` per spreadsheet however many views
+    /// read from it (and a `spreadsheets.get` when its metadata is not cached).
     pub async fn fetch_all(&self, specs: &[&SourceSpec]) -> Vec<Result<Fetched, SourceError>> {
         self.fetch_all_with(specs, &[]).await
     }

@@ -165,6 +165,11 @@ impl FakeGoogle {
             .insert(id.to_owned(), spreadsheet);
     }
 
+    /// A copy of a spreadsheet added before, to change and add back.
+    pub fn spreadsheet(&self, id: &str) -> FakeSpreadsheet {
+        self.shared.inner.lock().unwrap().spreadsheets[id].clone()
+    }
+
     /// Queues faults for the next requests of `endpoint` on `id`.
     pub fn script(&self, id: &str, endpoint: Endpoint, faults: impl IntoIterator<Item = Fault>) {
         self.shared

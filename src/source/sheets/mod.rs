@@ -1,15 +1,18 @@
 //! Google Sheets through the Sheets API v4: a thin client on the shared
 //! reqwest client, covering just `spreadsheets.get` and `values:batchGet`.
 //!
-//! Per spreadsheet and per sync cycle it makes exactly two calls, whatever
-//! the number of views reading from it:
-//! 1. `spreadsheets.get` with the fields mask
-//!    `properties.timeZone,sheets.properties(sheetId,title)`: the time zone in
-//!    which date serials are read, and the tab list that resolves a `gid` or
-//!    the first tab and catches a misspelt tab name before it could fail the
-//!    other views' ranges;
-//! 2. one `values:batchGet` over every tab those views read
-//!    (`UNFORMATTED_VALUE`, `SERIAL_NUMBER`, `ROWS`).
+//! Per spreadsheet and per sync cycle it makes one call, whatever the number
+//! of views reading from it: a `values:batchGet` over every tab those views
+//! read (`UNFORMATTED_VALUE`, `SERIAL_NUMBER`, `ROWS`).
+//!
+//! Reading a tab by A1 range needs its title, and reading a date serial needs
+//! the spreadsheet's time zone; both come from `spreadsheets.get` with the
+//! fields mask `properties.timeZone,sheets.properties(sheetId,title)`. That
+//! answer changes rarely, so it is kept for `metadata_max_age_secs` (a week by
+//! default) and read again sooner only when it proves stale: a named tab
+//! missing from it, or a range Google no longer knows. (Addressing tabs by id
+//! with `values:batchGetByDataFilter` would avoid titles, but it needs the
+//! read-write `spreadsheets` scope; sheetsync asks only for read-only.)
 //!
 //! Plus one token request per hour for the whole process (yup-oauth2 caches it).
 
@@ -18,8 +21,9 @@ pub mod auth;
 pub mod retry;
 
 use crate::telemetry;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -125,6 +129,18 @@ pub enum SheetsError {
          (e.g. Europe/Paris) in the spreadsheet's File > Settings"
     )]
     UnknownTimeZone { spreadsheet_id: String, zone: String },
+}
+
+impl SheetsError {
+    /// Whether a `values:batchGet` error may come from an outdated tab list
+    /// rather than from the spreadsheet: a range Google does not know (HTTP
+    /// 400 "Unable to parse range") or left out of its answer.
+    fn may_be_stale_metadata(&self) -> bool {
+        matches!(
+            self,
+            SheetsError::MissingRange { .. } | SheetsError::Rejected { status: 400, .. }
+        )
+    }
 }
 
 /// Counters of Google API traffic since start, for metrics and tests.
@@ -260,6 +276,8 @@ pub struct GoogleSheets {
     http: reqwest::Client,
     auth: OnceCell<GoogleAuth>,
     stats: Arc<GoogleStats>,
+    /// Spreadsheet metadata by spreadsheet id, with when it was read.
+    metadata: Mutex<HashMap<String, (Instant, SpreadsheetInfo)>>,
 }
 
 impl GoogleSheets {
@@ -273,6 +291,7 @@ impl GoogleSheets {
             http,
             auth: OnceCell::new(),
             stats: Arc::new(GoogleStats::default()),
+            metadata: Mutex::new(HashMap::new()),
         }
     }
 
@@ -287,7 +306,9 @@ impl GoogleSheets {
     }
 
     /// Reads the tabs `sheets` name, all in one spreadsheet: one
-    /// `spreadsheets.get` and one `values:batchGet`. One result per sheet, in order.
+    /// `values:batchGet`, preceded by a `spreadsheets.get` when the
+    /// spreadsheet's metadata is not cached or proves stale. One result per
+    /// sheet, in order.
     pub async fn fetch_spreadsheet(
         &self,
         spreadsheet_id: &str,
@@ -298,13 +319,43 @@ impl GoogleSheets {
             Ok(auth) => auth,
             Err(error) => return all_fail(error),
         };
-        let info = match self.spreadsheet_info(auth, spreadsheet_id).await {
-            Ok(info) => info,
-            Err(error) => return all_fail(error),
-        };
+        // A view naming a tab the cached list lacks (one added or renamed
+        // since) skips the cache without spending a batchGet on it.
+        if let Some(info) = self.cached_info(spreadsheet_id)
+            && sheets
+                .iter()
+                .all(|sheet| resolve_tab(spreadsheet_id, &info, sheet).is_ok())
+        {
+            let tables = self.read_tabs(auth, spreadsheet_id, &info, sheets).await;
+            let stale = tables
+                .iter()
+                .any(|table| table.as_ref().is_err_and(SheetsError::may_be_stale_metadata));
+            if !stale {
+                return tables;
+            }
+            tracing::info!(
+                spreadsheet_id,
+                "a tab is not where the cached tab list says; reading the spreadsheet's tab list again"
+            );
+        }
+        match self.fresh_info(auth, spreadsheet_id).await {
+            Ok(info) => self.read_tabs(auth, spreadsheet_id, &info, sheets).await,
+            Err(error) => all_fail(error),
+        }
+    }
+
+    /// The `values:batchGet` of [`GoogleSheets::fetch_spreadsheet`], with the
+    /// tab titles and time zone of `info`.
+    async fn read_tabs(
+        &self,
+        auth: &GoogleAuth,
+        spreadsheet_id: &str,
+        info: &SpreadsheetInfo,
+        sheets: &[&SheetRef],
+    ) -> Vec<Result<Table, SheetsError>> {
         let titles: Vec<Result<String, SheetsError>> = sheets
             .iter()
-            .map(|sheet| resolve_tab(spreadsheet_id, &info, sheet))
+            .map(|sheet| resolve_tab(spreadsheet_id, info, sheet))
             .collect();
         let mut wanted: Vec<&str> = Vec::new();
         for title in titles.iter().flatten() {
@@ -349,13 +400,39 @@ impl GoogleSheets {
     /// the view's tab: everything short of reading its values.
     pub async fn check(&self, sheet: &SheetRef) -> Result<SheetCheck, SheetsError> {
         let auth = self.auth().await?;
-        let info = self.spreadsheet_info(auth, &sheet.spreadsheet_id).await?;
+        let info = self.fresh_info(auth, &sheet.spreadsheet_id).await?;
         let tab = resolve_tab(&sheet.spreadsheet_id, &info, sheet)?;
         Ok(SheetCheck {
             client_email: auth.client_email.clone(),
             tab,
             time_zone: info.time_zone,
         })
+    }
+
+    /// The spreadsheet's metadata as last read, unless it is older than
+    /// `metadata_max_age_secs`.
+    fn cached_info(&self, spreadsheet_id: &str) -> Option<SpreadsheetInfo> {
+        let max_age = self.settings.metadata_max_age();
+        // A panic elsewhere cannot leave the map half-written: every critical
+        // section is a single insert, remove or clone.
+        let cache = self.metadata.lock().unwrap_or_else(PoisonError::into_inner);
+        cache
+            .get(spreadsheet_id)
+            .filter(|(read_at, _)| read_at.elapsed() < max_age)
+            .map(|(_, info)| info.clone())
+    }
+
+    /// Reads the spreadsheet's metadata and caches it; a failure forgets
+    /// what was cached, so the next cycle asks again.
+    async fn fresh_info(&self, auth: &GoogleAuth, spreadsheet_id: &str) -> Result<SpreadsheetInfo, SheetsError> {
+        let read_at = Instant::now();
+        let info = self.spreadsheet_info(auth, spreadsheet_id).await;
+        let mut cache = self.metadata.lock().unwrap_or_else(PoisonError::into_inner);
+        match &info {
+            Ok(info) => cache.insert(spreadsheet_id.to_owned(), (read_at, info.clone())),
+            Err(_) => cache.remove(spreadsheet_id),
+        };
+        info
     }
 
     async fn spreadsheet_info(&self, auth: &GoogleAuth, spreadsheet_id: &str) -> Result<SpreadsheetInfo, SheetsError> {
