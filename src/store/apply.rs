@@ -130,12 +130,18 @@ pub struct Existing {
 /// `created_at` over and to count changes.
 pub async fn load_existing(collection: &Collection<Document>, profile: &TargetProfile) -> Result<Existing, StoreError> {
     let describe = || format!("reading the current records of `{}`", collection.name());
+    let mut existing = Existing::default();
+    // Sized once from the collection's metadata: growing the map by doubling
+    // would briefly hold the old table next to the new one, the largest
+    // moment of a re-load's memory. (A failed estimate only costs that.)
+    if let Ok(estimate) = collection.estimated_document_count().await {
+        existing.by_key.reserve(usize::try_from(estimate).unwrap_or(0));
+    }
     let mut cursor = collection
         .find(doc! {})
         .projection(doc! { "_id": 0 })
         .await
         .doing(describe)?;
-    let mut existing = Existing::default();
     while let Some(document) = cursor.try_next().await.doing(describe)? {
         existing.add(profile, &document);
     }
@@ -198,7 +204,9 @@ impl<'a> Identities<'a> {
             view_id,
             existing,
             now,
-            used_ids: HashSet::new(),
+            // A refresh mostly keeps the records it replaces; sizing the set
+            // for them spares it the doubling steps (see `load_existing`).
+            used_ids: HashSet::with_capacity(existing.by_key.len()),
             changes: Changes::default(),
         }
     }
