@@ -277,6 +277,8 @@ struct Columns {
     /// `(field index, column index, header as written)`.
     assigned: Vec<(usize, usize, String)>,
     unknown: Vec<String>,
+    /// Columns whose header cell is empty.
+    unlabelled: Vec<usize>,
     warnings: Vec<RowIssue>,
     header_width: usize,
 }
@@ -294,12 +296,14 @@ fn resolve_columns(profile: &TargetProfile, labels: &FieldLabels, header: &Row) 
     let mut columns = Columns {
         assigned: Vec::new(),
         unknown: Vec::new(),
+        unlabelled: Vec::new(),
         warnings: Vec::new(),
         header_width: header.cells.len(),
     };
     for (column, cell) in header.cells.iter().enumerate() {
         let written = cell.display().trim().to_owned();
         if written.is_empty() {
+            columns.unlabelled.push(column);
             continue;
         }
         match labels.field_of(cell) {
@@ -340,7 +344,7 @@ impl Mapper<'_> {
     /// document: the planning pass only needs the key.
     fn read_row(&self, row: &Row, mut issues: Option<&mut Issues>) -> Option<(Vec<Bson>, String)> {
         if let Some(issues) = issues.as_deref_mut() {
-            warn_about_overflow(&self.columns, row, issues.warnings);
+            warn_about_ignored_values(&self.columns, row, issues.warnings);
         }
         let mut values = Vec::with_capacity(self.profile.fields.len());
         let mut missing = Vec::new();
@@ -389,7 +393,28 @@ impl Mapper<'_> {
     }
 }
 
-fn warn_about_overflow(columns: &Columns, row: &Row, warnings: &mut Vec<RowIssue>) {
+/// Values no column header names are not imported; the person editing the
+/// source is told, row by row, so that a forgotten header is noticed.
+fn warn_about_ignored_values(columns: &Columns, row: &Row, warnings: &mut Vec<RowIssue>) {
+    let has_value = |column: &usize| row.cells.get(*column).is_some_and(|cell| !cell.is_empty());
+    let unlabelled: Vec<String> = columns
+        .unlabelled
+        .iter()
+        .filter(|column| has_value(column))
+        .map(|&column| column_letters(column))
+        .collect();
+    if !unlabelled.is_empty() {
+        warnings.push(RowIssue {
+            row: row.number,
+            column: Some(unlabelled.join(", ")),
+            value: None,
+            reason: format!(
+                "value(s) under column(s) {} were ignored: the header row leaves them unnamed; name the column or \
+                 clear it",
+                unlabelled.join(", ")
+            ),
+        });
+    }
     let extra = row
         .cells
         .iter()
@@ -407,6 +432,19 @@ fn warn_about_overflow(columns: &Columns, row: &Row, warnings: &mut Vec<RowIssue
             ),
         });
     }
+}
+
+/// A column's spreadsheet letters: 0 is `A`, 25 `Z`, 26 `AA`.
+fn column_letters(column: usize) -> String {
+    let mut letters = Vec::new();
+    let mut rest = column + 1;
+    while rest > 0 {
+        let digit = (rest - 1) % 26;
+        // `digit` < 26, so the letter is ASCII.
+        letters.push(char::from(b'A' + digit as u8));
+        rest = (rest - 1) / 26;
+    }
+    letters.iter().rev().collect()
 }
 
 /// Reads one cell into `spec`'s type; an unreadable value becomes null and,
@@ -644,6 +682,27 @@ mod tests {
         assert!(
             reasons.iter().any(|r| r.contains("beyond the header's 4 columns")),
             "{reasons:?}"
+        );
+    }
+
+    #[test]
+    fn values_under_an_unnamed_column_are_reported() {
+        let mapping = map_csv("Client,,Stage,\nAcme,note,Lost,\nGlobex,,Lost,x\nInitech,,Lost,\n");
+        assert_eq!(mapping.records.len(), 3, "the rows themselves are imported");
+        let ignored: Vec<(usize, Option<&str>)> = mapping
+            .warnings
+            .iter()
+            .map(|warning| (warning.row, warning.column.as_deref()))
+            .collect();
+        assert_eq!(ignored, [(2, Some("B")), (3, Some("D"))]);
+        assert!(
+            mapping.warnings[0].reason.contains("name the column"),
+            "{:?}",
+            mapping.warnings
+        );
+        assert_eq!(
+            [0, 25, 26, 51, 52, 701, 702].map(column_letters),
+            ["A", "Z", "AA", "AZ", "BA", "ZZ", "AAA"]
         );
     }
 
