@@ -14,10 +14,12 @@ pub mod schedule;
 pub mod state;
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -101,6 +103,25 @@ impl std::fmt::Debug for Daemon {
             .field("schedule", &self.schedule)
             .finish_non_exhaustive()
     }
+}
+
+/// Stops a background task when dropped, including when a panic unwinds
+/// past its owner: a lease renewer must not outlive its sync.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The text a panic was raised with.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|text| (*text).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".to_owned())
 }
 
 /// Locks a mutex whose data stays meaningful even if a holder panicked.
@@ -212,7 +233,10 @@ impl Daemon {
         mut slot: Option<DateTime<Utc>>,
     ) {
         loop {
-            self.execute(&plan, id, trigger, slot).await;
+            let run = AssertUnwindSafe(self.execute(&plan, id, trigger, slot)).catch_unwind();
+            if let Err(panic) = run.await {
+                self.recover_from_panic(&plan, id, panic_message(panic.as_ref()));
+            }
             match self.runs.next_for(&plan.name, self.clock.now()) {
                 Some(next) => {
                     id = next.id;
@@ -222,6 +246,25 @@ impl Daemon {
                 None => return,
             }
         }
+    }
+
+    /// A bug must not leave a view marked busy until the process restarts:
+    /// the run is recorded as failed and the view takes runs again. The swap
+    /// is one server-side step, so the view's data is the old or the new,
+    /// never a mix; the lease renewer has stopped with the unwinding (see
+    /// [`AbortOnDrop`]) and the lease expires on its own.
+    fn recover_from_panic(&self, plan: &ViewPlan, id: Uuid, message: String) {
+        tracing::error!(
+            view = %plan.name, run_id = %id, panic = %message,
+            "the run of this view panicked; this is a bug in sheetsync, please report it with this log"
+        );
+        lock(&self.aborts).remove(&id);
+        self.finish(
+            id,
+            RunState::Failed {
+                error: format!("internal error, the run panicked: {message}; see the log"),
+            },
+        );
     }
 
     /// One run of one view: the lease, the "slot already done" check, the
@@ -238,7 +281,7 @@ impl Daemon {
                     self.finish(id, fail("not started: sheetsync is shutting down".to_owned()));
                     return;
                 }
-                match self.leases.try_acquire(view_id, self.clock.now()).await {
+                match self.leases.try_acquire(view_id).await {
                     Ok(true) => break,
                     Ok(false) => {
                         tracing::debug!(view = %plan.name, "another process is syncing this view; waiting for its lease");
@@ -292,7 +335,7 @@ impl Daemon {
         self.runs.set_state(id, RunState::Running, self.clock.now());
         let abort = Abort::default();
         lock(&self.aborts).insert(id, abort.clone());
-        let renewer = (!plan.view_id.is_empty()).then(|| self.spawn_renewer(plan, abort.clone()));
+        let renewer = (!plan.view_id.is_empty()).then(|| AbortOnDrop(self.spawn_renewer(plan, abort.clone())));
         let options = SyncOptions {
             run_id: Some(id),
             abort: abort.clone(),
@@ -302,9 +345,7 @@ impl Daemon {
             .syncer
             .sync(std::slice::from_ref(&plan.name), trigger, options)
             .await;
-        if let Some(renewer) = renewer {
-            renewer.abort();
-        }
+        drop(renewer);
         lock(&self.aborts).remove(&id);
         match outcome {
             Ok(reports) => match reports.into_iter().next() {
@@ -338,7 +379,7 @@ impl Daemon {
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(every).await;
-                match daemon.leases.renew(&view_id, daemon.clock.now()).await {
+                match daemon.leases.renew(&view_id).await {
                     Ok(true) => {}
                     Ok(false) => {
                         tracing::warn!(%view, "the lease of this view was lost while syncing; calling the sync off");
@@ -673,4 +714,30 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_run_stops_its_renewer_and_keeps_the_message() {
+        let (beat, mut beats) = tokio::sync::mpsc::unbounded_channel();
+        let run = async {
+            let _renewer = AbortOnDrop(tokio::spawn(async move {
+                while beat.send(()).is_ok() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }));
+            if beats.recv().await.is_some() {
+                panic!("unexpected cell at row {}", 7);
+            }
+        };
+        let panic = AssertUnwindSafe(run).catch_unwind().await.unwrap_err();
+        assert_eq!(panic_message(panic.as_ref()), "unexpected cell at row 7");
+        // The channel closes only when the renewer task, which holds the
+        // sender, has been aborted and dropped.
+        let drained = tokio::time::timeout(Duration::from_secs(30), async { while beats.recv().await.is_some() {} });
+        assert!(drained.await.is_ok(), "the renewer outlived the panicking run");
+    }
 }
