@@ -626,3 +626,60 @@ async fn a_sync_called_off_before_its_swap_writes_nothing() {
     );
     db.drop().await;
 }
+
+/// Leases are timed by the server's clock: nothing a replica passes in.
+#[tokio::test]
+async fn leases_exclude_other_processes_until_released_or_expired() {
+    use sheetsync::store::lease::{Leases, SYNC_LOCKS_COLLECTION};
+    use std::time::Duration;
+
+    let db = test_db("leases").await;
+    let hour = Duration::from_secs(3600);
+    let first = Leases::new(db.db.clone(), "replica-1".to_owned(), hour);
+    let second = Leases::new(db.db.clone(), "replica-2".to_owned(), hour);
+
+    assert!(first.try_acquire("view-a").await.unwrap(), "a free lease is taken");
+    assert!(!second.try_acquire("view-a").await.unwrap(), "a live lease is not");
+    assert!(second.try_acquire("view-b").await.unwrap(), "leases are per view");
+    assert!(
+        first.try_acquire("view-a").await.unwrap(),
+        "the owner may take it again"
+    );
+    assert!(first.renew("view-a").await.unwrap());
+    assert!(!second.renew("view-a").await.unwrap(), "only the owner renews");
+
+    let lease = db
+        .db
+        .collection::<Document>(SYNC_LOCKS_COLLECTION)
+        .find_one(doc! { "_id": "view-a" })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lease.get_str("owner"), Ok("replica-1"));
+    let acquired = lease.get_datetime("acquired_at").unwrap().timestamp_millis();
+    let expires = lease.get_datetime("expires_at").unwrap().timestamp_millis();
+    assert!(
+        expires - acquired >= 3_600_000,
+        "expiry is a lease time after the server's now: {lease:?}"
+    );
+
+    second.release("view-a").await.unwrap();
+    assert!(!second.try_acquire("view-a").await.unwrap(), "only the owner releases");
+    first.release("view-a").await.unwrap();
+    assert!(second.try_acquire("view-a").await.unwrap(), "a released lease is free");
+
+    // A lease that lives no time at all has expired once the server's clock
+    // moves on, and another process takes it over.
+    let fleeting = Leases::new(db.db.clone(), "replica-3".to_owned(), Duration::ZERO);
+    assert!(fleeting.try_acquire("view-c").await.unwrap());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        first.try_acquire("view-c").await.unwrap(),
+        "an expired lease is taken over"
+    );
+    assert!(
+        !fleeting.renew("view-c").await.unwrap(),
+        "and its old owner has lost it"
+    );
+    db.drop().await;
+}

@@ -5,6 +5,12 @@
 //! A lease is taken when there is none, when it has expired, or when the
 //! caller already owns it; it is renewed while the sync runs and deleted when
 //! it ends. A process that dies leaves a lease that simply expires.
+//!
+//! Lease times come from the database server's clock (`hello`'s
+//! `localTime`), never from a replica's own: a replica whose clock runs ahead
+//! must not see a live lease as expired. (Computing them inside the update
+//! with `$$NOW` would save a round trip, but the test servers do not support
+//! `$expr` in update filters or compare two dates correctly in it.)
 
 use std::time::Duration;
 
@@ -42,9 +48,24 @@ impl Leases {
         now + chrono::Duration::from_std(self.ttl).unwrap_or(chrono::Duration::seconds(60))
     }
 
+    /// The server's current time.
+    async fn server_now(&self, doing: impl FnOnce() -> String) -> Result<DateTime<Utc>, StoreError> {
+        let hello = self.db.run_command(doc! { "hello": 1 }).await.doing(doing)?;
+        let millis = hello.get_datetime("localTime").map(|time| time.timestamp_millis());
+        // Every MongoDB answers `hello` with its `localTime`; without it, the
+        // local clock is the only one left.
+        Ok(millis
+            .ok()
+            .and_then(DateTime::from_timestamp_millis)
+            .unwrap_or_else(Utc::now))
+    }
+
     /// Takes the lease of `view_id` if it is free, expired or already ours.
     /// `Ok(false)` means another process holds it.
-    pub async fn try_acquire(&self, view_id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    pub async fn try_acquire(&self, view_id: &str) -> Result<bool, StoreError> {
+        let now = self
+            .server_now(|| format!("taking the lease of view {view_id}"))
+            .await?;
         let locks = self.db.collection::<Document>(SYNC_LOCKS_COLLECTION);
         let expires_at = to_bson_date(self.expiry(now));
         let acquired_at = to_bson_date(now);
@@ -74,7 +95,10 @@ impl Leases {
 
     /// Pushes the expiry forward; `Ok(false)` means the lease was lost (it
     /// expired and another process took it).
-    pub async fn renew(&self, view_id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    pub async fn renew(&self, view_id: &str) -> Result<bool, StoreError> {
+        let now = self
+            .server_now(|| format!("renewing the lease of view {view_id}"))
+            .await?;
         let renewed = self
             .db
             .collection::<Document>(SYNC_LOCKS_COLLECTION)
