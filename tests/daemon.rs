@@ -71,22 +71,13 @@ fn next_runs_prints_paris_times_right_across_dst() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_syncs_every_view_and_admin_is_off_without_token() {
-    let url = mongo_url();
-    let name = unique_db("sighup");
-    let db = database(&url, &name).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (organic, signal) = (dir.path().join("organic.csv"), dir.path().join("signal.csv"));
-    write_csv(&organic, 5, "v1");
-    write_csv(&signal, 3, "v1");
-    insert_views(
-        &db,
-        &[
-            ("view-organic", "Organic", &organic),
-            ("view-signal", "Signal", &signal),
-        ],
+    let fixture = DaemonFixture::new(
+        "sighup",
+        &[("view-organic", "Organic", 5, "v1"), ("view-signal", "Signal", 3, "v1")],
     )
     .await;
-    let config = write_config(dir.path(), &url, &name, "catch_up = false");
+    let db = &fixture.db;
+    let config = fixture.config("catch_up = false");
     let mut daemon = DaemonProc::start(&config, &[]);
     daemon.wait_log("ready");
     let client = http();
@@ -107,13 +98,13 @@ async fn sighup_syncs_every_view_and_admin_is_off_without_token() {
         .unwrap();
     assert_eq!(refresh.status(), 404);
     assert!(
-        runs_of(&db, doc! {}).await.is_empty(),
+        runs_of(db, doc! {}).await.is_empty(),
         "catch-up is off: nothing ran yet"
     );
 
     daemon.signal(libc::SIGHUP);
     let runs = eventually("two runs after SIGHUP", || async {
-        let runs = runs_of(&db, doc! { "trigger": "signal" }).await;
+        let runs = runs_of(db, doc! { "trigger": "signal" }).await;
         (runs.len() == 2).then_some(runs)
     })
     .await;
@@ -190,14 +181,9 @@ async fn sighup_syncs_every_view_and_admin_is_off_without_token() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn admin_refresh_needs_the_right_token() {
-    let url = mongo_url();
-    let name = unique_db("admin");
-    let db = database(&url, &name).await;
-    let dir = tempfile::tempdir().unwrap();
-    let organic = dir.path().join("organic.csv");
-    write_csv(&organic, 4, "v1");
-    insert_views(&db, &[("view-organic", "Organic", &organic)]).await;
-    let config = write_config(dir.path(), &url, &name, "catch_up = false");
+    let fixture = DaemonFixture::new("admin", &[("view-organic", "Organic", 4, "v1")]).await;
+    let db = &fixture.db;
+    let config = fixture.config("catch_up = false");
     let mut daemon = DaemonProc::start(&config, &[("SHEETSYNC_ADMIN_TOKEN", "correct-horse")]);
     daemon.wait_log("ready");
     let client = http();
@@ -212,7 +198,7 @@ async fn admin_refresh_needs_the_right_token() {
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
-    assert!(runs_of(&db, doc! {}).await.is_empty(), "refused requests run nothing");
+    assert!(runs_of(db, doc! {}).await.is_empty(), "refused requests run nothing");
 
     let accepted = client.post(&refresh).bearer_auth("correct-horse").send().await.unwrap();
     assert_eq!(accepted.status(), 202);
@@ -242,7 +228,7 @@ async fn admin_refresh_needs_the_right_token() {
         "the announced id is the recorded one"
     );
     assert_eq!(result["trigger"], "admin");
-    let stored = runs_of(&db, doc! { "run_id": &id }).await;
+    let stored = runs_of(db, doc! { "run_id": &id }).await;
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].get_str("trigger"), Ok("admin"));
     // Refresh all: 202 too.
@@ -302,16 +288,11 @@ async fn readyz_follows_mongodb_down_and_back() {
 async fn sigterm_during_a_sync_exits_zero_and_leaves_old_or_new_data() {
     const OLD: usize = 50;
     const NEW: usize = 20_000;
-    let url = mongo_url();
-    let name = unique_db("sigterm");
-    let db = database(&url, &name).await;
-    let dir = tempfile::tempdir().unwrap();
-    let organic = dir.path().join("organic.csv");
-    write_csv(&organic, OLD, "old");
-    insert_views(&db, &[("view-organic", "Organic", &organic)]).await;
+    let fixture = DaemonFixture::new("sigterm", &[("view-organic", "Organic", OLD, "old")]).await;
+    let db = &fixture.db;
     // Catch-up syncs the old data at start; the grace period is zero, so a
     // sync still running at SIGTERM is abandoned.
-    let config = write_config(dir.path(), &url, &name, "catch_up = true\nshutdown_grace_secs = 0");
+    let config = fixture.config("catch_up = true\nshutdown_grace_secs = 0");
     let mut daemon = DaemonProc::start(&config, &[]);
     daemon.wait_log("catch-up done");
     let records = db.collection::<Document>("sales_records");
@@ -320,7 +301,7 @@ async fn sigterm_during_a_sync_exits_zero_and_leaves_old_or_new_data() {
         OLD as u64
     );
 
-    write_csv(&organic, NEW, "new");
+    write_csv(&fixture.csv("Organic"), NEW, "new");
     daemon.signal(libc::SIGHUP);
     let client = http();
     eventually("the view to be syncing", || async {
@@ -350,31 +331,25 @@ async fn sigterm_during_a_sync_exits_zero_and_leaves_old_or_new_data() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_daemons_sync_each_view_once_per_trigger() {
-    let url = mongo_url();
-    let name = unique_db("replicas");
-    let db = database(&url, &name).await;
-    let dir = tempfile::tempdir().unwrap();
-    let (organic, market) = (dir.path().join("organic.csv"), dir.path().join("market.csv"));
-    write_csv(&organic, 200, "v1");
-    write_csv(&market, 100, "v1");
-    insert_views(
-        &db,
+    let fixture = DaemonFixture::new(
+        "replicas",
         &[
-            ("view-organic", "Organic", &organic),
-            ("view-market", "Market", &market),
+            ("view-organic", "Organic", 200, "v1"),
+            ("view-market", "Market", 100, "v1"),
         ],
     )
     .await;
-    let config_a = write_config(dir.path(), &url, &name, "catch_up = true");
+    let db = &fixture.db;
+    let config_a = fixture.config("catch_up = true");
     let dir_b = tempfile::tempdir().unwrap();
-    let config_b = write_config(dir_b.path(), &url, &name, "catch_up = true");
+    let config_b = fixture.config_in(dir_b.path(), "catch_up = true");
     // Both start at once and both see two never-synced views to catch up.
     let mut first = DaemonProc::start(&config_a, &[]);
     let mut second = DaemonProc::start(&config_b, &[]);
     first.wait_log("catch-up done");
     second.wait_log("catch-up done");
     for view in ["Organic", "Market"] {
-        let runs = runs_of(&db, doc! { "view": view }).await;
+        let runs = runs_of(db, doc! { "view": view }).await;
         assert_eq!(
             runs.len(),
             1,

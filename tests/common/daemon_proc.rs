@@ -282,3 +282,50 @@ fn run_script(args: &[&str]) -> String {
     );
     String::from_utf8(output.stdout).unwrap().trim().to_owned()
 }
+
+/// A fresh database whose views read generated CSVs in a scratch directory:
+/// the setup every daemon test starts from.
+pub struct DaemonFixture {
+    pub url: String,
+    pub name: String,
+    pub db: mongodb::Database,
+    pub dir: tempfile::TempDir,
+}
+
+impl DaemonFixture {
+    /// `views`: (view id, view name, rows, product tag). View `Name` reads
+    /// `name.csv` (lower case, spaces removed).
+    pub async fn new(label: &str, views: &[(&str, &str, usize, &str)]) -> DaemonFixture {
+        let url = mongo_url();
+        let name = unique_db(label);
+        let db = database(&url, &name).await;
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = DaemonFixture { url, name, db, dir };
+        let mut rows = Vec::new();
+        for (id, view, count, tag) in views {
+            let csv = fixture.csv(view);
+            write_csv(&csv, *count, tag);
+            rows.push((*id, *view, csv));
+        }
+        let refs: Vec<(&str, &str, &Path)> = rows.iter().map(|(id, view, csv)| (*id, *view, csv.as_path())).collect();
+        insert_views(&fixture.db, &refs).await;
+        fixture
+    }
+
+    /// The CSV file a view reads.
+    pub fn csv(&self, view: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join(format!("{}.csv", view.to_lowercase().replace(' ', "")))
+    }
+
+    /// A configuration for this database, with `daemon_extra` under `[daemon]`.
+    pub fn config(&self, daemon_extra: &str) -> PathBuf {
+        write_config(self.dir.path(), &self.url, &self.name, daemon_extra)
+    }
+
+    /// A second configuration in its own directory, for a second replica.
+    pub fn config_in(&self, dir: &Path, daemon_extra: &str) -> PathBuf {
+        write_config(dir, &self.url, &self.name, daemon_extra)
+    }
+}
