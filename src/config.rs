@@ -161,8 +161,9 @@ pub struct ViewOverride {
     pub sheet_name: Option<String>,
 }
 
-/// The `[daemon]` section: what `sheetsync run` needs beyond a sync.
-#[derive(Clone, Deserialize)]
+/// The `[daemon]` section: what `sheetsync run` needs beyond a sync. Its
+/// `Debug` is safe to log: [`AdminToken`]'s own never shows the token.
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaemonSettings {
     /// Cron expression (seconds optional), evaluated in `time_zone`.
@@ -222,23 +223,6 @@ impl DaemonSettings {
 
     pub fn retry_max(&self) -> Duration {
         Duration::from_secs(self.retry_max_secs)
-    }
-}
-
-impl std::fmt::Debug for DaemonSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DaemonSettings")
-            .field("schedule", &self.schedule)
-            .field("time_zone", &self.time_zone)
-            .field("catch_up", &self.catch_up)
-            .field("listen", &self.listen)
-            .field("admin_token_file", &self.admin_token_file)
-            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
-            .field("lease_secs", &self.lease_secs)
-            .field("retry_min_secs", &self.retry_min_secs)
-            .field("retry_max_secs", &self.retry_max_secs)
-            .field("admin_token", &self.admin_token)
-            .finish()
     }
 }
 
