@@ -269,14 +269,10 @@ impl Syncer {
     /// each failure is logged and the cycle goes on. Staging collections get
     /// the record indexes anyway, so a swapped-in collection always has them.
     async fn ensure_indexes_leniently(&self, plans: &[ViewPlan]) {
-        for (collection, specs) in indexes::FIXED_INDEXES {
+        let collections = target_collections(plans);
+        for (collection, specs) in indexes::all_targets(&collections, self.profile.indexes) {
             if let Err(error) = indexes::create(&self.db, collection, specs).await {
-                tracing::warn!(%error, "index creation failed; the sync goes on");
-            }
-        }
-        for collection in target_collections(plans) {
-            if let Err(error) = indexes::create(&self.db, &collection, self.profile.indexes).await {
-                tracing::warn!(%error, "index creation failed; the sync goes on and its swap brings the indexes");
+                tracing::warn!(%error, "index creation failed; the sync goes on (a view's swap brings its indexes)");
             }
         }
     }

@@ -126,21 +126,30 @@ pub async fn create(db: &Database, collection: &str, specs: &[IndexSpec]) -> Res
     Ok(())
 }
 
-/// Every index the schema lists: the fixed collections' and, for each view
-/// collection, the record indexes. Returns the collections touched.
+/// Every collection the schema gives indexes, with its indexes: the fixed
+/// collections, then each view collection with the record indexes.
+pub fn all_targets<'a>(
+    record_collections: &'a [String],
+    record_indexes: &'a [IndexSpec],
+) -> impl Iterator<Item = (&'a str, &'a [IndexSpec])> {
+    let fixed = FIXED_INDEXES.iter().map(|(collection, specs)| (*collection, *specs));
+    let records = record_collections
+        .iter()
+        .map(move |collection| (collection.as_str(), record_indexes));
+    fixed.chain(records)
+}
+
+/// Every index the schema lists (see [`all_targets`]). Returns the
+/// collections touched.
 pub async fn ensure_all(
     db: &Database,
     record_collections: &[String],
     record_indexes: &[IndexSpec],
 ) -> Result<Vec<String>, StoreError> {
     let mut touched = Vec::new();
-    for (collection, specs) in FIXED_INDEXES {
+    for (collection, specs) in all_targets(record_collections, record_indexes) {
         create(db, collection, specs).await?;
-        touched.push(collection.to_string());
-    }
-    for collection in record_collections {
-        create(db, collection, record_indexes).await?;
-        touched.push(collection.clone());
+        touched.push(collection.to_owned());
     }
     Ok(touched)
 }
