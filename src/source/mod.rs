@@ -305,7 +305,7 @@ impl Sources {
 
     /// Google API traffic since this `Sources` was built.
     pub fn google_stats(&self) -> GoogleStatsSnapshot {
-        self.google.stats().snapshot()
+        self.google.stats()
     }
 
     /// Whether a Google view could be read: the key loads, a token is
@@ -330,6 +330,14 @@ impl Sources {
         specs: &[&SourceSpec],
         companions: &[&SourceSpec],
     ) -> Vec<Result<Fetched, SourceError>> {
+        let mut tables: Vec<Option<Result<Fetched, SourceError>>> = specs.iter().map(|_| None).collect();
+        for (index, spec) in specs.iter().enumerate() {
+            if google_sheet(spec).is_none() {
+                tables[index] = Some(self.fetch(spec).await);
+            }
+        }
+        // Taken only now: a CSV download never waits for another view's
+        // spreadsheet, which may be retrying for minutes.
         let mut shared = match &self.shared {
             Some(shared) => {
                 let mut tables = shared.tables.lock().await;
@@ -338,21 +346,19 @@ impl Sources {
             }
             None => None,
         };
-        let mut tables: Vec<Option<Result<Fetched, SourceError>>> = specs.iter().map(|_| None).collect();
         let mut spreadsheets: Vec<(&str, Vec<usize>)> = Vec::new();
-        for (index, spec) in specs.iter().enumerate() {
-            match spec {
-                SourceSpec::GoogleSheet(sheet) => {
-                    if let Some(table) = shared.as_mut().and_then(|cache| cache.remove(sheet)) {
-                        tables[index] = Some(Ok(Fetched::Table(table.1)));
-                        continue;
-                    }
-                    match spreadsheets.iter_mut().find(|(id, _)| *id == sheet.spreadsheet_id) {
-                        Some((_, members)) => members.push(index),
-                        None => spreadsheets.push((&sheet.spreadsheet_id, vec![index])),
-                    }
-                }
-                _ => tables[index] = Some(self.fetch(spec).await),
+        for (index, sheet) in specs
+            .iter()
+            .enumerate()
+            .filter_map(|(index, spec)| Some((index, google_sheet(spec)?)))
+        {
+            if let Some(table) = shared.as_mut().and_then(|cache| cache.remove(sheet)) {
+                tables[index] = Some(Ok(Fetched::Table(table.1)));
+                continue;
+            }
+            match spreadsheets.iter_mut().find(|(id, _)| *id == sheet.spreadsheet_id) {
+                Some((_, members)) => members.push(index),
+                None => spreadsheets.push((&sheet.spreadsheet_id, vec![index])),
             }
         }
         for (spreadsheet_id, members) in spreadsheets {
