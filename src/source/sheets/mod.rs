@@ -23,7 +23,7 @@ pub mod retry;
 use crate::telemetry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -173,6 +173,18 @@ pub struct GoogleStatsSnapshot {
 }
 
 impl GoogleStats {
+    /// One HTTP request sent, counted here and in the metrics.
+    fn record_request(&self) {
+        bump(&self.requests);
+        metrics::counter!(telemetry::GOOGLE_API_CALLS).increment(1);
+    }
+
+    /// One request that repeats a failed one, counted here and in the metrics.
+    fn record_retry(&self) {
+        bump(&self.retries);
+        metrics::counter!(telemetry::GOOGLE_API_RETRIES).increment(1);
+    }
+
     pub fn snapshot(&self) -> GoogleStatsSnapshot {
         let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         GoogleStatsSnapshot {
@@ -275,7 +287,7 @@ pub struct GoogleSheets {
     policy: RetryPolicy,
     http: reqwest::Client,
     auth: OnceCell<GoogleAuth>,
-    stats: Arc<GoogleStats>,
+    stats: GoogleStats,
     /// Spreadsheet metadata by spreadsheet id, with when it was read.
     metadata: Mutex<HashMap<String, (Instant, SpreadsheetInfo)>>,
 }
@@ -290,13 +302,13 @@ impl GoogleSheets {
             api_url,
             http,
             auth: OnceCell::new(),
-            stats: Arc::new(GoogleStats::default()),
+            stats: GoogleStats::default(),
             metadata: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn stats(&self) -> Arc<GoogleStats> {
-        Arc::clone(&self.stats)
+    pub fn stats(&self) -> GoogleStatsSnapshot {
+        self.stats.snapshot()
     }
 
     /// The loaded key; a failure is not cached, so a key fixed on disk is
@@ -508,8 +520,7 @@ impl GoogleSheets {
         loop {
             attempts += 1;
             if attempts > 1 {
-                bump(&self.stats.retries);
-                metrics::counter!(telemetry::GOOGLE_API_RETRIES).increment(1);
+                self.stats.record_retry();
             }
             let outcome = self.attempt(auth, call, spreadsheet_id, &url, force_refresh).await;
             force_refresh = false;
@@ -579,8 +590,7 @@ impl GoogleSheets {
             }
             Err(TokenFailure::Refused(error)) => return Attempt::Fatal(error),
         };
-        bump(&self.stats.requests);
-        metrics::counter!(telemetry::GOOGLE_API_CALLS).increment(1);
+        self.stats.record_request();
         let sent = self
             .http
             .get(url.clone())
