@@ -138,7 +138,7 @@ impl Runs {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave the maps half-updated
         // in a way that matters more than stopping the daemon would.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        super::lock(&self.inner)
     }
 
     /// Asks for a run of `view`. Never two at once for one view: while it
