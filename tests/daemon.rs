@@ -316,9 +316,7 @@ async fn sigterm_during_a_sync_exits_zero_and_leaves_old_or_new_data() {
         (status["running"].as_array()?.iter().any(|view| view == "Organic")).then_some(())
     })
     .await;
-    daemon.signal(libc::SIGTERM);
-    let status = daemon.wait_exit();
-    assert!(status.success(), "exit status {status}; log:\n{}", daemon.log_text());
+    daemon.stop();
 
     let total = records.count_documents(doc! {}).await.unwrap();
     let old = records.count_documents(doc! { "product": "old" }).await.unwrap();

@@ -344,38 +344,36 @@ async fn metadata(
     UrlPath(id): UrlPath<String>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
-) -> Response {
-    let fault = match admit(&shared, &headers, &id, Endpoint::Metadata) {
-        Ok(fault) => fault,
-        Err(response) => return response,
-    };
+) -> Result<Response, Response> {
+    let fault = admit(&shared, &headers, &id, Endpoint::Metadata)?;
     shared.inner.lock().unwrap().seen.metadata_requests.push(id.clone());
-    let fault = match apply_fault(fault, &id).await {
-        Ok(fault) => fault,
-        Err(response) => return response,
-    };
+    let fault = apply_fault(fault, &id).await?;
     if !query
         .iter()
         .any(|(name, value)| name == "fields" && value == METADATA_FIELDS)
     {
-        return error(
+        return Err(error(
             StatusCode::BAD_REQUEST,
             "INVALID_ARGUMENT",
             "the fake expects the fields mask",
-        );
+        ));
     }
-    let Some(spreadsheet) = shared.inner.lock().unwrap().spreadsheets.get(&id).cloned() else {
-        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "Requested entity was not found.");
-    };
+    let spreadsheet = spreadsheet_of(&shared, &id)?;
     let sheets: Vec<Value> = spreadsheet
         .tabs
         .iter()
         .map(|tab| json!({ "properties": { "sheetId": tab.sheet_id, "title": tab.title } }))
         .collect();
-    finish(
+    Ok(finish(
         json!({ "properties": { "timeZone": spreadsheet.time_zone }, "sheets": sheets }),
         fault,
-    )
+    ))
+}
+
+/// The spreadsheet `id`, or Google's 404.
+fn spreadsheet_of(shared: &Shared, id: &str) -> Result<FakeSpreadsheet, Response> {
+    let spreadsheet = shared.inner.lock().unwrap().spreadsheets.get(id).cloned();
+    spreadsheet.ok_or_else(|| error(StatusCode::NOT_FOUND, "NOT_FOUND", "Requested entity was not found."))
 }
 
 /// A1 column letters for a 1-based column number.
@@ -415,11 +413,8 @@ async fn batch_get(
     UrlPath(id): UrlPath<String>,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
-) -> Response {
-    let fault = match admit(&shared, &headers, &id, Endpoint::BatchGet) {
-        Ok(fault) => fault,
-        Err(response) => return response,
-    };
+) -> Result<Response, Response> {
+    let fault = admit(&shared, &headers, &id, Endpoint::BatchGet)?;
     let ranges: Vec<String> = query
         .iter()
         .filter(|(name, _)| name == "ranges")
@@ -430,22 +425,17 @@ async fn batch_get(
         ranges: ranges.clone(),
         query: query.clone(),
     });
-    let fault = match apply_fault(fault, &id).await {
-        Ok(fault) => fault,
-        Err(response) => return response,
-    };
-    let Some(spreadsheet) = shared.inner.lock().unwrap().spreadsheets.get(&id).cloned() else {
-        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "Requested entity was not found.");
-    };
+    let fault = apply_fault(fault, &id).await?;
+    let spreadsheet = spreadsheet_of(&shared, &id)?;
     let mut value_ranges = Vec::new();
     for range in &ranges {
         let tab = tab_of_range(range).and_then(|title| spreadsheet.tabs.iter().find(|tab| tab.title == title));
         let Some(tab) = tab else {
-            return error(
+            return Err(error(
                 StatusCode::BAD_REQUEST,
                 "INVALID_ARGUMENT",
                 &format!("Unable to parse range: {range}"),
-            );
+            ));
         };
         let rows = tab.values.len().max(1);
         let columns = tab.values.iter().map(Vec::len).max().unwrap_or(1).max(1);
@@ -461,5 +451,8 @@ async fn batch_get(
     if matches!(fault, Some(Fault::OmitLastRange)) {
         value_ranges.pop();
     }
-    finish(json!({ "spreadsheetId": id, "valueRanges": value_ranges }), fault)
+    Ok(finish(
+        json!({ "spreadsheetId": id, "valueRanges": value_ranges }),
+        fault,
+    ))
 }
