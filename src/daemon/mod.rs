@@ -329,8 +329,8 @@ impl Daemon {
         slot: Option<DateTime<Utc>>,
     ) -> RunState {
         if let Some(slot) = slot {
-            match metadata::last_update(&self.syncer.db, &plan.view_id).await {
-                Ok(Some((done_at, _))) if done_at >= slot => {
+            match self.last_success(plan).await {
+                Ok(Some(done_at)) if done_at >= slot => {
                     tracing::info!(
                         view = %plan.name, trigger = trigger.as_str(), slot = %slot, synced_at = %done_at,
                         "skipped: the view was already synced since this slot (by another replica)"
@@ -342,7 +342,6 @@ impl Daemon {
                 }
                 Ok(_) => {}
                 Err(error) => {
-                    self.set_mongo(false, error.to_string());
                     return RunState::Failed {
                         error: error.to_string(),
                     };
@@ -427,6 +426,28 @@ impl Daemon {
         }
     }
 
+    /// When the view was last synced successfully, by any replica; a failure
+    /// to read it marks MongoDB unreachable.
+    async fn last_success(&self, plan: &ViewPlan) -> Result<Option<DateTime<Utc>>, StoreError> {
+        match metadata::last_update(&self.syncer.db, &plan.view_id).await {
+            Ok(last) => Ok(last.map(|(at, _)| at)),
+            Err(error) => {
+                self.set_mongo(false, error.to_string());
+                Err(error)
+            }
+        }
+    }
+
+    /// Waits `backoff`, then doubles it up to `retry_max_secs`; `false` when
+    /// shutdown began meanwhile.
+    async fn back_off(&self, backoff: &mut Duration) -> bool {
+        if !self.pause(*backoff).await {
+            return false;
+        }
+        *backoff = (*backoff * 2).min(self.config().daemon.retry_max());
+        true
+    }
+
     /// A job: runs every (or the named) view for a trigger, retrying with
     /// backoff while MongoDB is unreachable. With a `slot`, views already
     /// synced since the slot are skipped (another replica did them). For a
@@ -455,16 +476,15 @@ impl Daemon {
                         }
                         let mut view_trigger = trigger;
                         if let Some(slot) = slot {
-                            match metadata::last_update(&self.syncer.db, &plan.view_id).await {
-                                Ok(Some((at, _))) if at >= slot => {
+                            match self.last_success(&plan).await {
+                                Ok(Some(at)) if at >= slot => {
                                     skipped += 1;
                                     done.push(plan.name.clone());
                                     continue;
                                 }
                                 Ok(None) if catch_up => view_trigger = Trigger::Startup,
                                 Ok(_) => {}
-                                Err(error) => {
-                                    self.set_mongo(false, error.to_string());
+                                Err(_) => {
                                     retry = true;
                                     break;
                                 }
@@ -504,10 +524,9 @@ impl Daemon {
                 tracing::info!(trigger = trigger.as_str(), slot = ?slot, synced, skipped, failed, "{} done", job_name(trigger));
                 return;
             }
-            if !self.pause(backoff).await {
+            if !self.back_off(&mut backoff).await {
                 return;
             }
-            backoff = (backoff * 2).min(settings.retry_max());
         }
     }
 
@@ -541,10 +560,9 @@ impl Daemon {
         let mut backoff = settings.retry_min();
         while let Err(error) = self.check_mongo().await {
             tracing::warn!(%error, retry_in_secs = backoff.as_secs(), "MongoDB is not reachable yet; will retry");
-            if !self.pause(backoff).await {
+            if !self.back_off(&mut backoff).await {
                 return;
             }
-            backoff = (backoff * 2).min(settings.retry_max());
         }
         notifier.ready();
         tracing::info!("ready");
