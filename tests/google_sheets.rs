@@ -1,17 +1,14 @@
 //! The Google Sheets source against a local fake Google (token endpoint +
 //! Sheets API v4), and the full path into MongoDB (`scripts/test`).
 
+mod common;
 #[path = "common/fake_google.rs"]
 mod fake_google;
-#[path = "common/google_db.rs"]
-mod google_db;
 
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, TimeZone, Utc};
 use fake_google::{CLIENT_EMAIL, Endpoint, FakeGoogle, FakeSpreadsheet, FakeTab, Fault};
-use futures_util::TryStreamExt;
-use google_db::GoogleTestDb;
 use mongodb::bson::{Bson, Document, doc};
 use serde_json::{Value, json};
 use sheetsync::config::GoogleSettings;
@@ -592,18 +589,6 @@ async fn insert_views(db: &mongodb::Database) {
         .unwrap();
 }
 
-async fn documents(db: &mongodb::Database, collection: &str) -> Vec<Document> {
-    db.collection::<Document>(collection)
-        .find(doc! {})
-        .projection(doc! { "_id": 0 })
-        .sort(doc! { "client": 1 })
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap()
-}
-
 async fn metadata(db: &mongodb::Database, view_id: &str) -> Option<Document> {
     db.collection::<Document>("data_metadata")
         .find_one(doc! { "type": "last_update", "view_id": view_id })
@@ -615,25 +600,20 @@ async fn metadata(db: &mongodb::Database, view_id: &str) -> Option<Document> {
 async fn a_failed_view_leaves_its_collection_and_metadata_untouched() {
     let fake = FakeGoogle::start().await;
     two_spreadsheets(&fake);
-    let test_db = GoogleTestDb::new("failed_view").await;
+    let test_db = common::test_db("failed_view").await;
     insert_views(&test_db.db).await;
     let key_file = fake.key_file.display().to_string();
-    let config = test_db.config(&[
+    let config = test_db.config_with(&[
         ("GOOGLE_APPLICATION_CREDENTIALS", &key_file),
         ("SHEETSYNC_SHEETS_API_URL", &fake.api_url),
     ]);
-    let syncer = Syncer {
-        db: test_db.db.clone(),
-        sources: Sources::from_config(&config).unwrap(),
-        config,
-        profile: &SALES_RECORDS,
-    };
+    let syncer = common::syncer_for(config).await;
     let first = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
     assert!(
         first.iter().all(|report| report.outcome == Outcome::Success),
         "{first:?}"
     );
-    let market_before = documents(&test_db.db, "sales_records_market").await;
+    let market_before = test_db.records("sales_records_market").await;
     let market_meta_before = metadata(&test_db.db, "view-market-1").await.unwrap();
     assert_eq!(market_before.len(), 3);
     assert_eq!(market_meta_before.get_str("source_type").unwrap(), "google_sheets");
@@ -656,8 +636,8 @@ async fn a_failed_view_leaves_its_collection_and_metadata_untouched() {
     assert!(market.error.as_deref().unwrap().contains(CLIENT_EMAIL), "{market:?}");
     let signal = second.iter().find(|report| report.view == "Signal").unwrap();
     assert_eq!(signal.outcome, Outcome::Success, "the other view goes on");
-    assert_eq!(documents(&test_db.db, "sales_records_signal").await.len(), 4);
-    assert_eq!(documents(&test_db.db, "sales_records_market").await, market_before);
+    assert_eq!(test_db.records("sales_records_signal").await.len(), 4);
+    assert_eq!(test_db.records("sales_records_market").await, market_before);
     assert_eq!(
         metadata(&test_db.db, "view-market-1").await.unwrap(),
         market_meta_before
@@ -666,18 +646,22 @@ async fn a_failed_view_leaves_its_collection_and_metadata_untouched() {
     test_db.drop().await;
 }
 
-fn run_binary(args: &[&str], config_file: &std::path::Path, test_db: &GoogleTestDb) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_sheetsync"))
+/// Runs the binary on the test server's database `db_name`, off the async
+/// runtime (the fake Google answers on it meanwhile).
+async fn run_binary(args: &[&str], config_file: &std::path::Path, db_name: &str) -> std::process::Output {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sheetsync"));
+    command
         .args(args)
         .arg("--config")
         .arg(config_file)
-        .env("MONGO_URL", &test_db.url)
-        .env("DB_NAME", &test_db.name)
+        .env("MONGO_URL", common::server_url())
+        .env("DB_NAME", db_name)
         .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
         .env_remove("SHEETSYNC_SHEETS_API_URL")
         .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("SHEETSYNC_CONFIG")
-        .output()
+        .env_remove("SHEETSYNC_CONFIG");
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
         .unwrap()
 }
 
@@ -685,7 +669,7 @@ fn run_binary(args: &[&str], config_file: &std::path::Path, test_db: &GoogleTest
 async fn sheetsync_sync_and_check_against_the_fake_google() {
     let fake = FakeGoogle::start().await;
     two_spreadsheets(&fake);
-    let test_db = GoogleTestDb::new("binary").await;
+    let test_db = common::test_db("binary").await;
     insert_views(&test_db.db).await;
     let dir = tempfile::tempdir().unwrap();
     let config_file = dir.path().join("sheetsync.toml");
@@ -699,15 +683,7 @@ async fn sheetsync_sync_and_check_against_the_fake_google() {
     )
     .unwrap();
 
-    let (config_path, db_url, db_name) = (config_file.clone(), test_db.url.clone(), test_db.name.clone());
-    let handle = GoogleTestDb {
-        url: db_url,
-        name: db_name,
-        db: test_db.db.clone(),
-    };
-    let (sync, handle) = tokio::task::spawn_blocking(move || (run_binary(&["sync"], &config_path, &handle), handle))
-        .await
-        .unwrap();
+    let sync = run_binary(&["sync"], &config_file, &test_db.name).await;
     let stdout = String::from_utf8_lossy(&sync.stdout);
     assert!(
         sync.status.success(),
@@ -716,7 +692,7 @@ async fn sheetsync_sync_and_check_against_the_fake_google() {
     );
     assert!(stdout.contains("2 view(s) synced, 0 failed"), "{stdout}");
 
-    let signal = documents(&test_db.db, "sales_records_signal").await;
+    let signal = test_db.records("sales_records_signal").await;
     let clients: Vec<&str> = signal.iter().map(|record| record.get_str("client").unwrap()).collect();
     assert_eq!(clients, ["Q1 Acme", "Q1 Globex", "Q1 Initech"]);
     let acme = &signal[0];
@@ -735,7 +711,7 @@ async fn sheetsync_sync_and_check_against_the_fake_google() {
         Utc.with_ymd_and_hms(2025, 1, 15, 11, 0, 0).unwrap().timestamp_millis(),
         "noon in Paris in winter"
     );
-    let market = documents(&test_db.db, "sales_records_market").await;
+    let market = test_db.records("sales_records_market").await;
     assert_eq!(
         market[0].get_str("client").unwrap(),
         "Market Acme",
@@ -748,10 +724,7 @@ async fn sheetsync_sync_and_check_against_the_fake_google() {
     assert!(meta.get_str("source_url").unwrap().contains(SHEET_A));
 
     // check: both views reachable, then Market's spreadsheet unshared.
-    let config_path = config_file.clone();
-    let (check, handle) = tokio::task::spawn_blocking(move || (run_binary(&["check"], &config_path, &handle), handle))
-        .await
-        .unwrap();
+    let check = run_binary(&["check"], &config_file, &test_db.name).await;
     let stdout = String::from_utf8_lossy(&check.stdout).into_owned();
     assert!(
         check.status.success(),
@@ -763,10 +736,7 @@ async fn sheetsync_sync_and_check_against_the_fake_google() {
         "{stdout}"
     );
     fake.script(SHEET_B, Endpoint::Metadata, [Fault::Forbidden]);
-    let config_path = config_file.clone();
-    let (check, handle) = tokio::task::spawn_blocking(move || (run_binary(&["check"], &config_path, &handle), handle))
-        .await
-        .unwrap();
+    let check = run_binary(&["check"], &config_file, &test_db.name).await;
     let stdout = String::from_utf8_lossy(&check.stdout).into_owned();
     assert!(!check.status.success(), "{stdout}");
     assert!(
@@ -777,7 +747,7 @@ async fn sheetsync_sync_and_check_against_the_fake_google() {
     );
     assert!(!stdout.contains("PRIVATE KEY") && !stdout.contains("fake-access-token"));
     assert!(!String::from_utf8_lossy(&check.stderr).contains("fake-access-token"));
-    handle.drop().await;
+    test_db.drop().await;
 }
 
 /// The daemon syncs views one at a time; with shared fetches a spreadsheet
@@ -786,7 +756,7 @@ async fn sheetsync_sync_and_check_against_the_fake_google() {
 async fn views_synced_one_by_one_share_one_batch_get_per_spreadsheet() {
     let fake = FakeGoogle::start().await;
     two_spreadsheets(&fake);
-    let test_db = GoogleTestDb::new("shared_fetch").await;
+    let test_db = common::test_db("shared_fetch").await;
     insert_views(&test_db.db).await;
     test_db
         .db
@@ -798,7 +768,7 @@ async fn views_synced_one_by_one_share_one_batch_get_per_spreadsheet() {
         .await
         .unwrap();
     let key_file = fake.key_file.display().to_string();
-    let config = test_db.config(&[
+    let config = test_db.config_with(&[
         ("GOOGLE_APPLICATION_CREDENTIALS", &key_file),
         ("SHEETSYNC_SHEETS_API_URL", &fake.api_url),
     ]);
@@ -854,7 +824,7 @@ async fn views_synced_one_by_one_share_one_batch_get_per_spreadsheet() {
         .ranges
         .len();
     assert_eq!(last, 2, "Signal's fetch covered Full Funnel's tab too");
-    let full_funnel = documents(&test_db.db, "sales_records_fullfunnel").await;
+    let full_funnel = test_db.records("sales_records_fullfunnel").await;
     assert_eq!(full_funnel.len(), 3);
     assert!(
         full_funnel

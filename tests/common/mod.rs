@@ -45,11 +45,18 @@ pub async fn test_db(label: &str) -> TestDb {
 
 /// A configuration pointing at `url` / `db_name`, with defaults otherwise.
 pub fn config(url: &str, db_name: &str) -> Config {
-    let (url, db_name) = (url.to_owned(), db_name.to_owned());
-    Config::resolve(None, move |name| match name {
-        "MONGO_URL" => Some(url.clone()),
-        "DB_NAME" => Some(db_name.clone()),
-        _ => None,
+    config_with(url, db_name, &[])
+}
+
+/// [`config`], with `extra` as further environment variables.
+pub fn config_with(url: &str, db_name: &str, extra: &[(&str, &str)]) -> Config {
+    Config::resolve(None, |name| match name {
+        "MONGO_URL" => Some(url.to_owned()),
+        "DB_NAME" => Some(db_name.to_owned()),
+        other => extra
+            .iter()
+            .find(|(variable, _)| *variable == other)
+            .map(|(_, value)| (*value).to_owned()),
     })
     .expect("test config is valid")
 }
@@ -67,6 +74,11 @@ pub async fn syncer_for(config: Config) -> Syncer {
 impl TestDb {
     pub fn config(&self) -> Config {
         config(&server_url(), &self.name)
+    }
+
+    /// [`TestDb::config`], with `extra` as further environment variables.
+    pub fn config_with(&self, extra: &[(&str, &str)]) -> Config {
+        config_with(&server_url(), &self.name, extra)
     }
 
     pub async fn syncer(&self) -> Syncer {
