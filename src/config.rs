@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::mapping::conventions::DateOrderSetting;
 use crate::redact::redact_url;
 
 pub const DEFAULT_MONGO_URL: &str = "mongodb://127.0.0.1:27017";
@@ -130,6 +131,10 @@ pub struct SyncSettings {
     pub http_timeout_secs: u64,
     /// Documents per insert into the staging collection.
     pub insert_batch_size: usize,
+    /// How dates written with numbers only (`02/01/2025`) are read: decided
+    /// from each source's own values (`auto`), or always day-first (`dmy`)
+    /// or month-first (`mdy`). Views may override it.
+    pub date_order: DateOrderSetting,
 }
 
 impl Default for SyncSettings {
@@ -138,6 +143,7 @@ impl Default for SyncSettings {
             min_ratio: 0.5,
             http_timeout_secs: 60,
             insert_batch_size: 1000,
+            date_order: DateOrderSetting::Auto,
         }
     }
 }
@@ -159,6 +165,8 @@ pub struct ViewOverride {
     pub source: Option<String>,
     /// Tab name instead of the view's `sheet_name`.
     pub sheet_name: Option<String>,
+    /// `date_order` for this view instead of the `[sync]` one.
+    pub date_order: Option<DateOrderSetting>,
 }
 
 /// The `[daemon]` section: what `sheetsync run` needs beyond a sync. Its
@@ -473,9 +481,11 @@ mod tests {
         db_name = "from_file"
         [sync]
         min_ratio = 0.8
+        date_order = "dmy"
         [views."Full Funnel"]
         collection = "ff_records"
         source = "file:///data/ff.csv"
+        date_order = "mdy"
     "#;
 
     #[test]
@@ -493,6 +503,8 @@ mod tests {
         assert_eq!(from_file.mongo_url, "mongodb://file-host:27017");
         assert_eq!(from_file.db_name, "from_file");
         assert_eq!(from_file.views["Full Funnel"].collection.as_deref(), Some("ff_records"));
+        assert_eq!(from_file.sync.date_order, DateOrderSetting::Dmy);
+        assert_eq!(from_file.views["Full Funnel"].date_order, Some(DateOrderSetting::Mdy));
         let overridden = Config::resolve(
             Some((FILE, path)),
             env(&[("MONGO_URL", "mongodb://env-host:1"), ("DB_NAME", "from_env")]),
@@ -509,6 +521,7 @@ mod tests {
         let cases = [
             ("[sync]\nmin_ratio = 2.0", "sync.min_ratio"),
             ("[sync]\nmin_ration = 0.5", "unknown field"),
+            ("[sync]\ndate_order = \"ymd\"", "auto`, `dmy`"),
             ("[views.Signal]\ncollection = \"a$b\"", "views.\"Signal\".collection"),
             ("[mongo]\nurl = \"postgres://x\"", "mongodb://"),
         ];

@@ -12,6 +12,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::mapping::conventions::DateOrderDecision;
 use crate::mapping::profile::TargetProfile;
 use crate::mapping::{self, Duplicate, RowIssue};
 use crate::source::{Fetched, SourceError, SourceType, Sources};
@@ -116,6 +117,9 @@ pub struct ViewReport {
     pub rejected: Vec<RowIssue>,
     pub warnings: Vec<RowIssue>,
     pub unknown_columns: Vec<String>,
+    /// How the source's numeric dates were read, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date_order: Option<DateOrderDecision>,
     pub changes: Changes,
     /// False when nothing changed and the collection was left as it was, or
     /// on a dry run or failure.
@@ -158,6 +162,7 @@ impl ViewReport {
             rejected: Vec::new(),
             warnings: Vec::new(),
             unknown_columns: Vec::new(),
+            date_order: None,
             changes: Changes::default(),
             swapped: false,
             started_at: now,
@@ -319,7 +324,7 @@ impl Syncer {
         report: &mut ViewReport,
     ) -> Result<Outcome, ViewError> {
         let fetched = fetched?;
-        let (mapper, mapped) = mapping::plan(self.profile, &fetched)?;
+        let (mapper, mapped) = mapping::plan(self.profile, &fetched, target.date_order)?;
         report.header_row = Some(mapped.header_row);
         report.rows_read = mapped.rows_read;
         report.blank_rows = mapped.blank_rows;
@@ -328,6 +333,7 @@ impl Syncer {
         report.rejected = mapped.rejected.clone();
         report.warnings = mapped.warnings.clone();
         report.unknown_columns = mapped.unknown_columns.clone();
+        report.date_order = mapped.date_order.clone();
         report.records_written = mapped.winners.len();
 
         if !options.dry_run {
@@ -514,6 +520,9 @@ fn render_view(out: &mut String, report: &ViewReport) {
         "  changes: {} inserted, {} updated, {} removed, {} unchanged; {} ms",
         changes.inserted, changes.updated, changes.removed, changes.unchanged, report.duration_ms
     );
+    if let Some(decision) = &report.date_order {
+        let _ = writeln!(out, "  dates read {}: {}", decision.order.describe(), decision.reason);
+    }
     for duplicate in &report.duplicates {
         let _ = writeln!(
             out,

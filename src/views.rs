@@ -7,6 +7,7 @@ use mongodb::bson::{Bson, Document, doc};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::mapping::conventions::DateOrderSetting;
 use crate::redact::redact_url;
 use crate::source::SourceSpec;
 
@@ -45,6 +46,8 @@ pub struct SyncTarget {
     pub source: SourceSpec,
     /// The source as recorded in `data_metadata.source_url` (secrets redacted).
     pub source_url: String,
+    /// How the source's numeric dates are read.
+    pub date_order: DateOrderSetting,
 }
 
 /// A view as `sheetsync check` lists it.
@@ -166,7 +169,8 @@ fn resolve(view: &Document, config: &Config) -> ViewPlan {
         ))
     } else {
         let overrides = config.views.get(&name).cloned().unwrap_or_default();
-        match resolve_target(&name, overrides, text("sheet_url"), text("sheet_name")) {
+        let date_order = overrides.date_order.unwrap_or(config.sync.date_order);
+        match resolve_target(&name, overrides, text("sheet_url"), text("sheet_name"), date_order) {
             Ok(target) => Resolution::Sync(target),
             Err(reason) => Resolution::Invalid(reason),
         }
@@ -183,6 +187,7 @@ fn resolve_target(
     overrides: crate::config::ViewOverride,
     sheet_url: Option<String>,
     sheet_name: Option<String>,
+    date_order: DateOrderSetting,
 ) -> Result<SyncTarget, String> {
     let collection = overrides
         .collection
@@ -208,6 +213,7 @@ fn resolve_target(
         collection,
         source: spec,
         source_url,
+        date_order,
     })
 }
 

@@ -166,6 +166,50 @@ async fn json_report_and_exit_code() {
 }
 
 #[tokio::test]
+async fn a_us_export_is_read_month_first_and_the_report_says_why() {
+    let db = test_db("cli_us_dates").await;
+    db.add_view("v-signal", "Signal", &fixture_url("excel-us-export.csv"))
+        .await;
+    let output = sheetsync(&db.name, &server_url(), &["sync", "--dry-run"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout.contains(
+            "dates read month-first: 1 value(s) only read month-first (e.g. \"1/13/2025\" at row 2, column \"POA Date\")"
+        ),
+        "{stdout}"
+    );
+
+    let output = sheetsync(&db.name, &server_url(), &["sync", "--json"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("stdout is JSON");
+    let view = &report["views"][0];
+    assert_eq!(view["date_order"]["order"], "month_first");
+    assert_eq!(view["warnings"], serde_json::json!([]));
+    let records: Vec<Document> = db
+        .db
+        .collection::<Document>("sales_records_signal")
+        .find(mongodb::bson::doc! {})
+        .sort(mongodb::bson::doc! {"client": 1})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    let date = |record: &Document, field: &str| record.get_datetime(field).unwrap().try_to_rfc3339_string().unwrap();
+    let (acme, globex, initech) = (&records[0], &records[1], &records[2]);
+    assert_eq!(date(acme, "discovery_date"), "2025-01-02T00:00:00Z");
+    assert_eq!(date(acme, "billing_start"), "2025-02-01T00:00:00Z");
+    assert_eq!(acme.get_f64("expected_mrr"), Ok(5000.0));
+    assert_eq!(date(globex, "discovery_date"), "2025-02-03T00:00:00Z");
+    assert_eq!(globex.get_f64("expected_mrr"), Ok(1200.0));
+    assert_eq!(globex.get_f64("expected_arr"), Ok(14400.0));
+    assert_eq!(date(initech, "discovery_date"), "2025-03-04T00:00:00Z");
+    assert_eq!(initech.get_str("month"), Ok("2025-03"));
+    db.drop().await;
+}
+
+#[tokio::test]
 async fn check_lists_views_and_fails_on_problems() {
     let db = test_db("cli_check").await;
     db.add_view("v-signal", "Signal", &fixture_url("google-sheets-export.csv"))

@@ -114,7 +114,7 @@ fn table_of(fetched: Fetched) -> Table {
 
 /// Both mapping passes, as the sync makes them: the winning records.
 fn map_all(fetched: &Fetched) -> (mapping::Plan, Vec<mapping::MappedRecord>) {
-    let (mapper, plan) = mapping::plan(&SALES_RECORDS, fetched).unwrap();
+    let (mapper, plan) = mapping::plan(&SALES_RECORDS, fetched, Default::default()).unwrap();
     let mut winners = mapper.winners(&plan, fetched.rows().unwrap());
     let mut records = Vec::new();
     while let Some(record) = winners.next_record() {

@@ -507,7 +507,7 @@ async fn view_collections_follow_the_schema_map_and_config_overrides() {
         sheetsync::config::ViewOverride {
             collection: Some("market_override".to_owned()),
             source: Some(fixture_url("excel-fr-export.csv")),
-            sheet_name: None,
+            ..Default::default()
         },
     );
     let syncer = common::syncer_for(config).await;

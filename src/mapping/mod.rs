@@ -5,6 +5,7 @@
 //! keys each record for de-duplication. It never drops a row silently: every
 //! rejected row, unreadable value and superseded duplicate is reported.
 
+pub mod conventions;
 pub mod profile;
 pub mod sales;
 pub mod values;
@@ -18,11 +19,19 @@ use serde::Serialize;
 
 use crate::source::table::{Cell, Row};
 use crate::source::{Fetched, RowReader, SourceError};
-use profile::{FieldKind, FieldSpec, TargetProfile};
+use conventions::{Clue, Conventions, DateOrderDecision, DateOrderSetting, Evidence, Example};
+use profile::{FieldKind, TargetProfile};
+use values::dates::{DateOrder, Reading};
+use values::numbers::NumberText;
 use values::{fold_key_text, fold_label};
 
 /// How many leading rows may hold a title or notes above the header.
 const HEADER_SEARCH_ROWS: usize = 10;
+
+/// How many readings the first planning pass sets aside until the source's
+/// conventions are known; a source with more is simply planned again once
+/// they are.
+const MAX_DEFERRED: usize = 10_000;
 
 /// A problem with one row or one cell, reported to the person who edits the
 /// source: row number as they see it, the column header, the value and why.
@@ -70,6 +79,8 @@ pub struct Plan {
     pub warnings: Vec<RowIssue>,
     /// Header labels that match no field, as written.
     pub unknown_columns: Vec<String>,
+    /// The day/month order numeric dates were read in, and why.
+    pub date_order: Option<DateOrderDecision>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -96,28 +107,32 @@ pub enum PlanError {
 pub struct Mapper<'p> {
     profile: &'p TargetProfile,
     columns: Columns,
+    /// The zone of spreadsheet serials; `None` for sources that only deliver
+    /// text, whose serials-as-text are read in UTC like their other times.
     zone: Option<Tz>,
     header_row: usize,
     /// Each enum field's accepted spellings, folded once per sync (folding
     /// them for every cell was a third of a sync's time).
     lookups: Vec<Option<values::EnumLookup>>,
+    conventions: Conventions,
 }
 
-/// First pass: finds the header, reads every row once to collect problems
-/// and duplicate keys, and returns the mapper for the later passes.
-pub fn plan<'p>(profile: &'p TargetProfile, source: &Fetched) -> Result<(Mapper<'p>, Plan), PlanError> {
-    let mut rows = source.rows()?;
-    let mut leading = Vec::with_capacity(HEADER_SEARCH_ROWS);
-    while leading.len() < HEADER_SEARCH_ROWS {
-        match rows.next_row() {
-            Some(row) => leading.push(row?),
-            None => break,
-        }
-    }
+/// First pass: finds the header, reads every row once to collect problems,
+/// duplicate keys and the source's conventions (date order, decimal marks),
+/// and returns the mapper for the later passes.
+///
+/// The conventions are only known at the end of the pass, so readings that
+/// depend on them are set aside and judged then. When the date order turns
+/// out to differ from the one assumed (a US sheet), or too many readings
+/// were set aside, the pass is made once more with the decided conventions.
+pub fn plan<'p>(
+    profile: &'p TargetProfile,
+    source: &Fetched,
+    date_order: DateOrderSetting,
+) -> Result<(Mapper<'p>, Plan), PlanError> {
     let labels = FieldLabels::new(profile);
-    let header_index = locate_header(profile, &labels, &leading)?;
-    let header = &leading[header_index];
-    let columns = resolve_columns(profile, &labels, header);
+    let header = find_header(profile, &labels, source)?;
+    let columns = resolve_columns(profile, &labels, &header);
     let lookups = profile
         .fields
         .iter()
@@ -126,41 +141,125 @@ pub fn plan<'p>(profile: &'p TargetProfile, source: &Fetched) -> Result<(Mapper<
             _ => None,
         })
         .collect();
-    let mapper = Mapper {
+    let mut mapper = Mapper {
         profile,
         zone: source.serial_time_zone(),
         header_row: header.number,
         columns,
         lookups,
+        conventions: Conventions::provisional(date_order),
     };
-    let mut plan = Plan {
-        header_row: header.number,
-        unknown_columns: mapper.columns.unknown.clone(),
-        warnings: mapper.columns.warnings.clone(),
-        ..Plan::default()
-    };
-    for row in leading.drain(header_index + 1..) {
-        mapper.plan_row(&row, &mut plan);
+    let mut pass = mapper.planning_pass(source)?;
+    let (conventions, decision) = Conventions::decide(date_order, &pass.evidence);
+    let replan = conventions.date_order != mapper.conventions.date_order || pass.overflowed;
+    mapper.conventions = conventions;
+    if replan {
+        pass = mapper.planning_pass(source)?;
+    } else {
+        for deferred in std::mem::take(&mut pass.deferred) {
+            if let Some(warning) = mapper.judge(deferred) {
+                pass.plan.warnings.push(warning);
+            }
+        }
+        pass.plan.warnings.sort_by_key(|warning| warning.row);
     }
-    while let Some(row) = rows.next_row() {
-        mapper.plan_row(&row?, &mut plan);
+    let mut plan = pass.plan;
+    if let (true, Some(example)) = (decision.guessed, &pass.evidence.either_order.first) {
+        let at = plan.warnings.partition_point(|warning| warning.row <= example.row);
+        plan.warnings
+            .insert(at, guessed_order_warning(&decision, &pass.evidence, example));
     }
-    plan.blank_rows = rows.blank_rows();
+    plan.date_order = Some(decision);
     Ok((mapper, plan))
 }
 
+/// The header row, among the first rows of the source.
+fn find_header(profile: &TargetProfile, labels: &FieldLabels, source: &Fetched) -> Result<Row, PlanError> {
+    let mut rows = source.rows()?;
+    let mut leading = Vec::with_capacity(HEADER_SEARCH_ROWS);
+    while leading.len() < HEADER_SEARCH_ROWS {
+        match rows.next_row() {
+            Some(row) => leading.push(row?),
+            None => break,
+        }
+    }
+    let index = locate_header(profile, labels, &leading)?;
+    Ok(leading.swap_remove(index))
+}
+
+/// No value decided the day/month order and some dates read differently in
+/// each: the person editing the sheet is told which reading was taken.
+fn guessed_order_warning(decision: &DateOrderDecision, evidence: &Evidence, example: &Example) -> RowIssue {
+    RowIssue {
+        row: example.row,
+        column: Some(example.column.clone()),
+        value: Some(example.value.clone()),
+        reason: format!(
+            "{} date(s) of this source, this one first, read as different dates day-first and month-first, and no \
+             value decides which: they were read {}, the default; set date_order if the source is written {}",
+            evidence.either_order.count,
+            decision.order.describe(),
+            decision.order.other().describe()
+        ),
+    }
+}
+
+/// What one planning pass over the rows found.
+#[derive(Debug, Default)]
+struct PlanningPass {
+    plan: Plan,
+    evidence: Evidence,
+    /// Readings to judge once the conventions are decided.
+    deferred: Vec<Deferred>,
+    /// More than [`MAX_DEFERRED`] readings were set aside.
+    overflowed: bool,
+}
+
+/// A reading whose verdict depends on conventions not decided yet.
+#[derive(Debug)]
+struct Deferred {
+    field: usize,
+    cell: Example,
+    doubt: Doubt,
+}
+
+#[derive(Debug)]
+enum Doubt {
+    /// A numeric date that is a real date only in `only` order.
+    OtherOrder { only: DateOrder, reading: String },
+    /// `5.000`: thousands or decimals, by the column's convention.
+    DecimalMark(NumberText),
+}
+
 impl<'p> Mapper<'p> {
-    fn plan_row(&self, row: &Row, plan: &mut Plan) {
-        plan.rows_read += 1;
-        let mut issues = Issues {
-            warnings: &mut plan.warnings,
-            rejected: &mut plan.rejected,
+    fn planning_pass(&self, source: &Fetched) -> Result<PlanningPass, SourceError> {
+        let mut pass = PlanningPass {
+            plan: Plan {
+                header_row: self.header_row,
+                unknown_columns: self.columns.unknown.clone(),
+                warnings: self.columns.warnings.clone(),
+                ..Plan::default()
+            },
+            ..PlanningPass::default()
         };
-        let Some((_, key)) = self.read_row(row, Some(&mut issues)) else {
+        let mut rows = source.rows()?;
+        while let Some(row) = rows.next_row() {
+            let row = row?;
+            if row.number > self.header_row {
+                self.plan_row(&row, &mut pass);
+            }
+        }
+        pass.plan.blank_rows = rows.blank_rows();
+        Ok(pass)
+    }
+
+    fn plan_row(&self, row: &Row, pass: &mut PlanningPass) {
+        pass.plan.rows_read += 1;
+        let Some((_, key)) = self.read_row(row, Some(pass)) else {
             return;
         };
-        if let Some(previous) = plan.winners.insert(key, row.number) {
-            plan.duplicates.push(Duplicate {
+        if let Some(previous) = pass.plan.winners.insert(key, row.number) {
+            pass.plan.duplicates.push(Duplicate {
                 row: previous,
                 superseded_by: row.number,
             });
@@ -202,13 +301,6 @@ impl Winners<'_, '_> {
             }
         }
     }
-}
-
-/// Where a pass reports problems; the later passes, which meet the same
-/// problems again, report nowhere.
-struct Issues<'a> {
-    warnings: &'a mut Vec<RowIssue>,
-    rejected: &'a mut Vec<RowIssue>,
 }
 
 /// Folded header labels that select each field.
@@ -326,8 +418,6 @@ fn resolve_columns(profile: &TargetProfile, labels: &FieldLabels, header: &Row) 
 }
 
 impl Mapper<'_> {
-    /// Reads one data row. Returns `None` (and reports why, when asked) when
-    /// the row lacks a required value.
     /// The record of a row's values, fields named as the profile names them.
     fn record(&self, row: usize, key: String, values: Vec<Bson>) -> MappedRecord {
         let fields = self
@@ -341,10 +431,15 @@ impl Mapper<'_> {
     }
 
     /// The row's values in profile order and its key, without building a
-    /// document: the planning pass only needs the key.
-    fn read_row(&self, row: &Row, mut issues: Option<&mut Issues>) -> Option<(Vec<Bson>, String)> {
-        if let Some(issues) = issues.as_deref_mut() {
-            warn_about_ignored_values(&self.columns, row, issues.warnings);
+    /// document: the planning pass only needs the key. Returns `None` (and,
+    /// in a planning pass, reports why) when the row lacks a required value.
+    ///
+    /// Keys are read from text and enum fields only, which no convention
+    /// changes: a planning pass made before the conventions are decided finds
+    /// the same keys as the passes after.
+    fn read_row(&self, row: &Row, mut pass: Option<&mut PlanningPass>) -> Option<(Vec<Bson>, String)> {
+        if let Some(pass) = pass.as_deref_mut() {
+            warn_about_ignored_values(&self.columns, row, &mut pass.plan.warnings);
         }
         let mut values = Vec::with_capacity(self.profile.fields.len());
         let mut missing = Vec::new();
@@ -352,16 +447,7 @@ impl Mapper<'_> {
             let value = match self.columns.of_field(index) {
                 Some((column, header)) => {
                     let cell = row.cells.get(column).unwrap_or(&Cell::Empty);
-                    let warnings = issues.as_deref_mut().map(|issues| &mut *issues.warnings);
-                    read_cell(
-                        spec,
-                        self.lookups[index].as_ref(),
-                        cell,
-                        self.zone,
-                        row.number,
-                        header,
-                        warnings,
-                    )
+                    self.read_cell(index, cell, row.number, header, pass.as_deref_mut())
                 }
                 None => Bson::Null,
             };
@@ -372,8 +458,8 @@ impl Mapper<'_> {
         }
         derive_fields(self.profile, &mut values);
         if !missing.is_empty() {
-            if let Some(issues) = issues {
-                issues.rejected.push(RowIssue {
+            if let Some(pass) = pass {
+                pass.plan.rejected.push(RowIssue {
                     row: row.number,
                     column: None,
                     value: None,
@@ -390,6 +476,93 @@ impl Mapper<'_> {
             index.and_then(|index| values.get(index))
         }));
         Some((values, key))
+    }
+
+    /// Reads one cell into its field's type; an unreadable value becomes
+    /// null. A planning pass also records what the cell shows about the
+    /// source's conventions and reports its problems.
+    fn read_cell(&self, field: usize, cell: &Cell, row: usize, header: &str, pass: Option<&mut PlanningPass>) -> Bson {
+        let converted = self.convert(field, cell);
+        let Some(pass) = pass else {
+            return converted.value;
+        };
+        let example = || Example {
+            row,
+            column: header.to_owned(),
+            value: text_of(cell),
+        };
+        if let Some(clue) = converted.clue {
+            pass.evidence.record(field, clue, example);
+        }
+        let reason = match converted.problem {
+            None => None,
+            Some(Problem::Unknown(reason)) => Some(reason),
+            Some(Problem::Unreadable(reason)) => Some(format!("{reason}; stored as null")),
+            Some(Problem::Doubt(doubt)) => {
+                let deferred = Deferred {
+                    field,
+                    cell: example(),
+                    doubt,
+                };
+                if self.conventions.settled {
+                    pass.plan.warnings.extend(self.judge(deferred));
+                } else if pass.deferred.len() < MAX_DEFERRED {
+                    pass.deferred.push(deferred);
+                } else {
+                    pass.overflowed = true;
+                }
+                None
+            }
+        };
+        if let Some(reason) = reason {
+            pass.plan.warnings.push(RowIssue {
+                row,
+                column: Some(header.to_owned()),
+                value: Some(text_of(cell)),
+                reason,
+            });
+        }
+        converted.value
+    }
+
+    /// The warning a doubtful reading deserves under the decided
+    /// conventions, if any.
+    fn judge(&self, deferred: Deferred) -> Option<RowIssue> {
+        let Deferred { field, cell, doubt } = deferred;
+        let reason = match doubt {
+            Doubt::OtherOrder { only, reading } => {
+                let order = self.conventions.date_order;
+                if only == order {
+                    return None;
+                }
+                format!(
+                    "read {} this is no date, read {} it is {reading}; this source's dates are read {} (see the \
+                     report's date order), so it is stored as null",
+                    order.describe(),
+                    only.describe(),
+                    order.describe()
+                )
+            }
+            Doubt::DecimalMark(number) => {
+                let (mark, origin) = self.conventions.decimal_mark(field);
+                let origin = origin?;
+                let (dot, comma) = (
+                    number.in_convention(values::numbers::DecimalMark::Dot),
+                    number.in_convention(values::numbers::DecimalMark::Comma),
+                );
+                format!(
+                    "ambiguous: {dot} if `.` is the decimal mark, {comma} if `,` is; this column's other values do \
+                     not show which, so it was read as {} ({origin})",
+                    number.in_convention(mark)
+                )
+            }
+        };
+        Some(RowIssue {
+            row: cell.row,
+            column: Some(cell.column),
+            value: Some(cell.value),
+            reason,
+        })
     }
 }
 
@@ -447,90 +620,176 @@ fn column_letters(column: usize) -> String {
     letters.iter().rev().collect()
 }
 
-/// Reads one cell into `spec`'s type; an unreadable value becomes null and,
-/// when `warnings` is given, a warning.
-fn read_cell(
-    spec: &FieldSpec,
-    lookup: Option<&values::EnumLookup>,
-    cell: &Cell,
-    zone: Option<Tz>,
-    row: usize,
-    header: &str,
-    warnings: Option<&mut Vec<RowIssue>>,
-) -> Bson {
-    let (value, problem) = match convert(spec, lookup, cell, zone) {
-        Ok(value) => (value, None),
-        Err(Problem::Unknown { written, reason }) => (Bson::String(written), Some(reason)),
-        Err(Problem::Unreadable(reason)) => (Bson::Null, Some(format!("{reason}; stored as null"))),
-    };
-    if let (Some(reason), Some(warnings)) = (problem, warnings) {
-        warnings.push(RowIssue {
-            row,
-            column: Some(header.to_owned()),
-            value: Some(text_of(cell)),
-            reason,
-        });
+/// A cell read into its field's type.
+struct Converted {
+    value: Bson,
+    problem: Option<Problem>,
+    /// What the cell shows about the source's conventions.
+    clue: Option<Clue>,
+}
+
+impl Converted {
+    fn value(value: Bson) -> Converted {
+        Converted {
+            value,
+            problem: None,
+            clue: None,
+        }
     }
-    value
+
+    fn unreadable(reason: &'static str) -> Converted {
+        Converted {
+            value: Bson::Null,
+            problem: Some(Problem::Unreadable(reason)),
+            clue: None,
+        }
+    }
 }
 
 /// Why a cell did not convert cleanly.
 enum Problem {
     /// Kept as written, with the reason to report.
-    Unknown { written: String, reason: String },
+    Unknown(String),
     /// Not readable as the field's type.
     Unreadable(&'static str),
+    /// Read by conventions that may not be decided yet.
+    Doubt(Doubt),
 }
 
-fn convert(
-    spec: &FieldSpec,
-    lookup: Option<&values::EnumLookup>,
-    cell: &Cell,
-    zone: Option<Tz>,
-) -> Result<Bson, Problem> {
-    let unreadable = Problem::Unreadable;
-    match (&spec.kind, cell) {
-        (_, Cell::Empty) => Ok(Bson::Null),
-        (FieldKind::Text, cell) => Ok(Bson::String(text_of(cell))),
-        (FieldKind::Date, Cell::Text(text)) => values::parse_date(text)
-            .map(to_bson_date)
-            .ok_or(unreadable("not a date (expected e.g. 2025-01-31 or 31/01/2025)")),
-        (FieldKind::Month { .. }, Cell::Number(serial)) => values::serial_date(*serial)
-            .map(|date| Bson::String(values::format_month(date.year(), date.month())))
-            .ok_or(unreadable("not a valid date serial")),
-        (FieldKind::Date, Cell::Number(serial)) => {
-            let zone = zone.ok_or(unreadable(
-                "a bare number is not a date here (expected e.g. 2025-01-31 or 31/01/2025)",
-            ))?;
-            values::serial_to_datetime(*serial, zone)
-                .map(to_bson_date)
-                .ok_or(unreadable("not a valid date serial"))
+const DATE_EXPECTED: &str = "not a date (expected e.g. 2025-01-31, 31/01/2025, 31 Jan 2025 or a date serial)";
+
+impl Mapper<'_> {
+    fn convert(&self, field: usize, cell: &Cell) -> Converted {
+        let spec = &self.profile.fields[field];
+        let text_zone = self.zone.unwrap_or(chrono_tz::UTC);
+        match (&spec.kind, cell) {
+            (_, Cell::Empty) => Converted::value(Bson::Null),
+            (FieldKind::Text, cell) => Converted::value(Bson::String(text_of(cell))),
+            (FieldKind::Date, Cell::Text(text)) => {
+                self.in_date_order(values::dates::read_date(text, text_zone), to_bson_date, DATE_EXPECTED)
+            }
+            (FieldKind::Month { .. }, Cell::Text(text)) => self.in_date_order(
+                values::dates::read_month(text, text_zone),
+                Bson::String,
+                "not a month (expected e.g. 2025-01 or janv.-25)",
+            ),
+            (FieldKind::Month { .. }, Cell::Number(serial)) => match values::dates::serial_date(*serial) {
+                Some(date) => Converted::value(Bson::String(values::dates::format_month(date.year(), date.month()))),
+                None => Converted::unreadable("not a valid date serial"),
+            },
+            (FieldKind::Date, Cell::Number(serial)) => match self.zone {
+                None => {
+                    Converted::unreadable("a bare number is not a date here (expected e.g. 2025-01-31 or 31/01/2025)")
+                }
+                Some(zone) => match values::dates::serial_to_datetime(*serial, zone) {
+                    Some(moment) => Converted::value(to_bson_date(moment)),
+                    None => Converted::unreadable("not a valid date serial"),
+                },
+            },
+            (FieldKind::Number, Cell::Number(number)) => Converted::value(Bson::Double(*number)),
+            (FieldKind::Number, Cell::Text(text)) => self.number(field, text),
+            (FieldKind::Enum(allowed), cell) => {
+                let written = text_of(cell);
+                let canonical = match &self.lookups[field] {
+                    Some(lookup) => lookup.canonical(&written),
+                    None => allowed.canonical(&written),
+                };
+                match canonical {
+                    Some(value) => Converted::value(Bson::String(value.to_owned())),
+                    None => Converted {
+                        value: Bson::String(written),
+                        problem: Some(Problem::Unknown(format!(
+                            "unknown value, kept as written; expected one of: {}",
+                            allowed.values.join(", ")
+                        ))),
+                        clue: None,
+                    },
+                }
+            }
+            (_, Cell::Bool(_)) => Converted::unreadable("a checkbox is not a value of this field"),
         }
-        (FieldKind::Number, Cell::Number(number)) => Ok(Bson::Double(*number)),
-        (FieldKind::Number, Cell::Text(text)) => values::parse_number(text)
-            .map(Bson::Double)
-            .ok_or(unreadable("not a number (expected e.g. 5000, 5,000.50 or 5 000,50 €)")),
-        (FieldKind::Month { .. }, Cell::Text(text)) => values::parse_month(text)
-            .map(Bson::String)
-            .ok_or(unreadable("not a month (expected e.g. 2025-01 or janv.-25)")),
-        (FieldKind::Enum(allowed), cell) => {
-            let written = text_of(cell);
-            let canonical = match lookup {
-                Some(lookup) => lookup.canonical(&written),
-                None => allowed.canonical(&written),
+    }
+
+    /// A date or month in the source's day/month order, with what it shows
+    /// about that order.
+    fn in_date_order<T: PartialEq>(
+        &self,
+        reading: Option<Reading<T>>,
+        to_bson: impl Fn(T) -> Bson,
+        expected: &'static str,
+    ) -> Converted {
+        let order = self.conventions.date_order;
+        let (day_first, month_first) = match reading {
+            None => return Converted::unreadable(expected),
+            Some(Reading::Certain(value)) => return Converted::value(to_bson(value)),
+            Some(Reading::Ordered { day_first, month_first }) => (day_first, month_first),
+        };
+        let (only, value) = match (day_first, month_first) {
+            (Some(day_first), Some(month_first)) => {
+                let value = if order == DateOrder::DayFirst {
+                    day_first
+                } else {
+                    month_first
+                };
+                return Converted {
+                    value: to_bson(value),
+                    problem: None,
+                    clue: Some(Clue::EitherOrder),
+                };
+            }
+            (Some(value), None) => (DateOrder::DayFirst, to_bson(value)),
+            (None, Some(value)) => (DateOrder::MonthFirst, to_bson(value)),
+            (None, None) => return Converted::unreadable(expected),
+        };
+        let clue = Some(Clue::OnlyOrder(only));
+        if only == order {
+            return Converted {
+                value,
+                problem: None,
+                clue,
             };
-            match canonical {
-                Some(value) => Ok(Bson::String(value.to_owned())),
-                None => Err(Problem::Unknown {
-                    reason: format!(
-                        "unknown value, kept as written; expected one of: {}",
-                        allowed.values.join(", ")
-                    ),
-                    written,
-                }),
+        }
+        Converted {
+            value: Bson::Null,
+            problem: Some(Problem::Doubt(Doubt::OtherOrder {
+                only,
+                reading: describe_reading(&value),
+            })),
+            clue,
+        }
+    }
+
+    fn number(&self, field: usize, text: &str) -> Converted {
+        match values::numbers::read_number(text) {
+            None => Converted::unreadable("not a number (expected e.g. 5000, 5,000.50, 5 000,50 € or 1,2E+05)"),
+            Some(NumberText::Certain { value, shows }) => Converted {
+                value: Bson::Double(value),
+                problem: None,
+                clue: shows.map(Clue::Decimal),
+            },
+            Some(ambiguous) => {
+                let (mark, _) = self.conventions.decimal_mark(field);
+                Converted {
+                    value: Bson::Double(ambiguous.in_convention(mark)),
+                    problem: Some(Problem::Doubt(Doubt::DecimalMark(ambiguous))),
+                    clue: None,
+                }
             }
         }
-        (_, Cell::Bool(_)) => Err(unreadable("a checkbox is not a value of this field")),
+    }
+}
+
+/// A date or month as a report quotes it: `2025-01-13`, `2025-01-13 14:30
+/// UTC`, `2025-01`.
+fn describe_reading(value: &Bson) -> String {
+    match value {
+        Bson::DateTime(date) => match values::from_bson_date(*date) {
+            Some(moment) if moment.time() == chrono::NaiveTime::MIN => moment.format("%Y-%m-%d").to_string(),
+            Some(moment) => moment.format("%Y-%m-%d %H:%M UTC").to_string(),
+            None => date.to_string(),
+        },
+        Bson::String(text) => text.clone(),
+        other => other.to_string(),
     }
 }
 
@@ -562,7 +821,7 @@ fn derive_fields(profile: &TargetProfile, values: &mut [Bson]) {
         let source = profile.fields.iter().position(|field| field.name == source);
         if let Some(Bson::DateTime(date)) = source.map(|source| &values[source]) {
             if let Some(moment) = values::from_bson_date(*date) {
-                values[index] = Bson::String(values::format_month(moment.year(), moment.month()));
+                values[index] = Bson::String(values::dates::format_month(moment.year(), moment.month()));
             }
         }
     }
@@ -601,10 +860,15 @@ mod tests {
         rejected: Vec<RowIssue>,
         warnings: Vec<RowIssue>,
         unknown_columns: Vec<String>,
+        date_order: Option<DateOrderDecision>,
     }
 
     fn map_fetched(fetched: Fetched) -> Result<Mapping, PlanError> {
-        let (mapper, plan) = plan(&SALES_RECORDS, &fetched)?;
+        map_fetched_with(fetched, DateOrderSetting::Auto)
+    }
+
+    fn map_fetched_with(fetched: Fetched, date_order: DateOrderSetting) -> Result<Mapping, PlanError> {
+        let (mapper, plan) = plan(&SALES_RECORDS, &fetched, date_order)?;
         let mut winners = mapper.winners(&plan, fetched.rows()?);
         let mut records = Vec::new();
         while let Some(record) = winners.next_record() {
@@ -618,11 +882,163 @@ mod tests {
             rejected: plan.rejected,
             warnings: plan.warnings,
             unknown_columns: plan.unknown_columns,
+            date_order: plan.date_order,
         })
     }
 
     fn map_csv(text: &str) -> Mapping {
-        map_fetched(Fetched::Csv(CsvSource::from_bytes(text.as_bytes().to_vec(), "test"))).unwrap()
+        map_csv_with(text, DateOrderSetting::Auto)
+    }
+
+    fn map_csv_with(text: &str, date_order: DateOrderSetting) -> Mapping {
+        let source = CsvSource::from_bytes(text.as_bytes().to_vec(), "test");
+        map_fetched_with(Fetched::Csv(source), date_order).unwrap()
+    }
+
+    /// Each record's value of `name`, in source order.
+    fn column(mapping: &Mapping, name: &str) -> Vec<Bson> {
+        mapping
+            .records
+            .iter()
+            .map(|record| record.fields.get(name).cloned().unwrap_or(Bson::Null))
+            .collect()
+    }
+
+    fn warned_rows(mapping: &Mapping) -> Vec<(usize, &str)> {
+        mapping
+            .warnings
+            .iter()
+            .map(|warning| (warning.row, warning.column.as_deref().unwrap_or("")))
+            .collect()
+    }
+
+    fn date(year: i32, month: u32, day: u32) -> Bson {
+        bson_date(year, month, day, 0, 0)
+    }
+
+    #[test]
+    fn a_us_sheet_is_read_month_first_from_its_own_dates() {
+        let mapping = map_csv("Client,Stage,Discovery date,POA date\nA,Lost,1/13/2025,2/1/2025\nB,Lost,2/1/2025,\n");
+        assert_eq!(
+            column(&mapping, "discovery_date"),
+            [date(2025, 1, 13), date(2025, 2, 1)]
+        );
+        assert_eq!(column(&mapping, "poa_date"), [date(2025, 2, 1), Bson::Null]);
+        assert_eq!(mapping.warnings, []);
+        let decision = mapping.date_order.unwrap();
+        assert_eq!(decision.order, DateOrder::MonthFirst);
+        assert!(
+            decision
+                .reason
+                .contains("1 value(s) only read month-first (e.g. \"1/13/2025\" at row 2"),
+            "{}",
+            decision.reason
+        );
+    }
+
+    #[test]
+    fn dates_against_the_decided_order_are_reported_with_both_readings() {
+        // Day-first wins 2 to 1: the month-first-only date is not guessed.
+        let mapping = map_csv("Client,Stage,Discovery date\nA,Lost,13/01/2025\nB,Lost,1/14/2025\nC,Lost,14/01/2025\n");
+        assert_eq!(
+            column(&mapping, "discovery_date"),
+            [date(2025, 1, 13), Bson::Null, date(2025, 1, 14)]
+        );
+        assert_eq!(warned_rows(&mapping), [(3, "Discovery date")]);
+        let reason = &mapping.warnings[0].reason;
+        assert!(
+            reason.contains("read day-first this is no date, read month-first it is 2025-01-14"),
+            "{reason}"
+        );
+        // Month-first wins: the pass assumed day-first, so it is made again.
+        let mapping = map_csv(
+            "Client,Stage,Discovery date\nA,Lost,1/13/2025\nB,Lost,14/01/2025\nC,Lost,1/14/2025\nD,Lost,2/1/2025\n",
+        );
+        assert_eq!(
+            column(&mapping, "discovery_date"),
+            [date(2025, 1, 13), Bson::Null, date(2025, 1, 14), date(2025, 2, 1)]
+        );
+        assert_eq!(warned_rows(&mapping), [(3, "Discovery date")]);
+        assert!(mapping.warnings[0].reason.contains("read day-first it is 2025-01-14"));
+    }
+
+    #[test]
+    fn a_configured_order_wins_over_the_data() {
+        let mapping = map_csv_with(
+            "Client,Stage,Discovery date\nA,Lost,13/01/2025\nB,Lost,2/1/2025\n",
+            DateOrderSetting::Mdy,
+        );
+        assert_eq!(column(&mapping, "discovery_date"), [Bson::Null, date(2025, 2, 1)]);
+        assert_eq!(warned_rows(&mapping), [(2, "Discovery date")]);
+        assert!(mapping.date_order.unwrap().reason.contains("date_order = \"mdy\""));
+    }
+
+    #[test]
+    fn undecided_dates_are_read_day_first_with_one_warning() {
+        let mapping = map_csv("Client,Stage,Discovery date\nA,Lost,2025-01-20\nB,Lost,2/1/2025\nC,Lost,3/1/2025\n");
+        assert_eq!(
+            column(&mapping, "discovery_date"),
+            [date(2025, 1, 20), date(2025, 1, 2), date(2025, 1, 3)]
+        );
+        assert_eq!(warned_rows(&mapping), [(3, "Discovery date")], "{:?}", mapping.warnings);
+        assert!(mapping.warnings[0].reason.starts_with("2 date(s) of this source"));
+        assert!(
+            mapping
+                .date_order
+                .unwrap()
+                .reason
+                .contains("no date in the source shows the order")
+        );
+    }
+
+    #[test]
+    fn ambiguous_amounts_follow_their_column_then_the_source() {
+        // Expected MRR proves `,` decimals; Pipeline has no proof of its own.
+        let mapping = map_csv(
+            "Client,Stage,Expected MRR,Pipeline,Expected ARR\nA,Lost,\"1.234,56\",5.000,\nB,Lost,5.000,,7.500\n",
+        );
+        assert_eq!(
+            column(&mapping, "expected_mrr"),
+            [Bson::Double(1234.56), Bson::Double(5000.0)]
+        );
+        assert_eq!(column(&mapping, "pipeline"), [Bson::Double(5000.0), Bson::Null]);
+        assert_eq!(column(&mapping, "expected_arr"), [Bson::Null, Bson::Double(7500.0)]);
+        assert_eq!(warned_rows(&mapping), [(2, "Pipeline"), (3, "Expected ARR")]);
+        assert!(
+            mapping.warnings[0]
+                .reason
+                .contains("5 if `.` is the decimal mark, 5000 if `,` is"),
+            "{:?}",
+            mapping.warnings
+        );
+        assert!(mapping.warnings[0].reason.contains("other number columns"));
+        // Nothing anywhere decides: `.` stays the decimal mark, with a warning.
+        let mapping = map_csv("Client,Stage,Pipeline\nA,Lost,5.000\n");
+        assert_eq!(column(&mapping, "pipeline"), [Bson::Double(5.0)]);
+        assert!(mapping.warnings[0].reason.contains("the default"));
+    }
+
+    #[test]
+    fn more_doubts_than_can_be_set_aside_are_judged_on_a_second_pass() {
+        let mut text = String::from("Client,Stage,Pipeline\n");
+        for index in 0..=MAX_DEFERRED {
+            text.push_str(&format!("C{index},Lost,5.000\n"));
+        }
+        let undecided = map_csv(&text);
+        assert_eq!(
+            undecided.warnings.len(),
+            MAX_DEFERRED + 1,
+            "every ambiguous value is reported"
+        );
+        assert_eq!(
+            undecided.warnings.last().map(|warning| warning.row),
+            Some(MAX_DEFERRED + 2)
+        );
+        text.push_str("Last,Lost,\"1,5\"\n");
+        let decided = map_csv(&text);
+        assert_eq!(decided.records.len(), MAX_DEFERRED + 2);
+        assert_eq!(decided.records[0].fields.get("pipeline"), Some(&Bson::Double(5000.0)));
+        assert_eq!(decided.warnings, [], "the column decides every one of them");
     }
 
     fn mapping_error(fetched: Fetched) -> MappingError {
@@ -717,18 +1133,27 @@ mod tests {
                 bson_date(2025, 1, 10, 0, 0),
                 false,
             ),
+            // Alone in its source, a date whose day is 12 or less is read
+            // day-first with a warning that nothing decided the order.
             (
                 "Discovery Date",
                 "10/01/2025",
                 "discovery_date",
                 bson_date(2025, 1, 10, 0, 0),
-                false,
+                true,
             ),
             (
                 "Discovery Date",
                 "10/01/25",
                 "discovery_date",
                 bson_date(2025, 1, 10, 0, 0),
+                true,
+            ),
+            (
+                "Discovery Date",
+                "13/01/25",
+                "discovery_date",
+                bson_date(2025, 1, 13, 0, 0),
                 false,
             ),
             (

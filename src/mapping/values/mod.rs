@@ -1,0 +1,139 @@
+//! Reading typed values out of what people type into spreadsheets.
+//!
+//! Every parser here is pure and forgiving about presentation (currency signs,
+//! thousands separators, month names in several languages) but never guesses
+//! a value it cannot read: it returns `None` and the caller reports the cell.
+//! Where a spelling means different things in different locales (`02/01/2025`,
+//! `5.000`) the parser returns every reading, and the mapping decides from the
+//! rest of the source ([`crate::mapping::conventions`]).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
+use unicode_normalization::UnicodeNormalization;
+
+pub mod calendar;
+pub mod dates;
+pub mod numbers;
+
+/// Lower-case, accent-free, with every non-alphanumeric character removed:
+/// `"Show / No-Show"` and `"show_noshow"` both become `"shownoshow"`.
+pub fn fold_label(text: &str) -> String {
+    strip_accents(text)
+        .chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// Lower-case, accent-free words separated by single spaces:
+/// `"  B - Legals "` becomes `"b legals"`.
+pub fn fold_words(text: &str) -> String {
+    let spaced: String = strip_accents(text)
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+        .flat_map(char::to_lowercase)
+        .collect();
+    spaced.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Trimmed, lower-case, inner whitespace collapsed: how two spellings of one
+/// client name are recognised as the same client.
+pub fn fold_key_text(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+}
+
+fn strip_accents(text: &str) -> Cow<'_, str> {
+    // Most cells are ASCII, which has no accents to strip.
+    if text.is_ascii() {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.nfd()
+            .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+            .collect(),
+    )
+}
+
+/// chrono -> BSON, at the millisecond precision BSON dates have.
+pub fn to_bson_date(moment: DateTime<Utc>) -> mongodb::bson::DateTime {
+    mongodb::bson::DateTime::from_millis(moment.timestamp_millis())
+}
+
+/// BSON -> chrono; `None` only for dates outside chrono's range.
+pub fn from_bson_date(date: mongodb::bson::DateTime) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(date.timestamp_millis())
+}
+
+pub fn midnight_utc(date: NaiveDate) -> DateTime<Utc> {
+    date.and_time(NaiveTime::MIN).and_utc()
+}
+
+/// The closed set of values a field may hold, and how loosely a spelling may
+/// match one of them.
+#[derive(Debug)]
+pub struct EnumSpec {
+    pub values: &'static [&'static str],
+    /// Other spellings, matched after folding: `(spelling, canonical value)`.
+    pub aliases: &'static [(&'static str, &'static str)],
+    /// Values like `B Legals` carry a one-letter ordering prefix that people
+    /// often leave out (`legals`) or punctuate (`b - legals`).
+    pub letter_prefixed: bool,
+}
+
+impl EnumSpec {
+    /// The canonical value `text` stands for, if any. Builds the lookup each
+    /// time: a sync builds it once with [`EnumSpec::lookup`].
+    pub fn canonical(&self, text: &str) -> Option<&'static str> {
+        self.lookup().canonical(text)
+    }
+
+    /// Every accepted spelling, folded once. Values come first, so an alias
+    /// never shadows a value.
+    pub fn lookup(&self) -> EnumLookup {
+        let mut by_folded = HashMap::new();
+        for value in self.values {
+            by_folded.entry(fold_label(value)).or_insert(*value);
+            if let Some(rest) = strip_letter_prefix(value).filter(|_| self.letter_prefixed) {
+                by_folded.entry(fold_label(rest)).or_insert(*value);
+            }
+        }
+        for (alias, value) in self.aliases {
+            by_folded.entry(fold_label(alias)).or_insert(*value);
+        }
+        EnumLookup { by_folded }
+    }
+}
+
+/// An [`EnumSpec`] ready for fast matching.
+#[derive(Debug, Clone)]
+pub struct EnumLookup {
+    by_folded: HashMap<String, &'static str>,
+}
+
+impl EnumLookup {
+    pub fn canonical(&self, text: &str) -> Option<&'static str> {
+        self.by_folded.get(&fold_label(text)).copied()
+    }
+}
+
+/// `"B Legals"` -> `Some("Legals")`; values without a single-letter prefix
+/// (`"Lost"`) have none.
+fn strip_letter_prefix(value: &str) -> Option<&str> {
+    let (prefix, rest) = value.split_once(' ')?;
+    (prefix.len() == 1 && prefix.chars().all(|c| c.is_ascii_uppercase())).then_some(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folding() {
+        assert_eq!(fold_label("Show / No-Show"), "shownoshow");
+        assert_eq!(fold_label("Date de découverte"), "datededecouverte");
+        assert_eq!(fold_words("  B - Legals "), "b legals");
+        assert_eq!(fold_key_text("  Acme   CORP "), "acme corp");
+    }
+}

@@ -1,0 +1,226 @@
+//! Numbers and money as spreadsheets write them, in every locale's notation.
+//!
+//! Most spellings say which mark is the decimal one (`1.234,56`, `5,5`,
+//! `1,234,567`). One does not: a single `.` followed by exactly three digits
+//! (`5.000`) groups thousands in German, Italian, Spanish or Dutch sheets and
+//! marks decimals in English ones. Such values come back
+//! [`NumberText::Ambiguous`], and the mapping reads them by the convention the
+//! rest of the column shows. (`5,000` is not ambiguous in practice: no locale
+//! writes five that way, so it is five thousand.)
+
+use serde::Serialize;
+
+/// The character that separates a number's whole part from its fraction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecimalMark {
+    /// `1,234.56`: English-speaking countries, Asia.
+    Dot,
+    /// `1.234,56`, `1 234,56`: most of Europe and Latin America.
+    Comma,
+}
+
+impl DecimalMark {
+    fn of(separator: char) -> DecimalMark {
+        if separator == ',' {
+            DecimalMark::Comma
+        } else {
+            DecimalMark::Dot
+        }
+    }
+
+    fn other(self) -> DecimalMark {
+        match self {
+            DecimalMark::Dot => DecimalMark::Comma,
+            DecimalMark::Comma => DecimalMark::Dot,
+        }
+    }
+
+    pub fn symbol(self) -> char {
+        match self {
+            DecimalMark::Dot => '.',
+            DecimalMark::Comma => ',',
+        }
+    }
+}
+
+/// What a number's text may mean.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum NumberText {
+    /// One reading; `shows` is the decimal mark its spelling proves, if any.
+    Certain { value: f64, shows: Option<DecimalMark> },
+    /// `5.000` without a currency: the value in a `Dot` and in a `Comma`
+    /// convention.
+    Ambiguous { dot_decimal: f64, comma_decimal: f64 },
+}
+
+impl NumberText {
+    /// The value in a source whose decimal mark is `mark`.
+    pub fn in_convention(self, mark: DecimalMark) -> f64 {
+        match (self, mark) {
+            (NumberText::Certain { value, .. }, _) => value,
+            (NumberText::Ambiguous { dot_decimal, .. }, DecimalMark::Dot) => dot_decimal,
+            (NumberText::Ambiguous { comma_decimal, .. }, DecimalMark::Comma) => comma_decimal,
+        }
+    }
+}
+
+/// A money amount or plain number: `5000`, `5,000.50`, `5 000,50 €`,
+/// `€5,000`, `5.000 €`, `1.234,56`, `(1,200)` (accounting negative), `-12.5`,
+/// `1,2E+05`, `1.5e4`, and percentages as fractions (`12,5 %` is 0.125).
+/// Spaces of every width and `'` group thousands.
+pub fn read_number(text: &str) -> Option<NumberText> {
+    let mut body = text.trim();
+    let mut negative = false;
+    if body.starts_with('(') && body.ends_with(')') {
+        negative = true;
+        body = &body[1..body.len() - 1];
+    }
+    let mut digits = String::with_capacity(body.len());
+    let (mut currency, mut percent, mut exponent) = (false, false, None);
+    let mut previous = ' ';
+    for (index, c) in body.char_indices() {
+        match c {
+            '0'..='9' | ',' | '.' => digits.push(c),
+            '-' | '\u{2212}' if digits.is_empty() => negative = !negative,
+            '+' if digits.is_empty() => {}
+            // `1,2E+05`: the exponent follows a digit directly.
+            'e' | 'E' if previous.is_ascii_digit() && parse_exponent(&body[index + 1..]).is_some() => {
+                exponent = parse_exponent(&body[index + 1..]);
+                break;
+            }
+            c if c.is_whitespace() || c == '\'' => {}
+            '€' | '$' | '£' | '¥' => currency = true,
+            '%' => percent = true,
+            _ if is_currency_word(c, body) => currency = true,
+            _ => return None,
+        }
+        previous = c;
+    }
+    let reading = match exponent {
+        Some((exponent, rest)) => {
+            if !rest.chars().all(|c| c.is_whitespace() || c == '%') {
+                return None;
+            }
+            percent |= rest.contains('%');
+            scientific(&digits, exponent)?
+        }
+        None => separated_digits(&digits, currency)?,
+    };
+    let adjust = |value: f64| {
+        let value = if negative { -value } else { value };
+        if percent { value / 100.0 } else { value }
+    };
+    Some(match reading {
+        NumberText::Certain { value, shows } => NumberText::Certain {
+            value: adjust(value),
+            shows,
+        },
+        NumberText::Ambiguous {
+            dot_decimal,
+            comma_decimal,
+        } => NumberText::Ambiguous {
+            dot_decimal: adjust(dot_decimal),
+            comma_decimal: adjust(comma_decimal),
+        },
+    })
+}
+
+/// The exponent after `e`/`E` and what follows it.
+fn parse_exponent(text: &str) -> Option<(i32, &str)> {
+    let unsigned = text.strip_prefix(['+', '-']).unwrap_or(text);
+    let end = unsigned.find(|c: char| !c.is_ascii_digit()).unwrap_or(unsigned.len());
+    if end == 0 || end > 3 {
+        return None;
+    }
+    let magnitude: i32 = unsigned[..end].parse().ok()?;
+    let exponent = if text.starts_with('-') { -magnitude } else { magnitude };
+    Some((exponent, &unsigned[end..]))
+}
+
+/// `1,2E+05`: the mantissa has at most one separator, the decimal mark.
+fn scientific(mantissa: &str, exponent: i32) -> Option<NumberText> {
+    let separators: Vec<char> = mantissa.chars().filter(|c| !c.is_ascii_digit()).collect();
+    let shows = match separators.as_slice() {
+        [] => None,
+        [separator] => Some(DecimalMark::of(*separator)),
+        _ => return None,
+    };
+    let value: f64 = format!("{}e{exponent}", mantissa.replace(',', ".")).parse().ok()?;
+    value.is_finite().then_some(NumberText::Certain { value, shows })
+}
+
+/// Letters are only allowed as an ISO currency code around the amount.
+fn is_currency_word(c: char, body: &str) -> bool {
+    c.is_ascii_alphabetic() && {
+        let letters: String = body.chars().filter(|c| c.is_ascii_alphabetic()).collect();
+        matches!(letters.to_ascii_uppercase().as_str(), "EUR" | "USD" | "GBP" | "CHF")
+    }
+}
+
+/// Digits and `,`/`.` separators: when both appear the last one is the
+/// decimal mark; one repeated groups thousands; a single one is the decimal
+/// mark, unless exactly three digits follow it after a short, non-zero whole
+/// part (`5.000`, `5,000`): that is a thousands group next to a currency or
+/// after a comma, and ambiguous otherwise.
+fn separated_digits(digits: &str, currency: bool) -> Option<NumberText> {
+    if !digits.chars().any(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    let separators: Vec<(usize, char)> = digits.char_indices().filter(|(_, c)| !c.is_ascii_digit()).collect();
+    let Some(&(last, last_separator)) = separators.last() else {
+        let value = digits.parse().ok()?;
+        return Some(NumberText::Certain { value, shows: None });
+    };
+    let single_kind = separators.iter().all(|(_, c)| *c == last_separator);
+    let certain = |decimal: Option<usize>, shows: DecimalMark| {
+        let value = without_groups(digits, decimal)?;
+        Some(NumberText::Certain {
+            value,
+            shows: Some(shows),
+        })
+    };
+    if !single_kind {
+        return certain(Some(last), DecimalMark::of(last_separator));
+    }
+    if separators.len() > 1 {
+        return certain(None, DecimalMark::of(last_separator).other());
+    }
+    let (whole, fraction) = (&digits[..last], &digits[last + 1..]);
+    let could_group =
+        fraction.len() == 3 && (1..=3).contains(&whole.len()) && !whole.trim_start_matches('0').is_empty();
+    if !could_group {
+        return certain(Some(last), DecimalMark::of(last_separator));
+    }
+    if currency {
+        // Money is never written with three decimals.
+        return certain(None, DecimalMark::of(last_separator).other());
+    }
+    let as_group = without_groups(digits, None)?;
+    if last_separator == ',' {
+        // No locale writes `5,000` for five: a comma before three digits
+        // groups thousands (it proves nothing about the column, though).
+        return Some(NumberText::Certain {
+            value: as_group,
+            shows: None,
+        });
+    }
+    Some(NumberText::Ambiguous {
+        dot_decimal: without_groups(digits, Some(last))?,
+        comma_decimal: as_group,
+    })
+}
+
+/// The digits as a number, the separator at `decimal` as the decimal point
+/// and every other separator dropped.
+fn without_groups(digits: &str, decimal: Option<usize>) -> Option<f64> {
+    let mut plain = String::with_capacity(digits.len());
+    for (index, c) in digits.char_indices() {
+        if c.is_ascii_digit() {
+            plain.push(c);
+        } else if Some(index) == decimal {
+            plain.push('.');
+        }
+    }
+    plain.parse().ok()
+}
