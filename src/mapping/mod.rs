@@ -1335,6 +1335,48 @@ mod tests {
         assert_eq!(mapping.warnings.len(), 1, "{:?}", mapping.warnings);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+
+        /// A sheet written in one convention (day/month order, decimal
+        /// mark) maps back to the dates and amounts that were written, with
+        /// no warning, whatever the order its rows come in. Its first row is
+        /// dated the 25th, which shows the order as any real sheet soon does.
+        #[test]
+        fn a_sheet_in_one_convention_maps_back_to_its_values(
+            rows in proptest::collection::vec((0i64..40_000, -100_000_000i64..100_000_000), 1..20),
+            month_first in proptest::prelude::any::<bool>(),
+            comma_decimals in proptest::prelude::any::<bool>(),
+        ) {
+            let write_date = |date: chrono::NaiveDate| match month_first {
+                true => date.format("%-m/%-d/%Y").to_string(),
+                false => date.format("%d/%m/%Y").to_string(),
+            };
+            let write_amount = |cents: i64| {
+                let text = format!("{}.{:02}", cents / 100, (cents % 100).abs());
+                let text = if cents < 0 && cents > -100 { format!("-{text}") } else { text };
+                if comma_decimals { format!("\"{}\"", text.replace('.', ",")) } else { text }
+            };
+            let first = chrono::NaiveDate::from_ymd_opt(2025, 1, 25).unwrap();
+            let epoch = chrono::NaiveDate::from_ymd_opt(1960, 1, 1).unwrap();
+            let mut csv = format!("Client,Stage,Discovery date,Pipeline\nC,Lost,{},1\n", write_date(first));
+            let mut expected = Vec::new();
+            for (index, (days, cents)) in rows.iter().enumerate() {
+                let date = epoch + chrono::Duration::days(*days);
+                csv.push_str(&format!("C{index},Lost,{},{}\n", write_date(date), write_amount(*cents)));
+                expected.push((Bson::DateTime(values::to_bson_date(values::midnight_utc(date))), Bson::Double(*cents as f64 / 100.0)));
+            }
+            let mapping = map_csv(&csv);
+            proptest::prop_assert_eq!(&mapping.warnings, &[]);
+            let read: Vec<(Bson, Bson)> = column(&mapping, "discovery_date")
+                .into_iter()
+                .zip(column(&mapping, "pipeline"))
+                .skip(1)
+                .collect();
+            proptest::prop_assert_eq!(read, expected, "{}", csv);
+        }
+    }
+
     fn bson_date(year: i32, month: u32, day: u32, hour: u32, minute: u32) -> Bson {
         use chrono::TimeZone;
         to_bson_date(Utc.with_ymd_and_hms(year, month, day, hour, minute, 0).unwrap())
