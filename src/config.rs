@@ -36,6 +36,8 @@ pub struct Config {
     pub mongo_url: String,
     pub db_name: String,
     pub sync: SyncSettings,
+    /// `sync.time_zone`, or else `daemon.time_zone`, parsed.
+    pub time_zone: chrono_tz::Tz,
     /// Per-view overrides, by view name as the `views` collection spells it.
     pub views: BTreeMap<String, ViewOverride>,
     /// `sheetsync run`: schedule, HTTP server, lifecycle.
@@ -135,6 +137,10 @@ pub struct SyncSettings {
     /// from each source's own values (`auto`), or always day-first (`dmy`)
     /// or month-first (`mdy`). Views may override it.
     pub date_order: DateOrderSetting,
+    /// The IANA zone of date-times written without an offset, in CSV text
+    /// and Sheets serials alike; unset, the schedule's `daemon.time_zone`.
+    /// Resolved into [`Config::time_zone`].
+    pub time_zone: Option<String>,
 }
 
 impl Default for SyncSettings {
@@ -144,6 +150,7 @@ impl Default for SyncSettings {
             http_timeout_secs: 60,
             insert_batch_size: 1000,
             date_order: DateOrderSetting::Auto,
+            time_zone: None,
         }
     }
 }
@@ -343,7 +350,15 @@ impl Config {
             }
             (None, None) => None,
         };
+        let zone_name = parsed.sync.time_zone.as_deref().unwrap_or(&daemon.time_zone);
+        let time_zone = zone_name.parse::<chrono_tz::Tz>().map_err(|_| {
+            ConfigError::Invalid(format!(
+                "time zone {zone_name:?} (sync.time_zone, else daemon.time_zone) is not an IANA zone name such as \
+                 \"Europe/Paris\""
+            ))
+        })?;
         let config = Config {
+            time_zone,
             mongo_url: non_empty("MONGO_URL")
                 .or(parsed.mongo.url)
                 .unwrap_or_else(|| DEFAULT_MONGO_URL.to_owned()),
@@ -439,6 +454,7 @@ impl std::fmt::Debug for Config {
             .field("mongo_url", &self.redacted_mongo_url())
             .field("db_name", &self.db_name)
             .field("sync", &self.sync)
+            .field("time_zone", &self.time_zone)
             .field("views", &self.views)
             .field(
                 "google",
@@ -504,6 +520,11 @@ mod tests {
         assert_eq!(from_file.db_name, "from_file");
         assert_eq!(from_file.views["Full Funnel"].collection.as_deref(), Some("ff_records"));
         assert_eq!(from_file.sync.date_order, DateOrderSetting::Dmy);
+        assert_eq!(
+            from_file.time_zone,
+            chrono_tz::Europe::Paris,
+            "the schedule's zone by default"
+        );
         assert_eq!(from_file.views["Full Funnel"].date_order, Some(DateOrderSetting::Mdy));
         let overridden = Config::resolve(
             Some((FILE, path)),
@@ -522,6 +543,7 @@ mod tests {
             ("[sync]\nmin_ratio = 2.0", "sync.min_ratio"),
             ("[sync]\nmin_ration = 0.5", "unknown field"),
             ("[sync]\ndate_order = \"ymd\"", "auto`, `dmy`"),
+            ("[sync]\ntime_zone = \"Paris\"", "sync.time_zone"),
             ("[views.Signal]\ncollection = \"a$b\"", "views.\"Signal\".collection"),
             ("[mongo]\nurl = \"postgres://x\"", "mongodb://"),
         ];

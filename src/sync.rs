@@ -120,6 +120,11 @@ pub struct ViewReport {
     /// How the source's numeric dates were read, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub date_order: Option<DateOrderDecision>,
+    /// Facts about the whole run worth telling: a spreadsheet's clock that
+    /// differs from the configured one, collection options the server did
+    /// not keep through the swap.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
     pub changes: Changes,
     /// False when nothing changed and the collection was left as it was, or
     /// on a dry run or failure.
@@ -163,6 +168,7 @@ impl ViewReport {
             warnings: Vec::new(),
             unknown_columns: Vec::new(),
             date_order: None,
+            notices: Vec::new(),
             changes: Changes::default(),
             swapped: false,
             started_at: now,
@@ -324,7 +330,7 @@ impl Syncer {
         report: &mut ViewReport,
     ) -> Result<Outcome, ViewError> {
         let fetched = fetched?;
-        let (mapper, mapped) = mapping::plan(self.profile, &fetched, target.date_order)?;
+        let (mapper, mapped) = mapping::plan(self.profile, &fetched, &target.read_settings)?;
         report.header_row = Some(mapped.header_row);
         report.rows_read = mapped.rows_read;
         report.blank_rows = mapped.blank_rows;
@@ -334,6 +340,7 @@ impl Syncer {
         report.warnings = mapped.warnings.clone();
         report.unknown_columns = mapped.unknown_columns.clone();
         report.date_order = mapped.date_order.clone();
+        report.notices = mapped.notices.clone();
         report.records_written = mapped.winners.len();
 
         if !options.dry_run {
@@ -522,6 +529,9 @@ fn render_view(out: &mut String, report: &ViewReport) {
     );
     if let Some(decision) = &report.date_order {
         let _ = writeln!(out, "  dates read {}: {}", decision.order.describe(), decision.reason);
+    }
+    for notice in &report.notices {
+        let _ = writeln!(out, "  notice: {notice}");
     }
     for duplicate in &report.duplicates {
         let _ = writeln!(

@@ -7,7 +7,7 @@ use mongodb::bson::{Bson, Document, doc};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::mapping::conventions::DateOrderSetting;
+use crate::mapping::conventions::ReadSettings;
 use crate::redact::redact_url;
 use crate::source::SourceSpec;
 
@@ -46,8 +46,8 @@ pub struct SyncTarget {
     pub source: SourceSpec,
     /// The source as recorded in `data_metadata.source_url` (secrets redacted).
     pub source_url: String,
-    /// How the source's numeric dates are read.
-    pub date_order: DateOrderSetting,
+    /// How the source's cells are read.
+    pub read_settings: ReadSettings,
 }
 
 /// A view as `sheetsync check` lists it.
@@ -169,8 +169,11 @@ fn resolve(view: &Document, config: &Config) -> ViewPlan {
         ))
     } else {
         let overrides = config.views.get(&name).cloned().unwrap_or_default();
-        let date_order = overrides.date_order.unwrap_or(config.sync.date_order);
-        match resolve_target(&name, overrides, text("sheet_url"), text("sheet_name"), date_order) {
+        let read_settings = ReadSettings {
+            date_order: overrides.date_order.unwrap_or(config.sync.date_order),
+            time_zone: config.time_zone,
+        };
+        match resolve_target(&name, overrides, text("sheet_url"), text("sheet_name"), read_settings) {
             Ok(target) => Resolution::Sync(target),
             Err(reason) => Resolution::Invalid(reason),
         }
@@ -187,7 +190,7 @@ fn resolve_target(
     overrides: crate::config::ViewOverride,
     sheet_url: Option<String>,
     sheet_name: Option<String>,
-    date_order: DateOrderSetting,
+    read_settings: ReadSettings,
 ) -> Result<SyncTarget, String> {
     let collection = overrides
         .collection
@@ -213,7 +216,7 @@ fn resolve_target(
         collection,
         source: spec,
         source_url,
-        date_order,
+        read_settings,
     })
 }
 

@@ -12,6 +12,7 @@ use fake_google::{CLIENT_EMAIL, Endpoint, FakeGoogle, FakeSpreadsheet, FakeTab, 
 use mongodb::bson::{Bson, Document, doc};
 use serde_json::{Value, json};
 use sheetsync::config::GoogleSettings;
+use sheetsync::mapping::conventions::ReadSettings;
 use sheetsync::mapping::{self, sales::SALES_RECORDS};
 use sheetsync::source::Fetched;
 use sheetsync::source::table::{Cell, Table};
@@ -112,9 +113,14 @@ fn table_of(fetched: Fetched) -> Table {
     }
 }
 
-/// Both mapping passes, as the sync makes them: the winning records.
-fn map_all(fetched: &Fetched) -> (mapping::Plan, Vec<mapping::MappedRecord>) {
-    let (mapper, plan) = mapping::plan(&SALES_RECORDS, fetched, Default::default()).unwrap();
+/// Both mapping passes, as the sync makes them: the winning records, with
+/// date-times read in `time_zone`.
+fn map_all(fetched: &Fetched, time_zone: chrono_tz::Tz) -> (mapping::Plan, Vec<mapping::MappedRecord>) {
+    let settings = ReadSettings {
+        date_order: Default::default(),
+        time_zone,
+    };
+    let (mapper, plan) = mapping::plan(&SALES_RECORDS, fetched, &settings).unwrap();
     let mut winners = mapper.winners(&plan, fetched.rows().unwrap());
     let mut records = Vec::new();
     while let Some(record) = winners.next_record() {
@@ -313,7 +319,7 @@ fn serial(date: NaiveDate, hours: f64) -> f64 {
 }
 
 #[tokio::test]
-async fn serial_dates_are_read_in_the_spreadsheet_time_zone_across_dst() {
+async fn serial_dates_are_read_in_the_configured_time_zone_across_dst() {
     let fake = FakeGoogle::start().await;
     // Europe/Paris springs forward on 2027-03-28 at 02:00; New York on 2027-03-14.
     let paris_day = NaiveDate::from_ymd_opt(2027, 3, 28).unwrap();
@@ -374,9 +380,12 @@ async fn serial_dates_are_read_in_the_spreadsheet_time_zone_across_dst() {
             ("late March", utc(2027, 3, 28, 5, 30)),
         ],
     ];
-    for (table, expected) in tables.into_iter().zip(expected) {
-        let (plan, records) = map_all(&table.unwrap());
+    // Each sheet read with time_zone set to its own clock: no notice.
+    let zones = [chrono_tz::Europe::Paris, chrono_tz::America::New_York];
+    for ((table, expected), zone) in tables.into_iter().zip(expected).zip(zones) {
+        let (plan, records) = map_all(&table.unwrap(), zone);
         assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
+        assert_eq!(plan.notices, Vec::<String>::new());
         let dates: Vec<(String, Bson)> = records
             .iter()
             .map(|record| {
@@ -835,5 +844,108 @@ async fn views_synced_one_by_one_share_one_batch_get_per_spreadsheet() {
     // A table is taken once: the next cycle reads the spreadsheet again.
     one_by_one(syncer(shared)).await;
     assert_eq!((batch_gets(SHEET_A), batch_gets(SHEET_B)), (4, 3));
+    test_db.drop().await;
+}
+
+/// One sheet read two ways: "File > Download > CSV" (formatted text) and the
+/// Sheets API (unformatted values, dates as serials). A view that switches
+/// from one to the other changes nothing.
+#[tokio::test]
+async fn the_same_sheet_as_csv_and_through_the_api_gives_the_same_documents() {
+    let fake = FakeGoogle::start().await;
+    let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+    let header = [
+        "Month",
+        "Discovery Date",
+        "Client",
+        "Stage",
+        "POA Date",
+        "Expected MRR",
+        "Pipeline",
+    ];
+    let api_rows = vec![
+        header.iter().map(|label| json!(label)).collect(),
+        vec![
+            json!(serial(day(2025, 1, 1), 0.0)),
+            json!(serial(day(2025, 1, 10), 14.5)),
+            json!("Acme Corp"),
+            json!("B Legals"),
+            json!(serial(day(2025, 1, 15), 0.0)),
+            json!(5000.5),
+            json!(0.12),
+        ],
+        vec![
+            json!("2025-02"),
+            json!(serial(day(2025, 2, 1), 6.0)),
+            json!("Globex"),
+            json!("Lost"),
+            json!(""),
+            json!(-1200),
+            json!(60000),
+        ],
+    ];
+    fake.add_spreadsheet(
+        SHEET_A,
+        FakeSpreadsheet {
+            time_zone: "Europe/Paris".to_owned(),
+            tabs: vec![tab(0, "Sheet1", api_rows)],
+        },
+    );
+    // What the same cells look like in Google's CSV export (fr-FR locale).
+    let csv = "Month,Discovery Date,Client,Stage,POA Date,Expected MRR,Pipeline\r\n\
+               01/01/2025,10/01/2025 14:30:00,Acme Corp,B Legals,15/01/2025,\"5 000,50 €\",12%\r\n\
+               2025-02,01/02/2025 06:00:00,Globex,Lost,,\"-1 200,00 €\",\"60 000\"\r\n";
+    let dir = tempfile::tempdir().unwrap();
+    let csv_path = dir.path().join("export.csv");
+    std::fs::write(&csv_path, csv).unwrap();
+
+    let test_db = common::test_db("csv_then_api").await;
+    test_db
+        .add_view("view-signal-1", "Signal", &format!("file://{}", csv_path.display()))
+        .await;
+    let key_file = fake.key_file.display().to_string();
+    let config = test_db.config_with(&[
+        ("GOOGLE_APPLICATION_CREDENTIALS", &key_file),
+        ("SHEETSYNC_SHEETS_API_URL", &fake.api_url),
+    ]);
+    let syncer = common::syncer_for(config).await;
+    let from_csv = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
+    assert_eq!(from_csv[0].outcome, Outcome::Success, "{from_csv:?}");
+    assert_eq!(from_csv[0].warnings, [], "{from_csv:?}");
+    let csv_documents = test_db.records("sales_records_signal").await;
+
+    test_db
+        .db
+        .collection::<Document>("views")
+        .update_one(
+            doc! { "id": "view-signal-1" },
+            doc! { "$set": { "sheet_url": format!("https://docs.google.com/spreadsheets/d/{SHEET_A}/edit#gid=0") } },
+        )
+        .await
+        .unwrap();
+    let from_api = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
+    let report = &from_api[0];
+    assert_eq!(report.outcome, Outcome::Success, "{report:?}");
+    assert_eq!(report.source_type, Some(sheetsync::source::SourceType::GoogleSheets));
+    assert_eq!(
+        (
+            report.changes.inserted,
+            report.changes.updated,
+            report.changes.removed,
+            report.changes.unchanged
+        ),
+        (0, 0, 0, 2),
+        "{report:?}"
+    );
+    assert!(!report.swapped, "nothing changed, nothing was rewritten");
+    assert_eq!(test_db.records("sales_records_signal").await, csv_documents);
+    let acme = &csv_documents[0];
+    assert_eq!(
+        acme.get_datetime("discovery_date").unwrap().timestamp_millis(),
+        Utc.with_ymd_and_hms(2025, 1, 10, 13, 30, 0).unwrap().timestamp_millis(),
+        "14:30 in Paris"
+    );
+    assert_eq!(acme.get_f64("pipeline").unwrap(), 0.12);
+    assert_eq!(acme.get_str("month").unwrap(), "2025-01");
     test_db.drop().await;
 }

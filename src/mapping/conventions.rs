@@ -43,6 +43,16 @@ impl DateOrderSetting {
     }
 }
 
+/// What the configuration says about reading one source's cells.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ReadSettings {
+    pub date_order: DateOrderSetting,
+    /// The zone of every date-time written without an offset, from CSV text
+    /// or Sheets serials alike, so that one cell gives one value whichever
+    /// way the sheet is read.
+    pub time_zone: chrono_tz::Tz,
+}
+
 /// A cell quoted as evidence in a report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Example {

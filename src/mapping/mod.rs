@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::source::table::{Cell, Row};
 use crate::source::{Fetched, RowReader, SourceError};
-use conventions::{Clue, Conventions, DateOrderDecision, DateOrderSetting, Evidence, Example};
+use conventions::{Clue, Conventions, DateOrderDecision, Evidence, Example, ReadSettings};
 use profile::{FieldKind, TargetProfile};
 use values::dates::{DateOrder, Reading};
 use values::numbers::NumberText;
@@ -81,6 +81,8 @@ pub struct Plan {
     pub unknown_columns: Vec<String>,
     /// The day/month order numeric dates were read in, and why.
     pub date_order: Option<DateOrderDecision>,
+    /// Facts about the whole source worth telling its editor.
+    pub notices: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -107,9 +109,8 @@ pub enum PlanError {
 pub struct Mapper<'p> {
     profile: &'p TargetProfile,
     columns: Columns,
-    /// The zone of spreadsheet serials; `None` for sources that only deliver
-    /// text, whose serials-as-text are read in UTC like their other times.
-    zone: Option<Tz>,
+    /// The zone of date-times written without an offset.
+    zone: Tz,
     header_row: usize,
     /// Each enum field's accepted spellings, folded once per sync (folding
     /// them for every cell was a third of a sync's time).
@@ -128,8 +129,9 @@ pub struct Mapper<'p> {
 pub fn plan<'p>(
     profile: &'p TargetProfile,
     source: &Fetched,
-    date_order: DateOrderSetting,
+    settings: &ReadSettings,
 ) -> Result<(Mapper<'p>, Plan), PlanError> {
+    let date_order = settings.date_order;
     let labels = FieldLabels::new(profile);
     let header = find_header(profile, &labels, source)?;
     let columns = resolve_columns(profile, &labels, &header);
@@ -143,7 +145,7 @@ pub fn plan<'p>(
         .collect();
     let mut mapper = Mapper {
         profile,
-        zone: source.serial_time_zone(),
+        zone: settings.time_zone,
         header_row: header.number,
         columns,
         lookups,
@@ -170,6 +172,13 @@ pub fn plan<'p>(
             .insert(at, guessed_order_warning(&decision, &pass.evidence, example));
     }
     plan.date_order = Some(decision);
+    if let Some(sheet_zone) = source.serial_time_zone().filter(|zone| *zone != settings.time_zone) {
+        plan.notices.push(format!(
+            "the spreadsheet's time zone is {sheet_zone} but date-times are read in {} ([sync] time_zone), as \
+             from a CSV export; set time_zone to {sheet_zone} if that is the sheet's clock",
+            settings.time_zone
+        ));
+    }
     Ok((mapper, plan))
 }
 
@@ -456,7 +465,7 @@ impl Mapper<'_> {
             }
             values.push(value);
         }
-        derive_fields(self.profile, &mut values);
+        derive_fields(self.profile, &mut values, self.zone);
         if !missing.is_empty() {
             if let Some(pass) = pass {
                 pass.plan.rejected.push(RowIssue {
@@ -661,15 +670,15 @@ const DATE_EXPECTED: &str = "not a date (expected e.g. 2025-01-31, 31/01/2025, 3
 impl Mapper<'_> {
     fn convert(&self, field: usize, cell: &Cell) -> Converted {
         let spec = &self.profile.fields[field];
-        let text_zone = self.zone.unwrap_or(chrono_tz::UTC);
+        let zone = self.zone;
         match (&spec.kind, cell) {
             (_, Cell::Empty) => Converted::value(Bson::Null),
             (FieldKind::Text, cell) => Converted::value(Bson::String(text_of(cell))),
             (FieldKind::Date, Cell::Text(text)) => {
-                self.in_date_order(values::dates::read_date(text, text_zone), to_bson_date, DATE_EXPECTED)
+                self.in_date_order(values::dates::read_date(text, zone), to_bson_date, DATE_EXPECTED)
             }
             (FieldKind::Month { .. }, Cell::Text(text)) => self.in_date_order(
-                values::dates::read_month(text, text_zone),
+                values::dates::read_month(text, zone),
                 Bson::String,
                 "not a month (expected e.g. 2025-01 or janv.-25)",
             ),
@@ -677,14 +686,9 @@ impl Mapper<'_> {
                 Some(date) => Converted::value(Bson::String(values::dates::format_month(date.year(), date.month()))),
                 None => Converted::unreadable("not a valid date serial"),
             },
-            (FieldKind::Date, Cell::Number(serial)) => match self.zone {
-                None => {
-                    Converted::unreadable("a bare number is not a date here (expected e.g. 2025-01-31 or 31/01/2025)")
-                }
-                Some(zone) => match values::dates::serial_to_datetime(*serial, zone) {
-                    Some(moment) => Converted::value(to_bson_date(moment)),
-                    None => Converted::unreadable("not a valid date serial"),
-                },
+            (FieldKind::Date, Cell::Number(serial)) => match values::dates::serial_to_datetime(*serial, zone) {
+                Some(moment) => Converted::value(to_bson_date(moment)),
+                None => Converted::unreadable("not a valid date serial"),
             },
             (FieldKind::Number, Cell::Number(number)) => Converted::value(Bson::Double(*number)),
             (FieldKind::Number, Cell::Text(text)) => self.number(field, text),
@@ -806,8 +810,10 @@ fn to_bson_date(moment: DateTime<Utc>) -> Bson {
 }
 
 /// Fills fields computed from others (a month from its date) where the source
-/// left them empty.
-fn derive_fields(profile: &TargetProfile, values: &mut [Bson]) {
+/// left them empty. A date-only value (00:00 UTC) gives its own month; a
+/// moment gives the month of its calendar date in `zone`, as the sheet shows
+/// it.
+fn derive_fields(profile: &TargetProfile, values: &mut [Bson], zone: Tz) {
     for (index, spec) in profile.fields.iter().enumerate() {
         let FieldKind::Month {
             derive_from: Some(source),
@@ -821,7 +827,11 @@ fn derive_fields(profile: &TargetProfile, values: &mut [Bson]) {
         let source = profile.fields.iter().position(|field| field.name == source);
         if let Some(Bson::DateTime(date)) = source.map(|source| &values[source]) {
             if let Some(moment) = values::from_bson_date(*date) {
-                values[index] = Bson::String(values::dates::format_month(moment.year(), moment.month()));
+                let day = match moment.time() == chrono::NaiveTime::MIN {
+                    true => moment.date_naive(),
+                    false => moment.with_timezone(&zone).date_naive(),
+                };
+                values[index] = Bson::String(values::dates::format_month(day.year(), day.month()));
             }
         }
     }
@@ -849,6 +859,7 @@ mod tests {
     use super::*;
     use crate::source::csv::CsvSource;
     use crate::source::table::Table;
+    use conventions::DateOrderSetting;
     use sales::SALES_RECORDS;
 
     /// Both passes over a source, as the sync makes them.
@@ -861,14 +872,20 @@ mod tests {
         warnings: Vec<RowIssue>,
         unknown_columns: Vec<String>,
         date_order: Option<DateOrderDecision>,
+        notices: Vec<String>,
     }
 
     fn map_fetched(fetched: Fetched) -> Result<Mapping, PlanError> {
         map_fetched_with(fetched, DateOrderSetting::Auto)
     }
 
+    /// As the default configuration reads: date-times in Europe/Paris.
     fn map_fetched_with(fetched: Fetched, date_order: DateOrderSetting) -> Result<Mapping, PlanError> {
-        let (mapper, plan) = plan(&SALES_RECORDS, &fetched, date_order)?;
+        let settings = ReadSettings {
+            date_order,
+            time_zone: chrono_tz::Europe::Paris,
+        };
+        let (mapper, plan) = plan(&SALES_RECORDS, &fetched, &settings)?;
         let mut winners = mapper.winners(&plan, fetched.rows()?);
         let mut records = Vec::new();
         while let Some(record) = winners.next_record() {
@@ -883,6 +900,7 @@ mod tests {
             warnings: plan.warnings,
             unknown_columns: plan.unknown_columns,
             date_order: plan.date_order,
+            notices: plan.notices,
         })
     }
 
@@ -960,6 +978,41 @@ mod tests {
         );
         assert_eq!(warned_rows(&mapping), [(3, "Discovery date")]);
         assert!(mapping.warnings[0].reason.contains("read day-first it is 2025-01-14"));
+    }
+
+    #[test]
+    fn a_month_derived_from_a_moment_is_its_date_in_the_configured_zone() {
+        // 00:30 in Paris on 1 February is still 31 January in UTC.
+        let mapping = map_csv("Client,Stage,Discovery date\nA,Lost,2025-02-01 00:30\nB,Lost,01/02/2025\n");
+        assert_eq!(
+            column(&mapping, "discovery_date"),
+            [bson_date(2025, 1, 31, 23, 30), date(2025, 2, 1)]
+        );
+        assert_eq!(
+            column(&mapping, "month"),
+            [Bson::from("2025-02"), Bson::from("2025-02")]
+        );
+    }
+
+    #[test]
+    fn a_spreadsheet_on_another_clock_is_noticed() {
+        let mut table = Table {
+            serial_time_zone: Some(chrono_tz::America::New_York),
+            ..Table::default()
+        };
+        table.push_row(
+            1,
+            vec![Cell::text("Client"), Cell::text("Stage"), Cell::text("Discovery date")],
+        );
+        table.push_row(2, vec![Cell::text("A"), Cell::text("Lost"), Cell::Number(45667.5)]);
+        let mapping = map_fetched(Fetched::Table(table)).unwrap();
+        assert_eq!(
+            column(&mapping, "discovery_date"),
+            [bson_date(2025, 1, 10, 11, 0)],
+            "noon in Paris"
+        );
+        assert_eq!(mapping.notices.len(), 1);
+        assert!(mapping.notices[0].contains("America/New_York"), "{:?}", mapping.notices);
     }
 
     #[test]
@@ -1156,13 +1209,23 @@ mod tests {
                 bson_date(2025, 1, 13, 0, 0),
                 false,
             ),
+            // Wall-clock times are read in [sync] time_zone (Paris: UTC+1
+            // in January); offsets are kept.
             (
                 "Discovery Date",
                 "2025-01-10 14:30",
                 "discovery_date",
+                bson_date(2025, 1, 10, 13, 30),
+                false,
+            ),
+            (
+                "Discovery Date",
+                "2025-01-10T14:30:00Z",
+                "discovery_date",
                 bson_date(2025, 1, 10, 14, 30),
                 false,
             ),
+            ("Pipeline", "12%", "pipeline", Bson::Double(0.12), false),
             ("Discovery Date", "someday", "discovery_date", Bson::Null, true),
             (
                 "POA Date",

@@ -92,8 +92,8 @@ pub const TEXT_SERIAL_RANGE: std::ops::RangeInclusive<f64> = 18_264.0..=73_415.0
 /// [`calendar::LANGUAGES`] (`Jan 10, 2025`, `10-Jan-25`, `jeudi 10 janvier
 /// 2025`) and spreadsheet serials written as text (`45667`, `45667.5`).
 ///
-/// Date-only values land at 00:00 UTC of that day; times without an offset
-/// are read as UTC; a serial's time of day is read in `zone`.
+/// Date-only values land at 00:00 UTC of that day; times without an offset,
+/// serials' included, are wall-clock times in `zone`.
 pub fn read_date(text: &str, zone: Tz) -> Option<Reading<DateTime<Utc>>> {
     let text = text.trim();
     if text.is_empty() {
@@ -103,9 +103,10 @@ pub fn read_date(text: &str, zone: Tz) -> Option<Reading<DateTime<Utc>>> {
         return Some(Reading::Certain(midnight_utc(date)));
     }
     if let Some((day_first, month_first)) = numeric_date(text) {
-        return Reading::ordered(day_first, month_first);
+        let in_zone = |naive: Option<NaiveDateTime>| naive.and_then(|naive| date_or_moment(naive, zone));
+        return Reading::ordered(in_zone(day_first), in_zone(month_first));
     }
-    if let Some(moment) = parse_iso_moment(text) {
+    if let Some(moment) = parse_iso_moment(text, zone) {
         return Some(Reading::Certain(moment));
     }
     if let Some(serial) = plain_number(text) {
@@ -115,7 +116,29 @@ pub fn read_date(text: &str, zone: Tz) -> Option<Reading<DateTime<Utc>>> {
             .flatten()
             .map(Reading::Certain);
     }
-    named_date(text).map(Reading::Certain)
+    named_date(text)
+        .and_then(|naive| date_or_moment(naive, zone))
+        .map(Reading::Certain)
+}
+
+/// A date without time is that calendar date at 00:00 UTC, like every
+/// date-only value; a wall-clock time is read in `zone`.
+fn date_or_moment(naive: NaiveDateTime, zone: Tz) -> Option<DateTime<Utc>> {
+    if naive.time() == NaiveTime::MIN {
+        Some(naive.and_utc())
+    } else {
+        local_moment(naive, zone)
+    }
+}
+
+/// The moment a wall-clock time in `zone` names. In a DST gap the time does
+/// not exist; the earliest valid reading after it is what the sheet's owner
+/// would expect. In the repeated hour, the earlier of the two.
+pub fn local_moment(local: NaiveDateTime, zone: Tz) -> Option<DateTime<Utc>> {
+    zone.from_local_datetime(&local)
+        .earliest()
+        .or_else(|| zone.from_local_datetime(&(local + Duration::hours(1))).earliest())
+        .map(|moment| moment.with_timezone(&Utc))
 }
 
 /// `yyyy-mm-dd` read without trying format strings one after another: the
@@ -138,8 +161,9 @@ fn plausible_year(year: i32) -> bool {
     (1900..=2999).contains(&year)
 }
 
-/// ISO date-times and year-first dates with `/` or `.`.
-fn parse_iso_moment(text: &str) -> Option<DateTime<Utc>> {
+/// ISO date-times (without an offset: in `zone`) and year-first dates with
+/// `/` or `.`.
+fn parse_iso_moment(text: &str, zone: Tz) -> Option<DateTime<Utc>> {
     if let Ok(moment) = DateTime::parse_from_rfc3339(text) {
         return Some(moment.with_timezone(&Utc));
     }
@@ -158,10 +182,12 @@ fn parse_iso_moment(text: &str) -> Option<DateTime<Utc>> {
                 .find_map(|format| NaiveDate::parse_from_str(text, format).ok())
                 .map(|date| date.and_time(NaiveTime::MIN))
         })?;
-    plausible_year(moment.year()).then(|| moment.and_utc())
+    plausible_year(moment.year())
+        .then(|| date_or_moment(moment, zone))
+        .flatten()
 }
 
-type MaybeDate = Option<DateTime<Utc>>;
+type MaybeDate = Option<NaiveDateTime>;
 
 /// A date of three numbers, day and month first in either order, then the
 /// year (four digits, or two for 20yy), one separator (`/`, `.` or `-`)
@@ -187,7 +213,7 @@ fn numeric_date(text: &str) -> Option<(MaybeDate, MaybeDate)> {
     let (first, second): (u32, u32) = (first.parse().ok()?, second.parse().ok()?);
     let at = |day: u32, month: u32| {
         let date = NaiveDate::from_ymd_opt(year, month, day)?;
-        Some(date.and_time(time.unwrap_or(NaiveTime::MIN)).and_utc())
+        Some(date.and_time(time.unwrap_or(NaiveTime::MIN)))
     };
     Some((at(first, second), at(second, first)))
 }
@@ -221,7 +247,7 @@ fn plain_number(text: &str) -> Option<f64> {
 /// people write them, with an optional weekday before and an optional time
 /// after: `Jan 10, 2025`, `10-Jan-25`, `Tuesday, March 4, 2025 14:30`,
 /// `1er mars 2025`, `10 de enero de 2025`.
-fn named_date(text: &str) -> Option<DateTime<Utc>> {
+fn named_date(text: &str) -> Option<NaiveDateTime> {
     let (date, time) = split_trailing_time(text);
     let words = fold_words(date);
     let mut words: Vec<&str> = words
@@ -247,7 +273,7 @@ fn named_date(text: &str) -> Option<DateTime<Utc>> {
         _ => return None,
     };
     let date = NaiveDate::from_ymd_opt(year, month, day)?;
-    Some(date.and_time(time.unwrap_or(NaiveTime::MIN)).and_utc())
+    Some(date.and_time(time.unwrap_or(NaiveTime::MIN)))
 }
 
 fn is_month(word: &str) -> bool {
@@ -266,10 +292,9 @@ fn split_trailing_time(text: &str) -> (&str, Option<NaiveTime>) {
     }
 }
 
-/// A spreadsheet date serial (days since 1899-12-30, fraction = time of day)
-/// read in the spreadsheet's own time zone. A whole serial is a date and lands
-/// at 00:00 UTC like every date-only value; a serial with a time is the local
-/// wall-clock moment in `zone`, converted to UTC.
+/// A spreadsheet date serial (days since 1899-12-30, fraction = time of day).
+/// A whole serial is a date and lands at 00:00 UTC like every date-only
+/// value; a serial with a time is the wall-clock moment in `zone`.
 pub fn serial_to_datetime(serial: f64, zone: Tz) -> Option<DateTime<Utc>> {
     let date = serial_date(serial)?;
     let millis = ((serial - serial.floor()) * 86_400_000.0).round() as i64;
@@ -280,13 +305,7 @@ pub fn serial_to_datetime(serial: f64, zone: Tz) -> Option<DateTime<Utc>> {
         // A time that rounds to 24:00 is the next date.
         return Some(midnight_utc(date.succ_opt()?));
     }
-    let local = date.and_time(NaiveTime::MIN) + Duration::milliseconds(millis);
-    // In a DST gap the wall-clock time does not exist; the earliest valid
-    // reading after it is what the sheet's owner would expect.
-    zone.from_local_datetime(&local)
-        .earliest()
-        .or_else(|| zone.from_local_datetime(&(local + Duration::hours(1))).earliest())
-        .map(|moment| moment.with_timezone(&Utc))
+    local_moment(date.and_time(NaiveTime::MIN) + Duration::milliseconds(millis), zone)
 }
 
 /// The calendar date of a spreadsheet serial, in the sheet's own zone (the
