@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod daemon;
+pub mod identity;
 pub mod mapping;
 pub mod redact;
 pub mod source;

@@ -12,11 +12,12 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::identity::{self, Changes, Continuations, Identities};
 use crate::mapping::conventions::DateOrderDecision;
 use crate::mapping::profile::TargetProfile;
 use crate::mapping::{self, Duplicate, RowIssue};
 use crate::source::{Fetched, SourceError, SourceType, Sources};
-use crate::store::apply::{self, Changes};
+use crate::store::apply;
 use crate::store::{StoreError, indexes, metadata, runs};
 use crate::views::{self, Resolution, SyncTarget, ViewPlan, ViewsError};
 
@@ -126,6 +127,11 @@ pub struct ViewReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,
     pub changes: Changes,
+    /// Each record that continues an old one under another key, e.g.
+    /// `Globex: D POA Booked -> C Proposal sent, id kept`.
+    pub moves: Vec<String>,
+    /// Clients whose records changed in ways that could not be paired.
+    pub ambiguous: Vec<String>,
     /// False when nothing changed and the collection was left as it was, or
     /// on a dry run or failure.
     pub swapped: bool,
@@ -170,6 +176,8 @@ impl ViewReport {
             date_order: None,
             notices: Vec::new(),
             changes: Changes::default(),
+            moves: Vec::new(),
+            ambiguous: Vec::new(),
             swapped: false,
             started_at: now,
             finished_at: now,
@@ -179,6 +187,12 @@ impl ViewReport {
 
     pub fn succeeded(&self) -> bool {
         self.outcome != Outcome::Failed
+    }
+
+    fn record_identities(&mut self, identities: &Identities<'_>) {
+        self.changes = identities.changes();
+        self.moves = identities.moves();
+        self.ambiguous = identities.ambiguous();
     }
 }
 
@@ -350,7 +364,8 @@ impl Syncer {
             }
         }
         let collection = self.db.collection::<Document>(&target.collection);
-        let existing = apply::load_existing(&collection, self.profile).await?;
+        let existing = identity::load_existing(&collection, self.profile).await?;
+        let continuations = Continuations::find(&existing, &mapped.winners, self.profile);
         apply::check_shrink(
             &target.collection,
             existing.count,
@@ -361,7 +376,7 @@ impl Syncer {
         let now = BsonDateTime::now();
         let count_differs = existing.count != mapped.winners.len() as u64;
         if options.dry_run || !count_differs {
-            let mut identities = apply::Identities::new(&plan.view_id, &existing, now);
+            let mut identities = Identities::new(&plan.view_id, self.profile, &existing, &continuations, now);
             let mut winners = mapper.winners(&mapped, fetched.rows()?);
             let mut found = 0;
             while let Some(record) = winners.next_record() {
@@ -369,14 +384,14 @@ impl Syncer {
                 found += 1;
             }
             ensure_same_source(mapped.winners.len(), found)?;
-            report.changes = identities.changes();
+            report.record_identities(&identities);
             if options.dry_run {
                 return Ok(Outcome::DryRun);
             }
         }
         // Rewriting an identical collection would only churn the server.
         if count_differs || !report.changes.is_empty() {
-            let mut identities = apply::Identities::new(&plan.view_id, &existing, now);
+            let mut identities = Identities::new(&plan.view_id, self.profile, &existing, &continuations, now);
             let batch_size = self.config.sync.insert_batch_size;
             let mut staging =
                 apply::Staging::create(&self.db, &target.collection, self.profile, &report.run_id, batch_size).await?;
@@ -393,7 +408,7 @@ impl Syncer {
                 staging.abandon().await;
                 return Err(error);
             }
-            report.changes = identities.changes();
+            report.record_identities(&identities);
             report.swapped = true;
         }
         self.record_last_update(plan, target, mapped.winners.len()).await?;
@@ -437,7 +452,7 @@ fn target_collections(plans: &[ViewPlan]) -> Vec<String> {
 /// the source no longer yields exactly the records the first pass planned.
 async fn fill_and_swap(
     staging: &mut apply::Staging,
-    identities: &mut apply::Identities<'_>,
+    identities: &mut Identities<'_>,
     mut winners: mapping::Winners<'_, '_>,
     planned: usize,
     abort: &Abort,
@@ -473,7 +488,7 @@ fn log_summary(report: &ViewReport) {
             view = %report.view, run_id = %report.run_id, trigger, outcome, rows = report.rows_read,
             records = report.records_written, merged = report.duplicates_merged, rejected = report.rejected.len(),
             warnings = report.warnings.len(), inserted = changes.inserted, updated = changes.updated,
-            removed = changes.removed, duration_ms = report.duration_ms, "sync finished"
+            removed = changes.removed, moved = changes.moved, duration_ms = report.duration_ms, "sync finished"
         );
     } else {
         tracing::warn!(
@@ -524,9 +539,15 @@ fn render_view(out: &mut String, report: &ViewReport) {
     );
     let _ = writeln!(
         out,
-        "  changes: {} inserted, {} updated, {} removed, {} unchanged; {} ms",
-        changes.inserted, changes.updated, changes.removed, changes.unchanged, report.duration_ms
+        "  changes: {} inserted, {} updated, {} removed, {} moved, {} unchanged; {} ms",
+        changes.inserted, changes.updated, changes.removed, changes.moved, changes.unchanged, report.duration_ms
     );
+    for moved in &report.moves {
+        let _ = writeln!(out, "  moved: {moved}");
+    }
+    for ambiguous in &report.ambiguous {
+        let _ = writeln!(out, "  ambiguous: {ambiguous}");
+    }
     if let Some(decision) = &report.date_order {
         let _ = writeln!(out, "  dates read {}: {}", decision.order.describe(), decision.reason);
     }

@@ -163,6 +163,141 @@ async fn ids_and_created_at_survive_refreshes() {
     db.drop().await;
 }
 
+/// Deal identity across refreshes, on a real server: stage moves, a renamed
+/// client with the same HubSpot deal, ambiguous moves, delete then re-add.
+#[tokio::test]
+async fn deal_ids_survive_stage_moves_and_renames() {
+    let db = test_db("deal_identity").await;
+    let dir = tempfile::tempdir().unwrap();
+    let sheet = |rows: &str| format!("Client,Stage,Hubspot Link\n{rows}");
+    let url = write_source(
+        dir.path(),
+        "v.csv",
+        sheet(
+            "Globex,D POA Booked,\n\
+             Acme Corp,B Legals,https://app.hubspot.com/deals/42\n\
+             Initech,F Inbox,\nInitech,Lost,\n\
+             Umbrella,A Closed,\n",
+        )
+        .as_bytes(),
+    );
+    db.add_view("view-organic", "Organic", &url).await;
+    only(sync_all(&db, SyncOptions::default()).await);
+    let before = db.records("sales_records").await;
+    let id_of = |records: &[Document], client: &str, stage: &str| {
+        find(records, client, stage).get_str("id").unwrap().to_owned()
+    };
+
+    write_source(
+        dir.path(),
+        "v.csv",
+        sheet(
+            "Globex,C Proposal sent,\n\
+             ACME Corporation,A Closed,https://app.hubspot.com/contacts/9/record/0-3/42\n\
+             Initech,C Proposal sent,\nInitech,A Closed,\n",
+        )
+        .as_bytes(),
+    );
+    let report = only(
+        sync_all(
+            &db,
+            SyncOptions {
+                force: true,
+                ..SyncOptions::default()
+            },
+        )
+        .await,
+    );
+    assert!(report.succeeded(), "{report:#?}");
+    let after = db.records("sales_records").await;
+    assert_eq!(
+        id_of(&after, "Globex", "C Proposal sent"),
+        id_of(&before, "Globex", "D POA Booked")
+    );
+    assert_eq!(
+        find(&after, "Globex", "C Proposal sent").get("created_at"),
+        find(&before, "Globex", "D POA Booked").get("created_at")
+    );
+    assert_eq!(
+        id_of(&after, "ACME Corporation", "A Closed"),
+        id_of(&before, "Acme Corp", "B Legals")
+    );
+    let initech_new = [
+        id_of(&after, "Initech", "C Proposal sent"),
+        id_of(&after, "Initech", "A Closed"),
+    ];
+    assert_eq!(
+        initech_new,
+        [
+            sheetsync::identity::stable_id("view-organic", "initech\u{1f}c proposal sent"),
+            sheetsync::identity::stable_id("view-organic", "initech\u{1f}a closed"),
+        ],
+        "no guess between two old and two new Initech deals"
+    );
+    assert_eq!(
+        (report.changes.moved, report.changes.inserted, report.changes.removed),
+        (2, 2, 3),
+        "{report:#?}"
+    );
+    assert!(
+        report
+            .moves
+            .contains(&"Globex: D POA Booked -> C Proposal sent, id kept".to_owned()),
+        "{:?}",
+        report.moves
+    );
+    assert_eq!(report.ambiguous.len(), 1, "{:?}", report.ambiguous);
+    assert!(
+        report.ambiguous[0].starts_with("Initech: 2 old and 2 new"),
+        "{:?}",
+        report.ambiguous
+    );
+    let text = sheetsync::sync::render_text(std::slice::from_ref(&report));
+    assert!(text.contains("2 moved"), "{text}");
+    assert!(
+        text.contains("moved: Globex: D POA Booked -> C Proposal sent, id kept"),
+        "{text}"
+    );
+    let run = db
+        .db
+        .collection::<Document>("sync_runs")
+        .find_one(doc! { "run_id": &report.run_id })
+        .await
+        .unwrap()
+        .unwrap();
+    let moved = run.get_document("changes").unwrap().get("moved");
+    assert!(
+        matches!(moved, Some(Bson::Int32(2) | Bson::Int64(2))),
+        "sync_runs counts moves: {run:?}"
+    );
+
+    // Umbrella was deleted from the sheet; added again, it gets its id back.
+    write_source(
+        dir.path(),
+        "v.csv",
+        sheet(
+            "Globex,C Proposal sent,\nACME Corporation,A Closed,https://app.hubspot.com/deals/42\nUmbrella,A Closed,\n",
+        )
+        .as_bytes(),
+    );
+    only(
+        sync_all(
+            &db,
+            SyncOptions {
+                force: true,
+                ..SyncOptions::default()
+            },
+        )
+        .await,
+    );
+    let again = db.records("sales_records").await;
+    assert_eq!(
+        id_of(&again, "Umbrella", "A Closed"),
+        id_of(&before, "Umbrella", "A Closed")
+    );
+    db.drop().await;
+}
+
 #[tokio::test]
 async fn ids_are_derived_from_view_client_and_stage() {
     let db = test_db("derived_ids").await;
@@ -179,7 +314,7 @@ async fn ids_are_derived_from_view_client_and_stage() {
         .unwrap();
     only(sync_all(&db, SyncOptions::default()).await);
     assert_eq!(db.records("sales_records").await[0].get_str("id").unwrap(), id);
-    assert_eq!(id, sheetsync::store::apply::stable_id("view-organic", "acme\u{1f}lost"));
+    assert_eq!(id, sheetsync::identity::stable_id("view-organic", "acme\u{1f}lost"));
     db.drop().await;
 }
 

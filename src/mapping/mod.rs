@@ -25,6 +25,9 @@ use values::dates::{DateOrder, Reading};
 use values::numbers::NumberText;
 use values::{fold_key_text, fold_label};
 
+/// Joins the folded fields of a key; it cannot occur in them.
+pub const KEY_SEPARATOR: &str = "\u{1f}";
+
 /// How many leading rows may hold a title or notes above the header.
 const HEADER_SEARCH_ROWS: usize = 10;
 
@@ -43,6 +46,14 @@ pub struct RowIssue {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     pub reason: String,
+}
+
+/// The row that stands for one key, and what its identity link names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Winner {
+    pub row: usize,
+    /// See [`values::links::link_ref`].
+    pub link: Option<u64>,
 }
 
 /// A row that lost to a later row with the same key.
@@ -72,8 +83,8 @@ pub struct Plan {
     /// Data rows below the header (blank rows excluded).
     pub rows_read: usize,
     pub blank_rows: usize,
-    /// Key -> the number of the row that wins (the last one with that key).
-    pub winners: HashMap<String, usize>,
+    /// Key -> the row that wins (the last one with that key).
+    pub winners: HashMap<String, Winner>,
     pub duplicates: Vec<Duplicate>,
     pub rejected: Vec<RowIssue>,
     pub warnings: Vec<RowIssue>,
@@ -116,6 +127,8 @@ pub struct Mapper<'p> {
     /// them for every cell was a third of a sync's time).
     lookups: Vec<Option<values::EnumLookup>>,
     conventions: Conventions,
+    /// The index of the profile's identity link field.
+    link_field: Option<usize>,
 }
 
 /// First pass: finds the header, reads every row once to collect problems,
@@ -150,6 +163,9 @@ pub fn plan<'p>(
         columns,
         lookups,
         conventions: Conventions::provisional(date_order),
+        link_field: profile
+            .identity_link
+            .and_then(|name| profile.fields.iter().position(|field| field.name == name)),
     };
     let mut pass = mapper.planning_pass(source)?;
     let (conventions, decision) = Conventions::decide(date_order, &pass.evidence);
@@ -264,12 +280,17 @@ impl<'p> Mapper<'p> {
 
     fn plan_row(&self, row: &Row, pass: &mut PlanningPass) {
         pass.plan.rows_read += 1;
-        let Some((_, key)) = self.read_row(row, Some(pass)) else {
+        let Some((values, key)) = self.read_row(row, Some(pass)) else {
             return;
         };
-        if let Some(previous) = pass.plan.winners.insert(key, row.number) {
+        let link = self.link_field.and_then(|index| match &values[index] {
+            Bson::String(url) => values::links::link_ref(url),
+            _ => None,
+        });
+        let winner = Winner { row: row.number, link };
+        if let Some(previous) = pass.plan.winners.insert(key, winner) {
             pass.plan.duplicates.push(Duplicate {
-                row: previous,
+                row: previous.row,
                 superseded_by: row.number,
             });
         }
@@ -305,7 +326,7 @@ impl Winners<'_, '_> {
             let Some((values, key)) = self.mapper.read_row(&row, None) else {
                 continue;
             };
-            if self.plan.winners.get(&key) == Some(&row.number) {
+            if self.plan.winners.get(&key).map(|winner| winner.row) == Some(row.number) {
                 return Some(Ok(self.mapper.record(row.number, key, values)));
             }
         }
@@ -851,7 +872,7 @@ fn fold_key<'a>(parts: impl Iterator<Item = Option<&'a Bson>>) -> String {
             _ => String::new(),
         })
         .collect::<Vec<_>>()
-        .join("\u{1f}")
+        .join(KEY_SEPARATOR)
 }
 
 #[cfg(test)]

@@ -58,6 +58,10 @@ pub struct TargetProfile {
     /// Fields whose folded values identify a record across refreshes. The
     /// last row with a given key wins.
     pub key: &'static [&'static str],
+    /// A field holding a link to the same real-world object in another
+    /// system (a HubSpot deal): a record whose link names an old record's
+    /// object continues that record even when its key changed.
+    pub identity_link: Option<&'static str>,
     pub apply: ApplyMode,
     /// Indexes every collection of this target carries (staging included, so
     /// the swapped-in collection is ready to serve).

@@ -133,6 +133,7 @@ pub const SALES_RECORDS: TargetProfile = TargetProfile {
         ),
     ],
     key: &["client", "stage"],
+    identity_link: Some("hubspot_link"),
     apply: ApplyMode::ReplaceCollection,
     indexes: &[
         IndexSpec {

@@ -35,6 +35,7 @@ fn to_document(report: &ViewReport) -> Result<Document, bson::ser::Error> {
     trimmed.warnings.truncate(STORED_ISSUES);
     trimmed.rejected.truncate(STORED_ISSUES);
     trimmed.duplicates.truncate(STORED_ISSUES);
+    trimmed.moves.truncate(STORED_ISSUES);
     let mut document = bson::to_document(&trimmed)?;
     // Real dates, so the TTL index can expire them and queries can range.
     document.insert("started_at", to_bson_date(report.started_at));

@@ -1,0 +1,83 @@
+//! Links that name one real-world object whatever else changes in its row:
+//! a CRM deal keeps its URL when the client is respelt or the deal moves to
+//! the next stage, so the URL carries the record's identity across refreshes.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+/// A compact, comparable reference to what a link names: the HubSpot deal
+/// number when the link has one (`/deals/123`, `/deal/123`,
+/// `/record/0-3/123`, whatever the portal, host or trailing view), else the
+/// URL without scheme, `www.`, fragment, trailing `/` and with a lower-case
+/// host. `None` for an empty cell.
+///
+/// Held as a 64-bit digest: it is compared, never shown, and one is kept per
+/// record (two links colliding is a 1 in 2^64 chance per pair).
+pub fn link_ref(url: &str) -> Option<u64> {
+    let url = url.trim();
+    if url.is_empty() {
+        return None;
+    }
+    let mut hasher = DefaultHasher::new();
+    match hubspot_deal(url) {
+        Some(deal) => ("deal", deal).hash(&mut hasher),
+        None => ("url", normalised(url)).hash(&mut hasher),
+    }
+    Some(hasher.finish())
+}
+
+/// The deal number of a HubSpot deal link.
+fn hubspot_deal(url: &str) -> Option<u64> {
+    let path = url.split(['?', '#']).next()?;
+    let segments: Vec<&str> = path.split('/').collect();
+    segments.windows(2).rev().find_map(|pair| match pair {
+        ["deals" | "deal" | "0-3", number] => number.parse().ok(),
+        _ => None,
+    })
+}
+
+fn normalised(url: &str) -> String {
+    let without_fragment = url.split('#').next().unwrap_or(url);
+    let rest = without_fragment
+        .split_once("://")
+        .map_or(without_fragment, |(_, rest)| rest);
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = host.to_ascii_lowercase();
+    let host = host.strip_prefix("www.").unwrap_or(&host);
+    format!("{host}/{}", path.trim_end_matches('/'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_deal_many_spellings() {
+        let deal = link_ref("https://app.hubspot.com/deals/12345");
+        for same in [
+            "http://app.hubspot.com/deals/12345/",
+            " https://app-eu1.hubspot.com/contacts/987/deal/12345 ",
+            "https://app.hubspot.com/contacts/987/record/0-3/12345/view/1",
+            "https://app.hubspot.com/deals/12345?tab=notes#activity",
+        ] {
+            assert_eq!(link_ref(same), deal, "{same}");
+        }
+        assert_ne!(link_ref("https://app.hubspot.com/deals/12346"), deal);
+        assert_ne!(
+            link_ref("https://app.hubspot.com/contacts/987/record/0-1/12345"),
+            deal,
+            "0-1 is a contact"
+        );
+    }
+
+    #[test]
+    fn other_links_compare_normalised() {
+        let crm = link_ref("https://CRM.example.com/opportunity/A-17/");
+        assert_eq!(link_ref("http://www.crm.example.com/opportunity/A-17#top"), crm);
+        assert_ne!(
+            link_ref("https://crm.example.com/opportunity/a-17"),
+            crm,
+            "paths keep their case"
+        );
+        assert_eq!(link_ref("   "), None);
+    }
+}
