@@ -404,9 +404,12 @@ impl Syncer {
             };
             let planned = mapped.winners.len();
             let written = fill_and_swap(&mut staging, &mut identities, winners, planned, &options.abort).await;
-            if let Err(error) = written {
-                staging.abandon().await;
-                return Err(error);
+            match written {
+                Ok(not_carried) => report.notices.extend(not_carried),
+                Err(error) => {
+                    staging.abandon().await;
+                    return Err(error);
+                }
             }
             report.record_identities(&identities);
             report.swapped = true;
@@ -450,24 +453,26 @@ fn target_collections(plans: &[ViewPlan]) -> Vec<String> {
 
 /// The write pass: every winning record into staging, then the swap, unless
 /// the source no longer yields exactly the records the first pass planned.
+/// Returns what the server did not carry over through the swap.
 async fn fill_and_swap(
     staging: &mut apply::Staging,
     identities: &mut Identities<'_>,
     mut winners: mapping::Winners<'_, '_>,
     planned: usize,
     abort: &Abort,
-) -> Result<(), ViewError> {
+) -> Result<Vec<String>, ViewError> {
     let mut found = 0;
     while let Some(record) = winners.next_record() {
         abort.check()?;
-        staging.push(identities.assign(record?)).await?;
+        let record = record?;
+        let row = record.row;
+        staging.push(row, identities.assign(record)).await?;
         found += 1;
     }
     ensure_same_source(planned, found)?;
     staging.flush().await?;
     abort.check()?;
-    staging.swap_in().await?;
-    Ok(())
+    Ok(staging.swap_in().await?)
 }
 
 fn ensure_same_source(planned: usize, found: usize) -> Result<(), ViewError> {

@@ -818,3 +818,142 @@ async fn leases_exclude_other_processes_until_released_or_expired() {
     );
     db.drop().await;
 }
+
+/// The options and indexes of a target as the server lists them, minus what
+/// differs by nature between two collections (`ns`, the uuid).
+async fn shape_of(db: &mongodb::Database, collection: &str) -> (Document, Vec<Document>) {
+    let listed = db
+        .run_command(doc! { "listCollections": 1, "filter": { "name": collection } })
+        .await
+        .unwrap();
+    let entry = listed.get_document("cursor").unwrap().get_array("firstBatch").unwrap()[0]
+        .as_document()
+        .unwrap()
+        .clone();
+    let options = entry.get_document("options").unwrap().clone();
+    let indexes = db.run_command(doc! { "listIndexes": collection }).await.unwrap();
+    let mut indexes: Vec<Document> = indexes
+        .get_document("cursor")
+        .unwrap()
+        .get_array("firstBatch")
+        .unwrap()
+        .iter()
+        .map(|index| {
+            let mut index = index.as_document().unwrap().clone();
+            index.remove("ns");
+            index
+        })
+        .collect();
+    indexes.sort_by_key(|index| index.get_str("name").unwrap().to_owned());
+    (options, indexes)
+}
+
+#[tokio::test]
+async fn a_swap_keeps_the_collections_own_indexes_validator_and_options() {
+    let db = test_db("swap_keeps_shape").await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = write_source(
+        dir.path(),
+        "v.csv",
+        b"Client,Stage,Owner\nAcme,Lost,Ann\nGlobex,Lost,Bob\n",
+    );
+    db.add_view("view-organic", "Organic", &url).await;
+    // The dashboard's team made the collection theirs before any refresh.
+    db.db
+        .run_command(doc! {
+            "create": "sales_records",
+            "validator": { "$jsonSchema": {
+                "bsonType": "object",
+                "required": ["client", "stage"],
+                "properties": { "owner": { "bsonType": ["string", "null"], "maxLength": 20 } },
+            } },
+            "validationLevel": "strict",
+            "validationAction": "error",
+            "collation": { "locale": "fr", "strength": 2 },
+        })
+        .await
+        .unwrap();
+    db.db
+        .run_command(doc! { "createIndexes": "sales_records", "indexes": [
+            { "key": { "client": 1, "owner": 1 }, "name": "client_owner" },
+            { "key": { "hubspot_link": 1 }, "name": "one_record_per_deal", "unique": true,
+              "partialFilterExpression": { "hubspot_link": { "$type": "string" } } },
+            { "key": { "archived_at": 1 }, "name": "archive_ttl", "expireAfterSeconds": 86_400 },
+            { "key": { "owner": 1 }, "name": "owner_fr", "collation": { "locale": "fr", "strength": 1 } },
+        ] })
+        .await
+        .unwrap();
+    let (options, app_indexes) = shape_of(&db.db, "sales_records").await;
+
+    let first = only(sync_all(&db, SyncOptions::default()).await);
+    assert!(first.succeeded() && first.swapped, "{first:#?}");
+    write_source(
+        dir.path(),
+        "v.csv",
+        b"Client,Stage,Owner\nAcme,Lost,Ann\nGlobex,Lost,Bea\nInitech,Lost,Cy\n",
+    );
+    let second = only(sync_all(&db, SyncOptions::default()).await);
+    assert!(second.succeeded() && second.swapped, "{second:#?}");
+    assert_eq!(db.count("sales_records").await, 3);
+
+    let (options_after, indexes_after) = shape_of(&db.db, "sales_records").await;
+    for index in &app_indexes {
+        assert!(
+            indexes_after.contains(index),
+            "{index:?} lost or changed: {indexes_after:#?}"
+        );
+    }
+    let schema_index = indexes_after
+        .iter()
+        .any(|index| index.get_document("key") == Ok(&doc! { "id": 1 }));
+    assert!(schema_index, "the schema's indexes are added: {indexes_after:#?}");
+    for option in ["validator", "validationLevel", "validationAction"] {
+        assert_eq!(options_after.get(option), options.get(option), "{option}");
+    }
+    // MongoDB keeps the collation through the rename; a server that drops it
+    // (SecantusDB) and cannot take it back by collMod gets it reported by the
+    // refresh that lost it.
+    if options_after.get("collation") != options.get("collation") {
+        assert!(
+            first.notices.iter().any(|notice| notice.contains("`collation`")),
+            "{:?}",
+            first.notices
+        );
+    }
+
+    // A row the validator refuses fails the view, naming the row; the old
+    // data stands.
+    let before = db.records("sales_records").await;
+    write_source(
+        dir.path(),
+        "v.csv",
+        b"Client,Stage,Owner\nAcme,Lost,Ann\nGlobex,Lost,Somebody With A Very Long Name\nInitech,Lost,Cy\n",
+    );
+    let refused = only(sync_all(&db, SyncOptions::default()).await);
+    assert_eq!(refused.outcome, Outcome::Failed, "{refused:#?}");
+    let error = refused.error.as_deref().unwrap();
+    assert!(
+        error.contains("row 3 was refused by the rules of `sales_records`"),
+        "{error}"
+    );
+    assert!(error.contains("ocument failed validation"), "{error}");
+    assert_eq!(db.records("sales_records").await, before);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_capped_target_is_refused_with_a_clear_message() {
+    let db = test_db("capped_target").await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = write_source(dir.path(), "v.csv", b"Client,Stage\nAcme,Lost\n");
+    db.add_view("view-organic", "Organic", &url).await;
+    db.db
+        .run_command(doc! { "create": "sales_records", "capped": true, "size": 65_536 })
+        .await
+        .unwrap();
+    let report = only(sync_all(&db, SyncOptions::default()).await);
+    assert_eq!(report.outcome, Outcome::Failed);
+    let error = report.error.unwrap();
+    assert!(error.contains("`sales_records` is a capped collection"), "{error}");
+    db.drop().await;
+}

@@ -9,8 +9,9 @@
 use mongodb::bson::{Document, doc};
 use mongodb::{Collection, Database};
 
-use super::{Doing, StoreError, indexes};
-use crate::mapping::profile::{IndexSpec, TargetProfile};
+use super::shape::{self, Shape, ShapeError};
+use super::{Doing, StoreError};
+use crate::mapping::profile::TargetProfile;
 
 /// Prefix of staging collections; leftovers of a crashed run are recognised
 /// (and dropped) by it. The full name is
@@ -26,6 +27,17 @@ pub const STALE_STAGING_AFTER: std::time::Duration = std::time::Duration::from_s
 pub enum ApplyError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Shape(#[from] ShapeError),
+    #[error(
+        "row {row} was refused by the rules of `{collection}` (its validator, or a unique index the application \
+         added): {reason}; nothing was swapped, the previous data stands: fix the row or the rule"
+    )]
+    Refused {
+        collection: String,
+        row: usize,
+        reason: String,
+    },
     #[error(
         "refusing to replace {existing} record(s) in `{collection}` with {new}: {why}; \
          if this is intended, run `sheetsync sync --force --view NAME`"
@@ -125,16 +137,23 @@ pub struct Staging {
     target: String,
     collection: Collection<Document>,
     batch: Vec<Document>,
+    /// The source row of each batched record, to name a refused one.
+    batch_rows: Vec<usize>,
     batch_size: usize,
     written: usize,
+    /// The target's options and indexes, which the staging collection takes
+    /// over so that the swap replaces the documents and nothing else.
+    shape: Shape,
     /// Built once the records are in: one bulk build per index is several
-    /// times faster than keeping seven indexes up to date insert by insert.
-    index_specs: &'static [IndexSpec],
+    /// times faster than keeping them up to date insert by insert. The
+    /// target's own indexes, plus the profile's it lacks.
+    indexes: Vec<Document>,
 }
 
 impl Staging {
-    /// Creates `_sheetsync_staging.<target>.<unix seconds>.<run id>`; the
-    /// target's indexes are built at the swap, once the records are in.
+    /// Creates `_sheetsync_staging.<target>.<unix seconds>.<run id>` with the
+    /// target's options (validator, collation...), so its rules check the
+    /// new records too. Indexes are built at the swap.
     pub async fn create(
         db: &Database,
         target: &str,
@@ -142,24 +161,26 @@ impl Staging {
         run_id: &str,
         batch_size: usize,
     ) -> Result<Staging, ApplyError> {
+        let shape = Shape::read(db, target).await?;
         let name = format!("{STAGING_PREFIX}{target}.{}.{run_id}", unix_seconds());
-        db.create_collection(&name)
-            .await
-            .doing(|| format!("creating staging collection `{name}`"))?;
-        let staging = Staging {
+        shape::create_with(db, &name, &shape.options).await?;
+        Ok(Staging {
             db: db.clone(),
             target: target.to_owned(),
             collection: db.collection(&name),
             batch: Vec::with_capacity(batch_size),
+            batch_rows: Vec::with_capacity(batch_size),
             batch_size: batch_size.max(1),
             written: 0,
-            index_specs: profile.indexes,
-        };
-        Ok(staging)
+            indexes: shape.indexes_with(profile.indexes),
+            shape,
+        })
     }
 
-    pub async fn push(&mut self, document: Document) -> Result<(), ApplyError> {
+    /// Adds the record of source row `row`.
+    pub async fn push(&mut self, row: usize, document: Document) -> Result<(), ApplyError> {
         self.batch.push(document);
+        self.batch_rows.push(row);
         if self.batch.len() >= self.batch_size {
             self.flush().await?;
         }
@@ -171,23 +192,49 @@ impl Staging {
         if self.batch.is_empty() {
             return Ok(());
         }
-        self.collection
-            .insert_many(&self.batch)
-            .ordered(false)
-            .await
-            .doing(|| format!("writing records to staging collection `{}`", self.collection.name()))?;
+        let inserted = self.collection.insert_many(&self.batch).ordered(true).await;
+        if let Err(error) = inserted {
+            return Err(self.refusal(error));
+        }
         self.written += self.batch.len();
         self.batch.clear();
+        self.batch_rows.clear();
         Ok(())
+    }
+
+    /// A failed insert as the person editing the sheet needs it: which row
+    /// the collection's rules refused, and the server's reason.
+    fn refusal(&self, error: mongodb::error::Error) -> ApplyError {
+        let refused = match error.kind.as_ref() {
+            mongodb::error::ErrorKind::InsertMany(failure) => {
+                failure.write_errors.as_ref().and_then(|errors| errors.first()).cloned()
+            }
+            _ => None,
+        };
+        match refused.and_then(|refused| Some((*self.batch_rows.get(refused.index)?, refused))) {
+            Some((row, refused)) => ApplyError::Refused {
+                collection: self.target.clone(),
+                row,
+                reason: match refused.details {
+                    Some(details) => format!("{} ({details})", refused.message),
+                    None => refused.message,
+                },
+            },
+            None => ApplyError::Store(StoreError {
+                action: format!("writing records to staging collection `{}`", self.collection.name()),
+                source: error,
+            }),
+        }
     }
 
     /// Checks that every record arrived, then renames the staging collection
     /// over the target in one server-side step (`dropTarget`): readers see the
-    /// old collection or the new one, never a mix.
-    pub async fn swap_in(&mut self) -> Result<(), ApplyError> {
+    /// old collection or the new one, never a mix. Returns what the server
+    /// did not carry over (see [`shape::restore_options`]).
+    pub async fn swap_in(&mut self) -> Result<Vec<String>, ApplyError> {
         self.flush().await?;
         let staging = self.collection.name().to_owned();
-        indexes::create(&self.db, &staging, self.index_specs).await?;
+        shape::create_indexes(&self.db, &staging, &self.indexes).await?;
         let found = self
             .collection
             .count_documents(doc! {})
@@ -207,8 +254,7 @@ impl Staging {
             .list_index_names()
             .await
             .doing(|| format!("listing the indexes of staging collection `{staging}`"))?;
-        // The profile's indexes and `_id`'s.
-        let expected = self.index_specs.len() + 1;
+        let expected = self.indexes.len() + 1;
         if indexes.len() < expected {
             return Err(ApplyError::StagingIndexes {
                 staging,
@@ -227,7 +273,16 @@ impl Staging {
             })
             .await
             .doing(|| format!("swapping `{staging}` in as `{}` (renameCollection)", self.target))?;
-        Ok(())
+        // The data is in place now: a failure to check the options is told,
+        // not turned into a failed refresh.
+        Ok(shape::restore_options(&self.db, &self.target, &self.shape.options)
+            .await
+            .unwrap_or_else(|error| {
+                vec![format!(
+                    "the new data is in place, but checking that `{}` kept its options failed: {error}",
+                    self.target
+                )]
+            }))
     }
 
     /// Drops the staging collection; the target is as it was. Best effort:

@@ -6,6 +6,7 @@ pub mod indexes;
 pub mod lease;
 pub mod metadata;
 pub mod runs;
+pub mod shape;
 
 /// A MongoDB operation that failed, with what sheetsync was doing.
 #[derive(Debug, thiserror::Error)]
