@@ -10,7 +10,7 @@ use sheetsync::daemon::schedule::Schedule;
 use sheetsync::mapping::sales::SALES_RECORDS;
 use sheetsync::source::{SourceSpec, Sources};
 use sheetsync::store;
-use sheetsync::sync::{self, SyncOptions, Syncer, Trigger};
+use sheetsync::sync::{self, SyncOptions, Syncer};
 use sheetsync::views::{self, Resolution};
 
 #[derive(Debug, Parser)]
@@ -52,6 +52,11 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// When another process (a daemon, another sync) is syncing a view,
+        /// wait up to this many seconds for it to finish instead of failing
+        /// that view at once.
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        wait: u64,
     },
     /// Create every index the schema recommends (idempotent).
     EnsureIndexes,
@@ -120,18 +125,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             force,
             json,
+            wait,
         } => {
             let syncer = syncer(config).await?;
+            let options = SyncOptions {
+                dry_run,
+                force,
+                ..SyncOptions::default()
+            };
             let reports = syncer
-                .sync(
-                    &views,
-                    Trigger::Cli,
-                    SyncOptions {
-                        dry_run,
-                        force,
-                        ..SyncOptions::default()
-                    },
-                )
+                .sync_exclusive(&views, options, std::time::Duration::from_secs(wait))
                 .await?;
             if json {
                 let all_ok = reports.iter().all(|report| report.succeeded());

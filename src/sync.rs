@@ -18,6 +18,7 @@ use crate::mapping::profile::TargetProfile;
 use crate::mapping::{self, Duplicate, RowIssue};
 use crate::source::{Fetched, SourceError, SourceType, Sources};
 use crate::store::apply;
+use crate::store::lease::{self, Leases};
 use crate::store::{StoreError, indexes, metadata, runs};
 use crate::views::{self, Resolution, SyncTarget, ViewPlan, ViewsError};
 
@@ -60,7 +61,14 @@ pub struct SyncOptions {
     pub run_id: Option<Uuid>,
     /// Lets the caller call the sync off before its swap.
     pub abort: Abort,
+    /// The leases the caller holds on the views: each is verified and
+    /// extended immediately before the view's swap, and a view whose lease
+    /// was lost is never swapped.
+    pub lease: Option<Leases>,
 }
+
+/// How often `sync_exclusive` looks again at a lease another process holds.
+const LEASE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Calls a running sync off (the daemon's shutdown grace ran out, or its
 /// lease on the view was lost). The sync checks it at every record it writes
@@ -283,6 +291,97 @@ impl Syncer {
         Ok(reports)
     }
 
+    /// `sheetsync sync` from a shell: every view is synced under the same
+    /// per-view lease the daemon takes, so a refresh from the command line
+    /// and one from a daemon never both swap a view. A view whose lease
+    /// another process holds is waited for up to `wait`, then reported as
+    /// failed with the holder's name; the others go on. (A dry run writes
+    /// nothing and takes no lease.)
+    pub async fn sync_exclusive(
+        &self,
+        names: &[String],
+        options: SyncOptions,
+        wait: std::time::Duration,
+    ) -> Result<Vec<ViewReport>, SyncError> {
+        if options.dry_run {
+            return self.sync(names, Trigger::Cli, options).await;
+        }
+        let leases = Leases::new(self.db.clone(), lease::owner_id("cli"), self.config.daemon.lease());
+        let plans = views::select(views::load_plans(&self.db, &self.config).await?, names)?;
+        let plans: Vec<ViewPlan> = plans.into_iter().filter(|plan| !plan.is_master()).collect();
+        let deadline = Instant::now() + wait;
+        let (mut held, mut refused) = (Vec::new(), Vec::new());
+        for plan in &plans {
+            match self.acquire_until(&leases, plan, deadline).await? {
+                None => held.push(plan),
+                Some(reason) => refused.push((plan, reason)),
+            }
+        }
+        let keep_alive: Vec<_> = held
+            .iter()
+            .filter(|plan| !plan.view_id.is_empty())
+            .map(|plan| leases.keep_alive(&plan.view_id, || {}))
+            .collect();
+        let to_sync: Vec<String> = held.iter().map(|plan| plan.name.clone()).collect();
+        let options = SyncOptions {
+            lease: Some(leases.clone()),
+            ..options
+        };
+        let mut synced = match to_sync.is_empty() {
+            true => Vec::new(),
+            false => self.sync(&to_sync, Trigger::Cli, options).await?,
+        };
+        drop(keep_alive);
+        for plan in &held {
+            if let Err(error) = leases.release(&plan.view_id).await {
+                tracing::warn!(view = %plan.name, %error, "could not release the lease; it will expire");
+            }
+        }
+        for (plan, reason) in refused {
+            let mut report = ViewReport::new(plan, Trigger::Cli, None);
+            report.error = Some(reason);
+            log_summary(&report);
+            if let Err(error) = runs::record(&self.db, &report).await {
+                tracing::error!(view = %report.view, %error, "could not record the run history");
+            }
+            synced.push(report);
+        }
+        let position = |name: &str| plans.iter().position(|plan| plan.name == name);
+        synced.sort_by_key(|report| position(&report.view));
+        Ok(synced)
+    }
+
+    /// Takes the lease of `plan`'s view, polling until `deadline`; `Some`
+    /// reason when another process still holds it then. Views without an id
+    /// need none: the engine reports them as invalid without writing.
+    async fn acquire_until(
+        &self,
+        leases: &Leases,
+        plan: &ViewPlan,
+        deadline: Instant,
+    ) -> Result<Option<String>, SyncError> {
+        if plan.view_id.is_empty() {
+            return Ok(None);
+        }
+        loop {
+            if leases.try_acquire(&plan.view_id).await? {
+                return Ok(None);
+            }
+            if Instant::now() >= deadline {
+                let holder = match leases.holder(&plan.view_id).await? {
+                    Some((owner, until)) => format!("{owner} (its lease runs until {})", until.to_rfc3339()),
+                    None => "another process".to_owned(),
+                };
+                return Ok(Some(format!(
+                    "view {:?} is being synced by {holder}; nothing was done: run again once it is done, or with \
+                     --wait SECONDS",
+                    plan.name
+                )));
+            }
+            tokio::time::sleep(LEASE_POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+    }
+
     /// Creates every schema index, for the given views' collections too.
     pub async fn ensure_indexes(&self, plans: &[ViewPlan]) -> Result<Vec<String>, StoreError> {
         indexes::ensure_all(&self.db, &target_collections(plans), self.profile.indexes).await
@@ -403,7 +502,12 @@ impl Syncer {
                 }
             };
             let planned = mapped.winners.len();
-            let written = fill_and_swap(&mut staging, &mut identities, winners, planned, &options.abort).await;
+            let guard = SwapGuard {
+                abort: &options.abort,
+                lease: options.lease.as_ref().filter(|_| !plan.view_id.is_empty()),
+                view_id: &plan.view_id,
+            };
+            let written = fill_and_swap(&mut staging, &mut identities, winners, planned, &guard).await;
             match written {
                 Ok(not_carried) => report.notices.extend(not_carried),
                 Err(error) => {
@@ -459,11 +563,11 @@ async fn fill_and_swap(
     identities: &mut Identities<'_>,
     mut winners: mapping::Winners<'_, '_>,
     planned: usize,
-    abort: &Abort,
+    guard: &SwapGuard<'_>,
 ) -> Result<Vec<String>, ViewError> {
     let mut found = 0;
     while let Some(record) = winners.next_record() {
-        abort.check()?;
+        guard.abort.check()?;
         let record = record?;
         let row = record.row;
         staging.push(row, identities.assign(record)).await?;
@@ -471,8 +575,46 @@ async fn fill_and_swap(
     }
     ensure_same_source(planned, found)?;
     staging.flush().await?;
-    abort.check()?;
+    guard.check().await?;
     Ok(staging.swap_in().await?)
+}
+
+/// What must still hold when a view's swap is about to be sent: nobody
+/// called the sync off, and this process still holds the view's lease (it
+/// is extended here, so it cannot expire between the check and the rename).
+struct SwapGuard<'a> {
+    abort: &'a Abort,
+    lease: Option<&'a Leases>,
+    view_id: &'a str,
+}
+
+impl SwapGuard<'_> {
+    async fn check(&self) -> Result<(), ViewError> {
+        pause_before_swap().await;
+        self.abort.check()?;
+        if let Some(leases) = self.lease {
+            if !leases.renew(self.view_id).await? {
+                return Err(ViewError::Aborted(
+                    "the lease on this view was taken over by another process".to_owned(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Test builds only: `SHEETSYNC_TEST_PAUSE_BEFORE_SWAP_MS` holds every swap
+/// back that long, so that tests of two writers are deterministic instead of
+/// racing. Release builds ignore it.
+async fn pause_before_swap() {
+    #[cfg(debug_assertions)]
+    if let Some(millis) = std::env::var("SHEETSYNC_TEST_PAUSE_BEFORE_SWAP_MS")
+        .ok()
+        .and_then(|millis| millis.parse().ok())
+    {
+        tracing::info!(millis, "test pause before the swap");
+        tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+    }
 }
 
 fn ensure_same_source(planned: usize, found: usize) -> Result<(), ViewError> {

@@ -285,15 +285,16 @@ async fn readyz_follows_mongodb_down_and_back() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sigterm_during_a_sync_exits_zero_and_leaves_old_or_new_data() {
+async fn sigterm_during_a_sync_exits_zero_and_leaves_the_old_data() {
     const OLD: usize = 50;
-    const NEW: usize = 20_000;
+    const NEW: usize = 200;
     let fixture = DaemonFixture::new("sigterm", &[("view-organic", "Organic", OLD, "old")]).await;
     let db = &fixture.db;
     // Catch-up syncs the old data at start; the grace period is zero, so a
-    // sync still running at SIGTERM is abandoned.
+    // sync still running at SIGTERM is abandoned. Every swap is held back a
+    // few seconds, so SIGTERM always lands before the new data's swap.
     let config = fixture.config("catch_up = true\nshutdown_grace_secs = 0");
-    let mut daemon = DaemonProc::start(&config, &[]);
+    let mut daemon = DaemonProc::start(&config, &[("SHEETSYNC_TEST_PAUSE_BEFORE_SWAP_MS", "3000")]);
     daemon.wait_log("catch-up done");
     let records = db.collection::<Document>("sales_records");
     assert_eq!(
@@ -303,28 +304,15 @@ async fn sigterm_during_a_sync_exits_zero_and_leaves_old_or_new_data() {
 
     write_csv(&fixture.csv("Organic"), NEW, "new");
     daemon.signal(libc::SIGHUP);
-    let client = http();
-    eventually("the view to be syncing", || async {
-        let status: Value = client
-            .get(format!("{}/status", daemon.base))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
-        (status["running"].as_array()?.iter().any(|view| view == "Organic")).then_some(())
+    eventually("the refresh to reach its swap", || async {
+        (daemon.count_logs("test pause before the swap") == 2).then_some(())
     })
     .await;
     daemon.stop();
 
     let total = records.count_documents(doc! {}).await.unwrap();
     let old = records.count_documents(doc! { "product": "old" }).await.unwrap();
-    let new = records.count_documents(doc! { "product": "new" }).await.unwrap();
-    assert!(
-        (total == OLD as u64 && old == total) || (total == NEW as u64 && new == total),
-        "a mix: {total} records, {old} old, {new} new"
-    );
+    assert_eq!((total, old), (OLD as u64, OLD as u64), "the old data stands, whole");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -365,4 +353,110 @@ async fn two_daemons_sync_each_view_once_per_trigger() {
     assert_eq!(locks, 0, "leases are released after each run");
     first.stop();
     second.stop();
+}
+
+/// `sheetsync sync` against the same database, off the async runtime.
+async fn cli_sync(config: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sheetsync"));
+    command
+        .arg("--config")
+        .arg(config)
+        .arg("sync")
+        .args(extra)
+        .env_remove("MONGO_URL")
+        .env_remove("DB_NAME")
+        .env_remove("SHEETSYNC_TEST_PAUSE_BEFORE_SWAP_MS");
+    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn products(db: &mongodb::Database) -> Vec<String> {
+    use futures_util::TryStreamExt;
+    let mut products: Vec<String> = db
+        .collection::<Document>("sales_records")
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap()
+        .iter()
+        .map(|record| record.get_str("product").unwrap().to_owned())
+        .collect();
+    products.dedup();
+    products
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cli_sync_waits_for_or_reports_the_daemon_holding_the_view() {
+    let fixture = DaemonFixture::new("cli_vs_daemon", &[("view-organic", "Organic", 30, "daemon")]).await;
+    let db = &fixture.db;
+    let config = fixture.config("catch_up = false");
+    let mut daemon = DaemonProc::start(&config, &[("SHEETSYNC_TEST_PAUSE_BEFORE_SWAP_MS", "4000")]);
+    daemon.signal(libc::SIGHUP);
+    // The daemon has read everything and holds the view, before its swap.
+    daemon.wait_log("test pause before the swap");
+    write_csv(&fixture.csv("Organic"), 30, "cli");
+
+    let refused = cli_sync(&config, &[]).await;
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    assert_eq!(refused.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("view \"Organic\" is being synced by daemon@"),
+        "the holder is named: {stdout}"
+    );
+    assert!(products(db).await.is_empty(), "the CLI wrote nothing");
+
+    // Waiting: the daemon's swap lands first, then the CLI's, never a mix.
+    let waited = cli_sync(&config, &["--wait", "60"]).await;
+    assert!(
+        waited.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&waited.stdout),
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    assert_eq!(products(db).await, ["cli"]);
+    let daemon_runs = runs_of(db, doc! { "trigger": "signal" }).await;
+    assert_eq!(daemon_runs.len(), 1);
+    assert_eq!(daemon_runs[0].get_str("outcome"), Ok("success"), "{daemon_runs:?}");
+    let cli_runs = runs_of(db, doc! { "trigger": "cli" }).await;
+    let outcomes: Vec<&str> = cli_runs.iter().map(|run| run.get_str("outcome").unwrap()).collect();
+    assert_eq!(outcomes, ["failed", "success"]);
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_that_lost_its_lease_never_swaps() {
+    let fixture = DaemonFixture::new("lost_lease", &[("view-organic", "Organic", 30, "first")]).await;
+    let db = &fixture.db;
+    let config = fixture.config("catch_up = false");
+    let first = cli_sync(&config, &[]).await;
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stdout));
+    write_csv(&fixture.csv("Organic"), 30, "second");
+    let mut daemon = DaemonProc::start(&config, &[("SHEETSYNC_TEST_PAUSE_BEFORE_SWAP_MS", "4000")]);
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log("test pause before the swap");
+    // Another process takes the view over while the daemon is paused.
+    let far = mongodb::bson::DateTime::from_millis(mongodb::bson::DateTime::now().timestamp_millis() + 3_600_000);
+    db.collection::<Document>("sync_locks")
+        .update_one(
+            doc! { "_id": "view-organic" },
+            doc! { "$set": { "owner": "thief", "expires_at": far } },
+        )
+        .await
+        .unwrap();
+    eventually("the daemon's run to end", || async {
+        let runs = runs_of(db, doc! { "trigger": "signal" }).await;
+        runs.into_iter().next()
+    })
+    .await;
+    let run = runs_of(db, doc! { "trigger": "signal" }).await.remove(0);
+    assert_eq!(run.get_str("outcome"), Ok("failed"), "{run:?}");
+    assert!(
+        run.get_str("error").unwrap().contains("taken over by another process"),
+        "{run:?}"
+    );
+    assert_eq!(products(db).await, ["first"], "the old data stands");
+    daemon.stop();
 }

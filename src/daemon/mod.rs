@@ -27,7 +27,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::mapping::sales::SALES_RECORDS;
 use crate::source::Sources;
-use crate::store::lease::Leases;
+use crate::store::lease::{self, Leases};
 use crate::store::{self, StoreError, metadata};
 use crate::sync::{Abort, SyncOptions, Syncer, Trigger};
 use crate::telemetry;
@@ -102,16 +102,6 @@ impl std::fmt::Debug for Daemon {
             .field("owner", &self.leases.owner())
             .field("schedule", &self.schedule)
             .finish_non_exhaustive()
-    }
-}
-
-/// Stops a background task when dropped, including when a panic unwinds
-/// past its owner: a lease renewer must not outlive its sync.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -269,7 +259,7 @@ impl Daemon {
     /// the run is recorded as failed and the view takes runs again. The swap
     /// is one server-side step, so the view's data is the old or the new,
     /// never a mix; the lease renewer has stopped with the unwinding (see
-    /// [`AbortOnDrop`]) and the lease expires on its own.
+    /// [`lease::Renewer`]) and the lease expires on its own.
     fn recover_from_panic(&self, plan: &ViewPlan, id: Uuid, message: String) {
         tracing::error!(
             view = %plan.name, run_id = %id, panic = %message,
@@ -351,10 +341,11 @@ impl Daemon {
         self.runs.set_state(id, RunState::Running, self.clock.now());
         let abort = Abort::default();
         lock(&self.aborts).insert(id, abort.clone());
-        let renewer = (!plan.view_id.is_empty()).then(|| AbortOnDrop(self.spawn_renewer(plan, abort.clone())));
+        let renewer = (!plan.view_id.is_empty()).then(|| self.spawn_renewer(plan, abort.clone()));
         let options = SyncOptions {
             run_id: Some(id),
             abort: abort.clone(),
+            lease: Some(self.leases.clone()),
             ..SyncOptions::default()
         };
         let outcome = self
@@ -387,24 +378,11 @@ impl Daemon {
     /// Renews the view's lease at a third of its lifetime while the sync
     /// runs. A lease found taken by another process calls the sync off: two
     /// processes must never both swap one view.
-    fn spawn_renewer(self: &Arc<Self>, plan: &ViewPlan, abort: Abort) -> tokio::task::JoinHandle<()> {
-        let daemon = Arc::clone(self);
-        let view_id = plan.view_id.clone();
+    fn spawn_renewer(self: &Arc<Self>, plan: &ViewPlan, abort: Abort) -> lease::Renewer {
         let view = plan.name.clone();
-        let every = self.config().daemon.lease() / 3;
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
-                match daemon.leases.renew(&view_id).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::warn!(%view, "the lease of this view was lost while syncing; calling the sync off");
-                        abort.abort("the lease on this view was taken over by another process");
-                        return;
-                    }
-                    Err(error) => tracing::warn!(%view, %error, "could not renew the lease"),
-                }
-            }
+        self.leases.keep_alive(&plan.view_id, move || {
+            tracing::warn!(%view, "the lease of this view was lost while syncing; calling the sync off");
+            abort.abort("the lease on this view was taken over by another process");
         })
     }
 
@@ -621,18 +599,6 @@ fn job_name(trigger: Trigger) -> &'static str {
     }
 }
 
-/// The id this process takes leases under: host, pid and a random part.
-fn owner_id() -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|host| host.trim().to_owned())
-        .filter(|host| !host.is_empty())
-        .unwrap_or_else(|| "unknown-host".to_owned());
-    let random = Uuid::new_v4().simple().to_string();
-    format!("{host}:{}:{}", std::process::id(), &random[..8])
-}
-
 fn install_metrics() -> Result<PrometheusHandle, DaemonError> {
     let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(
@@ -669,7 +635,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         .local_addr()
         .map_err(|source| DaemonError::Bind { addr: listen, source })?;
     let notifier = Notifier::from_env();
-    let leases = Leases::new(db.clone(), owner_id(), config.daemon.lease());
+    let leases = Leases::new(db.clone(), lease::owner_id("daemon"), config.daemon.lease());
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (shutdown, _) = watch::channel(false);
     let grace = config.daemon.shutdown_grace();
@@ -759,7 +725,7 @@ mod tests {
     async fn a_panicking_run_stops_its_renewer_and_keeps_the_message() {
         let (beat, mut beats) = tokio::sync::mpsc::unbounded_channel();
         let run = async {
-            let _renewer = AbortOnDrop(tokio::spawn(async move {
+            let _renewer = lease::Renewer(tokio::spawn(async move {
                 while beat.send(()).is_ok() {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }

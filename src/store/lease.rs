@@ -111,6 +111,41 @@ impl Leases {
         Ok(renewed.matched_count == 1)
     }
 
+    /// Who holds the lease of `view_id` and until when, if anyone does.
+    pub async fn holder(&self, view_id: &str) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        let lease = self
+            .db
+            .collection::<Document>(SYNC_LOCKS_COLLECTION)
+            .find_one(doc! { "_id": view_id })
+            .await
+            .doing(|| format!("reading the lease of view {view_id}"))?;
+        Ok(lease.and_then(|lease| {
+            let owner = lease.get_str("owner").ok()?.to_owned();
+            let until = DateTime::from_timestamp_millis(lease.get_datetime("expires_at").ok()?.timestamp_millis())?;
+            Some((owner, until))
+        }))
+    }
+
+    /// Renews the lease of `view_id` at a third of its lifetime until the
+    /// returned guard is dropped; calls `on_lost` (and stops) when another
+    /// process took it.
+    pub fn keep_alive(&self, view_id: &str, on_lost: impl FnOnce() + Send + 'static) -> Renewer {
+        let (leases, view_id) = (self.clone(), view_id.to_owned());
+        Renewer(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(leases.ttl / 3).await;
+                match leases.renew(&view_id).await {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        on_lost();
+                        return;
+                    }
+                    Err(error) => tracing::warn!(%view_id, %error, "could not renew the lease"),
+                }
+            }
+        }))
+    }
+
     /// Gives the lease back (only if still ours).
     pub async fn release(&self, view_id: &str) -> Result<(), StoreError> {
         self.db
@@ -120,6 +155,29 @@ impl Leases {
             .doing(|| format!("releasing the lease of view {view_id}"))?;
         Ok(())
     }
+}
+
+/// A running lease renewal, stopped when dropped, including when a panic
+/// unwinds past its owner: a lease must not be renewed past its sync.
+pub struct Renewer(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for Renewer {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// An id for this process's leases: what it is (`daemon`, `cli`), its host
+/// and pid, and a random part, so an operator can tell who holds a view.
+pub fn owner_id(kind: &str) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "unknown-host".to_owned());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{kind}@{host}:{}:{}", std::process::id(), &random[..8])
 }
 
 fn is_duplicate_key(error: &mongodb::error::Error) -> bool {
