@@ -129,6 +129,9 @@ pub struct SyncSettings {
     /// the records in the collection (0 disables the ratio check; an empty
     /// result replacing data is always refused without `--force`).
     pub min_ratio: f64,
+    /// Refuse to apply when more than this fraction of the source's rows with
+    /// data are rejected (a cleared stage column...); `--force` overrides.
+    pub max_rejected_ratio: f64,
     /// Timeout of one download, in seconds.
     pub http_timeout_secs: u64,
     /// Documents per insert into the staging collection.
@@ -147,6 +150,7 @@ impl Default for SyncSettings {
     fn default() -> Self {
         SyncSettings {
             min_ratio: 0.5,
+            max_rejected_ratio: 0.2,
             http_timeout_secs: 60,
             insert_batch_size: 1000,
             date_order: DateOrderSetting::Auto,
@@ -201,6 +205,13 @@ pub struct DaemonSettings {
     /// First and longest wait between attempts while MongoDB is unreachable.
     pub retry_min_secs: u64,
     pub retry_max_secs: u64,
+    /// A request's headers must arrive within this many seconds, or the
+    /// connection is closed (slow-header clients).
+    pub http_header_timeout_secs: u64,
+    /// Every HTTP request is answered within this many seconds (503 after).
+    pub http_request_timeout_secs: u64,
+    /// Open HTTP connections at most; beyond, new ones are closed at once.
+    pub http_max_connections: usize,
     /// The resolved admin token; never deserialized, never printed.
     #[serde(skip)]
     pub admin_token: Option<AdminToken>,
@@ -218,6 +229,9 @@ impl Default for DaemonSettings {
             lease_secs: 60,
             retry_min_secs: 1,
             retry_max_secs: 60,
+            http_header_timeout_secs: 5,
+            http_request_timeout_secs: 10,
+            http_max_connections: 128,
             admin_token: None,
         }
     }
@@ -230,6 +244,16 @@ impl DaemonSettings {
 
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_secs)
+    }
+
+    /// The HTTP server's bounds.
+    pub fn http_limits(&self) -> crate::daemon::serve::Limits {
+        crate::daemon::serve::Limits {
+            header_read_timeout: Duration::from_secs(self.http_header_timeout_secs),
+            request_timeout: Duration::from_secs(self.http_request_timeout_secs),
+            max_connections: self.http_max_connections,
+            max_body_bytes: 64 * 1024,
+        }
     }
 
     pub fn retry_min(&self) -> Duration {
@@ -382,11 +406,15 @@ impl Config {
             )));
         }
         check_name("DB_NAME", &self.db_name, &['/', '\\', '.', ' ', '"', '$'])?;
-        if !(0.0..=1.0).contains(&self.sync.min_ratio) {
-            return Err(ConfigError::Invalid(format!(
-                "sync.min_ratio is {}; it must be between 0 and 1",
-                self.sync.min_ratio
-            )));
+        for (name, ratio) in [
+            ("sync.min_ratio", self.sync.min_ratio),
+            ("sync.max_rejected_ratio", self.sync.max_rejected_ratio),
+        ] {
+            if !(0.0..=1.0).contains(&ratio) {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} is {ratio}; it must be between 0 and 1"
+                )));
+            }
         }
         if self.sync.insert_batch_size == 0 || self.sync.http_timeout_secs == 0 {
             return Err(ConfigError::Invalid(
@@ -431,6 +459,16 @@ impl Config {
                 "daemon.listen (or SHEETSYNC_LISTEN) {:?} is not an address like 127.0.0.1:8080",
                 daemon.listen
             )));
+        }
+        if daemon.http_header_timeout_secs == 0
+            || daemon.http_request_timeout_secs == 0
+            || daemon.http_max_connections == 0
+        {
+            return Err(ConfigError::Invalid(
+                "daemon.http_header_timeout_secs, daemon.http_request_timeout_secs and daemon.http_max_connections \
+                 must be at least 1"
+                    .to_owned(),
+            ));
         }
         if daemon.lease_secs < 3 || daemon.retry_min_secs == 0 || daemon.retry_max_secs < daemon.retry_min_secs {
             return Err(ConfigError::Invalid(

@@ -97,6 +97,9 @@ impl Abort {
 pub enum Outcome {
     /// The collection now holds the source's records (or already did).
     Success,
+    /// As `Success`, but some rows were rejected or some values unreadable:
+    /// the report lists them.
+    SuccessWithWarnings,
     /// Everything was read and compared; nothing was written.
     DryRun,
     /// Nothing was written; the previous data stands.
@@ -152,6 +155,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Success => "success",
+            Outcome::SuccessWithWarnings => "success_with_warnings",
             Outcome::DryRun => "dry_run",
             Outcome::Failed => "failed",
         }
@@ -472,6 +476,12 @@ impl Syncer {
             self.config.sync.min_ratio,
             options.force,
         )?;
+        apply::check_rejected(
+            mapped.rows_read,
+            mapped.rejected.len(),
+            self.config.sync.max_rejected_ratio,
+            options.force,
+        )?;
         let now = BsonDateTime::now();
         let count_differs = existing.count != mapped.winners.len() as u64;
         if options.dry_run || !count_differs {
@@ -519,7 +529,11 @@ impl Syncer {
             report.swapped = true;
         }
         self.record_last_update(plan, target, mapped.winners.len()).await?;
-        Ok(Outcome::Success)
+        if mapped.rejected.is_empty() && mapped.warnings.is_empty() {
+            Ok(Outcome::Success)
+        } else {
+            Ok(Outcome::SuccessWithWarnings)
+        }
     }
 
     /// The view's `data_metadata` entry, stamped once the data is in place.
@@ -661,6 +675,8 @@ fn render_view(out: &mut String, report: &ViewReport) {
     let status = match report.outcome {
         Outcome::Success if report.swapped => "OK",
         Outcome::Success => "OK (no changes)",
+        Outcome::SuccessWithWarnings if report.swapped => "OK with warnings (see the rejected rows and warnings)",
+        Outcome::SuccessWithWarnings => "OK with warnings, no changes (see the rejected rows and warnings)",
         Outcome::DryRun => "DRY RUN (nothing written)",
         Outcome::Failed if report.swapped => "FAILED after the swap (the new data is in place; see the error)",
         Outcome::Failed => "FAILED (previous data kept)",

@@ -65,7 +65,7 @@ pub fn record_run(report: &ViewReport) {
     .increment(1);
     metrics::histogram!(SYNC_DURATION, "view" => view.clone()).record(report.duration_ms as f64 / 1000.0);
     metrics::counter!(ROWS_REJECTED, "view" => view.clone()).increment(report.rejected.len() as u64);
-    if report.outcome == Outcome::Success {
+    if matches!(report.outcome, Outcome::Success | Outcome::SuccessWithWarnings) {
         metrics::counter!(RECORDS_WRITTEN, "view" => view.clone()).increment(report.records_written as u64);
         metrics::gauge!(LAST_SUCCESS, "view" => view).set(report.finished_at.timestamp() as f64);
     }

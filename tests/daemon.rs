@@ -460,3 +460,144 @@ async fn a_run_that_lost_its_lease_never_swaps() {
     assert_eq!(products(db).await, ["first"], "the old data stands");
     daemon.stop();
 }
+
+/// `/status` is unauthenticated: it may name views and give states, times and
+/// counts, never a source, an error text (which may quote a source's cells)
+/// or a host name. The admin token shows everything.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_shows_content_only_with_the_admin_token() {
+    let fixture = DaemonFixture::new("status_content", &[("view-organic", "Organic", 4, "v1")]).await;
+    // A second view whose source fails, quoting what it found.
+    let secret = fixture.dir.path().join("secret.csv");
+    std::fs::write(&secret, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
+    insert_views(&fixture.db, &[("view-market", "Market", secret.as_path())]).await;
+    let config = fixture.config("catch_up = true");
+    let mut daemon = DaemonProc::start(&config, &[("SHEETSYNC_ADMIN_TOKEN", "correct-horse")]);
+    daemon.wait_log("catch-up done");
+    let client = http();
+    let url = format!("{}/status", daemon.base);
+    let open: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+    let open_text = open.to_string();
+    for hidden in [
+        "root:x",
+        "secret.csv",
+        "organic.csv",
+        "daemon@",
+        "\"error\"",
+        "\"source\"",
+    ] {
+        assert!(
+            !open_text.contains(hidden),
+            "{hidden} shown without the token: {open:#}"
+        );
+    }
+    let market = open["views"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|view| view["name"] == "Market")
+        .unwrap();
+    assert_eq!(market["last_run"]["outcome"], "failed", "{open:#}");
+    assert!(market["last_run"]["finished_at"].is_string(), "{open:#}");
+    let organic = open["views"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|view| view["name"] == "Organic")
+        .unwrap();
+    assert_eq!(organic["records_count"], 4, "{open:#}");
+
+    let full: Value = client
+        .get(&url)
+        .bearer_auth("correct-horse")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let full_text = full.to_string();
+    for shown in ["secret.csv", "daemon@", "\"error\""] {
+        assert!(full_text.contains(shown), "{shown} missing with the token: {full:#}");
+    }
+    let wrong: Value = client
+        .get(&url)
+        .bearer_auth("wrong")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!wrong.to_string().contains("secret.csv"), "a wrong token is no token");
+    daemon.stop();
+}
+
+/// A client that sends half a request and then nothing is disconnected
+/// within the header timeout; the server goes on answering others.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_header_client_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fixture = DaemonFixture::new("slow_header", &[("view-organic", "Organic", 4, "v1")]).await;
+    let config = fixture.config("catch_up = false\nhttp_header_timeout_secs = 1");
+    let daemon = DaemonProc::start(&config, &[]);
+    let address = daemon.base.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: sheetsync\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buffer = [0u8; 256];
+    // The server answers the incomplete request with nothing but a closed
+    // connection (hyper may write a 408 first): read until EOF.
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        loop {
+            match slow.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the slow client was still connected after 20 s");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(900),
+        "closed before the timeout"
+    );
+    let healthz = http().get(format!("{}/healthz", daemon.base)).send().await.unwrap();
+    assert_eq!(healthz.status(), 200);
+    daemon.stop();
+}
+
+/// With every connection slot taken, new connections are closed at once, the
+/// daemon keeps running, and it serves again as soon as clients leave.
+#[tokio::test(flavor = "multi_thread")]
+async fn at_the_connection_cap_new_clients_are_refused_until_others_leave() {
+    let fixture = DaemonFixture::new("connection_cap", &[("view-organic", "Organic", 4, "v1")]).await;
+    let config = fixture.config("catch_up = false\nhttp_max_connections = 3\nhttp_header_timeout_secs = 60");
+    let mut daemon = DaemonProc::start(&config, &[]);
+    let address = daemon.base.trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(&address).await.unwrap());
+    }
+    // Give the server the time to accept the three.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let refused = http().get(format!("{}/healthz", daemon.base)).send().await;
+    assert!(refused.is_err(), "a fourth connection was served: {refused:?}");
+    // The daemon itself goes on: a signal is still handled.
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log("SIGHUP: refreshing every view");
+    drop(held);
+    let served = eventually("the server to take connections again", || async {
+        http()
+            .get(format!("{}/healthz", daemon.base))
+            .send()
+            .await
+            .ok()
+            .filter(|response| response.status() == 200)
+    })
+    .await;
+    assert_eq!(served.status(), 200);
+    daemon.stop();
+}

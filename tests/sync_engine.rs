@@ -579,8 +579,14 @@ async fn rejected_rows_and_warnings_name_row_column_and_reason() {
                Globex,Negotiation,01/01/2025,lots,\n";
     let url = write_source(dir.path(), "v.csv", csv.as_bytes());
     db.add_view("view-organic", "Organic", &url).await;
-    let report = only(sync_all(&db, SyncOptions::default()).await);
-    assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
+    // One of three rows is rejected, above sync.max_rejected_ratio: forced,
+    // so that the report of an applied sync is what this test reads.
+    let forced = SyncOptions {
+        force: true,
+        ..SyncOptions::default()
+    };
+    let report = only(sync_all(&db, forced).await);
+    assert_eq!(report.outcome, Outcome::SuccessWithWarnings, "{report:#?}");
     assert_eq!(report.header_row, Some(2));
     assert_eq!(report.unknown_columns, vec!["Notes".to_owned()]);
     assert_eq!(report.rejected.len(), 1);
@@ -955,5 +961,66 @@ async fn a_capped_target_is_refused_with_a_clear_message() {
     assert_eq!(report.outcome, Outcome::Failed);
     let error = report.error.unwrap();
     assert!(error.contains("`sales_records` is a capped collection"), "{error}");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn rejected_rows_count_toward_the_guard_and_the_outcome() {
+    let db = test_db("rejected_guard").await;
+    let dir = tempfile::tempdir().unwrap();
+    let rows = |cleared: usize| {
+        let mut csv = String::from("Client,Stage\n");
+        for index in 0..10 {
+            let stage = if index < cleared { "" } else { "Lost" };
+            csv.push_str(&format!("Client {index},{stage}\n"));
+        }
+        csv
+    };
+    let url = write_source(dir.path(), "v.csv", rows(4).as_bytes());
+    db.add_view("view-organic", "Organic", &url).await;
+    // 4 of 10 rows lost their stage: more than max_rejected_ratio (0.2).
+    let refused = only(sync_all(&db, SyncOptions::default()).await);
+    assert_eq!(refused.outcome, Outcome::Failed, "{refused:#?}");
+    assert!(
+        refused
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("4 of the source's 10 row(s) with data were rejected"),
+        "{refused:#?}"
+    );
+    assert_eq!(db.count("sales_records").await, 0, "nothing was written");
+    let forced = only(
+        sync_all(
+            &db,
+            SyncOptions {
+                force: true,
+                ..SyncOptions::default()
+            },
+        )
+        .await,
+    );
+    assert_eq!(forced.outcome, Outcome::SuccessWithWarnings, "{forced:#?}");
+    assert_eq!(db.count("sales_records").await, 6);
+
+    // Within the ratio: applied, but not a plain success.
+    write_source(dir.path(), "v.csv", rows(1).as_bytes());
+    let partial = only(sync_all(&db, SyncOptions::default()).await);
+    assert_eq!(partial.outcome, Outcome::SuccessWithWarnings, "{partial:#?}");
+    assert!(partial.succeeded());
+    assert!(sheetsync::sync::render_text(std::slice::from_ref(&partial)).contains("OK with warnings"));
+    let run = db
+        .db
+        .collection::<Document>("sync_runs")
+        .find_one(doc! { "run_id": &partial.run_id })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(run.get_str("outcome"), Ok("success_with_warnings"));
+    write_source(dir.path(), "v.csv", rows(0).as_bytes());
+    assert_eq!(
+        only(sync_all(&db, SyncOptions::default()).await).outcome,
+        Outcome::Success
+    );
     db.drop().await;
 }

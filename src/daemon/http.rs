@@ -80,8 +80,10 @@ async fn metrics(State(daemon): State<Shared>) -> Response {
 }
 
 /// JSON: per view last run, last success, last error, record count, next run;
-/// version and uptime.
-async fn status(State(daemon): State<Shared>) -> Response {
+/// version and uptime. Without the admin token only names, states, times and
+/// counts are shown (see [`without_content`]).
+async fn status(State(daemon): State<Shared>, headers: HeaderMap) -> Response {
+    let authorized = daemon.config().daemon.admin_token.is_some() && check_admin(&daemon, &headers).is_none();
     let zone = daemon.schedule.zone();
     let next_run = daemon.next_run().map(|next| next.with_timezone(&zone).to_rfc3339());
     let mongo = daemon.mongo_state();
@@ -113,7 +115,26 @@ async fn status(State(daemon): State<Shared>) -> Response {
         }
     };
     body["views"] = views;
+    if !authorized {
+        without_content(&mut body);
+    }
     Json(body).into_response()
+}
+
+/// What `/status` shows anyone who can reach the port: names, states,
+/// timestamps and counts. Source URLs and paths, error texts (which may quote
+/// a source's cells), host names in lease owners and MongoDB details need the
+/// admin token.
+fn without_content(body: &mut Value) {
+    const HIDDEN: &[&str] = &["owner", "detail", "views_error", "source", "status", "error"];
+    match body {
+        Value::Object(fields) => {
+            fields.retain(|name, _| !HIDDEN.contains(&name.as_str()));
+            fields.values_mut().for_each(without_content);
+        }
+        Value::Array(items) => items.iter_mut().for_each(without_content),
+        _ => {}
+    }
 }
 
 async fn view_status(daemon: &Daemon, plan: &views::ViewPlan, next_run: Option<&str>) -> Value {

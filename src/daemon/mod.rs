@@ -11,6 +11,7 @@
 pub mod http;
 pub mod lifecycle;
 pub mod schedule;
+pub mod serve;
 pub mod state;
 
 use std::collections::HashMap;
@@ -65,8 +66,6 @@ pub enum DaemonError {
     Metrics(String),
     #[error("cannot handle signals: {0}")]
     Signals(std::io::Error),
-    #[error("the HTTP server failed: {0}")]
-    Http(std::io::Error),
 }
 
 /// The last thing known about MongoDB.
@@ -673,9 +672,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         let daemon = Arc::clone(&daemon);
         let app = http::router(Arc::clone(&daemon));
         tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { daemon.until_shutdown().await })
-                .await
+            let limits = daemon.config().daemon.http_limits();
+            serve::serve(listener, app, limits, async move { daemon.until_shutdown().await }).await
         })
     };
     tokio::spawn(Arc::clone(&daemon).scheduler(notifier.clone()));
@@ -709,8 +707,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     }
     daemon.shutdown.send_replace(true);
     match tokio::time::timeout(Duration::from_secs(5), server).await {
-        Ok(Ok(Err(error))) => return Err(DaemonError::Http(error)),
-        Ok(_) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "the HTTP server task failed"),
+        Ok(Ok(())) => {}
         Err(_) => tracing::warn!("the HTTP server did not stop within 5 s; exiting anyway"),
     }
     tracing::info!("stopped");

@@ -28,6 +28,19 @@ use values::{fold_key_text, fold_label};
 /// Joins the folded fields of a key; it cannot occur in them.
 pub const KEY_SEPARATOR: &str = "\u{1f}";
 
+/// A missing-header error quotes at most this many cells of the candidate
+/// row, each at most [`QUOTED_CELL_CHARS`] characters.
+const QUOTED_HEADER_CELLS: usize = 30;
+const QUOTED_CELL_CHARS: usize = 24;
+
+/// `text` cut to [`QUOTED_CELL_CHARS`] characters, with `…` when cut.
+fn shortened(text: &str) -> String {
+    match text.char_indices().nth(QUOTED_CELL_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 /// How many leading rows may hold a title or notes above the header.
 const HEADER_SEARCH_ROWS: usize = 10;
 
@@ -380,12 +393,19 @@ fn locate_header(profile: &TargetProfile, labels: &FieldLabels, leading: &[Row])
         .filter(|(index, field)| field.required && !present.contains(index))
         .map(|(_, field)| field.name)
         .collect();
-    let found: Vec<String> = row
+    // The error is stored and shown: it quotes header cells only, each cut
+    // short, so a wrong source (a file that is not an export) never has its
+    // content copied into reports.
+    let mut found: Vec<String> = row
         .cells
         .iter()
         .filter(|cell| !cell.is_empty())
-        .map(|cell| format!("{:?}", cell.display()))
+        .take(QUOTED_HEADER_CELLS)
+        .map(|cell| format!("{:?}", shortened(&cell.display())))
         .collect();
+    if row.cells.iter().filter(|cell| !cell.is_empty()).count() > QUOTED_HEADER_CELLS {
+        found.push("…".to_owned());
+    }
     Err(MappingError::MissingRequiredColumns {
         row: row.number,
         missing: missing.join(", "),
@@ -1380,6 +1400,21 @@ mod tests {
             mapping_error(Fetched::Table(Table::default())),
             MappingError::EmptySource
         );
+    }
+
+    #[test]
+    fn a_missing_header_error_quotes_only_short_header_cells() {
+        let line = format!(
+            "root:x:0:0:root:/root:/bin/bash,{}\n",
+            (0..40).map(|n| format!("c{n}")).collect::<Vec<_>>().join(",")
+        );
+        let source = CsvSource::from_bytes(format!("{line}second line secret\n").into_bytes(), "test");
+        let MappingError::MissingRequiredColumns { found, .. } = mapping_error(Fetched::Csv(source)) else {
+            panic!("expected a missing header");
+        };
+        assert!(found.starts_with("\"root:x:0:0:root:/root:/b…\""), "{found}");
+        assert!(found.ends_with("\"c28\", …"), "{found}");
+        assert!(!found.contains("secret"));
     }
 
     #[test]

@@ -30,6 +30,16 @@ pub enum ApplyError {
     #[error(transparent)]
     Shape(#[from] ShapeError),
     #[error(
+        "refusing to apply: {rejected} of the source's {rows} row(s) with data were rejected (see the report), more \
+         than sync.max_rejected_ratio = {max_ratio}; fix the rows, or if this is intended run `sheetsync sync \
+         --force --view NAME`"
+    )]
+    TooManyRejected {
+        rejected: usize,
+        rows: usize,
+        max_ratio: f64,
+    },
+    #[error(
         "row {row} was refused by the rules of `{collection}` (its validator, or a unique index the application \
          added): {reason}; nothing was swapped, the previous data stands: fix the row or the rule"
     )]
@@ -95,6 +105,20 @@ pub fn check_shrink(
         existing,
         new,
         why,
+    })
+}
+
+/// Refuses a refresh that would drop too many of the source's rows: a
+/// cleared column (every stage gone) loses rows as surely as a truncated
+/// export, and must not pass for a success.
+pub fn check_rejected(rows_with_data: usize, rejected: usize, max_ratio: f64, force: bool) -> Result<(), ApplyError> {
+    if force || rejected == 0 || (rejected as f64) <= max_ratio * rows_with_data as f64 {
+        return Ok(());
+    }
+    Err(ApplyError::TooManyRejected {
+        rejected,
+        rows: rows_with_data,
+        max_ratio,
     })
 }
 
@@ -192,7 +216,7 @@ impl Staging {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let inserted = self.collection.insert_many(&self.batch).ordered(true).await;
+        let inserted = self.collection.insert_many(&self.batch).ordered(false).await;
         if let Err(error) = inserted {
             return Err(self.refusal(error));
         }
@@ -206,9 +230,13 @@ impl Staging {
     /// the collection's rules refused, and the server's reason.
     fn refusal(&self, error: mongodb::error::Error) -> ApplyError {
         let refused = match error.kind.as_ref() {
-            mongodb::error::ErrorKind::InsertMany(failure) => {
-                failure.write_errors.as_ref().and_then(|errors| errors.first()).cloned()
-            }
+            // Unordered inserts report every refused record; the first in
+            // source order is named.
+            mongodb::error::ErrorKind::InsertMany(failure) => failure
+                .write_errors
+                .as_ref()
+                .and_then(|errors| errors.iter().min_by_key(|error| error.index))
+                .cloned(),
             _ => None,
         };
         match refused.and_then(|refused| Some((*self.batch_rows.get(refused.index)?, refused))) {
@@ -315,5 +343,17 @@ mod tests {
             "empty is refused even with ratio 0"
         );
         assert!(check_shrink("c", 10, 0, 0.5, true).is_ok(), "--force");
+    }
+
+    #[test]
+    fn rejected_rows_guard_thresholds() {
+        assert!(
+            check_rejected(10, 2, 0.2, false).is_ok(),
+            "exactly the ratio is allowed"
+        );
+        assert!(check_rejected(10, 3, 0.2, false).is_err());
+        assert!(check_rejected(10, 4, 0.2, true).is_ok(), "--force");
+        assert!(check_rejected(0, 0, 0.0, false).is_ok());
+        assert!(check_rejected(3, 1, 0.0, false).is_err(), "0 allows none");
     }
 }

@@ -154,7 +154,7 @@ pub fn generated_csv(count: usize, stage: &str, mrr: u32) -> String {
     let mut csv = format!("{HEADER}\n");
     for index in 0..count {
         csv.push_str(&format!(
-            "2025-01,10/01/2025,Client {index},,{stage},High,Show,,{mrr},,,New Business,Ann,Inbound,SEO,Bob,,\n"
+            "2025-01,15/01/2025,Client {index},,{stage},High,Show,,{mrr},,,New Business,Ann,Inbound,SEO,Bob,,\n"
         ));
     }
     csv

@@ -1,0 +1,91 @@
+//! Bad input never panics and never hangs: arbitrary bytes through the CSV
+//! reader and arbitrary cells through header matching and every value parser
+//! end in records, row-level reports or a source-level error. A bounded
+//! number of generated cases runs in CI.
+
+use proptest::prelude::*;
+use sheetsync::mapping::conventions::{DateOrderSetting, ReadSettings};
+use sheetsync::mapping::{self, sales::SALES_RECORDS};
+use sheetsync::source::Fetched;
+use sheetsync::source::csv::CsvSource;
+use sheetsync::source::table::{Cell, Table};
+
+fn settings() -> ReadSettings {
+    ReadSettings {
+        date_order: DateOrderSetting::Auto,
+        time_zone: chrono_tz::Europe::Paris,
+    }
+}
+
+/// Plans `source` and reads every winning record. Returns the plan's counts
+/// (rows read, records, rejected) when the source has a usable header.
+fn map_all(source: &Fetched) -> Option<(usize, usize, usize)> {
+    let (mapper, plan) = mapping::plan(&SALES_RECORDS, source, &settings()).ok()?;
+    let mut winners = mapper.winners(&plan, source.rows().ok()?);
+    let mut records = 0;
+    while let Some(record) = winners.next_record() {
+        record.ok()?;
+        records += 1;
+    }
+    for issue in plan.warnings.iter().chain(&plan.rejected) {
+        assert!(issue.row >= 1 && !issue.reason.is_empty(), "{issue:?}");
+    }
+    Some((plan.rows_read, records, plan.rejected.len()))
+}
+
+/// Cells people might type, and some nobody would.
+fn cell() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "\\PC{0,24}",
+        "[0-9]{1,2}[/.-][0-9]{1,2}[/.-][0-9]{2,4}",
+        "[-(]?[€$]?[0-9 .,']{1,12}[)%€]?",
+        "[0-9.,]{1,6}[eE][+-]?[0-9]{1,4}",
+        "(Mon|jeudi|mar\\.)? ?[0-9]{1,2}(er|st)? (Jan|janv\\.|März|mars) [0-9]{2,4}",
+        Just(String::new()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_bytes_as_a_csv_export_end_in_records_or_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..3000)) {
+        let source = Fetched::Csv(CsvSource::from_bytes(bytes, "generated"));
+        let _ = map_all(&source);
+    }
+
+    #[test]
+    fn any_text_under_a_real_header_is_read_or_reported(
+        rows in proptest::collection::vec(proptest::collection::vec(cell(), 0..9), 0..30),
+    ) {
+        let mut csv = String::from("Client,Stage,Discovery date,Expected MRR,Month,Show/No show,POA date,Pipeline\n");
+        for row in &rows {
+            let quoted: Vec<String> = row.iter().map(|cell| format!("\"{}\"", cell.replace('"', "\"\""))).collect();
+            csv.push_str(&quoted.join(","));
+            csv.push('\n');
+        }
+        let source = Fetched::Csv(CsvSource::from_bytes(csv.into_bytes(), "generated"));
+        let (rows_read, records, rejected) = map_all(&source).expect("the header is found");
+        prop_assert!(records + rejected <= rows_read, "{records} + {rejected} > {rows_read}");
+    }
+
+    #[test]
+    fn any_typed_cells_from_the_sheets_api_are_read_or_reported(
+        rows in proptest::collection::vec(
+            proptest::collection::vec(prop_oneof![
+                cell().prop_map(|text| Cell::text(&text)),
+                any::<f64>().prop_map(Cell::Number),
+                any::<bool>().prop_map(Cell::Bool),
+            ], 0..8),
+            0..20,
+        ),
+    ) {
+        let mut table = Table { serial_time_zone: Some(chrono_tz::America::New_York), ..Table::default() };
+        let header = ["Client", "Stage", "Discovery date", "Expected MRR", "Month", "Relevance", "Billing start"];
+        table.push_row(1, header.iter().map(|label| Cell::text(label)).collect());
+        for (index, row) in rows.into_iter().enumerate() {
+            table.push_row(index + 2, row);
+        }
+        prop_assert!(map_all(&Fetched::Table(table)).is_some());
+    }
+}
