@@ -249,6 +249,8 @@ fn sheetsync(url: &str, db_name: &str, config: Option<&Path>) -> Command {
         .env("MONGO_URL", url)
         .env("DB_NAME", db_name)
         .env("RUST_LOG", "warn")
+        // The bench's generated exports live in scratch directories.
+        .env("SHEETSYNC_FILE_ROOTS", "/")
         .env_remove("SHEETSYNC_CONFIG");
     if let Some(config) = config {
         command.arg("--config").arg(config);

@@ -44,6 +44,38 @@ pub struct Config {
     pub daemon: DaemonSettings,
     /// The Google Sheets API source.
     pub google: GoogleSettings,
+    /// Which sources views may name.
+    pub sources: SourcesSettings,
+}
+
+/// The `[sources]` section: what a view's source may be (see
+/// `source::policy`). Views come from another application, so only what is
+/// listed here, Google Sheets links and Google's public CSV exports are read.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesSettings {
+    /// Directories under which `file://` and plain-path sources may be read
+    /// (`SHEETSYNC_FILE_ROOTS`, `:`-separated, wins). None by default.
+    pub file_roots: Vec<PathBuf>,
+    /// Hosts CSV may be downloaded from besides Google's export links
+    /// (`SHEETSYNC_HTTP_HOSTS`, `,`-separated, wins).
+    pub http_hosts: Vec<String>,
+    /// Networks (CIDR) a download may reach although they are loopback,
+    /// private or link-local (`SHEETSYNC_ALLOWED_NETWORKS` wins).
+    pub allowed_networks: Vec<String>,
+    /// A download larger than this fails its view.
+    pub max_download_bytes: u64,
+}
+
+impl Default for SourcesSettings {
+    fn default() -> Self {
+        SourcesSettings {
+            file_roots: Vec::new(),
+            http_hosts: Vec::new(),
+            allowed_networks: Vec::new(),
+            max_download_bytes: 256 * 1024 * 1024,
+        }
+    }
 }
 
 /// The `[google]` section: the service-account key and how patiently the
@@ -299,6 +331,8 @@ struct FileConfig {
     google: GoogleSettings,
     #[serde(default)]
     daemon: DaemonSettings,
+    #[serde(default)]
+    sources: SourcesSettings,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -352,6 +386,27 @@ impl Config {
         if let Some(url) = non_empty("SHEETSYNC_SHEETS_API_URL") {
             google.api_url = url;
         }
+        let mut sources = parsed.sources;
+        if let Some(roots) = non_empty("SHEETSYNC_FILE_ROOTS") {
+            sources.file_roots = roots
+                .split(':')
+                .filter(|root| !root.is_empty())
+                .map(PathBuf::from)
+                .collect();
+        }
+        let list = |text: String| -> Vec<String> {
+            text.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        if let Some(hosts) = non_empty("SHEETSYNC_HTTP_HOSTS") {
+            sources.http_hosts = list(hosts);
+        }
+        if let Some(networks) = non_empty("SHEETSYNC_ALLOWED_NETWORKS") {
+            sources.allowed_networks = list(networks);
+        }
         let mut daemon = parsed.daemon;
         if let Some(listen) = non_empty("SHEETSYNC_LISTEN") {
             daemon.listen = listen.trim().to_owned();
@@ -393,6 +448,7 @@ impl Config {
             views: parsed.views,
             google,
             daemon,
+            sources,
         };
         config.validate()?;
         Ok(config)
@@ -437,6 +493,18 @@ impl Config {
             ));
         }
         self.validate_daemon()?;
+        for network in &self.sources.allowed_networks {
+            if crate::source::policy::Network::parse(network).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "sources.allowed_networks: {network:?} is not a network like \"10.0.0.0/8\" or \"::1/128\""
+                )));
+            }
+        }
+        if self.sources.max_download_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "sources.max_download_bytes must be at least 1".to_owned(),
+            ));
+        }
         for (view, settings) in &self.views {
             if let Some(collection) = &settings.collection {
                 check_name(&format!("views.\"{view}\".collection"), collection, &['$'])?;
@@ -503,6 +571,7 @@ impl std::fmt::Debug for Config {
                 },
             )
             .field("daemon", &self.daemon)
+            .field("sources", &self.sources)
             .finish()
     }
 }
@@ -768,6 +837,7 @@ mod example_file {
         daemon.admin_token_file = None;
         assert_eq!(format!("{daemon:?}"), format!("{:?}", defaults.daemon));
         assert!(parsed.views.is_empty());
+        assert_eq!(parsed.sources, defaults.sources);
         // The example as shipped (all commented) is valid too.
         Config::resolve(Some((include_str!("../config/sheetsync.example.toml"), path)), |_| None).unwrap();
     }

@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::mapping::conventions::ReadSettings;
 use crate::redact::redact_url;
 use crate::source::SourceSpec;
+use crate::source::policy::SourcePolicy;
 
 pub const VIEWS_COLLECTION: &str = "views";
 
@@ -173,7 +174,15 @@ fn resolve(view: &Document, config: &Config) -> ViewPlan {
             date_order: overrides.date_order.unwrap_or(config.sync.date_order),
             time_zone: config.time_zone,
         };
-        match resolve_target(&name, overrides, text("sheet_url"), text("sheet_name"), read_settings) {
+        let policy = SourcePolicy::new(&config.sources);
+        match resolve_target(
+            &name,
+            overrides,
+            text("sheet_url"),
+            text("sheet_name"),
+            read_settings,
+            &policy,
+        ) {
             Ok(target) => Resolution::Sync(target),
             Err(reason) => Resolution::Invalid(reason),
         }
@@ -191,6 +200,7 @@ fn resolve_target(
     sheet_url: Option<String>,
     sheet_name: Option<String>,
     read_settings: ReadSettings,
+    policy: &SourcePolicy,
 ) -> Result<SyncTarget, String> {
     let collection = overrides
         .collection
@@ -208,6 +218,9 @@ fn resolve_target(
     })?;
     let sheet_name = overrides.sheet_name.or(sheet_name);
     let spec = SourceSpec::parse(&source, sheet_name.as_deref()).map_err(|error| error.to_string())?;
+    let spec = policy
+        .admit(spec)
+        .map_err(|refusal| format!("view {name:?}: {refusal}"))?;
     let source_url = match &spec {
         SourceSpec::CsvFile(_) => spec.describe(),
         _ => redact_url(&source),

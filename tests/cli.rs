@@ -13,6 +13,8 @@ fn sheetsync(db_name: &str, url: &str, args: &[&str]) -> Output {
         .args(args)
         .env("MONGO_URL", url)
         .env("DB_NAME", db_name)
+        // The tests' exports live in scratch directories and the fixtures.
+        .env("SHEETSYNC_FILE_ROOTS", "/")
         .env_remove("SHEETSYNC_CONFIG")
         .env("RUST_LOG", "info")
         .output()

@@ -5,6 +5,7 @@
 //! that the sync can read more than once.
 
 pub mod csv;
+pub mod policy;
 pub mod sheets;
 pub mod table;
 
@@ -73,6 +74,13 @@ pub enum SourceError {
     Sheets(#[from] SheetsError),
     #[error("cannot start the HTTP client: {0}")]
     Client(String),
+    #[error(transparent)]
+    Refused(#[from] policy::PolicyError),
+    #[error(
+        "{url} is larger than [sources] max_download_bytes ({limit} bytes); raise the limit if this export is \
+         meant to be that large"
+    )]
+    TooLarge { url: String, limit: u64 },
 }
 
 impl SourceSpec {
@@ -245,6 +253,7 @@ fn google_sheet(spec: &SourceSpec) -> Option<&SheetRef> {
 #[derive(Debug, Clone)]
 pub struct Sources {
     http: reqwest::Client,
+    policy: Arc<policy::SourcePolicy>,
     google: Arc<GoogleSheets>,
     shared: Option<Arc<SharedFetches>>,
 }
@@ -274,19 +283,37 @@ impl Sources {
 
     /// Sources as the configuration describes them.
     pub fn from_config(config: &Config) -> Result<Sources, SourceError> {
-        Sources::with_google(config.sync.http_timeout(), config.google.clone())
+        Sources::with_policy(config.sync.http_timeout(), config.google.clone(), &config.sources)
     }
 
+    /// Sources with the default policy (Google only).
     pub fn with_google(timeout: Duration, google: GoogleSettings) -> Result<Sources, SourceError> {
+        Sources::with_policy(timeout, google, &crate::config::SourcesSettings::default())
+    }
+
+    /// The one HTTP client resolves names through the policy's guard and
+    /// follows only redirects the policy admits, for downloads and Sheets
+    /// API calls alike.
+    pub fn with_policy(
+        timeout: Duration,
+        google: GoogleSettings,
+        settings: &crate::config::SourcesSettings,
+    ) -> Result<Sources, SourceError> {
         crate::tls::install_crypto_provider();
+        let policy = Arc::new(policy::SourcePolicy::new(settings));
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .user_agent(concat!("sheetsync/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(policy::GuardedResolver {
+                policy: Arc::clone(&policy),
+            })
+            .redirect(policy.redirects())
             .build()
             .map_err(|error| SourceError::Client(error.to_string()))?;
         let google = Arc::new(GoogleSheets::new(google, http.clone()));
         Ok(Sources {
             http,
+            policy,
             google,
             shared: None,
         })
@@ -421,11 +448,23 @@ impl Sources {
     }
 
     async fn download(&self, url: &str) -> Result<Vec<u8>, SourceError> {
-        let http_error = |error: reqwest::Error| SourceError::Http {
-            url: redact_url(url),
-            message: error.without_url().to_string(),
+        // The causes carry the reason (a refused address and the setting that
+        // allows it, a DNS failure); the URL is given once, redacted.
+        let http_error = |error: reqwest::Error| {
+            let error = error.without_url();
+            let mut message = error.to_string();
+            let mut cause = std::error::Error::source(&error);
+            while let Some(inner) = cause {
+                message.push_str(": ");
+                message.push_str(&inner.to_string());
+                cause = inner.source();
+            }
+            SourceError::Http {
+                url: redact_url(url),
+                message,
+            }
         };
-        let response = self.http.get(url).send().await.map_err(http_error)?;
+        let mut response = self.http.get(url).send().await.map_err(http_error)?;
         let status = response.status();
         if !status.is_success() {
             return Err(SourceError::HttpStatus {
@@ -433,7 +472,24 @@ impl Sources {
                 status: status.as_u16(),
             });
         }
-        Ok(response.bytes().await.map_err(http_error)?.to_vec())
+        let limit = self.policy.max_download_bytes;
+        let too_large = || SourceError::TooLarge {
+            url: redact_url(url),
+            limit,
+        };
+        if response.content_length().is_some_and(|length| length > limit) {
+            return Err(too_large());
+        }
+        // Read chunk by chunk, so that a server lying about (or not giving)
+        // its length cannot make the download grow past the limit.
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(http_error)? {
+            if body.len() as u64 + chunk.len() as u64 > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
     }
 }
 

@@ -68,7 +68,7 @@ pub async fn insert_views(db: &mongodb::Database, views: &[(&str, &str, &Path)])
 pub fn write_config(dir: &Path, url: &str, db_name: &str, daemon_extra: &str) -> PathBuf {
     let path = dir.join("sheetsync.toml");
     let text = format!(
-        "[mongo]\nurl = {url:?}\ndb_name = {db_name:?}\n\n[daemon]\nlisten = \"127.0.0.1:0\"\n\
+        "[mongo]\nurl = {url:?}\ndb_name = {db_name:?}\n\n[sources]\nfile_roots = [\"/\"]\n\n[daemon]\nlisten = \"127.0.0.1:0\"\n\
          schedule = \"0 0 0 1 1 *\"\nlease_secs = 6\nretry_min_secs = 1\nretry_max_secs = 2\n{daemon_extra}\n"
     );
     std::fs::write(&path, text).unwrap();
