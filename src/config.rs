@@ -244,6 +244,8 @@ pub struct DaemonSettings {
     pub http_request_timeout_secs: u64,
     /// Open HTTP connections at most; beyond, new ones are closed at once.
     pub http_max_connections: usize,
+    /// Views synced at once at most; the others wait their turn (queued).
+    pub max_concurrent_syncs: usize,
     /// The resolved admin token; never deserialized, never printed.
     #[serde(skip)]
     pub admin_token: Option<AdminToken>,
@@ -264,6 +266,7 @@ impl Default for DaemonSettings {
             http_header_timeout_secs: 5,
             http_request_timeout_secs: 10,
             http_max_connections: 128,
+            max_concurrent_syncs: 2,
             admin_token: None,
         }
     }
@@ -531,10 +534,11 @@ impl Config {
         if daemon.http_header_timeout_secs == 0
             || daemon.http_request_timeout_secs == 0
             || daemon.http_max_connections == 0
+            || daemon.max_concurrent_syncs == 0
         {
             return Err(ConfigError::Invalid(
-                "daemon.http_header_timeout_secs, daemon.http_request_timeout_secs and daemon.http_max_connections \
-                 must be at least 1"
+                "daemon.http_header_timeout_secs, daemon.http_request_timeout_secs, daemon.http_max_connections and \
+                 daemon.max_concurrent_syncs must be at least 1"
                     .to_owned(),
             ));
         }

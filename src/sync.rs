@@ -447,7 +447,7 @@ impl Syncer {
         report: &mut ViewReport,
     ) -> Result<Outcome, ViewError> {
         let fetched = fetched?;
-        let (mapper, mapped) = mapping::plan(self.profile, &fetched, &target.read_settings)?;
+        let (mapper, mapped) = off_executor(|| mapping::plan(self.profile, &fetched, &target.read_settings))?;
         report.header_row = Some(mapped.header_row);
         report.rows_read = mapped.rows_read;
         report.blank_rows = mapped.blank_rows;
@@ -487,11 +487,14 @@ impl Syncer {
         if options.dry_run || !count_differs {
             let mut identities = Identities::new(&plan.view_id, self.profile, &existing, &continuations, now);
             let mut winners = mapper.winners(&mapped, fetched.rows()?);
-            let mut found = 0;
-            while let Some(record) = winners.next_record() {
-                identities.assign(record?);
-                found += 1;
-            }
+            let found = off_executor(|| -> Result<usize, SourceError> {
+                let mut found = 0;
+                while let Some(record) = winners.next_record() {
+                    identities.assign(record?);
+                    found += 1;
+                }
+                Ok(found)
+            })?;
             ensure_same_source(mapped.winners.len(), found)?;
             report.record_identities(&identities);
             if options.dry_run {
@@ -580,17 +583,44 @@ async fn fill_and_swap(
     guard: &SwapGuard<'_>,
 ) -> Result<Vec<String>, ViewError> {
     let mut found = 0;
-    while let Some(record) = winners.next_record() {
-        guard.abort.check()?;
-        let record = record?;
-        let row = record.row;
-        staging.push(row, identities.assign(record)).await?;
-        found += 1;
+    loop {
+        // A batch is read and mapped off the executor, then written.
+        let batch = off_executor(|| -> Result<Vec<(usize, Document)>, ViewError> {
+            let mut batch = Vec::with_capacity(staging.batch_size());
+            while batch.len() < staging.batch_size() {
+                let Some(record) = winners.next_record() else {
+                    break;
+                };
+                guard.abort.check()?;
+                let record = record?;
+                batch.push((record.row, identities.assign(record)));
+            }
+            Ok(batch)
+        })?;
+        if batch.is_empty() {
+            break;
+        }
+        found += batch.len();
+        for (row, document) in batch {
+            staging.push(row, document).await?;
+        }
     }
     ensure_same_source(planned, found)?;
     staging.flush().await?;
     guard.check().await?;
     Ok(staging.swap_in().await?)
+}
+
+/// Runs CPU-bound work (reading files, parsing and mapping rows, hashing)
+/// without holding up the executor's other tasks (the lease renewer, the
+/// watchdog ping, `/healthz`): on a multi-threaded runtime the worker hands
+/// its other tasks to another thread meanwhile (`block_in_place`); on a
+/// single-threaded one (some tests) it runs inline.
+fn off_executor<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
 }
 
 /// What must still hold when a view's swap is about to be sent: nobody

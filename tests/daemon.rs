@@ -601,3 +601,34 @@ async fn at_the_connection_cap_new_clients_are_refused_until_others_leave() {
     assert_eq!(served.status(), 200);
     daemon.stop();
 }
+
+/// Views sync at most `max_concurrent_syncs` at a time: with one slot, each
+/// view's swap comes after the previous view's run finished.
+#[tokio::test(flavor = "multi_thread")]
+async fn views_sync_within_the_concurrency_bound() {
+    let views = [
+        ("view-organic", "Organic", 5, "v1"),
+        ("view-signal", "Signal", 5, "v1"),
+        ("view-market", "Market", 5, "v1"),
+    ];
+    for (slots, overlapping) in [(1, false), (3, true)] {
+        let fixture = DaemonFixture::new("concurrency", &views).await;
+        let config = fixture.config(&format!("catch_up = false\nmax_concurrent_syncs = {slots}"));
+        let daemon = DaemonProc::start(&config, &[("SHEETSYNC_TEST_PAUSE_BEFORE_SWAP_MS", "700")]);
+        daemon.signal(libc::SIGHUP);
+        eventually("three runs to finish", || async {
+            (daemon.count_logs("sync finished") == 3).then_some(())
+        })
+        .await;
+        let order: Vec<String> = daemon
+            .messages()
+            .into_iter()
+            .filter(|message| message == "test pause before the swap" || message == "sync finished")
+            .collect();
+        let alternating = order
+            .chunks(2)
+            .all(|pair| pair == ["test pause before the swap", "sync finished"]);
+        assert_eq!(!alternating, overlapping, "{slots} slot(s): {order:?}");
+        daemon.stop();
+    }
+}

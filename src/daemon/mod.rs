@@ -93,6 +93,9 @@ pub struct Daemon {
     slice: Duration,
     /// The running syncs, to call them off at shutdown.
     aborts: Mutex<HashMap<Uuid, Abort>>,
+    /// One permit per sync allowed to run at once (`max_concurrent_syncs`):
+    /// a cycle of many views must not take every core and connection.
+    sync_slots: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -238,6 +241,10 @@ impl Daemon {
         mut slot: Option<DateTime<Utc>>,
     ) {
         loop {
+            // Closed only if the semaphore is dropped, which outlives runs.
+            let Ok(_slot) = self.sync_slots.acquire().await else {
+                break;
+            };
             let run = AssertUnwindSafe(self.execute(&plan, id, trigger, slot)).catch_unwind();
             if let Err(panic) = run.await {
                 self.recover_from_panic(&plan, id, panic_message(panic.as_ref()));
@@ -638,6 +645,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let (shutdown, _) = watch::channel(false);
     let grace = config.daemon.shutdown_grace();
+    let config_slots = config.daemon.max_concurrent_syncs;
     let daemon = Arc::new(Daemon {
         syncer: Syncer {
             db,
@@ -662,6 +670,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         shutdown,
         slice: notifier.slice(schedule::MAX_SLICE),
         aborts: Mutex::new(HashMap::new()),
+        sync_slots: tokio::sync::Semaphore::new(config_slots),
     });
     tracing::info!(
         %addr, owner = daemon.leases.owner(), schedule = daemon.schedule.expression(),

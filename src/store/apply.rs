@@ -201,6 +201,11 @@ impl Staging {
         })
     }
 
+    /// Records per insert batch.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
     /// Adds the record of source row `row`.
     pub async fn push(&mut self, row: usize, document: Document) -> Result<(), ApplyError> {
         self.batch.push(document);

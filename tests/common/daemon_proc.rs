@@ -162,6 +162,16 @@ impl DaemonProc {
             .count()
     }
 
+    /// The messages logged so far, in order.
+    pub fn messages(&self) -> Vec<String> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|line| line["message"].as_str().map(str::to_owned))
+            .collect()
+    }
+
     pub fn log_text(&self) -> String {
         self.logs
             .lock()
