@@ -45,6 +45,14 @@ fn only(reports: Vec<ViewReport>) -> ViewReport {
     reports.into_iter().next().unwrap()
 }
 
+/// `--force`: apply even past the shrink and rejected-rows guards.
+fn forced() -> SyncOptions {
+    SyncOptions {
+        force: true,
+        ..SyncOptions::default()
+    }
+}
+
 async fn sync_all(db: &common::TestDb, options: SyncOptions) -> Vec<ViewReport> {
     db.syncer()
         .await
@@ -198,16 +206,7 @@ async fn deal_ids_survive_stage_moves_and_renames() {
         )
         .as_bytes(),
     );
-    let report = only(
-        sync_all(
-            &db,
-            SyncOptions {
-                force: true,
-                ..SyncOptions::default()
-            },
-        )
-        .await,
-    );
+    let report = only(sync_all(&db, forced()).await);
     assert!(report.succeeded(), "{report:#?}");
     let after = db.records("sales_records").await;
     assert_eq!(
@@ -280,16 +279,7 @@ async fn deal_ids_survive_stage_moves_and_renames() {
         )
         .as_bytes(),
     );
-    only(
-        sync_all(
-            &db,
-            SyncOptions {
-                force: true,
-                ..SyncOptions::default()
-            },
-        )
-        .await,
-    );
+    only(sync_all(&db, forced()).await);
     let again = db.records("sales_records").await;
     assert_eq!(
         id_of(&again, "Umbrella", "A Closed"),
@@ -470,11 +460,7 @@ async fn shrink_guard_refuses_then_force_applies() {
 
     // Exactly at the ratio is allowed; below it only with --force.
     write_source(dir.path(), "v.csv", generated_csv(4, "Lost", 1).as_bytes());
-    let forced = SyncOptions {
-        force: true,
-        ..SyncOptions::default()
-    };
-    let report = only(sync_all(&db, forced).await);
+    let report = only(sync_all(&db, forced()).await);
     assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
     assert_eq!(report.changes.removed, 6);
     assert_eq!(db.count("sales_records").await, 4);
@@ -581,11 +567,7 @@ async fn rejected_rows_and_warnings_name_row_column_and_reason() {
     db.add_view("view-organic", "Organic", &url).await;
     // One of three rows is rejected, above sync.max_rejected_ratio: forced,
     // so that the report of an applied sync is what this test reads.
-    let forced = SyncOptions {
-        force: true,
-        ..SyncOptions::default()
-    };
-    let report = only(sync_all(&db, forced).await);
+    let report = only(sync_all(&db, forced()).await);
     assert_eq!(report.outcome, Outcome::SuccessWithWarnings, "{report:#?}");
     assert_eq!(report.header_row, Some(2));
     assert_eq!(report.unknown_columns, vec!["Notes".to_owned()]);
@@ -990,16 +972,7 @@ async fn rejected_rows_count_toward_the_guard_and_the_outcome() {
         "{refused:#?}"
     );
     assert_eq!(db.count("sales_records").await, 0, "nothing was written");
-    let forced = only(
-        sync_all(
-            &db,
-            SyncOptions {
-                force: true,
-                ..SyncOptions::default()
-            },
-        )
-        .await,
-    );
+    let forced = only(sync_all(&db, forced()).await);
     assert_eq!(forced.outcome, Outcome::SuccessWithWarnings, "{forced:#?}");
     assert_eq!(db.count("sales_records").await, 6);
 
