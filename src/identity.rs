@@ -232,11 +232,16 @@ impl Continuations {
             let Some(news) = new_left.get(group) else {
                 continue;
             };
-            if let ([old], [new]) = (olds.as_slice(), news.as_slice()) {
-                self.renamed.insert((*new).clone(), (*old).clone());
-                self.claimed.insert((*old).clone());
-            } else {
-                self.ambiguous.insert(group.to_owned(), (olds.len(), news.len()));
+            match (olds.as_slice(), news.as_slice()) {
+                ([old], [new]) if !different_deals(existing, winners, old, new) => {
+                    self.renamed.insert((*new).clone(), (*old).clone());
+                    self.claimed.insert((*old).clone());
+                }
+                // Two links that name two deals: a new deal, not a move.
+                ([_], [_]) => {}
+                _ => {
+                    self.ambiguous.insert(group.to_owned(), (olds.len(), news.len()));
+                }
             }
         }
     }
@@ -250,6 +255,13 @@ impl Continuations {
     fn continues_own_key(&self, new_key: &str) -> bool {
         !self.renamed.contains_key(new_key) && !self.claimed.contains(new_key)
     }
+}
+
+/// Whether both records have a link and the links name different objects.
+fn different_deals(existing: &Existing, winners: &HashMap<String, Winner>, old: &str, new: &str) -> bool {
+    let old = existing.by_key.get(old).and_then(|known| known.link);
+    let new = winners.get(new).and_then(|winner| winner.link);
+    matches!((old, new), (Some(old), Some(new)) if old != new)
 }
 
 /// Each link named by exactly one key; `None` for links several share.
@@ -322,6 +334,7 @@ impl<'a> Identities<'a> {
         };
         let created_at = known.and_then(|known| known.created_at).unwrap_or(self.now);
         let moved_from = (known.is_some() && old_key != record.key).then(|| old_key.to_owned());
+        let kept_id = known.is_some_and(|known| known.id.is_some());
         if known.is_none() {
             self.note_ambiguity(&record);
         }
@@ -334,7 +347,7 @@ impl<'a> Identities<'a> {
             (Some(_), Some(from)) => {
                 self.changes.moved += 1;
                 let to = record.key.clone();
-                self.moves.push(self.describe_move(&from, &to, &document));
+                self.moves.push(self.describe_move(&from, &to, &document, kept_id));
             }
             (Some(known), None) if known.digest == digest(&document) => self.changes.unchanged += 1,
             (Some(_), None) => self.changes.updated += 1,
@@ -363,18 +376,25 @@ impl<'a> Identities<'a> {
     }
 
     /// `Globex: D POA Booked -> C Proposal sent, id kept`.
-    fn describe_move(&self, from: &str, to: &str, document: &Document) -> String {
+    fn describe_move(&self, from: &str, to: &str, document: &Document, kept_id: bool) -> String {
+        // An old record whose id another record also held keeps its
+        // created_at but gets a fresh id (see `Known::id`).
+        let id = if kept_id {
+            "id kept"
+        } else {
+            "new id (the old one was shared)"
+        };
         let stage = |key: &str| {
             let folded = key.rsplit(KEY_SEPARATOR).next().unwrap_or(key);
             self.display_last_key_part(folded)
         };
         let name = self.display_group(document);
         if group_of(from) == group_of(to) {
-            format!("{name}: {} -> {}, id kept", stage(from), stage(to))
+            format!("{name}: {} -> {}, {id}", stage(from), stage(to))
         } else {
             let old_name = group_of(from).unwrap_or(from);
             format!(
-                "{old_name} ({}) -> {name} ({}), same {}, id kept",
+                "{old_name} ({}) -> {name} ({}), same {}, {id}",
                 stage(from),
                 stage(to),
                 self.profile.identity_link.unwrap_or("link")
@@ -568,6 +588,28 @@ mod tests {
         );
         assert_eq!(ids(&documents), ["legals"]);
         assert_eq!((changes.moved, changes.removed), (1, 1));
+    }
+
+    #[test]
+    fn two_different_deal_links_are_a_new_deal_not_a_move() {
+        let old = existing(&[
+            doc! { "id": "seven", "client": "Acme", "stage": "B Legals", "hubspot_link": "https://app.hubspot.com/deals/7" },
+        ]);
+        let (documents, changes, moves, _) = assign_all(
+            &old,
+            vec![record_with("Acme", "A Closed", Some("https://app.hubspot.com/deals/9"))],
+        );
+        assert_ne!(ids(&documents), ["seven"]);
+        assert_eq!((changes.moved, changes.inserted, changes.removed), (0, 1, 1));
+        assert_eq!(moves, Vec::<String>::new());
+        // A placeholder is no link at all: the move rule applies.
+        let old = existing(&[doc! { "id": "g", "client": "Globex", "stage": "F Inbox", "hubspot_link": "TBD" }]);
+        let (documents, _, _, _) = assign_all(&old, vec![record_with("Umbrella", "F Inbox", Some("TBD"))]);
+        assert_ne!(
+            ids(&documents),
+            ["g"],
+            "a shared placeholder does not make two clients one deal"
+        );
     }
 
     #[test]

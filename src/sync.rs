@@ -314,33 +314,45 @@ impl Syncer {
         let plans = views::select(views::load_plans(&self.db, &self.config).await?, names)?;
         let plans: Vec<ViewPlan> = plans.into_iter().filter(|plan| !plan.is_master()).collect();
         let deadline = Instant::now() + wait;
+        // Each lease is renewed from the moment it is taken (waiting for the
+        // next view's must not let it expire) and released on every path.
         let (mut held, mut refused) = (Vec::new(), Vec::new());
+        let mut failure = None;
         for plan in &plans {
-            match self.acquire_until(&leases, plan, deadline).await? {
-                None => held.push(plan),
-                Some(reason) => refused.push((plan, reason)),
+            match self.acquire_until(&leases, plan, deadline).await {
+                Ok(None) => {
+                    let renewer = (!plan.view_id.is_empty()).then(|| leases.keep_alive(&plan.view_id, || {}));
+                    held.push((plan, renewer));
+                }
+                Ok(Some(reason)) => refused.push((plan, reason)),
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
             }
         }
-        let keep_alive: Vec<_> = held
-            .iter()
-            .filter(|plan| !plan.view_id.is_empty())
-            .map(|plan| leases.keep_alive(&plan.view_id, || {}))
-            .collect();
-        let to_sync: Vec<String> = held.iter().map(|plan| plan.name.clone()).collect();
+        let to_sync: Vec<String> = held.iter().map(|(plan, _)| plan.name.clone()).collect();
         let options = SyncOptions {
             lease: Some(leases.clone()),
             ..options
         };
-        let mut synced = match to_sync.is_empty() {
-            true => Vec::new(),
-            false => self.sync(&to_sync, Trigger::Cli, options).await?,
+        let synced = match (&failure, to_sync.is_empty()) {
+            (Some(_), _) | (None, true) => Ok(Vec::new()),
+            (None, false) => self.sync(&to_sync, Trigger::Cli, options).await,
         };
-        drop(keep_alive);
-        for plan in &held {
+        for (plan, renewer) in held {
+            drop(renewer);
+            if plan.view_id.is_empty() {
+                continue;
+            }
             if let Err(error) = leases.release(&plan.view_id).await {
                 tracing::warn!(view = %plan.name, %error, "could not release the lease; it will expire");
             }
         }
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        let mut synced = synced?;
         for (plan, reason) in refused {
             let mut report = ViewReport::new(plan, Trigger::Cli, None);
             report.error = Some(reason);
@@ -606,7 +618,7 @@ async fn fill_and_swap(
         }
     }
     ensure_same_source(planned, found)?;
-    staging.flush().await?;
+    staging.prepare().await?;
     guard.check().await?;
     Ok(staging.swap_in().await?)
 }

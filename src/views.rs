@@ -80,7 +80,8 @@ pub async fn load_plans(db: &Database, config: &Config) -> Result<Vec<ViewPlan>,
         .await?
         .try_collect()
         .await?;
-    let mut plans: Vec<ViewPlan> = documents.iter().map(|view| resolve(view, config)).collect();
+    let policy = SourcePolicy::new(&config.sources);
+    let mut plans: Vec<ViewPlan> = documents.iter().map(|view| resolve(view, config, &policy)).collect();
     refuse_shared_targets(&mut plans);
     Ok(plans)
 }
@@ -154,7 +155,7 @@ pub fn select(plans: Vec<ViewPlan>, names: &[String]) -> Result<Vec<ViewPlan>, V
     Ok(selected)
 }
 
-fn resolve(view: &Document, config: &Config) -> ViewPlan {
+fn resolve(view: &Document, config: &Config, policy: &SourcePolicy) -> ViewPlan {
     let text = |field: &str| match view.get(field) {
         Some(Bson::String(value)) if !value.trim().is_empty() => Some(value.trim().to_owned()),
         _ => None,
@@ -174,14 +175,13 @@ fn resolve(view: &Document, config: &Config) -> ViewPlan {
             date_order: overrides.date_order.unwrap_or(config.sync.date_order),
             time_zone: config.time_zone,
         };
-        let policy = SourcePolicy::new(&config.sources);
         match resolve_target(
             &name,
             overrides,
             text("sheet_url"),
             text("sheet_name"),
             read_settings,
-            &policy,
+            policy,
         ) {
             Ok(target) => Resolution::Sync(target),
             Err(reason) => Resolution::Invalid(reason),

@@ -336,3 +336,12 @@ proptest! {
         let _ = read_number(&text);
     }
 }
+
+#[test]
+fn separators_that_group_nothing_are_no_number() {
+    for text in ["1.2.2025", "3.5.1", "1,2.3,4", "12,34,567", "1234,567.5"] {
+        assert_eq!(read_number(text), None, "{text:?}");
+    }
+    let huge = "9".repeat(400);
+    assert_eq!(read_number(&huge), None, "beyond f64 is no number");
+}

@@ -241,10 +241,6 @@ impl Daemon {
         mut slot: Option<DateTime<Utc>>,
     ) {
         loop {
-            // Closed only if the semaphore is dropped, which outlives runs.
-            let Ok(_slot) = self.sync_slots.acquire().await else {
-                break;
-            };
             let run = AssertUnwindSafe(self.execute(&plan, id, trigger, slot)).catch_unwind();
             if let Err(panic) = run.await {
                 self.recover_from_panic(&plan, id, panic_message(panic.as_ref()));
@@ -288,26 +284,35 @@ impl Daemon {
         // Views without an id cannot be leased; the engine reports them as
         // invalid without writing anything.
         let leased = !view_id.is_empty();
-        if leased {
-            loop {
-                if self.shutting_down() || !self.runs.is_accepting() {
-                    self.finish(id, fail("not started: sheetsync is shutting down".to_owned()));
+        // A sync slot (`max_concurrent_syncs`) is held from the lease to the
+        // end of the run, but not while another process holds the lease: a
+        // view waiting for another replica must not block the other views.
+        let _slot = loop {
+            if self.shutting_down() || !self.runs.is_accepting() {
+                self.finish(id, fail("not started: sheetsync is shutting down".to_owned()));
+                return;
+            }
+            // Closed only if the semaphore is dropped, which outlives runs.
+            let Ok(slot) = self.sync_slots.acquire().await else {
+                return;
+            };
+            if !leased {
+                break slot;
+            }
+            match self.leases.try_acquire(view_id).await {
+                Ok(true) => break slot,
+                Ok(false) => {
+                    drop(slot);
+                    tracing::debug!(view = %plan.name, "another process is syncing this view; waiting for its lease");
+                    self.pause(LEASE_POLL).await;
+                }
+                Err(error) => {
+                    self.set_mongo(false, error.to_string());
+                    self.finish(id, fail(error.to_string()));
                     return;
                 }
-                match self.leases.try_acquire(view_id).await {
-                    Ok(true) => break,
-                    Ok(false) => {
-                        tracing::debug!(view = %plan.name, "another process is syncing this view; waiting for its lease");
-                        self.pause(LEASE_POLL).await;
-                    }
-                    Err(error) => {
-                        self.set_mongo(false, error.to_string());
-                        self.finish(id, fail(error.to_string()));
-                        return;
-                    }
-                }
             }
-        }
+        };
         let state = self.sync_leased(plan, id, trigger, slot).await;
         if leased {
             if let Err(error) = self.leases.release(view_id).await {

@@ -1,10 +1,11 @@
 //! The HTTP server, bounded. The port may be reachable by anyone on the
-//! network, so no client may hold resources for long: headers must arrive
-//! within a timeout, every request gets an answer within another, and the
-//! number of open connections is capped. At the cap, new connections are
-//! closed at once (the caller retries) rather than queued behind the ones
-//! holding the slots; those are freed by the timeouts, so the server
-//! recovers on its own.
+//! network, so clients may not hold resources for long: headers must arrive
+//! within a timeout (idle keep-alive connections included), every handler
+//! answers within another, and the number of open connections is capped. At
+//! the cap, new connections are closed at once (the caller retries) rather
+//! than queued behind the ones holding the slots; those are freed by the
+//! timeouts. (Writing a response to a client that never reads is not bounded
+//! yet: see the hardening issue's notes.)
 
 use std::future::Future;
 use std::sync::Arc;

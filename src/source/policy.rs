@@ -8,7 +8,8 @@
 //! configured roots; other hosts only when listed; and no download may reach
 //! a loopback, private, link-local or metadata address unless its network is
 //! explicitly allowed, checked on the resolved address and on every
-//! redirect.
+//! redirect. (Through an HTTP proxy from the environment, the proxy resolves
+//! the names: the address check then only applies to the proxy.)
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -104,12 +105,24 @@ pub fn is_internal(address: IpAddr) -> bool {
                 || (a == 192 && b == 0 && v4.octets()[2] == 0)
         }
         IpAddr::V6(v6) => {
-            let first = v6.segments()[0];
+            let segments = v6.segments();
+            let embedded = |high: u16, low: u16| {
+                is_internal(IpAddr::V4(std::net::Ipv4Addr::from(
+                    (u32::from(high) << 16) | u32::from(low),
+                )))
+            };
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
-                || (first & 0xfe00) == 0xfc00
-                || (first & 0xffc0) == 0xfe80
+                || (segments[0] & 0xfe00) == 0xfc00 // unique local (fd00:ec2::254)
+                || (segments[0] & 0xffc0) == 0xfe80 // link-local
+                || (segments[0] & 0xffc0) == 0xfec0 // site-local
+                || (segments[0] == 0x2001 && segments[1] == 0) // Teredo
+                || (segments[0] == 0x64 && segments[1] == 0xff9b && segments[2] == 1) // local NAT64
+                // NAT64, 6to4 and IPv4-compatible forms carry an IPv4 address.
+                || (segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && embedded(segments[6], segments[7]))
+                || (segments[0] == 0x2002 && embedded(segments[1], segments[2]))
+                || (segments[..6] == [0; 6] && embedded(segments[6], segments[7]))
         }
     }
 }
@@ -170,8 +183,10 @@ impl SourcePolicy {
                 .filter_map(|root| root.canonicalize().ok())
                 .any(|root| canonical.starts_with(root))
         };
+        // A FIFO or a device under a root would block or never end a read.
+        let readable = |canonical: &PathBuf| std::fs::metadata(canonical).map_or(true, |meta| meta.is_file());
         match canonical {
-            Some(canonical) if under_a_root(&canonical) => Ok(canonical),
+            Some(canonical) if under_a_root(&canonical) && readable(&canonical) => Ok(canonical),
             _ => Err(PolicyError::FileOutsideRoots {
                 path: path.display().to_string(),
             }),
@@ -281,6 +296,12 @@ mod tests {
             "fd00:ec2::254",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a9fe:a9fe::1",
+            "::a9fe:a9fe",
+            "fec0::1",
+            "2001:0:4136:e378::1",
+            "64:ff9b:1::1",
         ] {
             assert!(is_internal(internal.parse().unwrap()), "{internal}");
         }

@@ -1,7 +1,8 @@
 //! All-or-nothing replacement of a view's collection.
 //!
-//! The new records are written to a staging collection that already carries
-//! the target's indexes, checked, and then renamed over the target with
+//! The new records are written to a staging collection created with the
+//! target's options, its indexes are built, everything is checked, and then
+//! it is renamed over the target with
 //! `dropTarget` in one server-side step. Readers see the old collection or the
 //! new one, never a mix, and no transaction (hence no replica set) is needed.
 //! Any failure before the rename leaves the target untouched.
@@ -260,11 +261,9 @@ impl Staging {
         }
     }
 
-    /// Checks that every record arrived, then renames the staging collection
-    /// over the target in one server-side step (`dropTarget`): readers see the
-    /// old collection or the new one, never a mix. Returns what the server
-    /// did not carry over (see [`shape::restore_options`]).
-    pub async fn swap_in(&mut self) -> Result<Vec<String>, ApplyError> {
+    /// Writes what is left, builds the indexes and checks that every record
+    /// and index arrived: after this, only [`Staging::swap_in`] is left.
+    pub async fn prepare(&mut self) -> Result<(), ApplyError> {
         self.flush().await?;
         let staging = self.collection.name().to_owned();
         shape::create_indexes(&self.db, &staging, &self.indexes).await?;
@@ -295,6 +294,15 @@ impl Staging {
                 found: indexes.len(),
             });
         }
+        Ok(())
+    }
+
+    /// Renames the prepared staging collection over the target in one
+    /// server-side step (`dropTarget`): readers see the old collection or the
+    /// new one, never a mix. Returns what the server did not carry over (see
+    /// [`shape::restore_options`]).
+    pub async fn swap_in(&mut self) -> Result<Vec<String>, ApplyError> {
+        let staging = self.collection.name().to_owned();
         let namespace = |name: &str| format!("{}.{name}", self.db.name());
         self.db
             .client()

@@ -132,8 +132,8 @@ fn date_or_moment(naive: NaiveDateTime, zone: Tz) -> Option<DateTime<Utc>> {
 }
 
 /// The moment a wall-clock time in `zone` names. In a DST gap the time does
-/// not exist; the earliest valid reading after it is what the sheet's owner
-/// would expect. In the repeated hour, the earlier of the two.
+/// not exist: it is moved forward by the gap's hour (02:30 reads as 03:30),
+/// as spreadsheets do. In the repeated hour, the earlier of the two.
 pub fn local_moment(local: NaiveDateTime, zone: Tz) -> Option<DateTime<Utc>> {
     zone.from_local_datetime(&local)
         .earliest()

@@ -5,27 +5,32 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// A compact, comparable reference to what a link names: the HubSpot deal
-/// number when the link has one (`/deals/123`, `/deal/123`,
-/// `/record/0-3/123`, whatever the portal, host or trailing view), else the
-/// URL without scheme, `www.`, fragment, trailing `/` and with a lower-case
-/// host. `None` for an empty cell.
+/// number of a HubSpot deal link (`/deals/123`, `/deal/123`,
+/// `/record/0-3/123`, whatever the portal, regional host or trailing view),
+/// else the URL without scheme, `www.`, fragment, trailing `/` and with a
+/// lower-case host. `None` for anything that is not an http(s) URL with a
+/// host: a placeholder such as `TBD` or `n/a` names nothing, and two records
+/// sharing one must never be taken for the same deal.
 ///
 /// Held as a 64-bit digest: it is compared, never shown, and one is kept per
 /// record (two links colliding is a 1 in 2^64 chance per pair).
 pub fn link_ref(url: &str) -> Option<u64> {
     let url = url.trim();
-    if url.is_empty() {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let host = parsed.host_str().filter(|host| !host.is_empty())?.to_ascii_lowercase();
+    if !matches!(parsed.scheme(), "http" | "https") {
         return None;
     }
     let mut hasher = DefaultHasher::new();
-    match hubspot_deal(url) {
+    let is_hubspot = host == "hubspot.com" || host.ends_with(".hubspot.com");
+    match hubspot_deal(url).filter(|_| is_hubspot) {
         Some(deal) => ("deal", deal).hash(&mut hasher),
         None => ("url", normalised(url)).hash(&mut hasher),
     }
     Some(hasher.finish())
 }
 
-/// The deal number of a HubSpot deal link.
+/// The deal number in a HubSpot deal link's path.
 fn hubspot_deal(url: &str) -> Option<u64> {
     let path = url.split(['?', '#']).next()?;
     let segments: Vec<&str> = path.split('/').collect();
@@ -79,5 +84,25 @@ mod tests {
             "paths keep their case"
         );
         assert_eq!(link_ref("   "), None);
+    }
+
+    #[test]
+    fn placeholders_and_other_crms_are_no_deal() {
+        for placeholder in [
+            "TBD",
+            "n/a",
+            "-",
+            "x",
+            "à créer",
+            "mailto:a@b.c",
+            "app.hubspot.com/deals/42",
+        ] {
+            assert_eq!(link_ref(placeholder), None, "{placeholder}");
+        }
+        assert_ne!(
+            link_ref("https://crm.example.com/deals/42"),
+            link_ref("https://app.hubspot.com/deals/42"),
+            "a deal number counts only on HubSpot's hosts"
+        );
     }
 }

@@ -169,7 +169,7 @@ fn separated_digits(digits: &str, currency: bool) -> Option<NumberText> {
     }
     let separators: Vec<(usize, char)> = digits.char_indices().filter(|(_, c)| !c.is_ascii_digit()).collect();
     let Some(&(last, last_separator)) = separators.last() else {
-        let value = digits.parse().ok()?;
+        let value = without_groups(digits, None)?;
         return Some(NumberText::Certain { value, shows: None });
     };
     let single_kind = separators.iter().all(|(_, c)| *c == last_separator);
@@ -180,6 +180,18 @@ fn separated_digits(digits: &str, currency: bool) -> Option<NumberText> {
             shows: Some(shows),
         })
     };
+    // Every separator but a decimal mark must group thousands: a first group
+    // of one to three digits, then groups of three (`1.2.2025` is a date typed
+    // in the wrong column, not 122025).
+    let grouped = match (single_kind, separators.len()) {
+        (false, _) => Some(&digits[..last]),
+        (true, 2..) => Some(digits),
+        // A lone separator may be the decimal mark: see below.
+        (true, _) => None,
+    };
+    if grouped.is_some_and(|grouped| !well_grouped(grouped)) {
+        return None;
+    }
     if !single_kind {
         return certain(Some(last), DecimalMark::of(last_separator));
     }
@@ -211,8 +223,16 @@ fn separated_digits(digits: &str, currency: bool) -> Option<NumberText> {
     })
 }
 
+/// `1,234,567` or `12.345`: one to three digits, then groups of exactly
+/// three, one separator between them.
+fn well_grouped(whole: &str) -> bool {
+    let mut groups = whole.split([',', '.']);
+    let first_ok = groups.next().is_some_and(|first| (1..=3).contains(&first.len()));
+    first_ok && groups.all(|group| group.len() == 3)
+}
+
 /// The digits as a number, the separator at `decimal` as the decimal point
-/// and every other separator dropped.
+/// and every other separator dropped; `None` past `f64`'s range.
 fn without_groups(digits: &str, decimal: Option<usize>) -> Option<f64> {
     let mut plain = String::with_capacity(digits.len());
     for (index, c) in digits.char_indices() {
@@ -222,5 +242,5 @@ fn without_groups(digits: &str, decimal: Option<usize>) -> Option<f64> {
             plain.push('.');
         }
     }
-    plain.parse().ok()
+    plain.parse().ok().filter(|value: &f64| value.is_finite())
 }
