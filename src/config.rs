@@ -38,6 +38,8 @@ pub struct Config {
     pub sync: SyncSettings,
     /// `sync.time_zone`, or else `daemon.time_zone`, parsed.
     pub time_zone: chrono_tz::Tz,
+    /// `[mongo]` time limits of one operation, by kind.
+    pub operation_limits: crate::store::OperationLimits,
     /// Per-view overrides, by view name as the `views` collection spells it.
     pub views: BTreeMap<String, ViewOverride>,
     /// `sheetsync run`: schedule, HTTP server, lifecycle.
@@ -343,6 +345,11 @@ struct FileConfig {
 struct MongoSection {
     url: Option<String>,
     db_name: Option<String>,
+    /// Time limits of one MongoDB operation, by kind, in seconds.
+    read_timeout_secs: Option<u64>,
+    write_timeout_secs: Option<u64>,
+    index_timeout_secs: Option<u64>,
+    rename_timeout_secs: Option<u64>,
 }
 
 impl Config {
@@ -439,8 +446,17 @@ impl Config {
                  \"Europe/Paris\""
             ))
         })?;
+        let defaults = crate::store::OperationLimits::default();
+        let secs = |setting: Option<u64>, default: Duration| setting.map_or(default, Duration::from_secs);
+        let operation_limits = crate::store::OperationLimits {
+            read: secs(parsed.mongo.read_timeout_secs, defaults.read),
+            write: secs(parsed.mongo.write_timeout_secs, defaults.write),
+            index_build: secs(parsed.mongo.index_timeout_secs, defaults.index_build),
+            rename: secs(parsed.mongo.rename_timeout_secs, defaults.rename),
+        };
         let config = Config {
             time_zone,
+            operation_limits,
             mongo_url: non_empty("MONGO_URL")
                 .or(parsed.mongo.url)
                 .unwrap_or_else(|| DEFAULT_MONGO_URL.to_owned()),
@@ -457,7 +473,20 @@ impl Config {
         Ok(config)
     }
 
+    /// The time limits of MongoDB operations.
+    pub fn mongo_limits(&self) -> crate::store::OperationLimits {
+        self.operation_limits
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
+        let limits = self.operation_limits;
+        if [limits.read, limits.write, limits.index_build, limits.rename].contains(&Duration::ZERO) {
+            return Err(ConfigError::Invalid(
+                "mongo.read_timeout_secs, write_timeout_secs, index_timeout_secs and rename_timeout_secs must be \
+                 at least 1"
+                    .to_owned(),
+            ));
+        }
         if !(self.mongo_url.starts_with("mongodb://") || self.mongo_url.starts_with("mongodb+srv://")) {
             return Err(ConfigError::Invalid(format!(
                 "MONGO_URL {} must start with mongodb:// or mongodb+srv://",
@@ -830,6 +859,16 @@ mod example_file {
         let defaults = Config::resolve(None, |_| None).unwrap();
         assert_eq!(parsed.mongo.url.as_deref(), Some(DEFAULT_MONGO_URL));
         assert_eq!(parsed.mongo.db_name.as_deref(), Some(DEFAULT_DB_NAME));
+        let limits = crate::store::OperationLimits::default();
+        assert_eq!(
+            [
+                parsed.mongo.read_timeout_secs,
+                parsed.mongo.write_timeout_secs,
+                parsed.mongo.index_timeout_secs,
+                parsed.mongo.rename_timeout_secs
+            ],
+            [limits.read, limits.write, limits.index_build, limits.rename].map(|limit| Some(limit.as_secs()))
+        );
         assert_eq!(format!("{:?}", parsed.sync), format!("{:?}", defaults.sync));
         let mut google = parsed.google.clone();
         google.key_file = None;

@@ -28,7 +28,7 @@ use uuid::Uuid;
 use crate::mapping::profile::{FieldKind, TargetProfile};
 use crate::mapping::values::links::link_ref;
 use crate::mapping::{KEY_SEPARATOR, MappedRecord, Winner, record_key};
-use crate::store::{Doing, StoreError};
+use crate::store::{Operation, StoreError, Within};
 
 /// Namespace of the v5 UUIDs given to new records (random, fixed forever: a
 /// different namespace would change every deal id).
@@ -114,7 +114,11 @@ pub async fn load_existing(collection: &Collection<Document>, profile: &TargetPr
     // doubling would briefly hold the old table next to the new one, the
     // largest moment of a re-load's memory. (A failed estimate only costs
     // that.)
-    if let Ok(estimate) = collection.estimated_document_count().await {
+    if let Ok(estimate) = collection
+        .estimated_document_count()
+        .within(Operation::Read, describe)
+        .await
+    {
         let estimate = usize::try_from(estimate).unwrap_or(0);
         existing.by_key.reserve(estimate);
         existing.ids.reserve(estimate);
@@ -122,9 +126,9 @@ pub async fn load_existing(collection: &Collection<Document>, profile: &TargetPr
     let mut cursor = collection
         .find(doc! {})
         .projection(doc! { "_id": 0 })
-        .await
-        .doing(describe)?;
-    while let Some(document) = cursor.try_next().await.doing(describe)? {
+        .within(Operation::Read, describe)
+        .await?;
+    while let Some(document) = cursor.try_next().within(Operation::Read, describe).await? {
         existing.add(profile, &document);
     }
     Ok(existing)

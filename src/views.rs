@@ -11,6 +11,7 @@ use crate::mapping::conventions::ReadSettings;
 use crate::redact::redact_url;
 use crate::source::SourceSpec;
 use crate::source::policy::SourcePolicy;
+use crate::store::{Operation, StoreError, Within};
 
 pub const VIEWS_COLLECTION: &str = "views";
 
@@ -63,8 +64,8 @@ pub struct ViewSummary {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ViewsError {
-    #[error("cannot read the `views` collection: {0}")]
-    Read(#[from] mongodb::error::Error),
+    #[error(transparent)]
+    Read(#[from] StoreError),
     #[error("view {0:?} is the Master view: it aggregates the others and has no collection to sync")]
     MasterSelected(String),
     #[error("unknown view(s) {unknown}; the views collection has: {available}")]
@@ -73,12 +74,15 @@ pub enum ViewsError {
 
 /// Reads every view and resolves it against the config.
 pub async fn load_plans(db: &Database, config: &Config) -> Result<Vec<ViewPlan>, ViewsError> {
-    let documents: Vec<Document> = db
-        .collection::<Document>(VIEWS_COLLECTION)
+    let views = db.collection::<Document>(VIEWS_COLLECTION);
+    let describe = || format!("reading the `{VIEWS_COLLECTION}` collection");
+    let documents: Vec<Document> = views
         .find(doc! {})
         .sort(doc! { "name": 1 })
+        .within(Operation::Read, describe)
         .await?
         .try_collect()
+        .within(Operation::Read, describe)
         .await?;
     let policy = SourcePolicy::new(&config.sources);
     let mut plans: Vec<ViewPlan> = documents.iter().map(|view| resolve(view, config, &policy)).collect();

@@ -632,3 +632,80 @@ async fn views_sync_within_the_concurrency_bound() {
         daemon.stop();
     }
 }
+
+/// A server that stops answering mid-sync (SIGSTOP): the run fails within
+/// the operation limit naming what it was doing, /readyz says MongoDB does
+/// not answer, /status and an admin refresh still answer at once, and once
+/// the server goes on (SIGCONT) the refresh runs and succeeds.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_stops_answering_fails_the_run_in_time_and_the_refresh_runs_later() {
+    let server = OwnServer::start();
+    let name = unique_db("frozen");
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("organic.csv");
+    write_csv(&csv, 50, "new");
+    let db = database(&server.url, &name).await;
+    insert_views(&db, &[("view-organic", "Organic", csv.as_path())]).await;
+    let config = dir.path().join("sheetsync.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mongo]\nurl = {:?}\ndb_name = {name:?}\nread_timeout_secs = 2\nwrite_timeout_secs = 2\n\n\
+             [sources]\nfile_roots = [\"/\"]\n\n[daemon]\nlisten = \"127.0.0.1:0\"\nschedule = \"0 0 0 1 1 *\"\n\
+             catch_up = false\nlease_secs = 30\nretry_min_secs = 1\nretry_max_secs = 2\n",
+            server.url
+        ),
+    )
+    .unwrap();
+    let mut daemon = DaemonProc::start(
+        &config,
+        &[
+            ("SHEETSYNC_TEST_PAUSE_BEFORE_SWAP_MS", "2000"),
+            ("SHEETSYNC_ADMIN_TOKEN", "correct-horse"),
+        ],
+    );
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log("test pause before the swap");
+    server.freeze();
+    let failed = daemon.wait_log("sync failed");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(error.contains("no answer within 2 s"), "{failed}");
+
+    let client = http();
+    let started = std::time::Instant::now();
+    let readyz = client.get(format!("{}/readyz", daemon.base)).send().await.unwrap();
+    assert_eq!(readyz.status(), 503);
+    assert!(readyz.text().await.unwrap().contains("MongoDB does not answer"));
+    let status = client.get(format!("{}/status", daemon.base)).send().await.unwrap();
+    assert_eq!(status.status(), 200);
+    let refresh = client
+        .post(format!("{}/admin/refresh?view=Organic", daemon.base))
+        .bearer_auth("correct-horse")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refresh.status(), 202);
+    let queued: Value = refresh.json().await.unwrap();
+    assert_eq!(queued["queued"], true, "{queued}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the endpoints waited for the frozen server: {:?}",
+        started.elapsed()
+    );
+
+    server.thaw();
+    eventually("the refresh to succeed once the server answers", || async {
+        use futures_util::TryStreamExt;
+        let records: Vec<Document> = db
+            .collection::<Document>("sales_records")
+            .find(doc! {})
+            .await
+            .ok()?
+            .try_collect()
+            .await
+            .ok()?;
+        (records.len() == 50).then_some(())
+    })
+    .await;
+    daemon.stop();
+}

@@ -9,19 +9,21 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use chrono::{DateTime, Utc};
 use mongodb::bson::{Document, doc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::Daemon;
-use crate::store::runs::SYNC_RUNS_COLLECTION;
-use crate::store::{metadata, runs};
+use crate::store::{Operation, Within, runs};
 use crate::sync::Trigger;
 use crate::views;
 
 type Shared = Arc<Daemon>;
+
+/// How long an admin refresh waits for the view list before queueing the
+/// refresh instead (MongoDB slow or down).
+const ADMIN_LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 pub fn router(daemon: Shared) -> Router {
     Router::new()
@@ -101,22 +103,27 @@ async fn status(State(daemon): State<Shared>, headers: HeaderMap) -> Response {
         "mongo": { "reachable": mongo.reachable, "detail": mongo.detail, "checked_at": mongo.checked_at },
         "running": daemon.runs.running(),
     });
-    let views = match daemon.load_plans().await {
-        Ok(plans) => {
-            let mut views = Vec::new();
-            for plan in plans {
-                if plan.is_master() {
-                    continue;
-                }
-                views.push(view_status(&daemon, &plan, next_run.as_deref()).await);
-            }
-            Value::Array(views)
-        }
-        Err(reason) => {
-            body["views_error"] = json!(reason);
-            Value::Array(Vec::new())
-        }
-    };
+    // The views' part comes from the daemon's snapshot (refreshed in the
+    // background and after every run): a request never queries MongoDB, so
+    // `/status` answers at once even when the database is busy or down.
+    let snapshot = daemon.status_snapshot();
+    let views: Vec<Value> = snapshot
+        .views
+        .into_iter()
+        .map(|mut view| {
+            let name = view["name"].as_str().unwrap_or_default().to_owned();
+            let (running, follow_up) = daemon.runs.flight_of(&name);
+            view["running"] = json!(running);
+            view["follow_up_queued"] = json!(follow_up);
+            view["next_run"] = json!(next_run);
+            view
+        })
+        .collect();
+    body["views_refreshed_at"] = json!(snapshot.refreshed_at);
+    if let Some(error) = snapshot.error {
+        body["views_error"] = json!(error);
+    }
+    let views = Value::Array(views);
     body["views"] = views;
     if !authorized {
         without_content(&mut body);
@@ -138,50 +145,6 @@ fn without_content(body: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(without_content),
         _ => {}
     }
-}
-
-async fn view_status(daemon: &Daemon, plan: &views::ViewPlan, next_run: Option<&str>) -> Value {
-    let db = &daemon.syncer.db;
-    let history = db.collection::<Document>(SYNC_RUNS_COLLECTION);
-    let (running, follow_up) = daemon.runs.flight_of(&plan.name);
-    let summary = |document: Document| {
-        json!({
-            "run_id": document.get_str("run_id").ok(),
-            "trigger": document.get_str("trigger").ok(),
-            "outcome": document.get_str("outcome").ok(),
-            "started_at": document.get_datetime("started_at").ok().and_then(|at| crate::mapping::values::from_bson_date(*at)),
-            "finished_at": document.get_datetime("finished_at").ok().and_then(|at| crate::mapping::values::from_bson_date(*at)),
-            "records_written": document.get("records_written").map(|value| value.clone().into_relaxed_extjson()),
-            "error": document.get_str("error").ok(),
-        })
-    };
-    let latest = |filter: Document| history.find_one(filter).sort(doc! { "started_at": -1 });
-    let last_run = latest(doc! { "view": &plan.name }).await.ok().flatten().map(summary);
-    let last_error = latest(doc! { "view": &plan.name, "outcome": "failed" })
-        .await
-        .ok()
-        .flatten()
-        .map(summary);
-    let (last_success, records): (Option<DateTime<Utc>>, Option<i64>) =
-        match metadata::last_update(db, &plan.view_id).await {
-            Ok(Some((at, count))) => (Some(at), Some(count)),
-            _ => (None, None),
-        };
-    let summary = plan.summary();
-    json!({
-        "name": plan.name,
-        "view_id": plan.view_id,
-        "collection": summary.collection,
-        "source": summary.source,
-        "status": summary.status,
-        "running": running,
-        "follow_up_queued": follow_up,
-        "last_run": last_run,
-        "last_success": last_success,
-        "last_error": last_error,
-        "records_count": records,
-        "next_run": next_run,
-    })
 }
 
 /// `None` when the request may go on; the refusal otherwise.
@@ -224,16 +187,18 @@ async fn refresh(State(daemon): State<Shared>, headers: HeaderMap, Query(query):
     if !daemon.runs.is_accepting() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
-    let plans = match daemon.load_plans().await {
-        Ok(plans) => plans,
-        Err(reason) => {
-            return error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("cannot list the views: {reason}"),
-            );
+    let names: Vec<String> = query.view.into_iter().collect();
+    // MongoDB slow or down: the refresh is queued as a job that retries
+    // until the database answers, and the caller is told at once.
+    let plans = match tokio::time::timeout(ADMIN_LIST_TIMEOUT, daemon.load_plans()).await {
+        Ok(Ok(plans)) => plans,
+        Ok(Err(_)) | Err(_) => {
+            tokio::spawn(Arc::clone(&daemon).job_for(Trigger::Admin, None, names.clone()));
+            tracing::info!(views = ?names, "admin refresh queued until MongoDB answers");
+            let body = json!({ "queued": true, "views": names, "runs": [], "reason": "MongoDB does not answer yet" });
+            return (StatusCode::ACCEPTED, Json(body)).into_response();
         }
     };
-    let names: Vec<String> = query.view.into_iter().collect();
     let plans = match views::select(plans, &names) {
         Ok(plans) => plans,
         Err(unknown) => return error(StatusCode::NOT_FOUND, unknown.to_string()),
@@ -266,6 +231,7 @@ async fn run_result(State(daemon): State<Shared>, headers: HeaderMap, Path(id): 
         .db
         .collection::<Document>(runs::SYNC_RUNS_COLLECTION)
         .find_one(doc! { "run_id": &id })
+        .within(Operation::Read, || format!("reading run {id}"))
         .await;
     match stored {
         Ok(Some(document)) => Json(json!({

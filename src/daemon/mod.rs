@@ -29,7 +29,7 @@ use crate::config::Config;
 use crate::mapping::sales::SALES_RECORDS;
 use crate::source::Sources;
 use crate::store::lease::{self, Leases};
-use crate::store::{self, StoreError, metadata};
+use crate::store::{self, StoreError, metadata, runs};
 use crate::sync::{Abort, SyncOptions, Syncer, Trigger};
 use crate::telemetry;
 use crate::views::{self, ViewPlan};
@@ -96,7 +96,27 @@ pub struct Daemon {
     /// One permit per sync allowed to run at once (`max_concurrent_syncs`):
     /// a cycle of many views must not take every core and connection.
     sync_slots: tokio::sync::Semaphore,
+    /// What `/status` shows of each view, read from MongoDB in the
+    /// background (see [`Daemon::status_refresher`]), never per request.
+    status: Mutex<StatusSnapshot>,
+    /// Wakes the status refresher when a run ends.
+    status_stale: tokio::sync::Notify,
 }
+
+/// The views' part of `/status`, as last read from MongoDB.
+#[derive(Debug, Clone, Default)]
+pub struct StatusSnapshot {
+    /// One JSON object per view (last run, last success, last error,
+    /// record count...).
+    pub views: Vec<serde_json::Value>,
+    /// Why the last refresh could not read the views.
+    pub error: Option<String>,
+    pub refreshed_at: Option<DateTime<Utc>>,
+}
+
+/// How often the `/status` snapshot is read again without a run ending
+/// (runs of other replicas, edits of the `views` collection).
+const STATUS_REFRESH: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Daemon {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -399,6 +419,94 @@ impl Daemon {
 
     fn finish(&self, id: Uuid, state: RunState) {
         self.runs.set_state(id, state, self.clock.now());
+        self.status_stale.notify_one();
+    }
+
+    /// The `/status` snapshot.
+    pub fn status_snapshot(&self) -> StatusSnapshot {
+        lock(&self.status).clone()
+    }
+
+    /// Keeps the `/status` snapshot fresh: after every run, and every
+    /// [`STATUS_REFRESH`]. Each read is bounded by the MongoDB time limits;
+    /// while the database does not answer, the last snapshot stays, with the
+    /// reason.
+    async fn status_refresher(self: Arc<Self>) {
+        loop {
+            self.refresh_status().await;
+            tokio::select! {
+                () = self.status_stale.notified() => {}
+                () = tokio::time::sleep(STATUS_REFRESH) => {}
+                () = self.until_shutdown() => return,
+            }
+        }
+    }
+
+    async fn refresh_status(&self) {
+        let plans = match self.load_plans().await {
+            Ok(plans) => plans,
+            Err(reason) => {
+                lock(&self.status).error = Some(reason);
+                return;
+            }
+        };
+        let mut views = Vec::new();
+        for plan in plans.iter().filter(|plan| !plan.is_master()) {
+            views.push(self.view_status(plan).await);
+        }
+        *lock(&self.status) = StatusSnapshot {
+            views,
+            error: None,
+            refreshed_at: Some(self.clock.now()),
+        };
+    }
+
+    /// One view's part of `/status`; what cannot be read is left null.
+    async fn view_status(&self, plan: &ViewPlan) -> serde_json::Value {
+        let db = &self.syncer.db;
+        let summary = |document: mongodb::bson::Document| {
+            let at = |field: &str| {
+                document
+                    .get_datetime(field)
+                    .ok()
+                    .and_then(|at| crate::mapping::values::from_bson_date(*at))
+            };
+            serde_json::json!({
+                "run_id": document.get_str("run_id").ok(),
+                "trigger": document.get_str("trigger").ok(),
+                "outcome": document.get_str("outcome").ok(),
+                "started_at": at("started_at"),
+                "finished_at": at("finished_at"),
+                "records_written": document.get("records_written").map(|value| value.clone().into_relaxed_extjson()),
+                "error": document.get_str("error").ok(),
+            })
+        };
+        let last_run = runs::latest(db, &plan.name, mongodb::bson::doc! {})
+            .await
+            .ok()
+            .flatten()
+            .map(summary);
+        let last_error = runs::latest(db, &plan.name, mongodb::bson::doc! { "outcome": "failed" })
+            .await
+            .ok()
+            .flatten()
+            .map(summary);
+        let (last_success, records) = match metadata::last_update(db, &plan.view_id).await {
+            Ok(Some((at, count))) => (Some(at), Some(count)),
+            _ => (None, None),
+        };
+        let summary = plan.summary();
+        serde_json::json!({
+            "name": plan.name,
+            "view_id": plan.view_id,
+            "collection": summary.collection,
+            "source": summary.source,
+            "status": summary.status,
+            "last_run": last_run,
+            "last_success": last_success,
+            "last_error": last_error,
+            "records_count": records,
+        })
     }
 
     /// Loads the views, with MongoDB's state recorded.
@@ -442,6 +550,11 @@ impl Daemon {
     /// synced since the slot are skipped (another replica did them). For a
     /// catch-up, only views whose last success is older than the slot run.
     pub async fn job(self: Arc<Self>, trigger: Trigger, slot: Option<DateTime<Utc>>) {
+        self.job_for(trigger, slot, Vec::new()).await;
+    }
+
+    /// A job for the named views only (all when `names` is empty).
+    pub async fn job_for(self: Arc<Self>, trigger: Trigger, slot: Option<DateTime<Utc>>, names: Vec<String>) {
         let settings = &self.config().daemon;
         let mut backoff = settings.retry_min();
         let mut done: Vec<String> = Vec::new();
@@ -460,7 +573,8 @@ impl Daemon {
                 }
                 Ok(plans) => {
                     for plan in plans {
-                        if plan.is_master() || done.contains(&plan.name) {
+                        let unasked = !names.is_empty() && !names.contains(&plan.name);
+                        if plan.is_master() || done.contains(&plan.name) || unasked {
                             continue;
                         }
                         let mut view_trigger = trigger;
@@ -676,6 +790,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         slice: notifier.slice(schedule::MAX_SLICE),
         aborts: Mutex::new(HashMap::new()),
         sync_slots: tokio::sync::Semaphore::new(config_slots),
+        status: Mutex::new(StatusSnapshot::default()),
+        status_stale: tokio::sync::Notify::new(),
     });
     tracing::info!(
         %addr, owner = daemon.leases.owner(), schedule = daemon.schedule.expression(),
@@ -691,6 +807,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         })
     };
     tokio::spawn(Arc::clone(&daemon).scheduler(notifier.clone()));
+    tokio::spawn(Arc::clone(&daemon).status_refresher());
     tokio::spawn(Arc::clone(&daemon).start(notifier.clone()));
 
     loop {

@@ -11,7 +11,7 @@ use mongodb::bson::{Document, doc};
 use mongodb::{Collection, Database};
 
 use super::shape::{self, Shape, ShapeError};
-use super::{Doing, StoreError};
+use super::{Operation, StoreError, Within, timed};
 use crate::mapping::profile::TargetProfile;
 
 /// Prefix of staging collections; leftovers of a crashed run are recognised
@@ -129,8 +129,10 @@ pub async fn drop_leftover_staging(db: &Database, target: &str) -> Result<Vec<St
     let prefix = format!("{STAGING_PREFIX}{target}.");
     let names = db
         .list_collection_names()
-        .await
-        .doing(|| format!("listing collections to clean up staging for `{target}`"))?;
+        .within(Operation::Read, || {
+            format!("listing collections to clean up staging for `{target}`")
+        })
+        .await?;
     let now = unix_seconds();
     let stale = |name: &str| {
         let created = name[prefix.len()..]
@@ -146,8 +148,10 @@ pub async fn drop_leftover_staging(db: &Database, target: &str) -> Result<Vec<St
     {
         db.collection::<Document>(&name)
             .drop()
-            .await
-            .doing(|| format!("dropping leftover staging collection `{name}`"))?;
+            .within(Operation::Write, || {
+                format!("dropping leftover staging collection `{name}`")
+            })
+            .await?;
         dropped.push(name);
     }
     Ok(dropped)
@@ -222,7 +226,13 @@ impl Staging {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let inserted = self.collection.insert_many(&self.batch).ordered(false).await;
+        let staging = self.collection.name().to_owned();
+        let inserted = timed(
+            Operation::Write,
+            self.collection.insert_many(&self.batch).ordered(false),
+            || format!("writing records to staging collection `{staging}`"),
+        )
+        .await?;
         if let Err(error) = inserted {
             return Err(self.refusal(error));
         }
@@ -256,7 +266,7 @@ impl Staging {
             },
             None => ApplyError::Store(StoreError {
                 action: format!("writing records to staging collection `{}`", self.collection.name()),
-                source: error,
+                source: error.into(),
             }),
         }
     }
@@ -270,8 +280,8 @@ impl Staging {
         let found = self
             .collection
             .count_documents(doc! {})
-            .await
-            .doing(|| format!("counting staging collection `{staging}`"))?;
+            .within(Operation::Read, || format!("counting staging collection `{staging}`"))
+            .await?;
         if found != self.written as u64 {
             return Err(ApplyError::StagingMismatch {
                 staging,
@@ -284,8 +294,10 @@ impl Staging {
         let indexes = self
             .collection
             .list_index_names()
-            .await
-            .doing(|| format!("listing the indexes of staging collection `{staging}`"))?;
+            .within(Operation::Read, || {
+                format!("listing the indexes of staging collection `{staging}`")
+            })
+            .await?;
         let expected = self.indexes.len() + 1;
         if indexes.len() < expected {
             return Err(ApplyError::StagingIndexes {
@@ -312,8 +324,10 @@ impl Staging {
                 "to": namespace(&self.target),
                 "dropTarget": true,
             })
-            .await
-            .doing(|| format!("swapping `{staging}` in as `{}` (renameCollection)", self.target))?;
+            .within(Operation::Rename, || {
+                format!("swapping `{staging}` in as `{}` (renameCollection)", self.target)
+            })
+            .await?;
         // The data is in place now: a failure to check the options is told,
         // not turned into a failed refresh.
         Ok(shape::restore_options(&self.db, &self.target, &self.shape.options)

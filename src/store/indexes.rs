@@ -6,7 +6,7 @@ use mongodb::bson::Document;
 use mongodb::options::IndexOptions;
 use mongodb::{Database, IndexModel};
 
-use super::{Doing, StoreError};
+use super::{Operation, StoreError, Within};
 use crate::mapping::profile::IndexSpec;
 
 const fn plain(keys: &'static [&'static str]) -> IndexSpec {
@@ -116,13 +116,13 @@ pub async fn create(db: &Database, collection: &str, specs: &[IndexSpec]) -> Res
     }
     db.collection::<Document>(collection)
         .create_indexes(specs.iter().map(model))
-        .await
-        .doing(|| {
+        .within(Operation::IndexBuild, || {
             format!(
                 "creating indexes on `{collection}` (an index with the same keys but other options, or duplicate \
                  values under a unique index, must be fixed by hand)"
             )
-        })?;
+        })
+        .await?;
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use mongodb::Database;
 use mongodb::bson::{Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 
-use super::{Doing, StoreError};
+use super::{Doing, Operation, StoreError, Within, timed};
 use crate::mapping::values::to_bson_date;
 
 pub const SYNC_LOCKS_COLLECTION: &str = "sync_locks";
@@ -49,8 +49,12 @@ impl Leases {
     }
 
     /// The server's current time.
-    async fn server_now(&self, doing: impl FnOnce() -> String) -> Result<DateTime<Utc>, StoreError> {
-        let hello = self.db.run_command(doc! { "hello": 1 }).await.doing(doing)?;
+    async fn server_now(&self, doing: impl FnOnce() -> String + Send) -> Result<DateTime<Utc>, StoreError> {
+        let hello = self
+            .db
+            .run_command(doc! { "hello": 1 })
+            .within(Operation::Read, doing)
+            .await?;
         let millis = hello.get_datetime("localTime").map(|time| time.timestamp_millis());
         // Every MongoDB answers `hello` with its `localTime`; without it, the
         // local clock is the only one left.
@@ -69,11 +73,14 @@ impl Leases {
         let locks = self.db.collection::<Document>(SYNC_LOCKS_COLLECTION);
         let expires_at = to_bson_date(self.expiry(now));
         let acquired_at = to_bson_date(now);
-        let inserted = locks
-            .insert_one(doc! {
+        let inserted = timed(
+            Operation::Write,
+            locks.insert_one(doc! {
                 "_id": view_id, "owner": &self.owner, "expires_at": expires_at, "acquired_at": acquired_at,
-            })
-            .await;
+            }),
+            || format!("taking the lease of view {view_id}"),
+        )
+        .await?;
         match inserted {
             Ok(_) => return Ok(true),
             Err(error) if is_duplicate_key(&error) => {}
@@ -88,8 +95,8 @@ impl Leases {
                 },
                 doc! { "$set": { "owner": &self.owner, "expires_at": expires_at, "acquired_at": acquired_at } },
             )
-            .await
-            .doing(|| format!("taking over the lease of view {view_id}"))?;
+            .within(Operation::Write, || format!("taking over the lease of view {view_id}"))
+            .await?;
         Ok(taken.matched_count == 1)
     }
 
@@ -106,8 +113,8 @@ impl Leases {
                 doc! { "_id": view_id, "owner": &self.owner },
                 doc! { "$set": { "expires_at": to_bson_date(self.expiry(now)) } },
             )
-            .await
-            .doing(|| format!("renewing the lease of view {view_id}"))?;
+            .within(Operation::Write, || format!("renewing the lease of view {view_id}"))
+            .await?;
         Ok(renewed.matched_count == 1)
     }
 
@@ -117,8 +124,8 @@ impl Leases {
             .db
             .collection::<Document>(SYNC_LOCKS_COLLECTION)
             .find_one(doc! { "_id": view_id })
-            .await
-            .doing(|| format!("reading the lease of view {view_id}"))?;
+            .within(Operation::Read, || format!("reading the lease of view {view_id}"))
+            .await?;
         Ok(lease.and_then(|lease| {
             let owner = lease.get_str("owner").ok()?.to_owned();
             let until = DateTime::from_timestamp_millis(lease.get_datetime("expires_at").ok()?.timestamp_millis())?;
@@ -151,8 +158,8 @@ impl Leases {
         self.db
             .collection::<Document>(SYNC_LOCKS_COLLECTION)
             .delete_one(doc! { "_id": view_id, "owner": &self.owner })
-            .await
-            .doing(|| format!("releasing the lease of view {view_id}"))?;
+            .within(Operation::Write, || format!("releasing the lease of view {view_id}"))
+            .await?;
         Ok(())
     }
 }

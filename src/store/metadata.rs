@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use mongodb::Database;
 use mongodb::bson::{DateTime as BsonDateTime, Document, doc};
 
-use super::{Doing, StoreError};
+use super::{Operation, StoreError, Within};
 use crate::source::SourceType;
 
 pub const DATA_METADATA_COLLECTION: &str = "data_metadata";
@@ -35,8 +35,10 @@ pub async fn record_last_update(
             },
         )
         .upsert(true)
-        .await
-        .doing(|| format!("recording the last update of view {view_id} in `{DATA_METADATA_COLLECTION}`"))?;
+        .within(Operation::Write, || {
+            format!("recording the last update of view {view_id} in `{DATA_METADATA_COLLECTION}`")
+        })
+        .await?;
     Ok(())
 }
 
@@ -46,8 +48,10 @@ pub async fn last_update(db: &Database, view_id: &str) -> Result<Option<(DateTim
     let found = db
         .collection::<Document>(DATA_METADATA_COLLECTION)
         .find_one(doc! { "type": "last_update", "view_id": view_id })
-        .await
-        .doing(|| format!("reading the last update of view {view_id} from `{DATA_METADATA_COLLECTION}`"))?;
+        .within(Operation::Read, || {
+            format!("reading the last update of view {view_id} from `{DATA_METADATA_COLLECTION}`")
+        })
+        .await?;
     Ok(found.and_then(|document| {
         let when = crate::mapping::values::from_bson_date(*document.get_datetime("last_update").ok()?)?;
         let count = match document.get("records_count") {

@@ -14,7 +14,19 @@ pub mod shape;
 pub struct StoreError {
     pub action: String,
     #[source]
-    pub source: mongodb::error::Error,
+    pub source: StoreCause,
+}
+
+/// Why a MongoDB operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreCause {
+    #[error(transparent)]
+    Driver(#[from] mongodb::error::Error),
+    #[error(
+        "no answer within {seconds} s, so it was given up (is the server overloaded or stopped? the limit is \
+         [mongo] {setting})"
+    )]
+    TimedOut { seconds: u64, setting: &'static str },
 }
 
 /// Attaches what was being done to a driver error.
@@ -26,9 +38,113 @@ impl<T> Doing<T> for Result<T, mongodb::error::Error> {
     fn doing(self, action: impl FnOnce() -> String) -> Result<T, StoreError> {
         self.map_err(|source| StoreError {
             action: action(),
-            source,
+            source: source.into(),
         })
     }
+}
+
+/// The kinds of MongoDB operations, each with its own time limit: a server
+/// that stops answering must fail the run (which then releases its lease and
+/// leaves the old data) rather than hold it forever. The driver has no
+/// per-operation timeout of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    /// Queries, counts, listings, one cursor batch.
+    Read,
+    /// Inserts, updates, deletes, collection creation, `collMod`.
+    Write,
+    /// Index builds, in bulk on a whole staging collection.
+    IndexBuild,
+    /// `renameCollection` (some servers copy the data).
+    Rename,
+}
+
+/// The limit of each kind of operation (`[mongo]` settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OperationLimits {
+    pub read: std::time::Duration,
+    pub write: std::time::Duration,
+    pub index_build: std::time::Duration,
+    pub rename: std::time::Duration,
+}
+
+impl Default for OperationLimits {
+    fn default() -> Self {
+        let secs = std::time::Duration::from_secs;
+        OperationLimits {
+            read: secs(30),
+            write: secs(120),
+            index_build: secs(1800),
+            rename: secs(1800),
+        }
+    }
+}
+
+/// The limits of this process, set once from the configuration when the
+/// client is made ([`client_for`]). Global because every store function
+/// takes only a `Database`, which cannot carry them.
+static LIMITS: std::sync::OnceLock<OperationLimits> = std::sync::OnceLock::new();
+
+impl Operation {
+    fn limit(self) -> (std::time::Duration, &'static str) {
+        let limits = LIMITS.get().copied().unwrap_or_default();
+        match self {
+            Operation::Read => (limits.read, "read_timeout_secs"),
+            Operation::Write => (limits.write, "write_timeout_secs"),
+            Operation::IndexBuild => (limits.index_build, "index_timeout_secs"),
+            Operation::Rename => (limits.rename, "rename_timeout_secs"),
+        }
+    }
+}
+
+/// `operation.within(kind, action)`: the operation within its kind's limit,
+/// its failure saying what was being done.
+pub(crate) trait Within<T>: std::future::IntoFuture<Output = Result<T, mongodb::error::Error>> + Sized {
+    fn within(
+        self,
+        kind: Operation,
+        action: impl FnOnce() -> String + Send,
+    ) -> impl std::future::Future<Output = Result<T, StoreError>> + Send
+    where
+        Self: Send,
+        Self::IntoFuture: Send,
+        T: Send,
+    {
+        bounded(kind, self, action)
+    }
+}
+
+impl<F, T> Within<T> for F where F: std::future::IntoFuture<Output = Result<T, mongodb::error::Error>> {}
+
+/// The operation within its kind's limit, the driver's own error left as is
+/// (for callers that tell some errors apart, e.g. a duplicate key); only a
+/// timeout becomes a [`StoreError`].
+pub(crate) async fn timed<T>(
+    kind: Operation,
+    operation: impl std::future::IntoFuture<Output = Result<T, mongodb::error::Error>>,
+    action: impl FnOnce() -> String,
+) -> Result<Result<T, mongodb::error::Error>, StoreError> {
+    let (limit, setting) = kind.limit();
+    tokio::time::timeout(limit, operation.into_future())
+        .await
+        .map_err(|_| StoreError {
+            action: action(),
+            source: StoreCause::TimedOut {
+                seconds: limit.as_secs(),
+                setting,
+            },
+        })
+}
+
+/// Runs one MongoDB operation within its kind's limit.
+pub(crate) async fn bounded<T>(
+    kind: Operation,
+    operation: impl std::future::IntoFuture<Output = Result<T, mongodb::error::Error>>,
+    action: impl FnOnce() -> String,
+) -> Result<T, StoreError> {
+    let mut action = Some(action);
+    let mut describe = || action.take().map_or_else(String::new, |action| action());
+    timed(kind, operation, &mut describe).await?.doing(describe)
 }
 
 /// How long to look for a reachable server before giving up with a message.
@@ -59,6 +175,8 @@ pub async fn client_for(config: &crate::config::Config) -> Result<mongodb::Datab
         .await
         .doing(|| format!("parsing MONGO_URL {url}"))?;
     options.app_name.get_or_insert_with(|| "sheetsync".to_owned());
+    // The first configuration wins: a process has one.
+    let _ = LIMITS.set(config.mongo_limits());
     options.server_selection_timeout.get_or_insert(SERVER_SELECTION_TIMEOUT);
     let client = mongodb::Client::with_options(options).doing(|| format!("configuring the client for {url}"))?;
     Ok(client.database(&config.db_name))
@@ -66,8 +184,11 @@ pub async fn client_for(config: &crate::config::Config) -> Result<mongodb::Datab
 
 /// One round trip to the server.
 pub async fn ping(db: &mongodb::Database) -> Result<(), StoreError> {
-    db.run_command(mongodb::bson::doc! { "ping": 1 })
-        .await
-        .doing(|| format!("pinging database `{}`", db.name()))?;
+    bounded(
+        Operation::Read,
+        db.run_command(mongodb::bson::doc! { "ping": 1 }),
+        || format!("pinging database `{}`", db.name()),
+    )
+    .await?;
     Ok(())
 }

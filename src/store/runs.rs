@@ -2,9 +2,9 @@
 //! `started_at`, see `indexes`).
 
 use mongodb::Database;
-use mongodb::bson::{self, Document};
+use mongodb::bson::{self, Document, doc};
 
-use super::{Doing, StoreError};
+use super::{Doing, Operation, StoreError, Within};
 use crate::mapping::values::to_bson_date;
 use crate::sync::ViewReport;
 
@@ -20,14 +20,24 @@ pub async fn record(db: &Database, report: &ViewReport) -> Result<(), StoreError
         .doing(|| format!("encoding run {} for `{SYNC_RUNS_COLLECTION}`", report.run_id))?;
     db.collection::<Document>(SYNC_RUNS_COLLECTION)
         .insert_one(document)
-        .await
-        .doing(|| {
+        .within(Operation::Write, || {
             format!(
                 "recording run {} of view {:?} in `{SYNC_RUNS_COLLECTION}`",
                 report.run_id, report.view
             )
-        })?;
+        })
+        .await?;
     Ok(())
+}
+
+/// The latest stored run of `view` matching `filter` (e.g. failed ones).
+pub async fn latest(db: &Database, view: &str, mut filter: Document) -> Result<Option<Document>, StoreError> {
+    filter.insert("view", view);
+    db.collection::<Document>(SYNC_RUNS_COLLECTION)
+        .find_one(filter)
+        .sort(doc! { "started_at": -1 })
+        .within(Operation::Read, || format!("reading the latest run of view {view:?}"))
+        .await
 }
 
 fn to_document(report: &ViewReport) -> Result<Document, bson::ser::Error> {

@@ -6,7 +6,7 @@
 use mongodb::Database;
 use mongodb::bson::{Bson, Document, doc};
 
-use super::{Doing, StoreError};
+use super::{Operation, StoreError, Within};
 use crate::mapping::profile::IndexSpec;
 
 /// Options that `collMod` can set again on a collection that lost them. A
@@ -108,8 +108,10 @@ pub async fn create_with(db: &Database, collection: &str, options: &Document) ->
     let mut command = doc! { "create": collection };
     command.extend(options.clone());
     db.run_command(command)
-        .await
-        .doing(|| format!("creating `{collection}` with the options of the collection it replaces"))?;
+        .within(Operation::Write, || {
+            format!("creating `{collection}` with the options of the collection it replaces")
+        })
+        .await?;
     Ok(())
 }
 
@@ -119,13 +121,13 @@ pub async fn create_indexes(db: &Database, collection: &str, indexes: &[Document
         return Ok(());
     }
     db.run_command(doc! { "createIndexes": collection, "indexes": indexes.to_vec() })
-        .await
-        .doing(|| {
+        .within(Operation::IndexBuild, || {
             format!(
                 "building the indexes of `{collection}` (those of the collection it replaces, and the schema's); \
                  a unique index the new records break fails here"
             )
-        })?;
+        })
+        .await?;
     Ok(())
 }
 
@@ -155,8 +157,10 @@ pub async fn restore_options(db: &Database, collection: &str, wanted: &Document)
         let mut command = doc! { "collMod": collection };
         command.extend(restorable.clone());
         db.run_command(command)
-            .await
-            .doing(|| format!("setting the validator of `{collection}` again after the swap (collMod)"))?;
+            .within(Operation::Write, || {
+                format!("setting the validator of `{collection}` again after the swap (collMod)")
+            })
+            .await?;
     }
     let after = current(list_entry(db, collection).await?);
     Ok(lost
@@ -177,8 +181,10 @@ pub async fn restore_options(db: &Database, collection: &str, wanted: &Document)
 async fn list_entry(db: &Database, collection: &str) -> Result<Option<Document>, StoreError> {
     let reply = db
         .run_command(doc! { "listCollections": 1, "filter": { "name": collection } })
-        .await
-        .doing(|| format!("reading the options of `{collection}` (listCollections)"))?;
+        .within(Operation::Read, || {
+            format!("reading the options of `{collection}` (listCollections)")
+        })
+        .await?;
     Ok(first_batch(&reply).into_iter().find_map(|entry| match entry {
         Bson::Document(entry) => Some(entry),
         _ => None,
@@ -199,8 +205,10 @@ fn first_batch(reply: &Document) -> Vec<Bson> {
 async fn list_indexes(db: &Database, collection: &str) -> Result<Vec<Document>, StoreError> {
     let reply = db
         .run_command(doc! { "listIndexes": collection })
-        .await
-        .doing(|| format!("reading the indexes of `{collection}` (listIndexes)"))?;
+        .within(Operation::Read, || {
+            format!("reading the indexes of `{collection}` (listIndexes)")
+        })
+        .await?;
     Ok(first_batch(&reply)
         .into_iter()
         .filter_map(|index| match index {

@@ -270,6 +270,32 @@ impl OwnServer {
         run_script(&["stop", self.dir.path().to_str().unwrap()]);
     }
 
+    /// Freezes the server process (SIGSTOP): connections stay open, nothing
+    /// answers, as with a server that hangs.
+    pub fn freeze(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Lets a frozen server go on (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: i32) {
+        let pid: i32 = std::fs::read_to_string(self.dir.path().join("pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SAFETY: kill only sends a signal to the server process this
+        // fixture started, by the pid its script recorded.
+        assert_eq!(
+            unsafe { libc::kill(pid, signal) },
+            0,
+            "signal {signal} to the test server"
+        );
+    }
+
     /// Starts it again on the same port, with the same data.
     pub fn restart(&self) {
         let url = run_script(&["start", self.dir.path().to_str().unwrap(), &self.port]);
