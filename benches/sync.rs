@@ -26,7 +26,17 @@ use fake_google::{FakeGoogle, FakeSpreadsheet, FakeTab};
 use futures_util::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
-use sheetsync::mapping::sales::STAGES;
+
+/// The schema's stage values (`targets/sales_records.toml`).
+const STAGES: [&str; 7] = [
+    "F Inbox",
+    "D POA Booked",
+    "C Proposal sent",
+    "B Legals",
+    "A Closed",
+    "Lost",
+    "Not Relevant",
+];
 
 const DEFAULT_SIZES: [usize; 3] = [10_000, 100_000, 500_000];
 const DEFAULT_SHEETS_SIZES: [usize; 2] = [10_000, 100_000];
@@ -161,7 +171,7 @@ fn generate(count: usize) -> Vec<Deal> {
             (earlier.client.clone(), earlier.stage)
         } else {
             let client = format!("{} {} {index}", WORDS[next(WORDS.len())], KINDS[next(KINDS.len())]);
-            (client, STAGES.values[next(STAGES.values.len())])
+            (client, STAGES[next(STAGES.len())])
         };
         deals.push(Deal {
             client,
@@ -347,7 +357,7 @@ async fn baseline(url: &str, db_name: &str) -> Baseline {
     }
     let insert = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    sheetsync::store::indexes::create(&db, "baseline", sheetsync::mapping::sales::SALES_RECORDS.indexes)
+    sheetsync::store::indexes::create(&db, "baseline", &sheetsync::mapping::sales::SALES_RECORDS.indexes)
         .await
         .expect("baseline indexes");
     let indexes = started.elapsed().as_secs_f64();

@@ -5,11 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::mapping::conventions::DateOrderSetting;
+use crate::mapping::declare::{Origin, TargetDecl, Targets};
+use crate::mapping::profile::TargetProfile;
 use crate::redact::redact_url;
 
 pub const DEFAULT_MONGO_URL: &str = "mongodb://127.0.0.1:27017";
@@ -28,6 +31,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    #[error("invalid target profile(s):\n{0}")]
+    Targets(#[from] crate::mapping::declare::DeclErrors),
 }
 
 /// The whole resolved configuration. Its `Debug` output redacts secrets.
@@ -48,6 +53,55 @@ pub struct Config {
     pub google: GoogleSettings,
     /// Which sources views may name.
     pub sources: SourcesSettings,
+    /// The effective target profiles: built in, and `[[targets]]`.
+    pub targets: Targets,
+    /// The `[[syncs]]` entries: sheets kept in step with other applications'
+    /// databases.
+    pub syncs: Vec<ConfiguredSync>,
+}
+
+/// One `[[syncs]]` entry as written.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SyncEntry {
+    /// The sync's name in reports, `/status`, metrics and admin refreshes;
+    /// distinct from every view's name.
+    pub name: String,
+    /// A `file://` path, a path, a CSV URL, or a Google Sheets link or ID.
+    pub source: String,
+    pub sheet_name: Option<String>,
+    /// The target profile's name.
+    pub target: String,
+    /// The database the target's collection lives in.
+    pub database: String,
+    /// The collection, when the profile names none or another is wanted.
+    pub collection: Option<String>,
+    /// The environment variable holding that database's MongoDB URL
+    /// (default: `MONGO_URL`, the sales database's server).
+    pub mongo_url_env: Option<String>,
+    pub date_order: Option<DateOrderSetting>,
+}
+
+/// A `[[syncs]]` entry resolved against the profiles and the environment.
+/// Its `Debug` redacts the connection string.
+#[derive(Clone)]
+pub struct ConfiguredSync {
+    pub entry: SyncEntry,
+    pub profile: Arc<TargetProfile>,
+    pub collection: String,
+    /// The MongoDB URL of `entry.database`'s server.
+    pub mongo_url: String,
+}
+
+impl std::fmt::Debug for ConfiguredSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConfiguredSync")
+            .field("entry", &self.entry)
+            .field("profile", &self.profile.name)
+            .field("collection", &self.collection)
+            .field("mongo_url", &redact_url(&self.mongo_url))
+            .finish()
+    }
 }
 
 /// The `[sources]` section: what a view's source may be (see
@@ -168,8 +222,13 @@ pub struct SyncSettings {
     pub max_rejected_ratio: f64,
     /// Timeout of one download, in seconds.
     pub http_timeout_secs: u64,
-    /// Documents per insert into the staging collection.
+    /// Documents per insert into the staging collection, and statements per
+    /// write command of a merge.
     pub insert_batch_size: usize,
+    /// A merge whose change set has at most this many documents is written
+    /// in one transaction, where the server has them (a replica set); larger
+    /// ones go in ordered, idempotent batches. 0: never a transaction.
+    pub merge_transaction_max: usize,
     /// How dates written with numbers only (`02/01/2025`) are read: decided
     /// from each source's own values (`auto`), or always day-first (`dmy`)
     /// or month-first (`mdy`). Views may override it.
@@ -187,6 +246,7 @@ impl Default for SyncSettings {
             max_rejected_ratio: 0.2,
             http_timeout_secs: 60,
             insert_batch_size: 1000,
+            merge_transaction_max: 1000,
             date_order: DateOrderSetting::Auto,
             time_zone: None,
         }
@@ -338,6 +398,10 @@ struct FileConfig {
     daemon: DaemonSettings,
     #[serde(default)]
     sources: SourcesSettings,
+    #[serde(default)]
+    targets: Vec<TargetDecl>,
+    #[serde(default)]
+    syncs: Vec<SyncEntry>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -446,6 +510,24 @@ impl Config {
                  \"Europe/Paris\""
             ))
         })?;
+        let targets = match file {
+            Some((text, path)) => Targets::with_config(
+                &parsed.targets,
+                Origin {
+                    file: &path.display().to_string(),
+                    text,
+                },
+            )?,
+            None => Targets::built_in(),
+        };
+        let mongo_url = non_empty("MONGO_URL")
+            .or(parsed.mongo.url)
+            .unwrap_or_else(|| DEFAULT_MONGO_URL.to_owned());
+        let syncs = parsed
+            .syncs
+            .into_iter()
+            .map(|entry| resolve_sync(entry, &targets, &mongo_url, &non_empty))
+            .collect::<Result<Vec<_>, _>>()?;
         let defaults = crate::store::OperationLimits::default();
         let secs = |setting: Option<u64>, default: Duration| setting.map_or(default, Duration::from_secs);
         let operation_limits = crate::store::OperationLimits {
@@ -457,9 +539,7 @@ impl Config {
         let config = Config {
             time_zone,
             operation_limits,
-            mongo_url: non_empty("MONGO_URL")
-                .or(parsed.mongo.url)
-                .unwrap_or_else(|| DEFAULT_MONGO_URL.to_owned()),
+            mongo_url,
             db_name: non_empty("DB_NAME")
                 .or(parsed.mongo.db_name)
                 .unwrap_or_else(|| DEFAULT_DB_NAME.to_owned()),
@@ -468,6 +548,8 @@ impl Config {
             google,
             daemon,
             sources,
+            targets,
+            syncs,
         };
         config.validate()?;
         Ok(config)
@@ -537,6 +619,7 @@ impl Config {
                 "sources.max_download_bytes must be at least 1".to_owned(),
             ));
         }
+        self.validate_syncs()?;
         for (view, settings) in &self.views {
             if let Some(collection) = &settings.collection {
                 check_name(&format!("views.\"{view}\".collection"), collection, &['$'])?;
@@ -545,6 +628,46 @@ impl Config {
                         "views.\"{view}\".collection {collection:?} is a reserved system collection"
                     )));
                 }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_syncs(&self) -> Result<(), ConfigError> {
+        for (index, sync) in self.syncs.iter().enumerate() {
+            let name = &sync.entry.name;
+            let setting = format!("syncs[{index}] ({name:?})");
+            if name.trim().is_empty() {
+                return Err(ConfigError::Invalid(format!("{setting} needs a name")));
+            }
+            if self.syncs[..index]
+                .iter()
+                .any(|other| other.entry.name.eq_ignore_ascii_case(name))
+            {
+                return Err(ConfigError::Invalid(format!("{setting}: two syncs are named {name:?}")));
+            }
+            check_name(
+                &format!("{setting}.database"),
+                &sync.entry.database,
+                &['/', '\\', '.', ' ', '"', '$'],
+            )?;
+            check_name(&format!("{setting}.collection"), &sync.collection, &['$'])?;
+            if sync.collection.starts_with("system.") {
+                return Err(ConfigError::Invalid(format!(
+                    "{setting}.collection {:?} is a reserved system collection",
+                    sync.collection
+                )));
+            }
+            let same_place = |other: &ConfiguredSync| {
+                other.entry.database == sync.entry.database
+                    && other.collection == sync.collection
+                    && other.mongo_url == sync.mongo_url
+            };
+            if self.syncs[..index].iter().any(same_place) {
+                return Err(ConfigError::Invalid(format!(
+                    "{setting} writes `{}.{}`, as another sync does; give each its own collection",
+                    sync.entry.database, sync.collection
+                )));
             }
         }
         Ok(())
@@ -605,8 +728,58 @@ impl std::fmt::Debug for Config {
             )
             .field("daemon", &self.daemon)
             .field("sources", &self.sources)
+            .field("targets", &self.targets.names())
+            .field("syncs", &self.syncs)
             .finish()
     }
+}
+
+/// A `[[syncs]]` entry with its profile, collection and server resolved.
+fn resolve_sync(
+    entry: SyncEntry,
+    targets: &Targets,
+    mongo_url: &str,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<ConfiguredSync, ConfigError> {
+    let name = &entry.name;
+    let profile = targets.get(&entry.target).ok_or_else(|| {
+        ConfigError::Invalid(format!(
+            "sync {name:?} names target {:?}, which no profile declares; known targets: {}",
+            entry.target,
+            targets.names().join(", ")
+        ))
+    })?;
+    let collection = entry
+        .collection
+        .clone()
+        .or_else(|| profile.collection.clone())
+        .ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "sync {name:?}: target {:?} names no collection; set `collection` in the sync",
+                entry.target
+            ))
+        })?;
+    let mongo_url = match entry.mongo_url_env.as_deref() {
+        None | Some("MONGO_URL") => mongo_url.to_owned(),
+        Some(variable) => env(variable).ok_or_else(|| {
+            ConfigError::Invalid(format!(
+                "sync {name:?} reads its MongoDB URL from the environment variable {variable} (mongo_url_env), \
+                 which is not set"
+            ))
+        })?,
+    };
+    if !(mongo_url.starts_with("mongodb://") || mongo_url.starts_with("mongodb+srv://")) {
+        return Err(ConfigError::Invalid(format!(
+            "sync {name:?}: its MongoDB URL {} must start with mongodb:// or mongodb+srv://",
+            redact_url(&mongo_url)
+        )));
+    }
+    Ok(ConfiguredSync {
+        entry,
+        profile,
+        collection,
+        mongo_url,
+    })
 }
 
 fn check_name(setting: &str, value: &str, forbidden: &[char]) -> Result<(), ConfigError> {

@@ -146,6 +146,7 @@ impl Existing {
         let unique = self.ids.insert(id.clone());
         let link = profile
             .identity_link
+            .as_deref()
             .and_then(|field| document.get_str(field).ok())
             .and_then(link_ref);
         self.by_key
@@ -401,7 +402,7 @@ impl<'a> Identities<'a> {
                 "{old_name} ({}) -> {name} ({}), same {}, {id}",
                 stage(from),
                 stage(to),
-                self.profile.identity_link.unwrap_or("link")
+                self.profile.identity_link.as_deref().unwrap_or("link")
             )
         }
     }

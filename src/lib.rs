@@ -18,6 +18,6 @@ pub mod redact;
 pub mod source;
 pub mod store;
 pub mod sync;
+pub mod syncs;
 pub mod telemetry;
 pub mod tls;
-pub mod views;

@@ -7,11 +7,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use sheetsync::config::Config;
 use sheetsync::daemon::schedule::Schedule;
-use sheetsync::mapping::sales::SALES_RECORDS;
 use sheetsync::source::{SourceSpec, Sources};
 use sheetsync::store;
 use sheetsync::sync::{self, SyncOptions, Syncer};
-use sheetsync::views::{self, Resolution};
+use sheetsync::syncs::{self, Resolution};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -62,6 +61,9 @@ enum Command {
     EnsureIndexes,
     /// Validate the configuration, reach MongoDB and list the views.
     Check,
+    /// Print the effective target profiles (built in, and `[[targets]]`),
+    /// each as the TOML that declares it.
+    Targets,
     /// Run as a service: scheduled syncs, signals, HTTP health/metrics/admin.
     Run,
     /// Print the schedule's next fire times (in its zone, then in UTC).
@@ -150,9 +152,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::EnsureIndexes => {
             let syncer = syncer(config).await?;
-            let plans = views::load_plans(&syncer.db, &syncer.config).await?;
-            let touched = syncer.ensure_indexes(&plans).await?;
+            let plans = syncs::load_plans(&syncer.db, &syncer.config).await?;
+            let (touched, conflicts) = syncer.ensure_indexes(&plans).await?;
             println!("indexes in place on: {}", touched.join(", "));
+            for conflict in &conflicts {
+                println!("left as it is: {conflict}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Targets => {
+            print!("{}", describe_targets(&config)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => check(config).await,
@@ -217,12 +226,21 @@ async fn health(config: &Config, url: Option<String>) -> anyhow::Result<ExitCode
 async fn syncer(config: Config) -> anyhow::Result<Syncer> {
     let db = store::connect(&config).await?;
     let sources = Sources::from_config(&config)?;
-    Ok(Syncer {
-        db,
-        config,
-        sources,
-        profile: &SALES_RECORDS,
-    })
+    Ok(Syncer::new(db, config, sources))
+}
+
+/// Every effective profile, as TOML, headed by where it comes from.
+fn describe_targets(config: &Config) -> anyhow::Result<String> {
+    let mut out = String::new();
+    for declared in config.targets.iter() {
+        let text = toml::to_string(&declared.declaration)
+            .with_context(|| format!("printing target {:?}", declared.profile.name))?;
+        out.push_str(&format!(
+            "# target {:?}: {}\n{text}\n",
+            declared.profile.name, declared.provenance
+        ));
+    }
+    Ok(out)
 }
 
 /// Prints what sheetsync would do, and exits non-zero on any problem.
@@ -234,9 +252,9 @@ async fn check(config: Config) -> anyhow::Result<ExitCode> {
         config.redacted_mongo_url(),
         config.db_name
     );
-    let plans = views::load_plans(&db, &config).await?;
+    let plans = syncs::load_plans(&db, &config).await?;
     if plans.is_empty() {
-        println!("views: none in `{}`; nothing to sync", views::VIEWS_COLLECTION);
+        println!("views: none in `{}`; nothing to sync", syncs::VIEWS_COLLECTION);
         return Ok(ExitCode::FAILURE);
     }
     let sources = Sources::from_config(&config)?;

@@ -1,6 +1,7 @@
 //! One sync cycle: views -> sources -> mapping -> apply -> bookkeeping, and
 //! the report it produces.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -14,13 +15,14 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::identity::{self, Changes, Continuations, Identities};
 use crate::mapping::conventions::DateOrderDecision;
-use crate::mapping::profile::TargetProfile;
+use crate::mapping::profile::{MergeRules, OnMissing};
 use crate::mapping::{self, Duplicate, RowIssue};
 use crate::source::{Fetched, SourceError, SourceType, Sources};
 use crate::store::apply;
 use crate::store::lease::{self, Leases};
-use crate::store::{StoreError, indexes, metadata, runs};
-use crate::views::{self, Resolution, SyncTarget, ViewPlan, ViewsError};
+use crate::store::merge::{Merge, MergeError, MergeSummary, WriteMode};
+use crate::store::{Operation, StoreError, Within, indexes, metadata, runs};
+use crate::syncs::{self, Place, Resolution, SyncTarget, ViewPlan, ViewsError};
 
 /// What started a run; recorded with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -143,6 +145,9 @@ pub struct ViewReport {
     pub moves: Vec<String>,
     /// Clients whose records changed in ways that could not be paired.
     pub ambiguous: Vec<String>,
+    /// What a merge wrote (targets with `apply = "merge"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub merge: Option<MergeSummary>,
     /// False when nothing changed and the collection was left as it was, or
     /// on a dry run or failure.
     pub swapped: bool,
@@ -190,6 +195,7 @@ impl ViewReport {
             changes: Changes::default(),
             moves: Vec::new(),
             ambiguous: Vec::new(),
+            merge: None,
             swapped: false,
             started_at: now,
             finished_at: now,
@@ -221,6 +227,8 @@ enum ViewError {
     Apply(#[from] apply::ApplyError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Merge(#[from] MergeError),
     #[error(
         "the source changed while it was being read ({planned} records planned, {found} read on the next pass); \
          nothing was written: sync again"
@@ -239,16 +247,87 @@ pub enum SyncError {
     Store(#[from] StoreError),
 }
 
+/// Success, or success with warnings when rows were rejected or values
+/// unreadable.
+fn outcome_of(report: &ViewReport) -> Outcome {
+    if report.rejected.is_empty() && report.warnings.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::SuccessWithWarnings
+    }
+}
+
+/// Whether the server runs transactions: a replica-set member or a mongos.
+async fn supports_transactions(db: &Database) -> Result<bool, StoreError> {
+    let hello = db
+        .run_command(mongodb::bson::doc! { "hello": 1 })
+        .within(Operation::Read, || {
+            "asking the server whether it has transactions".to_owned()
+        })
+        .await?;
+    Ok(hello.get_str("setName").is_ok() || hello.get_str("msg") == Ok("isdbgrid"))
+}
+
 /// What a sync cycle needs; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Syncer {
+    /// The sales database: views, leases, and the views' collections.
     pub db: Database,
     pub config: Config,
     pub sources: Sources,
-    pub profile: &'static TargetProfile,
+    servers: Servers,
+}
+
+/// Clients of the other applications' servers (`[[syncs]]` with their own
+/// `mongo_url_env`), made once per URL and shared by every run.
+#[derive(Clone, Default)]
+struct Servers(Arc<std::sync::Mutex<HashMap<String, mongodb::Client>>>);
+
+impl std::fmt::Debug for Servers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Servers")
+    }
 }
 
 impl Syncer {
+    pub fn new(db: Database, config: Config, sources: Sources) -> Syncer {
+        Syncer {
+            db,
+            config,
+            sources,
+            servers: Servers::default(),
+        }
+    }
+
+    /// The database a target's collection lives in.
+    pub async fn database(&self, place: &Place) -> Result<Database, StoreError> {
+        let (database, url) = match place {
+            Place::Main => return Ok(self.db.clone()),
+            Place::Other { database, mongo_url } => (database, mongo_url),
+        };
+        if *url == self.config.mongo_url {
+            return Ok(self.db.client().database(database));
+        }
+        let known = lock(&self.servers.0).get(url).cloned();
+        let client = match known {
+            Some(client) => client,
+            None => {
+                let client = crate::store::client_for_url(url, "the sync's mongo_url_env").await?;
+                lock(&self.servers.0).entry(url.clone()).or_insert(client).clone()
+            }
+        };
+        Ok(client.database(database))
+    }
+
+    /// Where a plan's runs are recorded: its target's database (a view's,
+    /// or a sync whose target cannot be resolved: the main one).
+    pub async fn home_of(&self, plan: &ViewPlan) -> Result<Database, StoreError> {
+        match plan.target() {
+            Some(target) => self.database(&target.place).await,
+            None => Ok(self.db.clone()),
+        }
+    }
+
     /// Syncs the named views (all when `names` is empty): views are re-read,
     /// every source fetched (one failing source does not stop the others),
     /// and each view applied on its own. Master views are never written.
@@ -258,8 +337,8 @@ impl Syncer {
         trigger: Trigger,
         options: SyncOptions,
     ) -> Result<Vec<ViewReport>, SyncError> {
-        let all_plans = views::load_plans(&self.db, &self.config).await?;
-        let plans = views::select(all_plans.clone(), names)?;
+        let all_plans = syncs::load_plans(&self.db, &self.config).await?;
+        let plans = syncs::select(all_plans.clone(), names)?;
         let plans: Vec<ViewPlan> = plans.into_iter().filter(|plan| !plan.is_master()).collect();
         if !options.dry_run {
             self.ensure_indexes_leniently(&plans).await;
@@ -286,7 +365,7 @@ impl Syncer {
             let report = self.sync_view(plan, table, trigger, &options, run_id).await;
             log_summary(&report);
             if !options.dry_run {
-                if let Err(error) = runs::record(&self.db, &report).await {
+                if let Err(error) = self.record_run(plan, &report).await {
                     tracing::error!(view = %report.view, %error, "could not record the run history");
                 }
             }
@@ -311,7 +390,7 @@ impl Syncer {
             return self.sync(names, Trigger::Cli, options).await;
         }
         let leases = Leases::new(self.db.clone(), lease::owner_id("cli"), self.config.daemon.lease());
-        let plans = views::select(views::load_plans(&self.db, &self.config).await?, names)?;
+        let plans = syncs::select(syncs::load_plans(&self.db, &self.config).await?, names)?;
         let plans: Vec<ViewPlan> = plans.into_iter().filter(|plan| !plan.is_master()).collect();
         let deadline = Instant::now() + wait;
         // Each lease is renewed from the moment it is taken (waiting for the
@@ -357,7 +436,7 @@ impl Syncer {
             let mut report = ViewReport::new(plan, Trigger::Cli, None);
             report.error = Some(reason);
             log_summary(&report);
-            if let Err(error) = runs::record(&self.db, &report).await {
+            if let Err(error) = self.record_run(plan, &report).await {
                 tracing::error!(view = %report.view, %error, "could not record the run history");
             }
             synced.push(report);
@@ -398,9 +477,34 @@ impl Syncer {
         }
     }
 
-    /// Creates every schema index, for the given views' collections too.
-    pub async fn ensure_indexes(&self, plans: &[ViewPlan]) -> Result<Vec<String>, StoreError> {
-        indexes::ensure_all(&self.db, &target_collections(plans), self.profile.indexes).await
+    async fn record_run(&self, plan: &ViewPlan, report: &ViewReport) -> Result<(), StoreError> {
+        runs::record(&self.home_of(plan).await?, report).await
+    }
+
+    /// Creates every schema index, for the given views' collections too,
+    /// and every configured sync's target and application indexes; returns
+    /// the collections touched and, apart, the indexes left as they were.
+    pub async fn ensure_indexes(&self, plans: &[ViewPlan]) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        let profile = self.config.targets.sales_records();
+        let views: Vec<ViewPlan> = plans.iter().filter(|plan| !plan.is_configured()).cloned().collect();
+        let mut touched = indexes::ensure_all(&self.db, &target_collections(&views), &profile.indexes).await?;
+        let mut conflicts = Vec::new();
+        for target in plans
+            .iter()
+            .filter(|plan| plan.is_configured())
+            .filter_map(ViewPlan::target)
+        {
+            let db = self.database(&target.place).await?;
+            let outcome = indexes::ensure_app(&db, &target.collection, &target.profile).await?;
+            touched.extend(
+                outcome
+                    .touched
+                    .iter()
+                    .map(|collection| format!("{}.{collection}", db.name())),
+            );
+            conflicts.extend(outcome.conflicts);
+        }
+        Ok((touched, conflicts))
     }
 
     /// The same before a sync, where an index the data does not allow yet
@@ -409,8 +513,10 @@ impl Syncer {
     /// each failure is logged and the cycle goes on. Staging collections get
     /// the record indexes anyway, so a swapped-in collection always has them.
     async fn ensure_indexes_leniently(&self, plans: &[ViewPlan]) {
-        let collections = target_collections(plans);
-        for (collection, specs) in indexes::all_targets(&collections, self.profile.indexes) {
+        let profile = self.config.targets.sales_records();
+        let views: Vec<ViewPlan> = plans.iter().filter(|plan| !plan.is_configured()).cloned().collect();
+        let collections = target_collections(&views);
+        for (collection, specs) in indexes::all_targets(&collections, &profile.indexes) {
             if let Err(error) = indexes::create(&self.db, collection, specs).await {
                 tracing::warn!(%error, "index creation failed; the sync goes on (a view's swap brings its indexes)");
             }
@@ -459,7 +565,8 @@ impl Syncer {
         report: &mut ViewReport,
     ) -> Result<Outcome, ViewError> {
         let fetched = fetched?;
-        let (mapper, mapped) = off_executor(|| mapping::plan(self.profile, &fetched, &target.read_settings))?;
+        let profile = &*target.profile;
+        let (mapper, mapped) = off_executor(|| mapping::plan(profile, &fetched, &target.read_settings))?;
         report.header_row = Some(mapped.header_row);
         report.rows_read = mapped.rows_read;
         report.blank_rows = mapped.blank_rows;
@@ -471,6 +578,11 @@ impl Syncer {
         report.date_order = mapped.date_order.clone();
         report.notices = mapped.notices.clone();
         report.records_written = mapped.winners.len();
+        if let Some(rules) = profile.merge_rules() {
+            return self
+                .merge_view(target, rules, (&mapper, &mapped), &fetched, options, report)
+                .await;
+        }
 
         if !options.dry_run {
             let dropped = apply::drop_leftover_staging(&self.db, &target.collection).await?;
@@ -479,8 +591,8 @@ impl Syncer {
             }
         }
         let collection = self.db.collection::<Document>(&target.collection);
-        let existing = identity::load_existing(&collection, self.profile).await?;
-        let continuations = Continuations::find(&existing, &mapped.winners, self.profile);
+        let existing = identity::load_existing(&collection, profile).await?;
+        let continuations = Continuations::find(&existing, &mapped.winners, profile);
         apply::check_shrink(
             &target.collection,
             existing.count,
@@ -497,7 +609,7 @@ impl Syncer {
         let now = BsonDateTime::now();
         let count_differs = existing.count != mapped.winners.len() as u64;
         if options.dry_run || !count_differs {
-            let mut identities = Identities::new(&plan.view_id, self.profile, &existing, &continuations, now);
+            let mut identities = Identities::new(&plan.view_id, profile, &existing, &continuations, now);
             let mut winners = mapper.winners(&mapped, fetched.rows()?);
             let found = off_executor(|| -> Result<usize, SourceError> {
                 let mut found = 0;
@@ -515,10 +627,10 @@ impl Syncer {
         }
         // Rewriting an identical collection would only churn the server.
         if count_differs || !report.changes.is_empty() {
-            let mut identities = Identities::new(&plan.view_id, self.profile, &existing, &continuations, now);
+            let mut identities = Identities::new(&plan.view_id, profile, &existing, &continuations, now);
             let batch_size = self.config.sync.insert_batch_size;
             let mut staging =
-                apply::Staging::create(&self.db, &target.collection, self.profile, &report.run_id, batch_size).await?;
+                apply::Staging::create(&self.db, &target.collection, profile, &report.run_id, batch_size).await?;
             let winners = match fetched.rows() {
                 Ok(rows) => mapper.winners(&mapped, rows),
                 Err(error) => {
@@ -544,17 +656,84 @@ impl Syncer {
             report.swapped = true;
         }
         self.record_last_update(plan, target, mapped.winners.len()).await?;
-        if mapped.rejected.is_empty() && mapped.warnings.is_empty() {
-            Ok(Outcome::Success)
-        } else {
-            Ok(Outcome::SuccessWithWarnings)
+        Ok(outcome_of(report))
+    }
+
+    /// A merge: the source's records compared with the documents they
+    /// continue, and only the differences written (see `store::merge`).
+    async fn merge_view(
+        &self,
+        target: &SyncTarget,
+        rules: &MergeRules,
+        (mapper, mapped): (&mapping::Mapper<'_>, &mapping::Plan),
+        fetched: &Fetched,
+        options: &SyncOptions,
+        report: &mut ViewReport,
+    ) -> Result<Outcome, ViewError> {
+        let db = self.database(&target.place).await?;
+        if !options.dry_run {
+            let outcome = indexes::ensure_app(&db, &target.collection, &target.profile).await?;
+            report.notices.extend(outcome.conflicts);
         }
+        let profile = &*target.profile;
+        let mut merge = Merge::load(&db, &target.collection, profile, rules, mapper.column_headers()).await?;
+        let mut winners = mapper.winners(mapped, fetched.rows()?);
+        let found = off_executor(|| -> Result<usize, SourceError> {
+            let mut found = 0;
+            while let Some(record) = winners.next_record() {
+                merge.add(record?);
+                found += 1;
+            }
+            Ok(found)
+        })?;
+        ensure_same_source(mapped.winners.len(), found)?;
+        merge.finish();
+        if rules.on_missing == OnMissing::Delete {
+            let kept = merge.stored_count() - merge.changes.removed;
+            apply::check_shrink(
+                &target.collection,
+                merge.stored_count() as u64,
+                kept + merge.changes.inserted,
+                self.config.sync.min_ratio,
+                options.force,
+            )?;
+        }
+        apply::check_rejected(
+            mapped.rows_read,
+            mapped.rejected.len(),
+            self.config.sync.max_rejected_ratio,
+            options.force,
+        )?;
+        report.warnings.append(&mut merge.warnings);
+        report.warnings.sort_by_key(|warning| warning.row);
+        report.notices.append(&mut merge.notices);
+        report.changes = merge.changes;
+        if options.dry_run {
+            report.merge = Some(merge.summary);
+            return Ok(Outcome::DryRun);
+        }
+        options.abort.check()?;
+        let transaction_max = match supports_transactions(&db).await? {
+            true => Some(self.config.sync.merge_transaction_max),
+            false => None,
+        };
+        let written = merge
+            .write(&db, self.config.sync.insert_batch_size, transaction_max)
+            .await;
+        report.merge = Some(merge.summary.clone());
+        written?;
+        Ok(outcome_of(report))
     }
 
     /// The view's `data_metadata` entry, stamped once the data is in place.
     /// Tried twice: after a swap, failing here leaves the dashboard showing
     /// the previous refresh time for new data.
     async fn record_last_update(&self, plan: &ViewPlan, target: &SyncTarget, count: usize) -> Result<(), StoreError> {
+        // `data_metadata` is the sales dashboard's; other applications have
+        // their run history in their own `sync_runs`.
+        if plan.is_configured() {
+            return Ok(());
+        }
         let record = || {
             let source_type = target.source.source_type();
             metadata::record_last_update(
@@ -574,6 +753,11 @@ impl Syncer {
             }
         }
     }
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The map is only inserted into; a panic elsewhere cannot leave it torn.
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn target_collections(plans: &[ViewPlan]) -> Vec<String> {
@@ -747,6 +931,9 @@ fn render_view(out: &mut String, report: &ViewReport) {
         "  changes: {} inserted, {} updated, {} removed, {} moved, {} unchanged; {} ms",
         changes.inserted, changes.updated, changes.removed, changes.moved, changes.unchanged, report.duration_ms
     );
+    if let Some(merge) = &report.merge {
+        render_merge(out, merge);
+    }
     for moved in &report.moves {
         let _ = writeln!(out, "  moved: {moved}");
     }
@@ -774,6 +961,35 @@ fn render_view(out: &mut String, report: &ViewReport) {
     }
     if !report.unknown_columns.is_empty() {
         let _ = writeln!(out, "  ignored columns: {}", report.unknown_columns.join(", "));
+    }
+}
+
+fn render_merge(out: &mut String, merge: &MergeSummary) {
+    let how = match merge.write_mode {
+        Some(WriteMode::Nothing) => "nothing to write".to_owned(),
+        Some(WriteMode::Transaction) => "in one transaction".to_owned(),
+        Some(WriteMode::OrderedBatches { batches }) => format!("in {batches} ordered batch(es)"),
+        None => "not written".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "  merged: {} document(s) written ({} field(s)), {how}",
+        merge.documents_written, merge.fields_written
+    );
+    if merge.not_in_source_count > 0 {
+        let more = merge.not_in_source_count - merge.not_in_source.len();
+        let listed = merge.not_in_source.join(", ");
+        let tail = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        let fate = if merge.deleted > 0 { "deleted" } else { "kept" };
+        let _ = writeln!(
+            out,
+            "  not in source ({fate}): {} document(s): {listed}{tail}",
+            merge.not_in_source_count
+        );
     }
 }
 

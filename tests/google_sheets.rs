@@ -781,12 +781,7 @@ async fn views_synced_one_by_one_share_one_batch_get_per_spreadsheet() {
         ("GOOGLE_APPLICATION_CREDENTIALS", &key_file),
         ("SHEETSYNC_SHEETS_API_URL", &fake.api_url),
     ]);
-    let syncer = |sources: Sources| Syncer {
-        db: test_db.db.clone(),
-        sources,
-        config: config.clone(),
-        profile: &SALES_RECORDS,
-    };
+    let syncer = |sources: Sources| Syncer::new(test_db.db.clone(), config.clone(), sources);
     let batch_gets = |spreadsheet: &str| {
         fake.seen()
             .batch_requests

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::Daemon;
 use crate::store::{Operation, Within, runs};
 use crate::sync::Trigger;
-use crate::views;
+use crate::syncs;
 
 type Shared = Arc<Daemon>;
 
@@ -199,7 +199,7 @@ async fn refresh(State(daemon): State<Shared>, headers: HeaderMap, Query(query):
             return (StatusCode::ACCEPTED, Json(body)).into_response();
         }
     };
-    let plans = match views::select(plans, &names) {
+    let plans = match syncs::select(plans, &names) {
         Ok(plans) => plans,
         Err(unknown) => return error(StatusCode::NOT_FOUND, unknown.to_string()),
     };

@@ -26,13 +26,12 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::mapping::sales::SALES_RECORDS;
 use crate::source::Sources;
 use crate::store::lease::{self, Leases};
 use crate::store::{self, StoreError, metadata, runs};
 use crate::sync::{Abort, SyncOptions, Syncer, Trigger};
+use crate::syncs::{self, ViewPlan};
 use crate::telemetry;
-use crate::views::{self, ViewPlan};
 use lifecycle::Notifier;
 use schedule::{Schedule, Tick, Ticker};
 use state::{Admission, RunState, Runs};
@@ -463,7 +462,8 @@ impl Daemon {
 
     /// One view's part of `/status`; what cannot be read is left null.
     async fn view_status(&self, plan: &ViewPlan) -> serde_json::Value {
-        let db = &self.syncer.db;
+        let home = self.syncer.home_of(plan).await;
+        let db = home.as_ref().unwrap_or(&self.syncer.db);
         let summary = |document: mongodb::bson::Document| {
             let at = |field: &str| {
                 document
@@ -491,7 +491,7 @@ impl Daemon {
             .ok()
             .flatten()
             .map(summary);
-        let (last_success, records) = match metadata::last_update(db, &plan.view_id).await {
+        let (last_success, records) = match self.last_update(plan).await {
             Ok(Some((at, count))) => (Some(at), Some(count)),
             _ => (None, None),
         };
@@ -511,7 +511,7 @@ impl Daemon {
 
     /// Loads the views, with MongoDB's state recorded.
     pub async fn load_plans(&self) -> Result<Vec<ViewPlan>, String> {
-        match views::load_plans(&self.syncer.db, self.config()).await {
+        match syncs::load_plans(&self.syncer.db, self.config()).await {
             Ok(plans) => {
                 self.set_mongo(true, "answered a query".to_owned());
                 Ok(plans)
@@ -526,13 +526,37 @@ impl Daemon {
     /// When the view was last synced successfully, by any replica; a failure
     /// to read it marks MongoDB unreachable.
     async fn last_success(&self, plan: &ViewPlan) -> Result<Option<DateTime<Utc>>, StoreError> {
-        match metadata::last_update(&self.syncer.db, &plan.view_id).await {
+        match self.last_update(plan).await {
             Ok(last) => Ok(last.map(|(at, _)| at)),
             Err(error) => {
                 self.set_mongo(false, error.to_string());
                 Err(error)
             }
         }
+    }
+
+    /// When the sync last succeeded and with how many records: a view's
+    /// `data_metadata` entry, or a configured sync's last successful run in
+    /// its own database's `sync_runs`.
+    async fn last_update(&self, plan: &ViewPlan) -> Result<Option<(DateTime<Utc>, i64)>, StoreError> {
+        if !plan.is_configured() {
+            return metadata::last_update(&self.syncer.db, &plan.view_id).await;
+        }
+        let db = self.syncer.home_of(plan).await?;
+        let succeeded = mongodb::bson::doc! { "outcome": { "$in": ["success", "success_with_warnings"] } };
+        let Some(run) = runs::latest(&db, &plan.name, succeeded).await? else {
+            return Ok(None);
+        };
+        let finished = run
+            .get_datetime("finished_at")
+            .ok()
+            .and_then(|at| crate::mapping::values::from_bson_date(*at));
+        let records = match run.get("records_written") {
+            Some(mongodb::bson::Bson::Int32(count)) => i64::from(*count),
+            Some(mongodb::bson::Bson::Int64(count)) => *count,
+            _ => 0,
+        };
+        Ok(finished.map(|at| (at, records)))
     }
 
     /// Waits `backoff`, then doubles it up to `retry_max_secs`; `false` when
@@ -766,12 +790,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let grace = config.daemon.shutdown_grace();
     let config_slots = config.daemon.max_concurrent_syncs;
     let daemon = Arc::new(Daemon {
-        syncer: Syncer {
-            db,
-            config,
-            sources,
-            profile: &SALES_RECORDS,
-        },
+        syncer: Syncer::new(db, config, sources),
         leases,
         started_at: clock.now(),
         clock,

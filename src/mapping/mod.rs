@@ -6,6 +6,7 @@
 //! rejected row, unreadable value and superseded duplicate is reported.
 
 pub mod conventions;
+pub mod declare;
 pub mod profile;
 pub mod sales;
 pub mod values;
@@ -164,7 +165,7 @@ pub fn plan<'p>(
     let lookups = profile
         .fields
         .iter()
-        .map(|field| match field.kind {
+        .map(|field| match &field.kind {
             FieldKind::Enum(allowed) => Some(allowed.lookup()),
             _ => None,
         })
@@ -178,7 +179,8 @@ pub fn plan<'p>(
         conventions: Conventions::provisional(date_order),
         link_field: profile
             .identity_link
-            .and_then(|name| profile.fields.iter().position(|field| field.name == name)),
+            .as_deref()
+            .and_then(|name| profile.field_index(name)),
     };
     let mut pass = mapper.planning_pass(source)?;
     let (conventions, decision) = Conventions::decide(date_order, &pass.evidence);
@@ -309,6 +311,14 @@ impl<'p> Mapper<'p> {
         }
     }
 
+    /// Per profile field, the header of the column it is read from, or
+    /// `None` when the source has no such column.
+    pub fn column_headers(&self) -> Vec<Option<String>> {
+        (0..self.profile.fields.len())
+            .map(|field| self.columns.of_field(field).map(|(_, header)| header.to_owned()))
+            .collect()
+    }
+
     /// A later pass: the winning records, in source order.
     pub fn winners<'a>(&'a self, plan: &'a Plan, rows: RowReader<'a>) -> Winners<'a, 'p> {
         Winners {
@@ -355,7 +365,7 @@ impl FieldLabels {
     fn new(profile: &TargetProfile) -> Self {
         let mut by_label = HashMap::new();
         for (index, field) in profile.fields.iter().enumerate() {
-            for label in std::iter::once(field.name).chain(field.aliases.iter().copied()) {
+            for label in std::iter::once(&field.name).chain(&field.aliases) {
                 by_label.entry(fold_label(label)).or_insert(index);
             }
         }
@@ -391,7 +401,7 @@ fn locate_header(profile: &TargetProfile, labels: &FieldLabels, leading: &[Row])
         .iter()
         .enumerate()
         .filter(|(index, field)| field.required && !present.contains(index))
-        .map(|(_, field)| field.name)
+        .map(|(_, field)| field.name.as_str())
         .collect();
     // The error is stored and shown: it quotes header cells only, each cut
     // short, so a wrong source (a file that is not an export) never has its
@@ -474,7 +484,7 @@ impl Mapper<'_> {
             .profile
             .fields
             .iter()
-            .map(|spec| spec.name.to_owned())
+            .map(|spec| spec.name.clone())
             .zip(values)
             .collect();
         MappedRecord { row, key, fields }
@@ -502,7 +512,7 @@ impl Mapper<'_> {
                 None => Bson::Null,
             };
             if spec.required && value == Bson::Null {
-                missing.push(spec.name);
+                missing.push(spec.name.as_str());
             }
             values.push(value);
         }
@@ -522,7 +532,7 @@ impl Mapper<'_> {
             return None;
         }
         let key = fold_key(self.profile.key.iter().map(|name| {
-            let index = self.profile.fields.iter().position(|spec| spec.name == *name);
+            let index = self.profile.field_index(name);
             index.and_then(|index| values.get(index))
         }));
         Some((values, key))
@@ -733,6 +743,26 @@ impl Mapper<'_> {
             },
             (FieldKind::Number, Cell::Number(number)) => Converted::value(Bson::Double(*number)),
             (FieldKind::Number, Cell::Text(text)) => self.number(field, text),
+            (FieldKind::Integer, Cell::Number(number)) => integer(*number),
+            (FieldKind::Integer, Cell::Text(text)) => {
+                let read = self.number(field, text);
+                match read.value {
+                    Bson::Double(number) => Converted {
+                        clue: read.clue,
+                        problem: read.problem,
+                        ..integer(number)
+                    },
+                    _ => read,
+                }
+            }
+            (FieldKind::List, cell) => Converted::value(values::list_items(&text_of(cell))),
+            (FieldKind::Bool, Cell::Bool(checked)) => Converted::value(Bson::Boolean(*checked)),
+            (FieldKind::Bool, cell) => match values::read_bool(&text_of(cell)) {
+                Some(value) => Converted::value(Bson::Boolean(value)),
+                None => {
+                    Converted::unreadable("not a yes/no value (expected e.g. yes, no, true, false, oui, non, 1, 0)")
+                }
+            },
             (FieldKind::Enum(allowed), cell) => {
                 let written = text_of(cell);
                 let canonical = match &self.lookups[field] {
@@ -824,6 +854,19 @@ impl Mapper<'_> {
     }
 }
 
+/// A whole number, or unreadable: a fraction is never rounded silently.
+fn integer(number: f64) -> Converted {
+    // Doubles represent every integer up to 2^53 exactly; beyond, the cell
+    // did not hold an exact count anyway.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if number.fract() == 0.0 && number.abs() <= EXACT {
+        // In range and whole, so the conversion is exact.
+        Converted::value(Bson::Int64(number as i64))
+    } else {
+        Converted::unreadable("not a whole number (expected e.g. 1204330 or 1,204,330)")
+    }
+}
+
 /// A date or month as a report quotes it: `2025-01-13`, `2025-01-13 14:30
 /// UTC`, `2025-01`.
 fn describe_reading(value: &Bson) -> String {
@@ -858,14 +901,14 @@ fn derive_fields(profile: &TargetProfile, values: &mut [Bson], zone: Tz) {
     for (index, spec) in profile.fields.iter().enumerate() {
         let FieldKind::Month {
             derive_from: Some(source),
-        } = spec.kind
+        } = &spec.kind
         else {
             continue;
         };
         if values[index] != Bson::Null {
             continue;
         }
-        let source = profile.fields.iter().position(|field| field.name == source);
+        let source = profile.field_index(source);
         if let Some(Bson::DateTime(date)) = source.map(|source| &values[source]) {
             if let Some(moment) = values::from_bson_date(*date) {
                 let day = match moment.time() == chrono::NaiveTime::MIN {
@@ -882,7 +925,7 @@ fn derive_fields(profile: &TargetProfile, values: &mut [Bson], zone: Tz) {
 /// trimmed and case- and whitespace-insensitively), joined by a separator that
 /// cannot occur in them.
 pub fn record_key(profile: &TargetProfile, fields: &Document) -> String {
-    fold_key(profile.key.iter().map(|name| fields.get(*name)))
+    fold_key(profile.key.iter().map(|name| fields.get(name)))
 }
 
 fn fold_key<'a>(parts: impl Iterator<Item = Option<&'a Bson>>) -> String {

@@ -201,7 +201,7 @@ impl Staging {
             batch_rows: Vec::with_capacity(batch_size),
             batch_size: batch_size.max(1),
             written: 0,
-            indexes: shape.indexes_with(profile.indexes),
+            indexes: shape.indexes_with(&profile.indexes),
             shape,
         })
     }

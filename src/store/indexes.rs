@@ -1,28 +1,21 @@
 //! The indexes the schema document recommends, created idempotently.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use mongodb::bson::Document;
 use mongodb::options::IndexOptions;
 use mongodb::{Database, IndexModel};
 
-use super::{Operation, StoreError, Within};
-use crate::mapping::profile::IndexSpec;
+use super::{Doing, Operation, StoreError, Within, timed};
+use crate::mapping::profile::{IndexSpec, TargetProfile};
 
-const fn plain(keys: &'static [&'static str]) -> IndexSpec {
-    IndexSpec {
-        keys,
-        unique: false,
-        expire_after_seconds: None,
-    }
+fn plain(keys: &[&str]) -> IndexSpec {
+    IndexSpec::plain(keys)
 }
 
-const fn unique(keys: &'static [&'static str]) -> IndexSpec {
-    IndexSpec {
-        keys,
-        unique: true,
-        expire_after_seconds: None,
-    }
+fn unique(keys: &[&str]) -> IndexSpec {
+    IndexSpec::unique(keys)
 }
 
 /// How long run history is kept.
@@ -31,72 +24,74 @@ pub const SYNC_RUNS_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Indexes of the collections with fixed names: the schema document's
 /// "Indexes Recommendations" (plus `data_metadata.last_update`, listed in its
 /// collection section) and sheetsync's own bookkeeping.
-pub const FIXED_INDEXES: &[(&str, &[IndexSpec])] = &[
-    (
-        "users",
-        &[unique(&["email"]), plain(&["role"]), plain(&["view_access"])],
-    ),
-    (
-        "user_sessions",
-        &[
-            unique(&["session_token"]),
-            plain(&["user_id"]),
-            IndexSpec {
-                keys: &["expires_at"],
-                unique: false,
-                expire_after_seconds: Some(0),
-            },
-        ],
-    ),
-    (
-        "views",
-        &[
-            unique(&["id"]),
-            unique(&["name"]),
-            plain(&["is_master"]),
-            plain(&["is_default"]),
-        ],
-    ),
-    (
-        "data_metadata",
-        &[
-            unique(&["type", "view_id"]),
-            plain(&["view_id"]),
-            plain(&["last_update"]),
-        ],
-    ),
-    (
-        "user_projections_preferences",
-        &[
-            unique(&["user_id", "view_id"]),
-            plain(&["user_id"]),
-            plain(&["view_id"]),
-        ],
-    ),
-    (
-        "user_pipeline_preferences",
-        &[
-            unique(&["user_id", "view_id"]),
-            plain(&["user_id"]),
-            plain(&["view_id"]),
-        ],
-    ),
-    ("asher_pov", &[unique(&["view_id"])]),
-    (
-        super::runs::SYNC_RUNS_COLLECTION,
-        &[
-            IndexSpec {
-                keys: &["started_at"],
-                unique: false,
-                expire_after_seconds: Some(SYNC_RUNS_TTL.as_secs()),
-            },
-            plain(&["view", "started_at"]),
-            unique(&["run_id"]),
-        ],
-    ),
-    // `_id` is the view id; expiry is what a takeover filters on.
-    (super::lease::SYNC_LOCKS_COLLECTION, &[plain(&["expires_at"])]),
-];
+pub static FIXED_INDEXES: LazyLock<Vec<(&str, Vec<IndexSpec>)>> = LazyLock::new(|| {
+    vec![
+        (
+            "users",
+            vec![unique(&["email"]), plain(&["role"]), plain(&["view_access"])],
+        ),
+        (
+            "user_sessions",
+            vec![
+                unique(&["session_token"]),
+                plain(&["user_id"]),
+                IndexSpec {
+                    keys: vec!["expires_at".to_owned()],
+                    unique: false,
+                    expire_after_seconds: Some(0),
+                },
+            ],
+        ),
+        (
+            "views",
+            vec![
+                unique(&["id"]),
+                unique(&["name"]),
+                plain(&["is_master"]),
+                plain(&["is_default"]),
+            ],
+        ),
+        (
+            "data_metadata",
+            vec![
+                unique(&["type", "view_id"]),
+                plain(&["view_id"]),
+                plain(&["last_update"]),
+            ],
+        ),
+        (
+            "user_projections_preferences",
+            vec![
+                unique(&["user_id", "view_id"]),
+                plain(&["user_id"]),
+                plain(&["view_id"]),
+            ],
+        ),
+        (
+            "user_pipeline_preferences",
+            vec![
+                unique(&["user_id", "view_id"]),
+                plain(&["user_id"]),
+                plain(&["view_id"]),
+            ],
+        ),
+        ("asher_pov", vec![unique(&["view_id"])]),
+        (
+            super::runs::SYNC_RUNS_COLLECTION,
+            vec![
+                IndexSpec {
+                    keys: vec!["started_at".to_owned()],
+                    unique: false,
+                    expire_after_seconds: Some(SYNC_RUNS_TTL.as_secs()),
+                },
+                plain(&["view", "started_at"]),
+                unique(&["run_id"]),
+            ],
+        ),
+        // `_id` is the view id; expiry is what a takeover filters on.
+        (super::lease::SYNC_LOCKS_COLLECTION, vec![plain(&["expires_at"])]),
+    ]
+});
 
 fn model(spec: &IndexSpec) -> IndexModel {
     let keys: Document = spec.keys.iter().map(|key| (key.to_string(), 1.into())).collect();
@@ -132,7 +127,9 @@ pub fn all_targets<'a>(
     record_collections: &'a [String],
     record_indexes: &'a [IndexSpec],
 ) -> impl Iterator<Item = (&'a str, &'a [IndexSpec])> {
-    let fixed = FIXED_INDEXES.iter().map(|(collection, specs)| (*collection, *specs));
+    let fixed = FIXED_INDEXES
+        .iter()
+        .map(|(collection, specs)| (*collection, specs.as_slice()));
     let records = record_collections
         .iter()
         .map(move |collection| (collection.as_str(), record_indexes));
@@ -152,4 +149,59 @@ pub async fn ensure_all(
         touched.push(collection.to_owned());
     }
     Ok(touched)
+}
+
+/// What [`ensure_app`] did.
+#[derive(Debug, Default)]
+pub struct AppIndexes {
+    pub touched: Vec<String>,
+    /// Indexes that exist with the same keys but other options: reported,
+    /// never dropped (the application may rely on them).
+    pub conflicts: Vec<String>,
+}
+
+/// Creates a configured target's indexes on its collection and the
+/// application's indexes in its database, one by one, so that one index the
+/// application created otherwise does not stop the others.
+pub async fn ensure_app(db: &Database, collection: &str, profile: &TargetProfile) -> Result<AppIndexes, StoreError> {
+    let own = profile.indexes.iter().map(|index| (collection, index));
+    let app = profile
+        .app_indexes
+        .iter()
+        .map(|index| (index.collection.as_str(), &index.index));
+    let mut outcome = AppIndexes::default();
+    for (collection, spec) in own.chain(app) {
+        let created = timed(
+            Operation::IndexBuild,
+            db.collection::<Document>(collection).create_index(model(spec)),
+            || format!("creating an index on `{collection}`"),
+        )
+        .await?;
+        match created {
+            Ok(_) => {}
+            Err(error) if is_conflict(&error) => outcome.conflicts.push(format!(
+                "`{}.{collection}` already has an index on {} with other options; it was left as it is (sheetsync \
+                 wants unique = {})",
+                db.name(),
+                spec.keys.join(", "),
+                spec.unique
+            )),
+            Err(error) => {
+                return Err(error).doing(|| format!("creating an index on {} of `{collection}`", spec.keys.join(", ")));
+            }
+        }
+        if !outcome.touched.iter().any(|touched| touched == collection) {
+            outcome.touched.push(collection.to_owned());
+        }
+    }
+    Ok(outcome)
+}
+
+/// IndexOptionsConflict (85), IndexKeySpecsConflict (86), or a name taken
+/// by an index on other keys.
+fn is_conflict(error: &mongodb::error::Error) -> bool {
+    match error.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(command) => matches!(command.code, 85 | 86),
+        _ => false,
+    }
 }

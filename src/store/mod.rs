@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod indexes;
 pub mod lease;
+pub mod merge;
 pub mod metadata;
 pub mod runs;
 pub mod shape;
@@ -169,17 +170,23 @@ pub async fn connect(config: &crate::config::Config) -> Result<mongodb::Database
 /// must survive a MongoDB outage at start needs. (A `mongodb+srv://` URL is
 /// resolved here, so DNS must answer.)
 pub async fn client_for(config: &crate::config::Config) -> Result<mongodb::Database, StoreError> {
-    crate::tls::install_crypto_provider();
-    let url = config.redacted_mongo_url();
-    let mut options = mongodb::options::ClientOptions::parse(&config.mongo_url)
-        .await
-        .doing(|| format!("parsing MONGO_URL {url}"))?;
-    options.app_name.get_or_insert_with(|| "sheetsync".to_owned());
     // The first configuration wins: a process has one.
     let _ = LIMITS.set(config.mongo_limits());
-    options.server_selection_timeout.get_or_insert(SERVER_SELECTION_TIMEOUT);
-    let client = mongodb::Client::with_options(options).doing(|| format!("configuring the client for {url}"))?;
+    let client = client_for_url(&config.mongo_url, "MONGO_URL").await?;
     Ok(client.database(&config.db_name))
+}
+
+/// A client for the server `url` names (`setting` says where the URL came
+/// from, for messages), without contacting it.
+pub async fn client_for_url(url: &str, setting: &str) -> Result<mongodb::Client, StoreError> {
+    crate::tls::install_crypto_provider();
+    let shown = crate::redact::redact_url(url);
+    let mut options = mongodb::options::ClientOptions::parse(url)
+        .await
+        .doing(|| format!("parsing {setting} {shown}"))?;
+    options.app_name.get_or_insert_with(|| "sheetsync".to_owned());
+    options.server_selection_timeout.get_or_insert(SERVER_SELECTION_TIMEOUT);
+    mongodb::Client::with_options(options).doing(|| format!("configuring the client for {shown}"))
 }
 
 /// One round trip to the server.

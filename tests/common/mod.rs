@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 use mongodb::Database;
 use mongodb::bson::{Document, doc};
 use sheetsync::config::Config;
-use sheetsync::mapping::sales::SALES_RECORDS;
 use sheetsync::source::Sources;
 use sheetsync::store;
 use sheetsync::sync::Syncer;
@@ -66,12 +65,8 @@ pub fn config_with(url: &str, db_name: &str, extra: &[(&str, &str)]) -> Config {
 
 pub async fn syncer_for(config: Config) -> Syncer {
     let db = store::connect(&config).await.expect("the test server is reachable");
-    Syncer {
-        db,
-        sources: Sources::from_config(&config).expect("HTTP client starts"),
-        config,
-        profile: &SALES_RECORDS,
-    }
+    let sources = Sources::from_config(&config).expect("HTTP client starts");
+    Syncer::new(db, config, sources)
 }
 
 impl TestDb {

@@ -57,6 +57,26 @@ fn strip_accents(text: &str) -> Cow<'_, str> {
     )
 }
 
+/// A list cell's items: split on `,` or `;`, trimmed, empty items dropped.
+pub fn list_items(text: &str) -> mongodb::bson::Bson {
+    let items = text
+        .split([',', ';'])
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| mongodb::bson::Bson::String(item.to_owned()))
+        .collect();
+    mongodb::bson::Bson::Array(items)
+}
+
+/// A yes/no cell, in English or French, as words, letters or digits.
+pub fn read_bool(text: &str) -> Option<bool> {
+    match fold_label(text).as_str() {
+        "yes" | "y" | "true" | "oui" | "o" | "vrai" | "1" | "x" => Some(true),
+        "no" | "n" | "false" | "non" | "faux" | "0" => Some(false),
+        _ => None,
+    }
+}
+
 /// chrono -> BSON, at the millisecond precision BSON dates have.
 pub fn to_bson_date(moment: DateTime<Utc>) -> mongodb::bson::DateTime {
     mongodb::bson::DateTime::from_millis(moment.timestamp_millis())
@@ -73,11 +93,11 @@ pub fn midnight_utc(date: NaiveDate) -> DateTime<Utc> {
 
 /// The closed set of values a field may hold, and how loosely a spelling may
 /// match one of them.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EnumSpec {
-    pub values: &'static [&'static str],
+    pub values: Vec<String>,
     /// Other spellings, matched after folding: `(spelling, canonical value)`.
-    pub aliases: &'static [(&'static str, &'static str)],
+    pub value_aliases: Vec<(String, String)>,
     /// Values like `B Legals` carry a one-letter ordering prefix that people
     /// often leave out (`legals`) or punctuate (`b - legals`).
     pub letter_prefixed: bool,
@@ -86,35 +106,66 @@ pub struct EnumSpec {
 impl EnumSpec {
     /// The canonical value `text` stands for, if any. Builds the lookup each
     /// time: a sync builds it once with [`EnumSpec::lookup`].
-    pub fn canonical(&self, text: &str) -> Option<&'static str> {
-        self.lookup().canonical(text)
+    pub fn canonical(&self, text: &str) -> Option<&str> {
+        let lookup = self.lookup();
+        lookup.position(text).map(|index| self.values[index].as_str())
     }
 
     /// Every accepted spelling, folded once. Values come first, so an alias
     /// never shadows a value.
     pub fn lookup(&self) -> EnumLookup {
         let mut by_folded = HashMap::new();
-        for value in self.values {
-            by_folded.entry(fold_label(value)).or_insert(*value);
+        for (index, value) in self.values.iter().enumerate() {
+            by_folded.entry(fold_label(value)).or_insert(index);
             if let Some(rest) = strip_letter_prefix(value).filter(|_| self.letter_prefixed) {
-                by_folded.entry(fold_label(rest)).or_insert(*value);
+                by_folded.entry(fold_label(rest)).or_insert(index);
             }
         }
-        for (alias, value) in self.aliases {
-            by_folded.entry(fold_label(alias)).or_insert(*value);
+        for (alias, value) in &self.value_aliases {
+            if let Some(index) = self.values.iter().position(|candidate| candidate == value) {
+                by_folded.entry(fold_label(alias)).or_insert(index);
+            }
         }
-        EnumLookup { by_folded }
+        EnumLookup {
+            by_folded,
+            values: self.values.clone(),
+        }
+    }
+
+    /// Every spelling that folds to the same label as an earlier one and
+    /// names another value: `(spelling, the value it would have meant)`.
+    pub fn clashes(&self) -> Vec<(String, String)> {
+        let mut seen: HashMap<String, &str> = HashMap::new();
+        let mut clashes = Vec::new();
+        let values = self.values.iter().map(|value| (value, value));
+        let aliases = self.value_aliases.iter().map(|(alias, value)| (alias, value));
+        for (spelling, value) in values.chain(aliases) {
+            match seen.get(&fold_label(spelling)) {
+                Some(first) if *first != value.as_str() => clashes.push((spelling.clone(), (*first).to_owned())),
+                Some(_) if spelling != value => clashes.push((spelling.clone(), value.clone())),
+                Some(_) => {}
+                None => {
+                    seen.insert(fold_label(spelling), value);
+                }
+            }
+        }
+        clashes
     }
 }
 
 /// An [`EnumSpec`] ready for fast matching.
 #[derive(Debug, Clone)]
 pub struct EnumLookup {
-    by_folded: HashMap<String, &'static str>,
+    by_folded: HashMap<String, usize>,
+    values: Vec<String>,
 }
 
 impl EnumLookup {
-    pub fn canonical(&self, text: &str) -> Option<&'static str> {
+    pub fn canonical(&self, text: &str) -> Option<&str> {
+        self.position(text).map(|index| self.values[index].as_str())
+    }
+
+    fn position(&self, text: &str) -> Option<usize> {
         self.by_folded.get(&fold_label(text)).copied()
     }
 }

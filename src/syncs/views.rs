@@ -1,17 +1,19 @@
 //! The dashboard's views, read fresh from the `views` collection on every
-//! sync (the admin UI edits it), resolved into what to read and where to write.
+//! sync (the admin UI edits it, so its content is untrusted input), resolved
+//! into what to read and where to write.
 
 use futures_util::TryStreamExt;
 use mongodb::Database;
 use mongodb::bson::{Bson, Document, doc};
-use serde::Serialize;
 
 use crate::config::Config;
 use crate::mapping::conventions::ReadSettings;
 use crate::redact::redact_url;
 use crate::source::SourceSpec;
 use crate::source::policy::SourcePolicy;
-use crate::store::{Operation, StoreError, Within};
+use crate::store::{Operation, Within};
+
+use super::{Place, Resolution, SyncTarget, ViewPlan, ViewsError};
 
 pub const VIEWS_COLLECTION: &str = "views";
 
@@ -23,57 +25,8 @@ pub const DEFAULT_COLLECTIONS: [(&str, &str); 4] = [
     ("Market", "sales_records_market"),
 ];
 
-/// One view and what sheetsync will do with it.
-#[derive(Debug, Clone)]
-pub struct ViewPlan {
-    pub name: String,
-    /// `views.id`, which `data_metadata.view_id` refers to.
-    pub view_id: String,
-    pub resolution: Resolution,
-}
-
-#[derive(Debug, Clone)]
-pub enum Resolution {
-    /// Ready to sync.
-    Sync(SyncTarget),
-    /// The Master view aggregates the others and has no collection of its own.
-    Master,
-    /// Cannot be synced as configured; the reason says what to change.
-    Invalid(String),
-}
-
-#[derive(Debug, Clone)]
-pub struct SyncTarget {
-    pub collection: String,
-    pub source: SourceSpec,
-    /// The source as recorded in `data_metadata.source_url` (secrets redacted).
-    pub source_url: String,
-    /// How the source's cells are read.
-    pub read_settings: ReadSettings,
-}
-
-/// A view as `sheetsync check` lists it.
-#[derive(Debug, Serialize)]
-pub struct ViewSummary {
-    pub name: String,
-    pub view_id: String,
-    pub collection: Option<String>,
-    pub source: Option<String>,
-    pub status: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ViewsError {
-    #[error(transparent)]
-    Read(#[from] StoreError),
-    #[error("view {0:?} is the Master view: it aggregates the others and has no collection to sync")]
-    MasterSelected(String),
-    #[error("unknown view(s) {unknown}; the views collection has: {available}")]
-    Unknown { unknown: String, available: String },
-}
-
 /// Reads every view and resolves it against the config.
-pub async fn load_plans(db: &Database, config: &Config) -> Result<Vec<ViewPlan>, ViewsError> {
+pub async fn load(db: &Database, config: &Config) -> Result<Vec<ViewPlan>, ViewsError> {
     let views = db.collection::<Document>(VIEWS_COLLECTION);
     let describe = || format!("reading the `{VIEWS_COLLECTION}` collection");
     let documents: Vec<Document> = views
@@ -125,40 +78,6 @@ fn is_reserved_collection(name: &str) -> bool {
             .any(|(collection, _)| *collection == name)
 }
 
-/// Keeps the named views (all when `names` is empty). Names match
-/// case-insensitively; an unknown name is an error listing the known ones.
-pub fn select(plans: Vec<ViewPlan>, names: &[String]) -> Result<Vec<ViewPlan>, ViewsError> {
-    if names.is_empty() {
-        return Ok(plans);
-    }
-    let unknown: Vec<&String> = names
-        .iter()
-        .filter(|name| !plans.iter().any(|plan| plan.name.eq_ignore_ascii_case(name)))
-        .collect();
-    if !unknown.is_empty() {
-        return Err(ViewsError::Unknown {
-            unknown: unknown
-                .iter()
-                .map(|name| format!("{name:?}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            available: plans
-                .iter()
-                .map(|plan| format!("{:?}", plan.name))
-                .collect::<Vec<_>>()
-                .join(", "),
-        });
-    }
-    let selected: Vec<ViewPlan> = plans
-        .into_iter()
-        .filter(|plan| names.iter().any(|name| plan.name.eq_ignore_ascii_case(name)))
-        .collect();
-    if let Some(master) = selected.iter().find(|plan| plan.is_master()) {
-        return Err(ViewsError::MasterSelected(master.name.clone()));
-    }
-    Ok(selected)
-}
-
 fn resolve(view: &Document, config: &Config, policy: &SourcePolicy) -> ViewPlan {
     let text = |field: &str| match view.get(field) {
         Some(Bson::String(value)) if !value.trim().is_empty() => Some(value.trim().to_owned()),
@@ -186,6 +105,7 @@ fn resolve(view: &Document, config: &Config, policy: &SourcePolicy) -> ViewPlan 
             text("sheet_name"),
             read_settings,
             policy,
+            config.targets.sales_records(),
         ) {
             Ok(target) => Resolution::Sync(target),
             Err(reason) => Resolution::Invalid(reason),
@@ -205,6 +125,7 @@ fn resolve_target(
     sheet_name: Option<String>,
     read_settings: ReadSettings,
     policy: &SourcePolicy,
+    profile: std::sync::Arc<crate::mapping::profile::TargetProfile>,
 ) -> Result<SyncTarget, String> {
     let collection = overrides
         .collection
@@ -230,6 +151,8 @@ fn resolve_target(
         _ => redact_url(&source),
     };
     Ok(SyncTarget {
+        profile,
+        place: Place::Main,
         collection,
         source: spec,
         source_url,
@@ -242,41 +165,4 @@ pub fn default_collection(view_name: &str) -> Option<&'static str> {
         .iter()
         .find(|(name, _)| *name == view_name)
         .map(|(_, collection)| *collection)
-}
-
-impl ViewPlan {
-    /// What to read and where to write, for a view that can be synced.
-    pub fn target(&self) -> Option<&SyncTarget> {
-        match &self.resolution {
-            Resolution::Sync(target) => Some(target),
-            _ => None,
-        }
-    }
-
-    pub fn is_master(&self) -> bool {
-        matches!(self.resolution, Resolution::Master)
-    }
-
-    pub fn summary(&self) -> ViewSummary {
-        let (collection, source, status) = match &self.resolution {
-            Resolution::Sync(target) => (
-                Some(target.collection.clone()),
-                Some(target.source.describe()),
-                format!("ok ({})", target.source.source_type().as_str()),
-            ),
-            Resolution::Master => (
-                None,
-                None,
-                "master view: aggregates the others, never written".to_owned(),
-            ),
-            Resolution::Invalid(reason) => (None, None, format!("error: {reason}")),
-        };
-        ViewSummary {
-            name: self.name.clone(),
-            view_id: self.view_id.clone(),
-            collection,
-            source,
-            status,
-        }
-    }
 }

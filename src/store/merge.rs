@@ -1,0 +1,743 @@
+//! Merging a sheet into a collection an application shares.
+//!
+//! The app owns the documents as much as the sheet does: it writes fields
+//! the sheet has no column for (`stakeholders`), and other collections point
+//! at the documents by `id`. So nothing is swapped or re-identified: each
+//! winning row is matched to a document by the profile's key, and only the
+//! fields whose value differs are `$set` (or `$unset`, for a cleared cell),
+//! with `updated_at`. Unchanged rows write nothing.
+//!
+//! The writes are idempotent per document (a `$set` of values, an insert of a
+//! key that a rerun then finds), so ordered batches that stop midway leave
+//! every document either as before or as the sheet says, and the next run
+//! completes the rest. Where the server has transactions and the change set
+//! is small enough, it is applied in one instead.
+
+use std::collections::HashMap;
+
+use chrono::SecondsFormat;
+use futures_util::TryStreamExt;
+use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
+use mongodb::{ClientSession, Database};
+use serde::Serialize;
+
+use super::{Operation, StoreError, Within};
+use crate::mapping::profile::{Blank, DateStorage, FieldKind, MergeRules, OnMissing, Reference, TargetProfile};
+use crate::mapping::values::{fold_key_text, from_bson_date};
+use crate::mapping::{MappedRecord, RowIssue, record_key};
+
+/// At most this many names of documents missing from the source are listed
+/// in a report; the count is always exact.
+const LISTED_MISSING: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "writing `{collection}` stopped at statement {index} of a batch: {message}; {written} document(s) were \
+         written before it, each either as before or as the sheet says: fix the cause and sync again to complete \
+         the rest"
+    )]
+    Write {
+        collection: String,
+        index: usize,
+        message: String,
+        written: usize,
+    },
+}
+
+/// How the change set was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "mode")]
+pub enum WriteMode {
+    /// Nothing differed; nothing was sent.
+    Nothing,
+    /// All changes in one transaction: all or none.
+    Transaction,
+    /// Ordered batches, each document's write idempotent.
+    OrderedBatches { batches: usize },
+}
+
+/// What a merge did, for the report.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct MergeSummary {
+    /// Documents inserted, updated or deleted.
+    pub documents_written: usize,
+    /// `$set`/`$unset` field writes, `updated_at` excluded.
+    pub fields_written: usize,
+    pub write_mode: Option<WriteMode>,
+    /// Documents whose key the source no longer has (kept, unless the
+    /// profile says `on_missing = "delete"`), by their stored key.
+    pub not_in_source: Vec<String>,
+    pub not_in_source_count: usize,
+    pub deleted: usize,
+}
+
+/// One write of the change set.
+#[derive(Debug, Clone, PartialEq)]
+enum Write {
+    Insert(Document),
+    Update { filter: Document, update: Document },
+    Delete(Document),
+}
+
+impl Write {
+    fn command(&self) -> &'static str {
+        match self {
+            Write::Insert(_) => "insert",
+            Write::Update { .. } => "update",
+            Write::Delete(_) => "delete",
+        }
+    }
+
+    fn statement(&self) -> Document {
+        match self {
+            Write::Insert(document) => document.clone(),
+            Write::Update { filter, update } => doc! { "q": filter, "u": update },
+            Write::Delete(filter) => doc! { "q": filter, "limit": 1 },
+        }
+    }
+}
+
+/// A stored document, as much of it as the merge compares.
+#[derive(Debug)]
+struct Stored {
+    document: Document,
+    matched: bool,
+}
+
+/// Users (or any referenced collection) by e-mail and by exact name.
+#[derive(Debug, Default)]
+struct Directory {
+    by_email: HashMap<String, Vec<(String, String)>>,
+    by_name: HashMap<String, Vec<(String, String)>>,
+}
+
+impl Directory {
+    /// `Ok((id, name))` for exactly one match; else how many matched.
+    fn resolve(&self, written: &str) -> Result<&(String, String), usize> {
+        let written = written.trim();
+        let found = self
+            .by_email
+            .get(&written.to_lowercase())
+            .or_else(|| self.by_name.get(written))
+            .map_or(&[][..], Vec::as_slice);
+        match found {
+            [one] => Ok(one),
+            several => Err(several.len()),
+        }
+    }
+}
+
+/// The whole comparison of the source with the collection, before anything
+/// is written.
+#[derive(Debug)]
+pub struct Merge<'p> {
+    profile: &'p TargetProfile,
+    rules: &'p MergeRules,
+    collection: String,
+    stored: Vec<Stored>,
+    by_key: HashMap<String, Vec<usize>>,
+    /// Per profile field: its column's header, when the source has one.
+    columns: Vec<Option<String>>,
+    directories: HashMap<String, Directory>,
+    /// Per profile field: whether dates are written as ISO strings.
+    dates_as_text: Vec<bool>,
+    timestamps_as_text: bool,
+    now: BsonDateTime,
+    writes: Vec<Write>,
+    pub changes: crate::identity::Changes,
+    pub summary: MergeSummary,
+    pub warnings: Vec<RowIssue>,
+    pub notices: Vec<String>,
+}
+
+impl<'p> Merge<'p> {
+    /// Reads what the merge compares against: the collection's documents
+    /// (the mapped fields only) and every referenced collection.
+    pub async fn load(
+        db: &Database,
+        collection: &str,
+        profile: &'p TargetProfile,
+        rules: &'p MergeRules,
+        columns: Vec<Option<String>>,
+    ) -> Result<Merge<'p>, StoreError> {
+        let mut projection = doc! { "_id": 1, "id": 1, "created_at": 1, "updated_at": 1 };
+        for field in &profile.fields {
+            projection.insert(field.name.clone(), 1);
+        }
+        for reference in &rules.references {
+            projection.insert(reference.id_field.clone(), 1);
+        }
+        let describe = || format!("reading the documents of `{collection}` to merge into");
+        let documents: Vec<Document> = db
+            .collection::<Document>(collection)
+            .find(doc! {})
+            .projection(projection)
+            .within(Operation::Read, describe)
+            .await?
+            .try_collect()
+            .within(Operation::Read, describe)
+            .await?;
+        let mut directories = HashMap::new();
+        for reference in &rules.references {
+            if !directories.contains_key(&reference.collection) {
+                directories.insert(reference.collection.clone(), load_directory(db, reference).await?);
+            }
+        }
+        let mut merge = Merge {
+            profile,
+            rules,
+            collection: collection.to_owned(),
+            stored: Vec::with_capacity(documents.len()),
+            by_key: HashMap::with_capacity(documents.len()),
+            columns,
+            directories,
+            dates_as_text: Vec::new(),
+            timestamps_as_text: false,
+            now: BsonDateTime::now(),
+            writes: Vec::new(),
+            changes: crate::identity::Changes::default(),
+            summary: MergeSummary::default(),
+            warnings: Vec::new(),
+            notices: Vec::new(),
+        };
+        for document in documents {
+            let key = record_key(profile, &document);
+            merge.by_key.entry(key).or_default().push(merge.stored.len());
+            merge.stored.push(Stored {
+                document,
+                matched: false,
+            });
+        }
+        merge.decide_representations();
+        Ok(merge)
+    }
+
+    /// Dates are written as the collection already holds them, field by
+    /// field; timestamps as `updated_at` is held.
+    fn decide_representations(&mut self) {
+        let fixed = match self.rules.dates {
+            DateStorage::Auto => None,
+            DateStorage::Date => Some(false),
+            DateStorage::String => Some(true),
+        };
+        let mut as_text = Vec::with_capacity(self.profile.fields.len());
+        for field in &self.profile.fields {
+            let decided = match (&field.kind, fixed) {
+                (FieldKind::Date, Some(fixed)) => fixed,
+                (FieldKind::Date, None) => self.held_as_text(&field.name),
+                _ => false,
+            };
+            as_text.push(decided);
+        }
+        self.dates_as_text = as_text;
+        self.timestamps_as_text = fixed.unwrap_or_else(|| self.held_as_text("updated_at"));
+    }
+
+    /// Whether the stored documents hold `field` as text rather than as BSON
+    /// dates (dates when they hold neither); a mix is noticed.
+    fn held_as_text(&mut self, field: &str) -> bool {
+        let (mut texts, mut dates) = (0usize, 0usize);
+        for stored in &self.stored {
+            match stored.document.get(field) {
+                Some(Bson::String(_)) => texts += 1,
+                Some(Bson::DateTime(_)) => dates += 1,
+                _ => {}
+            }
+        }
+        let as_text = texts > dates;
+        if texts > 0 && dates > 0 {
+            self.notices.push(format!(
+                "`{}.{field}` holds {texts} ISO string(s) and {dates} date(s); values are written as {}, the \
+                 majority (set `dates` in the target profile to choose)",
+                self.collection,
+                if as_text { "ISO strings" } else { "dates" }
+            ));
+        }
+        as_text
+    }
+
+    /// Compares one winning record with its document and queues the writes
+    /// that make the document say what the row says.
+    pub fn add(&mut self, record: MappedRecord) {
+        let mut desired = self.desired_values(&record);
+        let Some(index) = self.matching(&record) else {
+            return;
+        };
+        match index {
+            Some(index) => self.update(index, desired),
+            None => {
+                desired.retain(|(_, value)| *value != Bson::Null);
+                self.insert(desired);
+            }
+        }
+    }
+
+    /// The document this record continues: `Some(None)` for a new one,
+    /// `None` when the record cannot be placed (reported).
+    fn matching(&mut self, record: &MappedRecord) -> Option<Option<usize>> {
+        let candidates = self.by_key.get(&record.key).cloned().unwrap_or_default();
+        match candidates.as_slice() {
+            [] => Some(None),
+            [one] => Some(Some(*one)),
+            several => {
+                let names: Vec<String> = several.iter().map(|index| self.display_key(*index)).collect();
+                self.warnings.push(RowIssue {
+                    row: record.row,
+                    column: None,
+                    value: None,
+                    reason: format!(
+                        "matches {} documents of `{}` ({}); nothing was written for this row: merge the duplicates \
+                         in the application",
+                        several.len(),
+                        self.collection,
+                        names.join(", ")
+                    ),
+                });
+                for index in several {
+                    self.stored[*index].matched = true;
+                }
+                None
+            }
+        }
+    }
+
+    /// `(field, value)` for every field the source has a column for, in
+    /// the stored representation; `Null` for a blank cell that clears.
+    fn desired_values(&mut self, record: &MappedRecord) -> Vec<(String, Bson)> {
+        let mut desired = Vec::new();
+        for (index, field) in self.profile.fields.iter().enumerate() {
+            if self.columns[index].is_none() {
+                continue;
+            }
+            let value = record.fields.get(&field.name).cloned().unwrap_or(Bson::Null);
+            if value == Bson::Null && self.rules.blank == Blank::Keep {
+                continue;
+            }
+            let value = match value {
+                Bson::DateTime(date) if self.dates_as_text[index] => Bson::String(iso_date(date)),
+                other => other,
+            };
+            desired.push((field.name.clone(), value));
+        }
+        let references = self.rules.references.clone();
+        for reference in &references {
+            self.resolve_reference(reference, record, &mut desired);
+        }
+        desired
+    }
+
+    /// Replaces a reference's written name by the user's name and adds the
+    /// id; no or several matches leave the id alone, with a warning.
+    fn resolve_reference(&mut self, reference: &Reference, record: &MappedRecord, desired: &mut Vec<(String, Bson)>) {
+        let Some(position) = desired.iter().position(|(field, _)| *field == reference.field) else {
+            return;
+        };
+        let written = match &desired[position].1 {
+            Bson::String(text) => text.clone(),
+            // A cleared owner clears the id with the name.
+            _ => {
+                desired.push((reference.id_field.clone(), Bson::Null));
+                return;
+            }
+        };
+        let Some(directory) = self.directories.get(&reference.collection) else {
+            return;
+        };
+        match directory.resolve(&written) {
+            Ok((id, name)) => {
+                desired[position].1 = Bson::String(name.clone());
+                desired.push((reference.id_field.clone(), Bson::String(id.clone())));
+            }
+            Err(count) => {
+                let field_index = self.profile.field_index(&reference.field);
+                let column = field_index.and_then(|index| self.columns[index].clone());
+                let found = if count == 0 {
+                    "no".to_owned()
+                } else {
+                    format!("{count}")
+                };
+                self.warnings.push(RowIssue {
+                    row: record.row,
+                    column,
+                    value: Some(written),
+                    reason: format!(
+                        "{found} user(s) of `{}` have this e-mail or exact name; the name is stored as written and \
+                         `{}` is left as it was",
+                        reference.collection, reference.id_field
+                    ),
+                });
+            }
+        }
+    }
+
+    fn update(&mut self, index: usize, desired: Vec<(String, Bson)>) {
+        self.stored[index].matched = true;
+        let stored = &self.stored[index];
+        let (mut set, mut unset) = (Document::new(), Document::new());
+        for (field, value) in desired {
+            let current = stored.document.get(&field);
+            // The key keeps the spelling the application stored.
+            if self.profile.key.contains(&field) && same_key(current, &value) {
+                continue;
+            }
+            if same_value(current, &value) {
+                continue;
+            }
+            match value {
+                Bson::Null => {
+                    unset.insert(field, "");
+                }
+                value => {
+                    set.insert(field, value);
+                }
+            }
+        }
+        if set.is_empty() && unset.is_empty() {
+            self.changes.unchanged += 1;
+            return;
+        }
+        let filter = doc! { "_id": stored.document.get("_id").cloned().unwrap_or(Bson::Null) };
+        self.summary.fields_written += set.len() + unset.len();
+        set.insert("updated_at", self.timestamp());
+        let mut update = doc! { "$set": set };
+        if !unset.is_empty() {
+            update.insert("$unset", unset);
+        }
+        self.writes.push(Write::Update { filter, update });
+        self.changes.updated += 1;
+    }
+
+    fn insert(&mut self, desired: Vec<(String, Bson)>) {
+        let mut document = doc! { "id": uuid::Uuid::new_v4().to_string() };
+        self.summary.fields_written += desired.len();
+        document.extend(desired);
+        let now = self.timestamp();
+        document.insert("created_at", now.clone());
+        document.insert("updated_at", now);
+        self.writes.push(Write::Insert(document));
+        self.changes.inserted += 1;
+    }
+
+    fn timestamp(&self) -> Bson {
+        match self.timestamps_as_text {
+            true => {
+                let millis = self.now.timestamp_millis();
+                let moment = chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default();
+                Bson::String(moment.to_rfc3339_opts(SecondsFormat::Millis, true))
+            }
+            false => Bson::DateTime(self.now),
+        }
+    }
+
+    fn display_key(&self, index: usize) -> String {
+        let document = &self.stored[index].document;
+        let parts: Vec<String> = self
+            .profile
+            .key
+            .iter()
+            .map(|field| match document.get(field) {
+                Some(Bson::String(text)) => text.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            })
+            .collect();
+        parts.join(" / ")
+    }
+
+    /// Ends the comparison: documents the source no longer has are listed,
+    /// and queued for deletion when the profile says so.
+    pub fn finish(&mut self) {
+        let missing: Vec<usize> = (0..self.stored.len())
+            .filter(|index| !self.stored[*index].matched)
+            .collect();
+        self.summary.not_in_source_count = missing.len();
+        self.summary.not_in_source = missing
+            .iter()
+            .take(LISTED_MISSING)
+            .map(|index| self.display_key(*index))
+            .collect();
+        self.summary.not_in_source.sort();
+        if self.rules.on_missing == OnMissing::Delete {
+            for index in missing {
+                let id = self.stored[index].document.get("_id").cloned().unwrap_or(Bson::Null);
+                self.writes.push(Write::Delete(doc! { "_id": id }));
+                self.changes.removed += 1;
+            }
+        }
+    }
+
+    /// Documents in the collection before the merge.
+    pub fn stored_count(&self) -> usize {
+        self.stored.len()
+    }
+
+    /// Writes the change set: in one transaction when `transaction` allows
+    /// (the server has them and the set is at most its size), else in
+    /// ordered batches of `batch_size` statements.
+    pub async fn write(
+        &mut self,
+        db: &Database,
+        batch_size: usize,
+        transaction_max: Option<usize>,
+    ) -> Result<(), MergeError> {
+        let writes = std::mem::take(&mut self.writes);
+        if writes.is_empty() {
+            self.summary.write_mode = Some(WriteMode::Nothing);
+            return Ok(());
+        }
+        let batches = batches(&writes, batch_size.max(1));
+        let written = match transaction_max.filter(|max| writes.len() <= *max) {
+            Some(_) => {
+                self.summary.write_mode = Some(WriteMode::Transaction);
+                self.write_in_transaction(db, &batches).await?
+            }
+            None => {
+                self.summary.write_mode = Some(WriteMode::OrderedBatches { batches: batches.len() });
+                let mut written = 0;
+                for batch in &batches {
+                    written += run_batch(db, &self.collection, batch, None, written).await?;
+                }
+                written
+            }
+        };
+        self.summary.documents_written = written;
+        self.summary.deleted = self.changes.removed;
+        Ok(())
+    }
+
+    async fn write_in_transaction(&self, db: &Database, batches: &[&[Write]]) -> Result<usize, MergeError> {
+        let collection = &self.collection;
+        let mut session = db
+            .client()
+            .start_session()
+            .within(Operation::Write, || {
+                format!("starting a session to merge into `{collection}`")
+            })
+            .await?;
+        session
+            .start_transaction()
+            .within(Operation::Write, || format!("starting a transaction on `{collection}`"))
+            .await?;
+        let mut written = 0;
+        for batch in batches {
+            match run_batch(db, collection, batch, Some(&mut session), written).await {
+                Ok(count) => written += count,
+                Err(error) => {
+                    let _ = session
+                        .abort_transaction()
+                        .within(Operation::Write, || format!("aborting the merge into `{collection}`"))
+                        .await;
+                    return Err(match error {
+                        MergeError::Write {
+                            collection,
+                            index,
+                            message,
+                            ..
+                        } => MergeError::Write {
+                            collection,
+                            index,
+                            message: format!("{message} (the transaction was rolled back)"),
+                            written: 0,
+                        },
+                        other => other,
+                    });
+                }
+            }
+        }
+        session
+            .commit_transaction()
+            .within(Operation::Write, || format!("committing the merge into `{collection}`"))
+            .await?;
+        Ok(written)
+    }
+}
+
+/// Consecutive writes of one kind, at most `size` per command.
+fn batches(writes: &[Write], size: usize) -> Vec<&[Write]> {
+    let mut batches = Vec::new();
+    let mut start = 0;
+    for end in 1..=writes.len() {
+        let kind_changes = end < writes.len() && writes[end].command() != writes[start].command();
+        if end == writes.len() || kind_changes || end - start == size {
+            batches.push(&writes[start..end]);
+            start = end;
+        }
+    }
+    batches
+}
+
+/// Sends one ordered batch; the server stops at the first failing statement
+/// and says which in `writeErrors`, which `runCommand` does not turn into an
+/// error by itself.
+async fn run_batch(
+    db: &Database,
+    collection: &str,
+    batch: &[Write],
+    session: Option<&mut ClientSession>,
+    written_before: usize,
+) -> Result<usize, MergeError> {
+    let Some(first) = batch.first() else {
+        return Ok(0);
+    };
+    let command = first.command();
+    let list = match first {
+        Write::Insert(_) => "documents",
+        Write::Update { .. } => "updates",
+        Write::Delete(_) => "deletes",
+    };
+    let statements: Vec<Bson> = batch.iter().map(|write| Bson::Document(write.statement())).collect();
+    let body = doc! { command: collection, list: statements, "ordered": true };
+    let describe = || format!("{command} of {} document(s) into `{collection}`", batch.len());
+    let reply = match session {
+        Some(session) => {
+            db.run_command(body)
+                .session(session)
+                .within(Operation::Write, describe)
+                .await?
+        }
+        None => db.run_command(body).within(Operation::Write, describe).await?,
+    };
+    if let Ok(errors) = reply.get_array("writeErrors") {
+        if let Some(Bson::Document(error)) = errors.first() {
+            let index = error
+                .get_i32("index")
+                .map_or(0, |index| usize::try_from(index).unwrap_or(0));
+            return Err(MergeError::Write {
+                collection: collection.to_owned(),
+                index,
+                message: error.get_str("errmsg").unwrap_or("refused by the server").to_owned(),
+                written: written_before + index,
+            });
+        }
+    }
+    if let Ok(error) = reply.get_document("writeConcernError") {
+        return Err(MergeError::Write {
+            collection: collection.to_owned(),
+            index: batch.len(),
+            message: format!("write concern: {}", error.get_str("errmsg").unwrap_or("not satisfied")),
+            written: written_before + batch.len(),
+        });
+    }
+    Ok(batch.len())
+}
+
+async fn load_directory(db: &Database, reference: &Reference) -> Result<Directory, StoreError> {
+    let collection = &reference.collection;
+    let describe = || format!("reading `{collection}` to resolve `{}`", reference.field);
+    let users: Vec<Document> = db
+        .collection::<Document>(collection)
+        .find(doc! {})
+        .projection(doc! { "id": 1, "email": 1, "name": 1 })
+        .within(Operation::Read, describe)
+        .await?
+        .try_collect()
+        .within(Operation::Read, describe)
+        .await?;
+    let mut directory = Directory::default();
+    for user in users {
+        let (Ok(id), Ok(name)) = (user.get_str("id"), user.get_str("name")) else {
+            continue;
+        };
+        let entry = (id.to_owned(), name.to_owned());
+        if let Ok(email) = user.get_str("email") {
+            directory
+                .by_email
+                .entry(email.trim().to_lowercase())
+                .or_default()
+                .push(entry.clone());
+        }
+        directory.by_name.entry(name.trim().to_owned()).or_default().push(entry);
+    }
+    Ok(directory)
+}
+
+/// A date-only value as `YYYY-MM-DD`; a moment as RFC 3339 in UTC.
+fn iso_date(date: BsonDateTime) -> String {
+    match from_bson_date(date) {
+        Some(moment) if moment.time() == chrono::NaiveTime::MIN => moment.format("%Y-%m-%d").to_string(),
+        Some(moment) => moment.to_rfc3339_opts(SecondsFormat::Secs, true),
+        None => date.to_string(),
+    }
+}
+
+fn same_key(stored: Option<&Bson>, desired: &Bson) -> bool {
+    match (stored, desired) {
+        (Some(Bson::String(stored)), Bson::String(desired)) => fold_key_text(stored) == fold_key_text(desired),
+        _ => false,
+    }
+}
+
+/// Whether the stored value already says what the sheet says: numbers are
+/// compared by value whatever their BSON type (the app may store 82 as an
+/// int), a missing field equals a cleared one.
+fn same_value(stored: Option<&Bson>, desired: &Bson) -> bool {
+    match (stored, desired) {
+        (None | Some(Bson::Null), Bson::Null) => true,
+        (Some(stored), desired) => match (number(stored), number(desired)) {
+            (Some(left), Some(right)) => left == right,
+            _ => match (stored, desired) {
+                (Bson::Array(left), Bson::Array(right)) => {
+                    left.len() == right.len()
+                        && left
+                            .iter()
+                            .zip(right)
+                            .all(|(left, right)| same_value(Some(left), right))
+                }
+                _ => stored == desired,
+            },
+        },
+        (None, _) => false,
+    }
+}
+
+fn number(value: &Bson) -> Option<f64> {
+    match value {
+        Bson::Double(number) => Some(*number),
+        Bson::Int32(number) => Some(f64::from(*number)),
+        // Counts stored by the app are far below 2^53.
+        Bson::Int64(number) => Some(*number as f64),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_compare_as_the_app_would_read_them() {
+        assert!(same_value(Some(&Bson::Int32(82)), &Bson::Double(82.0)));
+        assert!(same_value(None, &Bson::Null));
+        assert!(!same_value(None, &Bson::String("x".into())));
+        assert!(!same_value(Some(&Bson::Int64(3)), &Bson::Double(3.5)));
+        let tags = |items: &[&str]| Bson::Array(items.iter().map(|item| Bson::String((*item).into())).collect());
+        assert!(same_value(Some(&tags(&["a", "b"])), &tags(&["a", "b"])));
+        assert!(!same_value(Some(&tags(&["a", "b"])), &tags(&["b", "a"])));
+        assert!(same_key(
+            Some(&Bson::String("Acme Corp".into())),
+            &Bson::String("acme  corp".into())
+        ));
+    }
+
+    #[test]
+    fn batches_split_by_kind_and_size() {
+        let insert = || Write::Insert(doc! {});
+        let update = || Write::Update {
+            filter: doc! {},
+            update: doc! {},
+        };
+        let writes = vec![update(), update(), update(), insert(), insert()];
+        let sizes: Vec<usize> = batches(&writes, 2).iter().map(|batch| batch.len()).collect();
+        assert_eq!(sizes, [2, 1, 2]);
+        assert!(batches(&[], 2).is_empty());
+    }
+
+    #[test]
+    fn dates_keep_their_iso_form() {
+        let day = BsonDateTime::from_millis(1_706_659_200_000);
+        assert_eq!(iso_date(day), "2024-01-31");
+    }
+}

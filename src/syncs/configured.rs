@@ -1,0 +1,68 @@
+//! The config file's `[[syncs]]`: sheets kept in step with collections of
+//! other applications' databases (the customer-success platform's
+//! `customers`), each with its own target profile.
+
+use crate::config::{Config, ConfiguredSync};
+use crate::mapping::conventions::ReadSettings;
+use crate::redact::redact_url;
+use crate::source::SourceSpec;
+use crate::source::policy::SourcePolicy;
+
+use super::{Place, Resolution, SyncTarget, ViewPlan};
+
+/// The prefix of a configured sync's id: leases and `sync_runs` key syncs
+/// by id, and views' ids are UUIDs, so the two never meet.
+pub const ID_PREFIX: &str = "sync:";
+
+/// One plan per `[[syncs]]` entry; a source the policy refuses makes its
+/// plan invalid, not the config.
+pub fn plans(config: &Config) -> Vec<ViewPlan> {
+    let policy = SourcePolicy::new(&config.sources);
+    config.syncs.iter().map(|sync| plan(sync, config, &policy)).collect()
+}
+
+fn plan(sync: &ConfiguredSync, config: &Config, policy: &SourcePolicy) -> ViewPlan {
+    let entry = &sync.entry;
+    let resolution = match target(sync, config, policy) {
+        Ok(target) => Resolution::Sync(target),
+        Err(reason) => Resolution::Invalid(reason),
+    };
+    ViewPlan {
+        name: entry.name.clone(),
+        view_id: format!("{ID_PREFIX}{}", entry.name),
+        resolution,
+    }
+}
+
+fn target(sync: &ConfiguredSync, config: &Config, policy: &SourcePolicy) -> Result<SyncTarget, String> {
+    let entry = &sync.entry;
+    let spec = SourceSpec::parse(&entry.source, entry.sheet_name.as_deref()).map_err(|error| error.to_string())?;
+    let spec = policy
+        .admit(spec)
+        .map_err(|refusal| format!("sync {:?}: {refusal}", entry.name))?;
+    let source_url = match &spec {
+        SourceSpec::CsvFile(_) => spec.describe(),
+        _ => redact_url(&entry.source),
+    };
+    Ok(SyncTarget {
+        profile: sync.profile.clone(),
+        place: Place::Other {
+            database: entry.database.clone(),
+            mongo_url: sync.mongo_url.clone(),
+        },
+        collection: sync.collection.clone(),
+        source: spec,
+        source_url,
+        read_settings: ReadSettings {
+            date_order: entry.date_order.unwrap_or(config.sync.date_order),
+            time_zone: config.time_zone,
+        },
+    })
+}
+
+impl ViewPlan {
+    /// Whether this plan is a `[[syncs]]` entry rather than a view.
+    pub fn is_configured(&self) -> bool {
+        self.view_id.starts_with(ID_PREFIX)
+    }
+}
