@@ -31,8 +31,9 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// Not a `#[source]`: the list is the message, and is printed once.
     #[error("invalid target profile(s):\n{0}")]
-    Targets(#[from] crate::mapping::declare::DeclErrors),
+    Targets(crate::mapping::declare::DeclErrors),
 }
 
 /// The whole resolved configuration. Its `Debug` output redacts secrets.
@@ -517,7 +518,8 @@ impl Config {
                     file: &path.display().to_string(),
                     text,
                 },
-            )?,
+            )
+            .map_err(ConfigError::Targets)?,
             None => Targets::built_in(),
         };
         let mongo_url = non_empty("MONGO_URL")

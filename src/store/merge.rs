@@ -21,7 +21,7 @@ use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 use mongodb::{ClientSession, Database};
 use serde::Serialize;
 
-use super::{Operation, StoreError, Within};
+use super::{Operation, StoreError, Within, timed};
 use crate::mapping::profile::{Blank, DateStorage, FieldKind, MergeRules, OnMissing, Reference, TargetProfile};
 use crate::mapping::values::{fold_key_text, from_bson_date};
 use crate::mapping::{MappedRecord, RowIssue, record_key};
@@ -591,15 +591,17 @@ async fn run_batch(
     let statements: Vec<Bson> = batch.iter().map(|write| Bson::Document(write.statement())).collect();
     let body = doc! { command: collection, list: statements, "ordered": true };
     let describe = || format!("{command} of {} document(s) into `{collection}`", batch.len());
-    let reply = match session {
-        Some(session) => {
-            db.run_command(body)
-                .session(session)
-                .within(Operation::Write, describe)
-                .await?
-        }
-        None => db.run_command(body).within(Operation::Write, describe).await?,
+    let sent = match session {
+        Some(session) => timed(Operation::Write, db.run_command(body).session(session), describe).await?,
+        None => timed(Operation::Write, db.run_command(body), describe).await?,
     };
+    // A refused command (ok: 0) wrote nothing of this batch.
+    let reply = sent.map_err(|error| MergeError::Write {
+        collection: collection.to_owned(),
+        index: 0,
+        message: driver_message(&error),
+        written: written_before,
+    })?;
     if let Ok(errors) = reply.get_array("writeErrors") {
         if let Some(Bson::Document(error)) = errors.first() {
             let index = error
@@ -622,6 +624,16 @@ async fn run_batch(
         });
     }
     Ok(batch.len())
+}
+
+/// The server's own words for a refused command, without the raw reply.
+fn driver_message(error: &mongodb::error::Error) -> String {
+    match error.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(command) => {
+            format!("{} ({} {})", command.message, command.code_name, command.code)
+        }
+        _ => error.to_string(),
+    }
 }
 
 async fn load_directory(db: &Database, reference: &Reference) -> Result<Directory, StoreError> {

@@ -257,8 +257,18 @@ fn script() -> PathBuf {
 
 impl OwnServer {
     pub fn start() -> OwnServer {
+        OwnServer::start_with(&[])
+    }
+
+    /// A server that reports itself as a one-member replica set, with
+    /// transactions.
+    pub fn start_replica_set() -> OwnServer {
+        OwnServer::start_with(&[("SHEETSYNC_TEST_REPLICA_SET", "1")])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> OwnServer {
         let dir = tempfile::tempdir().unwrap();
-        let url = run_script(&["start", dir.path().to_str().unwrap()]);
+        let url = run_script_with(&["start", dir.path().to_str().unwrap()], env);
         let port = std::fs::read_to_string(dir.path().join("port"))
             .unwrap()
             .trim()
@@ -310,7 +320,15 @@ impl Drop for OwnServer {
 }
 
 fn run_script(args: &[&str]) -> String {
-    let output = Command::new(script()).args(args).output().unwrap();
+    run_script_with(args, &[])
+}
+
+fn run_script_with(args: &[&str], env: &[(&str, &str)]) -> String {
+    let output = Command::new(script())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
     assert!(
         output.status.success(),
         "scripts/test-server {args:?} failed: {}",
