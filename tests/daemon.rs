@@ -709,3 +709,72 @@ async fn a_server_that_stops_answering_fails_the_run_in_time_and_the_refresh_run
     .await;
     daemon.stop();
 }
+
+/// A `[[syncs]]` entry runs in the daemon as views do: caught up at start,
+/// refreshed by name through the admin API, shown in `/status` and
+/// `/metrics`, with its history in its own database.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_configured_sync_runs_like_a_view() {
+    let fixture = DaemonFixture::new("configured", &[("view-organic", "Organic", 4, "v1")]).await;
+    let cs_name = format!("{}_cs", fixture.name);
+    let cs = database(&fixture.url, &cs_name).await;
+    let export = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/customers-export.csv");
+    let extra = format!(
+        "catch_up = true\n\n[[syncs]]\nname = \"Customers\"\nsource = \"{export}\"\ntarget = \"customers\"\n\
+         database = \"{cs_name}\"\n"
+    );
+    let config = fixture.config(&extra);
+    let mut daemon = DaemonProc::start(&config, &[("SHEETSYNC_ADMIN_TOKEN", "correct-horse")]);
+    daemon.wait_log("catch-up done");
+    let customers = cs.collection::<Document>("customers");
+    assert_eq!(customers.count_documents(doc! {}).await.unwrap(), 4);
+    assert_eq!(runs_of(&cs, doc! { "view": "Customers" }).await.len(), 1);
+    assert!(runs_of(&fixture.db, doc! { "view": "Customers" }).await.is_empty());
+
+    let client = http();
+    let accepted = client
+        .post(format!("{}/admin/refresh?view=Customers", daemon.base))
+        .bearer_auth("correct-horse")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+    let runs = eventually("the refresh to be recorded", || async {
+        let runs = runs_of(&cs, doc! { "view": "Customers", "trigger": "admin" }).await;
+        (!runs.is_empty()).then_some(runs)
+    })
+    .await;
+    assert_eq!(runs[0].get_str("outcome"), Ok("success_with_warnings"));
+    assert_eq!(runs[0].get_document("changes").unwrap().get_i64("unchanged"), Ok(4));
+
+    let status: Value = eventually("the status to show the sync", || async {
+        let status: Value = client
+            .get(format!("{}/status", daemon.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let sync = status["views"]
+            .as_array()?
+            .iter()
+            .find(|view| view["name"] == "Customers")?
+            .clone();
+        (sync["last_run"]["trigger"] == "admin").then_some(sync)
+    })
+    .await;
+    assert_eq!(status["collection"], format!("{cs_name}.customers"), "{status:#}");
+    assert_eq!(status["records_count"], 4, "{status:#}");
+    let metrics = client
+        .get(format!("{}/metrics", daemon.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("view=\"Customers\""), "{metrics}");
+    daemon.stop();
+    cs.drop().await.unwrap();
+}
