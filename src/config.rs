@@ -68,7 +68,8 @@ pub struct SyncEntry {
     /// The sync's name in reports, `/status`, metrics and admin refreshes;
     /// distinct from every view's name.
     pub name: String,
-    /// A `file://` path, a path, a CSV URL, or a Google Sheets link or ID.
+    /// A `file://` path, a path (relative ones from the config file's
+    /// folder), a CSV URL, or a Google Sheets link or ID.
     pub source: String,
     pub sheet_name: Option<String>,
     /// The target profile's name.
@@ -528,7 +529,7 @@ impl Config {
         let syncs = parsed
             .syncs
             .into_iter()
-            .map(|entry| resolve_sync(entry, &targets, &mongo_url, &non_empty))
+            .map(|entry| resolve_sync(entry, file.map(|(_, path)| path), &targets, &mongo_url, &non_empty))
             .collect::<Result<Vec<_>, _>>()?;
         let defaults = crate::store::OperationLimits::default();
         let secs = |setting: Option<u64>, default: Duration| setting.map_or(default, Duration::from_secs);
@@ -738,11 +739,21 @@ impl std::fmt::Debug for Config {
 
 /// A `[[syncs]]` entry with its profile, collection and server resolved.
 fn resolve_sync(
-    entry: SyncEntry,
+    mut entry: SyncEntry,
+    config_file: Option<&Path>,
     targets: &Targets,
     mongo_url: &str,
     env: &impl Fn(&str) -> Option<String>,
 ) -> Result<ConfiguredSync, ConfigError> {
+    // A relative file path is read from the config file's folder, wherever
+    // sheetsync was started.
+    let relative_file = !entry.source.contains("://")
+        && Path::new(&entry.source).is_relative()
+        && (entry.source.starts_with('.') || entry.source.contains('/') || entry.source.ends_with(".csv"));
+    if let (true, Some(folder)) = (relative_file, config_file.and_then(Path::parent)) {
+        let joined = folder.join(&entry.source);
+        entry.source = std::path::absolute(&joined).unwrap_or(joined).display().to_string();
+    }
     let name = &entry.name;
     let profile = targets.get(&entry.target).ok_or_else(|| {
         ConfigError::Invalid(format!(

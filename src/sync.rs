@@ -176,7 +176,7 @@ impl ViewReport {
             view: plan.name.clone(),
             view_id: plan.view_id.clone(),
             trigger,
-            collection: target.map(|target| target.collection.clone()),
+            collection: target.map(SyncTarget::qualified_collection),
             source: target.map(|target| target.source.describe()),
             source_type: target.map(|target| target.source.source_type()),
             outcome: Outcome::Failed,
@@ -898,10 +898,12 @@ pub fn render_text(reports: &[ViewReport]) -> String {
 }
 
 fn render_view(out: &mut String, report: &ViewReport) {
+    let merged = report.merge.as_ref().is_some_and(|merge| merge.documents_written > 0);
+    let changed = report.swapped || merged;
     let status = match report.outcome {
-        Outcome::Success if report.swapped => "OK",
+        Outcome::Success if changed => "OK",
         Outcome::Success => "OK (no changes)",
-        Outcome::SuccessWithWarnings if report.swapped => "OK with warnings (see the rejected rows and warnings)",
+        Outcome::SuccessWithWarnings if changed => "OK with warnings (see the rejected rows and warnings)",
         Outcome::SuccessWithWarnings => "OK with warnings, no changes (see the rejected rows and warnings)",
         Outcome::DryRun => "DRY RUN (nothing written)",
         Outcome::Failed if report.swapped => "FAILED after the swap (the new data is in place; see the error)",
@@ -973,7 +975,7 @@ fn render_merge(out: &mut String, merge: &MergeSummary) {
     };
     let _ = writeln!(
         out,
-        "  merged: {} document(s) written ({} field(s)), {how}",
+        "  written: {} document(s) ({} field(s)), {how}",
         merge.documents_written, merge.fields_written
     );
     if merge.not_in_source_count > 0 {
