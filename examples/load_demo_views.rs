@@ -52,7 +52,10 @@ async fn main() -> anyhow::Result<()> {
         let collection = client.database(cs_db).collection::<Document>("users");
         for user in users {
             let document = bson::to_document(&user).context("converting a user")?;
-            let email = document.get_str("email").context("every user has an e-mail")?.to_owned();
+            let email = document
+                .get_str("email")
+                .context("every user has an e-mail")?
+                .to_owned();
             collection
                 .replace_one(doc! { "email": &email }, document)
                 .upsert(true)
