@@ -345,16 +345,6 @@ impl DaemonSettings {
         Duration::from_secs(self.lease_secs)
     }
 
-    /// The HTTP server's bounds.
-    pub fn http_limits(&self) -> crate::daemon::serve::Limits {
-        crate::daemon::serve::Limits {
-            header_read_timeout: Duration::from_secs(self.http_header_timeout_secs),
-            request_timeout: Duration::from_secs(self.http_request_timeout_secs),
-            max_connections: self.http_max_connections,
-            max_body_bytes: 64 * 1024,
-        }
-    }
-
     pub fn retry_min(&self) -> Duration {
         Duration::from_secs(self.retry_min_secs)
     }
@@ -678,7 +668,7 @@ impl Config {
 
     fn validate_daemon(&self) -> Result<(), ConfigError> {
         let daemon = &self.daemon;
-        crate::daemon::schedule::Schedule::parse(&daemon.schedule, &daemon.time_zone)
+        crate::schedule::Schedule::parse(&daemon.schedule, &daemon.time_zone)
             .map_err(|error| ConfigError::Invalid(error.to_string()))?;
         if daemon.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(ConfigError::Invalid(format!(

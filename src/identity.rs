@@ -22,7 +22,6 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use futures_util::TryStreamExt;
 use mongodb::Collection;
 use mongodb::bson::{DateTime as BsonDateTime, Document, doc};
-use serde::Serialize;
 use uuid::Uuid;
 
 use crate::mapping::profile::{FieldKind, TargetProfile};
@@ -34,23 +33,7 @@ use crate::store::{Operation, StoreError, Within};
 /// different namespace would change every deal id).
 const RECORD_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5b1f_0a3c_7d2e_4f61_9a8b_3c4d_5e6f_7081);
 
-/// What a refresh changes compared with the data it replaces.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct Changes {
-    pub inserted: usize,
-    pub updated: usize,
-    pub removed: usize,
-    /// Records that continue an old record under another key (a stage move,
-    /// a respelt client with the same deal link), keeping its id.
-    pub moved: usize,
-    pub unchanged: usize,
-}
-
-impl Changes {
-    pub fn is_empty(&self) -> bool {
-        self.inserted == 0 && self.updated == 0 && self.removed == 0 && self.moved == 0
-    }
-}
+pub use crate::report::Changes;
 
 /// What a refresh needs to know of a record already in the collection: its
 /// identity, and a digest of its content to tell whether it changed. The

@@ -4,17 +4,22 @@
 //! Data flows one way through its modules:
 //!
 //! ```text
-//! views -> source (csv, Google Sheets) -> table -> mapping -> store::apply -> store::{metadata, runs}
+//! syncs (views collection, [[syncs]]) -> source (csv, Google Sheets) -> table
+//!   -> mapping (target profiles) -> identity -> apply (swap | merge) -> store::{metadata, runs}
 //! ```
 //!
-//! [`sync::Syncer`] drives one cycle through them; [`daemon`] wraps it in a
-//! scheduled, observable, multi-replica-safe service (`sheetsync run`).
+//! [`sync::Syncer`] drives one cycle through them and fills a
+//! [`report::ViewReport`]; [`daemon`] wraps it in a scheduled, observable,
+//! multi-replica-safe service (`sheetsync run`), and `main.rs` in a CLI.
 
+pub mod apply;
 pub mod config;
 pub mod daemon;
 pub mod identity;
 pub mod mapping;
 pub mod redact;
+pub mod report;
+pub mod schedule;
 pub mod source;
 pub mod store;
 pub mod sync;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use sheetsync::config::Config;
-use sheetsync::daemon::schedule::Schedule;
+use sheetsync::schedule::Schedule;
 use sheetsync::source::{SourceSpec, Sources};
 use sheetsync::store;
 use sheetsync::sync::{self, SyncOptions, Syncer};

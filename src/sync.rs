@@ -2,54 +2,25 @@
 //! the report it produces.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use mongodb::Database;
 use mongodb::bson::{DateTime as BsonDateTime, Document};
-use serde::Serialize;
 use uuid::Uuid;
 
+use crate::apply;
+use crate::apply::merge::{Merge, MergeError};
 use crate::config::Config;
-use crate::identity::{self, Changes, Continuations, Identities};
-use crate::mapping::conventions::DateOrderDecision;
+use crate::identity::{self, Continuations, Identities};
+use crate::mapping;
 use crate::mapping::profile::{MergeRules, OnMissing};
-use crate::mapping::{self, Duplicate, RowIssue};
-use crate::source::{Fetched, SourceError, SourceType, Sources};
-use crate::store::apply;
+pub use crate::report::{Changes, Outcome, Trigger, ViewReport, render_text};
+use crate::source::{Fetched, SourceError, Sources};
 use crate::store::lease::{self, Leases};
-use crate::store::merge::{Merge, MergeError, MergeSummary, WriteMode};
 use crate::store::{Operation, StoreError, Within, indexes, metadata, runs};
 use crate::syncs::{self, Place, Resolution, SyncTarget, ViewPlan, ViewsError};
-
-/// What started a run; recorded with it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trigger {
-    /// `sheetsync sync` from a shell.
-    Cli,
-    Schedule,
-    CatchUp,
-    Signal,
-    Admin,
-    Startup,
-}
-
-impl Trigger {
-    /// The name logs, metrics and the history use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Cli => "cli",
-            Trigger::Schedule => "schedule",
-            Trigger::CatchUp => "catch_up",
-            Trigger::Signal => "signal",
-            Trigger::Admin => "admin",
-            Trigger::Startup => "startup",
-        }
-    }
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
@@ -94,79 +65,6 @@ impl Abort {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// The collection now holds the source's records (or already did).
-    Success,
-    /// As `Success`, but some rows were rejected or some values unreadable:
-    /// the report lists them.
-    SuccessWithWarnings,
-    /// Everything was read and compared; nothing was written.
-    DryRun,
-    /// Nothing was written; the previous data stands.
-    Failed,
-}
-
-/// Everything one view's run did, for people (text), scripts (JSON) and the
-/// `sync_runs` history.
-#[derive(Debug, Clone, Serialize)]
-pub struct ViewReport {
-    pub run_id: String,
-    pub view: String,
-    pub view_id: String,
-    pub trigger: Trigger,
-    pub collection: Option<String>,
-    pub source: Option<String>,
-    pub source_type: Option<SourceType>,
-    pub outcome: Outcome,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    pub header_row: Option<usize>,
-    pub rows_read: usize,
-    pub blank_rows: usize,
-    pub records_written: usize,
-    pub duplicates_merged: usize,
-    pub duplicates: Vec<Duplicate>,
-    pub rejected: Vec<RowIssue>,
-    pub warnings: Vec<RowIssue>,
-    pub unknown_columns: Vec<String>,
-    /// How the source's numeric dates were read, and why.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub date_order: Option<DateOrderDecision>,
-    /// Facts about the whole run worth telling: a spreadsheet's clock that
-    /// differs from the configured one, collection options the server did
-    /// not keep through the swap.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub notices: Vec<String>,
-    pub changes: Changes,
-    /// Each record that continues an old one under another key, e.g.
-    /// `Globex: D POA Booked -> C Proposal sent, id kept`.
-    pub moves: Vec<String>,
-    /// Clients whose records changed in ways that could not be paired.
-    pub ambiguous: Vec<String>,
-    /// What a merge wrote (targets with `apply = "merge"`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub merge: Option<MergeSummary>,
-    /// False when nothing changed and the collection was left as it was, or
-    /// on a dry run or failure.
-    pub swapped: bool,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
-    pub duration_ms: u64,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Success => "success",
-            Outcome::SuccessWithWarnings => "success_with_warnings",
-            Outcome::DryRun => "dry_run",
-            Outcome::Failed => "failed",
-        }
-    }
-}
-
 impl ViewReport {
     fn new(plan: &ViewPlan, trigger: Trigger, run_id: Option<Uuid>) -> ViewReport {
         let target = plan.target();
@@ -201,10 +99,6 @@ impl ViewReport {
             finished_at: now,
             duration_ms: 0,
         }
-    }
-
-    pub fn succeeded(&self) -> bool {
-        self.outcome != Outcome::Failed
     }
 
     fn record_identities(&mut self, identities: &Identities<'_>) {
@@ -660,7 +554,7 @@ impl Syncer {
     }
 
     /// A merge: the source's records compared with the documents they
-    /// continue, and only the differences written (see `store::merge`).
+    /// continue, and only the differences written (see `apply::merge`).
     async fn merge_view(
         &self,
         target: &SyncTarget,
@@ -884,125 +778,4 @@ fn log_summary(report: &ViewReport) {
             error = report.error.as_deref().unwrap_or(""), duration_ms = report.duration_ms, "sync failed"
         );
     }
-}
-
-/// The human-readable report of one cycle.
-pub fn render_text(reports: &[ViewReport]) -> String {
-    let mut out = String::new();
-    for report in reports {
-        render_view(&mut out, report);
-    }
-    let failed = reports.iter().filter(|report| !report.succeeded()).count();
-    let _ = writeln!(out, "{} view(s) synced, {failed} failed", reports.len() - failed);
-    out
-}
-
-fn render_view(out: &mut String, report: &ViewReport) {
-    let merged = report.merge.as_ref().is_some_and(|merge| merge.documents_written > 0);
-    let changed = report.swapped || merged;
-    let status = match report.outcome {
-        Outcome::Success if changed => "OK",
-        Outcome::Success => "OK (no changes)",
-        Outcome::SuccessWithWarnings if changed => "OK with warnings (see the rejected rows and warnings)",
-        Outcome::SuccessWithWarnings => "OK with warnings, no changes (see the rejected rows and warnings)",
-        Outcome::DryRun => "DRY RUN (nothing written)",
-        Outcome::Failed if report.swapped => "FAILED after the swap (the new data is in place; see the error)",
-        Outcome::Failed => "FAILED (previous data kept)",
-    };
-    let collection = report.collection.as_deref().unwrap_or("-");
-    let _ = writeln!(out, "{} -> {collection}: {status}", report.view);
-    if let Some(source) = &report.source {
-        let _ = writeln!(out, "  source: {source}");
-    }
-    if let Some(error) = &report.error {
-        let _ = writeln!(out, "  error: {error}");
-    }
-    let changes = report.changes;
-    let _ = writeln!(
-        out,
-        "  rows read {}, records {}, duplicates merged {}, rejected {}, warnings {}, blank rows {}",
-        report.rows_read,
-        report.records_written,
-        report.duplicates_merged,
-        report.rejected.len(),
-        report.warnings.len(),
-        report.blank_rows
-    );
-    let _ = writeln!(
-        out,
-        "  changes: {} inserted, {} updated, {} removed, {} moved, {} unchanged; {} ms",
-        changes.inserted, changes.updated, changes.removed, changes.moved, changes.unchanged, report.duration_ms
-    );
-    if let Some(merge) = &report.merge {
-        render_merge(out, merge);
-    }
-    for moved in &report.moves {
-        let _ = writeln!(out, "  moved: {moved}");
-    }
-    for ambiguous in &report.ambiguous {
-        let _ = writeln!(out, "  ambiguous: {ambiguous}");
-    }
-    if let Some(decision) = &report.date_order {
-        let _ = writeln!(out, "  dates read {}: {}", decision.order.describe(), decision.reason);
-    }
-    for notice in &report.notices {
-        let _ = writeln!(out, "  notice: {notice}");
-    }
-    for duplicate in &report.duplicates {
-        let _ = writeln!(
-            out,
-            "  merged: row {} superseded by row {}",
-            duplicate.row, duplicate.superseded_by
-        );
-    }
-    for issue in &report.rejected {
-        let _ = writeln!(out, "  rejected: {}", describe_issue(issue));
-    }
-    for issue in &report.warnings {
-        let _ = writeln!(out, "  warning: {}", describe_issue(issue));
-    }
-    if !report.unknown_columns.is_empty() {
-        let _ = writeln!(out, "  ignored columns: {}", report.unknown_columns.join(", "));
-    }
-}
-
-fn render_merge(out: &mut String, merge: &MergeSummary) {
-    let how = match merge.write_mode {
-        Some(WriteMode::Nothing) => "nothing to write".to_owned(),
-        Some(WriteMode::Transaction) => "in one transaction".to_owned(),
-        Some(WriteMode::OrderedBatches { batches }) => format!("in {batches} ordered batch(es)"),
-        None => "not written".to_owned(),
-    };
-    let _ = writeln!(
-        out,
-        "  written: {} document(s) ({} field(s)), {how}",
-        merge.documents_written, merge.fields_written
-    );
-    if merge.not_in_source_count > 0 {
-        let more = merge.not_in_source_count - merge.not_in_source.len();
-        let listed = merge.not_in_source.join(", ");
-        let tail = if more > 0 {
-            format!(" and {more} more")
-        } else {
-            String::new()
-        };
-        let fate = if merge.deleted > 0 { "deleted" } else { "kept" };
-        let _ = writeln!(
-            out,
-            "  not in source ({fate}): {} document(s): {listed}{tail}",
-            merge.not_in_source_count
-        );
-    }
-}
-
-fn describe_issue(issue: &RowIssue) -> String {
-    let mut text = format!("row {}", issue.row);
-    if let Some(column) = &issue.column {
-        let _ = write!(text, ", column {column:?}");
-    }
-    if let Some(value) = &issue.value {
-        let _ = write!(text, ", value {value:?}");
-    }
-    let _ = write!(text, ": {}", issue.reason);
-    text
 }

@@ -5,7 +5,7 @@
 //! The Google Sheets source increments the Google counters itself, at each
 //! request and retry.
 
-use crate::sync::{Outcome, ViewReport};
+use crate::report::{Outcome, ViewReport};
 
 pub const SYNC_RUNS: &str = "sheetsync_sync_runs_total";
 pub const RECORDS_WRITTEN: &str = "sheetsync_records_written_total";

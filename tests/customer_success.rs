@@ -14,9 +14,9 @@ use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
 use mongodb::options::ClientOptions;
+use sheetsync::apply::merge::WriteMode;
 use sheetsync::config::Config;
 use sheetsync::source::Sources;
-use sheetsync::store::merge::WriteMode;
 use sheetsync::sync::{Outcome, SyncOptions, Syncer, Trigger, ViewReport};
 
 /// Write commands sent to `customers`: (command, statements, first statement).

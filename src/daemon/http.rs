@@ -9,14 +9,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use mongodb::bson::{Document, doc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::Daemon;
-use crate::store::{Operation, Within, runs};
-use crate::sync::Trigger;
+use crate::report::Trigger;
 use crate::syncs;
 
 type Shared = Arc<Daemon>;
@@ -226,14 +224,7 @@ async fn run_result(State(daemon): State<Shared>, headers: HeaderMap, Path(id): 
     if let Some(record) = Uuid::parse_str(&id).ok().and_then(|id| daemon.runs.get(id)) {
         return Json(record).into_response();
     }
-    let stored = daemon
-        .syncer
-        .db
-        .collection::<Document>(runs::SYNC_RUNS_COLLECTION)
-        .find_one(doc! { "run_id": &id })
-        .within(Operation::Read, || format!("reading run {id}"))
-        .await;
-    match stored {
+    match daemon.stored_run(&id).await {
         Ok(Some(document)) => Json(json!({
             "id": id,
             "state": "finished",

@@ -10,7 +10,7 @@
 
 pub mod http;
 pub mod lifecycle;
-pub mod schedule;
+
 pub mod serve;
 pub mod state;
 
@@ -26,14 +26,15 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::report::Trigger;
+use crate::schedule::{self, Schedule, Tick, Ticker};
 use crate::source::Sources;
 use crate::store::lease::{self, Leases};
 use crate::store::{self, StoreError, metadata, runs};
-use crate::sync::{Abort, SyncOptions, Syncer, Trigger};
+use crate::sync::{Abort, SyncOptions, Syncer};
 use crate::syncs::{self, ViewPlan};
 use crate::telemetry;
 use lifecycle::Notifier;
-use schedule::{Schedule, Tick, Ticker};
 use state::{Admission, RunState, Runs};
 
 /// The wall clock, injectable so tests never wait for real time.
@@ -535,6 +536,25 @@ impl Daemon {
         }
     }
 
+    /// A run from the history: in the views' database, or in a configured
+    /// sync's own.
+    pub async fn stored_run(&self, run_id: &str) -> Result<Option<mongodb::bson::Document>, StoreError> {
+        if let Some(run) = runs::by_id(&self.syncer.db, run_id).await? {
+            return Ok(Some(run));
+        }
+        for sync in &self.config().syncs {
+            let place = crate::syncs::Place::Other {
+                database: sync.entry.database.clone(),
+                mongo_url: sync.mongo_url.clone(),
+            };
+            let db = self.syncer.database(&place).await?;
+            if let Some(run) = runs::by_id(&db, run_id).await? {
+                return Ok(Some(run));
+            }
+        }
+        Ok(None)
+    }
+
     /// When the sync last succeeded and with how many records: a view's
     /// `data_metadata` entry, or a configured sync's last successful run in
     /// its own database's `sync_runs`.
@@ -821,7 +841,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         let daemon = Arc::clone(&daemon);
         let app = http::router(Arc::clone(&daemon));
         tokio::spawn(async move {
-            let limits = daemon.config().daemon.http_limits();
+            let limits = serve::Limits::of(&daemon.config().daemon);
             serve::serve(listener, app, limits, async move { daemon.until_shutdown().await }).await
         })
     };

@@ -35,6 +35,18 @@ pub struct Limits {
     pub max_body_bytes: usize,
 }
 
+impl Limits {
+    /// The `[daemon]` settings' bounds; bodies are capped at 64 KiB.
+    pub fn of(settings: &crate::config::DaemonSettings) -> Limits {
+        Limits {
+            header_read_timeout: Duration::from_secs(settings.http_header_timeout_secs),
+            request_timeout: Duration::from_secs(settings.http_request_timeout_secs),
+            max_connections: settings.http_max_connections,
+            max_body_bytes: 64 * 1024,
+        }
+    }
+}
+
 /// Serves `app` on `listener` within `limits` until `shutdown` resolves, then
 /// lets the requests in flight finish (they are bounded by the request
 /// timeout).

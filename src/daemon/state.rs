@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::sync::{Outcome, Trigger, ViewReport};
+use crate::report::{Outcome, Trigger, ViewReport};
 
 /// How many finished runs `GET /admin/runs/{id}` remembers (older ones are
 /// still in `sync_runs`).

@@ -1,13 +1,13 @@
 //! Everything that writes to MongoDB: the all-or-nothing swap, indexes and
 //! the bookkeeping collections.
 
-pub mod apply;
 pub mod indexes;
 pub mod lease;
-pub mod merge;
+
 pub mod metadata;
 pub mod runs;
 pub mod shape;
+pub mod views;
 
 /// A MongoDB operation that failed, with what sheetsync was doing.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,7 @@ use mongodb::bson::{self, Document, doc};
 
 use super::{Doing, Operation, StoreError, Within};
 use crate::mapping::values::to_bson_date;
-use crate::sync::ViewReport;
+use crate::report::ViewReport;
 
 pub const SYNC_RUNS_COLLECTION: &str = "sync_runs";
 
@@ -37,6 +37,14 @@ pub async fn latest(db: &Database, view: &str, mut filter: Document) -> Result<O
         .find_one(filter)
         .sort(doc! { "started_at": -1 })
         .within(Operation::Read, || format!("reading the latest run of view {view:?}"))
+        .await
+}
+
+/// The stored run with this id, if any.
+pub async fn by_id(db: &Database, run_id: &str) -> Result<Option<Document>, StoreError> {
+    db.collection::<Document>(SYNC_RUNS_COLLECTION)
+        .find_one(doc! { "run_id": run_id })
+        .within(Operation::Read, || format!("reading run {run_id} in `{}`", db.name()))
         .await
 }
 

@@ -2,20 +2,18 @@
 //! sync (the admin UI edits it, so its content is untrusted input), resolved
 //! into what to read and where to write.
 
-use futures_util::TryStreamExt;
 use mongodb::Database;
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::{Bson, Document};
 
 use crate::config::Config;
 use crate::mapping::conventions::ReadSettings;
 use crate::redact::redact_url;
 use crate::source::SourceSpec;
 use crate::source::policy::SourcePolicy;
-use crate::store::{Operation, Within};
 
 use super::{Place, Resolution, SyncTarget, ViewPlan, ViewsError};
 
-pub const VIEWS_COLLECTION: &str = "views";
+pub use crate::store::views::VIEWS_COLLECTION;
 
 /// The schema's `VIEW_COLLECTION_MAP`.
 pub const DEFAULT_COLLECTIONS: [(&str, &str); 4] = [
@@ -27,16 +25,7 @@ pub const DEFAULT_COLLECTIONS: [(&str, &str); 4] = [
 
 /// Reads every view and resolves it against the config.
 pub async fn load(db: &Database, config: &Config) -> Result<Vec<ViewPlan>, ViewsError> {
-    let views = db.collection::<Document>(VIEWS_COLLECTION);
-    let describe = || format!("reading the `{VIEWS_COLLECTION}` collection");
-    let documents: Vec<Document> = views
-        .find(doc! {})
-        .sort(doc! { "name": 1 })
-        .within(Operation::Read, describe)
-        .await?
-        .try_collect()
-        .within(Operation::Read, describe)
-        .await?;
+    let documents = crate::store::views::read_all(db).await?;
     let policy = SourcePolicy::new(&config.sources);
     let mut plans: Vec<ViewPlan> = documents.iter().map(|view| resolve(view, config, &policy)).collect();
     refuse_shared_targets(&mut plans);
@@ -72,7 +61,7 @@ fn refuse_shared_targets(plans: &mut [ViewPlan]) {
 /// replaces its collection wholesale, so it may never be one of these.
 fn is_reserved_collection(name: &str) -> bool {
     name == VIEWS_COLLECTION
-        || name.starts_with(crate::store::apply::STAGING_PREFIX)
+        || name.starts_with(crate::apply::STAGING_PREFIX)
         || crate::store::indexes::FIXED_INDEXES
             .iter()
             .any(|(collection, _)| *collection == name)

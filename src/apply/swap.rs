@@ -10,9 +10,9 @@
 use mongodb::bson::{Document, doc};
 use mongodb::{Collection, Database};
 
-use super::shape::{self, Shape, ShapeError};
-use super::{Operation, StoreError, Within, timed};
 use crate::mapping::profile::TargetProfile;
+use crate::store::shape::{self, Shape, ShapeError};
+use crate::store::{Operation, StoreError, Within, timed};
 
 /// Prefix of staging collections; leftovers of a crashed run are recognised
 /// (and dropped) by it. The full name is

@@ -19,12 +19,12 @@ use chrono::SecondsFormat;
 use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 use mongodb::{ClientSession, Database};
-use serde::Serialize;
 
-use super::{Operation, StoreError, Within, timed};
 use crate::mapping::profile::{Blank, DateStorage, FieldKind, MergeRules, OnMissing, Reference, TargetProfile};
 use crate::mapping::values::{fold_key_text, from_bson_date};
 use crate::mapping::{MappedRecord, RowIssue, record_key};
+pub use crate::report::{MergeSummary, WriteMode};
+use crate::store::{Operation, StoreError, Within, timed};
 
 /// At most this many names of documents missing from the source are listed
 /// in a report; the count is always exact.
@@ -45,33 +45,6 @@ pub enum MergeError {
         message: String,
         written: usize,
     },
-}
-
-/// How the change set was written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "mode")]
-pub enum WriteMode {
-    /// Nothing differed; nothing was sent.
-    Nothing,
-    /// All changes in one transaction: all or none.
-    Transaction,
-    /// Ordered batches, each document's write idempotent.
-    OrderedBatches { batches: usize },
-}
-
-/// What a merge did, for the report.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct MergeSummary {
-    /// Documents inserted, updated or deleted.
-    pub documents_written: usize,
-    /// `$set`/`$unset` field writes, `updated_at` excluded.
-    pub fields_written: usize,
-    pub write_mode: Option<WriteMode>,
-    /// Documents whose key the source no longer has (kept, unless the
-    /// profile says `on_missing = "delete"`), by their stored key.
-    pub not_in_source: Vec<String>,
-    pub not_in_source_count: usize,
-    pub deleted: usize,
 }
 
 /// One write of the change set.
@@ -147,7 +120,7 @@ pub struct Merge<'p> {
     timestamps_as_text: bool,
     now: BsonDateTime,
     writes: Vec<Write>,
-    pub changes: crate::identity::Changes,
+    pub changes: crate::report::Changes,
     pub summary: MergeSummary,
     pub warnings: Vec<RowIssue>,
     pub notices: Vec<String>,
@@ -198,7 +171,7 @@ impl<'p> Merge<'p> {
             timestamps_as_text: false,
             now: BsonDateTime::now(),
             writes: Vec::new(),
-            changes: crate::identity::Changes::default(),
+            changes: crate::report::Changes::default(),
             summary: MergeSummary::default(),
             warnings: Vec::new(),
             notices: Vec::new(),
