@@ -6,44 +6,31 @@
 //! rejected row, unreadable value and superseded duplicate is reported.
 
 pub mod conventions;
+mod convert;
 pub mod declare;
+mod header;
 pub mod profile;
 pub mod sales;
 pub mod values;
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Datelike, Utc};
 use chrono_tz::Tz;
 use mongodb::bson::{Bson, Document};
 use serde::Serialize;
 
 use crate::source::table::{Cell, Row};
 use crate::source::{Fetched, RowReader, SourceError};
-use conventions::{Clue, Conventions, DateOrderDecision, Evidence, Example, ReadSettings};
+use conventions::{Conventions, DateOrderDecision, Evidence, Example, ReadSettings};
+use convert::{Problem, derive_fields, text_of};
+use header::{Columns, FieldLabels, find_header, resolve_columns, warn_about_ignored_values};
 use profile::{FieldKind, TargetProfile};
-use values::dates::{DateOrder, Reading};
+use values::dates::DateOrder;
+use values::fold_key_text;
 use values::numbers::NumberText;
-use values::{fold_key_text, fold_label};
 
 /// Joins the folded fields of a key; it cannot occur in them.
 pub const KEY_SEPARATOR: &str = "\u{1f}";
-
-/// A missing-header error quotes at most this many cells of the candidate
-/// row, each at most [`QUOTED_CELL_CHARS`] characters.
-const QUOTED_HEADER_CELLS: usize = 30;
-const QUOTED_CELL_CHARS: usize = 24;
-
-/// `text` cut to [`QUOTED_CELL_CHARS`] characters, with `…` when cut.
-fn shortened(text: &str) -> String {
-    match text.char_indices().nth(QUOTED_CELL_CHARS) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
-}
-
-/// How many leading rows may hold a title or notes above the header.
-const HEADER_SEARCH_ROWS: usize = 10;
 
 /// How many readings the first planning pass sets aside until the source's
 /// conventions are known; a source with more is simply planned again once
@@ -213,20 +200,6 @@ pub fn plan<'p>(
     Ok((mapper, plan))
 }
 
-/// The header row, among the first rows of the source.
-fn find_header(profile: &TargetProfile, labels: &FieldLabels, source: &Fetched) -> Result<Row, PlanError> {
-    let mut rows = source.rows()?;
-    let mut leading = Vec::with_capacity(HEADER_SEARCH_ROWS);
-    while leading.len() < HEADER_SEARCH_ROWS {
-        match rows.next_row() {
-            Some(row) => leading.push(row?),
-            None => break,
-        }
-    }
-    let index = locate_header(profile, labels, &leading)?;
-    Ok(leading.swap_remove(index))
-}
-
 /// No value decided the day/month order and some dates read differently in
 /// each: the person editing the sheet is told which reading was taken.
 fn guessed_order_warning(decision: &DateOrderDecision, evidence: &Evidence, example: &Example) -> RowIssue {
@@ -354,127 +327,6 @@ impl Winners<'_, '_> {
             }
         }
     }
-}
-
-/// Folded header labels that select each field.
-struct FieldLabels {
-    by_label: HashMap<String, usize>,
-}
-
-impl FieldLabels {
-    fn new(profile: &TargetProfile) -> Self {
-        let mut by_label = HashMap::new();
-        for (index, field) in profile.fields.iter().enumerate() {
-            for label in std::iter::once(&field.name).chain(&field.aliases) {
-                by_label.entry(fold_label(label)).or_insert(index);
-            }
-        }
-        FieldLabels { by_label }
-    }
-
-    fn field_of(&self, header: &Cell) -> Option<usize> {
-        self.by_label.get(&fold_label(&header.display())).copied()
-    }
-}
-
-/// The header is the row, among the first few, that names the most required
-/// fields and then the most fields; title lines and notes above it name none.
-fn locate_header(profile: &TargetProfile, labels: &FieldLabels, leading: &[Row]) -> Result<usize, MappingError> {
-    let candidates = leading.iter().enumerate();
-    let score = |row: &Row| {
-        let fields: Vec<usize> = row.cells.iter().filter_map(|cell| labels.field_of(cell)).collect();
-        let required = fields.iter().filter(|&&index| profile.fields[index].required).count();
-        (required, fields.len())
-    };
-    let (best, best_score) = candidates
-        .map(|(index, row)| (index, score(row)))
-        .max_by_key(|&(index, score)| (score, std::cmp::Reverse(index)))
-        .ok_or(MappingError::EmptySource)?;
-    let required_total = profile.fields.iter().filter(|field| field.required).count();
-    if best_score.0 == required_total {
-        return Ok(best);
-    }
-    let row = &leading[best];
-    let present: Vec<usize> = row.cells.iter().filter_map(|cell| labels.field_of(cell)).collect();
-    let missing: Vec<&str> = profile
-        .fields
-        .iter()
-        .enumerate()
-        .filter(|(index, field)| field.required && !present.contains(index))
-        .map(|(_, field)| field.name.as_str())
-        .collect();
-    // The error is stored and shown: it quotes header cells only, each cut
-    // short, so a wrong source (a file that is not an export) never has its
-    // content copied into reports.
-    let mut found: Vec<String> = row
-        .cells
-        .iter()
-        .filter(|cell| !cell.is_empty())
-        .take(QUOTED_HEADER_CELLS)
-        .map(|cell| format!("{:?}", shortened(&cell.display())))
-        .collect();
-    if row.cells.iter().filter(|cell| !cell.is_empty()).count() > QUOTED_HEADER_CELLS {
-        found.push("…".to_owned());
-    }
-    Err(MappingError::MissingRequiredColumns {
-        row: row.number,
-        missing: missing.join(", "),
-        found: found.join(", "),
-    })
-}
-
-/// Which column feeds which field.
-#[derive(Debug)]
-struct Columns {
-    /// `(field index, column index, header as written)`.
-    assigned: Vec<(usize, usize, String)>,
-    unknown: Vec<String>,
-    /// Columns whose header cell is empty.
-    unlabelled: Vec<usize>,
-    warnings: Vec<RowIssue>,
-    header_width: usize,
-}
-
-impl Columns {
-    fn of_field(&self, field: usize) -> Option<(usize, &str)> {
-        self.assigned
-            .iter()
-            .find(|(index, _, _)| *index == field)
-            .map(|(_, column, header)| (*column, header.as_str()))
-    }
-}
-
-fn resolve_columns(profile: &TargetProfile, labels: &FieldLabels, header: &Row) -> Columns {
-    let mut columns = Columns {
-        assigned: Vec::new(),
-        unknown: Vec::new(),
-        unlabelled: Vec::new(),
-        warnings: Vec::new(),
-        header_width: header.cells.len(),
-    };
-    for (column, cell) in header.cells.iter().enumerate() {
-        let written = cell.display().trim().to_owned();
-        if written.is_empty() {
-            columns.unlabelled.push(column);
-            continue;
-        }
-        match labels.field_of(cell) {
-            Some(field) => match columns.of_field(field) {
-                Some((_, first)) => columns.warnings.push(RowIssue {
-                    row: header.number,
-                    column: Some(written.clone()),
-                    value: None,
-                    reason: format!(
-                        "column also maps to field `{}`, already read from column {first:?}; this one is ignored",
-                        profile.fields[field].name
-                    ),
-                }),
-                None => columns.assigned.push((field, column, written)),
-            },
-            None => columns.unknown.push(written),
-        }
-    }
-    columns
 }
 
 impl Mapper<'_> {
@@ -626,301 +478,6 @@ impl Mapper<'_> {
     }
 }
 
-/// Values no column header names are not imported; the person editing the
-/// source is told, row by row, so that a forgotten header is noticed.
-fn warn_about_ignored_values(columns: &Columns, row: &Row, warnings: &mut Vec<RowIssue>) {
-    let has_value = |column: &usize| row.cells.get(*column).is_some_and(|cell| !cell.is_empty());
-    let unlabelled: Vec<String> = columns
-        .unlabelled
-        .iter()
-        .filter(|column| has_value(column))
-        .map(|&column| column_letters(column))
-        .collect();
-    if !unlabelled.is_empty() {
-        warnings.push(RowIssue {
-            row: row.number,
-            column: Some(unlabelled.join(", ")),
-            value: None,
-            reason: format!(
-                "value(s) under column(s) {} were ignored: the header row leaves them unnamed; name the column or \
-                 clear it",
-                unlabelled.join(", ")
-            ),
-        });
-    }
-    let extra = row
-        .cells
-        .iter()
-        .skip(columns.header_width)
-        .filter(|cell| !cell.is_empty())
-        .count();
-    if extra > 0 {
-        warnings.push(RowIssue {
-            row: row.number,
-            column: None,
-            value: None,
-            reason: format!(
-                "{extra} value(s) beyond the header's {} columns were ignored",
-                columns.header_width
-            ),
-        });
-    }
-}
-
-/// A column's spreadsheet letters: 0 is `A`, 25 `Z`, 26 `AA`.
-fn column_letters(column: usize) -> String {
-    let mut letters = Vec::new();
-    let mut rest = column + 1;
-    while rest > 0 {
-        let digit = (rest - 1) % 26;
-        // `digit` < 26, so the letter is ASCII.
-        letters.push(char::from(b'A' + digit as u8));
-        rest = (rest - 1) / 26;
-    }
-    letters.iter().rev().collect()
-}
-
-/// A cell read into its field's type.
-struct Converted {
-    value: Bson,
-    problem: Option<Problem>,
-    /// What the cell shows about the source's conventions.
-    clue: Option<Clue>,
-}
-
-impl Converted {
-    fn value(value: Bson) -> Converted {
-        Converted {
-            value,
-            problem: None,
-            clue: None,
-        }
-    }
-
-    fn unreadable(reason: &'static str) -> Converted {
-        Converted {
-            value: Bson::Null,
-            problem: Some(Problem::Unreadable(reason)),
-            clue: None,
-        }
-    }
-}
-
-/// Why a cell did not convert cleanly.
-enum Problem {
-    /// Kept as written, with the reason to report.
-    Unknown(String),
-    /// Not readable as the field's type.
-    Unreadable(&'static str),
-    /// Read by conventions that may not be decided yet.
-    Doubt(Doubt),
-}
-
-const DATE_EXPECTED: &str = "not a date (expected e.g. 2025-01-31, 31/01/2025, 31 Jan 2025 or a date serial)";
-
-impl Mapper<'_> {
-    fn convert(&self, field: usize, cell: &Cell) -> Converted {
-        let spec = &self.profile.fields[field];
-        let zone = self.zone;
-        match (&spec.kind, cell) {
-            (_, Cell::Empty) => Converted::value(Bson::Null),
-            (FieldKind::Text, cell) => Converted::value(Bson::String(text_of(cell))),
-            (FieldKind::Date, Cell::Text(text)) => {
-                self.in_date_order(values::dates::read_date(text, zone), to_bson_date, DATE_EXPECTED)
-            }
-            (FieldKind::Month { .. }, Cell::Text(text)) => self.in_date_order(
-                values::dates::read_month(text, zone),
-                Bson::String,
-                "not a month (expected e.g. 2025-01 or janv.-25)",
-            ),
-            (FieldKind::Month { .. }, Cell::Number(serial)) => match values::dates::serial_date(*serial) {
-                Some(date) => Converted::value(Bson::String(values::dates::format_month(date.year(), date.month()))),
-                None => Converted::unreadable("not a valid date serial"),
-            },
-            (FieldKind::Date, Cell::Number(serial)) => match values::dates::serial_to_datetime(*serial, zone) {
-                Some(moment) => Converted::value(to_bson_date(moment)),
-                None => Converted::unreadable("not a valid date serial"),
-            },
-            (FieldKind::Number, Cell::Number(number)) => Converted::value(Bson::Double(*number)),
-            (FieldKind::Number, Cell::Text(text)) => self.number(field, text),
-            (FieldKind::Integer, Cell::Number(number)) => integer(*number),
-            (FieldKind::Integer, Cell::Text(text)) => {
-                let read = self.number(field, text);
-                match read.value {
-                    Bson::Double(number) => Converted {
-                        clue: read.clue,
-                        problem: read.problem,
-                        ..integer(number)
-                    },
-                    _ => read,
-                }
-            }
-            (FieldKind::List, cell) => Converted::value(values::list_items(&text_of(cell))),
-            (FieldKind::Bool, Cell::Bool(checked)) => Converted::value(Bson::Boolean(*checked)),
-            (FieldKind::Bool, cell) => match values::read_bool(&text_of(cell)) {
-                Some(value) => Converted::value(Bson::Boolean(value)),
-                None => {
-                    Converted::unreadable("not a yes/no value (expected e.g. yes, no, true, false, oui, non, 1, 0)")
-                }
-            },
-            (FieldKind::Enum(allowed), cell) => {
-                let written = text_of(cell);
-                let canonical = match &self.lookups[field] {
-                    Some(lookup) => lookup.canonical(&written),
-                    None => allowed.canonical(&written),
-                };
-                match canonical {
-                    Some(value) => Converted::value(Bson::String(value.to_owned())),
-                    None => Converted {
-                        value: Bson::String(written),
-                        problem: Some(Problem::Unknown(format!(
-                            "unknown value, kept as written; expected one of: {}",
-                            allowed.values.join(", ")
-                        ))),
-                        clue: None,
-                    },
-                }
-            }
-            (_, Cell::Bool(_)) => Converted::unreadable("a checkbox is not a value of this field"),
-        }
-    }
-
-    /// A date or month in the source's day/month order, with what it shows
-    /// about that order.
-    fn in_date_order<T: PartialEq>(
-        &self,
-        reading: Option<Reading<T>>,
-        to_bson: impl Fn(T) -> Bson,
-        expected: &'static str,
-    ) -> Converted {
-        let order = self.conventions.date_order;
-        let (day_first, month_first) = match reading {
-            None => return Converted::unreadable(expected),
-            Some(Reading::Certain(value)) => return Converted::value(to_bson(value)),
-            Some(Reading::Ordered { day_first, month_first }) => (day_first, month_first),
-        };
-        let (only, value) = match (day_first, month_first) {
-            (Some(day_first), Some(month_first)) => {
-                let value = if order == DateOrder::DayFirst {
-                    day_first
-                } else {
-                    month_first
-                };
-                return Converted {
-                    value: to_bson(value),
-                    problem: None,
-                    clue: Some(Clue::EitherOrder),
-                };
-            }
-            (Some(value), None) => (DateOrder::DayFirst, to_bson(value)),
-            (None, Some(value)) => (DateOrder::MonthFirst, to_bson(value)),
-            (None, None) => return Converted::unreadable(expected),
-        };
-        let clue = Some(Clue::OnlyOrder(only));
-        if only == order {
-            return Converted {
-                value,
-                problem: None,
-                clue,
-            };
-        }
-        Converted {
-            value: Bson::Null,
-            problem: Some(Problem::Doubt(Doubt::OtherOrder {
-                only,
-                reading: describe_reading(&value),
-            })),
-            clue,
-        }
-    }
-
-    fn number(&self, field: usize, text: &str) -> Converted {
-        match values::numbers::read_number(text) {
-            None => Converted::unreadable("not a number (expected e.g. 5000, 5,000.50, 5 000,50 € or 1,2E+05)"),
-            Some(NumberText::Certain { value, shows }) => Converted {
-                value: Bson::Double(value),
-                problem: None,
-                clue: shows.map(Clue::Decimal),
-            },
-            Some(ambiguous) => {
-                let (mark, _) = self.conventions.decimal_mark(field);
-                Converted {
-                    value: Bson::Double(ambiguous.in_convention(mark)),
-                    problem: Some(Problem::Doubt(Doubt::DecimalMark(ambiguous))),
-                    clue: None,
-                }
-            }
-        }
-    }
-}
-
-/// A whole number, or unreadable: a fraction is never rounded silently.
-fn integer(number: f64) -> Converted {
-    // Doubles represent every integer up to 2^53 exactly; beyond, the cell
-    // did not hold an exact count anyway.
-    const EXACT: f64 = 9_007_199_254_740_992.0;
-    if number.fract() == 0.0 && number.abs() <= EXACT {
-        // In range and whole, so the conversion is exact.
-        Converted::value(Bson::Int64(number as i64))
-    } else {
-        Converted::unreadable("not a whole number (expected e.g. 1204330 or 1,204,330)")
-    }
-}
-
-/// A date or month as a report quotes it: `2025-01-13`, `2025-01-13 14:30
-/// UTC`, `2025-01`.
-fn describe_reading(value: &Bson) -> String {
-    match value {
-        Bson::DateTime(date) => match values::from_bson_date(*date) {
-            Some(moment) if moment.time() == chrono::NaiveTime::MIN => moment.format("%Y-%m-%d").to_string(),
-            Some(moment) => moment.format("%Y-%m-%d %H:%M UTC").to_string(),
-            None => date.to_string(),
-        },
-        Bson::String(text) => text.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// Text as it reads in the sheet: whole numbers without a trailing `.0`.
-fn text_of(cell: &Cell) -> String {
-    match cell {
-        Cell::Number(number) if number.fract() == 0.0 && number.abs() < 1e15 => format!("{}", *number as i64),
-        other => other.display().trim().to_owned(),
-    }
-}
-
-fn to_bson_date(moment: DateTime<Utc>) -> Bson {
-    Bson::DateTime(values::to_bson_date(moment))
-}
-
-/// Fills fields computed from others (a month from its date) where the source
-/// left them empty. A date-only value (00:00 UTC) gives its own month; a
-/// moment gives the month of its calendar date in `zone`, as the sheet shows
-/// it.
-fn derive_fields(profile: &TargetProfile, values: &mut [Bson], zone: Tz) {
-    for (index, spec) in profile.fields.iter().enumerate() {
-        let FieldKind::Month {
-            derive_from: Some(source),
-        } = &spec.kind
-        else {
-            continue;
-        };
-        if values[index] != Bson::Null {
-            continue;
-        }
-        let source = profile.field_index(source);
-        if let Some(Bson::DateTime(date)) = source.map(|source| &values[source]) {
-            if let Some(moment) = values::from_bson_date(*date) {
-                let day = match moment.time() == chrono::NaiveTime::MIN {
-                    true => moment.date_naive(),
-                    false => moment.with_timezone(&zone).date_naive(),
-                };
-                values[index] = Bson::String(values::dates::format_month(day.year(), day.month()));
-            }
-        }
-    }
-}
-
 /// The record's identity: each key field folded (client names compared
 /// trimmed and case- and whitespace-insensitively), joined by a separator that
 /// cannot occur in them.
@@ -943,7 +500,10 @@ mod tests {
     use super::*;
     use crate::source::csv::CsvSource;
     use crate::source::table::Table;
+    use chrono::Utc;
     use conventions::DateOrderSetting;
+    use convert::to_bson_date;
+    use header::column_letters;
     use sales::SALES_RECORDS;
 
     /// Both passes over a source, as the sync makes them.
