@@ -117,6 +117,10 @@ fn main() {
     if wanted("google") {
         report.push_str(&google_calls(&runtime, &url, dir.path()));
     }
+    if wanted("merge") {
+        let customers = sizes("BENCH_MERGE_ROWS", &[100_000])[0];
+        report.push_str(&merge_table(&runtime, &url, dir.path(), customers));
+    }
     if wanted("healthz") {
         let rows = sizes("BENCH_LOAD_ROWS", &[500_000])[0];
         report.push_str(&healthz_under_load(&runtime, &url, dir.path(), rows));
@@ -297,6 +301,104 @@ fn run_sync(url: &str, db_name: &str, config: Option<&Path>) -> Measure {
     let peak_rss_mb = peak.join().expect("the sampler ends with its process") as f64 / 1024.0;
     assert!(status.success(), "sheetsync sync failed: {status}");
     Measure { seconds, peak_rss_mb }
+}
+
+/// As [`run_sync`], with the JSON report the run printed.
+fn run_sync_report(url: &str, db_name: &str, config: &Path) -> (Measure, Value) {
+    let started = Instant::now();
+    let child = sheetsync(url, db_name, Some(config))
+        .args(["sync", "--json"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start sheetsync");
+    let peak = sample_peak_rss(child.id());
+    let output = child.wait_with_output().expect("wait for sheetsync");
+    let seconds = started.elapsed().as_secs_f64();
+    let peak_rss_mb = peak.join().expect("the sampler ends with its process") as f64 / 1024.0;
+    assert!(output.status.success(), "sheetsync sync failed: {}", output.status);
+    let report: Value = serde_json::from_slice(&output.stdout).expect("the --json report");
+    (Measure { seconds, peak_rss_mb }, report)
+}
+
+/// `count` customers as a CS team's export, with one health score changed
+/// when `changed` is set.
+fn customers_csv(count: usize, changed: bool) -> String {
+    let mut csv = String::from("Company,Website,Plan,ARR,Renewal date,Health score,Active users,CSM,Tags\n");
+    for index in 0..count {
+        let score = if changed && index == count / 2 {
+            99
+        } else {
+            40 + index % 60
+        };
+        let _ = writeln!(
+            csv,
+            "Customer {index},customer{index}.example,{},\"{},{:03}\",{:02}/{:02}/2026,{score},{},csm{}@example.com,\"tag{}, tag{}\"",
+            ["Starter", "Growth", "Enterprise"][index % 3],
+            10 + index % 900,
+            index % 1000,
+            1 + index % 28,
+            1 + index % 12,
+            index % 400,
+            index % 10,
+            index % 7,
+            index % 5,
+        );
+    }
+    csv
+}
+
+/// The merge of a customer list into a shared `customers` collection: the
+/// first load, an unchanged re-run and one changed row, with what each wrote.
+fn merge_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, count: usize) -> String {
+    let cs_db = "bench_merge_cs";
+    let sales_db = "bench_merge_sales";
+    runtime.block_on(async {
+        drop_db(url, cs_db).await;
+        let users = (0..10).map(|index| {
+            doc! { "id": format!("u{index}"), "email": format!("csm{index}@example.com"), "name": format!("CSM {index}") }
+        });
+        client(url).await.database(cs_db).collection::<Document>("users").insert_many(users).await.expect("users");
+    });
+    let source = dir.join("customers.csv");
+    let config = dir.join("merge.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[syncs]]\nname = \"Customers\"\nsource = \"{}\"\ntarget = \"customers\"\ndatabase = \"{cs_db}\"\n",
+            source.display()
+        ),
+    )
+    .expect("write the config");
+    let mut out = String::from(
+        "### Merge into a shared collection (customers)\n\n\
+         | customers | run | time | documents written | fields written | write mode | peak RSS |\n\
+         |---:|---|---:|---:|---:|---|---:|\n",
+    );
+    for (run, changed) in [
+        ("first load", false),
+        ("unchanged re-run", false),
+        ("one changed row", true),
+    ] {
+        std::fs::write(&source, customers_csv(count, changed)).expect("write the export");
+        let (measure, report) = run_sync_report(url, sales_db, &config);
+        let merge = &report["views"][0]["merge"];
+        eprintln!("merge {count} {run}: {:.2}s {merge}", measure.seconds);
+        let _ = writeln!(
+            out,
+            "| {count} | {run} | {:.2} s | {} | {} | {} | {:.0} MB |",
+            measure.seconds,
+            merge["documents_written"],
+            merge["fields_written"],
+            merge["write_mode"]["mode"].as_str().unwrap_or("-"),
+            measure.peak_rss_mb,
+        );
+    }
+    runtime.block_on(async {
+        drop_db(url, cs_db).await;
+        drop_db(url, sales_db).await;
+    });
+    out.push('\n');
+    out
 }
 
 /// The process's own peak RSS (KiB), sampled from `VmHWM` every 5 ms until

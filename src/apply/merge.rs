@@ -17,7 +17,7 @@ use std::collections::HashMap;
 
 use chrono::SecondsFormat;
 use futures_util::TryStreamExt;
-use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
+use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, RawArrayBuf, RawBsonRef, RawDocumentBuf, doc};
 use mongodb::{ClientSession, Database};
 
 use crate::mapping::profile::{Blank, DateStorage, FieldKind, MergeRules, OnMissing, Reference, TargetProfile};
@@ -50,7 +50,7 @@ pub enum MergeError {
 /// One write of the change set.
 #[derive(Debug, Clone, PartialEq)]
 enum Write {
-    Insert(Document),
+    Insert(RawDocumentBuf),
     Update { filter: Document, update: Document },
     Delete(Document),
 }
@@ -64,20 +64,32 @@ impl Write {
         }
     }
 
-    fn statement(&self) -> Document {
+    /// The statement, encoded for the command.
+    fn statement(&self) -> Result<RawDocumentBuf, mongodb::bson::raw::Error> {
         match self {
-            Write::Insert(document) => document.clone(),
-            Write::Update { filter, update } => doc! { "q": filter, "u": update },
-            Write::Delete(filter) => doc! { "q": filter, "limit": 1 },
+            Write::Insert(document) => Ok(document.clone()),
+            Write::Update { filter, update } => RawDocumentBuf::from_document(&doc! { "q": filter, "u": update }),
+            Write::Delete(filter) => RawDocumentBuf::from_document(&doc! { "q": filter, "limit": 1 }),
         }
     }
 }
 
-/// A stored document, as much of it as the merge compares.
+/// A stored document, as much of it as the merge compares. Kept encoded:
+/// a parsed `Document` costs several times its BSON size, and a merge holds
+/// every document of the collection.
 #[derive(Debug)]
 struct Stored {
-    document: Document,
+    document: RawDocumentBuf,
     matched: bool,
+}
+
+impl Stored {
+    /// A field's value; `None` when absent (or, never in practice, not
+    /// decodable, which then compares as different and is rewritten).
+    fn get(&self, field: &str) -> Option<Bson> {
+        let value = self.document.get(field).ok().flatten()?;
+        Bson::try_from(value.to_raw_bson()).ok()
+    }
 }
 
 /// Users (or any referenced collection) by e-mail and by exact name.
@@ -144,8 +156,8 @@ impl<'p> Merge<'p> {
             projection.insert(reference.id_field.clone(), 1);
         }
         let describe = || format!("reading the documents of `{collection}` to merge into");
-        let documents: Vec<Document> = db
-            .collection::<Document>(collection)
+        let documents: Vec<RawDocumentBuf> = db
+            .collection::<RawDocumentBuf>(collection)
             .find(doc! {})
             .projection(projection)
             .within(Operation::Read, describe)
@@ -177,12 +189,18 @@ impl<'p> Merge<'p> {
             notices: Vec::new(),
         };
         for document in documents {
-            let key = record_key(profile, &document);
-            merge.by_key.entry(key).or_default().push(merge.stored.len());
-            merge.stored.push(Stored {
+            let stored = Stored {
                 document,
                 matched: false,
-            });
+            };
+            let key_fields: Document = profile
+                .key
+                .iter()
+                .filter_map(|field| stored.get(field).map(|value| (field.clone(), value)))
+                .collect();
+            let key = record_key(profile, &key_fields);
+            merge.by_key.entry(key).or_default().push(merge.stored.len());
+            merge.stored.push(stored);
         }
         merge.decide_representations();
         Ok(merge)
@@ -215,8 +233,8 @@ impl<'p> Merge<'p> {
         let (mut texts, mut dates) = (0usize, 0usize);
         for stored in &self.stored {
             match stored.document.get(field) {
-                Some(Bson::String(_)) => texts += 1,
-                Some(Bson::DateTime(_)) => dates += 1,
+                Ok(Some(RawBsonRef::String(_))) => texts += 1,
+                Ok(Some(RawBsonRef::DateTime(_))) => dates += 1,
                 _ => {}
             }
         }
@@ -243,7 +261,7 @@ impl<'p> Merge<'p> {
             Some(index) => self.update(index, desired),
             None => {
                 desired.retain(|(_, value)| *value != Bson::Null);
-                self.insert(desired);
+                self.insert(record.row, desired);
             }
         }
     }
@@ -351,12 +369,12 @@ impl<'p> Merge<'p> {
         let stored = &self.stored[index];
         let (mut set, mut unset) = (Document::new(), Document::new());
         for (field, value) in desired {
-            let current = stored.document.get(&field);
+            let current = stored.get(&field);
             // The key keeps the spelling the application stored.
-            if self.profile.key.contains(&field) && same_key(current, &value) {
+            if self.profile.key.contains(&field) && same_key(current.as_ref(), &value) {
                 continue;
             }
-            if same_value(current, &value) {
+            if same_value(current.as_ref(), &value) {
                 continue;
             }
             match value {
@@ -372,7 +390,7 @@ impl<'p> Merge<'p> {
             self.changes.unchanged += 1;
             return;
         }
-        let filter = doc! { "_id": stored.document.get("_id").cloned().unwrap_or(Bson::Null) };
+        let filter = doc! { "_id": stored.get("_id").unwrap_or(Bson::Null) };
         self.summary.fields_written += set.len() + unset.len();
         set.insert("updated_at", self.timestamp());
         let mut update = doc! { "$set": set };
@@ -383,15 +401,25 @@ impl<'p> Merge<'p> {
         self.changes.updated += 1;
     }
 
-    fn insert(&mut self, desired: Vec<(String, Bson)>) {
+    fn insert(&mut self, row: usize, desired: Vec<(String, Bson)>) {
         let mut document = doc! { "id": uuid::Uuid::new_v4().to_string() };
         self.summary.fields_written += desired.len();
         document.extend(desired);
         let now = self.timestamp();
         document.insert("created_at", now.clone());
         document.insert("updated_at", now);
-        self.writes.push(Write::Insert(document));
-        self.changes.inserted += 1;
+        match RawDocumentBuf::from_document(&document) {
+            Ok(encoded) => {
+                self.writes.push(Write::Insert(encoded));
+                self.changes.inserted += 1;
+            }
+            Err(error) => self.warnings.push(RowIssue {
+                row,
+                column: None,
+                value: None,
+                reason: format!("cannot be encoded for MongoDB ({error}); nothing was written for this row"),
+            }),
+        }
     }
 
     fn timestamp(&self) -> Bson {
@@ -406,12 +434,12 @@ impl<'p> Merge<'p> {
     }
 
     fn display_key(&self, index: usize) -> String {
-        let document = &self.stored[index].document;
+        let stored = &self.stored[index];
         let parts: Vec<String> = self
             .profile
             .key
             .iter()
-            .map(|field| match document.get(field) {
+            .map(|field| match stored.get(field) {
                 Some(Bson::String(text)) => text.clone(),
                 Some(other) => other.to_string(),
                 None => String::new(),
@@ -435,7 +463,7 @@ impl<'p> Merge<'p> {
         self.summary.not_in_source.sort();
         if self.rules.on_missing == OnMissing::Delete {
             for index in missing {
-                let id = self.stored[index].document.get("_id").cloned().unwrap_or(Bson::Null);
+                let id = self.stored[index].get("_id").unwrap_or(Bson::Null);
                 self.writes.push(Write::Delete(doc! { "_id": id }));
                 self.changes.removed += 1;
             }
@@ -561,12 +589,24 @@ async fn run_batch(
         Write::Update { .. } => "updates",
         Write::Delete(_) => "deletes",
     };
-    let statements: Vec<Bson> = batch.iter().map(|write| Bson::Document(write.statement())).collect();
-    let body = doc! { command: collection, list: statements, "ordered": true };
+    let mut statements = RawArrayBuf::new();
+    for (index, write) in batch.iter().enumerate() {
+        let statement = write.statement().map_err(|error| MergeError::Write {
+            collection: collection.to_owned(),
+            index,
+            message: format!("cannot be encoded: {error}"),
+            written: written_before,
+        })?;
+        statements.push(statement);
+    }
+    let mut body = RawDocumentBuf::new();
+    body.append(command, collection);
+    body.append(list, statements);
+    body.append("ordered", true);
     let describe = || format!("{command} of {} document(s) into `{collection}`", batch.len());
     let sent = match session {
-        Some(session) => timed(Operation::Write, db.run_command(body).session(session), describe).await?,
-        None => timed(Operation::Write, db.run_command(body), describe).await?,
+        Some(session) => timed(Operation::Write, db.run_raw_command(body).session(session), describe).await?,
+        None => timed(Operation::Write, db.run_raw_command(body), describe).await?,
     };
     // A refused command (ok: 0) wrote nothing of this batch.
     let reply = sent.map_err(|error| MergeError::Write {
@@ -709,7 +749,7 @@ mod tests {
 
     #[test]
     fn batches_split_by_kind_and_size() {
-        let insert = || Write::Insert(doc! {});
+        let insert = || Write::Insert(RawDocumentBuf::new());
         let update = || Write::Update {
             filter: doc! {},
             update: doc! {},
