@@ -480,3 +480,47 @@ async fn a_profile_declared_in_the_config_syncs_a_csv() {
     );
     sales.drop().await;
 }
+
+#[tokio::test]
+async fn an_index_the_app_made_otherwise_is_reported_not_dropped() {
+    let sales = test_db("cs_index").await;
+    let cs = sales.db.client().database(&cs_name(&sales.name));
+    seed(&cs).await;
+    // The app's team made users.email a plain index; the seed says unique.
+    let users = cs.collection::<Document>("users");
+    users
+        .create_index(mongodb::IndexModel::builder().keys(doc! { "email": 1 }).build())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let source = format!("{FIXTURES}/customers-export.csv");
+    let config = cs_config(dir.path(), &server_url(), &sales.name, cs.name(), &source, "");
+    let (syncer, _) = monitored_syncer(config).await;
+    let report = sync_once(&syncer).await;
+    assert!(report.succeeded(), "{report:#?}");
+    let notice = report.notices.iter().find(|notice| notice.contains("users")).cloned();
+    let notice = notice.unwrap_or_else(|| panic!("no notice about users.email: {:#?}", report.notices));
+    assert!(notice.contains("email") && notice.contains("left as it is"), "{notice}");
+    let indexes = users
+        .list_indexes()
+        .await
+        .unwrap()
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let email = indexes.iter().find(|index| index.keys == doc! { "email": 1 }).unwrap();
+    assert_ne!(
+        email.options.as_ref().and_then(|options| options.unique),
+        Some(true),
+        "kept as the app made it"
+    );
+    // The other indexes of the seed are in place.
+    let activities = cs
+        .collection::<Document>("activities")
+        .list_index_names()
+        .await
+        .unwrap();
+    assert!(activities.iter().any(|name| name.starts_with("id")), "{activities:?}");
+    sales.drop().await;
+    cs.drop().await.unwrap();
+}
