@@ -310,6 +310,9 @@ pub struct DaemonSettings {
     pub http_max_connections: usize,
     /// Views synced at once at most; the others wait their turn (queued).
     pub max_concurrent_syncs: usize,
+    /// Mark the status page's session cookie `Secure`: set it when the page
+    /// is served over HTTPS (behind a TLS-terminating proxy).
+    pub secure_cookies: bool,
     /// The resolved admin token; never deserialized, never printed.
     #[serde(skip)]
     pub admin_token: Option<AdminToken>,
@@ -331,6 +334,7 @@ impl Default for DaemonSettings {
             http_request_timeout_secs: 10,
             http_max_connections: 128,
             max_concurrent_syncs: 2,
+            secure_cookies: false,
             admin_token: None,
         }
     }

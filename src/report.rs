@@ -63,6 +63,9 @@ pub struct ViewReport {
     pub collection: Option<String>,
     pub source: Option<String>,
     pub source_type: Option<SourceType>,
+    /// The Google Sheets tab read, for links to its rows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tab_gid: Option<i64>,
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

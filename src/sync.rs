@@ -77,6 +77,7 @@ impl ViewReport {
             collection: target.map(SyncTarget::qualified_collection),
             source: target.map(|target| target.source.describe()),
             source_type: target.map(|target| target.source.source_type()),
+            tab_gid: None,
             outcome: Outcome::Failed,
             error: None,
             header_row: None,
@@ -460,6 +461,7 @@ impl Syncer {
     ) -> Result<Outcome, ViewError> {
         let fetched = fetched?;
         let profile = &*target.profile;
+        report.tab_gid = fetched.tab_gid();
         let (mapper, mapped) = off_executor(|| mapping::plan(profile, &fetched, &target.read_settings))?;
         report.header_row = Some(mapped.header_row);
         report.rows_read = mapped.rows_read;

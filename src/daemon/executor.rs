@@ -54,7 +54,57 @@ fn job_name(trigger: Trigger) -> &'static str {
     }
 }
 
+/// What an admin refresh (the API's or the status page's) started.
+#[derive(Debug)]
+pub enum RefreshStart {
+    /// MongoDB did not list the syncs in time: a job retries until it does.
+    Queued,
+    /// `(sync, run id)` of each run started or joined.
+    Started(Vec<(String, Uuid)>),
+    /// A name no sync has, or the Master view.
+    Unknown(String),
+    /// Only a master view, or nothing at all.
+    NothingToSync,
+    ShuttingDown,
+}
+
+/// How long an admin refresh waits for the sync list before queueing the
+/// refresh instead (MongoDB slow or down).
+const ADMIN_LIST_TIMEOUT: Duration = Duration::from_secs(2);
+
 impl Daemon {
+    /// Starts (or joins) a run of every sync, or of the named ones, for an
+    /// admin; answers within [`ADMIN_LIST_TIMEOUT`] even when MongoDB does not.
+    pub async fn start_refresh(self: &Arc<Self>, names: Vec<String>) -> RefreshStart {
+        if !self.runs.is_accepting() {
+            return RefreshStart::ShuttingDown;
+        }
+        let plans = match tokio::time::timeout(ADMIN_LIST_TIMEOUT, self.load_plans()).await {
+            Ok(Ok(plans)) => plans,
+            Ok(Err(_)) | Err(_) => {
+                tokio::spawn(Arc::clone(self).job_for(Trigger::Admin, None, names.clone()));
+                tracing::info!(views = ?names, "admin refresh queued until MongoDB answers");
+                return RefreshStart::Queued;
+            }
+        };
+        let plans = match crate::syncs::select(plans, &names) {
+            Ok(plans) => plans,
+            Err(unknown) => return RefreshStart::Unknown(unknown.to_string()),
+        };
+        let mut started = Vec::new();
+        for plan in plans.iter().filter(|plan| !plan.is_master()) {
+            match self.request(plan, Trigger::Admin, None) {
+                Some(id) => started.push((plan.name.clone(), id)),
+                None => return RefreshStart::ShuttingDown,
+            }
+        }
+        if started.is_empty() {
+            return RefreshStart::NothingToSync;
+        }
+        tracing::info!(runs = started.len(), "admin refresh accepted");
+        RefreshStart::Started(started)
+    }
+
     /// Asks for a run of one view; starts it unless the view is busy (then
     /// the request joins the view's one follow-up run). `None` once shutdown
     /// has begun.

@@ -1,11 +1,13 @@
-//! The daemon's HTTP endpoints: `/healthz`, `/readyz`, `/status`, `/metrics`
-//! and, with a token configured, `/admin/refresh` and `/admin/runs/{id}`.
+//! The daemon's HTTP endpoints: the status page (`/`, with `/login`,
+//! `/logout` and `/refresh` for its forms), `/healthz`, `/readyz`, `/status`,
+//! `/metrics` and, with a token configured, `/admin/refresh` and
+//! `/admin/runs/{id}`.
 
 use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -13,18 +15,17 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::Daemon;
-use crate::report::Trigger;
-use crate::syncs;
+use super::executor::RefreshStart;
+use super::{Daemon, page, session};
 
 type Shared = Arc<Daemon>;
 
-/// How long an admin refresh waits for the view list before queueing the
-/// refresh instead (MongoDB slow or down).
-const ADMIN_LIST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
-
 pub fn router(daemon: Shared) -> Router {
     Router::new()
+        .route("/", get(status_page))
+        .route("/login", post(login))
+        .route("/logout", post(logout))
+        .route("/refresh", post(page_refresh))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/status", get(status))
@@ -182,37 +183,23 @@ async fn refresh(State(daemon): State<Shared>, headers: HeaderMap, Query(query):
     if let Some(refusal) = check_admin(&daemon, &headers) {
         return refusal;
     }
-    if !daemon.runs.is_accepting() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
-    }
     let names: Vec<String> = query.view.into_iter().collect();
-    // MongoDB slow or down: the refresh is queued as a job that retries
-    // until the database answers, and the caller is told at once.
-    let plans = match tokio::time::timeout(ADMIN_LIST_TIMEOUT, daemon.load_plans()).await {
-        Ok(Ok(plans)) => plans,
-        Ok(Err(_)) | Err(_) => {
-            tokio::spawn(Arc::clone(&daemon).job_for(Trigger::Admin, None, names.clone()));
-            tracing::info!(views = ?names, "admin refresh queued until MongoDB answers");
+    match daemon.start_refresh(names.clone()).await {
+        RefreshStart::Started(runs) => {
+            let runs: Vec<Value> = runs
+                .iter()
+                .map(|(view, id)| json!({ "view": view, "run_id": id.simple().to_string() }))
+                .collect();
+            (StatusCode::ACCEPTED, Json(json!({ "runs": runs }))).into_response()
+        }
+        RefreshStart::Queued => {
             let body = json!({ "queued": true, "views": names, "runs": [], "reason": "MongoDB does not answer yet" });
-            return (StatusCode::ACCEPTED, Json(body)).into_response();
+            (StatusCode::ACCEPTED, Json(body)).into_response()
         }
-    };
-    let plans = match syncs::select(plans, &names) {
-        Ok(plans) => plans,
-        Err(unknown) => return error(StatusCode::NOT_FOUND, unknown.to_string()),
-    };
-    let mut started = Vec::new();
-    for plan in plans.iter().filter(|plan| !plan.is_master()) {
-        match daemon.request(plan, Trigger::Admin, None) {
-            Some(id) => started.push(json!({ "view": plan.name, "run_id": id.simple().to_string() })),
-            None => return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
-        }
+        RefreshStart::Unknown(unknown) => error(StatusCode::NOT_FOUND, unknown),
+        RefreshStart::NothingToSync => error(StatusCode::NOT_FOUND, "no view to sync (only a master view, or none)"),
+        RefreshStart::ShuttingDown => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
     }
-    if started.is_empty() {
-        return error(StatusCode::NOT_FOUND, "no view to sync (only a master view, or none)");
-    }
-    tracing::info!(runs = started.len(), "admin refresh accepted");
-    (StatusCode::ACCEPTED, Json(json!({ "runs": started }))).into_response()
 }
 
 /// A run: from this process's memory while it is recent, else from the
@@ -237,4 +224,164 @@ async fn run_result(State(daemon): State<Shared>, headers: HeaderMap, Path(id): 
             format!("cannot read `sync_runs`: {failure}"),
         ),
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    note: Option<String>,
+}
+
+/// The message a redirect asks the page to show: one of a fixed set, so
+/// that nothing a link carries is ever echoed.
+fn note_text(note: &str) -> Option<&'static str> {
+    Some(match note {
+        "signed-in" => "Signed in.",
+        "signed-out" => "Signed out.",
+        "refresh-started" => "Refresh started; this page follows it.",
+        "refresh-queued" => "MongoDB does not answer yet: the refresh runs once it does.",
+        "refresh-refused" => "That refresh could not start (an unknown sync, or sheetsync is shutting down).",
+        "wrong-token" => "Wrong token.",
+        _ => return None,
+    })
+}
+
+/// `GET /`: the status page (see `page`).
+async fn status_page(State(daemon): State<Shared>, headers: HeaderMap, Query(query): Query<PageQuery>) -> Response {
+    let session = daemon.sessions.of(&headers);
+    let status = if query.note.as_deref() == Some("wrong-token") {
+        StatusCode::UNAUTHORIZED
+    } else {
+        StatusCode::OK
+    };
+    html(
+        status,
+        render_page(&daemon, session.as_ref(), query.note.as_deref().and_then(note_text)),
+    )
+}
+
+fn render_page(daemon: &Daemon, session: Option<&session::Session>, flash: Option<&str>) -> String {
+    let snapshot = daemon.status_snapshot();
+    let syncs = snapshot
+        .pages
+        .iter()
+        .map(|sync| {
+            let state = match daemon.runs.flight_of(&sync.name) {
+                (true, true) => page::State::Queued,
+                (true, false) => page::State::Running,
+                _ => page::State::Idle,
+            };
+            (sync, state)
+        })
+        .collect();
+    page::render(&page::Page {
+        now: daemon.clock.now(),
+        zone: daemon.schedule.zone(),
+        next_run: daemon.next_run(),
+        syncs,
+        problem: snapshot.error.clone(),
+        refreshed_at: snapshot.refreshed_at,
+        csrf: session.map(|session| session.csrf.as_str()),
+        can_sign_in: daemon.config().daemon.admin_token.is_some(),
+        flash,
+    })
+}
+
+/// An HTML answer no cache keeps and no other site may frame; scripts and
+/// forms only from the page itself.
+fn html(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    response
+}
+
+fn redirect(note: &str, cookie: Option<String>) -> Response {
+    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, format!("/?note={note}"))]).into_response();
+    if let Some(value) = cookie.and_then(|cookie| HeaderValue::from_str(&cookie).ok()) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+/// A wrong token costs the caller this long, to slow guessing down.
+const WRONG_TOKEN_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `POST /login`: the admin token, typed into the page's form, opens a
+/// session; the token is never put in a URL or a page.
+async fn login(State(daemon): State<Shared>, Form(form): Form<LoginForm>) -> Response {
+    let settings = &daemon.config().daemon;
+    let Some(token) = &settings.admin_token else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    if !token.matches(form.token.trim()) {
+        tokio::time::sleep(WRONG_TOKEN_DELAY).await;
+        tracing::warn!("status page: sign-in with a wrong token");
+        return html(
+            StatusCode::UNAUTHORIZED,
+            render_page(&daemon, None, note_text("wrong-token")),
+        );
+    }
+    let (id, _) = daemon.sessions.create();
+    tracing::info!("status page: signed in");
+    redirect("signed-in", Some(session::set_cookie(&id, settings.secure_cookies)))
+}
+
+#[derive(Deserialize)]
+struct PageForm {
+    csrf: String,
+    sync: Option<String>,
+}
+
+/// `None` when a form post comes from this page in a signed-in session;
+/// the refusal otherwise.
+fn refuse_form(daemon: &Daemon, headers: &HeaderMap, csrf: &str) -> Option<Response> {
+    match daemon.sessions.of(headers) {
+        Some(session) if session::same_origin(headers, &session, csrf) => None,
+        _ => Some(error(
+            StatusCode::FORBIDDEN,
+            "this form needs a signed-in session of this page; sign in again",
+        )),
+    }
+}
+
+async fn logout(State(daemon): State<Shared>, headers: HeaderMap, Form(form): Form<PageForm>) -> Response {
+    if let Some(refusal) = refuse_form(&daemon, &headers, &form.csrf) {
+        return refusal;
+    }
+    daemon.sessions.end(&headers);
+    redirect(
+        "signed-out",
+        Some(session::clear_cookie(daemon.config().daemon.secure_cookies)),
+    )
+}
+
+/// `POST /refresh`: the page's "Refresh now" buttons (one sync, or all).
+async fn page_refresh(State(daemon): State<Shared>, headers: HeaderMap, Form(form): Form<PageForm>) -> Response {
+    if let Some(refusal) = refuse_form(&daemon, &headers, &form.csrf) {
+        return refusal;
+    }
+    let names: Vec<String> = form.sync.into_iter().collect();
+    let note = match daemon.start_refresh(names).await {
+        RefreshStart::Started(_) => "refresh-started",
+        RefreshStart::Queued => "refresh-queued",
+        _ => "refresh-refused",
+    };
+    redirect(note, None)
 }

@@ -14,8 +14,10 @@
 pub mod executor;
 pub mod http;
 pub mod lifecycle;
+pub mod page;
 pub mod scheduler;
 pub mod serve;
+pub mod session;
 pub mod state;
 pub mod status;
 
@@ -106,6 +108,8 @@ pub struct Daemon {
     status: Mutex<StatusSnapshot>,
     /// Wakes the status refresher when a run ends.
     status_stale: tokio::sync::Notify,
+    /// Signed-in sessions of the status page.
+    pub sessions: session::Sessions,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -313,6 +317,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         sync_slots: tokio::sync::Semaphore::new(config_slots),
         status: Mutex::new(StatusSnapshot::default()),
         status_stale: tokio::sync::Notify::new(),
+        sessions: session::Sessions::default(),
     });
     tracing::info!(
         %addr, owner = daemon.leases.owner(), schedule = daemon.schedule.expression(),

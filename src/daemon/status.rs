@@ -6,8 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use mongodb::bson::{Bson, Document};
 
+use super::page::{HISTORY_RUNS, IssueView, RunPoint, RunView, SyncPage};
 use super::{Daemon, lock};
+use crate::report::Changes;
+use crate::source::SourceSpec;
 use crate::store::{StoreError, metadata, runs};
 use crate::syncs::ViewPlan;
 
@@ -17,6 +21,8 @@ pub struct StatusSnapshot {
     /// One JSON object per view (last run, last success, last error,
     /// record count...).
     pub views: Vec<serde_json::Value>,
+    /// The same syncs as the status page shows them.
+    pub pages: Vec<SyncPage>,
     /// Why the last refresh could not read the views.
     pub error: Option<String>,
     pub refreshed_at: Option<DateTime<Utc>>,
@@ -55,19 +61,22 @@ impl Daemon {
                 return;
             }
         };
-        let mut views = Vec::new();
+        let (mut views, mut pages) = (Vec::new(), Vec::new());
         for plan in plans.iter().filter(|plan| !plan.is_master()) {
-            views.push(self.view_status(plan).await);
+            let (view, page) = self.view_status(plan).await;
+            views.push(view);
+            pages.push(page);
         }
         *lock(&self.status) = StatusSnapshot {
             views,
+            pages,
             error: None,
             refreshed_at: Some(self.clock.now()),
         };
     }
 
     /// One view's part of `/status`; what cannot be read is left null.
-    pub(super) async fn view_status(&self, plan: &ViewPlan) -> serde_json::Value {
+    pub(super) async fn view_status(&self, plan: &ViewPlan) -> (serde_json::Value, SyncPage) {
         let home = self.syncer.home_of(plan).await;
         let db = home.as_ref().unwrap_or(&self.syncer.db);
         let summary = |document: mongodb::bson::Document| {
@@ -87,11 +96,14 @@ impl Daemon {
                 "error": document.get_str("error").ok(),
             })
         };
-        let last_run = runs::latest(db, &plan.name, mongodb::bson::doc! {})
+        let last_document = runs::latest(db, &plan.name, mongodb::bson::doc! {})
             .await
             .ok()
-            .flatten()
-            .map(summary);
+            .flatten();
+        let history = runs::recent(db, &plan.name, HISTORY_RUNS as i64)
+            .await
+            .unwrap_or_default();
+        let last_run = last_document.clone().map(summary);
         let last_error = runs::latest(db, &plan.name, mongodb::bson::doc! { "outcome": "failed" })
             .await
             .ok()
@@ -102,7 +114,17 @@ impl Daemon {
             _ => (None, None),
         };
         let summary = plan.summary();
-        serde_json::json!({
+        let page = SyncPage {
+            name: plan.name.clone(),
+            collection: summary.collection.clone(),
+            source: summary.source.clone(),
+            sheet_link: sheet_link(plan, last_document.as_ref()),
+            last_run: last_document.as_ref().map(run_view),
+            last_success,
+            records,
+            history: history.iter().map(run_point).collect(),
+        };
+        let view = serde_json::json!({
             "name": plan.name,
             "view_id": plan.view_id,
             "collection": summary.collection,
@@ -112,7 +134,8 @@ impl Daemon {
             "last_success": last_success,
             "last_error": last_error,
             "records_count": records,
-        })
+        });
+        (view, page)
     }
 
     /// When the view was last synced successfully, by any replica; a failure
@@ -169,4 +192,97 @@ impl Daemon {
         };
         Ok(finished.map(|at| (at, records)))
     }
+}
+
+fn at(document: &Document, field: &str) -> Option<DateTime<Utc>> {
+    document
+        .get_datetime(field)
+        .ok()
+        .and_then(|at| crate::mapping::values::from_bson_date(*at))
+}
+
+fn count(document: &Document, field: &str) -> i64 {
+    match document.get(field) {
+        Some(Bson::Int32(value)) => i64::from(*value),
+        Some(Bson::Int64(value)) => *value,
+        // Counts are whole and far below 2^53.
+        Some(Bson::Double(value)) => *value as i64,
+        _ => 0,
+    }
+}
+
+/// A stored run as the page shows it. Older runs have no `*_count` fields:
+/// their lists' lengths are the counts then.
+fn run_view(document: &Document) -> RunView {
+    let listed = |field: &str| document.get_array(field).map_or(0, Vec::len);
+    let exact = |field: &str, list: &str| match document.get(field) {
+        Some(_) => count(document, field),
+        None => i64::try_from(listed(list)).unwrap_or(i64::MAX),
+    };
+    let changes = document.get_document("changes").ok();
+    let change = |field: &str| changes.map_or(0, |changes| usize::try_from(count(changes, field)).unwrap_or(0));
+    let mut issues = issues_of(document, "rejected", true);
+    issues.extend(issues_of(document, "warnings", false));
+    RunView {
+        outcome: document.get_str("outcome").unwrap_or("unknown").to_owned(),
+        trigger: document.get_str("trigger").unwrap_or("").to_owned(),
+        finished_at: at(document, "finished_at"),
+        rows_read: count(document, "rows_read"),
+        records_written: count(document, "records_written"),
+        duplicates_merged: count(document, "duplicates_merged"),
+        rejected: exact("rejected_count", "rejected"),
+        warnings: exact("warnings_count", "warnings"),
+        changes: Changes {
+            inserted: change("inserted"),
+            updated: change("updated"),
+            removed: change("removed"),
+            moved: change("moved"),
+            unchanged: change("unchanged"),
+        },
+        error: document.get_str("error").ok().map(str::to_owned),
+        issues,
+    }
+}
+
+fn issues_of(document: &Document, field: &str, rejected: bool) -> Vec<IssueView> {
+    let Ok(list) = document.get_array(field) else {
+        return Vec::new();
+    };
+    list.iter()
+        .filter_map(Bson::as_document)
+        .map(|issue| IssueView {
+            rejected,
+            row: count(issue, "row"),
+            column: issue.get_str("column").ok().map(str::to_owned),
+            value: issue.get_str("value").ok().map(str::to_owned),
+            reason: issue.get_str("reason").unwrap_or_default().to_owned(),
+        })
+        .collect()
+}
+
+fn run_point(document: &Document) -> RunPoint {
+    RunPoint {
+        started_at: at(document, "started_at"),
+        duration_ms: count(document, "duration_ms"),
+        records: count(document, "records_written"),
+        failed: document.get_str("outcome") == Ok("failed"),
+    }
+}
+
+/// The Google Sheet a plan reads, at the tab its last run read (or the
+/// link's own `gid`).
+fn sheet_link(plan: &ViewPlan, last_run: Option<&Document>) -> Option<String> {
+    let SourceSpec::GoogleSheet(sheet) = &plan.target()?.source else {
+        return None;
+    };
+    let read = last_run.and_then(|run| match run.get("tab_gid") {
+        Some(Bson::Int64(gid)) => Some(*gid),
+        Some(Bson::Int32(gid)) => Some(i64::from(*gid)),
+        _ => None,
+    });
+    let gid = read.or(sheet.gid).unwrap_or(0);
+    Some(format!(
+        "https://docs.google.com/spreadsheets/d/{}/edit#gid={gid}",
+        sheet.spreadsheet_id
+    ))
 }

@@ -204,6 +204,14 @@ impl Fetched {
         })
     }
 
+    /// The Google Sheets tab read (its `gid`), if the rows come from one.
+    pub fn tab_gid(&self) -> Option<i64> {
+        match self {
+            Fetched::Table(table) => table.tab_gid,
+            Fetched::Csv(_) => None,
+        }
+    }
+
     /// The zone in which numeric date cells (spreadsheet serials) are read.
     pub fn serial_time_zone(&self) -> Option<chrono_tz::Tz> {
         match self {

@@ -59,6 +59,9 @@ pub struct Table {
     /// The zone in which numeric date cells (spreadsheet serials) are read;
     /// `None` for sources that only deliver text.
     pub serial_time_zone: Option<Tz>,
+    /// The Google Sheets tab the rows come from (its `gid`), for links to
+    /// rows; `None` for other sources.
+    pub tab_gid: Option<i64>,
 }
 
 impl Table {

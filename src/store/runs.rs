@@ -48,6 +48,22 @@ pub async fn by_id(db: &Database, run_id: &str) -> Result<Option<Document>, Stor
         .await
 }
 
+/// The last `limit` runs of `view`, newest first, without their row lists.
+pub async fn recent(db: &Database, view: &str, limit: i64) -> Result<Vec<Document>, StoreError> {
+    use futures_util::TryStreamExt;
+    let describe = || format!("reading the recent runs of view {view:?}");
+    db.collection::<Document>(SYNC_RUNS_COLLECTION)
+        .find(doc! { "view": view })
+        .sort(doc! { "started_at": -1 })
+        .limit(limit)
+        .projection(doc! { "started_at": 1, "duration_ms": 1, "records_written": 1, "outcome": 1 })
+        .within(Operation::Read, describe)
+        .await?
+        .try_collect()
+        .within(Operation::Read, describe)
+        .await
+}
+
 fn to_document(report: &ViewReport) -> Result<Document, bson::ser::Error> {
     let mut trimmed = report.clone();
     trimmed.warnings.truncate(STORED_ISSUES);
@@ -55,6 +71,15 @@ fn to_document(report: &ViewReport) -> Result<Document, bson::ser::Error> {
     trimmed.duplicates.truncate(STORED_ISSUES);
     trimmed.moves.truncate(STORED_ISSUES);
     let mut document = bson::to_document(&trimmed)?;
+    // The lists are cut; their lengths are kept whole.
+    document.insert(
+        "rejected_count",
+        i64::try_from(report.rejected.len()).unwrap_or(i64::MAX),
+    );
+    document.insert(
+        "warnings_count",
+        i64::try_from(report.warnings.len()).unwrap_or(i64::MAX),
+    );
     // Real dates, so the TTL index can expire them and queries can range.
     document.insert("started_at", to_bson_date(report.started_at));
     document.insert("finished_at", to_bson_date(report.finished_at));

@@ -403,7 +403,9 @@ impl GoogleSheets {
                         spreadsheet_id: spreadsheet_id.to_owned(),
                         range: a1::whole_tab(&title),
                     })?;
-                Ok(to_table(range, info.time_zone))
+                let mut table = to_table(range, info.time_zone);
+                table.tab_gid = info.tabs.iter().find(|(_, tab)| *tab == title).map(|(gid, _)| *gid);
+                Ok(table)
             })
             .collect()
     }
