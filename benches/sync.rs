@@ -289,24 +289,19 @@ fn sheetsync(url: &str, db_name: &str, config: Option<&Path>) -> Command {
 
 /// Times one `sheetsync sync` and samples its peak RSS.
 fn run_sync(url: &str, db_name: &str, config: Option<&Path>) -> Measure {
-    let started = Instant::now();
-    let mut child = sheetsync(url, db_name, config)
-        .args(["sync", "--json"])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start sheetsync");
-    let peak = sample_peak_rss(child.id());
-    let status = child.wait().expect("wait for sheetsync");
-    let seconds = started.elapsed().as_secs_f64();
-    let peak_rss_mb = peak.join().expect("the sampler ends with its process") as f64 / 1024.0;
-    assert!(status.success(), "sheetsync sync failed: {status}");
-    Measure { seconds, peak_rss_mb }
+    run_sync_capturing(url, db_name, config).0
 }
 
 /// As [`run_sync`], with the JSON report the run printed.
 fn run_sync_report(url: &str, db_name: &str, config: &Path) -> (Measure, Value) {
+    let (measure, stdout) = run_sync_capturing(url, db_name, Some(config));
+    let report: Value = serde_json::from_slice(&stdout).expect("the --json report");
+    (measure, report)
+}
+
+fn run_sync_capturing(url: &str, db_name: &str, config: Option<&Path>) -> (Measure, Vec<u8>) {
     let started = Instant::now();
-    let child = sheetsync(url, db_name, Some(config))
+    let child = sheetsync(url, db_name, config)
         .args(["sync", "--json"])
         .stdout(Stdio::piped())
         .spawn()
@@ -316,8 +311,7 @@ fn run_sync_report(url: &str, db_name: &str, config: &Path) -> (Measure, Value) 
     let seconds = started.elapsed().as_secs_f64();
     let peak_rss_mb = peak.join().expect("the sampler ends with its process") as f64 / 1024.0;
     assert!(output.status.success(), "sheetsync sync failed: {}", output.status);
-    let report: Value = serde_json::from_slice(&output.stdout).expect("the --json report");
-    (Measure { seconds, peak_rss_mb }, report)
+    (Measure { seconds, peak_rss_mb }, output.stdout)
 }
 
 /// `count` customers as a CS team's export, with one health score changed

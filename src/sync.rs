@@ -489,19 +489,8 @@ impl Syncer {
         let collection = self.db.collection::<Document>(&target.collection);
         let existing = identity::load_existing(&collection, profile).await?;
         let continuations = Continuations::find(&existing, &mapped.winners, profile);
-        apply::check_shrink(
-            &target.collection,
-            existing.count,
-            mapped.winners.len(),
-            self.config.sync.min_ratio,
-            options.force,
-        )?;
-        apply::check_rejected(
-            mapped.rows_read,
-            mapped.rejected.len(),
-            self.config.sync.max_rejected_ratio,
-            options.force,
-        )?;
+        let shrink = Some((existing.count, mapped.winners.len()));
+        self.check_guards(&target.collection, shrink, &mapped, options)?;
         let now = BsonDateTime::now();
         let count_differs = existing.count != mapped.winners.len() as u64;
         if options.dry_run || !count_differs {
@@ -584,22 +573,12 @@ impl Syncer {
         })?;
         ensure_same_source(mapped.winners.len(), found)?;
         merge.finish();
-        if rules.on_missing == OnMissing::Delete {
+        // Only deletions can shrink a merged collection.
+        let shrink = (rules.on_missing == OnMissing::Delete).then(|| {
             let kept = merge.stored_count() - merge.changes.removed;
-            apply::check_shrink(
-                &target.collection,
-                merge.stored_count() as u64,
-                kept + merge.changes.inserted,
-                self.config.sync.min_ratio,
-                options.force,
-            )?;
-        }
-        apply::check_rejected(
-            mapped.rows_read,
-            mapped.rejected.len(),
-            self.config.sync.max_rejected_ratio,
-            options.force,
-        )?;
+            (merge.stored_count() as u64, kept + merge.changes.inserted)
+        });
+        self.check_guards(&target.collection, shrink, mapped, options)?;
         report.warnings.append(&mut merge.warnings);
         report.warnings.sort_by_key(|warning| warning.row);
         report.notices.append(&mut merge.notices);
@@ -619,6 +598,28 @@ impl Syncer {
         report.merge = Some(merge.summary.clone());
         written?;
         Ok(outcome_of(report))
+    }
+
+    /// The guards every apply passes: the shrink guard, given what the
+    /// collection holds and will hold, and the rejected-rows guard.
+    fn check_guards(
+        &self,
+        collection: &str,
+        shrink: Option<(u64, usize)>,
+        mapped: &mapping::Plan,
+        options: &SyncOptions,
+    ) -> Result<(), ViewError> {
+        let settings = &self.config.sync;
+        if let Some((existing, new)) = shrink {
+            apply::check_shrink(collection, existing, new, settings.min_ratio, options.force)?;
+        }
+        apply::check_rejected(
+            mapped.rows_read,
+            mapped.rejected.len(),
+            settings.max_rejected_ratio,
+            options.force,
+        )?;
+        Ok(())
     }
 
     /// The view's `data_metadata` entry, stamped once the data is in place.
