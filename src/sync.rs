@@ -475,18 +475,27 @@ impl Syncer {
         report.notices = mapped.notices.clone();
         report.records_written = mapped.winners.len();
         if let Some(rules) = profile.merge_rules() {
-            return self
+            let outcome = self
                 .merge_view(target, rules, (&mapper, &mapped), &fetched, options, report)
-                .await;
+                .await?;
+            if outcome != Outcome::DryRun {
+                self.record_last_update(plan, target, mapped.winners.len()).await?;
+            }
+            return Ok(outcome);
         }
-
+        // The target's own database: a view's is the main one, a `[[syncs]]`
+        // entry's the one it names.
+        let db = self.database(&target.place).await?;
+        if !options.dry_run && plan.is_configured() {
+            ensure_app_indexes(&db, target, report).await;
+        }
         if !options.dry_run {
-            let dropped = apply::drop_leftover_staging(&self.db, &target.collection).await?;
+            let dropped = apply::drop_leftover_staging(&db, &target.collection).await?;
             if !dropped.is_empty() {
                 tracing::warn!(view = %plan.name, ?dropped, "dropped staging collections left by an interrupted run");
             }
         }
-        let collection = self.db.collection::<Document>(&target.collection);
+        let collection = db.collection::<Document>(&target.collection);
         let existing = identity::load_existing(&collection, profile).await?;
         let continuations = Continuations::find(&existing, &mapped.winners, profile);
         let shrink = Some((existing.count, mapped.winners.len()));
@@ -515,7 +524,7 @@ impl Syncer {
             let mut identities = Identities::new(&plan.view_id, profile, &existing, &continuations, now);
             let batch_size = self.config.sync.insert_batch_size;
             let mut staging =
-                apply::Staging::create(&self.db, &target.collection, profile, &report.run_id, batch_size).await?;
+                apply::Staging::create(&db, &target.collection, profile, &report.run_id, batch_size).await?;
             let winners = match fetched.rows() {
                 Ok(rows) => mapper.winners(&mapped, rows),
                 Err(error) => {
@@ -557,8 +566,7 @@ impl Syncer {
     ) -> Result<Outcome, ViewError> {
         let db = self.database(&target.place).await?;
         if !options.dry_run {
-            let outcome = indexes::ensure_app(&db, &target.collection, &target.profile).await?;
-            report.notices.extend(outcome.conflicts);
+            ensure_app_indexes(&db, target, report).await;
         }
         let profile = &*target.profile;
         let mut merge = Merge::load(&db, &target.collection, profile, rules, mapper.column_headers()).await?;
@@ -573,10 +581,11 @@ impl Syncer {
         })?;
         ensure_same_source(mapped.winners.len(), found)?;
         merge.finish();
-        // Only deletions can shrink a merged collection.
+        // Only deletions can shrink a merged collection; new documents do
+        // not make up for the ones deleted (other collections point at them).
         let shrink = (rules.on_missing == OnMissing::Delete).then(|| {
             let kept = merge.stored_count() - merge.changes.removed;
-            (merge.stored_count() as u64, kept + merge.changes.inserted)
+            (merge.stored_count() as u64, kept)
         });
         self.check_guards(&target.collection, shrink, mapped, options)?;
         report.warnings.append(&mut merge.warnings);
@@ -655,6 +664,16 @@ impl Syncer {
 fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The map is only inserted into; a panic elsewhere cannot leave it torn.
     mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A configured sync's indexes, its application's and its run history's,
+/// leniently (as the views' before a sync): an index the data does not allow
+/// yet must not stop the refresh; the report says which.
+async fn ensure_app_indexes(db: &Database, target: &SyncTarget, report: &mut ViewReport) {
+    match indexes::ensure_app(db, &target.collection, &target.profile).await {
+        Ok(outcome) => report.notices.extend(outcome.conflicts),
+        Err(error) => report.notices.push(format!("indexes not ensured: {error}")),
+    }
 }
 
 fn target_collections(plans: &[ViewPlan]) -> Vec<String> {

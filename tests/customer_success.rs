@@ -422,10 +422,12 @@ async fn a_profile_declared_in_the_config_syncs_a_csv() {
         "E-mail,Seats,VIP\nann@example.com,3,yes\nbob@example.com,\"1,200\",non\n",
     )
     .unwrap();
+    // A swap target in a database of its own, not the views' one.
+    let crm = sales.db.client().database(&format!("{}_crm", sales.name));
     let config_text = format!(
         "{CONTACTS_PROFILE}\n[[syncs]]\nname = \"Contacts\"\nsource = \"{}\"\ntarget = \"contacts\"\ndatabase = \"{}\"\n",
         csv.display(),
-        sales.name
+        crm.name()
     );
     let path = dir.path().join("sheetsync.toml");
     std::fs::write(&path, &config_text).unwrap();
@@ -443,7 +445,15 @@ async fn a_profile_declared_in_the_config_syncs_a_csv() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let mut contacts = sales.records("contacts").await;
+    assert_eq!(sales.count("contacts").await, 0, "nothing in the views' database");
+    let mut contacts: Vec<Document> = crm
+        .collection::<Document>("contacts")
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
     contacts.sort_by_key(|contact| contact.get_str("email").unwrap_or_default().to_owned());
     assert_eq!(contacts.len(), 2);
     assert_eq!(contacts[0].get_i64("seats"), Ok(3));
@@ -478,6 +488,7 @@ async fn a_profile_declared_in_the_config_syncs_a_csv() {
         )),
         "{stderr}"
     );
+    crm.drop().await.unwrap();
     sales.drop().await;
 }
 

@@ -128,8 +128,10 @@ pub struct Merge<'p> {
     columns: Vec<Option<String>>,
     directories: HashMap<String, Directory>,
     /// Per profile field: whether dates are written as ISO strings.
-    dates_as_text: Vec<bool>,
-    timestamps_as_text: bool,
+    /// Per profile field: `None` for BSON dates, else the text form its
+    /// stored values use.
+    date_texts: Vec<Option<DateText>>,
+    timestamps_as_text: Option<DateText>,
     now: BsonDateTime,
     writes: Vec<Write>,
     pub changes: crate::report::Changes,
@@ -179,8 +181,8 @@ impl<'p> Merge<'p> {
             by_key: HashMap::with_capacity(documents.len()),
             columns,
             directories,
-            dates_as_text: Vec::new(),
-            timestamps_as_text: false,
+            date_texts: Vec::new(),
+            timestamps_as_text: None,
             now: BsonDateTime::now(),
             writes: Vec::new(),
             changes: crate::report::Changes::default(),
@@ -206,34 +208,37 @@ impl<'p> Merge<'p> {
         Ok(merge)
     }
 
-    /// Dates are written as the collection already holds them, field by
-    /// field; timestamps as `updated_at` is held.
+    /// Date fields are written as the collection already holds them, field
+    /// by field (or as the profile's `dates` says); `created_at` and
+    /// `updated_at` always as the collection holds `updated_at`.
     fn decide_representations(&mut self) {
-        let fixed = match self.rules.dates {
-            DateStorage::Auto => None,
-            DateStorage::Date => Some(false),
-            DateStorage::String => Some(true),
-        };
-        let mut as_text = Vec::with_capacity(self.profile.fields.len());
+        let mut texts = Vec::with_capacity(self.profile.fields.len());
         for field in &self.profile.fields {
-            let decided = match (&field.kind, fixed) {
-                (FieldKind::Date, Some(fixed)) => fixed,
-                (FieldKind::Date, None) => self.held_as_text(&field.name),
-                _ => false,
+            let decided = match (&field.kind, self.rules.dates) {
+                (FieldKind::Date, DateStorage::Auto) => self.held_as_text(&field.name),
+                (FieldKind::Date, DateStorage::String) => {
+                    Some(self.held_as_text(&field.name).unwrap_or(DateText::DateOnly))
+                }
+                _ => None,
             };
-            as_text.push(decided);
+            texts.push(decided);
         }
-        self.dates_as_text = as_text;
-        self.timestamps_as_text = fixed.unwrap_or_else(|| self.held_as_text("updated_at"));
+        self.date_texts = texts;
+        self.timestamps_as_text = self.held_as_text("updated_at");
     }
 
-    /// Whether the stored documents hold `field` as text rather than as BSON
-    /// dates (dates when they hold neither); a mix is noticed.
-    fn held_as_text(&mut self, field: &str) -> bool {
-        let (mut texts, mut dates) = (0usize, 0usize);
+    /// The text form the stored documents hold `field` in, or `None` when
+    /// they hold BSON dates (or nothing); a mix is noticed.
+    fn held_as_text(&mut self, field: &str) -> Option<DateText> {
+        let (mut texts, mut moments, mut dates) = (0usize, 0usize, 0usize);
         for stored in &self.stored {
             match stored.document.get(field) {
-                Ok(Some(RawBsonRef::String(_))) => texts += 1,
+                Ok(Some(RawBsonRef::String(text))) => {
+                    texts += 1;
+                    if text.contains('T') {
+                        moments += 1;
+                    }
+                }
                 Ok(Some(RawBsonRef::DateTime(_))) => dates += 1,
                 _ => {}
             }
@@ -247,7 +252,11 @@ impl<'p> Merge<'p> {
                 if as_text { "ISO strings" } else { "dates" }
             ));
         }
-        as_text
+        match (as_text, moments * 2 > texts) {
+            (false, _) => None,
+            (true, false) => Some(DateText::DateOnly),
+            (true, true) => Some(DateText::Moment),
+        }
     }
 
     /// Compares one winning record with its document and queues the writes
@@ -308,7 +317,10 @@ impl<'p> Merge<'p> {
                 continue;
             }
             let value = match value {
-                Bson::DateTime(date) if self.dates_as_text[index] => Bson::String(iso_date(date)),
+                Bson::DateTime(date) => match self.date_texts[index] {
+                    Some(form) => Bson::String(form.write(date)),
+                    None => Bson::DateTime(date),
+                },
                 other => other,
             };
             desired.push((field.name.clone(), value));
@@ -424,12 +436,8 @@ impl<'p> Merge<'p> {
 
     fn timestamp(&self) -> Bson {
         match self.timestamps_as_text {
-            true => {
-                let millis = self.now.timestamp_millis();
-                let moment = chrono::DateTime::from_timestamp_millis(millis).unwrap_or_default();
-                Bson::String(moment.to_rfc3339_opts(SecondsFormat::Millis, true))
-            }
-            false => Bson::DateTime(self.now),
+            Some(_) => Bson::String(DateText::Moment.write(self.now)),
+            None => Bson::DateTime(self.now),
         }
     }
 
@@ -679,13 +687,35 @@ async fn load_directory(db: &Database, reference: &Reference) -> Result<Director
     Ok(directory)
 }
 
-/// A date-only value as `YYYY-MM-DD`; a moment as RFC 3339 in UTC.
-fn iso_date(date: BsonDateTime) -> String {
-    match from_bson_date(date) {
-        Some(moment) if moment.time() == chrono::NaiveTime::MIN => moment.format("%Y-%m-%d").to_string(),
-        Some(moment) => moment.to_rfc3339_opts(SecondsFormat::Secs, true),
-        None => date.to_string(),
+/// How a collection writes dates as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DateText {
+    /// `2025-01-31`; a value with a time of day is written as a moment.
+    DateOnly,
+    /// `2025-01-31T00:00:00.000Z`, as JavaScript's `toISOString` writes it.
+    Moment,
+}
+
+impl DateText {
+    fn write(self, date: BsonDateTime) -> String {
+        match from_bson_date(date) {
+            Some(moment) if self == DateText::DateOnly && moment.time() == chrono::NaiveTime::MIN => {
+                moment.format("%Y-%m-%d").to_string()
+            }
+            Some(moment) => moment.to_rfc3339_opts(SecondsFormat::Millis, true),
+            None => date.to_string(),
+        }
     }
+}
+
+/// A stored ISO date or date-time as milliseconds since the epoch, so that
+/// `2025-01-31` and `2025-01-31T00:00:00Z` are the same value.
+fn iso_millis(text: &str) -> Option<i64> {
+    if let Ok(moment) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Some(moment.timestamp_millis());
+    }
+    let day = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
+    Some(crate::mapping::values::midnight_utc(day).timestamp_millis())
 }
 
 fn same_key(stored: Option<&Bson>, desired: &Bson) -> bool {
@@ -710,6 +740,9 @@ fn same_value(stored: Option<&Bson>, desired: &Bson) -> bool {
                             .iter()
                             .zip(right)
                             .all(|(left, right)| same_value(Some(left), right))
+                }
+                (Bson::String(left), Bson::String(right)) if left != right => {
+                    matches!((iso_millis(left), iso_millis(right)), (Some(left), Some(right)) if left == right)
                 }
                 _ => stored == desired,
             },
@@ -763,6 +796,10 @@ mod tests {
     #[test]
     fn dates_keep_their_iso_form() {
         let day = BsonDateTime::from_millis(1_706_659_200_000);
-        assert_eq!(iso_date(day), "2024-01-31");
+        assert_eq!(DateText::DateOnly.write(day), "2024-01-31");
+        assert_eq!(DateText::Moment.write(day), "2024-01-31T00:00:00.000Z");
+        let stored = Bson::String("2024-01-31T00:00:00Z".into());
+        assert!(same_value(Some(&stored), &Bson::String("2024-01-31".into())));
+        assert!(!same_value(Some(&stored), &Bson::String("2024-02-01".into())));
     }
 }

@@ -346,6 +346,17 @@ impl Daemon {
                                 }
                                 Ok(None) if catch_up => view_trigger = Trigger::Startup,
                                 Ok(_) => {}
+                                // Another application's server: its outage
+                                // must not hold up the other syncs, nor
+                                // count as the main database's.
+                                Err(error) if plan.is_configured() => {
+                                    tracing::warn!(
+                                        sync = %plan.name, %error,
+                                        "cannot read this sync's history; it waits for the next trigger"
+                                    );
+                                    done.push(plan.name.clone());
+                                    continue;
+                                }
                                 Err(_) => {
                                     retry = true;
                                     break;

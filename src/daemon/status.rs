@@ -138,13 +138,17 @@ impl Daemon {
         (view, page)
     }
 
-    /// When the view was last synced successfully, by any replica; a failure
-    /// to read it marks MongoDB unreachable.
+    /// When the sync was last synced successfully, by any replica; a failure
+    /// to read a view's marks MongoDB unreachable.
     pub(super) async fn last_success(&self, plan: &ViewPlan) -> Result<Option<DateTime<Utc>>, StoreError> {
         match self.last_update(plan).await {
             Ok(last) => Ok(last.map(|(at, _)| at)),
             Err(error) => {
-                self.set_mongo(false, error.to_string());
+                // A configured sync's history may live on another server,
+                // whose state is not the main database's.
+                if !plan.is_configured() {
+                    self.set_mongo(false, error.to_string());
+                }
                 Err(error)
             }
         }

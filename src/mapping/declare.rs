@@ -181,21 +181,36 @@ pub fn build(decl: &TargetDecl, origin: Origin<'_>) -> Result<TargetProfile, Dec
     if decl.key.get_ref().is_empty() {
         checker.problem(decl.key.span(), format!("target {target:?} has an empty key"));
     }
+    let field_named = |name: &str| decl.fields.iter().find(|field| field.name.get_ref() == name);
     for key in decl.key.get_ref() {
-        if !declared(key.get_ref()) {
-            checker.problem(
+        match field_named(key.get_ref()) {
+            None => checker.problem(
                 key.span(),
                 format!("key field {:?} is not a declared field", key.get_ref()),
-            );
-        } else if !decl
-            .fields
-            .iter()
-            .any(|field| field.name.get_ref() == key.get_ref() && field.required)
-        {
-            checker.problem(
-                key.span(),
-                format!("key field {:?} must be `required = true`", key.get_ref()),
-            );
+            ),
+            Some(field) if !field.required => {
+                checker.problem(
+                    key.span(),
+                    format!("key field {:?} must be `required = true`", key.get_ref()),
+                );
+            }
+            // Keys are compared as folded text.
+            // (An unknown kind is reported once, with its field.)
+            Some(field)
+                if KINDS.split(", ").any(|kind| kind == field.kind.get_ref())
+                    && !matches!(field.kind.get_ref().as_str(), "text" | "enum") =>
+            {
+                checker.problem(
+                    key.span(),
+                    format!("key field {:?} must be of kind text or enum", key.get_ref()),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+    for field in &decl.fields {
+        if let Some(reason) = unusable_field_name(field.name.get_ref()) {
+            checker.problem(field.name.span(), format!("field {:?} {reason}", field.name.get_ref()));
         }
     }
     if let Some(link) = &decl.identity_link {
@@ -221,14 +236,36 @@ pub fn build(decl: &TargetDecl, origin: Origin<'_>) -> Result<TargetProfile, Dec
         }
     }
     for reference in &decl.references {
-        if !declared(reference.field.get_ref()) {
+        let name = reference.field.get_ref();
+        let span = reference.field.span();
+        match field_named(name) {
+            None => checker.problem(
+                span.clone(),
+                format!("reference field {name:?} is not a declared field"),
+            ),
+            Some(field) if field.kind.get_ref() != "text" => checker.problem(
+                span.clone(),
+                format!("reference field {name:?} must be of kind text (a name or an e-mail)"),
+            ),
+            Some(_) => {}
+        }
+        if let Some(reason) = unusable_field_name(&reference.id_field) {
             checker.problem(
-                reference.field.span(),
+                span.clone(),
+                format!("id_field {:?} of reference {name:?} {reason}", reference.id_field),
+            );
+        }
+        if declared(&reference.id_field) {
+            checker.problem(
+                span.clone(),
                 format!(
-                    "reference field {:?} is not a declared field",
-                    reference.field.get_ref()
+                    "id_field {:?} of reference {name:?} is also a mapped field",
+                    reference.id_field
                 ),
             );
+        }
+        if reference.collection.is_empty() || reference.collection.contains('$') {
+            checker.problem(span, format!("reference {name:?} names no valid collection"));
         }
     }
     for keys in decl
@@ -266,6 +303,19 @@ pub fn build(decl: &TargetDecl, origin: Origin<'_>) -> Result<TargetProfile, Dec
             })
             .collect(),
     })
+}
+
+/// Why a field name cannot be written by a sync, if it cannot: the
+/// identity and timestamps sheetsync manages, and names MongoDB reads as
+/// paths or operators.
+fn unusable_field_name(name: &str) -> Option<&'static str> {
+    if ["_id", "id", "created_at", "updated_at"].contains(&name) {
+        Some("is managed by sheetsync (identity and timestamps) and cannot be mapped from a sheet")
+    } else if name.is_empty() || name.contains('.') || name.starts_with('$') || name.contains('\0') {
+        Some("is not a usable document field name (empty, or with `.`, a leading `$` or NUL)")
+    } else {
+        None
+    }
 }
 
 fn index_spec(index: &IndexDecl) -> IndexSpec {
@@ -612,6 +662,23 @@ mod tests {
         assert_eq!(
             check(&duplicate).unwrap_err(),
             "t.toml:13: duplicate alias \"X \" of field \"b\": it reads as the same header as a label of field \"a\""
+        );
+    }
+
+    #[test]
+    fn keys_must_be_text_and_managed_fields_cannot_be_mapped() {
+        let integer_key = MINIMAL.replace("kind = \"text\"", "kind = \"integer\"");
+        assert_eq!(
+            check(&integer_key).unwrap_err(),
+            "t.toml:2: key field \"a\" must be of kind text or enum"
+        );
+        let id_field = format!("{MINIMAL}\n[[fields]]\nname = \"id\"\nkind = \"text\"\n");
+        assert!(
+            check(&id_field)
+                .unwrap_err()
+                .starts_with("t.toml:10: field \"id\" is managed by sheetsync"),
+            "{}",
+            check(&id_field).unwrap_err()
         );
     }
 

@@ -7,7 +7,7 @@ use mongodb::bson::Document;
 use mongodb::options::IndexOptions;
 use mongodb::{Database, IndexModel};
 
-use super::{Doing, Operation, StoreError, Within, timed};
+use super::{Operation, StoreError, Within, timed};
 use crate::mapping::profile::{IndexSpec, TargetProfile};
 
 fn plain(keys: &[&str]) -> IndexSpec {
@@ -155,46 +155,65 @@ pub async fn ensure_all(
 #[derive(Debug, Default)]
 pub struct AppIndexes {
     pub touched: Vec<String>,
-    /// Indexes that exist with the same keys but other options: reported,
-    /// never dropped (the application may rely on them).
+    /// Indexes that could not be created, and why: one with the same keys
+    /// and other options exists (reported, never dropped: the application
+    /// may rely on it), or the data does not allow it yet (duplicates under
+    /// a unique index). The sync goes on either way.
     pub conflicts: Vec<String>,
 }
 
-/// Creates a configured target's indexes on its collection and the
-/// application's indexes in its database, one by one, so that one index the
-/// application created otherwise does not stop the others.
+/// Creates a configured target's indexes on its collection, the
+/// application's indexes in its database and sheetsync's run history
+/// indexes (its TTL included) there, one by one, so that one index the data
+/// or the application does not allow does not stop the others.
 pub async fn ensure_app(db: &Database, collection: &str, profile: &TargetProfile) -> Result<AppIndexes, StoreError> {
-    let own = profile.indexes.iter().map(|index| (collection, index));
-    let app = profile
-        .app_indexes
-        .iter()
-        .map(|index| (index.collection.as_str(), &index.index));
+    let mut wanted: Vec<(&str, &IndexSpec)> = Vec::new();
+    wanted.extend(profile.indexes.iter().map(|index| (collection, index)));
+    for index in &profile.app_indexes {
+        wanted.push((index.collection.as_str(), &index.index));
+    }
+    for (name, specs) in FIXED_INDEXES.iter() {
+        if *name == super::runs::SYNC_RUNS_COLLECTION {
+            wanted.extend(specs.iter().map(|spec| (*name, spec)));
+        }
+    }
     let mut outcome = AppIndexes::default();
-    for (collection, spec) in own.chain(app) {
+    for (collection, spec) in wanted {
         let created = timed(
             Operation::IndexBuild,
             db.collection::<Document>(collection).create_index(model(spec)),
             || format!("creating an index on `{collection}`"),
         )
         .await?;
+        let keys = spec.keys.join(", ");
         match created {
             Ok(_) => {}
             Err(error) if is_conflict(&error) => outcome.conflicts.push(format!(
-                "`{}.{collection}` already has an index on {} with other options; it was left as it is (sheetsync \
-                 wants unique = {})",
+                "`{}.{collection}` already has an index on {keys} with other options; it was left as it is \
+                 (sheetsync wants unique = {})",
                 db.name(),
-                spec.keys.join(", "),
                 spec.unique
             )),
-            Err(error) => {
-                return Err(error).doing(|| format!("creating an index on {} of `{collection}`", spec.keys.join(", ")));
-            }
+            Err(error) => outcome.conflicts.push(format!(
+                "the index on {keys} of `{}.{collection}` could not be created ({}); fix the data (e.g. duplicate \
+                 values under a unique index) and it will be created by the next sync",
+                db.name(),
+                command_message(&error)
+            )),
         }
         if !outcome.touched.iter().any(|touched| touched == collection) {
             outcome.touched.push(collection.to_owned());
         }
     }
     Ok(outcome)
+}
+
+/// The server's words for a refused command, without the raw reply.
+fn command_message(error: &mongodb::error::Error) -> String {
+    match error.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(command) => format!("{} ({})", command.message, command.code_name),
+        _ => error.to_string(),
+    }
 }
 
 /// IndexOptionsConflict (85), IndexKeySpecsConflict (86), or a name taken

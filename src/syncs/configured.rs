@@ -36,6 +36,22 @@ fn plan(sync: &ConfiguredSync, config: &Config, policy: &SourcePolicy) -> ViewPl
 
 fn target(sync: &ConfiguredSync, config: &Config, policy: &SourcePolicy) -> Result<SyncTarget, String> {
     let entry = &sync.entry;
+    let collection = &sync.collection;
+    let own = [
+        crate::store::runs::SYNC_RUNS_COLLECTION,
+        crate::store::lease::SYNC_LOCKS_COLLECTION,
+    ];
+    let in_main_database = entry.database == config.db_name && sync.mongo_url == config.mongo_url;
+    if own.contains(&collection.as_str())
+        || collection.starts_with(crate::apply::STAGING_PREFIX)
+        || (in_main_database && super::views::is_reserved_collection(collection))
+    {
+        return Err(format!(
+            "sync {:?} would write `{}.{collection}`, which holds other data (sheetsync's or the dashboard's); \
+             choose another collection",
+            entry.name, entry.database
+        ));
+    }
     let spec = SourceSpec::parse(&entry.source, entry.sheet_name.as_deref()).map_err(|error| error.to_string())?;
     let spec = policy
         .admit(spec)

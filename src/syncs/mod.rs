@@ -95,6 +95,19 @@ impl std::fmt::Debug for Place {
     }
 }
 
+/// Whether a configured sync's target is a view's collection (views live in
+/// the main database).
+fn writes_same_collection(view: &ViewPlan, sync: &ViewPlan, config: &Config) -> bool {
+    let (Some(view), Some(sync)) = (view.target(), sync.target()) else {
+        return false;
+    };
+    let in_main = match &sync.place {
+        Place::Main => true,
+        Place::Other { database, mongo_url } => *database == config.db_name && *mongo_url == config.mongo_url,
+    };
+    in_main && view.collection == sync.collection
+}
+
 /// Every sync: the views, then the configured syncs. A configured sync
 /// named like a view is refused (names select syncs everywhere).
 pub async fn load_plans(db: &Database, config: &Config) -> Result<Vec<ViewPlan>, ViewsError> {
@@ -104,6 +117,11 @@ pub async fn load_plans(db: &Database, config: &Config) -> Result<Vec<ViewPlan>,
         if let Some(view) = plans.iter().find(|view| view.name.eq_ignore_ascii_case(&plan.name)) {
             plan.resolution = Resolution::Invalid(format!(
                 "sync {:?} has the name of view {:?}; rename it in the config",
+                plan.name, view.name
+            ));
+        } else if let Some(view) = plans.iter().find(|view| writes_same_collection(view, &plan, config)) {
+            plan.resolution = Resolution::Invalid(format!(
+                "sync {:?} would write the collection of view {:?}; give it another collection",
                 plan.name, view.name
             ));
         }

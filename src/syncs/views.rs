@@ -59,7 +59,7 @@ fn refuse_shared_targets(plans: &mut [ViewPlan]) {
 
 /// Collections the dashboard or sheetsync itself keeps: a view's target
 /// replaces its collection wholesale, so it may never be one of these.
-fn is_reserved_collection(name: &str) -> bool {
+pub(super) fn is_reserved_collection(name: &str) -> bool {
     name == VIEWS_COLLECTION
         || name.starts_with(crate::apply::STAGING_PREFIX)
         || crate::store::indexes::FIXED_INDEXES
@@ -80,6 +80,13 @@ fn resolve(view: &Document, config: &Config, policy: &SourcePolicy) -> ViewPlan 
         Resolution::Invalid(format!(
             "the view document {} has no `name` or no `id`; fix it in the admin UI",
             view.get_object_id("_id").map(|id| id.to_hex()).unwrap_or_default()
+        ))
+    } else if view_id.starts_with(super::configured::ID_PREFIX) {
+        // Configured syncs' ids carry this prefix (leases and history are
+        // keyed by id): a view may not pass for one.
+        Resolution::Invalid(format!(
+            "view {name:?} has the id {view_id:?}, which is reserved for syncs of the config file; give it another \
+             id in the admin UI"
         ))
     } else {
         let overrides = config.views.get(&name).cloned().unwrap_or_default();
