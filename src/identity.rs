@@ -475,6 +475,7 @@ mod tests {
             row: 1,
             key: record_key(&SALES_RECORDS, &fields),
             fields,
+            unreadable: Vec::new(),
         }
     }
 

@@ -476,7 +476,7 @@ impl Syncer {
         report.records_written = mapped.winners.len();
         if let Some(rules) = profile.merge_rules() {
             let outcome = self
-                .merge_view(target, rules, (&mapper, &mapped), &fetched, options, report)
+                .merge_view(plan, target, rules, (&mapper, &mapped), &fetched, options, report)
                 .await?;
             if outcome != Outcome::DryRun {
                 self.record_last_update(plan, target, mapped.winners.len()).await?;
@@ -555,8 +555,10 @@ impl Syncer {
 
     /// A merge: the source's records compared with the documents they
     /// continue, and only the differences written (see `apply::merge`).
+    #[allow(clippy::too_many_arguments)] // the parts of one view's run, as apply_view has them
     async fn merge_view(
         &self,
+        plan: &ViewPlan,
         target: &SyncTarget,
         rules: &MergeRules,
         (mapper, mapped): (&mapping::Mapper<'_>, &mapping::Plan),
@@ -596,13 +598,17 @@ impl Syncer {
             report.merge = Some(merge.summary);
             return Ok(Outcome::DryRun);
         }
-        options.abort.check()?;
         let transaction_max = match supports_transactions(&db).await? {
             true => Some(self.config.sync.merge_transaction_max),
             false => None,
         };
+        let guard = SwapGuard {
+            abort: &options.abort,
+            lease: options.lease.as_ref().filter(|_| !plan.view_id.is_empty()),
+            view_id: &plan.view_id,
+        };
         let written = merge
-            .write(&db, self.config.sync.insert_batch_size, transaction_max)
+            .write(&db, self.config.sync.insert_batch_size, transaction_max, &guard)
             .await;
         report.merge = Some(merge.summary.clone());
         written?;
@@ -753,6 +759,21 @@ impl SwapGuard<'_> {
                 return Err(ViewError::Aborted(
                     "the lease on this view was taken over by another process".to_owned(),
                 ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Before each batch of a merge: the same checks as before a swap.
+impl apply::merge::Checkpoint for SwapGuard<'_> {
+    async fn check(&self) -> Result<(), String> {
+        self.abort.check().map_err(|error| error.to_string())?;
+        if let Some(leases) = self.lease {
+            match leases.renew(self.view_id).await {
+                Ok(true) => {}
+                Ok(false) => return Err("the lease on this sync was taken over by another process".to_owned()),
+                Err(error) => return Err(error.to_string()),
             }
         }
         Ok(())

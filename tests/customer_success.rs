@@ -334,6 +334,12 @@ async fn a_merge_cut_midway_is_completed_by_the_next_run() {
     assert_eq!(failed.outcome, Outcome::Failed, "{failed:#?}");
     let error = failed.error.unwrap();
     assert!(error.contains("sync again to complete the rest"), "{error}");
+    assert!(error.contains("starting at row 5"), "names the sheet's row: {error}");
+    assert_eq!(
+        failed.merge.as_ref().unwrap().documents_written,
+        2,
+        "Globex's update and Initech's insert"
+    );
     let halfway = customers(&cut).await;
     // Writes go in source order: Globex (row 3), then Acme (its winning
     // row is row 5).
@@ -532,6 +538,40 @@ async fn an_index_the_app_made_otherwise_is_reported_not_dropped() {
         .await
         .unwrap();
     assert!(activities.iter().any(|name| name.starts_with("id")), "{activities:?}");
+    sales.drop().await;
+    cs.drop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_unreadable_cell_keeps_the_stored_value_and_a_blank_one_clears_it() {
+    let sales = test_db("cs_unreadable").await;
+    let cs = sales.db.client().database(&cs_name(&sales.name));
+    seed(&cs).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("customers.csv");
+    // Acme's ARR is mistyped (a letter O); Hooli's is cleared.
+    std::fs::write(&csv, "Company,ARR\nAcme Corp,\"12O,000\"\nHooli,\nGlobex,48000\n").unwrap();
+    let config = cs_config(
+        dir.path(),
+        &server_url(),
+        &sales.name,
+        cs.name(),
+        csv.to_str().unwrap(),
+        "",
+    );
+    let (syncer, _) = monitored_syncer(config).await;
+    let report = sync_once(&syncer).await;
+    let warning = report.warnings.iter().find(|issue| issue.row == 2).unwrap();
+    assert_eq!(warning.column.as_deref(), Some("ARR"));
+    assert!(
+        warning.reason.ends_with("the stored value is kept"),
+        "{}",
+        warning.reason
+    );
+    let all = customers(&cs).await;
+    assert_eq!(customer(&all, "Acme Corp").get_f64("arr"), Ok(100000.0), "kept");
+    assert!(customer(&all, "Hooli").get("arr").is_none(), "cleared: {all:#?}");
+    assert_eq!(customer(&all, "Globex").get_f64("arr"), Ok(48000.0));
     sales.drop().await;
     cs.drop().await.unwrap();
 }

@@ -35,41 +35,101 @@ pub enum MergeError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(
-        "writing `{collection}` stopped at statement {index} of a batch: {message}; {written} document(s) were \
-         written before it, each either as before or as the sheet says: fix the cause and sync again to complete \
-         the rest"
+        "writing `{collection}` stopped at {at}: {message}; {written} document(s) were written before it, each \
+         either as before or as the sheet says: fix the cause and sync again to complete the rest"
     )]
     Write {
         collection: String,
-        index: usize,
+        /// `row 14` (the sheet's row), or what else was being written.
+        at: String,
         message: String,
+        written: usize,
+    },
+    #[error(
+        "called off while writing `{collection}` ({reason}); {written} document(s) were written, each either as \
+         before or as the sheet says: the next sync completes the rest"
+    )]
+    CalledOff {
+        collection: String,
+        reason: String,
         written: usize,
     },
 }
 
+impl MergeError {
+    /// Documents written before the failure.
+    fn written(&self) -> usize {
+        match self {
+            MergeError::Store(_) => 0,
+            MergeError::Write { written, .. } | MergeError::CalledOff { written, .. } => *written,
+        }
+    }
+}
+
+/// What must still hold before each batch of a merge is sent: nobody called
+/// the sync off, and this process still holds the sync's lease (the caller
+/// renews it here). `Err` says why not.
+pub trait Checkpoint {
+    fn check(&self) -> impl std::future::Future<Output = Result<(), String>> + Send;
+}
+
+/// A command's encoded size at most: the server takes 16 MiB; the rest is
+/// headroom for the command around the statements.
+const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
 /// One write of the change set.
 #[derive(Debug, Clone, PartialEq)]
 enum Write {
-    Insert(RawDocumentBuf),
-    Update { filter: Document, update: Document },
-    Delete(Document),
+    Insert {
+        row: usize,
+        document: RawDocumentBuf,
+    },
+    Update {
+        row: usize,
+        filter: Document,
+        update: Document,
+    },
+    Delete {
+        filter: Document,
+    },
 }
 
 impl Write {
     fn command(&self) -> &'static str {
         match self {
-            Write::Insert(_) => "insert",
+            Write::Insert { .. } => "insert",
             Write::Update { .. } => "update",
-            Write::Delete(_) => "delete",
+            Write::Delete { .. } => "delete",
+        }
+    }
+
+    /// Where the write comes from, as an error names it.
+    fn origin(&self) -> String {
+        match self {
+            Write::Insert { row, .. } | Write::Update { row, .. } => format!("row {row}"),
+            Write::Delete { .. } => "the deletion of a document not in the source".to_owned(),
+        }
+    }
+
+    /// About how many bytes the statement takes in the command.
+    fn encoded_len(&self) -> usize {
+        match self {
+            Write::Insert { document, .. } => document.as_bytes().len(),
+            Write::Update { filter, update, .. } => {
+                let size =
+                    |document: &Document| mongodb::bson::to_vec(document).map_or(MAX_BATCH_BYTES, |bytes| bytes.len());
+                size(filter) + size(update)
+            }
+            Write::Delete { filter } => mongodb::bson::to_vec(filter).map_or(MAX_BATCH_BYTES, |bytes| bytes.len()),
         }
     }
 
     /// The statement, encoded for the command.
     fn statement(&self) -> Result<RawDocumentBuf, mongodb::bson::raw::Error> {
         match self {
-            Write::Insert(document) => Ok(document.clone()),
-            Write::Update { filter, update } => RawDocumentBuf::from_document(&doc! { "q": filter, "u": update }),
-            Write::Delete(filter) => RawDocumentBuf::from_document(&doc! { "q": filter, "limit": 1 }),
+            Write::Insert { document, .. } => Ok(document.clone()),
+            Write::Update { filter, update, .. } => RawDocumentBuf::from_document(&doc! { "q": filter, "u": update }),
+            Write::Delete { filter } => RawDocumentBuf::from_document(&doc! { "q": filter, "limit": 1 }),
         }
     }
 }
@@ -267,7 +327,7 @@ impl<'p> Merge<'p> {
             return;
         };
         match index {
-            Some(index) => self.update(index, desired),
+            Some(index) => self.update(record.row, index, desired),
             None => {
                 desired.retain(|(_, value)| *value != Bson::Null);
                 self.insert(record.row, desired);
@@ -309,7 +369,9 @@ impl<'p> Merge<'p> {
     fn desired_values(&mut self, record: &MappedRecord) -> Vec<(String, Bson)> {
         let mut desired = Vec::new();
         for (index, field) in self.profile.fields.iter().enumerate() {
-            if self.columns[index].is_none() {
+            // No column, or an unreadable cell (reported): the stored
+            // value stands.
+            if self.columns[index].is_none() || record.unreadable.contains(&field.name) {
                 continue;
             }
             let value = record.fields.get(&field.name).cloned().unwrap_or(Bson::Null);
@@ -376,7 +438,7 @@ impl<'p> Merge<'p> {
         }
     }
 
-    fn update(&mut self, index: usize, desired: Vec<(String, Bson)>) {
+    fn update(&mut self, row: usize, index: usize, desired: Vec<(String, Bson)>) {
         self.stored[index].matched = true;
         let stored = &self.stored[index];
         let (mut set, mut unset) = (Document::new(), Document::new());
@@ -409,7 +471,7 @@ impl<'p> Merge<'p> {
         if !unset.is_empty() {
             update.insert("$unset", unset);
         }
-        self.writes.push(Write::Update { filter, update });
+        self.writes.push(Write::Update { row, filter, update });
         self.changes.updated += 1;
     }
 
@@ -422,7 +484,7 @@ impl<'p> Merge<'p> {
         document.insert("updated_at", now);
         match RawDocumentBuf::from_document(&document) {
             Ok(encoded) => {
-                self.writes.push(Write::Insert(encoded));
+                self.writes.push(Write::Insert { row, document: encoded });
                 self.changes.inserted += 1;
             }
             Err(error) => self.warnings.push(RowIssue {
@@ -472,7 +534,9 @@ impl<'p> Merge<'p> {
         if self.rules.on_missing == OnMissing::Delete {
             for index in missing {
                 let id = self.stored[index].get("_id").unwrap_or(Bson::Null);
-                self.writes.push(Write::Delete(doc! { "_id": id }));
+                self.writes.push(Write::Delete {
+                    filter: doc! { "_id": id },
+                });
                 self.changes.removed += 1;
             }
         }
@@ -491,33 +555,66 @@ impl<'p> Merge<'p> {
         db: &Database,
         batch_size: usize,
         transaction_max: Option<usize>,
+        checkpoint: &impl Checkpoint,
     ) -> Result<(), MergeError> {
         let writes = std::mem::take(&mut self.writes);
         if writes.is_empty() {
             self.summary.write_mode = Some(WriteMode::Nothing);
             return Ok(());
         }
-        let batches = batches(&writes, batch_size.max(1));
+        let batches = batches(&writes, batch_size.max(1), MAX_BATCH_BYTES);
         let written = match transaction_max.filter(|max| writes.len() <= *max) {
             Some(_) => {
                 self.summary.write_mode = Some(WriteMode::Transaction);
-                self.write_in_transaction(db, &batches).await?
+                self.write_in_transaction(db, &batches, checkpoint).await
             }
             None => {
                 self.summary.write_mode = Some(WriteMode::OrderedBatches { batches: batches.len() });
-                let mut written = 0;
-                for batch in &batches {
-                    written += run_batch(db, &self.collection, batch, None, written).await?;
-                }
-                written
+                self.write_in_batches(db, &batches, checkpoint).await
             }
         };
-        self.summary.documents_written = written;
-        self.summary.deleted = self.changes.removed;
-        Ok(())
+        match written {
+            Ok(written) => {
+                self.summary.documents_written = written;
+                self.summary.deleted = self.changes.removed;
+                Ok(())
+            }
+            Err(error) => {
+                self.summary.documents_written = error.written();
+                Err(error)
+            }
+        }
     }
 
-    async fn write_in_transaction(&self, db: &Database, batches: &[&[Write]]) -> Result<usize, MergeError> {
+    async fn write_in_batches(
+        &self,
+        db: &Database,
+        batches: &[&[Write]],
+        checkpoint: &impl Checkpoint,
+    ) -> Result<usize, MergeError> {
+        let mut written = 0;
+        for batch in batches {
+            self.pass(checkpoint, written).await?;
+            written += run_batch(db, &self.collection, batch, None, written).await?;
+        }
+        Ok(written)
+    }
+
+    async fn pass(&self, checkpoint: &impl Checkpoint, written: usize) -> Result<(), MergeError> {
+        checkpoint.check().await.map_err(|reason| MergeError::CalledOff {
+            collection: self.collection.clone(),
+            reason,
+            written,
+        })
+    }
+
+    async fn write_in_transaction(
+        &self,
+        db: &Database,
+        batches: &[&[Write]],
+        checkpoint: &impl Checkpoint,
+    ) -> Result<usize, MergeError> {
+        self.pass(checkpoint, 0).await?;
         let collection = &self.collection;
         let mut session = db
             .client()
@@ -542,12 +639,12 @@ impl<'p> Merge<'p> {
                     return Err(match error {
                         MergeError::Write {
                             collection,
-                            index,
+                            at,
                             message,
                             ..
                         } => MergeError::Write {
                             collection,
-                            index,
+                            at,
                             message: format!("{message} (the transaction was rolled back)"),
                             written: 0,
                         },
@@ -555,6 +652,13 @@ impl<'p> Merge<'p> {
                     });
                 }
             }
+        }
+        if let Err(error) = self.pass(checkpoint, 0).await {
+            let _ = session
+                .abort_transaction()
+                .within(Operation::Write, || format!("aborting the merge into `{collection}`"))
+                .await;
+            return Err(error);
         }
         session
             .commit_transaction()
@@ -564,16 +668,23 @@ impl<'p> Merge<'p> {
     }
 }
 
-/// Consecutive writes of one kind, at most `size` per command.
-fn batches(writes: &[Write], size: usize) -> Vec<&[Write]> {
+/// Consecutive writes of one kind, at most `size` statements and (beyond
+/// the first statement) `max_bytes` per command.
+fn batches(writes: &[Write], size: usize, max_bytes: usize) -> Vec<&[Write]> {
     let mut batches = Vec::new();
-    let mut start = 0;
-    for end in 1..=writes.len() {
-        let kind_changes = end < writes.len() && writes[end].command() != writes[start].command();
-        if end == writes.len() || kind_changes || end - start == size {
-            batches.push(&writes[start..end]);
-            start = end;
+    let (mut start, mut bytes) = (0, 0);
+    for (index, write) in writes.iter().enumerate() {
+        let length = write.encoded_len();
+        let full = index > start
+            && (write.command() != writes[start].command() || index - start == size || bytes + length > max_bytes);
+        if full {
+            batches.push(&writes[start..index]);
+            (start, bytes) = (index, 0);
         }
+        bytes += length;
+    }
+    if start < writes.len() {
+        batches.push(&writes[start..]);
     }
     batches
 }
@@ -593,15 +704,15 @@ async fn run_batch(
     };
     let command = first.command();
     let list = match first {
-        Write::Insert(_) => "documents",
+        Write::Insert { .. } => "documents",
         Write::Update { .. } => "updates",
-        Write::Delete(_) => "deletes",
+        Write::Delete { .. } => "deletes",
     };
     let mut statements = RawArrayBuf::new();
     for (index, write) in batch.iter().enumerate() {
         let statement = write.statement().map_err(|error| MergeError::Write {
             collection: collection.to_owned(),
-            index,
+            at: batch[index].origin(),
             message: format!("cannot be encoded: {error}"),
             written: written_before,
         })?;
@@ -619,7 +730,7 @@ async fn run_batch(
     // A refused command (ok: 0) wrote nothing of this batch.
     let reply = sent.map_err(|error| MergeError::Write {
         collection: collection.to_owned(),
-        index: 0,
+        at: format!("a batch of {} starting at {}", batch.len(), first.origin()),
         message: driver_message(&error),
         written: written_before,
     })?;
@@ -628,9 +739,12 @@ async fn run_batch(
             let index = error
                 .get_i32("index")
                 .map_or(0, |index| usize::try_from(index).unwrap_or(0));
+            let at = batch
+                .get(index)
+                .map_or_else(|| format!("statement {index}"), Write::origin);
             return Err(MergeError::Write {
                 collection: collection.to_owned(),
-                index,
+                at: format!("{at}, refused by the collection's rules (a validator or a unique index)"),
                 message: error.get_str("errmsg").unwrap_or("refused by the server").to_owned(),
                 written: written_before + index,
             });
@@ -639,7 +753,7 @@ async fn run_batch(
     if let Ok(error) = reply.get_document("writeConcernError") {
         return Err(MergeError::Write {
             collection: collection.to_owned(),
-            index: batch.len(),
+            at: format!("a batch of {} starting at {}", batch.len(), first.origin()),
             message: format!("write concern: {}", error.get_str("errmsg").unwrap_or("not satisfied")),
             written: written_before + batch.len(),
         });
@@ -782,15 +896,22 @@ mod tests {
 
     #[test]
     fn batches_split_by_kind_and_size() {
-        let insert = || Write::Insert(RawDocumentBuf::new());
+        let insert = || Write::Insert {
+            row: 2,
+            document: RawDocumentBuf::new(),
+        };
         let update = || Write::Update {
+            row: 3,
             filter: doc! {},
             update: doc! {},
         };
         let writes = vec![update(), update(), update(), insert(), insert()];
-        let sizes: Vec<usize> = batches(&writes, 2).iter().map(|batch| batch.len()).collect();
-        assert_eq!(sizes, [2, 1, 2]);
-        assert!(batches(&[], 2).is_empty());
+        let sizes =
+            |size, bytes| -> Vec<usize> { batches(&writes, size, bytes).iter().map(|batch| batch.len()).collect() };
+        assert_eq!(sizes(2, MAX_BATCH_BYTES), [2, 1, 2]);
+        // Beyond its first statement, a batch stops short of the byte cap.
+        assert_eq!(sizes(10, 1), [1, 1, 1, 1, 1]);
+        assert!(batches(&[], 2, MAX_BATCH_BYTES).is_empty());
     }
 
     #[test]

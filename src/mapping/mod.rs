@@ -72,6 +72,10 @@ pub struct MappedRecord {
     pub key: String,
     /// The profile's fields in profile order, empty ones as null.
     pub fields: Document,
+    /// Fields whose cell held something unreadable (null in `fields`, and
+    /// reported): a merge leaves their stored values alone, where a blank
+    /// cell would clear them.
+    pub unreadable: Vec<String>,
 }
 
 /// What the first pass over a source learned: where the header is, every
@@ -323,7 +327,7 @@ impl Winners<'_, '_> {
                 continue;
             };
             if self.plan.winners.get(&key).map(|winner| winner.row) == Some(row.number) {
-                return Some(Ok(self.mapper.record(row.number, key, values)));
+                return Some(Ok(self.mapper.record(&row, key, values)));
             }
         }
     }
@@ -331,7 +335,21 @@ impl Winners<'_, '_> {
 
 impl Mapper<'_> {
     /// The record of a row's values, fields named as the profile names them.
-    fn record(&self, row: usize, key: String, values: Vec<Bson>) -> MappedRecord {
+    fn record(&self, row: &Row, key: String, values: Vec<Bson>) -> MappedRecord {
+        let unreadable = self
+            .profile
+            .fields
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| values[*index] == Bson::Null)
+            .filter(|(index, _)| {
+                self.columns
+                    .of_field(*index)
+                    .and_then(|(column, _)| row.cells.get(column))
+                    .is_some_and(|cell| !cell.is_empty())
+            })
+            .map(|(_, spec)| spec.name.clone())
+            .collect();
         let fields = self
             .profile
             .fields
@@ -339,7 +357,12 @@ impl Mapper<'_> {
             .map(|spec| spec.name.clone())
             .zip(values)
             .collect();
-        MappedRecord { row, key, fields }
+        MappedRecord {
+            row: row.number,
+            key,
+            fields,
+            unreadable,
+        }
     }
 
     /// The row's values in profile order and its key, without building a
@@ -409,7 +432,7 @@ impl Mapper<'_> {
         let reason = match converted.problem {
             None => None,
             Some(Problem::Unknown(reason)) => Some(reason),
-            Some(Problem::Unreadable(reason)) => Some(format!("{reason}; stored as null")),
+            Some(Problem::Unreadable(reason)) => Some(format!("{reason}; {}", self.unreadable_outcome())),
             Some(Problem::Doubt(doubt)) => {
                 let deferred = Deferred {
                     field,
@@ -437,6 +460,15 @@ impl Mapper<'_> {
         converted.value
     }
 
+    /// What becomes of an unreadable value: null in a swapped collection;
+    /// a merge keeps what the document held.
+    fn unreadable_outcome(&self) -> &'static str {
+        match self.profile.merge_rules() {
+            Some(_) => "the stored value is kept",
+            None => "stored as null",
+        }
+    }
+
     /// The warning a doubtful reading deserves under the decided
     /// conventions, if any.
     fn judge(&self, deferred: Deferred) -> Option<RowIssue> {
@@ -449,10 +481,11 @@ impl Mapper<'_> {
                 }
                 format!(
                     "read {} this is no date, read {} it is {reading}; this source's dates are read {} (see the \
-                     report's date order), so it is stored as null",
+                     report's date order), so it is {}",
                     order.describe(),
                     only.describe(),
-                    order.describe()
+                    order.describe(),
+                    self.unreadable_outcome()
                 )
             }
             Doubt::DecimalMark(number) => {
