@@ -166,6 +166,13 @@ pub struct GoogleSettings {
     /// is no longer where the cached list says is noticed at once whatever
     /// this says.
     pub metadata_max_age_secs: u64,
+    /// Rows per `values:batchGet` range: a tab longer than this is read in
+    /// pages (one round of pages per call), so that memory holds a page, not
+    /// the tab, and no single call runs into Google's request deadline.
+    pub page_rows: usize,
+    /// The least time between two calls of one spreadsheet's page rounds,
+    /// in milliseconds: Google's read quota is 60 calls a minute per user.
+    pub page_interval_ms: u64,
 }
 
 /// Where the service-account key path was configured.
@@ -198,6 +205,8 @@ impl Default for GoogleSettings {
             retry_max_delay_ms: 30_000,
             retry_max_elapsed_ms: 120_000,
             metadata_max_age_secs: 7 * 24 * 3600,
+            page_rows: 20_000,
+            page_interval_ms: 1_000,
         }
     }
 }
@@ -598,9 +607,9 @@ impl Config {
                 )));
             }
         }
-        if google.max_attempts == 0 || google.request_timeout_ms == 0 {
+        if google.max_attempts == 0 || google.request_timeout_ms == 0 || google.page_rows == 0 {
             return Err(ConfigError::Invalid(
-                "google.max_attempts and google.request_timeout_ms must be at least 1".to_owned(),
+                "google.max_attempts, google.request_timeout_ms and google.page_rows must be at least 1".to_owned(),
             ));
         }
         self.validate_daemon()?;

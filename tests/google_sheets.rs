@@ -944,3 +944,180 @@ async fn the_same_sheet_as_csv_and_through_the_api_gives_the_same_documents() {
     assert_eq!(acme.get_str("month").unwrap(), "2025-01");
     test_db.drop().await;
 }
+
+/// A sales tab of a header and `count` records, with a blank row inside
+/// and one ending the third page (of 3 rows).
+fn long_rows(count: usize) -> Vec<Vec<Value>> {
+    let mut rows = vec![vec![json!("Client"), json!("Stage"), json!("Pipeline")]];
+    for index in 0..count {
+        rows.push(vec![
+            json!(format!("Client {index}")),
+            json!("Lost"),
+            json!(index * 100),
+        ]);
+    }
+    rows.insert(4, vec![]);
+    rows.insert(8, vec![]);
+    rows
+}
+
+fn paged(fake: &FakeGoogle, page_rows: usize) -> GoogleSettings {
+    GoogleSettings {
+        page_rows,
+        page_interval_ms: 5,
+        ..settings(fake)
+    }
+}
+
+fn long_spreadsheet(fake: &FakeGoogle) {
+    fake.add_spreadsheet(
+        SHEET_A,
+        FakeSpreadsheet {
+            time_zone: "Europe/Paris".to_owned(),
+            tabs: vec![tab(0, "Signal", long_rows(9)), tab(17, "It's Q1", sales_rows("Q1"))],
+        },
+    );
+}
+
+async fn fetch_both(sources: &Sources) -> Vec<Result<Table, String>> {
+    let specs = [
+        sheet(SHEET_A, None, Some("Signal")),
+        sheet(SHEET_A, None, Some("It's Q1")),
+    ];
+    let refs: Vec<&SourceSpec> = specs.iter().collect();
+    sources
+        .fetch_all(&refs)
+        .await
+        .into_iter()
+        .map(|fetched| fetched.map(table_of).map_err(|error| error.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_tab_longer_than_a_page_reads_as_one_read_in_rounds_of_pages() {
+    let fake = FakeGoogle::start().await;
+    long_spreadsheet(&fake);
+    let whole = fetch_both(&sources(settings(&fake))).await;
+    assert_eq!(fake.seen().batch_requests.len(), 1, "each tab fits one page: one call");
+
+    let fake = FakeGoogle::start().await;
+    long_spreadsheet(&fake);
+    let pages = fetch_both(&sources(paged(&fake, 3))).await;
+    assert_eq!(pages, whole, "rows, row numbers, cells and blank rows as in one read");
+    let signal = pages[0].as_ref().unwrap();
+    assert_eq!(signal.rows.len(), 10);
+    assert_eq!(signal.blank_rows, 2, "the blank row inside and the one ending a page");
+    assert_eq!(signal.rows.last().unwrap().number, 12);
+    let ranges: Vec<Vec<String>> = fake
+        .seen()
+        .batch_requests
+        .into_iter()
+        .map(|batch| batch.ranges)
+        .collect();
+    // Signal: 12 rows + 2 spare in the grid = 14; It's Q1: 5 + 2 = 7.
+    // Both tabs' pages share each round's call; no range passes the grid
+    // (the fake refuses those, as Google does).
+    assert_eq!(
+        ranges,
+        [
+            vec!["'Signal'!1:3", "'It''s Q1'!1:3"],
+            vec!["'Signal'!4:6", "'It''s Q1'!4:6"],
+            vec!["'Signal'!7:9", "'It''s Q1'!7:7"],
+            vec!["'Signal'!10:12"],
+            vec!["'Signal'!13:14"],
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_failing_page_is_retried_alone_and_one_that_keeps_failing_fails_the_view() {
+    let fake = FakeGoogle::start().await;
+    long_spreadsheet(&fake);
+    let expected = fetch_both(&sources(paged(&fake, 3))).await;
+    let calls = fake.seen().batch_requests.len();
+
+    // The second round fails once: it alone is asked again.
+    let fake = FakeGoogle::start().await;
+    long_spreadsheet(&fake);
+    fake.script(
+        SHEET_A,
+        Endpoint::BatchGet,
+        [Fault::Slow(Duration::ZERO), Fault::ServerError],
+    );
+    assert_eq!(fetch_both(&sources(paged(&fake, 3))).await, expected);
+    let ranges: Vec<Vec<String>> = fake
+        .seen()
+        .batch_requests
+        .into_iter()
+        .map(|batch| batch.ranges)
+        .collect();
+    assert_eq!(ranges.len(), calls + 1);
+    assert_eq!(ranges[1], ranges[2], "the failed round is repeated, nothing else");
+
+    // The third round keeps failing: both views fail, none gets part of a tab.
+    let fake = FakeGoogle::start().await;
+    long_spreadsheet(&fake);
+    let zero = Fault::Slow(Duration::ZERO);
+    fake.script(
+        SHEET_A,
+        Endpoint::BatchGet,
+        [zero.clone(), zero, Fault::ServerError, Fault::ServerError],
+    );
+    let settings = GoogleSettings {
+        max_attempts: 2,
+        ..paged(&fake, 3)
+    };
+    for table in fetch_both(&sources(settings)).await {
+        let error = table.unwrap_err();
+        assert!(error.contains("HTTP 500"), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn a_view_whose_page_keeps_failing_leaves_its_collection_untouched() {
+    let fake = FakeGoogle::start().await;
+    two_spreadsheets(&fake);
+    let test_db = common::test_db("paged_failure").await;
+    insert_views(&test_db.db).await;
+    let key_file = fake.key_file.display().to_string();
+    let mut config = test_db.config_with(&[
+        ("GOOGLE_APPLICATION_CREDENTIALS", &key_file),
+        ("SHEETSYNC_SHEETS_API_URL", &fake.api_url),
+    ]);
+    config.google.page_rows = 2;
+    config.google.page_interval_ms = 1;
+    config.google.max_attempts = 2;
+    config.google.retry_base_delay_ms = 1;
+    let syncer = common::syncer_for(config).await;
+    let first = syncer
+        .sync(&["Signal".to_owned()], Trigger::Cli, SyncOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(first[0].outcome, Outcome::Success, "{first:?}");
+    let before = test_db.records("sales_records_signal").await;
+    assert_eq!(before.len(), 3);
+
+    // A new record on the last page, whose round now keeps failing.
+    let mut changed = sales_rows("Q1");
+    changed.push(vec![json!("Q1 Hooli"), json!("F Inbox")]);
+    fake.add_spreadsheet(
+        SHEET_A,
+        FakeSpreadsheet {
+            time_zone: "Europe/Paris".to_owned(),
+            tabs: vec![tab(17, "It's Q1", changed)],
+        },
+    );
+    let zero = Fault::Slow(Duration::ZERO);
+    fake.script(
+        SHEET_A,
+        Endpoint::BatchGet,
+        [zero.clone(), zero, Fault::ServerError, Fault::ServerError],
+    );
+    let second = syncer
+        .sync(&["Signal".to_owned()], Trigger::Cli, SyncOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(second[0].outcome, Outcome::Failed, "{second:?}");
+    assert_eq!(test_db.records("sales_records_signal").await, before);
+    test_db.drop().await;
+}

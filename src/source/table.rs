@@ -51,7 +51,7 @@ pub struct Row {
 }
 
 /// The non-blank rows of one source, header included.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Table {
     pub rows: Vec<Row>,
     /// Rows skipped because every cell was empty.

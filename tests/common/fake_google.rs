@@ -22,7 +22,11 @@ use serde_json::{Value, json};
 
 pub const SCOPE: &str = "https://www.googleapis.com/auth/spreadsheets.readonly";
 pub const CLIENT_EMAIL: &str = "sheetsync-test@sheetsync-test-only.iam.gserviceaccount.com";
-pub const METADATA_FIELDS: &str = "properties.timeZone,sheets.properties(sheetId,title)";
+pub const METADATA_FIELDS: &str = "properties.timeZone,sheets.properties(sheetId,title,gridProperties.rowCount)";
+
+/// Empty rows below a tab's data, as a real grid has: ranges may reach into
+/// them, not past them.
+pub const GRID_SPARE_ROWS: usize = 2;
 
 /// The test-only key shipped with the tests (never a real key).
 pub fn fixture_key_path() -> PathBuf {
@@ -362,7 +366,10 @@ async fn metadata(
     let sheets: Vec<Value> = spreadsheet
         .tabs
         .iter()
-        .map(|tab| json!({ "properties": { "sheetId": tab.sheet_id, "title": tab.title } }))
+        .map(|tab| {
+            let rows = tab.values.len() + GRID_SPARE_ROWS;
+            json!({ "properties": { "sheetId": tab.sheet_id, "title": tab.title, "gridProperties": { "rowCount": rows } } })
+        })
         .collect();
     Ok(finish(
         json!({ "properties": { "timeZone": spreadsheet.time_zone }, "sheets": sheets }),
@@ -388,8 +395,25 @@ fn column_letters(mut column: usize) -> String {
     String::from_utf8(letters).unwrap()
 }
 
-/// `'It''s Q1'` -> `It's Q1`; `Sheet1` -> `Sheet1`. The fake accepts only
-/// whole-tab ranges, which is all sheetsync asks for.
+/// A tab and the rows a range asks for: `'It''s Q1'` (the whole tab) or
+/// `'It''s Q1'!21:40` (rows 21 to 40), which is all sheetsync asks for.
+fn rows_of_range(range: &str) -> Option<(String, Option<(usize, usize)>)> {
+    let (tab, rows) = match range.rsplit_once("'!") {
+        Some((tab, rows)) => (format!("{tab}'"), Some(rows)),
+        None => (range.to_owned(), None),
+    };
+    let title = tab_of_range(&tab)?;
+    let rows = match rows {
+        None => None,
+        Some(rows) => {
+            let (first, last) = rows.split_once(':')?;
+            Some((first.parse().ok()?, last.parse().ok()?))
+        }
+    };
+    Some((title, rows))
+}
+
+/// `'It''s Q1'` -> `It's Q1`; `Sheet1` -> `Sheet1`.
 fn tab_of_range(range: &str) -> Option<String> {
     if let Some(inner) = range.strip_prefix('\'').and_then(|rest| rest.strip_suffix('\'')) {
         if inner.replace("''", "").contains('\'') {
@@ -429,22 +453,47 @@ async fn batch_get(
     let spreadsheet = spreadsheet_of(&shared, &id)?;
     let mut value_ranges = Vec::new();
     for range in &ranges {
-        let tab = tab_of_range(range).and_then(|title| spreadsheet.tabs.iter().find(|tab| tab.title == title));
-        let Some(tab) = tab else {
+        let parsed = rows_of_range(range);
+        let tab = parsed
+            .as_ref()
+            .and_then(|(title, _)| spreadsheet.tabs.iter().find(|tab| tab.title == *title));
+        let (Some(tab), Some((_, rows))) = (tab, &parsed) else {
             return Err(error(
                 StatusCode::BAD_REQUEST,
                 "INVALID_ARGUMENT",
                 &format!("Unable to parse range: {range}"),
             ));
         };
-        let rows = tab.values.len().max(1);
+        let grid = tab.values.len() + GRID_SPARE_ROWS;
+        let (first, last) = rows.unwrap_or((1, tab.values.len().max(1)));
+        if last > grid || first == 0 || first > last {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_ARGUMENT",
+                &format!("Range ({range}) exceeds grid limits. Max rows: {grid}"),
+            ));
+        }
+        // Rows first..=last, trailing empty rows left out, as Google does.
+        let mut values: Vec<Value> = tab
+            .values
+            .iter()
+            .skip(first - 1)
+            .take(last + 1 - first)
+            .map(|row| Value::Array(row.clone()))
+            .collect();
+        while values
+            .last()
+            .is_some_and(|row| row.as_array().is_some_and(Vec::is_empty))
+        {
+            values.pop();
+        }
         let columns = tab.values.iter().map(Vec::len).max().unwrap_or(1).max(1);
         let mut value_range = json!({
-            "range": format!("{}!A1:{}{}", a1_title(&tab.title), column_letters(columns), rows),
+            "range": format!("{}!A{first}:{}{last}", a1_title(&tab.title), column_letters(columns)),
             "majorDimension": "ROWS",
         });
-        if !tab.values.is_empty() {
-            value_range["values"] = Value::Array(tab.values.iter().map(|row| Value::Array(row.clone())).collect());
+        if !values.is_empty() {
+            value_range["values"] = Value::Array(values);
         }
         value_ranges.push(value_range);
     }

@@ -8,6 +8,25 @@ pub fn whole_tab(title: &str) -> String {
     format!("'{}'", title.replace('\'', "''"))
 }
 
+/// The ranges that read a tab of `rows` rows (its grid height) in pages of
+/// `page_rows`: the whole tab in one range when it fits one page or its
+/// height is unknown, else `'Tab'!1:20000`, `'Tab'!20001:40000`, ... with
+/// the last page ending at the grid's last row (a range past the grid is an
+/// error at Google).
+pub fn pages(title: &str, rows: Option<usize>, page_rows: usize) -> Vec<String> {
+    let page_rows = page_rows.max(1);
+    match rows {
+        Some(rows) if rows > page_rows => (0..rows.div_ceil(page_rows))
+            .map(|page| {
+                let first = page * page_rows + 1;
+                let last = ((page + 1) * page_rows).min(rows);
+                format!("{}!{first}:{last}", whole_tab(title))
+            })
+            .collect(),
+        _ => vec![whole_tab(title)],
+    }
+}
+
 /// The tab title and first row number of a range such as `'It''s Q1'!A1:F20`,
 /// `Sheet1!A3:C9` or `Sheet1`. A range without a row (`Sheet1!A:F`) starts at
 /// row 1.
@@ -52,6 +71,17 @@ fn first_row(cells: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pages_cover_the_grid_exactly() {
+        assert_eq!(pages("Q1", Some(5), 10), ["'Q1'"]);
+        assert_eq!(pages("Q1", None, 10), ["'Q1'"]);
+        assert_eq!(
+            pages("It's", Some(25), 10),
+            ["'It''s'!1:10", "'It''s'!11:20", "'It''s'!21:25"]
+        );
+        assert_eq!(split_range("'It''s'!A21:R25"), ("It's".to_owned(), 21));
+    }
 
     #[test]
     fn quotes_every_title_safely() {

@@ -3,11 +3,15 @@
 //!
 //! Per spreadsheet and per sync cycle it makes one call, whatever the number
 //! of views reading from it: a `values:batchGet` over every tab those views
-//! read (`UNFORMATTED_VALUE`, `SERIAL_NUMBER`, `ROWS`).
+//! read (`UNFORMATTED_VALUE`, `SERIAL_NUMBER`, `ROWS`). A tab taller than
+//! `page_rows` is read in pages of rows, one round of pages (of every such
+//! tab) per call, rounds paced by `page_interval_ms`: memory then holds a
+//! page, and no call runs into Google's request deadline.
 //!
-//! Reading a tab by A1 range needs its title, and reading a date serial needs
-//! the spreadsheet's time zone; both come from `spreadsheets.get` with the
-//! fields mask `properties.timeZone,sheets.properties(sheetId,title)`. That
+//! Reading a tab by A1 range needs its title, paging needs its grid height,
+//! and reading a date serial needs the spreadsheet's time zone; they come
+//! from `spreadsheets.get` with the fields mask
+//! `properties.timeZone,sheets.properties(sheetId,title,gridProperties.rowCount)`. That
 //! answer changes rarely, so it is kept for `metadata_max_age_secs` (a week by
 //! default) and read again sooner only when it proves stale: a named tab
 //! missing from it, or a range Google no longer knows. (Addressing tabs by id
@@ -40,7 +44,7 @@ use crate::config::GoogleSettings;
 use auth::{GoogleAuth, TokenFailure};
 use retry::{RetryPolicy, parse_retry_after};
 
-const METADATA_FIELDS: &str = "properties.timeZone,sheets.properties(sheetId,title)";
+const METADATA_FIELDS: &str = "properties.timeZone,sheets.properties(sheetId,title,gridProperties.rowCount)";
 
 /// Everything that can go wrong reading a Google spreadsheet. Cloneable
 /// because one failure (a missing share, a bad key) fails every view that
@@ -227,6 +231,14 @@ struct SheetEntry {
 struct SheetProperties {
     sheet_id: i64,
     title: String,
+    #[serde(default)]
+    grid_properties: Option<GridProperties>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GridProperties {
+    row_count: Option<usize>,
 }
 
 /// `values:batchGet`'s answer.
@@ -240,9 +252,72 @@ struct BatchGetResponse {
 #[derive(Debug, Deserialize)]
 struct ValueRange {
     range: String,
-    /// Absent when the range is empty.
+    /// Absent when the range is empty. Read straight into cells: no JSON
+    /// value tree is built for the rows.
     #[serde(default)]
-    values: Vec<Vec<Value>>,
+    values: Vec<Vec<SheetCell>>,
+}
+
+/// One cell of a `values:batchGet` answer, deserialized as it is read.
+#[derive(Debug, Clone, PartialEq)]
+struct SheetCell(Cell);
+
+impl<'de> Deserialize<'de> for SheetCell {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(CellVisitor)
+    }
+}
+
+/// Numbers and booleans keep their type; strings go through the same rules
+/// as CSV text; anything else (never sent with `UNFORMATTED_VALUE`) is read
+/// as its text.
+struct CellVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CellVisitor {
+    type Value = SheetCell;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a spreadsheet cell value")
+    }
+
+    fn visit_bool<E>(self, value: bool) -> Result<SheetCell, E> {
+        Ok(SheetCell(Cell::Bool(value)))
+    }
+
+    fn visit_i64<E>(self, value: i64) -> Result<SheetCell, E> {
+        // Sheets numbers are doubles; integers beyond 2^53 are not exact
+        // there either.
+        Ok(SheetCell(Cell::Number(value as f64)))
+    }
+
+    fn visit_u64<E>(self, value: u64) -> Result<SheetCell, E> {
+        Ok(SheetCell(Cell::Number(value as f64)))
+    }
+
+    fn visit_f64<E>(self, value: f64) -> Result<SheetCell, E> {
+        Ok(SheetCell(Cell::Number(value)))
+    }
+
+    fn visit_str<E>(self, value: &str) -> Result<SheetCell, E> {
+        Ok(SheetCell(Cell::text(value)))
+    }
+
+    fn visit_unit<E>(self) -> Result<SheetCell, E> {
+        Ok(SheetCell(Cell::Empty))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<SheetCell, A::Error> {
+        let mut parts = Vec::new();
+        while let Some(value) = seq.next_element::<Value>()? {
+            parts.push(value.to_string());
+        }
+        Ok(SheetCell(Cell::text(&format!("[{}]", parts.join(",")))))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<SheetCell, A::Error> {
+        let value = Value::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        Ok(SheetCell(Cell::text(&value.to_string())))
+    }
 }
 
 /// Google's error body: `{"error": {"code", "message", "status", "details"}}`.
@@ -267,6 +342,9 @@ pub struct SpreadsheetInfo {
     pub time_zone: Tz,
     /// `(sheetId, title)` in tab order.
     pub tabs: Vec<(i64, String)>,
+    /// Each tab's grid height (`gridProperties.rowCount`), by title: pages
+    /// never reach past it.
+    pub row_counts: HashMap<String, usize>,
 }
 
 /// What `sheetsync check` learns about one Google view.
@@ -369,10 +447,10 @@ impl GoogleSheets {
             .iter()
             .map(|sheet| resolve_tab(spreadsheet_id, info, sheet))
             .collect();
-        let mut wanted: Vec<&str> = Vec::new();
+        let mut wanted: Vec<String> = Vec::new();
         for title in titles.iter().flatten() {
-            if !wanted.contains(&title.as_str()) {
-                wanted.push(title);
+            if !wanted.contains(title) {
+                wanted.push(title.clone());
             }
         }
         if wanted.is_empty() {
@@ -381,30 +459,69 @@ impl GoogleSheets {
                 .map(|title| title.map(|_| Table::default()))
                 .collect();
         }
-        let ranges: Vec<String> = wanted.iter().map(|title| a1::whole_tab(title)).collect();
-        let response = match self.batch_get(auth, spreadsheet_id, &ranges).await {
-            Ok(response) => response,
-            Err(error) => {
-                return titles
-                    .into_iter()
-                    .map(|title| title.and_then(|_| Err(error.clone())))
-                    .collect();
+        let pages: Vec<Vec<String>> = wanted
+            .iter()
+            .map(|title| a1::pages(title, info.row_counts.get(title).copied(), self.settings.page_rows))
+            .collect();
+        let mut reads: Vec<Result<TabRead, SheetsError>> = wanted.iter().map(|_| Ok(TabRead::default())).collect();
+        let rounds = pages.iter().map(Vec::len).max().unwrap_or(0);
+        let mut last_call: Option<Instant> = None;
+        for round in 0..rounds {
+            // The round's pages: the `round`-th of every tab still being read.
+            let in_round: Vec<usize> = (0..wanted.len())
+                .filter(|&tab| pages[tab].len() > round && reads[tab].is_ok())
+                .collect();
+            if in_round.is_empty() {
+                break;
             }
-        };
+            if let Some(previous) = last_call {
+                let interval = Duration::from_millis(self.settings.page_interval_ms);
+                tokio::time::sleep(interval.saturating_sub(previous.elapsed())).await;
+            }
+            last_call = Some(Instant::now());
+            let ranges: Vec<String> = in_round.iter().map(|&tab| pages[tab][round].clone()).collect();
+            match self.batch_get(auth, spreadsheet_id, &ranges).await {
+                Err(error) => {
+                    for &tab in &in_round {
+                        reads[tab] = Err(error.clone());
+                    }
+                }
+                Ok(response) => {
+                    let mut ranges = response.value_ranges;
+                    for &tab in &in_round {
+                        let title = &wanted[tab];
+                        let found = ranges
+                            .iter()
+                            .position(|range| a1::split_range(&range.range).0 == *title);
+                        reads[tab] = match (found, std::mem::replace(&mut reads[tab], Ok(TabRead::default()))) {
+                            (Some(index), Ok(mut read)) => {
+                                read.append(ranges.swap_remove(index));
+                                Ok(read)
+                            }
+                            (None, _) => Err(SheetsError::MissingRange {
+                                spreadsheet_id: spreadsheet_id.to_owned(),
+                                range: pages[tab][round].clone(),
+                            }),
+                            (_, Err(error)) => Err(error),
+                        };
+                    }
+                }
+            }
+        }
+        let gid_of = |title: &str| info.tabs.iter().find(|(_, tab)| tab == title).map(|(gid, _)| *gid);
         titles
             .into_iter()
             .map(|title| {
                 let title = title?;
-                let range = response
-                    .value_ranges
-                    .iter()
-                    .find(|range| a1::split_range(&range.range).0 == title)
-                    .ok_or_else(|| SheetsError::MissingRange {
-                        spreadsheet_id: spreadsheet_id.to_owned(),
-                        range: a1::whole_tab(&title),
-                    })?;
-                let mut table = to_table(range, info.time_zone);
-                table.tab_gid = info.tabs.iter().find(|(_, tab)| *tab == title).map(|(gid, _)| *gid);
+                let index = wanted.iter().position(|wanted| *wanted == title);
+                let read = match index.map(|index| &reads[index]) {
+                    Some(Ok(read)) => read,
+                    Some(Err(error)) => return Err(error.clone()),
+                    None => unreachable!("every resolved title is in `wanted`"),
+                };
+                let mut table = read.table.clone();
+                table.serial_time_zone = Some(info.time_zone);
+                table.tab_gid = gid_of(&title);
                 Ok(table)
             })
             .collect()
@@ -460,12 +577,20 @@ impl GoogleSheets {
             spreadsheet_id: spreadsheet_id.to_owned(),
             zone: zone.clone(),
         })?;
-        let tabs = metadata
-            .sheets
-            .into_iter()
-            .map(|sheet| (sheet.properties.sheet_id, sheet.properties.title))
-            .collect();
-        Ok(SpreadsheetInfo { time_zone, tabs })
+        let mut row_counts = HashMap::new();
+        let mut tabs = Vec::with_capacity(metadata.sheets.len());
+        for sheet in metadata.sheets {
+            let properties = sheet.properties;
+            if let Some(rows) = properties.grid_properties.and_then(|grid| grid.row_count) {
+                row_counts.insert(properties.title.clone(), rows);
+            }
+            tabs.push((properties.sheet_id, properties.title));
+        }
+        Ok(SpreadsheetInfo {
+            time_zone,
+            tabs,
+            row_counts,
+        })
     }
 
     async fn batch_get(
@@ -615,7 +740,8 @@ impl GoogleSheets {
             Err(error) => return transport_failure(error),
         };
         if status.is_success() {
-            return Attempt::Done(body.to_vec());
+            // The body is handed on, not copied (it is the only owner).
+            return Attempt::Done(Vec::from(body));
         }
         let detail = serde_json::from_slice::<ErrorBody>(&body).ok().map(|body| body.error);
         let message = detail
@@ -748,34 +874,35 @@ fn resolve_tab(spreadsheet_id: &str, info: &SpreadsheetInfo, sheet: &SheetRef) -
         })
 }
 
-/// The range's rows as a table: numbered as in the spreadsheet, typed cells,
-/// every row padded to the widest (Google drops trailing empty cells).
-fn to_table(range: &ValueRange, time_zone: Tz) -> Table {
-    let (_, first_row) = a1::split_range(&range.range);
-    let width = range.values.iter().map(Vec::len).max().unwrap_or(0);
-    let mut table = Table {
-        serial_time_zone: Some(time_zone),
-        ..Table::default()
-    };
-    for (index, values) in range.values.iter().enumerate() {
-        let mut cells: Vec<Cell> = values.iter().map(cell_of).collect();
-        cells.resize(width, Cell::Empty);
-        table.push_row(first_row + index, cells);
-    }
-    table
+/// A tab's rows, read page by page.
+#[derive(Debug, Default)]
+struct TabRead {
+    table: Table,
+    /// The row after the last one read; rows Google leaves out between two
+    /// pages (empty rows ending a page) are counted as blank, as a read of
+    /// the whole tab counts them.
+    next_row: Option<usize>,
 }
 
-/// One JSON value as a cell: numbers and booleans keep their type, strings
-/// go through the same rules as CSV text.
-pub fn cell_of(value: &Value) -> Cell {
-    match value {
-        Value::Null => Cell::Empty,
-        Value::Bool(flag) => Cell::Bool(*flag),
-        Value::Number(number) => number
-            .as_f64()
-            .map_or_else(|| Cell::text(&number.to_string()), Cell::Number),
-        Value::String(text) => Cell::text(text),
-        other => Cell::text(&other.to_string()),
+impl TabRead {
+    /// Adds a page's rows: numbered as in the spreadsheet, typed cells,
+    /// every row padded to the page's widest (Google drops trailing empty
+    /// cells).
+    fn append(&mut self, range: ValueRange) {
+        let (_, first_row) = a1::split_range(&range.range);
+        if range.values.is_empty() {
+            return;
+        }
+        if let Some(next) = self.next_row.filter(|next| first_row > *next) {
+            self.table.blank_rows += first_row - next;
+        }
+        let width = range.values.iter().map(Vec::len).max().unwrap_or(0);
+        self.next_row = Some(first_row + range.values.len());
+        for (index, values) in range.values.into_iter().enumerate() {
+            let mut cells: Vec<Cell> = values.into_iter().map(|SheetCell(cell)| cell).collect();
+            cells.resize(width, Cell::Empty);
+            self.table.push_row(first_row + index, cells);
+        }
     }
 }
 
@@ -786,18 +913,20 @@ mod tests {
 
     #[test]
     fn pads_rows_keeps_types_and_numbers_rows() {
-        let range = ValueRange {
-            range: "'It''s Q1'!A2:C9".to_owned(),
-            values: vec![
-                vec![json!("Client"), json!("Stage"), json!("Pipeline")],
-                vec![json!("Acme"), json!("Lost")],
-                vec![],
-                vec![json!("  "), Value::Null],
-                vec![json!("Globex"), json!(true), json!(1234.5)],
+        let range: ValueRange = serde_json::from_value(json!({
+            "range": "'It''s Q1'!A2:C9",
+            "values": [
+                ["Client", "Stage", "Pipeline"],
+                ["Acme", "Lost"],
+                [],
+                ["  ", null],
+                ["Globex", true, 1234.5],
             ],
-        };
-        let table = to_table(&range, chrono_tz::Europe::Paris);
-        assert_eq!(table.serial_time_zone, Some(chrono_tz::Europe::Paris));
+        }))
+        .unwrap();
+        let mut read = TabRead::default();
+        read.append(range);
+        let table = read.table;
         assert_eq!(table.blank_rows, 2);
         let numbers: Vec<usize> = table.rows.iter().map(|row| row.number).collect();
         assert_eq!(numbers, vec![2, 3, 6]);
@@ -814,6 +943,7 @@ mod tests {
         let info = SpreadsheetInfo {
             time_zone: chrono_tz::UTC,
             tabs: vec![(0, "Signal".into()), (42, "It's Q1".into())],
+            row_counts: HashMap::new(),
         };
         let sheet = |gid: Option<i64>, name: Option<&str>| SheetRef {
             spreadsheet_id: "id".into(),
