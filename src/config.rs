@@ -170,9 +170,10 @@ pub struct GoogleSettings {
     /// pages (one round of pages per call), so that memory holds a page, not
     /// the tab, and no single call runs into Google's request deadline.
     pub page_rows: usize,
-    /// The least time between two calls of one spreadsheet's page rounds,
-    /// in milliseconds: Google's read quota is 60 calls a minute per user.
-    pub page_interval_ms: u64,
+    /// Sheets API requests started in any one minute at most, retries
+    /// included: Google's read quota per user (60 by default; raise it with
+    /// the project's quota). 0: no limit.
+    pub max_requests_per_minute: usize,
 }
 
 /// Where the service-account key path was configured.
@@ -206,7 +207,7 @@ impl Default for GoogleSettings {
             retry_max_elapsed_ms: 120_000,
             metadata_max_age_secs: 7 * 24 * 3600,
             page_rows: 20_000,
-            page_interval_ms: 1_000,
+            max_requests_per_minute: 60,
         }
     }
 }

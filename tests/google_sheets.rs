@@ -964,7 +964,7 @@ fn long_rows(count: usize) -> Vec<Vec<Value>> {
 fn paged(fake: &FakeGoogle, page_rows: usize) -> GoogleSettings {
     GoogleSettings {
         page_rows,
-        page_interval_ms: 5,
+        max_requests_per_minute: 0,
         ..settings(fake)
     }
 }
@@ -1085,7 +1085,7 @@ async fn a_view_whose_page_keeps_failing_leaves_its_collection_untouched() {
         ("SHEETSYNC_SHEETS_API_URL", &fake.api_url),
     ]);
     config.google.page_rows = 2;
-    config.google.page_interval_ms = 1;
+    config.google.max_requests_per_minute = 0;
     config.google.max_attempts = 2;
     config.google.retry_base_delay_ms = 1;
     let syncer = common::syncer_for(config).await;

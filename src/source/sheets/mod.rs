@@ -5,8 +5,10 @@
 //! of views reading from it: a `values:batchGet` over every tab those views
 //! read (`UNFORMATTED_VALUE`, `SERIAL_NUMBER`, `ROWS`). A tab taller than
 //! `page_rows` is read in pages of rows, one round of pages (of every such
-//! tab) per call, rounds paced by `page_interval_ms`: memory then holds a
-//! page, and no call runs into Google's request deadline.
+//! tab) per call: memory then holds a page, and no call runs into Google's
+//! request deadline. Every request waits for room in Google's per-minute
+//! read quota (`max_requests_per_minute`), kept here rather than met with
+//! 429s.
 //!
 //! Reading a tab by A1 range needs its title, paging needs its grid height,
 //! and reading a date serial needs the spreadsheet's time zone; they come
@@ -22,6 +24,7 @@
 
 pub mod a1;
 pub mod auth;
+pub mod quota;
 pub mod retry;
 
 use crate::telemetry;
@@ -366,6 +369,8 @@ pub struct GoogleSheets {
     http: reqwest::Client,
     auth: OnceCell<GoogleAuth>,
     stats: GoogleStats,
+    /// The per-minute read quota, shared by every request of the process.
+    quota: quota::Quota,
     /// Spreadsheet metadata by spreadsheet id, with when it was read.
     metadata: Mutex<HashMap<String, (Instant, SpreadsheetInfo)>>,
 }
@@ -375,6 +380,7 @@ impl GoogleSheets {
     pub fn new(settings: GoogleSettings, http: reqwest::Client) -> GoogleSheets {
         let api_url = Url::parse(&settings.api_url).ok();
         GoogleSheets {
+            quota: quota::Quota::new(settings.max_requests_per_minute, Duration::from_secs(60)),
             policy: RetryPolicy::from_settings(&settings),
             settings,
             api_url,
@@ -465,7 +471,6 @@ impl GoogleSheets {
             .collect();
         let mut reads: Vec<Result<TabRead, SheetsError>> = wanted.iter().map(|_| Ok(TabRead::default())).collect();
         let rounds = pages.iter().map(Vec::len).max().unwrap_or(0);
-        let mut last_call: Option<Instant> = None;
         for round in 0..rounds {
             // The round's pages: the `round`-th of every tab still being read.
             let in_round: Vec<usize> = (0..wanted.len())
@@ -474,11 +479,6 @@ impl GoogleSheets {
             if in_round.is_empty() {
                 break;
             }
-            if let Some(previous) = last_call {
-                let interval = Duration::from_millis(self.settings.page_interval_ms);
-                tokio::time::sleep(interval.saturating_sub(previous.elapsed())).await;
-            }
-            last_call = Some(Instant::now());
             let ranges: Vec<String> = in_round.iter().map(|&tab| pages[tab][round].clone()).collect();
             match self.batch_get(auth, spreadsheet_id, &ranges).await {
                 Err(error) => {
@@ -717,6 +717,7 @@ impl GoogleSheets {
             }
             Err(TokenFailure::Refused(error)) => return Attempt::Fatal(error),
         };
+        self.quota.take().await;
         self.stats.record_request();
         let sent = self
             .http
