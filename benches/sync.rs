@@ -539,10 +539,16 @@ fn sheets_table(runtime: &tokio::runtime::Runtime, url: &str, sizes: &[usize]) -
     }
     let fake = runtime.block_on(FakeGoogle::start());
     let dir = tempfile::tempdir().expect("scratch dir");
-    let config = google_config(&fake, dir.path(), "");
-    let mut out = String::from(
-        "### Google Sheets source (the test fake Google on loopback)\n\n\
-         | rows | first sync | rows/s | second sync (unchanged) | peak RSS first |\n|---:|---:|---:|---:|---:|\n",
+    // BENCH_PAGE_ROWS sets [google] page_rows (to compare page sizes).
+    let page_rows = std::env::var("BENCH_PAGE_ROWS").ok();
+    let extra = page_rows
+        .as_ref()
+        .map_or(String::new(), |rows| format!("page_rows = {rows}\n"));
+    let config = google_config(&fake, dir.path(), &extra);
+    let pages = page_rows.map_or("default page size".to_owned(), |rows| format!("page_rows = {rows}"));
+    let mut out = format!(
+        "### Google Sheets source (the test fake Google on loopback, {pages})\n\n\
+         | rows | first sync | rows/s | second sync (unchanged) | peak RSS first |\n|---:|---:|---:|---:|---:|\n"
     );
     for &size in sizes {
         let id = format!("BenchSpreadsheet{size:0>20}");
