@@ -48,7 +48,13 @@ enum Origin {
     /// every pass checks them, so a file rewritten mid-sync is refused rather
     /// than read half old, half new.
     File { path: PathBuf, stamp: FileStamp },
-    /// A download, held once and parsed on every pass.
+    /// A download written to a spool file (deleted with the last clone of
+    /// the source), parsed on every pass.
+    Spooled {
+        file: Arc<tempfile::NamedTempFile>,
+        stamp: FileStamp,
+    },
+    /// A download held in memory, where no spool file could be made.
     Bytes(Arc<[u8]>),
 }
 
@@ -76,6 +82,26 @@ impl CsvSource {
             location: location.to_owned(),
             delimiter: detect_delimiter(&sample),
             origin: Origin::File { path, stamp },
+            encoding,
+        })
+    }
+
+    /// A download spooled to `file`, scanned once like a file.
+    pub fn from_spool(file: tempfile::NamedTempFile, location: &str) -> Result<CsvSource, CsvError> {
+        let read_error = |source| CsvError::Read {
+            location: location.to_owned(),
+            source,
+        };
+        let opened = file.reopen().map_err(read_error)?;
+        let stamp = FileStamp::of(&opened).map_err(read_error)?;
+        let (encoding, sample) = sniff(BufReader::new(opened)).map_err(read_error)?;
+        Ok(CsvSource {
+            location: location.to_owned(),
+            delimiter: detect_delimiter(&sample),
+            origin: Origin::Spooled {
+                file: Arc::new(file),
+                stamp,
+            },
             encoding,
         })
     }
@@ -116,6 +142,19 @@ impl CsvSource {
                     });
                 }
                 Box::new(BufReader::new(file))
+            }
+            Origin::Spooled { file, stamp } => {
+                let read_error = |source| CsvError::Read {
+                    location: self.location.clone(),
+                    source,
+                };
+                let opened = file.reopen().map_err(read_error)?;
+                if FileStamp::of(&opened).map_err(read_error)? != *stamp {
+                    return Err(CsvError::Changed {
+                        location: self.location.clone(),
+                    });
+                }
+                Box::new(BufReader::new(opened))
             }
             Origin::Bytes(bytes) => Box::new(io::Cursor::new(Arc::clone(bytes))),
         };

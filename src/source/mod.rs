@@ -441,8 +441,16 @@ impl Sources {
                 Ok(Fetched::Csv(source))
             }
             SourceSpec::CsvHttp(url) => {
-                let bytes = self.download(url).await?;
-                Ok(Fetched::Csv(csv::CsvSource::from_bytes(bytes, &spec.describe())))
+                let location = spec.describe();
+                let source = match self.download(url).await? {
+                    Downloaded::Spooled(file) => {
+                        tokio::task::spawn_blocking(move || csv::CsvSource::from_spool(file, &location))
+                            .await
+                            .map_err(|error| SourceError::Client(format!("the file reader stopped: {error}")))??
+                    }
+                    Downloaded::InMemory(bytes) => csv::CsvSource::from_bytes(bytes, &location),
+                };
+                Ok(Fetched::Csv(source))
             }
             SourceSpec::GoogleSheet(sheet) => {
                 let mut results = self.google.fetch_spreadsheet(&sheet.spreadsheet_id, &[sheet]).await;
@@ -455,7 +463,11 @@ impl Sources {
         }
     }
 
-    async fn download(&self, url: &str) -> Result<Vec<u8>, SourceError> {
+    /// Downloads `url` within the size cap, chunk by chunk into a spool file
+    /// (memory then holds a chunk, not the export); where no spool file can
+    /// be made (a read-only file system without a writable temporary
+    /// directory) into memory, still capped.
+    async fn download(&self, url: &str) -> Result<Downloaded, SourceError> {
         // The causes carry the reason (a refused address and the setting that
         // allows it, a DNS failure); the URL is given once, redacted.
         let http_error = |error: reqwest::Error| {
@@ -490,15 +502,47 @@ impl Sources {
         }
         // Read chunk by chunk, so that a server lying about (or not giving)
         // its length cannot make the download grow past the limit.
-        let mut body = Vec::new();
+        let spool = tempfile::Builder::new().prefix("sheetsync-download-").tempfile();
+        let (mut spool_writer, spool) = match spool.and_then(|file| Ok((file.reopen()?, file))) {
+            Ok((writer, file)) => (Some(tokio::fs::File::from_std(writer)), Some(file)),
+            Err(error) => {
+                tracing::warn!(%error, "no spool file for a CSV download; it is held in memory (set TMPDIR)");
+                (None, None)
+            }
+        };
+        let spool_error = |error: std::io::Error| SourceError::Http {
+            url: redact_url(url),
+            message: format!("writing the download's spool file: {error}"),
+        };
+        let (mut body, mut received) = (Vec::new(), 0u64);
         while let Some(chunk) = response.chunk().await.map_err(http_error)? {
-            if body.len() as u64 + chunk.len() as u64 > limit {
+            received += chunk.len() as u64;
+            if received > limit {
                 return Err(too_large());
             }
-            body.extend_from_slice(&chunk);
+            match &mut spool_writer {
+                Some(writer) => tokio::io::AsyncWriteExt::write_all(writer, &chunk)
+                    .await
+                    .map_err(spool_error)?,
+                None => body.extend_from_slice(&chunk),
+            }
         }
-        Ok(body)
+        match (spool_writer, spool) {
+            (Some(mut writer), Some(file)) => {
+                tokio::io::AsyncWriteExt::flush(&mut writer)
+                    .await
+                    .map_err(spool_error)?;
+                Ok(Downloaded::Spooled(file))
+            }
+            _ => Ok(Downloaded::InMemory(body)),
+        }
     }
+}
+
+/// A CSV download: spooled to disk, or in memory where that cannot be.
+enum Downloaded {
+    Spooled(tempfile::NamedTempFile),
+    InMemory(Vec<u8>),
 }
 
 #[cfg(test)]
