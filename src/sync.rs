@@ -504,16 +504,10 @@ impl Syncer {
         let count_differs = existing.count != mapped.winners.len() as u64;
         if options.dry_run || !count_differs {
             let mut identities = Identities::new(&plan.view_id, profile, &existing, &continuations, now);
-            let mut winners = mapper.winners(&mapped, fetched.rows()?);
-            let found = off_executor(|| -> Result<usize, SourceError> {
-                let mut found = 0;
-                while let Some(record) = winners.next_record() {
-                    identities.assign(record?);
-                    found += 1;
-                }
-                Ok(found)
+            let winners = mapper.winners(&mapped, fetched.rows()?);
+            for_each_winner(winners, mapped.winners.len(), |record| {
+                identities.assign(record);
             })?;
-            ensure_same_source(mapped.winners.len(), found)?;
             report.record_identities(&identities);
             if options.dry_run {
                 return Ok(Outcome::DryRun);
@@ -572,16 +566,8 @@ impl Syncer {
         }
         let profile = &*target.profile;
         let mut merge = Merge::load(&db, &target.collection, profile, rules, mapper.column_headers()).await?;
-        let mut winners = mapper.winners(mapped, fetched.rows()?);
-        let found = off_executor(|| -> Result<usize, SourceError> {
-            let mut found = 0;
-            while let Some(record) = winners.next_record() {
-                merge.add(record?);
-                found += 1;
-            }
-            Ok(found)
-        })?;
-        ensure_same_source(mapped.winners.len(), found)?;
+        let winners = mapper.winners(mapped, fetched.rows()?);
+        for_each_winner(winners, mapped.winners.len(), |record| merge.add(record))?;
         merge.finish();
         // Only deletions can shrink a merged collection; new documents do
         // not make up for the ones deleted (other collections point at them).
@@ -792,6 +778,24 @@ async fn pause_before_swap() {
         tracing::info!(millis, "test pause before the swap");
         tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
     }
+}
+
+/// Hands every winning record of a pass to `each`, off the executor, and
+/// checks the pass found exactly the `planned` records of the first one.
+fn for_each_winner(
+    mut winners: mapping::Winners<'_, '_>,
+    planned: usize,
+    mut each: impl FnMut(mapping::MappedRecord),
+) -> Result<(), ViewError> {
+    let found = off_executor(|| -> Result<usize, SourceError> {
+        let mut found = 0;
+        while let Some(record) = winners.next_record() {
+            each(record?);
+            found += 1;
+        }
+        Ok(found)
+    })?;
+    ensure_same_source(planned, found)
 }
 
 fn ensure_same_source(planned: usize, found: usize) -> Result<(), ViewError> {
