@@ -31,7 +31,7 @@ pub(super) fn find_header(profile: &TargetProfile, labels: &FieldLabels, source:
     let mut leading = Vec::with_capacity(HEADER_SEARCH_ROWS);
     while leading.len() < HEADER_SEARCH_ROWS {
         match rows.next_row() {
-            Some(row) => leading.push(row?),
+            Some(row) => leading.push(row?.clone()),
             None => break,
         }
     }

@@ -263,7 +263,7 @@ impl<'p> Mapper<'p> {
         while let Some(row) = rows.next_row() {
             let row = row?;
             if row.number > self.header_row {
-                self.plan_row(&row, &mut pass);
+                self.plan_row(row, &mut pass);
             }
         }
         pass.plan.blank_rows = rows.blank_rows();
@@ -323,11 +323,11 @@ impl Winners<'_, '_> {
             if row.number <= self.mapper.header_row {
                 continue;
             }
-            let Some((values, key)) = self.mapper.read_row(&row, None) else {
+            let Some((values, key)) = self.mapper.read_row(row, None) else {
                 continue;
             };
             if self.plan.winners.get(&key).map(|winner| winner.row) == Some(row.number) {
-                return Some(Ok(self.mapper.record(&row, key, values)));
+                return Some(Ok(self.mapper.record(row, key, values)));
             }
         }
     }

@@ -171,6 +171,10 @@ impl CsvSource {
             location: self.location.clone(),
             reader,
             record: csv::StringRecord::new(),
+            row: Row {
+                number: 0,
+                cells: Vec::new(),
+            },
             blank_rows: 0,
         })
     }
@@ -198,24 +202,26 @@ pub struct CsvRows {
     location: String,
     reader: csv::Reader<LineTracker>,
     record: csv::StringRecord,
+    /// The row lent to the caller, refilled in place for the next one.
+    row: Row,
     blank_rows: usize,
 }
 
 impl CsvRows {
     /// The next row with at least one non-empty cell.
-    pub fn next_row(&mut self) -> Option<Result<Row, CsvError>> {
+    pub fn next_row(&mut self) -> Option<Result<&Row, CsvError>> {
         loop {
             match self.reader.read_record(&mut self.record) {
                 Ok(false) => return None,
                 Ok(true) => {
-                    let start = self.record.position().map_or(0, csv::Position::byte);
-                    let number = self.reader.get_mut().line_at(start);
-                    let cells: Vec<Cell> = self.record.iter().map(Cell::text).collect();
-                    if cells.iter().all(Cell::is_empty) {
+                    if self.record.iter().all(|field| field.trim().is_empty()) {
                         self.blank_rows += 1;
                         continue;
                     }
-                    return Some(Ok(Row { number, cells }));
+                    let start = self.record.position().map_or(0, csv::Position::byte);
+                    self.row.number = self.reader.get_mut().line_at(start);
+                    fill_cells(&mut self.row.cells, &self.record);
+                    return Some(Ok(&self.row));
                 }
                 Err(error) => {
                     let start = error.position().map_or(0, csv::Position::byte);
@@ -232,6 +238,29 @@ impl CsvRows {
     /// Rows skipped so far because every cell was empty.
     pub fn blank_rows(&self) -> usize {
         self.blank_rows
+    }
+}
+
+/// The record's fields as cells, as [`Cell::text`] reads them, reusing the
+/// strings the previous row left in `cells`.
+fn fill_cells(cells: &mut Vec<Cell>, record: &csv::StringRecord) {
+    cells.truncate(record.len());
+    for (index, field) in record.iter().enumerate() {
+        let cell = match cells.get_mut(index) {
+            Some(cell) => cell,
+            None => {
+                cells.push(Cell::Empty);
+                &mut cells[index]
+            }
+        };
+        if field.trim().is_empty() {
+            *cell = Cell::Empty;
+        } else if let Cell::Text(text) = cell {
+            text.clear();
+            text.push_str(field);
+        } else {
+            *cell = Cell::Text(field.to_owned());
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod csv;
 pub mod policy;
 pub mod sheets;
+pub mod spool;
 pub mod table;
 
 use std::collections::HashMap;
@@ -72,6 +73,8 @@ pub enum SourceError {
     Csv(#[from] csv::CsvError),
     #[error(transparent)]
     Sheets(#[from] SheetsError),
+    #[error(transparent)]
+    Spool(#[from] spool::SpoolError),
     #[error("cannot start the HTTP client: {0}")]
     Client(String),
     #[error(transparent)]
@@ -186,8 +189,11 @@ fn gid_of(url: &Url) -> Option<i64> {
 /// A source's rows, fetched and ready to be read in passes.
 #[derive(Debug)]
 pub enum Fetched {
-    /// Rows already in memory (an API answer).
+    /// Rows built in memory (tests, small tables).
     Table(Table),
+    /// Rows an API sent (Google Sheets), spooled to a temporary file as they
+    /// arrived and read back on each pass.
+    Spooled(spool::SpooledRows),
     /// A CSV export, parsed anew on each pass so it is never held as cells.
     Csv(csv::CsvSource),
 }
@@ -200,6 +206,10 @@ impl Fetched {
                 rows: table.rows.iter(),
                 blank_rows: table.blank_rows,
             },
+            Fetched::Spooled(spooled) => RowReader::Spooled {
+                pass: Box::new(spooled.rows()),
+                blank_rows: spooled.blank_rows(),
+            },
             Fetched::Csv(source) => RowReader::Csv(Box::new(source.rows()?)),
         })
     }
@@ -208,6 +218,7 @@ impl Fetched {
     pub fn tab_gid(&self) -> Option<i64> {
         match self {
             Fetched::Table(table) => table.tab_gid,
+            Fetched::Spooled(spooled) => spooled.tab_gid,
             Fetched::Csv(_) => None,
         }
     }
@@ -216,15 +227,23 @@ impl Fetched {
     pub fn serial_time_zone(&self) -> Option<chrono_tz::Tz> {
         match self {
             Fetched::Table(table) => table.serial_time_zone,
+            Fetched::Spooled(spooled) => spooled.serial_time_zone,
             Fetched::Csv(_) => None,
         }
     }
 }
 
-/// One pass over a source's non-blank rows.
+/// One pass over a source's non-blank rows. Each row is lent until the
+/// next: the readers refill the same buffers rather than allocating a row
+/// of cells per line.
 pub enum RowReader<'a> {
     Table {
         rows: std::slice::Iter<'a, Row>,
+        blank_rows: usize,
+    },
+    /// Boxed: a pass carries its read buffer.
+    Spooled {
+        pass: Box<spool::SpoolPass>,
         blank_rows: usize,
     },
     /// Boxed: a CSV pass carries the parser's buffers.
@@ -232,9 +251,10 @@ pub enum RowReader<'a> {
 }
 
 impl RowReader<'_> {
-    pub fn next_row(&mut self) -> Option<Result<Row, SourceError>> {
+    pub fn next_row(&mut self) -> Option<Result<&Row, SourceError>> {
         match self {
-            RowReader::Table { rows, .. } => rows.next().cloned().map(Ok),
+            RowReader::Table { rows, .. } => rows.next().map(Ok),
+            RowReader::Spooled { pass, .. } => pass.next_row().map(|row| row.map_err(SourceError::from)),
             RowReader::Csv(rows) => rows.next_row().map(|row| row.map_err(SourceError::from)),
         }
     }
@@ -242,7 +262,7 @@ impl RowReader<'_> {
     /// Blank rows skipped so far (all of them, once the pass is over).
     pub fn blank_rows(&self) -> usize {
         match self {
-            RowReader::Table { blank_rows, .. } => *blank_rows,
+            RowReader::Table { blank_rows, .. } | RowReader::Spooled { blank_rows, .. } => *blank_rows,
             RowReader::Csv(rows) => rows.blank_rows(),
         }
     }
@@ -278,7 +298,7 @@ struct SharedFetches {
     ttl: Duration,
     /// Held while fetching, so that a view's run started during another
     /// view's fetch of the same spreadsheet waits for it and finds its table.
-    tables: tokio::sync::Mutex<HashMap<SheetRef, (Instant, Table)>>,
+    tables: tokio::sync::Mutex<HashMap<SheetRef, (Instant, spool::SpooledRows)>>,
 }
 
 impl Sources {
@@ -318,7 +338,7 @@ impl Sources {
             .redirect(policy.redirects())
             .build()
             .map_err(|error| SourceError::Client(error.to_string()))?;
-        let google = Arc::new(GoogleSheets::new(google, http.clone()));
+        let google = Arc::new(GoogleSheets::new(google, http.clone(), policy.max_download_bytes));
         Ok(Sources {
             http,
             policy,
@@ -388,7 +408,7 @@ impl Sources {
             .filter_map(|(index, spec)| Some((index, google_sheet(spec)?)))
         {
             if let Some(table) = shared.as_mut().and_then(|cache| cache.remove(sheet)) {
-                tables[index] = Some(Ok(Fetched::Table(table.1)));
+                tables[index] = Some(Ok(Fetched::Spooled(table.1)));
                 continue;
             }
             match spreadsheets.iter_mut().find(|(id, _)| *id == sheet.spreadsheet_id) {
@@ -408,7 +428,7 @@ impl Sources {
             }
             let mut results = self.google.fetch_spreadsheet(spreadsheet_id, &sheets).await.into_iter();
             for (index, result) in members.into_iter().zip(results.by_ref().take(wanted)) {
-                tables[index] = Some(result.map(Fetched::Table).map_err(SourceError::from));
+                tables[index] = Some(result.map(Fetched::Spooled).map_err(SourceError::from));
             }
             if let Some(cache) = shared.as_mut() {
                 for (sheet, result) in sheets[wanted..].iter().zip(results) {
@@ -458,7 +478,7 @@ impl Sources {
                     spreadsheet_id: sheet.spreadsheet_id.clone(),
                     range: spec.describe(),
                 }))?;
-                Ok(Fetched::Table(table))
+                Ok(Fetched::Spooled(table))
             }
         }
     }

@@ -61,6 +61,8 @@ pub enum Fault {
     NotFound,
     /// HTTP 200 with the JSON cut in half.
     TruncatedJson,
+    /// HTTP 200 whose body stops half-way with a broken connection.
+    CutMidAnswer,
     /// HTTP 200 without the last requested range.
     OmitLastRange,
 }
@@ -338,6 +340,13 @@ fn finish(body: Value, fault: Option<Fault>) -> Response {
         Some(Fault::TruncatedJson) => {
             let cut = text[..text.len() / 2].to_owned();
             ([(header::CONTENT_TYPE, "application/json; charset=UTF-8")], cut).into_response()
+        }
+        Some(Fault::CutMidAnswer) => {
+            let half = bytes::Bytes::copy_from_slice(&text.as_bytes()[..text.len() / 2]);
+            let parts: Vec<Result<bytes::Bytes, std::io::Error>> =
+                vec![Ok(half), Err(std::io::Error::other("connection cut"))];
+            let body = axum::body::Body::from_stream(futures_util::stream::iter(parts));
+            ([(header::CONTENT_TYPE, "application/json; charset=UTF-8")], body).into_response()
         }
         _ => ([(header::CONTENT_TYPE, "application/json; charset=UTF-8")], text).into_response(),
     }

@@ -5,8 +5,11 @@
 //! of views reading from it: a `values:batchGet` over every tab those views
 //! read (`UNFORMATTED_VALUE`, `SERIAL_NUMBER`, `ROWS`). A tab taller than
 //! `page_rows` is read in pages of rows, one round of pages (of every such
-//! tab) per call: memory then holds a page, and no call runs into Google's
-//! request deadline. Every request waits for room in Google's per-minute
+//! tab) per call, so that no call runs into Google's request deadline and a
+//! failed call repeats one page. Each answer is parsed as it arrives and its
+//! rows go straight to a spool file (`pages`, `source::spool`): memory holds
+//! a few network chunks and a row, not the page nor the sheet. Every request
+//! waits for room in Google's per-minute
 //! read quota (`max_requests_per_minute`), kept here rather than met with
 //! 429s.
 //!
@@ -24,6 +27,7 @@
 
 pub mod a1;
 pub mod auth;
+pub mod pages;
 pub mod quota;
 pub mod retry;
 
@@ -42,9 +46,11 @@ use serde_json::Value;
 use tokio::sync::OnceCell;
 
 use super::SheetRef;
-use super::table::{Cell, Table};
+use super::spool::SpooledRows;
+use super::table::Cell;
 use crate::config::GoogleSettings;
 use auth::{GoogleAuth, TokenFailure};
+use pages::{AnswerFailure, TabPages};
 use retry::{RetryPolicy, parse_retry_after};
 
 const METADATA_FIELDS: &str = "properties.timeZone,sheets.properties(sheetId,title,gridProperties.rowCount)";
@@ -136,6 +142,9 @@ pub enum SheetsError {
          (e.g. Europe/Paris) in the spreadsheet's File > Settings"
     )]
     UnknownTimeZone { spreadsheet_id: String, zone: String },
+    /// The rows read could not be kept on disk for the mapping's passes.
+    #[error("{0}")]
+    Spool(String),
 }
 
 impl SheetsError {
@@ -244,26 +253,9 @@ struct GridProperties {
     row_count: Option<usize>,
 }
 
-/// `values:batchGet`'s answer.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct BatchGetResponse {
-    #[serde(default)]
-    value_ranges: Vec<ValueRange>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ValueRange {
-    range: String,
-    /// Absent when the range is empty. Read straight into cells: no JSON
-    /// value tree is built for the rows.
-    #[serde(default)]
-    values: Vec<Vec<SheetCell>>,
-}
-
 /// One cell of a `values:batchGet` answer, deserialized as it is read.
 #[derive(Debug, Clone, PartialEq)]
-struct SheetCell(Cell);
+pub(crate) struct SheetCell(pub(crate) Cell);
 
 impl<'de> Deserialize<'de> for SheetCell {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -371,15 +363,19 @@ pub struct GoogleSheets {
     stats: GoogleStats,
     /// The per-minute read quota, shared by every request of the process.
     quota: quota::Quota,
+    /// The largest answer read ([sources] max_download_bytes).
+    max_answer_bytes: u64,
     /// Spreadsheet metadata by spreadsheet id, with when it was read.
     metadata: Mutex<HashMap<String, (Instant, SpreadsheetInfo)>>,
 }
 
 impl GoogleSheets {
-    /// `http` is the one reqwest client of [`super::Sources`].
-    pub fn new(settings: GoogleSettings, http: reqwest::Client) -> GoogleSheets {
+    /// `http` is the one reqwest client of [`super::Sources`];
+    /// `max_answer_bytes` caps each answer, as downloads are capped.
+    pub fn new(settings: GoogleSettings, http: reqwest::Client, max_answer_bytes: u64) -> GoogleSheets {
         let api_url = Url::parse(&settings.api_url).ok();
         GoogleSheets {
+            max_answer_bytes,
             quota: quota::Quota::new(settings.max_requests_per_minute, Duration::from_secs(60)),
             policy: RetryPolicy::from_settings(&settings),
             settings,
@@ -409,7 +405,7 @@ impl GoogleSheets {
         &self,
         spreadsheet_id: &str,
         sheets: &[&SheetRef],
-    ) -> Vec<Result<Table, SheetsError>> {
+    ) -> Vec<Result<SpooledRows, SheetsError>> {
         let all_fail = |error: SheetsError| sheets.iter().map(|_| Err(error.clone())).collect();
         let auth = match self.auth().await {
             Ok(auth) => auth,
@@ -440,15 +436,16 @@ impl GoogleSheets {
         }
     }
 
-    /// The `values:batchGet` of [`GoogleSheets::fetch_spreadsheet`], with the
-    /// tab titles and time zone of `info`.
+    /// The `values:batchGet`s of [`GoogleSheets::fetch_spreadsheet`], with the
+    /// tab titles, heights and time zone of `info`: one call per round, a
+    /// round being the next page of every tab still being read.
     async fn read_tabs(
         &self,
         auth: &GoogleAuth,
         spreadsheet_id: &str,
         info: &SpreadsheetInfo,
         sheets: &[&SheetRef],
-    ) -> Vec<Result<Table, SheetsError>> {
+    ) -> Vec<Result<SpooledRows, SheetsError>> {
         let titles: Vec<Result<String, SheetsError>> = sheets
             .iter()
             .map(|sheet| resolve_tab(spreadsheet_id, info, sheet))
@@ -459,72 +456,106 @@ impl GoogleSheets {
                 wanted.push(title.clone());
             }
         }
-        if wanted.is_empty() {
-            return titles
-                .into_iter()
-                .map(|title| title.map(|_| Table::default()))
-                .collect();
-        }
-        let pages: Vec<Vec<String>> = wanted
+        let mut reads: Vec<Result<TabPages, SheetsError>> = wanted
             .iter()
-            .map(|title| a1::pages(title, info.row_counts.get(title).copied(), self.settings.page_rows))
+            .map(|title| {
+                let pages = pages::pages_of(title, info.row_counts.get(title).copied(), self.settings.page_rows);
+                Ok(TabPages::new(
+                    title,
+                    pages,
+                    &format!("tab {title:?} of spreadsheet {spreadsheet_id}"),
+                ))
+            })
             .collect();
-        let mut reads: Vec<Result<TabRead, SheetsError>> = wanted.iter().map(|_| Ok(TabRead::default())).collect();
-        let rounds = pages.iter().map(Vec::len).max().unwrap_or(0);
+        let rounds = reads.iter().flatten().map(|tab| tab.pages.len()).max().unwrap_or(0);
         for round in 0..rounds {
-            // The round's pages: the `round`-th of every tab still being read.
-            let in_round: Vec<usize> = (0..wanted.len())
-                .filter(|&tab| pages[tab].len() > round && reads[tab].is_ok())
+            // The round's tabs: those with a `round`-th page, still being read.
+            let in_round: Vec<usize> = (0..reads.len())
+                .filter(|&tab| reads[tab].as_ref().is_ok_and(|read| read.pages.len() > round))
                 .collect();
             if in_round.is_empty() {
                 break;
             }
-            let ranges: Vec<String> = in_round.iter().map(|&tab| pages[tab][round].clone()).collect();
-            match self.batch_get(auth, spreadsheet_id, &ranges).await {
-                Err(error) => {
-                    for &tab in &in_round {
-                        reads[tab] = Err(error.clone());
-                    }
-                }
-                Ok(response) => {
-                    let mut ranges = response.value_ranges;
-                    for &tab in &in_round {
-                        let title = &wanted[tab];
-                        let found = ranges
-                            .iter()
-                            .position(|range| a1::split_range(&range.range).0 == *title);
-                        reads[tab] = match (found, std::mem::replace(&mut reads[tab], Ok(TabRead::default()))) {
-                            (Some(index), Ok(mut read)) => {
-                                read.append(ranges.swap_remove(index));
-                                Ok(read)
-                            }
-                            (None, _) => Err(SheetsError::MissingRange {
-                                spreadsheet_id: spreadsheet_id.to_owned(),
-                                range: pages[tab][round].clone(),
-                            }),
-                            (_, Err(error)) => Err(error),
-                        };
-                    }
-                }
+            let tabs: Vec<TabPages> = in_round
+                .iter()
+                .filter_map(|&tab| std::mem::replace(&mut reads[tab], Err(SheetsError::Spool(String::new()))).ok())
+                .collect();
+            let (tabs, outcome) = self.read_round(auth, spreadsheet_id, tabs, round).await;
+            let lost = || SheetsError::Malformed {
+                call: format!("values:batchGet of spreadsheet {spreadsheet_id}"),
+                message: "the answer's parser stopped".to_owned(),
+            };
+            let mut tabs = tabs.into_iter();
+            for (position, &tab) in in_round.iter().enumerate() {
+                let failure = match &outcome {
+                    Ok(failures) => Ok(failures.get(position).cloned().flatten()),
+                    Err(error) => Err(error.clone()),
+                };
+                reads[tab] = match (failure, tabs.next()) {
+                    (Ok(None), Some(read)) => Ok(read),
+                    (Ok(Some(error)) | Err(error), _) => Err(error),
+                    (Ok(None), None) => Err(lost()),
+                };
             }
         }
+        let mut finished: Vec<Result<SpooledRows, SheetsError>> = reads
+            .into_iter()
+            .map(|read| read?.finish().map_err(|error| SheetsError::Spool(error.to_string())))
+            .collect();
         let gid_of = |title: &str| info.tabs.iter().find(|(_, tab)| tab == title).map(|(gid, _)| *gid);
         titles
             .into_iter()
             .map(|title| {
                 let title = title?;
                 let index = wanted.iter().position(|wanted| *wanted == title);
-                let read = match index.map(|index| &reads[index]) {
-                    Some(Ok(read)) => read,
-                    Some(Err(error)) => return Err(error.clone()),
-                    None => unreachable!("every resolved title is in `wanted`"),
-                };
-                let mut table = read.table.clone();
-                table.serial_time_zone = Some(info.time_zone);
-                table.tab_gid = gid_of(&title);
-                Ok(table)
+                // Every resolved title was added to `wanted` above.
+                let read = index
+                    .and_then(|index| finished.get_mut(index))
+                    .ok_or_else(|| SheetsError::Spool(format!("internal error: tab {title:?} was not read")))?;
+                // Two views of one tab share its spool.
+                let mut rows = read.as_ref().map_err(Clone::clone)?.clone();
+                rows.serial_time_zone = Some(info.time_zone);
+                rows.tab_gid = gid_of(&title);
+                Ok(rows)
             })
             .collect()
+    }
+
+    /// One round: the `values:batchGet` of the tabs' `round`-th pages, its
+    /// answer streamed into their spools, retried as one call.
+    async fn read_round(
+        &self,
+        auth: &GoogleAuth,
+        spreadsheet_id: &str,
+        mut tabs: Vec<TabPages>,
+        round: usize,
+    ) -> (Vec<TabPages>, Result<pages::TabOutcomes, SheetsError>) {
+        bump(&self.stats.batch_get_calls);
+        for tab in &mut tabs {
+            tab.start_round();
+        }
+        let call = format!("values:batchGet of spreadsheet {spreadsheet_id}");
+        let url = match self.endpoint(&[spreadsheet_id, "values:batchGet"]) {
+            Ok(url) => url,
+            Err(error) => return (tabs, Err(error)),
+        };
+        let mut query: Vec<(&str, String)> = tabs
+            .iter()
+            .filter_map(|tab| Some(("ranges", tab.pages.get(round)?.range.clone())))
+            .collect();
+        query.extend([
+            ("valueRenderOption", "UNFORMATTED_VALUE".to_owned()),
+            ("dateTimeRenderOption", "SERIAL_NUMBER".to_owned()),
+            ("majorDimension", "ROWS".to_owned()),
+        ]);
+        let mut answer = PagesAnswer {
+            tabs: Some(tabs),
+            spreadsheet_id,
+            round,
+            max_bytes: self.max_answer_bytes,
+        };
+        let outcome = self.call(auth, &call, spreadsheet_id, url, &query, &mut answer).await;
+        (answer.tabs.unwrap_or_default(), outcome)
     }
 
     /// Loads the key, gets a token, reads the spreadsheet's tab list and finds
@@ -571,7 +602,8 @@ impl GoogleSheets {
         let call = format!("spreadsheets.get of spreadsheet {spreadsheet_id}");
         let url = self.endpoint(&[spreadsheet_id])?;
         let query = [("fields", METADATA_FIELDS.to_owned())];
-        let metadata: SpreadsheetMetadata = self.call(auth, &call, spreadsheet_id, url, &query).await?;
+        let mut answer = JsonAnswer::<SpreadsheetMetadata>::new(self.max_answer_bytes);
+        let metadata = self.call(auth, &call, spreadsheet_id, url, &query, &mut answer).await?;
         let zone = metadata.properties.time_zone;
         let time_zone = zone.parse::<Tz>().map_err(|_| SheetsError::UnknownTimeZone {
             spreadsheet_id: spreadsheet_id.to_owned(),
@@ -591,24 +623,6 @@ impl GoogleSheets {
             tabs,
             row_counts,
         })
-    }
-
-    async fn batch_get(
-        &self,
-        auth: &GoogleAuth,
-        spreadsheet_id: &str,
-        ranges: &[String],
-    ) -> Result<BatchGetResponse, SheetsError> {
-        bump(&self.stats.batch_get_calls);
-        let call = format!("values:batchGet of spreadsheet {spreadsheet_id}");
-        let url = self.endpoint(&[spreadsheet_id, "values:batchGet"])?;
-        let mut query: Vec<(&str, String)> = ranges.iter().map(|range| ("ranges", range.clone())).collect();
-        query.extend([
-            ("valueRenderOption", "UNFORMATTED_VALUE".to_owned()),
-            ("dateTimeRenderOption", "SERIAL_NUMBER".to_owned()),
-            ("majorDimension", "ROWS".to_owned()),
-        ]);
-        self.call(auth, &call, spreadsheet_id, url, &query).await
     }
 
     /// `{api_url}/v4/spreadsheets/{segments...}`, each segment escaped.
@@ -631,14 +645,15 @@ impl GoogleSheets {
     /// retried (backoff with full jitter, `Retry-After` honoured) within the
     /// policy's attempts and time; a 401 once gets a fresh token; anything
     /// else fails at once.
-    async fn call<T: DeserializeOwned>(
+    async fn call<A: ReadAnswer>(
         &self,
         auth: &GoogleAuth,
         call: &str,
         spreadsheet_id: &str,
         mut url: Url,
         query: &[(&str, String)],
-    ) -> Result<T, SheetsError> {
+        answer: &mut A,
+    ) -> Result<A::Output, SheetsError> {
         url.query_pairs_mut().extend_pairs(query);
         let started = Instant::now();
         let mut attempts = 0u32;
@@ -652,15 +667,15 @@ impl GoogleSheets {
             let outcome = self.attempt(auth, call, spreadsheet_id, &url, force_refresh).await;
             force_refresh = false;
             let (last, retry_after) = match outcome {
-                Attempt::Done(body) => {
-                    return serde_json::from_slice(&body).map_err(|error| {
+                Attempt::Done(response) => match answer.read(response, call).await {
+                    Ok(output) => return Ok(output),
+                    // Cut off mid-answer: asked again like a failed request.
+                    Err(AnswerFailure::Transport(reason)) => (reason, None),
+                    Err(AnswerFailure::Failed(error)) => {
                         bump(&self.stats.failed_calls);
-                        SheetsError::Malformed {
-                            call: call.to_owned(),
-                            message: error.to_string(),
-                        }
-                    });
-                }
+                        return Err(error);
+                    }
+                },
                 Attempt::Fatal(error) => {
                     bump(&self.stats.failed_calls);
                     return Err(error);
@@ -731,19 +746,19 @@ impl GoogleSheets {
             Err(error) => return transport_failure(error),
         };
         let status = response.status();
+        if status.is_success() {
+            return Attempt::Done(response);
+        }
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|value| value.to_str().ok())
             .and_then(|value| parse_retry_after(value, Utc::now()));
-        let body = match response.bytes().await {
-            Ok(body) => body,
+        // An error body is short; a longer one is cut, not waited for.
+        let body = match read_capped(response, ERROR_BODY_BYTES).await {
+            Ok((body, _)) => body,
             Err(error) => return transport_failure(error),
         };
-        if status.is_success() {
-            // The body is handed on, not copied (it is the only owner).
-            return Attempt::Done(Vec::from(body));
-        }
         let detail = serde_json::from_slice::<ErrorBody>(&body).ok().map(|body| body.error);
         let message = detail
             .as_ref()
@@ -786,7 +801,8 @@ impl GoogleSheets {
 }
 
 enum Attempt {
-    Done(Vec<u8>),
+    /// A success status: the answer is read by the call's [`ReadAnswer`].
+    Done(reqwest::Response),
     Retry {
         reason: String,
         retry_after: Option<Duration>,
@@ -796,14 +812,124 @@ enum Attempt {
 }
 
 fn transport_failure(error: reqwest::Error) -> Attempt {
-    let reason = if error.is_timeout() {
+    Attempt::Retry {
+        reason: transport_reason(error),
+        retry_after: None,
+    }
+}
+
+fn transport_reason(error: reqwest::Error) -> String {
+    if error.is_timeout() {
         "no answer within the request timeout".to_owned()
     } else {
         format!("network error: {}", error_chain(error))
-    };
-    Attempt::Retry {
-        reason,
-        retry_after: None,
+    }
+}
+
+/// The most of an error answer's body that is read.
+const ERROR_BODY_BYTES: u64 = 64 * 1024;
+
+/// The body, up to `limit` bytes, and whether there was more.
+async fn read_capped(mut response: reqwest::Response, limit: u64) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = usize::try_from(limit.saturating_sub(body.len() as u64)).unwrap_or(usize::MAX);
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
+}
+
+/// How a call reads a successful answer.
+trait ReadAnswer {
+    type Output;
+
+    fn read(
+        &mut self,
+        response: reqwest::Response,
+        call: &str,
+    ) -> impl Future<Output = Result<Self::Output, AnswerFailure>> + Send;
+}
+
+/// A small JSON answer (`spreadsheets.get`), read whole within the cap.
+struct JsonAnswer<T> {
+    max_bytes: u64,
+    _output: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> JsonAnswer<T> {
+    fn new(max_bytes: u64) -> Self {
+        JsonAnswer {
+            max_bytes,
+            _output: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: DeserializeOwned> ReadAnswer for JsonAnswer<T> {
+    type Output = T;
+
+    async fn read(&mut self, response: reqwest::Response, call: &str) -> Result<T, AnswerFailure> {
+        let malformed = |message: String| {
+            AnswerFailure::Failed(SheetsError::Malformed {
+                call: call.to_owned(),
+                message,
+            })
+        };
+        let (body, cut) = read_capped(response, self.max_bytes)
+            .await
+            .map_err(|error| AnswerFailure::Transport(transport_reason(error)))?;
+        if cut {
+            return Err(malformed(format!(
+                "the answer is larger than [sources] max_download_bytes ({} bytes)",
+                self.max_bytes
+            )));
+        }
+        serde_json::from_slice(&body).map_err(|error| malformed(error.to_string()))
+    }
+}
+
+/// A round of pages, streamed into the tabs' spools. A retried round first
+/// forgets what the failed attempt wrote.
+struct PagesAnswer<'a> {
+    /// `None` only if the parser panicked, losing them.
+    tabs: Option<Vec<TabPages>>,
+    spreadsheet_id: &'a str,
+    round: usize,
+    max_bytes: u64,
+}
+
+impl ReadAnswer for PagesAnswer<'_> {
+    type Output = pages::TabOutcomes;
+
+    async fn read(&mut self, mut response: reqwest::Response, call: &str) -> Result<pages::TabOutcomes, AnswerFailure> {
+        let failed = |message: String| {
+            AnswerFailure::Failed(SheetsError::Malformed {
+                call: call.to_owned(),
+                message,
+            })
+        };
+        let mut tabs = self
+            .tabs
+            .take()
+            .ok_or_else(|| failed("the answer's parser stopped".to_owned()))?;
+        for tab in &mut tabs {
+            tab.restart_round()
+                .map_err(|error| AnswerFailure::Failed(SheetsError::Spool(error.to_string())))?;
+        }
+        let (tabs, outcome) = pages::read_answer(
+            &mut response,
+            tabs,
+            (self.spreadsheet_id, self.round),
+            call,
+            self.max_bytes,
+        )
+        .await;
+        self.tabs = tabs;
+        outcome
     }
 }
 
@@ -875,69 +1001,9 @@ fn resolve_tab(spreadsheet_id: &str, info: &SpreadsheetInfo, sheet: &SheetRef) -
         })
 }
 
-/// A tab's rows, read page by page.
-#[derive(Debug, Default)]
-struct TabRead {
-    table: Table,
-    /// The row after the last one read; rows Google leaves out between two
-    /// pages (empty rows ending a page) are counted as blank, as a read of
-    /// the whole tab counts them.
-    next_row: Option<usize>,
-}
-
-impl TabRead {
-    /// Adds a page's rows: numbered as in the spreadsheet, typed cells,
-    /// every row padded to the page's widest (Google drops trailing empty
-    /// cells).
-    fn append(&mut self, range: ValueRange) {
-        let (_, first_row) = a1::split_range(&range.range);
-        if range.values.is_empty() {
-            return;
-        }
-        if let Some(next) = self.next_row.filter(|next| first_row > *next) {
-            self.table.blank_rows += first_row - next;
-        }
-        let width = range.values.iter().map(Vec::len).max().unwrap_or(0);
-        self.next_row = Some(first_row + range.values.len());
-        for (index, values) in range.values.into_iter().enumerate() {
-            let mut cells: Vec<Cell> = values.into_iter().map(|SheetCell(cell)| cell).collect();
-            cells.resize(width, Cell::Empty);
-            self.table.push_row(first_row + index, cells);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn pads_rows_keeps_types_and_numbers_rows() {
-        let range: ValueRange = serde_json::from_value(json!({
-            "range": "'It''s Q1'!A2:C9",
-            "values": [
-                ["Client", "Stage", "Pipeline"],
-                ["Acme", "Lost"],
-                [],
-                ["  ", null],
-                ["Globex", true, 1234.5],
-            ],
-        }))
-        .unwrap();
-        let mut read = TabRead::default();
-        read.append(range);
-        let table = read.table;
-        assert_eq!(table.blank_rows, 2);
-        let numbers: Vec<usize> = table.rows.iter().map(|row| row.number).collect();
-        assert_eq!(numbers, vec![2, 3, 6]);
-        assert!(table.rows.iter().all(|row| row.cells.len() == 3));
-        assert_eq!(table.rows[1].cells[2], Cell::Empty);
-        assert_eq!(
-            table.rows[2].cells,
-            vec![Cell::Text("Globex".into()), Cell::Bool(true), Cell::Number(1234.5)]
-        );
-    }
 
     #[test]
     fn resolves_tab_by_name_gid_or_first() {
@@ -974,13 +1040,13 @@ mod tests {
             api_url: "http://proxy.internal/google/".to_owned(),
             ..GoogleSettings::default()
         };
-        let sheets = GoogleSheets::new(settings.clone(), reqwest::Client::new());
+        let sheets = GoogleSheets::new(settings.clone(), reqwest::Client::new(), 1 << 20);
         assert_eq!(
             sheets.endpoint(&["abc", "values:batchGet"]).unwrap().as_str(),
             "http://proxy.internal/google/v4/spreadsheets/abc/values:batchGet"
         );
         settings.api_url = "https://sheets.googleapis.com".to_owned();
-        let sheets = GoogleSheets::new(settings, reqwest::Client::new());
+        let sheets = GoogleSheets::new(settings, reqwest::Client::new(), 1 << 20);
         assert_eq!(
             sheets.endpoint(&["a/b?c"]).unwrap().as_str(),
             "https://sheets.googleapis.com/v4/spreadsheets/a%2Fb%3Fc"
