@@ -17,16 +17,16 @@
 //! deleted and added again gets its id back.
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{DefaultHasher, Hasher};
 
 use futures_util::TryStreamExt;
 use mongodb::Collection;
-use mongodb::bson::{DateTime as BsonDateTime, Document, doc};
+use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 use uuid::Uuid;
 
 use crate::mapping::profile::{FieldKind, TargetProfile};
 use crate::mapping::values::links::link_ref;
-use crate::mapping::{KEY_SEPARATOR, MappedRecord, Winner, record_key};
+use crate::mapping::{KEY_SEPARATOR, KeyMap, MappedRecord, Winner, record_key};
 use crate::store::{Operation, StoreError, Within};
 
 /// Namespace of the v5 UUIDs given to new records (random, fixed forever: a
@@ -81,9 +81,9 @@ impl RecordId {
 /// The target collection's current records, by key.
 #[derive(Debug, Default)]
 pub struct Existing {
-    by_key: HashMap<String, Known>,
+    by_key: KeyMap<Known>,
     /// Every id in the collection: a fresh id must be none of them.
-    ids: HashSet<RecordId>,
+    ids: HashSet<RecordId, foldhash::fast::RandomState>,
     /// Every document in the collection, keyed or not.
     pub count: u64,
 }
@@ -137,25 +137,68 @@ impl Existing {
             .or_insert_with(|| Known {
                 id: unique.then_some(id),
                 created_at: document.get_datetime("created_at").ok().copied(),
-                digest: digest(document),
+                digest: digest(document.iter().map(|(name, value)| (name.as_str(), value))),
                 link,
             });
     }
 }
 
-/// A 64-bit digest of a document's encoding. Field order counts, which only
-/// makes a record written by another tool in another order count as updated.
-/// (A collision, about 1 in 2^64 per record, would leave one changed record
-/// unwritten until its next change.)
-fn digest(document: &Document) -> u64 {
-    let mut bytes = Vec::new();
+/// A 64-bit digest of a document's fields, names and values in order, as
+/// the stored document and the record about to replace it both have them.
+/// Field order counts, which only makes a record written by another tool in
+/// another order count as updated. (A collision, about 1 in 2^64 per record,
+/// would leave one changed record unwritten until its next change.)
+///
+/// Values are walked, not encoded: a dry run and an unchanged refresh
+/// compare every record without building or encoding its document.
+fn digest<'a>(fields: impl Iterator<Item = (&'a str, &'a Bson)>) -> u64 {
     let mut hasher = DefaultHasher::new();
-    match document.to_writer(&mut bytes) {
-        Ok(()) => bytes.hash(&mut hasher),
-        // Unencodable documents cannot be stored either; any value will do.
-        Err(_) => document.len().hash(&mut hasher),
+    for (name, value) in fields {
+        hasher.write(name.as_bytes());
+        hasher.write_u8(0xff);
+        hash_value(&mut hasher, value);
     }
     hasher.finish()
+}
+
+/// The digest of the document [`Identities::assign`] makes of `record`.
+fn stored_digest(id: &str, record: &MappedRecord, created_at: BsonDateTime) -> u64 {
+    let (id, created_at) = (Bson::String(id.to_owned()), Bson::DateTime(created_at));
+    let fields = record.fields.iter().map(|(name, value)| (name.as_str(), value));
+    digest(
+        std::iter::once(("id", &id))
+            .chain(fields)
+            .chain(std::iter::once(("created_at", &created_at))),
+    )
+}
+
+/// Feeds a value to the digest: its BSON type, then its content.
+fn hash_value(hasher: &mut DefaultHasher, value: &Bson) {
+    hasher.write_u8(value.element_type() as u8);
+    match value {
+        Bson::Double(number) => hasher.write_u64(number.to_bits()),
+        Bson::String(text) | Bson::Symbol(text) | Bson::JavaScriptCode(text) => {
+            hasher.write_usize(text.len());
+            hasher.write(text.as_bytes());
+        }
+        Bson::Array(items) => {
+            hasher.write_usize(items.len());
+            for item in items {
+                hash_value(hasher, item);
+            }
+        }
+        Bson::Document(document) => {
+            hasher.write_usize(document.len());
+            hasher.write_u64(digest(document.iter().map(|(name, value)| (name.as_str(), value))));
+        }
+        Bson::Boolean(flag) => hasher.write_u8(u8::from(*flag)),
+        Bson::Int32(number) => hasher.write_i32(*number),
+        Bson::Int64(number) => hasher.write_i64(*number),
+        Bson::DateTime(moment) => hasher.write_i64(moment.timestamp_millis()),
+        Bson::Null | Bson::Undefined | Bson::MaxKey | Bson::MinKey => {}
+        // Types no mapping produces: their extended JSON tells them apart.
+        other => hasher.write(other.clone().into_relaxed_extjson().to_string().as_bytes()),
+    }
 }
 
 /// The old record each new key continues when that is not simply the old
@@ -165,9 +208,9 @@ fn digest(document: &Document) -> u64 {
 #[derive(Debug, Default)]
 pub struct Continuations {
     /// New key -> the old key it continues.
-    renamed: HashMap<String, String>,
+    renamed: KeyMap<String>,
     /// Old keys continued under another key, so no longer their own key's.
-    claimed: HashSet<String>,
+    claimed: HashSet<String, foldhash::fast::RandomState>,
     /// Groups (the key without its last field: the client) with unmatched
     /// records on both sides that do not pair one to one, and their counts.
     ambiguous: HashMap<String, (usize, usize)>,
@@ -175,7 +218,7 @@ pub struct Continuations {
 
 impl Continuations {
     /// Decides which old record each of the plan's winners continues.
-    pub fn find(existing: &Existing, winners: &HashMap<String, Winner>, profile: &TargetProfile) -> Continuations {
+    pub fn find(existing: &Existing, winners: &KeyMap<Winner>, profile: &TargetProfile) -> Continuations {
         let mut continuations = Continuations::default();
         continuations.match_links(existing, winners);
         if profile.key.len() >= 2 {
@@ -185,7 +228,7 @@ impl Continuations {
     }
 
     /// Rule 1: a link that names one old record and one new record.
-    fn match_links(&mut self, existing: &Existing, winners: &HashMap<String, Winner>) {
+    fn match_links(&mut self, existing: &Existing, winners: &KeyMap<Winner>) {
         let old = unique_links(existing.by_key.iter().map(|(key, known)| (key, known.link)));
         let new = unique_links(winners.iter().map(|(key, winner)| (key, winner.link)));
         for (link, new_key) in new {
@@ -200,7 +243,7 @@ impl Continuations {
     }
 
     /// Rule 3: per group, one unmatched old record and one unmatched new one.
-    fn match_moves(&mut self, existing: &Existing, winners: &HashMap<String, Winner>) {
+    fn match_moves(&mut self, existing: &Existing, winners: &KeyMap<Winner>) {
         let mut old_left: HashMap<&str, Vec<&String>> = HashMap::new();
         for key in existing.by_key.keys() {
             let matched = self.claimed.contains(key) || (winners.contains_key(key) && !self.renamed.contains_key(key));
@@ -246,7 +289,7 @@ impl Continuations {
 }
 
 /// Whether both records have a link and the links name different objects.
-fn different_deals(existing: &Existing, winners: &HashMap<String, Winner>, old: &str, new: &str) -> bool {
+fn different_deals(existing: &Existing, winners: &KeyMap<Winner>, old: &str, new: &str) -> bool {
     let old = existing.by_key.get(old).and_then(|known| known.link);
     let new = winners.get(new).and_then(|winner| winner.link);
     matches!((old, new), (Some(old), Some(new)) if old != new)
@@ -280,7 +323,7 @@ pub struct Identities<'a> {
     continuations: &'a Continuations,
     now: BsonDateTime,
     /// Ids given to records that continue none, beyond the old ones.
-    fresh_ids: HashSet<RecordId>,
+    fresh_ids: HashSet<RecordId, foldhash::fast::RandomState>,
     changes: Changes,
     moves: Vec<String>,
     /// Display names of the ambiguous groups met so far.
@@ -301,7 +344,7 @@ impl<'a> Identities<'a> {
             existing,
             continuations,
             now,
-            fresh_ids: HashSet::new(),
+            fresh_ids: HashSet::default(),
             changes: Changes::default(),
             moves: Vec::new(),
             ambiguous_names: HashMap::new(),
@@ -310,6 +353,17 @@ impl<'a> Identities<'a> {
 
     /// The stored document for `record`.
     pub fn assign(&mut self, record: MappedRecord) -> Document {
+        let (id, created_at) = self.account(&record);
+        let mut document = Document::new();
+        document.insert("id", id);
+        document.extend(record.fields);
+        document.insert("created_at", created_at);
+        document
+    }
+
+    /// Gives `record` its id and `created_at` and counts its change, without
+    /// building its document: all a dry run or the comparison pass needs.
+    pub fn account(&mut self, record: &MappedRecord) -> (String, BsonDateTime) {
         let old_key = self.continuations.old_key(&record.key);
         let known = self
             .existing
@@ -320,27 +374,26 @@ impl<'a> Identities<'a> {
             Some(id) => id,
             None => self.fresh_id(&record.key),
         };
+        let id = id.to_text();
         let created_at = known.and_then(|known| known.created_at).unwrap_or(self.now);
         let moved_from = (known.is_some() && old_key != record.key).then(|| old_key.to_owned());
         let kept_id = known.is_some_and(|known| known.id.is_some());
         if known.is_none() {
-            self.note_ambiguity(&record);
+            self.note_ambiguity(record);
         }
-        let mut document = Document::new();
-        document.insert("id", id.to_text());
-        document.extend(record.fields);
-        document.insert("created_at", created_at);
         match (known, moved_from) {
             (None, _) => self.changes.inserted += 1,
             (Some(_), Some(from)) => {
                 self.changes.moved += 1;
                 let to = record.key.clone();
-                self.moves.push(self.describe_move(&from, &to, &document, kept_id));
+                self.moves.push(self.describe_move(&from, &to, &record.fields, kept_id));
             }
-            (Some(known), None) if known.digest == digest(&document) => self.changes.unchanged += 1,
+            (Some(known), None) if known.digest == stored_digest(&id, record, created_at) => {
+                self.changes.unchanged += 1
+            }
             (Some(_), None) => self.changes.updated += 1,
         }
-        document
+        (id, created_at)
     }
 
     /// The derived id, or if another record holds it, a random one.

@@ -462,7 +462,15 @@ impl Syncer {
         let fetched = fetched?;
         let profile = &*target.profile;
         report.tab_gid = fetched.tab_gid();
+        let planning = Instant::now();
         let (mapper, mapped) = off_executor(|| mapping::plan(profile, &fetched, &target.read_settings))?;
+        tracing::debug!(
+            view = %plan.name,
+            passes = mapped.planning_passes,
+            rows = mapped.rows_read,
+            ms = planning.elapsed().as_millis() as u64,
+            "planned"
+        );
         report.header_row = Some(mapped.header_row);
         report.rows_read = mapped.rows_read;
         report.blank_rows = mapped.blank_rows;
@@ -506,7 +514,7 @@ impl Syncer {
             let mut identities = Identities::new(&plan.view_id, profile, &existing, &continuations, now);
             let winners = mapper.winners(&mapped, fetched.rows()?);
             for_each_winner(winners, mapped.winners.len(), |record| {
-                identities.assign(record);
+                identities.account(&record);
             })?;
             report.record_identities(&identities);
             if options.dry_run {

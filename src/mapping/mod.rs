@@ -13,7 +13,7 @@ pub mod profile;
 pub mod sales;
 pub mod values;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono_tz::Tz;
 use mongodb::bson::{Bson, Document};
@@ -36,6 +36,11 @@ pub const KEY_SEPARATOR: &str = "\u{1f}";
 /// conventions are known; a source with more is simply planned again once
 /// they are.
 const MAX_DEFERRED: usize = 10_000;
+
+/// Maps keyed by record keys. They hold one entry per row of large sheets
+/// and are hashed on every row of every pass, so they use foldhash (seeded
+/// per process, as hashbrown's own default) rather than SipHash.
+pub type KeyMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
 
 /// A problem with one row or one cell, reported to the person who edits the
 /// source: row number as they see it, the column header, the value and why.
@@ -89,7 +94,7 @@ pub struct Plan {
     pub rows_read: usize,
     pub blank_rows: usize,
     /// Key -> the row that wins (the last one with that key).
-    pub winners: HashMap<String, Winner>,
+    pub winners: KeyMap<Winner>,
     pub duplicates: Vec<Duplicate>,
     pub rejected: Vec<RowIssue>,
     pub warnings: Vec<RowIssue>,
@@ -99,6 +104,9 @@ pub struct Plan {
     pub date_order: Option<DateOrderDecision>,
     /// Facts about the whole source worth telling its editor.
     pub notices: Vec<String>,
+    /// Passes the planning read the source in: 1, or 2 when the decided
+    /// conventions changed what the first pass would have reported.
+    pub planning_passes: usize,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -175,8 +183,12 @@ pub fn plan<'p>(
     };
     let mut pass = mapper.planning_pass(source)?;
     let (conventions, decision) = Conventions::decide(date_order, &pass.evidence);
-    let replan = conventions.date_order != mapper.conventions.date_order || pass.overflowed;
     mapper.conventions = conventions;
+    // The keys, and so the plan's winners, do not depend on the conventions
+    // (see `read_row`): a second pass is only needed for warnings, when the
+    // date order changed or a doubt that was not set aside may deserve one.
+    let replan = decision.order != Conventions::provisional(date_order).date_order
+        || pass.overflowed.iter().any(|kind| mapper.may_warn(kind));
     if replan {
         pass = mapper.planning_pass(source)?;
     } else {
@@ -188,6 +200,7 @@ pub fn plan<'p>(
         pass.plan.warnings.sort_by_key(|warning| warning.row);
     }
     let mut plan = pass.plan;
+    plan.planning_passes = if replan { 2 } else { 1 };
     if let (true, Some(example)) = (decision.guessed, &pass.evidence.either_order.first) {
         let at = plan.warnings.partition_point(|warning| warning.row <= example.row);
         plan.warnings
@@ -228,8 +241,26 @@ struct PlanningPass {
     evidence: Evidence,
     /// Readings to judge once the conventions are decided.
     deferred: Vec<Deferred>,
-    /// More than [`MAX_DEFERRED`] readings were set aside.
-    overflowed: bool,
+    /// The kinds of doubt met after [`MAX_DEFERRED`] readings were set
+    /// aside, which were not kept.
+    overflowed: HashSet<DoubtKind>,
+}
+
+/// What a doubt is about, without its cell: enough to know whether any
+/// doubt of the kind can deserve a warning once the conventions are decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum DoubtKind {
+    DecimalMark { field: usize },
+    OtherOrder { only: DateOrder },
+}
+
+impl Doubt {
+    fn kind(&self, field: usize) -> DoubtKind {
+        match self {
+            Doubt::OtherOrder { only, .. } => DoubtKind::OtherOrder { only: *only },
+            Doubt::DecimalMark(_) => DoubtKind::DecimalMark { field },
+        }
+    }
 }
 
 /// A reading whose verdict depends on conventions not decided yet.
@@ -444,7 +475,7 @@ impl Mapper<'_> {
                 } else if pass.deferred.len() < MAX_DEFERRED {
                     pass.deferred.push(deferred);
                 } else {
-                    pass.overflowed = true;
+                    pass.overflowed.insert(deferred.doubt.kind(field));
                 }
                 None
             }
@@ -466,6 +497,15 @@ impl Mapper<'_> {
         match self.profile.merge_rules() {
             Some(_) => "the stored value is kept",
             None => "stored as null",
+        }
+    }
+
+    /// Whether, under the decided conventions, some doubt of `kind` gets a
+    /// warning (mirrors [`Mapper::judge`]).
+    fn may_warn(&self, kind: &DoubtKind) -> bool {
+        match kind {
+            DoubtKind::OtherOrder { only } => *only != self.conventions.date_order,
+            DoubtKind::DecimalMark { field } => self.conventions.decimal_mark(*field).1.is_some(),
         }
     }
 
@@ -550,6 +590,7 @@ mod tests {
         unknown_columns: Vec<String>,
         date_order: Option<DateOrderDecision>,
         notices: Vec<String>,
+        planning_passes: usize,
     }
 
     fn map_fetched(fetched: Fetched) -> Result<Mapping, PlanError> {
@@ -578,6 +619,7 @@ mod tests {
             unknown_columns: plan.unknown_columns,
             date_order: plan.date_order,
             notices: plan.notices,
+            planning_passes: plan.planning_passes,
         })
     }
 
@@ -764,11 +806,19 @@ mod tests {
             undecided.warnings.last().map(|warning| warning.row),
             Some(MAX_DEFERRED + 2)
         );
+        assert_eq!(undecided.planning_passes, 2);
         text.push_str("Last,Lost,\"1,5\"\n");
         let decided = map_csv(&text);
         assert_eq!(decided.records.len(), MAX_DEFERRED + 2);
         assert_eq!(decided.records[0].fields.get("pipeline"), Some(&Bson::Double(5000.0)));
         assert_eq!(decided.warnings, [], "the column decides every one of them");
+        assert_eq!(
+            decided.planning_passes, 1,
+            "no doubt past the ones set aside can warn: no second pass"
+        );
+        // A US sheet: the order decided differs from the first pass's.
+        let us = map_csv("Client,Stage,Discovery Date\nA,Lost,12/31/2025\nB,Lost,01/02/2025\n");
+        assert_eq!(us.planning_passes, 2);
     }
 
     fn mapping_error(fetched: Fetched) -> MappingError {

@@ -6,11 +6,10 @@
 //! makes one pass to find duplicates and another to write), so a large export
 //! never has to sit in memory as cells.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 
 use encoding_rs::{Encoding, UTF_8, WINDOWS_1252};
 use encoding_rs_io::DecodeReaderBytesBuilder;
@@ -158,25 +157,68 @@ impl CsvSource {
             }
             Origin::Bytes(bytes) => Box::new(io::Cursor::new(Arc::clone(bytes))),
         };
-        let decoded = DecodeReaderBytesBuilder::new()
-            .encoding(Some(self.encoding))
-            .strip_bom(true)
-            .build(raw);
+        // UTF-8 needs no decoding: the sniff checked every byte, the stamp
+        // check that the file is still the one sniffed, and the parser
+        // refuses a record that is not UTF-8 all the same.
+        let decoded: Box<dyn Read + Send> = if self.encoding == UTF_8 {
+            Box::new(WithoutUtf8Bom::new(raw))
+        } else {
+            Box::new(
+                DecodeReaderBytesBuilder::new()
+                    .encoding(Some(self.encoding))
+                    .strip_bom(true)
+                    .build(raw),
+            )
+        };
         let reader = csv::ReaderBuilder::new()
             .delimiter(self.delimiter)
             .has_headers(false)
             .flexible(true)
-            .from_reader(LineTracker::new(Box::new(decoded)));
-        Ok(CsvRows {
+            .from_reader(LineTracker::new(decoded));
+        let parser = CsvParser {
             location: self.location.clone(),
             reader,
             record: csv::StringRecord::new(),
-            row: Row {
-                number: 0,
-                cells: Vec::new(),
-            },
             blank_rows: 0,
-        })
+        };
+        Ok(CsvRows::start(parser))
+    }
+}
+
+/// A UTF-8 stream without its byte-order mark, if it has one.
+struct WithoutUtf8Bom {
+    inner: Box<dyn Read + Send>,
+    /// The first bytes, read to look for the mark, not yet handed on.
+    head: Vec<u8>,
+    checked: bool,
+}
+
+impl WithoutUtf8Bom {
+    fn new(inner: Box<dyn Read + Send>) -> Self {
+        WithoutUtf8Bom {
+            inner,
+            head: Vec::new(),
+            checked: false,
+        }
+    }
+}
+
+impl Read for WithoutUtf8Bom {
+    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+        if !self.checked {
+            self.checked = true;
+            (&mut self.inner).take(3).read_to_end(&mut self.head)?;
+            if self.head == b"\xEF\xBB\xBF" {
+                self.head.clear();
+            }
+        }
+        if !self.head.is_empty() {
+            let count = buffer.len().min(self.head.len());
+            buffer[..count].copy_from_slice(&self.head[..count]);
+            self.head.drain(..count);
+            return Ok(count);
+        }
+        self.inner.read(buffer)
     }
 }
 
@@ -197,47 +239,183 @@ impl FileStamp {
     }
 }
 
+/// Rows handed from the parsing thread to the pass at a time.
+const BATCH_ROWS: usize = 512;
+/// Batches parsed ahead of the pass (memory: this many batches of rows).
+const BATCHES_AHEAD: usize = 4;
+
 /// One pass over a CSV's non-blank rows.
+///
+/// The file is split into fields on a thread of its own while the pass maps
+/// the rows already split: on two cores the mapping no longer waits for the
+/// parser. Rows travel in batches, and emptied batches go back to the parser
+/// to be refilled, so a pass allocates little beyond its first batches.
 pub struct CsvRows {
-    location: String,
-    reader: csv::Reader<LineTracker>,
-    record: csv::StringRecord,
-    /// The row lent to the caller, refilled in place for the next one.
-    row: Row,
+    batches: mpsc::Receiver<Parsed>,
+    empties: mpsc::SyncSender<Vec<Row>>,
+    batch: Vec<Row>,
+    /// The next row of `batch` to lend.
+    next: usize,
     blank_rows: usize,
+    finished: bool,
+}
+
+/// What the parsing thread sends.
+enum Parsed {
+    Rows(Vec<Row>),
+    Failed(CsvError),
+    /// The end of the file, with the blank rows skipped.
+    End {
+        blank_rows: usize,
+    },
 }
 
 impl CsvRows {
+    fn start(mut parser: CsvParser) -> CsvRows {
+        let (sender, batches) = mpsc::sync_channel(BATCHES_AHEAD);
+        let (empties, recycled) = mpsc::sync_channel::<Vec<Row>>(BATCHES_AHEAD + 2);
+        let spawned = std::thread::Builder::new()
+            .name("sheetsync-csv".to_owned())
+            .spawn(move || parser.send_batches(&sender, &recycled));
+        let (batches, finished) = match spawned {
+            Ok(_) => (batches, false),
+            Err(error) => {
+                // No thread to parse on: the pass fails with the reason.
+                let (sender, batches) = mpsc::sync_channel(1);
+                let _ = sender.send(Parsed::Failed(CsvError::Read {
+                    location: "the CSV parser thread".to_owned(),
+                    source: error,
+                }));
+                (batches, false)
+            }
+        };
+        CsvRows {
+            batches,
+            empties,
+            batch: Vec::new(),
+            next: 0,
+            blank_rows: 0,
+            finished,
+        }
+    }
+
     /// The next row with at least one non-empty cell.
     pub fn next_row(&mut self) -> Option<Result<&Row, CsvError>> {
+        while self.next >= self.batch.len() {
+            if self.finished {
+                return None;
+            }
+            match self.batches.recv() {
+                Ok(Parsed::Rows(rows)) => {
+                    let empty = std::mem::replace(&mut self.batch, rows);
+                    // A full queue only means the parser has enough buffers.
+                    let _ = self.empties.try_send(empty);
+                    self.next = 0;
+                }
+                Ok(Parsed::Failed(error)) => {
+                    self.finished = true;
+                    return Some(Err(error));
+                }
+                Ok(Parsed::End { blank_rows }) => {
+                    self.blank_rows = blank_rows;
+                    self.finished = true;
+                    return None;
+                }
+                // The thread ended without a word: it panicked.
+                Err(_) => {
+                    self.finished = true;
+                    return Some(Err(CsvError::Read {
+                        location: "the CSV parser thread".to_owned(),
+                        source: io::Error::other("it stopped unexpectedly"),
+                    }));
+                }
+            }
+        }
+        self.next += 1;
+        self.batch.get(self.next - 1).map(Ok)
+    }
+
+    /// Blank rows skipped (all of them, once the pass is over).
+    pub fn blank_rows(&self) -> usize {
+        self.blank_rows
+    }
+}
+
+/// The parsing side of a pass.
+struct CsvParser {
+    location: String,
+    reader: csv::Reader<LineTracker>,
+    record: csv::StringRecord,
+    blank_rows: usize,
+}
+
+impl CsvParser {
+    /// Parses the whole file into batches, until the end, an error, or the
+    /// pass being dropped (a closed channel).
+    fn send_batches(&mut self, batches: &mpsc::SyncSender<Parsed>, empties: &mpsc::Receiver<Vec<Row>>) {
+        loop {
+            let mut batch = empties.try_recv().unwrap_or_default();
+            let mut filled = 0;
+            let mut failure = None;
+            while filled < BATCH_ROWS {
+                if batch.len() == filled {
+                    batch.push(Row {
+                        number: 0,
+                        cells: Vec::new(),
+                    });
+                }
+                match self.next_into(&mut batch[filled]) {
+                    Ok(true) => filled += 1,
+                    Ok(false) => break,
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+            }
+            batch.truncate(filled);
+            let more = filled == BATCH_ROWS;
+            if filled > 0 && batches.send(Parsed::Rows(batch)).is_err() {
+                return;
+            }
+            if let Some(error) = failure {
+                let _ = batches.send(Parsed::Failed(error));
+                return;
+            }
+            if !more {
+                let _ = batches.send(Parsed::End {
+                    blank_rows: self.blank_rows,
+                });
+                return;
+            }
+        }
+    }
+
+    /// Reads the next non-blank row into `row`; `false` at the end.
+    fn next_into(&mut self, row: &mut Row) -> Result<bool, CsvError> {
         loop {
             match self.reader.read_record(&mut self.record) {
-                Ok(false) => return None,
+                Ok(false) => return Ok(false),
                 Ok(true) => {
                     if self.record.iter().all(|field| field.trim().is_empty()) {
                         self.blank_rows += 1;
                         continue;
                     }
                     let start = self.record.position().map_or(0, csv::Position::byte);
-                    self.row.number = self.reader.get_mut().line_at(start);
-                    fill_cells(&mut self.row.cells, &self.record);
-                    return Some(Ok(&self.row));
+                    row.number = self.reader.get_mut().line_at(start);
+                    fill_cells(&mut row.cells, &self.record);
+                    return Ok(true);
                 }
                 Err(error) => {
                     let start = error.position().map_or(0, csv::Position::byte);
-                    return Some(Err(CsvError::Malformed {
+                    return Err(CsvError::Malformed {
                         location: self.location.clone(),
                         line: self.reader.get_mut().line_at(start),
                         message: error.to_string(),
-                    }));
+                    });
                 }
             }
         }
-    }
-
-    /// Rows skipped so far because every cell was empty.
-    pub fn blank_rows(&self) -> usize {
-        self.blank_rows
     }
 }
 
@@ -270,8 +448,10 @@ fn fill_cells(cells: &mut Vec<Cell>, record: &csv::StringRecord) {
 /// and the reader's look-ahead are kept.
 struct LineTracker {
     inner: Box<dyn Read + Send>,
-    pending: VecDeque<u8>,
-    /// Stream offset of `pending[0]`.
+    /// Bytes read by the parser and not yet counted, from `head` on.
+    pending: Vec<u8>,
+    head: usize,
+    /// Stream offset of `pending[head]`.
     offset: u64,
     /// Line number at `offset`.
     line: usize,
@@ -283,7 +463,8 @@ impl LineTracker {
     fn new(inner: Box<dyn Read + Send>) -> Self {
         LineTracker {
             inner,
-            pending: VecDeque::new(),
+            pending: Vec::new(),
+            head: 0,
             offset: 0,
             line: 1,
             after_cr: false,
@@ -294,33 +475,42 @@ impl LineTracker {
     /// where it began scanning, which may be the previous record's terminator
     /// or blank lines, so those are skipped. Offsets never decrease.
     fn line_at(&mut self, byte: u64) -> usize {
-        while self.offset < byte {
-            match self.pending.pop_front() {
-                Some(b) => self.consume(b),
-                None => break,
-            }
-        }
-        while let Some(&b) = self.pending.front().filter(|&&b| b == b'\r' || b == b'\n') {
-            self.pending.pop_front();
-            self.consume(b);
+        let behind = usize::try_from(byte.saturating_sub(self.offset)).unwrap_or(usize::MAX);
+        let end = self.head + behind.min(self.pending.len() - self.head);
+        self.count_to(end);
+        let ends = self.pending[self.head..]
+            .iter()
+            .take_while(|&&b| b == b'\r' || b == b'\n')
+            .count();
+        self.count_to(self.head + ends);
+        // Counted bytes are dropped once they are most of the buffer.
+        if self.head > 64 * 1024 && self.head * 2 > self.pending.len() {
+            self.pending.drain(..self.head);
+            self.head = 0;
         }
         self.line
     }
 
-    /// Counts `\n`, `\r\n` and a lone `\r` (old Mac Excel) as one line end each.
-    fn consume(&mut self, byte: u8) {
-        self.offset += 1;
-        if byte == b'\r' || (byte == b'\n' && !self.after_cr) {
-            self.line += 1;
+    /// Counts `\n`, `\r\n` and a lone `\r` (old Mac Excel) as one line end
+    /// each, up to `pending[end]`.
+    fn count_to(&mut self, end: usize) {
+        let mut after_cr = self.after_cr;
+        let mut lines = 0;
+        for &byte in &self.pending[self.head..end] {
+            lines += usize::from(byte == b'\r' || (byte == b'\n' && !after_cr));
+            after_cr = byte == b'\r';
         }
-        self.after_cr = byte == b'\r';
+        self.line += lines;
+        self.after_cr = after_cr;
+        self.offset += (end - self.head) as u64;
+        self.head = end;
     }
 }
 
 impl Read for LineTracker {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
         let read = self.inner.read(buffer)?;
-        self.pending.extend(&buffer[..read]);
+        self.pending.extend_from_slice(&buffer[..read]);
         Ok(read)
     }
 }

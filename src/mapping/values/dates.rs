@@ -13,7 +13,7 @@ use super::calendar;
 use super::{fold_words, midnight_utc};
 
 /// Which number comes first in a date written with numbers only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DateOrder {
     /// `31/01/2025`: Europe, Latin America, most of the world.

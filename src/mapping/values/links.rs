@@ -16,11 +16,16 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 /// record (two links colliding is a 1 in 2^64 chance per pair).
 pub fn link_ref(url: &str) -> Option<u64> {
     let url = url.trim();
-    let parsed = reqwest::Url::parse(url).ok()?;
-    let host = parsed.host_str().filter(|host| !host.is_empty())?.to_ascii_lowercase();
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return None;
-    }
+    let host = match plain_http_host(url) {
+        Some(host) => host.to_ascii_lowercase(),
+        None => {
+            let parsed = reqwest::Url::parse(url).ok()?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return None;
+            }
+            parsed.host_str().filter(|host| !host.is_empty())?.to_ascii_lowercase()
+        }
+    };
     let mut hasher = DefaultHasher::new();
     let is_hubspot = host == "hubspot.com" || host.ends_with(".hubspot.com");
     match hubspot_deal(url).filter(|_| is_hubspot) {
@@ -28,6 +33,21 @@ pub fn link_ref(url: &str) -> Option<u64> {
         None => ("url", normalised(url)).hash(&mut hasher),
     }
     Some(hasher.finish())
+}
+
+/// The host of an `http(s)://` URL whose host is a plain domain name
+/// (dot-separated labels of ASCII letters, digits and hyphens) followed by
+/// the end, a path, a query or a fragment: what every CRM link looks like,
+/// and what the URL parser would accept as it is. Anything else (ports,
+/// credentials, IP literals, non-ASCII) is left to the parser.
+fn plain_http_host(url: &str) -> Option<&str> {
+    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let host = &rest[..end];
+    let plain = host
+        .split('.')
+        .all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    plain.then_some(host)
 }
 
 /// The deal number in a HubSpot deal link's path.
@@ -71,6 +91,40 @@ mod tests {
             link_ref("https://app.hubspot.com/contacts/987/record/0-1/12345"),
             deal,
             "0-1 is a contact"
+        );
+    }
+
+    #[test]
+    fn the_fast_host_check_agrees_with_the_url_parser() {
+        for url in [
+            "https://app.hubspot.com/deals/1",
+            "http://CRM.Example.com",
+            "https://crm.example.com?x=1",
+            "https://crm.example.com#top",
+            "https://a-b.example.com/x",
+            "https://user:pw@crm.example.com/x",
+            "https://crm.example.com:8443/x",
+            "https://192.168.1.10/x",
+            "https://[::1]/x",
+            "https:///x",
+            "https://exa mple.com/x",
+            "https://bücher.example/x",
+            "ftp://crm.example.com/x",
+        ] {
+            let parsed = reqwest::Url::parse(url).ok();
+            let by_parser = parsed
+                .as_ref()
+                .filter(|parsed| matches!(parsed.scheme(), "http" | "https"))
+                .and_then(|parsed| parsed.host_str())
+                .map(str::to_ascii_lowercase);
+            if let Some(host) = plain_http_host(url) {
+                assert_eq!(Some(host.to_ascii_lowercase()), by_parser, "{url}");
+            }
+        }
+        assert_eq!(
+            plain_http_host("https://crm.example.com:8443/x"),
+            None,
+            "left to the parser"
         );
     }
 

@@ -42,6 +42,17 @@ pub fn fold_words(text: &str) -> String {
 /// Trimmed, lower-case, inner whitespace collapsed: how two spellings of one
 /// client name are recognised as the same client.
 pub fn fold_key_text(text: &str) -> String {
+    // ASCII (most client names) is folded in one pass, with one allocation.
+    if text.is_ascii() {
+        let mut folded = String::with_capacity(text.len());
+        for word in text.split_ascii_whitespace() {
+            if !folded.is_empty() {
+                folded.push(' ');
+            }
+            folded.extend(word.chars().map(|c| c.to_ascii_lowercase()));
+        }
+        return folded;
+    }
     text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
 }
 
@@ -126,8 +137,21 @@ impl EnumSpec {
                 by_folded.entry(fold_label(alias)).or_insert(index);
             }
         }
+        // The spellings people type most (the values and aliases as
+        // written) are also found as they are, without folding.
+        let mut exact = HashMap::new();
+        let spellings = self
+            .values
+            .iter()
+            .chain(self.value_aliases.iter().map(|(alias, _)| alias));
+        for spelling in spellings {
+            if let Some(&index) = by_folded.get(&fold_label(spelling)) {
+                exact.entry(spelling.clone()).or_insert(index);
+            }
+        }
         EnumLookup {
             by_folded,
+            exact,
             values: self.values.clone(),
         }
     }
@@ -157,6 +181,8 @@ impl EnumSpec {
 #[derive(Debug, Clone)]
 pub struct EnumLookup {
     by_folded: HashMap<String, usize>,
+    /// Spellings as declared, each with what its folded form finds.
+    exact: HashMap<String, usize>,
     values: Vec<String>,
 }
 
@@ -166,7 +192,10 @@ impl EnumLookup {
     }
 
     fn position(&self, text: &str) -> Option<usize> {
-        self.by_folded.get(&fold_label(text)).copied()
+        match self.exact.get(text) {
+            Some(&index) => Some(index),
+            None => self.by_folded.get(&fold_label(text)).copied(),
+        }
     }
 }
 
