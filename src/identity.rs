@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use crate::mapping::profile::{FieldKind, TargetProfile};
 use crate::mapping::values::links::link_ref;
-use crate::mapping::{KEY_SEPARATOR, KeyMap, MappedRecord, Winner, record_key};
+use crate::mapping::{KEY_SEPARATOR, KeyMap, MappedRecord, RecordFields, Winner, record_key};
 use crate::store::{Operation, StoreError, Within};
 
 /// Namespace of the v5 UUIDs given to new records (random, fixed forever: a
@@ -162,9 +162,9 @@ fn digest<'a>(fields: impl Iterator<Item = (&'a str, &'a Bson)>) -> u64 {
 }
 
 /// The digest of the document [`Identities::assign`] makes of `record`.
-fn stored_digest(id: &str, record: &MappedRecord, created_at: BsonDateTime) -> u64 {
+fn stored_digest(id: &str, record: &impl RecordFields, created_at: BsonDateTime) -> u64 {
     let (id, created_at) = (Bson::String(id.to_owned()), Bson::DateTime(created_at));
-    let fields = record.fields.iter().map(|(name, value)| (name.as_str(), value));
+    let fields = record.fields();
     digest(
         std::iter::once(("id", &id))
             .chain(fields)
@@ -230,6 +230,9 @@ impl Continuations {
     /// Rule 1: a link that names one old record and one new record.
     fn match_links(&mut self, existing: &Existing, winners: &KeyMap<Winner>) {
         let old = unique_links(existing.by_key.iter().map(|(key, known)| (key, known.link)));
+        if old.is_empty() {
+            return;
+        }
         let new = unique_links(winners.iter().map(|(key, winner)| (key, winner.link)));
         for (link, new_key) in new {
             let (Some(new_key), Some(Some(old_key))) = (new_key, old.get(&link)) else {
@@ -244,18 +247,23 @@ impl Continuations {
 
     /// Rule 3: per group, one unmatched old record and one unmatched new one.
     fn match_moves(&mut self, existing: &Existing, winners: &KeyMap<Winner>) {
-        let mut old_left: HashMap<&str, Vec<&String>> = HashMap::new();
+        let mut old_left: HashMap<&str, Vec<&String>, foldhash::fast::RandomState> = HashMap::default();
         for key in existing.by_key.keys() {
             let matched = self.claimed.contains(key) || (winners.contains_key(key) && !self.renamed.contains_key(key));
             if let (false, Some(group)) = (matched, group_of(key)) {
                 old_left.entry(group).or_default().push(key);
             }
         }
-        let mut new_left: HashMap<&str, Vec<&String>> = HashMap::new();
+        // Only groups with an old record left can pair: the others' new
+        // records (every record of a first load) are not collected.
+        let mut new_left: HashMap<&str, Vec<&String>, foldhash::fast::RandomState> = HashMap::default();
         for key in winners.keys() {
+            let Some(group) = group_of(key).filter(|group| old_left.contains_key(group)) else {
+                continue;
+            };
             let matched =
                 self.renamed.contains_key(key) || (existing.by_key.contains_key(key) && !self.claimed.contains(key));
-            if let (false, Some(group)) = (matched, group_of(key)) {
+            if !matched {
                 new_left.entry(group).or_default().push(key);
             }
         }
@@ -296,8 +304,10 @@ fn different_deals(existing: &Existing, winners: &KeyMap<Winner>, old: &str, new
 }
 
 /// Each link named by exactly one key; `None` for links several share.
-fn unique_links<'a>(entries: impl Iterator<Item = (&'a String, Option<u64>)>) -> HashMap<u64, Option<&'a String>> {
-    let mut links: HashMap<u64, Option<&String>> = HashMap::new();
+fn unique_links<'a>(
+    entries: impl Iterator<Item = (&'a String, Option<u64>)>,
+) -> HashMap<u64, Option<&'a String>, foldhash::fast::RandomState> {
+    let mut links: HashMap<u64, Option<&String>, foldhash::fast::RandomState> = HashMap::default();
     for (key, link) in entries {
         if let Some(link) = link {
             links.entry(link).and_modify(|owner| *owner = None).or_insert(Some(key));
@@ -363,20 +373,21 @@ impl<'a> Identities<'a> {
 
     /// Gives `record` its id and `created_at` and counts its change, without
     /// building its document: all a dry run or the comparison pass needs.
-    pub fn account(&mut self, record: &MappedRecord) -> (String, BsonDateTime) {
-        let old_key = self.continuations.old_key(&record.key);
+    pub fn account(&mut self, record: &impl RecordFields) -> (String, BsonDateTime) {
+        let key = record.key();
+        let old_key = self.continuations.old_key(key);
         let known = self
             .existing
             .by_key
             .get(old_key)
-            .filter(|_| old_key != record.key || self.continuations.continues_own_key(&record.key));
+            .filter(|_| old_key != key || self.continuations.continues_own_key(key));
         let id = match known.and_then(|known| known.id.clone()) {
             Some(id) => id,
-            None => self.fresh_id(&record.key),
+            None => self.fresh_id(key),
         };
         let id = id.to_text();
         let created_at = known.and_then(|known| known.created_at).unwrap_or(self.now);
-        let moved_from = (known.is_some() && old_key != record.key).then(|| old_key.to_owned());
+        let moved_from = (known.is_some() && old_key != key).then(|| old_key.to_owned());
         let kept_id = known.is_some_and(|known| known.id.is_some());
         if known.is_none() {
             self.note_ambiguity(record);
@@ -385,8 +396,8 @@ impl<'a> Identities<'a> {
             (None, _) => self.changes.inserted += 1,
             (Some(_), Some(from)) => {
                 self.changes.moved += 1;
-                let to = record.key.clone();
-                self.moves.push(self.describe_move(&from, &to, &record.fields, kept_id));
+                let description = self.describe_move(&from, key, record, kept_id);
+                self.moves.push(description);
             }
             (Some(known), None) if known.digest == stored_digest(&id, record, created_at) => {
                 self.changes.unchanged += 1
@@ -406,18 +417,18 @@ impl<'a> Identities<'a> {
         id
     }
 
-    fn note_ambiguity(&mut self, record: &MappedRecord) {
-        let Some(group) = group_of(&record.key) else {
+    fn note_ambiguity(&mut self, record: &impl RecordFields) {
+        let Some(group) = group_of(record.key()) else {
             return;
         };
         if self.continuations.ambiguous.contains_key(group) && !self.ambiguous_names.contains_key(group) {
-            let name = self.display_group(&record.fields);
+            let name = self.display_group(record);
             self.ambiguous_names.insert(group.to_owned(), name);
         }
     }
 
     /// `Globex: D POA Booked -> C Proposal sent, id kept`.
-    fn describe_move(&self, from: &str, to: &str, document: &Document, kept_id: bool) -> String {
+    fn describe_move(&self, from: &str, to: &str, record: &impl RecordFields, kept_id: bool) -> String {
         // An old record whose id another record also held keeps its
         // created_at but gets a fresh id (see `Known::id`).
         let id = if kept_id {
@@ -429,7 +440,7 @@ impl<'a> Identities<'a> {
             let folded = key.rsplit(KEY_SEPARATOR).next().unwrap_or(key);
             self.display_last_key_part(folded)
         };
-        let name = self.display_group(document);
+        let name = self.display_group(record);
         if group_of(from) == group_of(to) {
             format!("{name}: {} -> {}, {id}", stage(from), stage(to))
         } else {
@@ -444,11 +455,11 @@ impl<'a> Identities<'a> {
     }
 
     /// The key fields but the last, as the record spells them.
-    fn display_group(&self, document: &Document) -> String {
+    fn display_group(&self, record: &impl RecordFields) -> String {
         let parts = &self.profile.key[..self.profile.key.len().saturating_sub(1)];
         parts
             .iter()
-            .map(|field| document.get_str(field).unwrap_or_default().trim().to_owned())
+            .map(|field| record.text(field).unwrap_or_default().trim().to_owned())
             .collect::<Vec<_>>()
             .join(" / ")
     }

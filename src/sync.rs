@@ -512,10 +512,16 @@ impl Syncer {
         let count_differs = existing.count != mapped.winners.len() as u64;
         if options.dry_run || !count_differs {
             let mut identities = Identities::new(&plan.view_id, profile, &existing, &continuations, now);
-            let winners = mapper.winners(&mapped, fetched.rows()?);
-            for_each_winner(winners, mapped.winners.len(), |record| {
-                identities.account(&record);
+            let mut winners = mapper.winners(&mapped, fetched.rows()?);
+            let found = off_executor(|| -> Result<usize, SourceError> {
+                let mut found = 0;
+                while let Some(record) = winners.next_values() {
+                    identities.account(&record?);
+                    found += 1;
+                }
+                Ok(found)
             })?;
+            ensure_same_source(mapped.winners.len(), found)?;
             report.record_identities(&identities);
             if options.dry_run {
                 return Ok(Outcome::DryRun);

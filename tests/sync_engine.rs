@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use chrono::{TimeZone, Utc};
 use common::{fixture_url, generated_csv, test_db, write_source};
 use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
-use sheetsync::sync::{Outcome, SyncOptions, Trigger, ViewReport};
+use sheetsync::sync::{Changes, Outcome, SyncOptions, Trigger, ViewReport};
 
 fn date(y: i32, m: u32, d: u32) -> Bson {
     Bson::DateTime(BsonDateTime::from_millis(
@@ -551,6 +551,65 @@ async fn dry_run_writes_nothing() {
     assert_eq!(report.changes.inserted, 6);
     let names = db.db.list_collection_names().await.unwrap();
     assert_eq!(names, vec!["views".to_owned()], "nothing but the views collection");
+    db.drop().await;
+}
+
+/// A dry run counts changes without building the records' documents; it
+/// must count exactly what the real sync then does.
+#[tokio::test]
+async fn a_dry_run_counts_the_changes_the_sync_then_makes() {
+    let db = test_db("dry_run_counts").await;
+    let dir = tempfile::tempdir().unwrap();
+    let before = generated_csv(6, "Lost", 2);
+    let url = write_source(dir.path(), "v.csv", before.as_bytes());
+    db.add_view("view-organic", "Organic", &url).await;
+    only(sync_all(&db, SyncOptions::default()).await);
+    // Client 0 changes amount, client 1 moves stage, client 5 leaves,
+    // client 6 arrives; clients 2-4 are as they were.
+    let after: String = before
+        .lines()
+        .filter(|line| !line.contains("Client 5,"))
+        .map(|line| {
+            if line.contains("Client 0,") {
+                line.replace(",Lost,High,Show,,2,", ",Lost,High,Show,,3,")
+            } else if line.contains("Client 1,") {
+                line.replace(",Lost,", ",A Closed,")
+            } else {
+                line.to_owned()
+            }
+        })
+        .chain(generated_csv(7, "Lost", 2).lines().last().map(str::to_owned))
+        .map(|line| line + "\n")
+        .collect();
+    write_source(dir.path(), "v.csv", after.as_bytes());
+    let dry = only(
+        sync_all(
+            &db,
+            SyncOptions {
+                dry_run: true,
+                ..SyncOptions::default()
+            },
+        )
+        .await,
+    );
+    assert_eq!(dry.outcome, Outcome::DryRun);
+    let expected = Changes {
+        inserted: 1,
+        updated: 1,
+        removed: 1,
+        moved: 1,
+        unchanged: 3,
+    };
+    assert_eq!(dry.changes, expected, "{dry:#?}");
+    assert_eq!(dry.moves.len(), 1);
+    assert!(
+        dry.moves[0].starts_with("Client 1: Lost -> A Closed"),
+        "{:?}",
+        dry.moves
+    );
+    let applied = only(sync_all(&db, forced()).await);
+    assert_eq!(applied.changes, dry.changes);
+    assert_eq!(applied.moves, dry.moves);
     db.drop().await;
 }
 

@@ -115,6 +115,8 @@ pub(super) fn locate_header(
 pub(super) struct Columns {
     /// `(field index, column index, header as written)`.
     pub(super) assigned: Vec<(usize, usize, String)>,
+    /// Per field, its entry in `assigned`: looked up for every cell.
+    by_field: Vec<Option<usize>>,
     pub(super) unknown: Vec<String>,
     /// Columns whose header cell is empty.
     pub(super) unlabelled: Vec<usize>,
@@ -124,9 +126,9 @@ pub(super) struct Columns {
 
 impl Columns {
     pub(super) fn of_field(&self, field: usize) -> Option<(usize, &str)> {
+        let entry = self.by_field.get(field).copied().flatten()?;
         self.assigned
-            .iter()
-            .find(|(index, _, _)| *index == field)
+            .get(entry)
             .map(|(_, column, header)| (*column, header.as_str()))
     }
 }
@@ -134,6 +136,7 @@ impl Columns {
 pub(super) fn resolve_columns(profile: &TargetProfile, labels: &FieldLabels, header: &Row) -> Columns {
     let mut columns = Columns {
         assigned: Vec::new(),
+        by_field: vec![None; profile.fields.len()],
         unknown: Vec::new(),
         unlabelled: Vec::new(),
         warnings: Vec::new(),
@@ -156,7 +159,12 @@ pub(super) fn resolve_columns(profile: &TargetProfile, labels: &FieldLabels, hea
                         profile.fields[field].name
                     ),
                 }),
-                None => columns.assigned.push((field, column, written)),
+                None => {
+                    if let Some(slot) = columns.by_field.get_mut(field) {
+                        *slot = Some(columns.assigned.len());
+                    }
+                    columns.assigned.push((field, column, written));
+                }
             },
             None => columns.unknown.push(written),
         }

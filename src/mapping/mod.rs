@@ -344,8 +344,14 @@ pub struct Winners<'a, 'p> {
     rows: RowReader<'a>,
 }
 
-impl Winners<'_, '_> {
+impl<'p> Winners<'_, 'p> {
     pub fn next_record(&mut self) -> Option<Result<MappedRecord, SourceError>> {
+        Some(self.next_values()?.map(|values| self.mapper.record(values)))
+    }
+
+    /// The next winning record's key and values, without the document
+    /// [`Winners::next_record`] builds: what counting changes needs.
+    pub fn next_values(&mut self) -> Option<Result<RecordValues<'p>, SourceError>> {
         loop {
             let row = match self.rows.next_row()? {
                 Ok(row) => row,
@@ -358,17 +364,88 @@ impl Winners<'_, '_> {
                 continue;
             };
             if self.plan.winners.get(&key).map(|winner| winner.row) == Some(row.number) {
-                return Some(Ok(self.mapper.record(row, key, values)));
+                let unreadable = self.mapper.unreadable(row, &values);
+                return Some(Ok(RecordValues {
+                    row: row.number,
+                    key,
+                    values,
+                    unreadable,
+                    profile: self.mapper.profile,
+                }));
             }
         }
     }
 }
 
+/// A winning record as values in profile order; see [`Winners::next_values`].
+#[derive(Debug)]
+pub struct RecordValues<'p> {
+    pub row: usize,
+    pub key: String,
+    pub values: Vec<Bson>,
+    /// Fields whose cell held a value that could not be read.
+    unreadable: Vec<String>,
+    profile: &'p TargetProfile,
+}
+
+/// A record's key and named fields, however it is held.
+pub trait RecordFields {
+    fn key(&self) -> &str;
+    /// The fields in profile order, as the stored document has them.
+    fn fields(&self) -> impl Iterator<Item = (&str, &Bson)>;
+    fn text(&self, name: &str) -> Option<&str> {
+        match self.fields().find(|(field, _)| *field == name) {
+            Some((_, Bson::String(text))) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+impl RecordFields for MappedRecord {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&str, &Bson)> {
+        self.fields.iter().map(|(name, value)| (name.as_str(), value))
+    }
+}
+
+impl RecordFields for RecordValues<'_> {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&str, &Bson)> {
+        self.profile
+            .fields
+            .iter()
+            .map(|spec| spec.name.as_str())
+            .zip(&self.values)
+    }
+}
+
 impl Mapper<'_> {
     /// The record of a row's values, fields named as the profile names them.
-    fn record(&self, row: &Row, key: String, values: Vec<Bson>) -> MappedRecord {
-        let unreadable = self
+    fn record(&self, read: RecordValues<'_>) -> MappedRecord {
+        let fields = self
             .profile
+            .fields
+            .iter()
+            .map(|spec| spec.name.clone())
+            .zip(read.values)
+            .collect();
+        MappedRecord {
+            row: read.row,
+            key: read.key,
+            fields,
+            unreadable: read.unreadable,
+        }
+    }
+
+    /// The fields read as null whose cell was not empty.
+    fn unreadable(&self, row: &Row, values: &[Bson]) -> Vec<String> {
+        self.profile
             .fields
             .iter()
             .enumerate()
@@ -380,20 +457,7 @@ impl Mapper<'_> {
                     .is_some_and(|cell| !cell.is_empty())
             })
             .map(|(_, spec)| spec.name.clone())
-            .collect();
-        let fields = self
-            .profile
-            .fields
-            .iter()
-            .map(|spec| spec.name.clone())
-            .zip(values)
-            .collect();
-        MappedRecord {
-            row: row.number,
-            key,
-            fields,
-            unreadable,
-        }
+            .collect()
     }
 
     /// The row's values in profile order and its key, without building a

@@ -125,7 +125,7 @@ impl EnumSpec {
     /// Every accepted spelling, folded once. Values come first, so an alias
     /// never shadows a value.
     pub fn lookup(&self) -> EnumLookup {
-        let mut by_folded = HashMap::new();
+        let mut by_folded = HashMap::default();
         for (index, value) in self.values.iter().enumerate() {
             by_folded.entry(fold_label(value)).or_insert(index);
             if let Some(rest) = strip_letter_prefix(value).filter(|_| self.letter_prefixed) {
@@ -139,7 +139,7 @@ impl EnumSpec {
         }
         // The spellings people type most (the values and aliases as
         // written) are also found as they are, without folding.
-        let mut exact = HashMap::new();
+        let mut exact = HashMap::default();
         let spellings = self
             .values
             .iter()
@@ -180,9 +180,9 @@ impl EnumSpec {
 /// An [`EnumSpec`] ready for fast matching.
 #[derive(Debug, Clone)]
 pub struct EnumLookup {
-    by_folded: HashMap<String, usize>,
+    by_folded: HashMap<String, usize, foldhash::fast::RandomState>,
     /// Spellings as declared, each with what its folded form finds.
-    exact: HashMap<String, usize>,
+    exact: HashMap<String, usize, foldhash::fast::RandomState>,
     values: Vec<String>,
 }
 
