@@ -118,6 +118,29 @@ pub async fn load_existing(collection: &Collection<Document>, profile: &TargetPr
 }
 
 impl Existing {
+    /// Whether `record` continues the old record of its own key and would be
+    /// stored exactly as that record is; `None` when it continues another
+    /// record or none (only [`Identities::account`] can tell then). Reads
+    /// nothing a pass changes, so a pass works it out on its worker threads.
+    pub fn is_unchanged(
+        &self,
+        continuations: &Continuations,
+        record: &impl RecordFields,
+        now: BsonDateTime,
+    ) -> Option<bool> {
+        let key = record.key();
+        if continuations.old_key(key) != key || !continuations.continues_own_key(key) {
+            return None;
+        }
+        let known = self.by_key.get(key)?;
+        // Without an id of its own the record gets a fresh one: changed.
+        let Some(id) = &known.id else {
+            return Some(false);
+        };
+        let created_at = known.created_at.unwrap_or(now);
+        Some(known.digest == stored_digest(&id.to_text(), record, created_at))
+    }
+
     /// Counts one stored document and, when it has an id, remembers it under
     /// its key (the first of several sharing a key wins).
     fn add(&mut self, profile: &TargetProfile, document: &Document) {
@@ -374,6 +397,12 @@ impl<'a> Identities<'a> {
     /// Gives `record` its id and `created_at` and counts its change, without
     /// building its document: all a dry run or the comparison pass needs.
     pub fn account(&mut self, record: &impl RecordFields) -> (String, BsonDateTime) {
+        self.account_checked(record, None)
+    }
+
+    /// [`Identities::account`], with what [`Existing::is_unchanged`] already
+    /// found for the record (on another thread).
+    pub fn account_checked(&mut self, record: &impl RecordFields, unchanged: Option<bool>) -> (String, BsonDateTime) {
         let key = record.key();
         let old_key = self.continuations.old_key(key);
         let known = self
@@ -399,7 +428,9 @@ impl<'a> Identities<'a> {
                 let description = self.describe_move(&from, key, record, kept_id);
                 self.moves.push(description);
             }
-            (Some(known), None) if known.digest == stored_digest(&id, record, created_at) => {
+            (Some(known), None)
+                if unchanged.unwrap_or_else(|| known.digest == stored_digest(&id, record, created_at)) =>
+            {
                 self.changes.unchanged += 1
             }
             (Some(_), None) => self.changes.updated += 1,

@@ -510,16 +510,24 @@ impl Syncer {
         self.check_guards(&target.collection, shrink, &mapped, options)?;
         let now = BsonDateTime::now();
         let count_differs = existing.count != mapped.winners.len() as u64;
+        if options.dry_run && existing.count == 0 {
+            // Into an empty collection every record is new, with nothing to
+            // continue or compare: the plan alone has the count.
+            report.changes = Changes {
+                inserted: mapped.winners.len(),
+                ..Changes::default()
+            };
+            return Ok(Outcome::DryRun);
+        }
         if options.dry_run || !count_differs {
             let mut identities = Identities::new(&plan.view_id, profile, &existing, &continuations, now);
-            let mut winners = mapper.winners(&mapped, fetched.rows()?);
-            let found = off_executor(|| -> Result<usize, SourceError> {
-                let mut found = 0;
-                while let Some(record) = winners.next_values() {
-                    identities.account(&record?);
-                    found += 1;
-                }
-                Ok(found)
+            let rows = fetched.rows()?;
+            // Digests are compared on the reading threads.
+            let unchanged = |record: &mapping::RecordValues<'_>| existing.is_unchanged(&continuations, record, now);
+            let found = off_executor(|| {
+                mapper.each_winner_values(&mapped, rows, &unchanged, |record, unchanged| {
+                    identities.account_checked(&record, unchanged);
+                })
             })?;
             ensure_same_source(mapped.winners.len(), found)?;
             report.record_identities(&identities);
@@ -580,8 +588,9 @@ impl Syncer {
         }
         let profile = &*target.profile;
         let mut merge = Merge::load(&db, &target.collection, profile, rules, mapper.column_headers()).await?;
-        let winners = mapper.winners(mapped, fetched.rows()?);
-        for_each_winner(winners, mapped.winners.len(), |record| merge.add(record))?;
+        let rows = fetched.rows()?;
+        let found = off_executor(|| mapper.each_winner_record(mapped, rows, |record| merge.add(record)))?;
+        ensure_same_source(mapped.winners.len(), found)?;
         merge.finish();
         // Only deletions can shrink a merged collection; new documents do
         // not make up for the ones deleted (other collections point at them).
@@ -792,24 +801,6 @@ async fn pause_before_swap() {
         tracing::info!(millis, "test pause before the swap");
         tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
     }
-}
-
-/// Hands every winning record of a pass to `each`, off the executor, and
-/// checks the pass found exactly the `planned` records of the first one.
-fn for_each_winner(
-    mut winners: mapping::Winners<'_, '_>,
-    planned: usize,
-    mut each: impl FnMut(mapping::MappedRecord),
-) -> Result<(), ViewError> {
-    let found = off_executor(|| -> Result<usize, SourceError> {
-        let mut found = 0;
-        while let Some(record) = winners.next_record() {
-            each(record?);
-            found += 1;
-        }
-        Ok(found)
-    })?;
-    ensure_same_source(planned, found)
 }
 
 fn ensure_same_source(planned: usize, found: usize) -> Result<(), ViewError> {

@@ -6,6 +6,7 @@
 #[path = "common/daemon_proc.rs"]
 mod daemon_proc;
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -24,7 +25,9 @@ fn find_program(variable: &str, candidates: &[&str]) -> Option<PathBuf> {
     candidates.iter().map(PathBuf::from).find(|path| path.is_file())
 }
 
-/// A chromedriver of our own, stopped (by its PID) on drop.
+/// A chromedriver of our own, in a process group of its own, so that on
+/// drop the group is stopped: the driver and the Chromium it started, even
+/// when the test failed before closing its WebDriver session.
 struct Driver {
     child: Child,
     base: String,
@@ -33,6 +36,14 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // The group's id is the driver's PID (`process_group(0)`).
+        if let Ok(group) = libc::pid_t::try_from(self.child.id()) {
+            // SAFETY: kill(2) with a negative pid signals that process group
+            // and touches no memory.
+            unsafe {
+                libc::kill(-group, libc::SIGKILL);
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -53,6 +64,7 @@ impl Driver {
             .map_err(|error| error.to_string())?
             .port();
         let child = Command::new(&driver)
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())

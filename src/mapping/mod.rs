@@ -9,6 +9,7 @@ pub mod conventions;
 mod convert;
 pub mod declare;
 mod header;
+mod parallel;
 pub mod profile;
 pub mod sales;
 pub mod values;
@@ -21,7 +22,7 @@ use serde::Serialize;
 
 use crate::source::table::{Cell, Row};
 use crate::source::{Fetched, RowReader, SourceError};
-use conventions::{Conventions, DateOrderDecision, Evidence, Example, ReadSettings};
+use conventions::{Clue, Conventions, DateOrderDecision, Evidence, Example, ReadSettings};
 use convert::{Problem, derive_fields, text_of};
 use header::{Columns, FieldLabels, find_header, resolve_columns, warn_about_ignored_values};
 use profile::{FieldKind, TargetProfile};
@@ -279,6 +280,26 @@ enum Doubt {
     DecimalMark(NumberText),
 }
 
+/// What converting one row's cells found, before a planning pass adds it up
+/// (see [`Mapper::read_cells`]).
+struct RowReading<'p> {
+    values: Vec<Bson>,
+    /// `None` when a required value is missing.
+    key: Option<String>,
+    /// The identity link's reference (planning passes only).
+    link: Option<u64>,
+    /// The required fields without a value.
+    missing: Vec<&'p str>,
+    /// The cells that showed a convention or had a problem.
+    notes: Vec<CellNote>,
+}
+
+struct CellNote {
+    field: usize,
+    clue: Option<Clue>,
+    problem: Option<Problem>,
+}
+
 impl<'p> Mapper<'p> {
     fn planning_pass(&self, source: &Fetched) -> Result<PlanningPass, SourceError> {
         let mut pass = PlanningPass {
@@ -290,27 +311,47 @@ impl<'p> Mapper<'p> {
             },
             ..PlanningPass::default()
         };
-        let mut rows = source.rows()?;
-        while let Some(row) = rows.next_row() {
-            let row = row?;
-            if row.number > self.header_row {
-                self.plan_row(row, &mut pass);
+        let header_row = self.header_row;
+        let read = |row: &Row| {
+            (row.number > header_row).then(|| RowReading {
+                // Planning keeps keys, not values: they are dropped where read.
+                values: Vec::new(),
+                ..self.read_cells(row, true)
+            })
+        };
+        pass.plan.blank_rows = parallel::read_rows(source.rows()?, &read, |row, reading| {
+            if let Some(reading) = reading {
+                self.add_reading(row, reading, &mut pass);
             }
-        }
-        pass.plan.blank_rows = rows.blank_rows();
+        })?;
         Ok(pass)
     }
 
-    fn plan_row(&self, row: &Row, pass: &mut PlanningPass) {
+    /// Adds what was read from a row to the pass, in the order a person
+    /// reads the row: values under unnamed columns, then each cell, then
+    /// whether the row is imported and which row its key's record is.
+    fn add_reading(&self, row: &Row, reading: RowReading<'p>, pass: &mut PlanningPass) {
         pass.plan.rows_read += 1;
-        let Some((values, key)) = self.read_row(row, Some(pass)) else {
+        warn_about_ignored_values(&self.columns, row, &mut pass.plan.warnings);
+        for note in reading.notes {
+            self.add_note(row, note, pass);
+        }
+        let Some(key) = reading.key else {
+            pass.plan.rejected.push(RowIssue {
+                row: row.number,
+                column: None,
+                value: None,
+                reason: format!(
+                    "no {}: the row cannot be identified, so it was not imported",
+                    reading.missing.join(" and no ")
+                ),
+            });
             return;
         };
-        let link = self.link_field.and_then(|index| match &values[index] {
-            Bson::String(url) => values::links::link_ref(url),
-            _ => None,
-        });
-        let winner = Winner { row: row.number, link };
+        let winner = Winner {
+            row: row.number,
+            link: reading.link,
+        };
         if let Some(previous) = pass.plan.winners.insert(key, winner) {
             pass.plan.duplicates.push(Duplicate {
                 row: previous.row,
@@ -349,35 +390,88 @@ impl<'p> Winners<'_, 'p> {
         Some(self.next_values()?.map(|values| self.mapper.record(values)))
     }
 
-    /// The next winning record's key and values, without the document
-    /// [`Winners::next_record`] builds: what counting changes needs.
-    pub fn next_values(&mut self) -> Option<Result<RecordValues<'p>, SourceError>> {
+    /// The next winning record's key and values.
+    fn next_values(&mut self) -> Option<Result<RecordValues<'p>, SourceError>> {
         loop {
             let row = match self.rows.next_row()? {
                 Ok(row) => row,
                 Err(error) => return Some(Err(error)),
             };
-            if row.number <= self.mapper.header_row {
-                continue;
-            }
-            let Some((values, key)) = self.mapper.read_row(row, None) else {
-                continue;
-            };
-            if self.plan.winners.get(&key).map(|winner| winner.row) == Some(row.number) {
-                let unreadable = self.mapper.unreadable(row, &values);
-                return Some(Ok(RecordValues {
-                    row: row.number,
-                    key,
-                    values,
-                    unreadable,
-                    profile: self.mapper.profile,
-                }));
+            if let Some(values) = self.mapper.winner_values(row, self.plan) {
+                return Some(Ok(values));
             }
         }
     }
 }
 
-/// A winning record as values in profile order; see [`Winners::next_values`].
+impl<'p> Mapper<'p> {
+    /// The row's values, if it is the row its key's record is read from.
+    fn winner_values(&self, row: &Row, plan: &Plan) -> Option<RecordValues<'p>> {
+        if row.number <= self.header_row {
+            return None;
+        }
+        let (values, key) = self.read_row(row)?;
+        if plan.winners.get(&key).map(|winner| winner.row) != Some(row.number) {
+            return None;
+        }
+        Some(RecordValues {
+            row: row.number,
+            unreadable: self.unreadable(row, &values),
+            key,
+            values,
+            profile: self.profile,
+        })
+    }
+
+    /// A later pass, read on both cores: each winning record's values,
+    /// with what `prepare` makes of them on the reading threads, in source
+    /// order. Returns how many there were.
+    pub fn each_winner_values<T: Send>(
+        &self,
+        plan: &Plan,
+        rows: RowReader<'_>,
+        prepare: &(dyn Fn(&RecordValues<'p>) -> T + Sync),
+        mut each: impl FnMut(RecordValues<'p>, T),
+    ) -> Result<usize, SourceError> {
+        let mut found = 0;
+        let read = |row: &Row| {
+            self.winner_values(row, plan).map(|values| {
+                let prepared = prepare(&values);
+                (values, prepared)
+            })
+        };
+        parallel::read_rows(rows, &read, |_, values| {
+            if let Some((values, prepared)) = values {
+                found += 1;
+                each(values, prepared);
+            }
+        })?;
+        Ok(found)
+    }
+
+    /// [`Mapper::each_winner_values`], each record with its document built
+    /// (on the worker threads too).
+    pub fn each_winner_record(
+        &self,
+        plan: &Plan,
+        rows: RowReader<'_>,
+        mut each: impl FnMut(MappedRecord),
+    ) -> Result<usize, SourceError> {
+        let mut found = 0;
+        let read = |row: &Row| self.winner_values(row, plan).map(|values| self.record(values));
+        parallel::read_rows(rows, &read, |_, record| {
+            if let Some(record) = record {
+                found += 1;
+                each(record);
+            }
+        })?;
+        Ok(found)
+    }
+}
+
+/// A winning record as values in profile order, without the document a
+/// [`MappedRecord`] holds: what counting changes needs (see
+/// [`Mapper::each_winner_values`]).
 #[derive(Debug)]
 pub struct RecordValues<'p> {
     pub row: usize,
@@ -425,7 +519,7 @@ impl RecordFields for RecordValues<'_> {
     }
 }
 
-impl Mapper<'_> {
+impl<'p> Mapper<'p> {
     /// The record of a row's values, fields named as the profile names them.
     fn record(&self, read: RecordValues<'_>) -> MappedRecord {
         let fields = self
@@ -460,71 +554,86 @@ impl Mapper<'_> {
             .collect()
     }
 
-    /// The row's values in profile order and its key, without building a
-    /// document: the planning pass only needs the key. Returns `None` (and,
-    /// in a planning pass, reports why) when the row lacks a required value.
+    /// The row's values in profile order and its key, or `None` when the
+    /// row lacks a required value.
     ///
     /// Keys are read from text and enum fields only, which no convention
     /// changes: a planning pass made before the conventions are decided finds
     /// the same keys as the passes after.
-    fn read_row(&self, row: &Row, mut pass: Option<&mut PlanningPass>) -> Option<(Vec<Bson>, String)> {
-        if let Some(pass) = pass.as_deref_mut() {
-            warn_about_ignored_values(&self.columns, row, &mut pass.plan.warnings);
-        }
-        let mut values = Vec::with_capacity(self.profile.fields.len());
-        let mut missing = Vec::new();
+    fn read_row(&self, row: &Row) -> Option<(Vec<Bson>, String)> {
+        let reading = self.read_cells(row, false);
+        Some((reading.values, reading.key?))
+    }
+
+    /// Converts every cell of the row (each into its field's type; an
+    /// unreadable value becomes null). With `notes`, also keeps what each
+    /// cell shows about the source's conventions and its problems, for a
+    /// planning pass to add up. Depends on nothing but the row, so that it
+    /// runs on any thread.
+    fn read_cells(&self, row: &Row, notes: bool) -> RowReading<'p> {
+        let mut reading = RowReading {
+            values: Vec::with_capacity(self.profile.fields.len()),
+            key: None,
+            link: None,
+            missing: Vec::new(),
+            notes: Vec::new(),
+        };
         for (index, spec) in self.profile.fields.iter().enumerate() {
             let value = match self.columns.of_field(index) {
-                Some((column, header)) => {
-                    let cell = row.cells.get(column).unwrap_or(&Cell::Empty);
-                    self.read_cell(index, cell, row.number, header, pass.as_deref_mut())
+                Some((column, _)) => {
+                    let converted = self.convert(index, row.cells.get(column).unwrap_or(&Cell::Empty));
+                    if notes && (converted.clue.is_some() || converted.problem.is_some()) {
+                        reading.notes.push(CellNote {
+                            field: index,
+                            clue: converted.clue,
+                            problem: converted.problem,
+                        });
+                    }
+                    converted.value
                 }
                 None => Bson::Null,
             };
             if spec.required && value == Bson::Null {
-                missing.push(spec.name.as_str());
+                reading.missing.push(spec.name.as_str());
             }
-            values.push(value);
+            reading.values.push(value);
         }
-        derive_fields(self.profile, &mut values, self.zone);
-        if !missing.is_empty() {
-            if let Some(pass) = pass {
-                pass.plan.rejected.push(RowIssue {
-                    row: row.number,
-                    column: None,
-                    value: None,
-                    reason: format!(
-                        "no {}: the row cannot be identified, so it was not imported",
-                        missing.join(" and no ")
-                    ),
+        derive_fields(self.profile, &mut reading.values, self.zone);
+        if reading.missing.is_empty() {
+            let values = &reading.values;
+            reading.key = Some(fold_key(self.profile.key.iter().map(|name| {
+                let index = self.profile.field_index(name);
+                index.and_then(|index| values.get(index))
+            })));
+            reading.link = self
+                .link_field
+                .filter(|_| notes)
+                .and_then(|index| match &values[index] {
+                    Bson::String(url) => values::links::link_ref(url),
+                    _ => None,
                 });
-            }
-            return None;
         }
-        let key = fold_key(self.profile.key.iter().map(|name| {
-            let index = self.profile.field_index(name);
-            index.and_then(|index| values.get(index))
-        }));
-        Some((values, key))
+        reading
     }
 
-    /// Reads one cell into its field's type; an unreadable value becomes
-    /// null. A planning pass also records what the cell shows about the
-    /// source's conventions and reports its problems.
-    fn read_cell(&self, field: usize, cell: &Cell, row: usize, header: &str, pass: Option<&mut PlanningPass>) -> Bson {
-        let converted = self.convert(field, cell);
-        let Some(pass) = pass else {
-            return converted.value;
+    /// Adds what one cell showed to a planning pass: its evidence about the
+    /// conventions, and its problem as a warning (or, while the conventions
+    /// are not decided, set aside to be judged once they are).
+    fn add_note(&self, row: &Row, note: CellNote, pass: &mut PlanningPass) {
+        let CellNote { field, clue, problem } = note;
+        let Some((column, header)) = self.columns.of_field(field) else {
+            return;
         };
+        let cell = row.cells.get(column).unwrap_or(&Cell::Empty);
         let example = || Example {
-            row,
+            row: row.number,
             column: header.to_owned(),
             value: text_of(cell),
         };
-        if let Some(clue) = converted.clue {
+        if let Some(clue) = clue {
             pass.evidence.record(field, clue, example);
         }
-        let reason = match converted.problem {
+        let reason = match problem {
             None => None,
             Some(Problem::Unknown(reason)) => Some(reason),
             Some(Problem::Unreadable(reason)) => Some(format!("{reason}; {}", self.unreadable_outcome())),
@@ -546,13 +655,12 @@ impl Mapper<'_> {
         };
         if let Some(reason) = reason {
             pass.plan.warnings.push(RowIssue {
-                row,
+                row: row.number,
                 column: Some(header.to_owned()),
                 value: Some(text_of(cell)),
                 reason,
             });
         }
-        converted.value
     }
 
     /// What becomes of an unreadable value: null in a swapped collection;

@@ -324,10 +324,7 @@ impl CsvRows {
                 // The thread ended without a word: it panicked.
                 Err(_) => {
                     self.finished = true;
-                    return Some(Err(CsvError::Read {
-                        location: "the CSV parser thread".to_owned(),
-                        source: io::Error::other("it stopped unexpectedly"),
-                    }));
+                    return Some(Err(parser_stopped()));
                 }
             }
         }
@@ -338,6 +335,48 @@ impl CsvRows {
     /// Blank rows skipped (all of them, once the pass is over).
     pub fn blank_rows(&self) -> usize {
         self.blank_rows
+    }
+
+    /// The rows not lent yet of the current batch, or the next batch; empty
+    /// at the end.
+    pub fn next_batch(&mut self) -> Result<Vec<Row>, CsvError> {
+        if self.next < self.batch.len() {
+            let rest = self.batch.split_off(self.next);
+            self.next = 0;
+            self.batch.clear();
+            return Ok(rest);
+        }
+        if self.finished {
+            return Ok(Vec::new());
+        }
+        match self.batches.recv() {
+            Ok(Parsed::Rows(rows)) => Ok(rows),
+            Ok(Parsed::Failed(error)) => {
+                self.finished = true;
+                Err(error)
+            }
+            Ok(Parsed::End { blank_rows }) => {
+                self.blank_rows = blank_rows;
+                self.finished = true;
+                Ok(Vec::new())
+            }
+            Err(_) => {
+                self.finished = true;
+                Err(parser_stopped())
+            }
+        }
+    }
+
+    /// Where read batches go back to the parser to be refilled.
+    pub fn recycler(&self) -> mpsc::SyncSender<Vec<Row>> {
+        self.empties.clone()
+    }
+}
+
+fn parser_stopped() -> CsvError {
+    CsvError::Read {
+        location: "the CSV parser thread".to_owned(),
+        source: io::Error::other("it stopped unexpectedly"),
     }
 }
 

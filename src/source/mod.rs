@@ -266,6 +266,31 @@ impl RowReader<'_> {
             RowReader::Csv(rows) => rows.blank_rows(),
         }
     }
+
+    /// Up to `max` rows, owned, to be handed to another thread; empty at the
+    /// end. A CSV pass hands over the batches its parser thread made.
+    pub fn next_batch(&mut self, max: usize) -> Result<Vec<Row>, SourceError> {
+        if let RowReader::Csv(rows) = self {
+            return Ok(rows.next_batch()?);
+        }
+        let mut batch = Vec::with_capacity(max);
+        while batch.len() < max {
+            match self.next_row() {
+                Some(row) => batch.push(row?.clone()),
+                None => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Where batches taken with [`RowReader::next_batch`] can be given back
+    /// once read, for their buffers to be refilled.
+    pub fn recycler(&self) -> Option<std::sync::mpsc::SyncSender<Vec<Row>>> {
+        match self {
+            RowReader::Csv(rows) => Some(rows.recycler()),
+            _ => None,
+        }
+    }
 }
 
 fn google_sheet(spec: &SourceSpec) -> Option<&SheetRef> {
