@@ -67,6 +67,10 @@ const HEADER: [&str; 18] = [
 struct Measure {
     seconds: f64,
     peak_rss_mb: f64,
+    /// The process's own CPU time (user + system), from its last sample:
+    /// what sheetsync itself spent, whatever else (the server, the fake
+    /// Google) ran on the same cores.
+    cpu_seconds: f64,
 }
 
 fn sizes(variable: &str, default: &[usize]) -> Vec<usize> {
@@ -309,9 +313,14 @@ fn run_sync_capturing(url: &str, db_name: &str, config: Option<&Path>) -> (Measu
     let peak = sample_peak_rss(child.id());
     let output = child.wait_with_output().expect("wait for sheetsync");
     let seconds = started.elapsed().as_secs_f64();
-    let peak_rss_mb = peak.join().expect("the sampler ends with its process") as f64 / 1024.0;
+    let (peak_kib, cpu_seconds) = peak.join().expect("the sampler ends with its process");
     assert!(output.status.success(), "sheetsync sync failed: {}", output.status);
-    (Measure { seconds, peak_rss_mb }, output.stdout)
+    let measure = Measure {
+        seconds,
+        peak_rss_mb: peak_kib as f64 / 1024.0,
+        cpu_seconds,
+    };
+    (measure, output.stdout)
 }
 
 /// `count` customers as a CS team's export, with one health score changed
@@ -396,20 +405,35 @@ fn merge_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, count: 
 }
 
 /// The process's own peak RSS (KiB), sampled from `VmHWM` every 5 ms until
-/// it exits. (`wait4`'s `ru_maxrss` would not do: it keeps the high-water mark
-/// the child inherited from this large benchmark process before `exec`.)
-fn sample_peak_rss(pid: u32) -> std::thread::JoinHandle<u64> {
+/// it exits, and its CPU time (seconds) at the last sample. (`wait4`'s
+/// `ru_maxrss` would not do: it keeps the high-water mark the child inherited
+/// from this large benchmark process before `exec`.)
+fn sample_peak_rss(pid: u32) -> std::thread::JoinHandle<(u64, f64)> {
     std::thread::spawn(move || {
         let mut peak = 0;
+        let mut cpu = 0.0;
         while let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
             let Some(kib) = status_value_kib(&status, "VmHWM:") else {
                 break;
             };
             peak = peak.max(kib);
+            cpu = cpu_seconds(pid).unwrap_or(cpu);
             std::thread::sleep(Duration::from_millis(5));
         }
-        peak
+        (peak, cpu)
     })
+}
+
+/// User + system time of a process so far, from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces: state is the
+    // 3rd field of the line, utime the 14th and stime the 15th.
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf reads a constant of the system; no memory is touched.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_second > 0).then(|| ticks / per_second as f64)
 }
 
 fn status_value_kib(status: &str, field: &str) -> Option<u64> {
@@ -480,8 +504,8 @@ fn csv_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, sizes: &[
         "### CSV source\n\n\
          | rows | CSV size | first sync | rows/s | baseline insert_many | sync/baseline throughput | \
          server's swap floor (insert + indexes + rename) | sync/floor throughput | second sync (unchanged) | \
-         peak RSS first | peak RSS second |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+         peak RSS first | peak RSS second | sheetsync CPU first / second |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for &size in sizes {
         let path = dir.join(format!("sales-{size}.csv"));
@@ -502,7 +526,7 @@ fn csv_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, sizes: &[
         let _ = writeln!(
             out,
             "| {size} | {:.1} MB | {:.2} s | {:.0} | {:.2} s | {:.2} | {floor:.2} s ({:.2} + {:.2} + {:.2}) | {:.2} | \
-             {:.2} s | {:.0} MB | {:.0} MB |",
+             {:.2} s | {:.0} MB | {:.0} MB | {:.1} s / {:.1} s |",
             csv.len() as f64 / 1e6,
             first.seconds,
             size as f64 / first.seconds,
@@ -515,6 +539,8 @@ fn csv_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, sizes: &[
             second.seconds,
             first.peak_rss_mb,
             second.peak_rss_mb,
+            first.cpu_seconds,
+            second.cpu_seconds,
         );
     }
     out.push('\n');
@@ -548,7 +574,8 @@ fn sheets_table(runtime: &tokio::runtime::Runtime, url: &str, sizes: &[usize]) -
     let pages = page_rows.map_or("default page size".to_owned(), |rows| format!("page_rows = {rows}"));
     let mut out = format!(
         "### Google Sheets source (the test fake Google on loopback, {pages})\n\n\
-         | rows | first sync | rows/s | second sync (unchanged) | peak RSS first |\n|---:|---:|---:|---:|---:|\n"
+         | rows | first sync | rows/s | second sync (unchanged) | peak RSS first | peak RSS second | sheetsync CPU first / second |\n\
+         |---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for &size in sizes {
         let id = format!("BenchSpreadsheet{size:0>20}");
@@ -575,11 +602,14 @@ fn sheets_table(runtime: &tokio::runtime::Runtime, url: &str, sizes: &[usize]) -
         );
         let _ = writeln!(
             out,
-            "| {size} | {:.2} s | {:.0} | {:.2} s | {:.0} MB |",
+            "| {size} | {:.2} s | {:.0} | {:.2} s | {:.0} MB | {:.0} MB | {:.1} s / {:.1} s |",
             first.seconds,
             size as f64 / first.seconds,
             second.seconds,
-            first.peak_rss_mb
+            first.peak_rss_mb,
+            second.peak_rss_mb,
+            first.cpu_seconds,
+            second.cpu_seconds,
         );
     }
     out.push('\n');
