@@ -53,6 +53,14 @@ fn forced() -> SyncOptions {
     }
 }
 
+/// `--dry-run`: read, map and compare, write nothing.
+fn dry_run() -> SyncOptions {
+    SyncOptions {
+        dry_run: true,
+        ..SyncOptions::default()
+    }
+}
+
 async fn sync_all(db: &common::TestDb, options: SyncOptions) -> Vec<ViewReport> {
     db.syncer()
         .await
@@ -537,16 +545,7 @@ async fn dry_run_writes_nothing() {
     let db = test_db("dry_run").await;
     db.add_view("view-organic", "Organic", &fixture_url("google-sheets-export.csv"))
         .await;
-    let report = only(
-        sync_all(
-            &db,
-            SyncOptions {
-                dry_run: true,
-                ..SyncOptions::default()
-            },
-        )
-        .await,
-    );
+    let report = only(sync_all(&db, dry_run()).await);
     assert_eq!(report.outcome, Outcome::DryRun);
     assert_eq!(report.changes.inserted, 6);
     let names = db.db.list_collection_names().await.unwrap();
@@ -582,16 +581,7 @@ async fn a_dry_run_counts_the_changes_the_sync_then_makes() {
         .map(|line| line + "\n")
         .collect();
     write_source(dir.path(), "v.csv", after.as_bytes());
-    let dry = only(
-        sync_all(
-            &db,
-            SyncOptions {
-                dry_run: true,
-                ..SyncOptions::default()
-            },
-        )
-        .await,
-    );
+    let dry = only(sync_all(&db, dry_run()).await);
     assert_eq!(dry.outcome, Outcome::DryRun);
     let expected = Changes {
         inserted: 1,
