@@ -64,6 +64,8 @@ pub struct CsvSource {
     location: String,
     origin: Origin,
     encoding: &'static Encoding,
+    /// Every byte was checked to be UTF-8 (not only announced by a BOM).
+    utf8_checked: bool,
     delimiter: u8,
 }
 
@@ -76,12 +78,13 @@ impl CsvSource {
         };
         let file = File::open(&path).map_err(read_error)?;
         let stamp = FileStamp::of(&file).map_err(read_error)?;
-        let (encoding, sample) = sniff(BufReader::new(file)).map_err(read_error)?;
+        let sniffed = sniff(BufReader::new(file)).map_err(read_error)?;
         Ok(CsvSource {
             location: location.to_owned(),
-            delimiter: detect_delimiter(&sample),
+            delimiter: detect_delimiter(&sniffed.sample),
             origin: Origin::File { path, stamp },
-            encoding,
+            encoding: sniffed.encoding,
+            utf8_checked: sniffed.utf8_checked,
         })
     }
 
@@ -93,28 +96,37 @@ impl CsvSource {
         };
         let opened = file.reopen().map_err(read_error)?;
         let stamp = FileStamp::of(&opened).map_err(read_error)?;
-        let (encoding, sample) = sniff(BufReader::new(opened)).map_err(read_error)?;
+        let sniffed = sniff(BufReader::new(opened)).map_err(read_error)?;
         Ok(CsvSource {
             location: location.to_owned(),
-            delimiter: detect_delimiter(&sample),
+            delimiter: detect_delimiter(&sniffed.sample),
             origin: Origin::Spooled {
                 file: Arc::new(file),
                 stamp,
             },
-            encoding,
+            encoding: sniffed.encoding,
+            utf8_checked: sniffed.utf8_checked,
         })
     }
 
     /// Bytes already downloaded.
     pub fn from_bytes(bytes: Vec<u8>, location: &str) -> CsvSource {
-        let encoding = encoding_of(&bytes);
-        let sample_end = bytes.len().min(SAMPLE_BYTES);
-        let sample = decode(&bytes[..sample_end]);
+        // In memory: the same sniff, over the bytes.
+        let sniffed = match sniff(bytes.as_slice()) {
+            Ok(sniffed) => sniffed,
+            // Reading a slice cannot fail; should it, the bytes are decoded.
+            Err(_) => Sniffed {
+                encoding: WINDOWS_1252,
+                utf8_checked: false,
+                sample: decode(&bytes[..bytes.len().min(SAMPLE_BYTES)]),
+            },
+        };
         CsvSource {
             location: location.to_owned(),
-            delimiter: detect_delimiter(&sample),
+            delimiter: detect_delimiter(&sniffed.sample),
             origin: Origin::Bytes(bytes.into()),
-            encoding,
+            encoding: sniffed.encoding,
+            utf8_checked: sniffed.utf8_checked,
         }
     }
 
@@ -157,10 +169,10 @@ impl CsvSource {
             }
             Origin::Bytes(bytes) => Box::new(io::Cursor::new(Arc::clone(bytes))),
         };
-        // UTF-8 needs no decoding: the sniff checked every byte, the stamp
-        // check that the file is still the one sniffed, and the parser
-        // refuses a record that is not UTF-8 all the same.
-        let decoded: Box<dyn Read + Send> = if self.encoding == UTF_8 {
+        // UTF-8 needs no decoding when the sniff checked every byte (the
+        // stamp check says the file is still the one sniffed). A file that
+        // only a BOM calls UTF-8 is decoded, a bad byte becoming U+FFFD.
+        let decoded: Box<dyn Read + Send> = if self.encoding == UTF_8 && self.utf8_checked {
             Box::new(WithoutUtf8Bom::new(raw))
         } else {
             Box::new(
@@ -436,12 +448,16 @@ impl CsvParser {
             match self.reader.read_record(&mut self.record) {
                 Ok(false) => return Ok(false),
                 Ok(true) => {
+                    // Numbered even when blank: the tracker then forgets the
+                    // bytes before it, so a long run of blank lines is never
+                    // held.
+                    let start = self.record.position().map_or(0, csv::Position::byte);
+                    let number = self.reader.get_mut().line_at(start);
                     if self.record.iter().all(|field| field.trim().is_empty()) {
                         self.blank_rows += 1;
                         continue;
                     }
-                    let start = self.record.position().map_or(0, csv::Position::byte);
-                    row.number = self.reader.get_mut().line_at(start);
+                    row.number = number;
                     fill_cells(&mut row.cells, &self.record);
                     return Ok(true);
                 }
@@ -554,19 +570,35 @@ impl Read for LineTracker {
     }
 }
 
+/// What the sniff found: the encoding, whether every byte was checked to
+/// be UTF-8, and a decoded sample of the start.
+struct Sniffed {
+    encoding: &'static Encoding,
+    utf8_checked: bool,
+    sample: String,
+}
+
 /// The encoding of a whole stream, and a decoded sample of its start.
 ///
 /// UTF-8 or UTF-16 when a BOM says so, UTF-8 when every byte is valid UTF-8,
 /// else Windows-1252, which is what Excel writes on French Windows. (Every
-/// byte sequence is valid Windows-1252, so this never fails.)
-fn sniff(mut reader: impl Read) -> io::Result<(&'static Encoding, String)> {
+/// byte sequence is valid Windows-1252, so this never fails.) The bytes
+/// after a UTF-8 BOM are checked too, so that only a file valid throughout
+/// is read without decoding.
+fn sniff(mut reader: impl Read) -> io::Result<Sniffed> {
     let mut head = Vec::with_capacity(SAMPLE_BYTES);
     (&mut reader).take(SAMPLE_BYTES as u64).read_to_end(&mut head)?;
-    if let Some((encoding, _)) = Encoding::for_bom(&head) {
-        return Ok((encoding, decode(&head)));
+    let bom = Encoding::for_bom(&head);
+    if let Some((encoding, _)) = bom.filter(|(encoding, _)| *encoding != UTF_8) {
+        return Ok(Sniffed {
+            encoding,
+            utf8_checked: false,
+            sample: decode(&head),
+        });
     }
+    let bom_length = bom.map_or(0, |(_, length)| length);
     let mut validator = Utf8Validator::default();
-    let mut valid = validator.feed(&head);
+    let mut valid = validator.feed(&head[bom_length..]);
     let mut chunk = vec![0; SAMPLE_BYTES];
     while valid {
         let read = reader.read(&mut chunk)?;
@@ -575,20 +607,17 @@ fn sniff(mut reader: impl Read) -> io::Result<(&'static Encoding, String)> {
         }
         valid = validator.feed(&chunk[..read]);
     }
-    let encoding = if valid && validator.is_complete() {
+    let utf8_checked = valid && validator.is_complete();
+    let encoding = if utf8_checked || bom.is_some() {
         UTF_8
     } else {
         WINDOWS_1252
     };
-    Ok((encoding, encoding.decode_without_bom_handling(&head).0.into_owned()))
-}
-
-fn encoding_of(bytes: &[u8]) -> &'static Encoding {
-    match Encoding::for_bom(bytes) {
-        Some((encoding, _)) => encoding,
-        None if std::str::from_utf8(bytes).is_ok() => UTF_8,
-        None => WINDOWS_1252,
-    }
+    Ok(Sniffed {
+        encoding,
+        utf8_checked,
+        sample: decode(&head),
+    })
 }
 
 /// Validates UTF-8 fed in chunks that may split a character.
@@ -712,6 +741,29 @@ mod tests {
         let source = CsvSource::from_file(file.path().to_owned(), "test").unwrap();
         assert_eq!(source.encoding(), WINDOWS_1252);
         assert_eq!(rows(&source).0.last().unwrap().1[0], "Société");
+    }
+
+    #[test]
+    fn a_bom_file_with_a_bad_byte_is_decoded_not_refused() {
+        let mut bytes = b"\xEF\xBB\xBFClient,Stage\nCaf\xE9,Lost\n".to_vec();
+        let source = CsvSource::from_bytes(bytes.clone(), "test");
+        let (decoded, _) = rows(&source);
+        assert_eq!(decoded[1].1, strings(&["Caf\u{FFFD}", "Lost"]));
+        // Valid throughout: read as it is, the BOM dropped.
+        bytes[19] = b'e';
+        let (valid, _) = rows(&CsvSource::from_bytes(bytes, "test"));
+        assert_eq!(valid[0].1, strings(&["Client", "Stage"]));
+        assert_eq!(valid[1].1, strings(&["Cafe", "Lost"]));
+    }
+
+    #[test]
+    fn a_long_run_of_blank_rows_is_counted_and_numbered_past() {
+        let mut text = String::from("Client,Stage\n");
+        text.push_str(&",,\r\n".repeat(20_000));
+        text.push_str("Acme,Lost\n");
+        let (rows, blank) = rows(&CsvSource::from_bytes(text.into_bytes(), "test"));
+        assert_eq!(blank, 20_000);
+        assert_eq!(rows.last().map(|row| row.0), Some(20_002));
     }
 
     #[test]

@@ -99,7 +99,7 @@ impl RowSpool {
             return Ok(());
         }
         self.scratch.clear();
-        encode_row(&mut self.scratch, number, cells);
+        encode_row(&mut self.scratch, number, cells).map_err(|source| self.write_error(source))?;
         let result = match &mut self.store {
             Store::File(writer) => writer.write_all(&self.scratch),
             Store::Memory(bytes) => {
@@ -193,15 +193,16 @@ impl RowSpool {
     }
 }
 
-fn encode_row(out: &mut Vec<u8>, number: usize, cells: &[Cell]) {
+fn encode_row(out: &mut Vec<u8>, number: usize, cells: &[Cell]) -> io::Result<()> {
+    let too_large = |_| io::Error::other("a row or a cell is larger than the spool's 4 GiB limit");
     out.extend_from_slice(&(number as u64).to_le_bytes());
-    out.extend_from_slice(&(cells.len() as u32).to_le_bytes());
+    out.extend_from_slice(&u32::try_from(cells.len()).map_err(too_large)?.to_le_bytes());
     for cell in cells {
         match cell {
             Cell::Empty => out.push(EMPTY),
             Cell::Text(text) => {
                 out.push(TEXT);
-                out.extend_from_slice(&(text.len() as u32).to_le_bytes());
+                out.extend_from_slice(&u32::try_from(text.len()).map_err(too_large)?.to_le_bytes());
                 out.extend_from_slice(text.as_bytes());
             }
             Cell::Number(number) => {
@@ -212,6 +213,7 @@ fn encode_row(out: &mut Vec<u8>, number: usize, cells: &[Cell]) {
             Cell::Bool(true) => out.push(TRUE),
         }
     }
+    Ok(())
 }
 
 #[derive(Debug)]
