@@ -428,8 +428,11 @@ impl<'a> Identities<'a> {
                 let description = self.describe_move(&from, key, record, kept_id);
                 self.moves.push(description);
             }
-            (Some(known), None)
-                if unchanged.unwrap_or_else(|| known.digest == stored_digest(&id, record, created_at)) =>
+            // A record continuing its own key: one rule, `is_unchanged`, also
+            // when the pass did not work it out beforehand.
+            (Some(_), None)
+                if unchanged.or_else(|| self.existing.is_unchanged(self.continuations, record, self.now))
+                    == Some(true) =>
             {
                 self.changes.unchanged += 1
             }

@@ -610,6 +610,28 @@ async fn insert_views(db: &mongodb::Database) {
         .unwrap();
 }
 
+/// The test database's configuration, with the fake Google's key and API.
+fn google_config(test_db: &common::TestDb, fake: &FakeGoogle) -> sheetsync::config::Config {
+    let key_file = fake.key_file.display().to_string();
+    test_db.config_with(&[
+        ("GOOGLE_APPLICATION_CREDENTIALS", &key_file),
+        ("SHEETSYNC_SHEETS_API_URL", &fake.api_url),
+    ])
+}
+
+/// Spreadsheet A becomes its Q1 tab alone, with one record more (Q1 Hooli).
+fn add_q1_hooli(fake: &FakeGoogle) {
+    let mut changed = sales_rows("Q1");
+    changed.push(vec![json!("Q1 Hooli"), json!("F Inbox")]);
+    fake.add_spreadsheet(
+        SHEET_A,
+        FakeSpreadsheet {
+            time_zone: "Europe/Paris".to_owned(),
+            tabs: vec![tab(17, "It's Q1", changed)],
+        },
+    );
+}
+
 async fn metadata(db: &mongodb::Database, view_id: &str) -> Option<Document> {
     db.collection::<Document>("data_metadata")
         .find_one(doc! { "type": "last_update", "view_id": view_id })
@@ -623,11 +645,7 @@ async fn a_failed_view_leaves_its_collection_and_metadata_untouched() {
     two_spreadsheets(&fake);
     let test_db = common::test_db("failed_view").await;
     insert_views(&test_db.db).await;
-    let key_file = fake.key_file.display().to_string();
-    let config = test_db.config_with(&[
-        ("GOOGLE_APPLICATION_CREDENTIALS", &key_file),
-        ("SHEETSYNC_SHEETS_API_URL", &fake.api_url),
-    ]);
+    let config = google_config(&test_db, &fake);
     let syncer = common::syncer_for(config).await;
     let first = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
     assert!(
@@ -642,15 +660,7 @@ async fn a_failed_view_leaves_its_collection_and_metadata_untouched() {
     // Market's spreadsheet is no longer shared (its tab list is cached, so
     // the refusal comes on the values); Signal's data changes.
     fake.script(SHEET_B, Endpoint::BatchGet, [Fault::Forbidden]);
-    let mut changed = sales_rows("Q1");
-    changed.push(vec![json!("Q1 Hooli"), json!("F Inbox")]);
-    fake.add_spreadsheet(
-        SHEET_A,
-        FakeSpreadsheet {
-            time_zone: "Europe/Paris".to_owned(),
-            tabs: vec![tab(17, "It's Q1", changed)],
-        },
-    );
+    add_q1_hooli(&fake);
     let second = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
     let market = second.iter().find(|report| report.view == "Market").unwrap();
     assert_eq!(market.outcome, Outcome::Failed);
@@ -788,11 +798,7 @@ async fn views_synced_one_by_one_share_one_batch_get_per_spreadsheet() {
         })
         .await
         .unwrap();
-    let key_file = fake.key_file.display().to_string();
-    let config = test_db.config_with(&[
-        ("GOOGLE_APPLICATION_CREDENTIALS", &key_file),
-        ("SHEETSYNC_SHEETS_API_URL", &fake.api_url),
-    ]);
+    let config = google_config(&test_db, &fake);
     let syncer = |sources: Sources| Syncer::new(test_db.db.clone(), config.clone(), sources);
     let batch_gets = |spreadsheet: &str| {
         fake.seen()
@@ -910,11 +916,7 @@ async fn the_same_sheet_as_csv_and_through_the_api_gives_the_same_documents() {
     test_db
         .add_view("view-signal-1", "Signal", &format!("file://{}", csv_path.display()))
         .await;
-    let key_file = fake.key_file.display().to_string();
-    let config = test_db.config_with(&[
-        ("GOOGLE_APPLICATION_CREDENTIALS", &key_file),
-        ("SHEETSYNC_SHEETS_API_URL", &fake.api_url),
-    ]);
+    let config = google_config(&test_db, &fake);
     let syncer = common::syncer_for(config).await;
     let from_csv = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
     assert_eq!(from_csv[0].outcome, Outcome::Success, "{from_csv:?}");
@@ -1105,11 +1107,7 @@ async fn a_view_whose_page_keeps_failing_leaves_its_collection_untouched() {
     two_spreadsheets(&fake);
     let test_db = common::test_db("paged_failure").await;
     insert_views(&test_db.db).await;
-    let key_file = fake.key_file.display().to_string();
-    let mut config = test_db.config_with(&[
-        ("GOOGLE_APPLICATION_CREDENTIALS", &key_file),
-        ("SHEETSYNC_SHEETS_API_URL", &fake.api_url),
-    ]);
+    let mut config = google_config(&test_db, &fake);
     config.google.page_rows = 2;
     config.google.max_requests_per_minute = 0;
     config.google.max_attempts = 2;
@@ -1124,15 +1122,7 @@ async fn a_view_whose_page_keeps_failing_leaves_its_collection_untouched() {
     assert_eq!(before.len(), 3);
 
     // A new record on the last page, whose round now keeps failing.
-    let mut changed = sales_rows("Q1");
-    changed.push(vec![json!("Q1 Hooli"), json!("F Inbox")]);
-    fake.add_spreadsheet(
-        SHEET_A,
-        FakeSpreadsheet {
-            time_zone: "Europe/Paris".to_owned(),
-            tabs: vec![tab(17, "It's Q1", changed)],
-        },
-    );
+    add_q1_hooli(&fake);
     let zero = Fault::Slow(Duration::ZERO);
     fake.script(
         SHEET_A,

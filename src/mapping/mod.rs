@@ -433,20 +433,11 @@ impl<'p> Mapper<'p> {
         prepare: &(dyn Fn(&RecordValues<'p>) -> T + Sync),
         mut each: impl FnMut(RecordValues<'p>, T),
     ) -> Result<usize, SourceError> {
-        let mut found = 0;
-        let read = |row: &Row| {
-            self.winner_values(row, plan).map(|values| {
-                let prepared = prepare(&values);
-                (values, prepared)
-            })
+        let make = |values: RecordValues<'p>| {
+            let prepared = prepare(&values);
+            (values, prepared)
         };
-        parallel::read_rows(rows, &read, |_, values| {
-            if let Some((values, prepared)) = values {
-                found += 1;
-                each(values, prepared);
-            }
-        })?;
-        Ok(found)
+        self.each_winner(plan, rows, &make, |(values, prepared)| each(values, prepared))
     }
 
     /// [`Mapper::each_winner_values`], each record with its document built
@@ -455,14 +446,26 @@ impl<'p> Mapper<'p> {
         &self,
         plan: &Plan,
         rows: RowReader<'_>,
-        mut each: impl FnMut(MappedRecord),
+        each: impl FnMut(MappedRecord),
+    ) -> Result<usize, SourceError> {
+        self.each_winner(plan, rows, &|values| self.record(values), each)
+    }
+
+    /// The winning rows of a pass, each made into a `T` on the reading
+    /// threads and handed to `each` in source order; how many there were.
+    fn each_winner<T: Send>(
+        &self,
+        plan: &Plan,
+        rows: RowReader<'_>,
+        make: &(dyn Fn(RecordValues<'p>) -> T + Sync),
+        mut each: impl FnMut(T),
     ) -> Result<usize, SourceError> {
         let mut found = 0;
-        let read = |row: &Row| self.winner_values(row, plan).map(|values| self.record(values));
-        parallel::read_rows(rows, &read, |_, record| {
-            if let Some(record) = record {
+        let read = |row: &Row| self.winner_values(row, plan).map(make);
+        parallel::read_rows(rows, &read, |_, made| {
+            if let Some(made) = made {
                 found += 1;
-                each(record);
+                each(made);
             }
         })?;
         Ok(found)

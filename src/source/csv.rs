@@ -314,30 +314,15 @@ impl CsvRows {
     /// The next row with at least one non-empty cell.
     pub fn next_row(&mut self) -> Option<Result<&Row, CsvError>> {
         while self.next >= self.batch.len() {
-            if self.finished {
-                return None;
-            }
-            match self.batches.recv() {
-                Ok(Parsed::Rows(rows)) => {
+            match self.receive() {
+                Ok(Some(rows)) => {
                     let empty = std::mem::replace(&mut self.batch, rows);
                     // A full queue only means the parser has enough buffers.
                     let _ = self.empties.try_send(empty);
                     self.next = 0;
                 }
-                Ok(Parsed::Failed(error)) => {
-                    self.finished = true;
-                    return Some(Err(error));
-                }
-                Ok(Parsed::End { blank_rows }) => {
-                    self.blank_rows = blank_rows;
-                    self.finished = true;
-                    return None;
-                }
-                // The thread ended without a word: it panicked.
-                Err(_) => {
-                    self.finished = true;
-                    return Some(Err(parser_stopped()));
-                }
+                Ok(None) => return None,
+                Err(error) => return Some(Err(error)),
             }
         }
         self.next += 1;
@@ -358,24 +343,26 @@ impl CsvRows {
             self.batch.clear();
             return Ok(rest);
         }
+        Ok(self.receive()?.unwrap_or_default())
+    }
+
+    /// The parser thread's next batch; `None` at the end (or after a
+    /// failure, which is returned once).
+    fn receive(&mut self) -> Result<Option<Vec<Row>>, CsvError> {
         if self.finished {
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        match self.batches.recv() {
-            Ok(Parsed::Rows(rows)) => Ok(rows),
-            Ok(Parsed::Failed(error)) => {
-                self.finished = true;
-                Err(error)
-            }
+        let parsed = self.batches.recv();
+        self.finished = !matches!(parsed, Ok(Parsed::Rows(_)));
+        match parsed {
+            Ok(Parsed::Rows(rows)) => Ok(Some(rows)),
+            Ok(Parsed::Failed(error)) => Err(error),
             Ok(Parsed::End { blank_rows }) => {
                 self.blank_rows = blank_rows;
-                self.finished = true;
-                Ok(Vec::new())
+                Ok(None)
             }
-            Err(_) => {
-                self.finished = true;
-                Err(parser_stopped())
-            }
+            // The thread ended without a word: it panicked.
+            Err(_) => Err(parser_stopped()),
         }
     }
 

@@ -515,19 +515,9 @@ impl Sources {
     async fn download(&self, url: &str) -> Result<Downloaded, SourceError> {
         // The causes carry the reason (a refused address and the setting that
         // allows it, a DNS failure); the URL is given once, redacted.
-        let http_error = |error: reqwest::Error| {
-            let error = error.without_url();
-            let mut message = error.to_string();
-            let mut cause = std::error::Error::source(&error);
-            while let Some(inner) = cause {
-                message.push_str(": ");
-                message.push_str(&inner.to_string());
-                cause = inner.source();
-            }
-            SourceError::Http {
-                url: redact_url(url),
-                message,
-            }
+        let http_error = |error: reqwest::Error| SourceError::Http {
+            url: redact_url(url),
+            message: error_chain(error),
         };
         let mut response = self.http.get(url).send().await.map_err(http_error)?;
         let status = response.status();
@@ -582,6 +572,21 @@ impl Sources {
             _ => Ok(Downloaded::InMemory(body)),
         }
     }
+}
+
+/// reqwest's error with its causes (a refused address and the setting that
+/// allows it, a DNS failure), without the URL: a download's URL or a proxy's
+/// `api_url` may carry credentials, and the messages stay short.
+fn error_chain(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// A CSV download: spooled to disk, or in memory where that cannot be.

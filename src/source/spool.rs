@@ -259,19 +259,15 @@ impl SpooledRows {
     /// Starts a pass. Passes may run side by side: each reads the file at
     /// its own offset.
     pub fn rows(&self) -> SpoolPass {
-        let source: Box<dyn Read + Send> = match &self.inner.data {
-            Data::File(_) => Box::new(FileAt {
-                spooled: Arc::clone(&self.inner),
-                offset: 0,
-            }),
-            Data::Memory(_) => Box::new(MemoryAt {
-                spooled: Arc::clone(&self.inner),
-                offset: 0,
-            }),
-        };
         SpoolPass {
             location: self.inner.location.clone(),
-            reader: BufReader::with_capacity(READ_BUFFER, source),
+            reader: BufReader::with_capacity(
+                READ_BUFFER,
+                SpoolAt {
+                    spooled: Arc::clone(&self.inner),
+                    offset: 0,
+                },
+            ),
             left: self.inner.rows,
             row: Row {
                 number: 0,
@@ -281,40 +277,28 @@ impl SpooledRows {
     }
 }
 
-/// Reads the spool file from an offset of its own (`pread`), so that the
-/// writer's and other passes' offsets do not matter.
-struct FileAt {
+/// Reads the spool from an offset of its own (`pread` for a file), so that
+/// the writer's and other passes' offsets do not matter.
+struct SpoolAt {
     spooled: Arc<Spooled>,
     offset: u64,
 }
 
-impl Read for FileAt {
+impl Read for SpoolAt {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        let Data::File(file) = &self.spooled.data else {
-            return Ok(0);
-        };
         let left = self.spooled.length.saturating_sub(self.offset);
         let wanted = buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        let read = std::os::unix::fs::FileExt::read_at(file, &mut buffer[..wanted], self.offset)?;
-        self.offset += read as u64;
-        Ok(read)
-    }
-}
-
-struct MemoryAt {
-    spooled: Arc<Spooled>,
-    offset: usize,
-}
-
-impl Read for MemoryAt {
-    fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
-        let Data::Memory(bytes) = &self.spooled.data else {
-            return Ok(0);
+        let read = match &self.spooled.data {
+            Data::File(file) => std::os::unix::fs::FileExt::read_at(file, &mut buffer[..wanted], self.offset)?,
+            Data::Memory(bytes) => {
+                let start = usize::try_from(self.offset).unwrap_or(usize::MAX);
+                let rest = bytes.get(start..).unwrap_or_default();
+                let read = rest.len().min(wanted);
+                buffer[..read].copy_from_slice(&rest[..read]);
+                read
+            }
         };
-        let rest = bytes.get(self.offset..).unwrap_or_default();
-        let read = rest.len().min(buffer.len());
-        buffer[..read].copy_from_slice(&rest[..read]);
-        self.offset += read;
+        self.offset += read as u64;
         Ok(read)
     }
 }
@@ -323,7 +307,7 @@ impl Read for MemoryAt {
 /// each time: a pass allocates only for text longer than any before it.
 pub struct SpoolPass {
     location: String,
-    reader: BufReader<Box<dyn Read + Send>>,
+    reader: BufReader<SpoolAt>,
     left: usize,
     row: Row,
 }

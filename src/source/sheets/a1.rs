@@ -8,22 +8,35 @@ pub fn whole_tab(title: &str) -> String {
     format!("'{}'", title.replace('\'', "''"))
 }
 
-/// The ranges that read a tab of `rows` rows (its grid height) in pages of
+/// One page of a tab: its A1 range and the sheet row it starts at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub range: String,
+    pub first_row: usize,
+}
+
+/// The pages that read a tab of `rows` rows (its grid height) in pages of
 /// `page_rows`: the whole tab in one range when it fits one page or its
 /// height is unknown, else `'Tab'!1:20000`, `'Tab'!20001:40000`, ... with
 /// the last page ending at the grid's last row (a range past the grid is an
 /// error at Google).
-pub fn pages(title: &str, rows: Option<usize>, page_rows: usize) -> Vec<String> {
+pub fn pages(title: &str, rows: Option<usize>, page_rows: usize) -> Vec<Page> {
     let page_rows = page_rows.max(1);
     match rows {
         Some(rows) if rows > page_rows => (0..rows.div_ceil(page_rows))
             .map(|page| {
                 let first = page * page_rows + 1;
                 let last = ((page + 1) * page_rows).min(rows);
-                format!("{}!{first}:{last}", whole_tab(title))
+                Page {
+                    range: format!("{}!{first}:{last}", whole_tab(title)),
+                    first_row: first,
+                }
             })
             .collect(),
-        _ => vec![whole_tab(title)],
+        _ => vec![Page {
+            range: whole_tab(title),
+            first_row: 1,
+        }],
     }
 }
 
@@ -74,11 +87,21 @@ mod tests {
 
     #[test]
     fn pages_cover_the_grid_exactly() {
-        assert_eq!(pages("Q1", Some(5), 10), ["'Q1'"]);
-        assert_eq!(pages("Q1", None, 10), ["'Q1'"]);
+        let ranges = |rows, page_rows| -> Vec<(String, usize)> {
+            pages("It's", rows, page_rows)
+                .into_iter()
+                .map(|page| (page.range, page.first_row))
+                .collect()
+        };
+        assert_eq!(ranges(Some(5), 10), [("'It''s'".to_owned(), 1)]);
+        assert_eq!(ranges(None, 10), [("'It''s'".to_owned(), 1)]);
         assert_eq!(
-            pages("It's", Some(25), 10),
-            ["'It''s'!1:10", "'It''s'!11:20", "'It''s'!21:25"]
+            ranges(Some(25), 10),
+            [
+                ("'It''s'!1:10".to_owned(), 1),
+                ("'It''s'!11:20".to_owned(), 11),
+                ("'It''s'!21:25".to_owned(), 21)
+            ]
         );
         assert_eq!(split_range("'It''s'!A21:R25"), ("It's".to_owned(), 21));
     }

@@ -459,7 +459,7 @@ impl GoogleSheets {
         let mut reads: Vec<Result<TabPages, SheetsError>> = wanted
             .iter()
             .map(|title| {
-                let pages = pages::pages_of(title, info.row_counts.get(title).copied(), self.settings.page_rows);
+                let pages = a1::pages(title, info.row_counts.get(title).copied(), self.settings.page_rows);
                 Ok(TabPages::new(
                     title,
                     pages,
@@ -822,7 +822,7 @@ fn transport_reason(error: reqwest::Error) -> String {
     if error.is_timeout() {
         "no answer within the request timeout".to_owned()
     } else {
-        format!("network error: {}", error_chain(error))
+        format!("network error: {}", super::error_chain(error))
     }
 }
 
@@ -931,20 +931,6 @@ impl ReadAnswer for PagesAnswer<'_> {
         self.tabs = tabs;
         outcome
     }
-}
-
-/// reqwest's error with its causes, without the URL: a proxy's `api_url`
-/// may carry credentials, and the messages stay short.
-fn error_chain(error: reqwest::Error) -> String {
-    let error = error.without_url();
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A 403 that is about the project (API not enabled), not about sharing.

@@ -18,7 +18,8 @@ use bytes::Bytes;
 use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use tokio::sync::mpsc;
 
-use super::{SheetCell, SheetsError, a1};
+use super::a1::{self, Page};
+use super::{SheetCell, SheetsError};
 use crate::source::spool::{Mark, RowSpool, SpoolError, SpooledRows};
 use crate::source::table::Cell;
 
@@ -26,24 +27,6 @@ use crate::source::table::Cell;
 const CHANNEL_CHUNKS: usize = 8;
 /// The parser's read buffer.
 const PARSE_BUFFER: usize = 64 * 1024;
-
-/// One page of a tab: its A1 range and the sheet row it starts at.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    pub range: String,
-    pub first_row: usize,
-}
-
-/// The pages that read a tab of `rows` rows (its grid height, when known).
-pub fn pages_of(title: &str, rows: Option<usize>, page_rows: usize) -> Vec<Page> {
-    a1::pages(title, rows, page_rows)
-        .into_iter()
-        .map(|range| Page {
-            first_row: a1::split_range(&range).1,
-            range,
-        })
-        .collect()
-}
 
 /// A tab being read: its pages and the rows read so far.
 #[derive(Debug)]
@@ -507,7 +490,7 @@ mod tests {
 
     #[test]
     fn keeps_types_and_numbers_rows_and_counts_blank_ones() {
-        let mut tabs = vec![tab("It's Q1", pages_of("It's Q1", Some(9), 100))];
+        let mut tabs = vec![tab("It's Q1", a1::pages("It's Q1", Some(9), 100))];
         let answer = json!({
             "spreadsheetId": "x",
             "valueRanges": [{
@@ -535,7 +518,7 @@ mod tests {
 
     #[test]
     fn values_before_the_range_and_gaps_between_pages() {
-        let pages = pages_of("T", Some(6), 3);
+        let pages = a1::pages("T", Some(6), 3);
         let mut tabs = vec![tab("T", pages)];
         // Google ends the first page early (its last row is empty).
         parse(
@@ -558,7 +541,7 @@ mod tests {
 
     #[test]
     fn a_wrong_or_missing_range_fails_only_its_tab() {
-        let mut tabs = vec![tab("A", pages_of("A", None, 10)), tab("B", pages_of("B", None, 10))];
+        let mut tabs = vec![tab("A", a1::pages("A", None, 10)), tab("B", a1::pages("B", None, 10))];
         let wrong = parse_bytes(
             json!({"valueRanges": [{"values": [["x"]], "range": "B!A1:B2"}, {"range": "B!A1:B2"}]})
                 .to_string()
@@ -592,7 +575,7 @@ mod tests {
 
     #[test]
     fn a_restarted_round_forgets_its_rows() {
-        let mut tabs = vec![tab("T", pages_of("T", Some(4), 2))];
+        let mut tabs = vec![tab("T", a1::pages("T", Some(4), 2))];
         parse(
             json!({"valueRanges": [{"range": "T!A1:A2", "values": [["a"], ["b"]]}]}),
             &mut tabs,
