@@ -1,7 +1,12 @@
 //! Configuration: an optional TOML file, then environment variables on top.
 //!
-//! MongoDB is configured with `MONGO_URL` and `DB_NAME`, the names the
-//! dashboard's own schema document uses, so one env file serves both apps.
+//! The loader composes: each part below it owns its section, its
+//! environment overlay and its checks (`[sources]` in `source::policy`,
+//! `[google]` in `source::sheets::settings`, `[mongo]` in `store::settings`,
+//! `[[targets]]` in `mapping::declare`, the schedule in `schedule`), and no
+//! part imports this module. What is here is what the engine and the daemon,
+//! above it, take as a whole: `[sync]`, `[daemon]`, `[views]`, `[[syncs]]`.
+//! Every problem is reported at once, not the first alone.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,14 +19,12 @@ use crate::mapping::conventions::DateOrderSetting;
 use crate::mapping::declare::{Origin, TargetDecl, Targets};
 use crate::mapping::profile::TargetProfile;
 use crate::redact::redact_url;
-
-pub const DEFAULT_MONGO_URL: &str = "mongodb://127.0.0.1:27017";
-pub const DEFAULT_DB_NAME: &str = "sales_analytics";
-/// The public Sheets API; tests and corporate proxies point elsewhere.
-pub const DEFAULT_SHEETS_API_URL: &str = "https://sheets.googleapis.com/";
-/// The file name under systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`)
-/// used as the service-account key when no path is configured.
-pub const CREDENTIALS_DIRECTORY_KEY_FILE: &str = "google-service-account.json";
+use crate::source::policy::SourcesSettings;
+use crate::source::sheets::settings::GoogleSettings;
+use crate::store::settings::{
+    DEFAULT_DB_NAME, DEFAULT_MONGO_URL, MongoSettings, OperationLimits, collection_name_problem, database_name_problem,
+    url_problem,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -30,10 +33,34 @@ pub enum ConfigError {
     #[error("config file {path} is invalid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("invalid configuration: {0}")]
-    Invalid(String),
+    Invalid(Problems),
     /// Not a `#[source]`: the list is the message, and is printed once.
     #[error("invalid target profile(s):\n{0}")]
     Targets(crate::mapping::declare::DeclErrors),
+}
+
+/// Everything wrong with a configuration, each naming the setting to change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problems(pub Vec<String>);
+
+impl std::fmt::Display for Problems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_slice() {
+            [one] => f.write_str(one),
+            many => {
+                for problem in many {
+                    write!(f, "\n  - {problem}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl ConfigError {
+    fn invalid(problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid(Problems(vec![problem.into()]))
+    }
 }
 
 /// The whole resolved configuration. Its `Debug` output redacts secrets.
@@ -45,7 +72,7 @@ pub struct Config {
     /// `sync.time_zone`, or else `daemon.time_zone`, parsed.
     pub time_zone: chrono_tz::Tz,
     /// `[mongo]` time limits of one operation, by kind.
-    pub operation_limits: crate::store::OperationLimits,
+    pub operation_limits: OperationLimits,
     /// Per-view overrides, by view name as the `views` collection spells it.
     pub views: BTreeMap<String, ViewOverride>,
     /// `sheetsync run`: schedule, HTTP server, lifecycle.
@@ -106,122 +133,6 @@ impl std::fmt::Debug for ConfiguredSync {
     }
 }
 
-/// The `[sources]` section: what a view's source may be (see
-/// `source::policy`). Views come from another application, so only what is
-/// listed here, Google Sheets links and Google's public CSV exports are read.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct SourcesSettings {
-    /// Directories under which `file://` and plain-path sources may be read
-    /// (`SHEETSYNC_FILE_ROOTS`, `:`-separated, wins). None by default.
-    pub file_roots: Vec<PathBuf>,
-    /// Hosts CSV may be downloaded from besides Google's export links
-    /// (`SHEETSYNC_HTTP_HOSTS`, `,`-separated, wins).
-    pub http_hosts: Vec<String>,
-    /// Networks (CIDR) a download may reach although they are loopback,
-    /// private or link-local (`SHEETSYNC_ALLOWED_NETWORKS` wins).
-    pub allowed_networks: Vec<String>,
-    /// A download larger than this fails its view.
-    pub max_download_bytes: u64,
-}
-
-impl Default for SourcesSettings {
-    fn default() -> Self {
-        SourcesSettings {
-            file_roots: Vec::new(),
-            http_hosts: Vec::new(),
-            allowed_networks: Vec::new(),
-            max_download_bytes: 256 * 1024 * 1024,
-        }
-    }
-}
-
-/// The `[google]` section: the service-account key and how patiently the
-/// Sheets API is called. Holds a key *path*, never key material.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct GoogleSettings {
-    /// The service-account JSON key. `GOOGLE_APPLICATION_CREDENTIALS` wins
-    /// over it; without either, `$CREDENTIALS_DIRECTORY/google-service-account.json`
-    /// is used when it exists.
-    pub key_file: Option<PathBuf>,
-    /// Where `key_file` came from, for messages.
-    #[serde(skip)]
-    pub key_file_origin: Option<KeyFileOrigin>,
-    /// Base URL of the Sheets API (`SHEETSYNC_SHEETS_API_URL` wins).
-    pub api_url: String,
-    /// Timeout of one Sheets API or token request, in milliseconds.
-    pub request_timeout_ms: u64,
-    /// Attempts per API call, the first included (429, 5xx and timeouts are retried).
-    pub max_attempts: u32,
-    /// First backoff step; each retry doubles it, with full jitter.
-    pub retry_base_delay_ms: u64,
-    /// Longest single wait between attempts (a `Retry-After` may ask for more,
-    /// within `retry_max_elapsed_ms`).
-    pub retry_max_delay_ms: u64,
-    /// Give up on a call once this much time has passed since its first attempt.
-    pub retry_max_elapsed_ms: u64,
-    /// How long a spreadsheet's tab list and time zone are reused before
-    /// being read again, in seconds; 0 reads them on every cycle. A tab that
-    /// is no longer where the cached list says is noticed at once whatever
-    /// this says.
-    pub metadata_max_age_secs: u64,
-    /// Rows per `values:batchGet` range: a tab longer than this is read in
-    /// pages (one round of pages per call), so that memory holds a page, not
-    /// the tab, and no single call runs into Google's request deadline.
-    pub page_rows: usize,
-    /// Sheets API requests started in any one minute at most, retries
-    /// included: Google's read quota per user (60 by default; raise it with
-    /// the project's quota). 0: no limit.
-    pub max_requests_per_minute: usize,
-}
-
-/// Where the service-account key path was configured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyFileOrigin {
-    Environment,
-    ConfigFile,
-    CredentialsDirectory,
-}
-
-impl KeyFileOrigin {
-    pub fn describe(self) -> &'static str {
-        match self {
-            KeyFileOrigin::Environment => "GOOGLE_APPLICATION_CREDENTIALS",
-            KeyFileOrigin::ConfigFile => "[google] key_file",
-            KeyFileOrigin::CredentialsDirectory => "the systemd credential google-service-account.json",
-        }
-    }
-}
-
-impl Default for GoogleSettings {
-    fn default() -> Self {
-        GoogleSettings {
-            key_file: None,
-            key_file_origin: None,
-            api_url: DEFAULT_SHEETS_API_URL.to_owned(),
-            request_timeout_ms: 30_000,
-            max_attempts: 5,
-            retry_base_delay_ms: 500,
-            retry_max_delay_ms: 30_000,
-            retry_max_elapsed_ms: 120_000,
-            metadata_max_age_secs: 7 * 24 * 3600,
-            page_rows: 20_000,
-            max_requests_per_minute: 60,
-        }
-    }
-}
-
-impl GoogleSettings {
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
-    }
-
-    pub fn metadata_max_age(&self) -> Duration {
-        Duration::from_secs(self.metadata_max_age_secs)
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyncSettings {
@@ -268,6 +179,22 @@ impl Default for SyncSettings {
 impl SyncSettings {
     pub fn http_timeout(&self) -> Duration {
         Duration::from_secs(self.http_timeout_secs)
+    }
+
+    /// Every setting that is out of range, each naming what to change.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems: Vec<String> = [
+            ("sync.min_ratio", self.min_ratio),
+            ("sync.max_rejected_ratio", self.max_rejected_ratio),
+        ]
+        .into_iter()
+        .filter(|(_, ratio)| !(0.0..=1.0).contains(ratio))
+        .map(|(name, ratio)| format!("{name} is {ratio}; it must be between 0 and 1"))
+        .collect();
+        if self.insert_batch_size == 0 || self.http_timeout_secs == 0 {
+            problems.push("sync.insert_batch_size and sync.http_timeout_secs must be at least 1".to_owned());
+        }
+        problems
     }
 }
 
@@ -351,6 +278,68 @@ impl Default for DaemonSettings {
 }
 
 impl DaemonSettings {
+    /// Puts the environment on top of the file's settings: the address
+    /// (`SHEETSYNC_LISTEN`) and the admin token (`SHEETSYNC_ADMIN_TOKEN`,
+    /// else the file `admin_token_file` names). `env` answers only variables
+    /// set to something non-blank.
+    pub fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(listen) = env("SHEETSYNC_LISTEN") {
+            self.listen = listen.trim().to_owned();
+        }
+        self.admin_token = match (env("SHEETSYNC_ADMIN_TOKEN"), &self.admin_token_file) {
+            (Some(token), _) => Some(AdminToken(token.trim().to_owned())),
+            (None, Some(file)) => {
+                let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+                    path: file.clone(),
+                    source,
+                })?;
+                let token = text.trim();
+                if token.is_empty() {
+                    return Err(ConfigError::invalid(format!(
+                        "daemon.admin_token_file {} is empty",
+                        file.display()
+                    )));
+                }
+                Some(AdminToken(token.to_owned()))
+            }
+            (None, None) => None,
+        };
+        Ok(())
+    }
+
+    /// Every setting that is out of range, each naming what to change.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(error) = crate::schedule::Schedule::parse(&self.schedule, &self.time_zone) {
+            problems.push(error.to_string());
+        }
+        if self.listen.parse::<std::net::SocketAddr>().is_err() {
+            problems.push(format!(
+                "daemon.listen (or SHEETSYNC_LISTEN) {:?} is not an address like 127.0.0.1:8080",
+                self.listen
+            ));
+        }
+        if self.http_header_timeout_secs == 0
+            || self.http_request_timeout_secs == 0
+            || self.http_max_connections == 0
+            || self.max_concurrent_syncs == 0
+        {
+            problems.push(
+                "daemon.http_header_timeout_secs, daemon.http_request_timeout_secs, daemon.http_max_connections and \
+                 daemon.max_concurrent_syncs must be at least 1"
+                    .to_owned(),
+            );
+        }
+        if self.lease_secs < 3 || self.retry_min_secs == 0 || self.retry_max_secs < self.retry_min_secs {
+            problems.push(
+                "daemon.lease_secs must be at least 3, daemon.retry_min_secs at least 1 and \
+                 daemon.retry_max_secs at least daemon.retry_min_secs"
+                    .to_owned(),
+            );
+        }
+        problems
+    }
+
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
@@ -393,7 +382,7 @@ impl std::fmt::Debug for AdminToken {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     #[serde(default)]
-    mongo: MongoSection,
+    mongo: MongoSettings,
     #[serde(default)]
     sync: SyncSettings,
     #[serde(default)]
@@ -408,18 +397,6 @@ struct FileConfig {
     targets: Vec<TargetDecl>,
     #[serde(default)]
     syncs: Vec<SyncEntry>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MongoSection {
-    url: Option<String>,
-    db_name: Option<String>,
-    /// Time limits of one MongoDB operation, by kind, in seconds.
-    read_timeout_secs: Option<u64>,
-    write_timeout_secs: Option<u64>,
-    index_timeout_secs: Option<u64>,
-    rename_timeout_secs: Option<u64>,
 }
 
 impl Config {
@@ -447,71 +424,14 @@ impl Config {
         };
         let non_empty = |name: &str| env(name).filter(|value| !value.trim().is_empty());
         let mut google = parsed.google;
-        if google.key_file.is_some() {
-            google.key_file_origin = Some(KeyFileOrigin::ConfigFile);
-        }
-        if let Some(path) = non_empty("GOOGLE_APPLICATION_CREDENTIALS") {
-            google.key_file = Some(PathBuf::from(path));
-            google.key_file_origin = Some(KeyFileOrigin::Environment);
-        }
-        if google.key_file.is_none() {
-            if let Some(directory) = non_empty("CREDENTIALS_DIRECTORY") {
-                let candidate = Path::new(&directory).join(CREDENTIALS_DIRECTORY_KEY_FILE);
-                if candidate.is_file() {
-                    google.key_file = Some(candidate);
-                    google.key_file_origin = Some(KeyFileOrigin::CredentialsDirectory);
-                }
-            }
-        }
-        if let Some(url) = non_empty("SHEETSYNC_SHEETS_API_URL") {
-            google.api_url = url;
-        }
+        google.apply_env(&non_empty);
         let mut sources = parsed.sources;
-        if let Some(roots) = non_empty("SHEETSYNC_FILE_ROOTS") {
-            sources.file_roots = roots
-                .split(':')
-                .filter(|root| !root.is_empty())
-                .map(PathBuf::from)
-                .collect();
-        }
-        let list = |text: String| -> Vec<String> {
-            text.split(',')
-                .map(str::trim)
-                .filter(|item| !item.is_empty())
-                .map(str::to_owned)
-                .collect()
-        };
-        if let Some(hosts) = non_empty("SHEETSYNC_HTTP_HOSTS") {
-            sources.http_hosts = list(hosts);
-        }
-        if let Some(networks) = non_empty("SHEETSYNC_ALLOWED_NETWORKS") {
-            sources.allowed_networks = list(networks);
-        }
+        sources.apply_env(&non_empty);
         let mut daemon = parsed.daemon;
-        if let Some(listen) = non_empty("SHEETSYNC_LISTEN") {
-            daemon.listen = listen.trim().to_owned();
-        }
-        daemon.admin_token = match (non_empty("SHEETSYNC_ADMIN_TOKEN"), &daemon.admin_token_file) {
-            (Some(token), _) => Some(AdminToken(token.trim().to_owned())),
-            (None, Some(file)) => {
-                let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
-                    path: file.clone(),
-                    source,
-                })?;
-                let token = text.trim();
-                if token.is_empty() {
-                    return Err(ConfigError::Invalid(format!(
-                        "daemon.admin_token_file {} is empty",
-                        file.display()
-                    )));
-                }
-                Some(AdminToken(token.to_owned()))
-            }
-            (None, None) => None,
-        };
+        daemon.apply_env(&non_empty)?;
         let zone_name = parsed.sync.time_zone.as_deref().unwrap_or(&daemon.time_zone);
         let time_zone = zone_name.parse::<chrono_tz::Tz>().map_err(|_| {
-            ConfigError::Invalid(format!(
+            ConfigError::invalid(format!(
                 "time zone {zone_name:?} (sync.time_zone, else daemon.time_zone) is not an IANA zone name such as \
                  \"Europe/Paris\""
             ))
@@ -527,6 +447,7 @@ impl Config {
             .map_err(ConfigError::Targets)?,
             None => Targets::built_in(),
         };
+        let operation_limits = parsed.mongo.limits();
         let mongo_url = non_empty("MONGO_URL")
             .or(parsed.mongo.url)
             .unwrap_or_else(|| DEFAULT_MONGO_URL.to_owned());
@@ -535,14 +456,6 @@ impl Config {
             .into_iter()
             .map(|entry| resolve_sync(entry, file.map(|(_, path)| path), &targets, &mongo_url, &non_empty))
             .collect::<Result<Vec<_>, _>>()?;
-        let defaults = crate::store::OperationLimits::default();
-        let secs = |setting: Option<u64>, default: Duration| setting.map_or(default, Duration::from_secs);
-        let operation_limits = crate::store::OperationLimits {
-            read: secs(parsed.mongo.read_timeout_secs, defaults.read),
-            write: secs(parsed.mongo.write_timeout_secs, defaults.write),
-            index_build: secs(parsed.mongo.index_timeout_secs, defaults.index_build),
-            rename: secs(parsed.mongo.rename_timeout_secs, defaults.rename),
-        };
         let config = Config {
             time_zone,
             operation_limits,
@@ -563,152 +476,86 @@ impl Config {
     }
 
     /// The time limits of MongoDB operations.
-    pub fn mongo_limits(&self) -> crate::store::OperationLimits {
+    pub fn mongo_limits(&self) -> OperationLimits {
         self.operation_limits
     }
 
-    fn validate(&self) -> Result<(), ConfigError> {
-        let limits = self.operation_limits;
-        if [limits.read, limits.write, limits.index_build, limits.rename].contains(&Duration::ZERO) {
-            return Err(ConfigError::Invalid(
-                "mongo.read_timeout_secs, write_timeout_secs, index_timeout_secs and rename_timeout_secs must be \
-                 at least 1"
-                    .to_owned(),
-            ));
-        }
-        if !(self.mongo_url.starts_with("mongodb://") || self.mongo_url.starts_with("mongodb+srv://")) {
-            return Err(ConfigError::Invalid(format!(
-                "MONGO_URL {} must start with mongodb:// or mongodb+srv://",
-                redact_url(&self.mongo_url)
-            )));
-        }
-        check_name("DB_NAME", &self.db_name, &['/', '\\', '.', ' ', '"', '$'])?;
-        for (name, ratio) in [
-            ("sync.min_ratio", self.sync.min_ratio),
-            ("sync.max_rejected_ratio", self.sync.max_rejected_ratio),
-        ] {
-            if !(0.0..=1.0).contains(&ratio) {
-                return Err(ConfigError::Invalid(format!(
-                    "{name} is {ratio}; it must be between 0 and 1"
-                )));
-            }
-        }
-        if self.sync.insert_batch_size == 0 || self.sync.http_timeout_secs == 0 {
-            return Err(ConfigError::Invalid(
-                "sync.insert_batch_size and sync.http_timeout_secs must be at least 1".to_owned(),
-            ));
-        }
-        let google = &self.google;
-        match reqwest::Url::parse(&google.api_url) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-            _ => {
-                return Err(ConfigError::Invalid(format!(
-                    "google.api_url (or SHEETSYNC_SHEETS_API_URL) {} is not an http(s) URL",
-                    redact_url(&google.api_url)
-                )));
-            }
-        }
-        if google.max_attempts == 0 || google.request_timeout_ms == 0 || google.page_rows == 0 {
-            return Err(ConfigError::Invalid(
-                "google.max_attempts, google.request_timeout_ms and google.page_rows must be at least 1".to_owned(),
-            ));
-        }
-        self.validate_daemon()?;
-        for network in &self.sources.allowed_networks {
-            if crate::source::policy::Network::parse(network).is_none() {
-                return Err(ConfigError::Invalid(format!(
-                    "sources.allowed_networks: {network:?} is not a network like \"10.0.0.0/8\" or \"::1/128\""
-                )));
-            }
-        }
-        if self.sources.max_download_bytes == 0 {
-            return Err(ConfigError::Invalid(
-                "sources.max_download_bytes must be at least 1".to_owned(),
-            ));
-        }
-        self.validate_syncs()?;
-        for (view, settings) in &self.views {
-            if let Some(collection) = &settings.collection {
-                check_name(&format!("views.\"{view}\".collection"), collection, &['$'])?;
-                if collection.starts_with("system.") {
-                    return Err(ConfigError::Invalid(format!(
-                        "views.\"{view}\".collection {collection:?} is a reserved system collection"
-                    )));
-                }
-            }
-        }
-        Ok(())
+    /// The sources this configuration allows, with its Google settings and
+    /// download timeout.
+    pub fn sources(&self) -> Result<crate::source::Sources, crate::source::SourceError> {
+        crate::source::Sources::new(&self.sources, self.google.clone(), self.sync.http_timeout())
     }
 
-    fn validate_syncs(&self) -> Result<(), ConfigError> {
+    /// The main database, pinged (see `store::connect`).
+    pub async fn connect(&self) -> Result<mongodb::Database, crate::store::StoreError> {
+        crate::store::connect(&self.mongo_url, &self.db_name, self.operation_limits).await
+    }
+
+    /// The main database, not contacted yet (see `store::open`).
+    pub async fn open_database(&self) -> Result<mongodb::Database, crate::store::StoreError> {
+        crate::store::open(&self.mongo_url, &self.db_name, self.operation_limits).await
+    }
+
+    /// Every section's problems, all of them, or none.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = self.operation_limits.problems();
+        problems.extend(url_problem("MONGO_URL", &self.mongo_url));
+        problems.extend(database_name_problem("DB_NAME", &self.db_name));
+        problems.extend(self.sync.problems());
+        problems.extend(self.google.problems());
+        problems.extend(self.daemon.problems());
+        problems.extend(self.sources.problems());
+        problems.extend(self.sync_problems());
+        for (view, settings) in &self.views {
+            if let Some(collection) = &settings.collection {
+                problems.extend(collection_name_problem(
+                    &format!("views.\"{view}\".collection"),
+                    collection,
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(Problems(problems)))
+        }
+    }
+
+    fn sync_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
         for (index, sync) in self.syncs.iter().enumerate() {
             let name = &sync.entry.name;
             let setting = format!("syncs[{index}] ({name:?})");
             if name.trim().is_empty() {
-                return Err(ConfigError::Invalid(format!("{setting} needs a name")));
+                problems.push(format!("{setting} needs a name"));
             }
             if self.syncs[..index]
                 .iter()
                 .any(|other| other.entry.name.eq_ignore_ascii_case(name))
             {
-                return Err(ConfigError::Invalid(format!("{setting}: two syncs are named {name:?}")));
+                problems.push(format!("{setting}: two syncs are named {name:?}"));
             }
-            check_name(
+            problems.extend(database_name_problem(
                 &format!("{setting}.database"),
                 &sync.entry.database,
-                &['/', '\\', '.', ' ', '"', '$'],
-            )?;
-            check_name(&format!("{setting}.collection"), &sync.collection, &['$'])?;
-            if sync.collection.starts_with("system.") {
-                return Err(ConfigError::Invalid(format!(
-                    "{setting}.collection {:?} is a reserved system collection",
-                    sync.collection
-                )));
-            }
+            ));
+            problems.extend(collection_name_problem(
+                &format!("{setting}.collection"),
+                &sync.collection,
+            ));
             let same_place = |other: &ConfiguredSync| {
                 other.entry.database == sync.entry.database
                     && other.collection == sync.collection
                     && other.mongo_url == sync.mongo_url
             };
             if self.syncs[..index].iter().any(same_place) {
-                return Err(ConfigError::Invalid(format!(
+                problems.push(format!(
                     "{setting} writes `{}.{}`, as another sync does; give each its own collection",
                     sync.entry.database, sync.collection
-                )));
+                ));
             }
         }
-        Ok(())
-    }
-
-    fn validate_daemon(&self) -> Result<(), ConfigError> {
-        let daemon = &self.daemon;
-        crate::schedule::Schedule::parse(&daemon.schedule, &daemon.time_zone)
-            .map_err(|error| ConfigError::Invalid(error.to_string()))?;
-        if daemon.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(ConfigError::Invalid(format!(
-                "daemon.listen (or SHEETSYNC_LISTEN) {:?} is not an address like 127.0.0.1:8080",
-                daemon.listen
-            )));
-        }
-        if daemon.http_header_timeout_secs == 0
-            || daemon.http_request_timeout_secs == 0
-            || daemon.http_max_connections == 0
-            || daemon.max_concurrent_syncs == 0
-        {
-            return Err(ConfigError::Invalid(
-                "daemon.http_header_timeout_secs, daemon.http_request_timeout_secs, daemon.http_max_connections and \
-                 daemon.max_concurrent_syncs must be at least 1"
-                    .to_owned(),
-            ));
-        }
-        if daemon.lease_secs < 3 || daemon.retry_min_secs == 0 || daemon.retry_max_secs < daemon.retry_min_secs {
-            return Err(ConfigError::Invalid(
-                "daemon.lease_secs must be at least 3, daemon.retry_min_secs at least 1 and \
-                 daemon.retry_max_secs at least daemon.retry_min_secs"
-                    .to_owned(),
-            ));
-        }
-        Ok(())
+        problems
     }
 
     /// The connection string as it may be shown: password redacted.
@@ -725,14 +572,7 @@ impl std::fmt::Debug for Config {
             .field("sync", &self.sync)
             .field("time_zone", &self.time_zone)
             .field("views", &self.views)
-            .field(
-                "google",
-                &GoogleSettings {
-                    // A proxy URL may carry credentials.
-                    api_url: redact_url(&self.google.api_url),
-                    ..self.google.clone()
-                },
-            )
+            .field("google", &self.google)
             .field("daemon", &self.daemon)
             .field("sources", &self.sources)
             .field("targets", &self.targets.names())
@@ -760,7 +600,7 @@ fn resolve_sync(
     }
     let name = &entry.name;
     let profile = targets.get(&entry.target).ok_or_else(|| {
-        ConfigError::Invalid(format!(
+        ConfigError::invalid(format!(
             "sync {name:?} names target {:?}, which no profile declares; known targets: {}",
             entry.target,
             targets.names().join(", ")
@@ -771,7 +611,7 @@ fn resolve_sync(
         .clone()
         .or_else(|| profile.collection.clone())
         .ok_or_else(|| {
-            ConfigError::Invalid(format!(
+            ConfigError::invalid(format!(
                 "sync {name:?}: target {:?} names no collection; set `collection` in the sync",
                 entry.target
             ))
@@ -779,17 +619,14 @@ fn resolve_sync(
     let mongo_url = match entry.mongo_url_env.as_deref() {
         None | Some("MONGO_URL") => mongo_url.to_owned(),
         Some(variable) => env(variable).ok_or_else(|| {
-            ConfigError::Invalid(format!(
+            ConfigError::invalid(format!(
                 "sync {name:?} reads its MongoDB URL from the environment variable {variable} (mongo_url_env), \
                  which is not set"
             ))
         })?,
     };
-    if !(mongo_url.starts_with("mongodb://") || mongo_url.starts_with("mongodb+srv://")) {
-        return Err(ConfigError::Invalid(format!(
-            "sync {name:?}: its MongoDB URL {} must start with mongodb:// or mongodb+srv://",
-            redact_url(&mongo_url)
-        )));
+    if let Some(problem) = url_problem(&format!("sync {name:?}: its MongoDB URL"), &mongo_url) {
+        return Err(ConfigError::invalid(problem));
     }
     Ok(ConfiguredSync {
         entry,
@@ -799,18 +636,10 @@ fn resolve_sync(
     })
 }
 
-fn check_name(setting: &str, value: &str, forbidden: &[char]) -> Result<(), ConfigError> {
-    if value.is_empty() || value.contains(forbidden) || value.contains('\0') {
-        return Err(ConfigError::Invalid(format!(
-            "{setting} {value:?} is not a valid MongoDB name (empty, or contains one of {forbidden:?})"
-        )));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::sheets::settings::{CREDENTIALS_DIRECTORY_KEY_FILE, DEFAULT_SHEETS_API_URL, KeyFileOrigin};
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |name| {
@@ -881,6 +710,26 @@ mod tests {
             let error = Config::resolve(Some((text, path)), env(&[])).unwrap_err().to_string();
             assert!(error.contains(expected), "{error:?} should mention {expected:?}");
         }
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let text = "[sync]\nmin_ratio = 2.0\n[google]\napi_url = \"ftp://x\"\n[daemon]\nlisten = \"nowhere\"\n\
+                    [sources]\nmax_download_bytes = 0\n[mongo]\nread_timeout_secs = 0\n";
+        let error = Config::resolve(Some((text, Path::new("bad.toml"))), env(&[("DB_NAME", "a.b")]))
+            .unwrap_err()
+            .to_string();
+        for expected in [
+            "sync.min_ratio",
+            "google.api_url",
+            "daemon.listen",
+            "sources.max_download_bytes",
+            "mongo.read_timeout_secs",
+            "DB_NAME",
+        ] {
+            assert!(error.contains(expected), "{error:?} should mention {expected:?}");
+        }
+        assert_eq!(error.matches("\n  - ").count(), 6, "one line per problem: {error}");
     }
 
     #[test]
@@ -1049,7 +898,7 @@ mod example_file {
         let defaults = Config::resolve(None, |_| None).unwrap();
         assert_eq!(parsed.mongo.url.as_deref(), Some(DEFAULT_MONGO_URL));
         assert_eq!(parsed.mongo.db_name.as_deref(), Some(DEFAULT_DB_NAME));
-        let limits = crate::store::OperationLimits::default();
+        let limits = OperationLimits::default();
         assert_eq!(
             [
                 parsed.mongo.read_timeout_secs,

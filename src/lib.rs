@@ -13,6 +13,7 @@
 //! multi-replica-safe service (`sheetsync run`), and `main.rs` in a CLI.
 
 pub mod apply;
+pub mod bson_dates;
 pub mod config;
 pub mod daemon;
 pub mod identity;

@@ -8,7 +8,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sheetsync::config::Config;
 use sheetsync::schedule::Schedule;
 use sheetsync::source::{SourceSpec, Sources};
-use sheetsync::store;
 use sheetsync::sync::{self, SyncOptions, Syncer};
 use sheetsync::syncs::{self, Resolution};
 
@@ -224,8 +223,8 @@ async fn health(config: &Config, url: Option<String>) -> anyhow::Result<ExitCode
 }
 
 async fn syncer(config: Config) -> anyhow::Result<Syncer> {
-    let db = store::connect(&config).await?;
-    let sources = Sources::from_config(&config)?;
+    let db = config.connect().await?;
+    let sources = config.sources()?;
     Ok(Syncer::new(db, config, sources))
 }
 
@@ -246,7 +245,7 @@ fn describe_targets(config: &Config) -> anyhow::Result<String> {
 /// Prints what sheetsync would do, and exits non-zero on any problem.
 async fn check(config: Config) -> anyhow::Result<ExitCode> {
     println!("config: ok");
-    let db = store::connect(&config).await?;
+    let db = config.connect().await?;
     println!(
         "MongoDB: reachable at {} (database `{}`)",
         config.redacted_mongo_url(),
@@ -257,7 +256,7 @@ async fn check(config: Config) -> anyhow::Result<ExitCode> {
         println!("views: none in `{}`; nothing to sync", syncs::VIEWS_COLLECTION);
         return Ok(ExitCode::FAILURE);
     }
-    let sources = Sources::from_config(&config)?;
+    let sources = config.sources()?;
     let mut problems = 0;
     for plan in &plans {
         let summary = plan.summary();

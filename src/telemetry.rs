@@ -1,11 +1,10 @@
-//! Metric names and the recording of one run, through the `metrics` facade.
+//! Metric names and descriptions, through the `metrics` facade: a leaf, so
+//! that any layer can count what it does.
 //!
-//! Without an installed recorder (the CLI) every call here is a no-op; the
-//! daemon installs a Prometheus recorder and renders it at `GET /metrics`.
-//! The Google Sheets source increments the Google counters itself, at each
-//! request and retry.
-
-use crate::report::{Outcome, ViewReport};
+//! Without an installed recorder (the CLI) every `metrics` call is a no-op;
+//! the daemon installs a Prometheus recorder, records its runs
+//! (`daemon::metrics`) and renders it at `GET /metrics`. The Google Sheets
+//! source increments the Google counters itself, at each request and retry.
 
 pub const SYNC_RUNS: &str = "sheetsync_sync_runs_total";
 pub const RECORDS_WRITTEN: &str = "sheetsync_records_written_total";
@@ -51,30 +50,4 @@ pub fn describe() {
     metrics::describe_gauge!(MONGO_UP, "1 when MongoDB answered the last ping, else 0.");
     metrics::counter!(GOOGLE_API_CALLS).absolute(0);
     metrics::counter!(GOOGLE_API_RETRIES).absolute(0);
-}
-
-/// Records one finished run.
-pub fn record_run(report: &ViewReport) {
-    let view = report.view.clone();
-    metrics::counter!(
-        SYNC_RUNS,
-        "view" => view.clone(),
-        "trigger" => report.trigger.as_str(),
-        "outcome" => report.outcome.as_str(),
-    )
-    .increment(1);
-    metrics::histogram!(SYNC_DURATION, "view" => view.clone()).record(report.duration_ms as f64 / 1000.0);
-    metrics::counter!(ROWS_REJECTED, "view" => view.clone()).increment(report.rejected.len() as u64);
-    if matches!(report.outcome, Outcome::Success | Outcome::SuccessWithWarnings) {
-        metrics::counter!(RECORDS_WRITTEN, "view" => view.clone()).increment(report.records_written as u64);
-        metrics::gauge!(LAST_SUCCESS, "view" => view).set(report.finished_at.timestamp() as f64);
-    }
-}
-
-pub fn record_skip(view: &str) {
-    metrics::counter!(SKIPPED_RUNS, "view" => view.to_owned()).increment(1);
-}
-
-pub fn set_mongo_up(up: bool) {
-    metrics::gauge!(MONGO_UP).set(if up { 1.0 } else { 0.0 });
 }

@@ -16,7 +16,6 @@ use mongodb::event::command::CommandEvent;
 use mongodb::options::ClientOptions;
 use sheetsync::apply::merge::WriteMode;
 use sheetsync::config::Config;
-use sheetsync::source::Sources;
 use sheetsync::sync::{Outcome, SyncOptions, Syncer, Trigger, ViewReport};
 
 /// Write commands sent to `customers`: (command, statements, first statement).
@@ -66,7 +65,7 @@ async fn monitored_syncer(config: Config) -> (Syncer, Writes) {
         seen.lock().unwrap().push((name.to_owned(), statements.len(), first));
     }));
     let client = mongodb::Client::with_options(options).unwrap();
-    let sources = Sources::from_config(&config).unwrap();
+    let sources = config.sources().unwrap();
     (Syncer::new(client.database(&config.db_name), config, sources), writes)
 }
 

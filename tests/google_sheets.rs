@@ -11,10 +11,11 @@ use chrono::{NaiveDate, TimeZone, Utc};
 use fake_google::{CLIENT_EMAIL, Endpoint, FakeGoogle, FakeSpreadsheet, FakeTab, Fault};
 use mongodb::bson::{Bson, Document, doc};
 use serde_json::{Value, json};
-use sheetsync::config::GoogleSettings;
 use sheetsync::mapping::conventions::ReadSettings;
 use sheetsync::mapping::{self, sales::SALES_RECORDS};
 use sheetsync::source::Fetched;
+use sheetsync::source::policy::SourcesSettings;
+use sheetsync::source::sheets::settings::GoogleSettings;
 use sheetsync::source::table::{Cell, Table};
 use sheetsync::source::{SheetRef, SourceError, SourceSpec, Sources};
 use sheetsync::sync::{Outcome, SyncOptions, Syncer, Trigger};
@@ -36,7 +37,7 @@ fn settings(fake: &FakeGoogle) -> GoogleSettings {
 }
 
 fn sources(settings: GoogleSettings) -> Sources {
-    Sources::with_google(Duration::from_secs(60), settings).unwrap()
+    Sources::new(&SourcesSettings::default(), settings, Duration::from_secs(60)).unwrap()
 }
 
 fn sheet(id: &str, gid: Option<i64>, name: Option<&str>) -> SourceSpec {
@@ -565,7 +566,12 @@ async fn a_missing_range_or_tab_fails_only_its_view() {
 
 #[tokio::test]
 async fn without_a_usable_key_google_views_say_how_to_configure_one() {
-    let no_key = Sources::new(Duration::from_secs(5)).unwrap();
+    let no_key = Sources::new(
+        &SourcesSettings::default(),
+        GoogleSettings::default(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
     let error = no_key.fetch(&sheet(SHEET_A, None, None)).await.unwrap_err().to_string();
     assert!(error.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{error}");
 
@@ -820,14 +826,15 @@ async fn views_synced_one_by_one_share_one_batch_get_per_spreadsheet() {
         }
     };
 
-    one_by_one(syncer(Sources::from_config(&config).unwrap())).await;
+    one_by_one(syncer(config.sources().unwrap())).await;
     assert_eq!(
         (batch_gets(SHEET_A), batch_gets(SHEET_B)),
         (2, 1),
         "without sharing: one per view"
     );
 
-    let shared = Sources::from_config(&config)
+    let shared = config
+        .sources()
         .unwrap()
         .sharing_spreadsheet_fetches(Duration::from_secs(60));
     one_by_one(syncer(shared.clone())).await;

@@ -20,8 +20,9 @@ use futures_util::TryStreamExt;
 use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, RawArrayBuf, RawBsonRef, RawDocumentBuf, doc};
 use mongodb::{ClientSession, Database};
 
+use crate::bson_dates::from_bson_date;
 use crate::mapping::profile::{Blank, DateStorage, FieldKind, MergeRules, OnMissing, Reference, TargetProfile};
-use crate::mapping::values::{fold_key_text, from_bson_date};
+use crate::mapping::values::fold_key_text;
 use crate::mapping::{MappedRecord, RowIssue, record_key};
 pub use crate::report::{MergeSummary, WriteMode};
 use crate::store::{Operation, StoreError, Within, timed};

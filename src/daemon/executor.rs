@@ -11,12 +11,11 @@ use futures_util::FutureExt;
 use uuid::Uuid;
 
 use super::state::{Admission, RunState};
-use super::{Daemon, lock};
+use super::{Daemon, lock, recorder};
 use crate::report::Trigger;
 use crate::store::lease;
 use crate::sync::{Abort, SyncOptions};
 use crate::syncs::ViewPlan;
-use crate::telemetry;
 
 /// How often a run waiting for another process's lease looks again.
 const LEASE_POLL: Duration = Duration::from_secs(1);
@@ -228,7 +227,7 @@ impl Daemon {
                         view = %plan.name, trigger = trigger.as_str(), slot = %slot, synced_at = %done_at,
                         "skipped: the view was already synced since this slot (by another replica)"
                     );
-                    telemetry::record_skip(&plan.name);
+                    recorder::record_skip(&plan.name);
                     return RunState::Skipped {
                         reason: format!("already synced at {} (slot {slot})", done_at.to_rfc3339()),
                     };
@@ -260,7 +259,7 @@ impl Daemon {
         match outcome {
             Ok(reports) => match reports.into_iter().next() {
                 Some(report) => {
-                    telemetry::record_run(&report);
+                    recorder::record_run(&report);
                     RunState::Finished {
                         report: Box::new(report),
                     }

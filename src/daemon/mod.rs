@@ -15,6 +15,7 @@ pub mod executor;
 pub mod http;
 pub mod lifecycle;
 pub mod page;
+pub mod recorder;
 pub mod scheduler;
 pub mod serve;
 pub mod session;
@@ -28,19 +29,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::config::Config;
 use crate::report::Trigger;
 use crate::schedule::{self, Schedule};
-use crate::source::Sources;
 use crate::store::lease::{self, Leases};
 use crate::store::{self, StoreError};
 use crate::sync::{Abort, Syncer};
 use crate::syncs::{self, ViewPlan};
-use crate::telemetry;
 use lifecycle::Notifier;
 use state::Runs;
 
@@ -171,7 +170,7 @@ impl Daemon {
     }
 
     fn set_mongo(&self, reachable: bool, detail: String) {
-        telemetry::set_mongo_up(reachable);
+        recorder::set_mongo_up(reachable);
         let mut state = lock(&self.mongo);
         if state.reachable != reachable || state.checked_at.is_none() {
             if reachable {
@@ -254,19 +253,6 @@ async fn call_off_running_syncs(daemon: &Arc<Daemon>) {
     }
 }
 
-fn install_metrics() -> Result<PrometheusHandle, DaemonError> {
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Full(telemetry::SYNC_DURATION.to_owned()),
-            telemetry::DURATION_BUCKETS,
-        )
-        .map_err(|error| DaemonError::Metrics(error.to_string()))?
-        .install_recorder()
-        .map_err(|error| DaemonError::Metrics(error.to_string()))?;
-    telemetry::describe();
-    Ok(handle)
-}
-
 /// Runs the daemon until SIGTERM or SIGINT; returns once it stopped cleanly
 /// (a sync still running after the grace period is abandoned: its swap had
 /// not happened, so the previous data stands).
@@ -274,11 +260,11 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     crate::tls::install_crypto_provider();
     let schedule = Schedule::parse(&config.daemon.schedule, &config.daemon.time_zone)?;
     let mut signals = lifecycle::Signals::install().map_err(DaemonError::Signals)?;
-    let metrics = install_metrics()?;
-    let db = store::client_for(&config).await?;
+    let metrics = recorder::install().map_err(DaemonError::Metrics)?;
+    let db = config.open_database().await?;
     // Views are synced one by one; a spreadsheet still costs one fetch per
     // cycle for all the views that read it.
-    let sources = Sources::from_config(&config)?.sharing_spreadsheet_fetches(SHARED_FETCH_TTL);
+    let sources = config.sources()?.sharing_spreadsheet_fetches(SHARED_FETCH_TTL);
     let listen = config.daemon.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

@@ -84,7 +84,7 @@ impl Daemon {
                 document
                     .get_datetime(field)
                     .ok()
-                    .and_then(|at| crate::mapping::values::from_bson_date(*at))
+                    .and_then(|at| crate::bson_dates::from_bson_date(*at))
             };
             serde_json::json!({
                 "run_id": document.get_str("run_id").ok(),
@@ -188,7 +188,7 @@ impl Daemon {
         let finished = run
             .get_datetime("finished_at")
             .ok()
-            .and_then(|at| crate::mapping::values::from_bson_date(*at));
+            .and_then(|at| crate::bson_dates::from_bson_date(*at));
         let records = match run.get("records_written") {
             Some(mongodb::bson::Bson::Int32(count)) => i64::from(*count),
             Some(mongodb::bson::Bson::Int64(count)) => *count,
@@ -202,7 +202,7 @@ fn at(document: &Document, field: &str) -> Option<DateTime<Utc>> {
     document
         .get_datetime(field)
         .ok()
-        .and_then(|at| crate::mapping::values::from_bson_date(*at))
+        .and_then(|at| crate::bson_dates::from_bson_date(*at))
 }
 
 fn count(document: &Document, field: &str) -> i64 {

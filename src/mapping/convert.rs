@@ -205,7 +205,7 @@ pub(super) fn integer(number: f64) -> Converted {
 /// UTC`, `2025-01`.
 pub(super) fn describe_reading(value: &Bson) -> String {
     match value {
-        Bson::DateTime(date) => match values::from_bson_date(*date) {
+        Bson::DateTime(date) => match crate::bson_dates::from_bson_date(*date) {
             Some(moment) if moment.time() == chrono::NaiveTime::MIN => moment.format("%Y-%m-%d").to_string(),
             Some(moment) => moment.format("%Y-%m-%d %H:%M UTC").to_string(),
             None => date.to_string(),
@@ -224,7 +224,7 @@ pub(super) fn text_of(cell: &Cell) -> String {
 }
 
 pub(super) fn to_bson_date(moment: DateTime<Utc>) -> Bson {
-    Bson::DateTime(values::to_bson_date(moment))
+    Bson::DateTime(crate::bson_dates::to_bson_date(moment))
 }
 
 /// Fills fields computed from others (a month from its date) where the source
@@ -244,7 +244,7 @@ pub(super) fn derive_fields(profile: &TargetProfile, values: &mut [Bson], zone: 
         }
         let source = profile.field_index(source);
         if let Some(Bson::DateTime(date)) = source.map(|source| &values[source]) {
-            if let Some(moment) = values::from_bson_date(*date) {
+            if let Some(moment) = crate::bson_dates::from_bson_date(*date) {
                 let day = match moment.time() == chrono::NaiveTime::MIN {
                     true => moment.date_naive(),
                     false => moment.with_timezone(&zone).date_naive(),

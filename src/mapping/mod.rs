@@ -1344,7 +1344,7 @@ mod tests {
             for (index, (days, cents)) in rows.iter().enumerate() {
                 let date = epoch + chrono::Duration::days(*days);
                 csv.push_str(&format!("C{index},Lost,{},{}\n", write_date(date), write_amount(*cents)));
-                expected.push((Bson::DateTime(values::to_bson_date(values::midnight_utc(date))), Bson::Double(*cents as f64 / 100.0)));
+                expected.push((Bson::DateTime(crate::bson_dates::to_bson_date(values::midnight_utc(date))), Bson::Double(*cents as f64 / 100.0)));
             }
             let mapping = map_csv(&csv);
             proptest::prop_assert_eq!(&mapping.warnings, &[]);

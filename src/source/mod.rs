@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 use reqwest::Url;
 use serde::Serialize;
 
-use crate::config::{Config, GoogleSettings};
 use crate::redact::redact_url;
+use policy::SourcesSettings;
+use sheets::settings::GoogleSettings;
 use sheets::{GoogleSheets, GoogleStatsSnapshot, SheetCheck, SheetsError};
 use table::{Row, Table};
 
@@ -327,35 +328,20 @@ struct SharedFetches {
 }
 
 impl Sources {
-    /// Sources with default Google settings (no key configured: Google views
-    /// then fail with a message saying how to configure one). Prefer
-    /// [`Sources::from_config`].
-    pub fn new(timeout: Duration) -> Result<Sources, SourceError> {
-        Sources::with_google(timeout, GoogleSettings::default())
-    }
-
-    /// Sources as the configuration describes them.
-    pub fn from_config(config: &Config) -> Result<Sources, SourceError> {
-        Sources::with_policy(config.sync.http_timeout(), config.google.clone(), &config.sources)
-    }
-
-    /// Sources with the default policy (Google only).
-    pub fn with_google(timeout: Duration, google: GoogleSettings) -> Result<Sources, SourceError> {
-        Sources::with_policy(timeout, google, &crate::config::SourcesSettings::default())
-    }
-
-    /// The one HTTP client resolves names through the policy's guard and
-    /// follows only redirects the policy admits, for downloads and Sheets
-    /// API calls alike.
-    pub fn with_policy(
-        timeout: Duration,
+    /// Sources as their settings say: which sources views may name
+    /// (`[sources]`), how Google is called (`[google]`), and how long one
+    /// download may take. The one HTTP client resolves names through the
+    /// policy's guard and follows only redirects the policy admits, for
+    /// downloads and Sheets API calls alike.
+    pub fn new(
+        settings: &SourcesSettings,
         google: GoogleSettings,
-        settings: &crate::config::SourcesSettings,
+        download_timeout: Duration,
     ) -> Result<Sources, SourceError> {
         crate::tls::install_crypto_provider();
         let policy = Arc::new(policy::SourcePolicy::new(settings));
         let http = reqwest::Client::builder()
-            .timeout(timeout)
+            .timeout(download_timeout)
             .user_agent(concat!("sheetsync/", env!("CARGO_PKG_VERSION")))
             .dns_resolver(policy::GuardedResolver {
                 policy: Arc::clone(&policy),

@@ -17,8 +17,9 @@ use std::sync::Arc;
 
 use reqwest::Url;
 
+use serde::Deserialize;
+
 use super::SourceSpec;
-use crate::config::SourcesSettings;
 
 /// The most redirects one download follows.
 const MAX_REDIRECTS: usize = 10;
@@ -127,6 +128,79 @@ pub fn is_internal(address: IpAddr) -> bool {
     }
 }
 
+/// The `[sources]` section: what a view's source may be. Views come from
+/// another application, so only what is listed here, Google Sheets links and
+/// Google's public CSV exports are read.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesSettings {
+    /// Directories under which `file://` and plain-path sources may be read
+    /// (`SHEETSYNC_FILE_ROOTS`, `:`-separated, wins). None by default.
+    pub file_roots: Vec<PathBuf>,
+    /// Hosts CSV may be downloaded from besides Google's export links
+    /// (`SHEETSYNC_HTTP_HOSTS`, `,`-separated, wins).
+    pub http_hosts: Vec<String>,
+    /// Networks (CIDR) a download may reach although they are loopback,
+    /// private or link-local (`SHEETSYNC_ALLOWED_NETWORKS` wins).
+    pub allowed_networks: Vec<String>,
+    /// A download larger than this fails its view.
+    pub max_download_bytes: u64,
+}
+
+impl Default for SourcesSettings {
+    fn default() -> Self {
+        SourcesSettings {
+            file_roots: Vec::new(),
+            http_hosts: Vec::new(),
+            allowed_networks: Vec::new(),
+            max_download_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+impl SourcesSettings {
+    /// Puts the environment's lists on top of the file's. `env` answers only
+    /// variables set to something non-blank.
+    pub fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) {
+        if let Some(roots) = env("SHEETSYNC_FILE_ROOTS") {
+            self.file_roots = roots
+                .split(':')
+                .filter(|root| !root.is_empty())
+                .map(PathBuf::from)
+                .collect();
+        }
+        let list = |text: String| -> Vec<String> {
+            text.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        if let Some(hosts) = env("SHEETSYNC_HTTP_HOSTS") {
+            self.http_hosts = list(hosts);
+        }
+        if let Some(networks) = env("SHEETSYNC_ALLOWED_NETWORKS") {
+            self.allowed_networks = list(networks);
+        }
+    }
+
+    /// Every setting that is out of range, each naming what to change.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems: Vec<String> = self
+            .allowed_networks
+            .iter()
+            .filter(|network| Network::parse(network).is_none())
+            .map(|network| {
+                format!("sources.allowed_networks: {network:?} is not a network like \"10.0.0.0/8\" or \"::1/128\"")
+            })
+            .collect();
+        if self.max_download_bytes == 0 {
+            problems.push("sources.max_download_bytes must be at least 1".to_owned());
+        }
+        problems
+    }
+}
+
 /// The rules, from `[sources]`.
 #[derive(Debug, Clone)]
 pub struct SourcePolicy {
@@ -137,7 +211,7 @@ pub struct SourcePolicy {
 }
 
 impl SourcePolicy {
-    /// The policy of validated settings (see `Config::validate`).
+    /// The policy of validated settings (see [`SourcesSettings::problems`]).
     pub fn new(settings: &SourcesSettings) -> SourcePolicy {
         SourcePolicy {
             file_roots: settings.file_roots.clone(),

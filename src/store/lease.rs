@@ -20,7 +20,7 @@ use mongodb::bson::{Document, doc};
 use mongodb::error::{ErrorKind, WriteFailure};
 
 use super::{Doing, Operation, StoreError, Within, timed};
-use crate::mapping::values::to_bson_date;
+use crate::bson_dates::to_bson_date;
 
 pub const SYNC_LOCKS_COLLECTION: &str = "sync_locks";
 

@@ -53,7 +53,7 @@ pub async fn last_update(db: &Database, view_id: &str) -> Result<Option<(DateTim
         })
         .await?;
     Ok(found.and_then(|document| {
-        let when = crate::mapping::values::from_bson_date(*document.get_datetime("last_update").ok()?)?;
+        let when = crate::bson_dates::from_bson_date(*document.get_datetime("last_update").ok()?)?;
         let count = match document.get("records_count") {
             Some(mongodb::bson::Bson::Int64(count)) => *count,
             Some(mongodb::bson::Bson::Int32(count)) => i64::from(*count),

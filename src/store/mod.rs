@@ -6,8 +6,11 @@ pub mod lease;
 
 pub mod metadata;
 pub mod runs;
+pub mod settings;
 pub mod shape;
 pub mod views;
+
+use settings::OperationLimits;
 
 /// A MongoDB operation that failed, with what sheetsync was doing.
 #[derive(Debug, thiserror::Error)]
@@ -60,29 +63,8 @@ pub enum Operation {
     Rename,
 }
 
-/// The limit of each kind of operation (`[mongo]` settings).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OperationLimits {
-    pub read: std::time::Duration,
-    pub write: std::time::Duration,
-    pub index_build: std::time::Duration,
-    pub rename: std::time::Duration,
-}
-
-impl Default for OperationLimits {
-    fn default() -> Self {
-        let secs = std::time::Duration::from_secs;
-        OperationLimits {
-            read: secs(30),
-            write: secs(120),
-            index_build: secs(1800),
-            rename: secs(1800),
-        }
-    }
-}
-
 /// The limits of this process, set once from the configuration when the
-/// client is made ([`client_for`]). Global because every store function
+/// database is opened ([`open`]). Global because every store function
 /// takes only a `Database`, which cannot carry them.
 static LIMITS: std::sync::OnceLock<OperationLimits> = std::sync::OnceLock::new();
 
@@ -151,14 +133,15 @@ pub(crate) async fn bounded<T>(
 /// How long to look for a reachable server before giving up with a message.
 const SERVER_SELECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Connects to `config`'s database and pings it, so that a wrong URL or a
-/// down server is reported once, up front, in words an operator can act on.
-pub async fn connect(config: &crate::config::Config) -> Result<mongodb::Database, StoreError> {
-    let url = config.redacted_mongo_url();
-    let db = client_for(config).await?;
+/// Connects to database `db_name` on the server `url` names and pings it,
+/// so that a wrong URL or a down server is reported once, up front, in
+/// words an operator can act on.
+pub async fn connect(url: &str, db_name: &str, limits: OperationLimits) -> Result<mongodb::Database, StoreError> {
+    let db = open(url, db_name, limits).await?;
     ping(&db).await.map_err(|error| StoreError {
         action: format!(
-            "connecting to {url} (is the server up, and are MONGO_URL's host, port and credentials right?)"
+            "connecting to {} (is the server up, and are MONGO_URL's host, port and credentials right?)",
+            crate::redact::redact_url(url)
         ),
         source: error.source,
     })?;
@@ -168,12 +151,13 @@ pub async fn connect(config: &crate::config::Config) -> Result<mongodb::Database
 /// The database handle without contacting the server: the driver connects
 /// lazily and reconnects by itself, which is what a long-running daemon that
 /// must survive a MongoDB outage at start needs. (A `mongodb+srv://` URL is
-/// resolved here, so DNS must answer.)
-pub async fn client_for(config: &crate::config::Config) -> Result<mongodb::Database, StoreError> {
-    // The first configuration wins: a process has one.
-    let _ = LIMITS.set(config.mongo_limits());
-    let client = client_for_url(&config.mongo_url, "MONGO_URL").await?;
-    Ok(client.database(&config.db_name))
+/// resolved here, so DNS must answer.) `limits` bound every operation of
+/// this process.
+pub async fn open(url: &str, db_name: &str, limits: OperationLimits) -> Result<mongodb::Database, StoreError> {
+    // The first limits set win: a process has one configuration.
+    let _ = LIMITS.set(limits);
+    let client = client_for_url(url, "MONGO_URL").await?;
+    Ok(client.database(db_name))
 }
 
 /// A client for the server `url` names (`setting` says where the URL came

@@ -5,7 +5,7 @@ use mongodb::Database;
 use mongodb::bson::{self, Document, doc};
 
 use super::{Doing, Operation, StoreError, Within};
-use crate::mapping::values::to_bson_date;
+use crate::bson_dates::to_bson_date;
 use crate::report::ViewReport;
 
 pub const SYNC_RUNS_COLLECTION: &str = "sync_runs";

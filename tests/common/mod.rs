@@ -8,8 +8,6 @@ use std::path::{Path, PathBuf};
 use mongodb::Database;
 use mongodb::bson::{Document, doc};
 use sheetsync::config::Config;
-use sheetsync::source::Sources;
-use sheetsync::store;
 use sheetsync::sync::Syncer;
 
 /// Copies of `shared/fixtures`, kept in the repo so the tests stand alone.
@@ -38,7 +36,7 @@ pub struct TestDb {
 pub async fn test_db(label: &str) -> TestDb {
     let name = format!("t_{label}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let config = config(&server_url(), &name);
-    let db = store::connect(&config).await.expect("the test server is reachable");
+    let db = config.connect().await.expect("the test server is reachable");
     TestDb { db, name }
 }
 
@@ -64,8 +62,8 @@ pub fn config_with(url: &str, db_name: &str, extra: &[(&str, &str)]) -> Config {
 }
 
 pub async fn syncer_for(config: Config) -> Syncer {
-    let db = store::connect(&config).await.expect("the test server is reachable");
-    let sources = Sources::from_config(&config).expect("HTTP client starts");
+    let db = config.connect().await.expect("the test server is reachable");
+    let sources = config.sources().expect("HTTP client starts");
     Syncer::new(db, config, sources)
 }
 

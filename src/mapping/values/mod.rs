@@ -88,16 +88,6 @@ pub fn read_bool(text: &str) -> Option<bool> {
     }
 }
 
-/// chrono -> BSON, at the millisecond precision BSON dates have.
-pub fn to_bson_date(moment: DateTime<Utc>) -> mongodb::bson::DateTime {
-    mongodb::bson::DateTime::from_millis(moment.timestamp_millis())
-}
-
-/// BSON -> chrono; `None` only for dates outside chrono's range.
-pub fn from_bson_date(date: mongodb::bson::DateTime) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp_millis(date.timestamp_millis())
-}
-
 pub fn midnight_utc(date: NaiveDate) -> DateTime<Utc> {
     date.and_time(NaiveTime::MIN).and_utc()
 }

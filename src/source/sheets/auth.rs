@@ -13,7 +13,7 @@ use yup_oauth2::authenticator::Authenticator;
 use yup_oauth2::{DefaultHyperClientBuilder, HyperClientBuilder, ServiceAccountAuthenticator, ServiceAccountKey};
 
 use super::SheetsError;
-use crate::config::GoogleSettings;
+use super::settings::GoogleSettings;
 
 /// Read-only access to spreadsheets; sheetsync never writes to Google.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/spreadsheets.readonly";

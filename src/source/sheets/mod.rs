@@ -30,6 +30,7 @@ pub mod auth;
 pub mod pages;
 pub mod quota;
 pub mod retry;
+pub mod settings;
 
 use crate::telemetry;
 use std::collections::HashMap;
@@ -48,10 +49,10 @@ use tokio::sync::OnceCell;
 use super::SheetRef;
 use super::spool::SpooledRows;
 use super::table::Cell;
-use crate::config::GoogleSettings;
 use auth::{GoogleAuth, TokenFailure};
 use pages::{AnswerFailure, TabPages};
 use retry::{RetryPolicy, parse_retry_after};
+use settings::GoogleSettings;
 
 const METADATA_FIELDS: &str = "properties.timeZone,sheets.properties(sheetId,title,gridProperties.rowCount)";
 
