@@ -84,6 +84,21 @@ fn is_harmless(name: &str) -> bool {
     HARMLESS_PARAMETERS.contains(&name.to_ascii_lowercase().as_str())
 }
 
+/// reqwest's error with its causes (a refused address and the setting that
+/// allows it, a DNS failure), without the URL: a download's URL or a proxy's
+/// `api_url` may carry credentials, and the messages stay short.
+pub fn http_error_chain(error: reqwest::Error) -> String {
+    let error = error.without_url();
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact_url;

@@ -19,7 +19,7 @@ use reqwest::Url;
 
 use serde::Deserialize;
 
-use super::SourceSpec;
+use super::spec::SourceSpec;
 
 /// The most redirects one download follows.
 const MAX_REDIRECTS: usize = 10;
@@ -282,7 +282,7 @@ impl SourcePolicy {
                 return Err(PolicyError::InternalAddress { host });
             }
         }
-        let google = host == "docs.google.com" && super::is_csv_export(url)
+        let google = host == "docs.google.com" && super::spec::is_csv_export(url)
             || redirected && (host == "docs.google.com" || host.ends_with(".googleusercontent.com"));
         if google || self.http_hosts.contains(&host) {
             Ok(())

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use yup_oauth2::authenticator::Authenticator;
 use yup_oauth2::{DefaultHyperClientBuilder, HyperClientBuilder, ServiceAccountAuthenticator, ServiceAccountKey};
 
-use super::SheetsError;
+use super::error::SheetsError;
 use super::settings::GoogleSettings;
 
 /// Read-only access to spreadsheets; sheetsync never writes to Google.

@@ -19,7 +19,9 @@ use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, V
 use tokio::sync::mpsc;
 
 use super::a1::{self, Page};
-use super::{SheetCell, SheetsError};
+use super::error::SheetsError;
+use super::transport::{AnswerFailure, ReadAnswer, transport_reason};
+use super::wire::SheetCell;
 use crate::source::spool::{Mark, RowSpool, SpoolError, SpooledRows};
 use crate::source::table::Cell;
 
@@ -75,15 +77,6 @@ impl TabPages {
     }
 }
 
-/// Why an answer could not be read.
-#[derive(Debug)]
-pub enum AnswerFailure {
-    /// The network failed mid-answer: the round may be asked again.
-    Transport(String),
-    /// The answer is not what was asked for.
-    Failed(SheetsError),
-}
-
 /// Reads one `values:batchGet` answer into `tabs` (their `round`-th pages, in
 /// the order asked), parsing it on a blocking thread as the chunks arrive.
 /// The tabs are handed back with the outcome; a failed round is restarted
@@ -126,7 +119,7 @@ pub async fn read_answer(
             }
             Ok(None) => break,
             Err(error) => {
-                let reason = super::transport_reason(error);
+                let reason = transport_reason(error);
                 let _ = sender.send(Err(reason.clone())).await;
                 stopped = Some(AnswerFailure::Transport(reason));
                 break;
@@ -452,6 +445,47 @@ impl<'de> Visitor<'de> for RowSeed<'_> {
             self.cells.push(cell);
         }
         Ok(())
+    }
+}
+
+/// A round of pages, streamed into the tabs' spools. A retried round first
+/// forgets what the failed attempt wrote.
+pub(super) struct PagesAnswer<'a> {
+    /// `None` only if the parser panicked, losing them.
+    pub(super) tabs: Option<Vec<TabPages>>,
+    pub(super) spreadsheet_id: &'a str,
+    pub(super) round: usize,
+    pub(super) max_bytes: u64,
+}
+
+impl ReadAnswer for PagesAnswer<'_> {
+    type Output = TabOutcomes;
+
+    async fn read(&mut self, mut response: reqwest::Response, call: &str) -> Result<TabOutcomes, AnswerFailure> {
+        let failed = |message: String| {
+            AnswerFailure::Failed(SheetsError::Malformed {
+                call: call.to_owned(),
+                message,
+            })
+        };
+        let mut tabs = self
+            .tabs
+            .take()
+            .ok_or_else(|| failed("the answer's parser stopped".to_owned()))?;
+        for tab in &mut tabs {
+            tab.restart_round()
+                .map_err(|error| AnswerFailure::Failed(SheetsError::Spool(error.to_string())))?;
+        }
+        let (tabs, outcome) = read_answer(
+            &mut response,
+            tabs,
+            (self.spreadsheet_id, self.round),
+            call,
+            self.max_bytes,
+        )
+        .await;
+        self.tabs = tabs;
+        outcome
     }
 }
 

@@ -1,0 +1,282 @@
+//! Fetching: CSV files and downloads, and Google spreadsheets (one
+//! `values:batchGet` per spreadsheet for all the views that read it).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::csv::CsvSource;
+use super::error::SourceError;
+use super::policy::{GuardedResolver, SourcePolicy, SourcesSettings};
+use super::rows::Fetched;
+use super::sheets::settings::GoogleSettings;
+use super::sheets::{GoogleSheets, GoogleStatsSnapshot, SheetCheck, SheetsError};
+use super::spec::{SheetRef, SourceSpec, google_sheet};
+use super::spool::SpooledRows;
+
+use crate::redact::redact_url;
+
+/// Fetches sources. One HTTP client serves every download and
+/// every Sheets API call (the Google token requests go through yup-oauth2's
+/// hyper client, on the same hyper/rustls/ring stack).
+#[derive(Debug, Clone)]
+pub struct Sources {
+    http: reqwest::Client,
+    policy: Arc<SourcePolicy>,
+    google: Arc<GoogleSheets>,
+    shared: Option<Arc<SharedFetches>>,
+}
+
+/// Tables fetched for views other than the ones asked for, kept briefly.
+///
+/// The daemon syncs views one by one (each with its own lease and single
+/// flight), so without this every view of a spreadsheet would cost its own
+/// `values:batchGet`. With it, the first view's fetch covers every view that
+/// reads the spreadsheet and leaves their tables here; each is taken once,
+/// within `ttl`, by its own view's run.
+#[derive(Debug)]
+struct SharedFetches {
+    ttl: Duration,
+    /// Held while fetching, so that a view's run started during another
+    /// view's fetch of the same spreadsheet waits for it and finds its table.
+    tables: tokio::sync::Mutex<HashMap<SheetRef, (Instant, SpooledRows)>>,
+}
+
+impl Sources {
+    /// Sources as their settings say: which sources views may name
+    /// (`[sources]`), how Google is called (`[google]`), and how long one
+    /// download may take. The one HTTP client resolves names through the
+    /// policy's guard and follows only redirects the policy admits, for
+    /// downloads and Sheets API calls alike.
+    pub fn new(
+        settings: &SourcesSettings,
+        google: GoogleSettings,
+        download_timeout: Duration,
+    ) -> Result<Sources, SourceError> {
+        crate::tls::install_crypto_provider();
+        let policy = Arc::new(SourcePolicy::new(settings));
+        let http = reqwest::Client::builder()
+            .timeout(download_timeout)
+            .user_agent(concat!("sheetsync/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(GuardedResolver {
+                policy: Arc::clone(&policy),
+            })
+            .redirect(policy.redirects())
+            .build()
+            .map_err(|error| SourceError::Client(error.to_string()))?;
+        let google = Arc::new(GoogleSheets::new(google, http.clone(), policy.max_download_bytes));
+        Ok(Sources {
+            http,
+            policy,
+            google,
+            shared: None,
+        })
+    }
+
+    /// Fetches each spreadsheet once for all the views that read it, keeping
+    /// the tables of views not asked for (`companions` of
+    /// [`Sources::fetch_all_with`]) for up to `ttl` for their own runs.
+    pub fn sharing_spreadsheet_fetches(mut self, ttl: Duration) -> Sources {
+        self.shared = Some(Arc::new(SharedFetches {
+            ttl,
+            tables: tokio::sync::Mutex::new(HashMap::new()),
+        }));
+        self
+    }
+
+    /// Google API traffic since this `Sources` was built.
+    pub fn google_stats(&self) -> GoogleStatsSnapshot {
+        self.google.stats()
+    }
+
+    /// Whether a Google view could be read: the key loads, a token is
+    /// granted, the spreadsheet is reachable and the tab exists.
+    pub async fn check_google(&self, sheet: &SheetRef) -> Result<SheetCheck, SourceError> {
+        Ok(self.google.check(sheet).await?)
+    }
+
+    /// Fetches every spec's table; one result per spec, in order, so that one
+    /// failing source never hides the others. Google views are grouped by
+    /// spreadsheet: one `values:batchGet` per spreadsheet however many views
+    /// read from it (and a `spreadsheets.get` when its metadata is not cached).
+    pub async fn fetch_all(&self, specs: &[&SourceSpec]) -> Vec<Result<Fetched, SourceError>> {
+        self.fetch_all_with(specs, &[]).await
+    }
+
+    /// [`Sources::fetch_all`], where `companions` are the sources of the
+    /// other views of this cycle: with shared fetches on, their tabs join the
+    /// same `values:batchGet` and their tables wait for their runs.
+    pub async fn fetch_all_with(
+        &self,
+        specs: &[&SourceSpec],
+        companions: &[&SourceSpec],
+    ) -> Vec<Result<Fetched, SourceError>> {
+        let mut tables: Vec<Option<Result<Fetched, SourceError>>> = specs.iter().map(|_| None).collect();
+        for (index, spec) in specs.iter().enumerate() {
+            if google_sheet(spec).is_none() {
+                tables[index] = Some(self.fetch(spec).await);
+            }
+        }
+        // Taken only now: a CSV download never waits for another view's
+        // spreadsheet, which may be retrying for minutes.
+        let mut shared = match &self.shared {
+            Some(shared) => {
+                let mut tables = shared.tables.lock().await;
+                tables.retain(|_, (fetched_at, _)| fetched_at.elapsed() < shared.ttl);
+                Some(tables)
+            }
+            None => None,
+        };
+        let mut spreadsheets: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (index, sheet) in specs
+            .iter()
+            .enumerate()
+            .filter_map(|(index, spec)| Some((index, google_sheet(spec)?)))
+        {
+            if let Some(table) = shared.as_mut().and_then(|cache| cache.remove(sheet)) {
+                tables[index] = Some(Ok(Fetched::Spooled(table.1)));
+                continue;
+            }
+            match spreadsheets.iter_mut().find(|(id, _)| *id == sheet.spreadsheet_id) {
+                Some((_, members)) => members.push(index),
+                None => spreadsheets.push((&sheet.spreadsheet_id, vec![index])),
+            }
+        }
+        for (spreadsheet_id, members) in spreadsheets {
+            let mut sheets: Vec<&SheetRef> = members.iter().filter_map(|&index| google_sheet(specs[index])).collect();
+            let wanted = sheets.len();
+            if shared.is_some() {
+                for companion in companions.iter().filter_map(|spec| google_sheet(spec)) {
+                    if companion.spreadsheet_id == spreadsheet_id && !sheets.contains(&companion) {
+                        sheets.push(companion);
+                    }
+                }
+            }
+            let mut results = self.google.fetch_spreadsheet(spreadsheet_id, &sheets).await.into_iter();
+            for (index, result) in members.into_iter().zip(results.by_ref().take(wanted)) {
+                tables[index] = Some(result.map(Fetched::Spooled).map_err(SourceError::from));
+            }
+            if let Some(cache) = shared.as_mut() {
+                for (sheet, result) in sheets[wanted..].iter().zip(results) {
+                    // Failures are not kept: the view's own run asks again.
+                    if let Ok(table) = result {
+                        cache.insert((*sheet).clone(), (Instant::now(), table));
+                    }
+                }
+            }
+        }
+        tables
+            .into_iter()
+            .map(|table| {
+                // Every index was filled above: non-Google specs directly, each
+                // Google spec by its spreadsheet's results (one per member).
+                table.unwrap_or_else(|| Err(SourceError::Client("internal error: source not fetched".to_owned())))
+            })
+            .collect()
+    }
+
+    /// Fetches one source (a Google sheet on its own).
+    pub async fn fetch(&self, spec: &SourceSpec) -> Result<Fetched, SourceError> {
+        match spec {
+            SourceSpec::CsvFile(path) => {
+                let (path, location) = (path.clone(), spec.describe());
+                // Sniffing the encoding reads the whole file once.
+                let source = tokio::task::spawn_blocking(move || CsvSource::from_file(path, &location))
+                    .await
+                    .map_err(|error| SourceError::Client(format!("the file reader stopped: {error}")))??;
+                Ok(Fetched::Csv(source))
+            }
+            SourceSpec::CsvHttp(url) => {
+                let location = spec.describe();
+                let source = match self.download(url).await? {
+                    Downloaded::Spooled(file) => {
+                        tokio::task::spawn_blocking(move || CsvSource::from_spool(file, &location))
+                            .await
+                            .map_err(|error| SourceError::Client(format!("the file reader stopped: {error}")))??
+                    }
+                    Downloaded::InMemory(bytes) => CsvSource::from_bytes(bytes, &location),
+                };
+                Ok(Fetched::Csv(source))
+            }
+            SourceSpec::GoogleSheet(sheet) => {
+                let mut results = self.google.fetch_spreadsheet(&sheet.spreadsheet_id, &[sheet]).await;
+                let table = results.pop().unwrap_or(Err(SheetsError::MissingRange {
+                    spreadsheet_id: sheet.spreadsheet_id.clone(),
+                    range: spec.describe(),
+                }))?;
+                Ok(Fetched::Spooled(table))
+            }
+        }
+    }
+
+    /// Downloads `url` within the size cap, chunk by chunk into a spool file
+    /// (memory then holds a chunk, not the export); where no spool file can
+    /// be made (a read-only file system without a writable temporary
+    /// directory) into memory, still capped.
+    async fn download(&self, url: &str) -> Result<Downloaded, SourceError> {
+        // The causes carry the reason (a refused address and the setting that
+        // allows it, a DNS failure); the URL is given once, redacted.
+        let http_error = |error: reqwest::Error| SourceError::Http {
+            url: redact_url(url),
+            message: crate::redact::http_error_chain(error),
+        };
+        let mut response = self.http.get(url).send().await.map_err(http_error)?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(SourceError::HttpStatus {
+                url: redact_url(url),
+                status: status.as_u16(),
+            });
+        }
+        let limit = self.policy.max_download_bytes;
+        let too_large = || SourceError::TooLarge {
+            url: redact_url(url),
+            limit,
+        };
+        if response.content_length().is_some_and(|length| length > limit) {
+            return Err(too_large());
+        }
+        // Read chunk by chunk, so that a server lying about (or not giving)
+        // its length cannot make the download grow past the limit.
+        let spool = tempfile::Builder::new().prefix("sheetsync-download-").tempfile();
+        let (mut spool_writer, spool) = match spool.and_then(|file| Ok((file.reopen()?, file))) {
+            Ok((writer, file)) => (Some(tokio::fs::File::from_std(writer)), Some(file)),
+            Err(error) => {
+                tracing::warn!(%error, "no spool file for a CSV download; it is held in memory (set TMPDIR)");
+                (None, None)
+            }
+        };
+        let spool_error = |error: std::io::Error| SourceError::Http {
+            url: redact_url(url),
+            message: format!("writing the download's spool file: {error}"),
+        };
+        let (mut body, mut received) = (Vec::new(), 0u64);
+        while let Some(chunk) = response.chunk().await.map_err(http_error)? {
+            received += chunk.len() as u64;
+            if received > limit {
+                return Err(too_large());
+            }
+            match &mut spool_writer {
+                Some(writer) => tokio::io::AsyncWriteExt::write_all(writer, &chunk)
+                    .await
+                    .map_err(spool_error)?,
+                None => body.extend_from_slice(&chunk),
+            }
+        }
+        match (spool_writer, spool) {
+            (Some(mut writer), Some(file)) => {
+                tokio::io::AsyncWriteExt::flush(&mut writer)
+                    .await
+                    .map_err(spool_error)?;
+                Ok(Downloaded::Spooled(file))
+            }
+            _ => Ok(Downloaded::InMemory(body)),
+        }
+    }
+}
+
+/// A CSV download: spooled to disk, or in memory where that cannot be.
+enum Downloaded {
+    Spooled(tempfile::NamedTempFile),
+    InMemory(Vec<u8>),
+}

@@ -1,0 +1,111 @@
+//! A source's rows once fetched, and one pass over them: the mapping reads
+//! a source several times, never holding it whole.
+
+use super::csv::{CsvRows, CsvSource};
+use super::error::SourceError;
+use super::spool::{SpoolPass, SpooledRows};
+use super::table::{Row, Table};
+
+/// A source's rows, fetched and ready to be read in passes.
+#[derive(Debug)]
+pub enum Fetched {
+    /// Rows built in memory (tests, small tables).
+    Table(Table),
+    /// Rows an API sent (Google Sheets), spooled to a temporary file as they
+    /// arrived and read back on each pass.
+    Spooled(SpooledRows),
+    /// A CSV export, parsed anew on each pass so it is never held as cells.
+    Csv(CsvSource),
+}
+
+impl Fetched {
+    /// Starts a pass over the rows.
+    pub fn rows(&self) -> Result<RowReader<'_>, SourceError> {
+        Ok(match self {
+            Fetched::Table(table) => RowReader::Table {
+                rows: table.rows.iter(),
+                blank_rows: table.blank_rows,
+            },
+            Fetched::Spooled(spooled) => RowReader::Spooled {
+                pass: Box::new(spooled.rows()),
+                blank_rows: spooled.blank_rows(),
+            },
+            Fetched::Csv(source) => RowReader::Csv(Box::new(source.rows()?)),
+        })
+    }
+
+    /// The Google Sheets tab read (its `gid`), if the rows come from one.
+    pub fn tab_gid(&self) -> Option<i64> {
+        match self {
+            Fetched::Table(table) => table.tab_gid,
+            Fetched::Spooled(spooled) => spooled.tab_gid,
+            Fetched::Csv(_) => None,
+        }
+    }
+
+    /// The zone in which numeric date cells (spreadsheet serials) are read.
+    pub fn serial_time_zone(&self) -> Option<chrono_tz::Tz> {
+        match self {
+            Fetched::Table(table) => table.serial_time_zone,
+            Fetched::Spooled(spooled) => spooled.serial_time_zone,
+            Fetched::Csv(_) => None,
+        }
+    }
+}
+
+/// One pass over a source's non-blank rows. Each row is lent until the
+/// next: the readers refill the same buffers rather than allocating a row
+/// of cells per line.
+pub enum RowReader<'a> {
+    Table {
+        rows: std::slice::Iter<'a, Row>,
+        blank_rows: usize,
+    },
+    /// Boxed: a pass carries its read buffer.
+    Spooled { pass: Box<SpoolPass>, blank_rows: usize },
+    /// Boxed: a CSV pass carries the parser's buffers.
+    Csv(Box<CsvRows>),
+}
+
+impl RowReader<'_> {
+    pub fn next_row(&mut self) -> Option<Result<&Row, SourceError>> {
+        match self {
+            RowReader::Table { rows, .. } => rows.next().map(Ok),
+            RowReader::Spooled { pass, .. } => pass.next_row().map(|row| row.map_err(SourceError::from)),
+            RowReader::Csv(rows) => rows.next_row().map(|row| row.map_err(SourceError::from)),
+        }
+    }
+
+    /// Blank rows skipped so far (all of them, once the pass is over).
+    pub fn blank_rows(&self) -> usize {
+        match self {
+            RowReader::Table { blank_rows, .. } | RowReader::Spooled { blank_rows, .. } => *blank_rows,
+            RowReader::Csv(rows) => rows.blank_rows(),
+        }
+    }
+
+    /// Up to `max` rows, owned, to be handed to another thread; empty at the
+    /// end. A CSV pass hands over the batches its parser thread made.
+    pub fn next_batch(&mut self, max: usize) -> Result<Vec<Row>, SourceError> {
+        if let RowReader::Csv(rows) = self {
+            return Ok(rows.next_batch()?);
+        }
+        let mut batch = Vec::with_capacity(max);
+        while batch.len() < max {
+            match self.next_row() {
+                Some(row) => batch.push(row?.clone()),
+                None => break,
+            }
+        }
+        Ok(batch)
+    }
+
+    /// Where batches taken with [`RowReader::next_batch`] can be given back
+    /// once read, for their buffers to be refilled.
+    pub fn recycler(&self) -> Option<std::sync::mpsc::SyncSender<Vec<Row>>> {
+        match self {
+            RowReader::Csv(rows) => Some(rows.recycler()),
+            _ => None,
+        }
+    }
+}

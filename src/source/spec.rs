@@ -1,0 +1,229 @@
+//! Where a view's rows come from: its `sheet_url` (or its config override)
+//! classified once into a [`SourceSpec`].
+
+use std::path::PathBuf;
+
+use reqwest::Url;
+use serde::Serialize;
+
+use crate::redact::redact_url;
+
+/// Where one view reads its rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// A CSV file on this host.
+    CsvFile(PathBuf),
+    /// A CSV served over HTTP(S), including Google's public CSV export links.
+    CsvHttp(String),
+    /// A tab of a Google spreadsheet, read through the Sheets API.
+    GoogleSheet(SheetRef),
+}
+
+/// A tab of a Google spreadsheet.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SheetRef {
+    pub spreadsheet_id: String,
+    /// The tab named by the URL's `gid`, used when no sheet name is set.
+    pub gid: Option<i64>,
+    /// The tab's title; when absent, the `gid` tab, else the first tab.
+    pub sheet_name: Option<String>,
+}
+
+/// The two kinds the schema's `data_metadata.source_type` knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceType {
+    Csv,
+    GoogleSheets,
+}
+
+impl SourceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceType::Csv => "csv",
+            SourceType::GoogleSheets => "google_sheets",
+        }
+    }
+}
+
+/// A source that is none of the kinds sheetsync reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("source {0:?} is neither a file:// path, an http(s) URL nor a Google Sheets link or ID")]
+pub struct UnrecognisedSource(pub String);
+
+impl SourceSpec {
+    /// Classifies a view's source. `sheet_name` is the view's tab, which only
+    /// Google Sheets sources use.
+    pub fn parse(source: &str, sheet_name: Option<&str>) -> Result<SourceSpec, UnrecognisedSource> {
+        let source = source.trim();
+        let sheet_name = sheet_name
+            .map(str::trim)
+            .filter(|name| !name.is_empty())
+            .map(str::to_owned);
+        if let Some(path) = source.strip_prefix("file://") {
+            return Ok(SourceSpec::CsvFile(PathBuf::from(path)));
+        }
+        if source.starts_with('/') || source.starts_with("./") {
+            return Ok(SourceSpec::CsvFile(PathBuf::from(source)));
+        }
+        if is_spreadsheet_id(source) {
+            return Ok(SourceSpec::GoogleSheet(SheetRef {
+                spreadsheet_id: source.to_owned(),
+                gid: None,
+                sheet_name,
+            }));
+        }
+        let url = Url::parse(source).map_err(|_| UnrecognisedSource(redact_url(source)))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(UnrecognisedSource(redact_url(source)));
+        }
+        match google_spreadsheet_id(&url) {
+            Some(id) if !is_csv_export(&url) => Ok(SourceSpec::GoogleSheet(SheetRef {
+                spreadsheet_id: id,
+                gid: gid_of(&url),
+                sheet_name,
+            })),
+            _ => Ok(SourceSpec::CsvHttp(source.to_owned())),
+        }
+    }
+
+    pub fn source_type(&self) -> SourceType {
+        match self {
+            SourceSpec::CsvFile(_) | SourceSpec::CsvHttp(_) => SourceType::Csv,
+            SourceSpec::GoogleSheet(_) => SourceType::GoogleSheets,
+        }
+    }
+
+    /// The source as an operator would recognise it, secrets redacted.
+    pub fn describe(&self) -> String {
+        match self {
+            SourceSpec::CsvFile(path) => format!("file://{}", path.display()),
+            SourceSpec::CsvHttp(url) => redact_url(url),
+            SourceSpec::GoogleSheet(sheet) => {
+                let tab = match (&sheet.sheet_name, sheet.gid) {
+                    (Some(name), _) => format!("tab {name:?}"),
+                    (None, Some(gid)) => format!("tab gid={gid}"),
+                    (None, None) => "first tab".to_owned(),
+                };
+                format!("Google spreadsheet {} ({tab})", sheet.spreadsheet_id)
+            }
+        }
+    }
+}
+
+/// Spreadsheet IDs are long runs of URL-safe base64 characters.
+fn is_spreadsheet_id(text: &str) -> bool {
+    text.len() >= 25 && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// `ID` from `https://docs.google.com/spreadsheets/d/ID/...`.
+fn google_spreadsheet_id(url: &Url) -> Option<String> {
+    if url.host_str() != Some("docs.google.com") {
+        return None;
+    }
+    let mut segments = url.path_segments()?;
+    while let Some(segment) = segments.next() {
+        if segment == "d" {
+            return segments.next().filter(|id| !id.is_empty()).map(str::to_owned);
+        }
+    }
+    None
+}
+
+/// `/export?format=csv` and `/gviz/tq?tqx=out:csv` links are public CSV.
+pub(super) fn is_csv_export(url: &Url) -> bool {
+    let path = url.path();
+    let query = url.query().unwrap_or("");
+    (path.ends_with("/export") && query.contains("format=csv"))
+        || (path.contains("/gviz/tq") && query.contains("out:csv"))
+}
+
+/// The tab id from `?gid=N` or `#gid=N`.
+fn gid_of(url: &Url) -> Option<i64> {
+    let from_query = url
+        .query_pairs()
+        .find(|(name, _)| name == "gid")
+        .and_then(|(_, value)| value.parse().ok());
+    from_query.or_else(|| {
+        url.fragment()?
+            .split('&')
+            .find_map(|part| part.strip_prefix("gid=")?.parse().ok())
+    })
+}
+
+pub(super) fn google_sheet(spec: &SourceSpec) -> Option<&SheetRef> {
+    match spec {
+        SourceSpec::GoogleSheet(sheet) => Some(sheet),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "1HJSHVRBKbwJ199VxJCioSOTz4gI9KrSniXKwAjcU3bI";
+
+    fn sheet(gid: Option<i64>, sheet_name: Option<&str>) -> SourceSpec {
+        SourceSpec::GoogleSheet(SheetRef {
+            spreadsheet_id: ID.to_owned(),
+            gid,
+            sheet_name: sheet_name.map(str::to_owned),
+        })
+    }
+
+    #[test]
+    fn classifies_every_link_form() {
+        let base = format!("https://docs.google.com/spreadsheets/d/{ID}");
+        let cases = [
+            (format!("{base}/edit#gid=42"), None, sheet(Some(42), None)),
+            (
+                format!("{base}/edit?usp=sharing"),
+                Some("Sheet1"),
+                sheet(None, Some("Sheet1")),
+            ),
+            (format!("{base}/edit?gid=7#gid=7"), Some("  "), sheet(Some(7), None)),
+            (ID.to_owned(), Some("Q1 pipeline"), sheet(None, Some("Q1 pipeline"))),
+            (
+                format!("{base}/export?format=csv&gid=3"),
+                None,
+                SourceSpec::CsvHttp(format!("{base}/export?format=csv&gid=3")),
+            ),
+            (
+                format!("{base}/gviz/tq?tqx=out:csv&sheet=Q1"),
+                None,
+                SourceSpec::CsvHttp(format!("{base}/gviz/tq?tqx=out:csv&sheet=Q1")),
+            ),
+            (
+                "file:///data/signal.csv".to_owned(),
+                None,
+                SourceSpec::CsvFile("/data/signal.csv".into()),
+            ),
+            (
+                "/data/x.csv".to_owned(),
+                None,
+                SourceSpec::CsvFile("/data/x.csv".into()),
+            ),
+            (
+                "https://exports.example.com/a.csv".to_owned(),
+                None,
+                SourceSpec::CsvHttp("https://exports.example.com/a.csv".to_owned()),
+            ),
+        ];
+        for (source, sheet_name, expected) in cases {
+            assert_eq!(
+                SourceSpec::parse(&source, sheet_name).unwrap(),
+                expected,
+                "classifying {source}"
+            );
+        }
+        assert!(SourceSpec::parse("ftp://example.com/a.csv", None).is_err());
+        assert!(SourceSpec::parse("not a source", None).is_err());
+    }
+
+    #[test]
+    fn source_types_follow_the_schema() {
+        assert_eq!(sheet(None, None).source_type().as_str(), "google_sheets");
+        assert_eq!(SourceSpec::CsvFile("/a".into()).source_type().as_str(), "csv");
+    }
+}
