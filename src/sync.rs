@@ -117,7 +117,7 @@ enum ViewError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
-    Mapping(#[from] mapping::PlanError),
+    Mapping(#[from] mapping::SurveyError),
     #[error(transparent)]
     Apply(#[from] apply::ApplyError),
     #[error(transparent)]
@@ -463,31 +463,31 @@ impl Syncer {
         let profile = &*target.profile;
         report.tab_gid = fetched.tab_gid();
         let planning = Instant::now();
-        let (mapper, mapped) = off_executor(|| mapping::plan(profile, &fetched, &target.read_settings))?;
+        let (mapper, survey) = off_executor(|| mapping::survey(profile, &fetched, &target.read_settings))?;
         tracing::debug!(
             view = %plan.name,
-            passes = mapped.planning_passes,
-            rows = mapped.rows_read,
+            passes = survey.survey_passes,
+            rows = survey.rows_read,
             ms = planning.elapsed().as_millis() as u64,
             "planned"
         );
-        report.header_row = Some(mapped.header_row);
-        report.rows_read = mapped.rows_read;
-        report.blank_rows = mapped.blank_rows;
-        report.duplicates_merged = mapped.duplicates.len();
-        report.duplicates = mapped.duplicates.clone();
-        report.rejected = mapped.rejected.clone();
-        report.warnings = mapped.warnings.clone();
-        report.unknown_columns = mapped.unknown_columns.clone();
-        report.date_order = mapped.date_order.clone();
-        report.notices = mapped.notices.clone();
-        report.records_written = mapped.winners.len();
+        report.header_row = Some(survey.header_row);
+        report.rows_read = survey.rows_read;
+        report.blank_rows = survey.blank_rows;
+        report.duplicates_merged = survey.duplicates.len();
+        report.duplicates = survey.duplicates.clone();
+        report.rejected = survey.rejected.clone();
+        report.warnings = survey.warnings.clone();
+        report.unknown_columns = survey.unknown_columns.clone();
+        report.date_order = survey.date_order.clone();
+        report.notices = survey.notices.clone();
+        report.records_written = survey.winners.len();
         if let Some(rules) = profile.merge_rules() {
             let outcome = self
-                .merge_view(plan, target, rules, (&mapper, &mapped), &fetched, options, report)
+                .merge_view(plan, target, rules, (&mapper, &survey), &fetched, options, report)
                 .await?;
             if outcome != Outcome::DryRun {
-                self.record_last_update(plan, target, mapped.winners.len()).await?;
+                self.record_last_update(plan, target, survey.winners.len()).await?;
             }
             return Ok(outcome);
         }
@@ -505,16 +505,16 @@ impl Syncer {
         }
         let collection = db.collection::<Document>(&target.collection);
         let existing = identity::load_existing(&collection, profile).await?;
-        let continuations = Continuations::find(&existing, &mapped.winners, profile);
-        let shrink = Some((existing.count, mapped.winners.len()));
-        self.check_guards(&target.collection, shrink, &mapped, options)?;
+        let continuations = Continuations::find(&existing, &survey.winners, profile);
+        let shrink = Some((existing.count, survey.winners.len()));
+        self.check_guards(&target.collection, shrink, &survey, options)?;
         let now = BsonDateTime::now();
-        let count_differs = existing.count != mapped.winners.len() as u64;
+        let count_differs = existing.count != survey.winners.len() as u64;
         if options.dry_run && existing.count == 0 {
             // Into an empty collection every record is new, with nothing to
             // continue or compare: the plan alone has the count.
             report.changes = Changes {
-                inserted: mapped.winners.len(),
+                inserted: survey.winners.len(),
                 ..Changes::default()
             };
             return Ok(Outcome::DryRun);
@@ -525,11 +525,11 @@ impl Syncer {
             // Digests are compared on the reading threads.
             let unchanged = |record: &mapping::RecordValues<'_>| existing.is_unchanged(&continuations, record, now);
             let found = off_executor(|| {
-                mapper.each_winner_values(&mapped, rows, &unchanged, |record, unchanged| {
+                mapper.each_winner_values(&survey, rows, &unchanged, |record, unchanged| {
                     identities.account_checked(&record, unchanged);
                 })
             })?;
-            ensure_same_source(mapped.winners.len(), found)?;
+            ensure_same_source(survey.winners.len(), found)?;
             report.record_identities(&identities);
             if options.dry_run {
                 return Ok(Outcome::DryRun);
@@ -542,13 +542,13 @@ impl Syncer {
             let mut staging =
                 apply::Staging::create(&db, &target.collection, profile, &report.run_id, batch_size).await?;
             let winners = match fetched.rows() {
-                Ok(rows) => mapper.winners(&mapped, rows),
+                Ok(rows) => mapper.winners(&survey, rows),
                 Err(error) => {
                     staging.abandon().await;
                     return Err(error.into());
                 }
             };
-            let planned = mapped.winners.len();
+            let planned = survey.winners.len();
             let guard = SwapGuard {
                 abort: &options.abort,
                 lease: options.lease.as_ref().filter(|_| !plan.view_id.is_empty()),
@@ -565,7 +565,7 @@ impl Syncer {
             report.record_identities(&identities);
             report.swapped = true;
         }
-        self.record_last_update(plan, target, mapped.winners.len()).await?;
+        self.record_last_update(plan, target, survey.winners.len()).await?;
         Ok(outcome_of(report))
     }
 
@@ -577,7 +577,7 @@ impl Syncer {
         plan: &ViewPlan,
         target: &SyncTarget,
         rules: &MergeRules,
-        (mapper, mapped): (&mapping::Mapper<'_>, &mapping::Plan),
+        (mapper, survey): (&mapping::Mapper<'_>, &mapping::Survey),
         fetched: &Fetched,
         options: &SyncOptions,
         report: &mut ViewReport,
@@ -589,8 +589,8 @@ impl Syncer {
         let profile = &*target.profile;
         let mut merge = Merge::load(&db, &target.collection, profile, rules, mapper.column_headers()).await?;
         let rows = fetched.rows()?;
-        let found = off_executor(|| mapper.each_winner_record(mapped, rows, |record| merge.add(record)))?;
-        ensure_same_source(mapped.winners.len(), found)?;
+        let found = off_executor(|| mapper.each_winner_record(survey, rows, |record| merge.add(record)))?;
+        ensure_same_source(survey.winners.len(), found)?;
         merge.finish();
         // Only deletions can shrink a merged collection; new documents do
         // not make up for the ones deleted (other collections point at them).
@@ -598,7 +598,7 @@ impl Syncer {
             let kept = merge.stored_count() - merge.changes.removed;
             (merge.stored_count() as u64, kept)
         });
-        self.check_guards(&target.collection, shrink, mapped, options)?;
+        self.check_guards(&target.collection, shrink, survey, options)?;
         report.warnings.append(&mut merge.warnings);
         report.warnings.sort_by_key(|warning| warning.row);
         report.notices.append(&mut merge.notices);
@@ -630,7 +630,7 @@ impl Syncer {
         &self,
         collection: &str,
         shrink: Option<(u64, usize)>,
-        mapped: &mapping::Plan,
+        survey: &mapping::Survey,
         options: &SyncOptions,
     ) -> Result<(), ViewError> {
         let settings = &self.config.sync;
@@ -638,8 +638,8 @@ impl Syncer {
             apply::check_shrink(collection, existing, new, settings.min_ratio, options.force)?;
         }
         apply::check_rejected(
-            mapped.rows_read,
-            mapped.rejected.len(),
+            survey.rows_read,
+            survey.rejected.len(),
             settings.max_rejected_ratio,
             options.force,
         )?;
@@ -711,7 +711,7 @@ async fn fill_and_swap(
 ) -> Result<Vec<String>, ViewError> {
     let mut found = 0;
     loop {
-        // A batch is read and mapped off the executor, then written.
+        // A batch is read and survey off the executor, then written.
         let batch = off_executor(|| -> Result<Vec<(usize, Document)>, ViewError> {
             let mut batch = Vec::with_capacity(staging.batch_size());
             while batch.len() < staging.batch_size() {

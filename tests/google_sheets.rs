@@ -127,12 +127,12 @@ fn table_of(fetched: Fetched) -> Table {
 
 /// Both mapping passes, as the sync makes them: the winning records, with
 /// date-times read in `time_zone`.
-fn map_all(fetched: &Fetched, time_zone: chrono_tz::Tz) -> (mapping::Plan, Vec<mapping::MappedRecord>) {
+fn map_all(fetched: &Fetched, time_zone: chrono_tz::Tz) -> (mapping::Survey, Vec<mapping::MappedRecord>) {
     let settings = ReadSettings {
         date_order: Default::default(),
         time_zone,
     };
-    let (mapper, plan) = mapping::plan(&SALES_RECORDS, fetched, &settings).unwrap();
+    let (mapper, plan) = mapping::survey(&SALES_RECORDS, fetched, &settings).unwrap();
     let mut winners = mapper.winners(&plan, fetched.rows().unwrap());
     let mut records = Vec::new();
     while let Some(record) = winners.next_record() {

@@ -20,7 +20,7 @@ fn settings() -> ReadSettings {
 /// Plans `source` and reads every winning record. Returns the plan's counts
 /// (rows read, records, rejected) when the source has a usable header.
 fn map_all(source: &Fetched) -> Option<(usize, usize, usize)> {
-    let (mapper, plan) = mapping::plan(&SALES_RECORDS, source, &settings()).ok()?;
+    let (mapper, plan) = mapping::survey(&SALES_RECORDS, source, &settings()).ok()?;
     let mut winners = mapper.winners(&plan, source.rows().ok()?);
     let mut records = 0;
     while let Some(record) = winners.next_record() {

@@ -6,11 +6,11 @@ use chrono_tz::Tz;
 use mongodb::bson::Bson;
 
 use super::conventions::Clue;
+use super::mapper::Mapper;
 use super::profile::{FieldKind, TargetProfile};
 use super::values;
 use super::values::dates::{DateOrder, Reading};
 use super::values::numbers::NumberText;
-use super::{Doubt, Mapper};
 use crate::source::table::Cell;
 
 /// A cell read into its field's type.
@@ -51,6 +51,15 @@ pub(super) enum Problem {
 
 pub(super) const DATE_EXPECTED: &str =
     "not a date (expected e.g. 2025-01-31, 31/01/2025, 31 Jan 2025 or a date serial)";
+
+/// A reading whose verdict waits for the source's conventions.
+#[derive(Debug)]
+pub(super) enum Doubt {
+    /// A numeric date that is a real date only in `only` order.
+    OtherOrder { only: DateOrder, reading: String },
+    /// `5.000`: thousands or decimals, by the column's convention.
+    DecimalMark(NumberText),
+}
 
 impl Mapper<'_> {
     pub(super) fn convert(&self, field: usize, cell: &Cell) -> Converted {

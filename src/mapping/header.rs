@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 
+use super::error::{MappingError, SurveyError};
 use super::profile::TargetProfile;
+use super::record::RowIssue;
 use super::values::fold_label;
-use super::{MappingError, PlanError, RowIssue};
 use crate::source::Fetched;
 use crate::source::table::{Cell, Row};
 
@@ -26,7 +27,7 @@ pub(super) fn shortened(text: &str) -> String {
 pub(super) const HEADER_SEARCH_ROWS: usize = 10;
 
 /// The header row, among the first rows of the source.
-pub(super) fn find_header(profile: &TargetProfile, labels: &FieldLabels, source: &Fetched) -> Result<Row, PlanError> {
+pub(super) fn find_header(profile: &TargetProfile, labels: &FieldLabels, source: &Fetched) -> Result<Row, SurveyError> {
     let mut rows = source.rows()?;
     let mut leading = Vec::with_capacity(HEADER_SEARCH_ROWS);
     while leading.len() < HEADER_SEARCH_ROWS {

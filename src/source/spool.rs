@@ -1,6 +1,6 @@
 //! Rows kept on disk between passes.
 //!
-//! The mapping reads a source several times (see `mapping::plan`). A CSV
+//! The mapping reads a source several times (see `mapping::survey`). A CSV
 //! export is simply parsed again on each pass, but rows that arrive through
 //! an API (the Sheets `values:batchGet` pages) exist nowhere else, and held
 //! as cells they cost far more memory than the sheet's text: half a million

@@ -1,0 +1,23 @@
+//! Why a source could not be mapped at all (as opposed to the rows and
+//! cells it rejects, which are reported and skipped).
+
+use crate::source::SourceError;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MappingError {
+    #[error("the source has no rows; check that the export or sheet tab is the right one")]
+    EmptySource,
+    #[error(
+        "no header row with the required column(s) {missing}: the best candidate (row {row}) has columns [{found}]; \
+         rename the column(s) in the source or add an alias"
+    )]
+    MissingRequiredColumns { row: usize, missing: String, found: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SurveyError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Mapping(#[from] MappingError),
+}

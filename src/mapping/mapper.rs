@@ -1,0 +1,35 @@
+//! The mapper: what the survey learned about a source's columns and
+//! conventions, applied by every later pass.
+
+use chrono_tz::Tz;
+
+use super::conventions::Conventions;
+use super::header::Columns;
+use super::profile::TargetProfile;
+use super::values;
+
+/// Reads a source's rows into `profile`'s records.
+#[derive(Debug)]
+pub struct Mapper<'p> {
+    pub(super) profile: &'p TargetProfile,
+    pub(super) columns: Columns,
+    /// The zone of date-times written without an offset.
+    pub(super) zone: Tz,
+    pub(super) header_row: usize,
+    /// Each enum field's accepted spellings, folded once per sync (folding
+    /// them for every cell was a third of a sync's time).
+    pub(super) lookups: Vec<Option<values::EnumLookup>>,
+    pub(super) conventions: Conventions,
+    /// The index of the profile's identity link field.
+    pub(super) link_field: Option<usize>,
+}
+
+impl Mapper<'_> {
+    /// Per profile field, the header of the column it is read from, or
+    /// `None` when the source has no such column.
+    pub fn column_headers(&self) -> Vec<Option<String>> {
+        (0..self.profile.fields.len())
+            .map(|field| self.columns.of_field(field).map(|(_, header)| header.to_owned()))
+            .collect()
+    }
+}

@@ -1,0 +1,126 @@
+//! What the mapping makes of rows: records (as a document, or as values in
+//! profile order), their keys, and the problems people are told about.
+
+use std::collections::HashMap;
+
+use mongodb::bson::{Bson, Document};
+use serde::Serialize;
+
+use super::profile::TargetProfile;
+use super::values::fold_key_text;
+
+/// Joins the folded fields of a key; it cannot occur in them.
+pub const KEY_SEPARATOR: &str = "\u{1f}";
+
+/// Maps keyed by record keys. They hold one entry per row of large sheets
+/// and are hashed on every row of every pass, so they use foldhash (seeded
+/// per process, as hashbrown's own default) rather than SipHash.
+pub type KeyMap<V> = HashMap<String, V, foldhash::fast::RandomState>;
+
+/// A problem with one row or one cell, reported to the person who edits the
+/// source: row number as they see it, the column header, the value and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RowIssue {
+    pub row: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub reason: String,
+}
+
+/// The row that stands for one key, and what its identity link names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Winner {
+    pub row: usize,
+    /// See [`super::values::links::link_ref`].
+    pub link: Option<u64>,
+}
+
+/// A row that lost to a later row with the same key.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Duplicate {
+    pub row: usize,
+    pub superseded_by: usize,
+}
+
+/// One record ready to be given an identity and stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappedRecord {
+    pub row: usize,
+    /// The folded key values, joined; equal keys are the same record.
+    pub key: String,
+    /// The profile's fields in profile order, empty ones as null.
+    pub fields: Document,
+    /// Fields whose cell held something unreadable (null in `fields`, and
+    /// reported): a merge leaves their stored values alone, where a blank
+    /// cell would clear them.
+    pub unreadable: Vec<String>,
+}
+
+/// A winning record as values in profile order, without the document a
+/// [`MappedRecord`] holds: what counting changes needs (see
+/// [`Mapper::each_winner_values`]).
+#[derive(Debug)]
+pub struct RecordValues<'p> {
+    pub row: usize,
+    pub key: String,
+    pub values: Vec<Bson>,
+    /// Fields whose cell held a value that could not be read.
+    pub(super) unreadable: Vec<String>,
+    pub(super) profile: &'p TargetProfile,
+}
+
+/// A record's key and named fields, however it is held.
+pub trait RecordFields {
+    fn key(&self) -> &str;
+    /// The fields in profile order, as the stored document has them.
+    fn fields(&self) -> impl Iterator<Item = (&str, &Bson)>;
+    fn text(&self, name: &str) -> Option<&str> {
+        match self.fields().find(|(field, _)| *field == name) {
+            Some((_, Bson::String(text))) => Some(text),
+            _ => None,
+        }
+    }
+}
+
+impl RecordFields for MappedRecord {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&str, &Bson)> {
+        self.fields.iter().map(|(name, value)| (name.as_str(), value))
+    }
+}
+
+impl RecordFields for RecordValues<'_> {
+    fn key(&self) -> &str {
+        &self.key
+    }
+
+    fn fields(&self) -> impl Iterator<Item = (&str, &Bson)> {
+        self.profile
+            .fields
+            .iter()
+            .map(|spec| spec.name.as_str())
+            .zip(&self.values)
+    }
+}
+
+/// The record's identity: each key field folded (client names compared
+/// trimmed and case- and whitespace-insensitively), joined by a separator that
+/// cannot occur in them.
+pub fn record_key(profile: &TargetProfile, fields: &Document) -> String {
+    fold_key(profile.key.iter().map(|name| fields.get(name)))
+}
+
+pub(super) fn fold_key<'a>(parts: impl Iterator<Item = Option<&'a Bson>>) -> String {
+    parts
+        .map(|value| match value {
+            Some(Bson::String(text)) => fold_key_text(text),
+            _ => String::new(),
+        })
+        .collect::<Vec<_>>()
+        .join(KEY_SEPARATOR)
+}

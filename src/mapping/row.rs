@@ -1,0 +1,130 @@
+//! One row into its record's values, key and identity link, and the notes
+//! a survey adds up (conventions shown, problems met). Depends on nothing
+//! but the row, so that it runs on any thread.
+
+use mongodb::bson::Bson;
+
+use super::conventions::Clue;
+use super::convert::{Problem, derive_fields};
+use super::mapper::Mapper;
+use super::record::{MappedRecord, RecordValues, fold_key};
+use super::values;
+use crate::source::table::{Cell, Row};
+
+/// What converting one row's cells found, before a planning pass adds it up
+/// (see [`Mapper::read_cells`]).
+pub(super) struct RowReading<'p> {
+    pub(super) values: Vec<Bson>,
+    /// `None` when a required value is missing.
+    pub(super) key: Option<String>,
+    /// The identity link's reference (planning passes only).
+    pub(super) link: Option<u64>,
+    /// The required fields without a value.
+    pub(super) missing: Vec<&'p str>,
+    /// The cells that showed a convention or had a problem.
+    pub(super) notes: Vec<CellNote>,
+}
+
+pub(super) struct CellNote {
+    pub(super) field: usize,
+    pub(super) clue: Option<Clue>,
+    pub(super) problem: Option<Problem>,
+}
+
+impl<'p> Mapper<'p> {
+    /// The record of a row's values, fields named as the profile names them.
+    pub(super) fn record(&self, read: RecordValues<'_>) -> MappedRecord {
+        let fields = self
+            .profile
+            .fields
+            .iter()
+            .map(|spec| spec.name.clone())
+            .zip(read.values)
+            .collect();
+        MappedRecord {
+            row: read.row,
+            key: read.key,
+            fields,
+            unreadable: read.unreadable,
+        }
+    }
+
+    /// The fields read as null whose cell was not empty.
+    pub(super) fn unreadable(&self, row: &Row, values: &[Bson]) -> Vec<String> {
+        self.profile
+            .fields
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| values[*index] == Bson::Null)
+            .filter(|(index, _)| {
+                self.columns
+                    .of_field(*index)
+                    .and_then(|(column, _)| row.cells.get(column))
+                    .is_some_and(|cell| !cell.is_empty())
+            })
+            .map(|(_, spec)| spec.name.clone())
+            .collect()
+    }
+
+    /// The row's values in profile order and its key, or `None` when the
+    /// row lacks a required value.
+    ///
+    /// Keys are read from text and enum fields only, which no convention
+    /// changes: a planning pass made before the conventions are decided finds
+    /// the same keys as the passes after.
+    pub(super) fn read_row(&self, row: &Row) -> Option<(Vec<Bson>, String)> {
+        let reading = self.read_cells(row, false);
+        Some((reading.values, reading.key?))
+    }
+
+    /// Converts every cell of the row (each into its field's type; an
+    /// unreadable value becomes null). With `notes`, also keeps what each
+    /// cell shows about the source's conventions and its problems, for a
+    /// planning pass to add up. Depends on nothing but the row, so that it
+    /// runs on any thread.
+    pub(super) fn read_cells(&self, row: &Row, notes: bool) -> RowReading<'p> {
+        let mut reading = RowReading {
+            values: Vec::with_capacity(self.profile.fields.len()),
+            key: None,
+            link: None,
+            missing: Vec::new(),
+            notes: Vec::new(),
+        };
+        for (index, spec) in self.profile.fields.iter().enumerate() {
+            let value = match self.columns.of_field(index) {
+                Some((column, _)) => {
+                    let converted = self.convert(index, row.cells.get(column).unwrap_or(&Cell::Empty));
+                    if notes && (converted.clue.is_some() || converted.problem.is_some()) {
+                        reading.notes.push(CellNote {
+                            field: index,
+                            clue: converted.clue,
+                            problem: converted.problem,
+                        });
+                    }
+                    converted.value
+                }
+                None => Bson::Null,
+            };
+            if spec.required && value == Bson::Null {
+                reading.missing.push(spec.name.as_str());
+            }
+            reading.values.push(value);
+        }
+        derive_fields(self.profile, &mut reading.values, self.zone);
+        if reading.missing.is_empty() {
+            let values = &reading.values;
+            reading.key = Some(fold_key(self.profile.key.iter().map(|name| {
+                let index = self.profile.field_index(name);
+                index.and_then(|index| values.get(index))
+            })));
+            reading.link = self
+                .link_field
+                .filter(|_| notes)
+                .and_then(|index| match &values[index] {
+                    Bson::String(url) => values::links::link_ref(url),
+                    _ => None,
+                });
+        }
+        reading
+    }
+}
