@@ -8,22 +8,21 @@
 //!   -> mapping (target profiles) -> identity -> apply (swap | merge) -> store::{metadata, runs}
 //! ```
 //!
-//! [`sync::Syncer`] drives one cycle through them and fills a
-//! [`report::ViewReport`]; [`daemon`] wraps it in a scheduled, observable,
+//! [`sync::Engine`] drives one cycle through them and fills a
+//! [`report::SyncReport`]; [`daemon`] wraps it in a scheduled, observable,
 //! multi-replica-safe service (`sheetsync run`), and `main.rs` in a CLI.
 
 pub mod apply;
 pub mod bson_dates;
 pub mod config;
 pub mod daemon;
-pub mod identity;
+pub mod engine;
 pub mod mapping;
 pub mod redact;
 pub mod report;
 pub mod schedule;
 pub mod source;
 pub mod store;
-pub mod sync;
 pub mod syncs;
 pub mod telemetry;
 pub mod tls;

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use sheetsync::config::Config;
+use sheetsync::engine::{Engine, SyncOptions};
 use sheetsync::schedule::Schedule;
 use sheetsync::source::{SourceSpec, Sources};
-use sheetsync::sync::{self, SyncOptions, Syncer};
 use sheetsync::syncs::{self, Resolution};
 
 #[derive(Debug, Parser)]
@@ -145,7 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     serde_json::to_string_pretty(&body).context("encoding the report as JSON")?
                 );
             } else {
-                print!("{}", sync::render_text(&reports));
+                print!("{}", sheetsync::report::render_text(&reports));
             }
             Ok(exit_code(reports.iter().all(|report| report.succeeded())))
         }
@@ -222,10 +222,10 @@ async fn health(config: &Config, url: Option<String>) -> anyhow::Result<ExitCode
     }
 }
 
-async fn syncer(config: Config) -> anyhow::Result<Syncer> {
+async fn syncer(config: Config) -> anyhow::Result<Engine> {
     let db = config.connect().await?;
     let sources = config.sources()?;
-    Ok(Syncer::new(db, config, sources))
+    Ok(Engine::new(db, config, sources))
 }
 
 /// Every effective profile, as TOML, headed by where it comes from.
@@ -253,7 +253,10 @@ async fn check(config: Config) -> anyhow::Result<ExitCode> {
     );
     let plans = syncs::load_plans(&db, &config).await?;
     if plans.is_empty() {
-        println!("views: none in `{}`; nothing to sync", syncs::VIEWS_COLLECTION);
+        println!(
+            "views: none in `{}`; nothing to sync",
+            sheetsync::store::views::VIEWS_COLLECTION
+        );
         return Ok(ExitCode::FAILURE);
     }
     let sources = config.sources()?;

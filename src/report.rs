@@ -1,11 +1,13 @@
 //! What one sync run did: the report people read (text), scripts parse
-//! (JSON), the history stores (`sync_runs`) and the daemon shows. A leaf of
-//! the core: the engine fills it, bookkeeping stores it, the shells show it.
+//! (JSON), the history stores (`sync_runs`) and the daemon shows. It imports
+//! only the mapping's and the sources' vocabulary: the engine and the apply
+//! step fill it, bookkeeping stores it, the shells show it.
 
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use uuid::Uuid;
 
 use crate::mapping::conventions::DateOrderDecision;
 use crate::mapping::{Duplicate, RowIssue};
@@ -52,13 +54,19 @@ pub enum Outcome {
     Failed,
 }
 
-/// Everything one view's run did, for people (text), scripts (JSON) and the
-/// `sync_runs` history.
+/// Everything one sync's run did, for people (text), scripts (JSON) and the
+/// `sync_runs` history. (A sync is a dashboard view or a `[[syncs]]` entry;
+/// the stored and JSON names stay `view` and `view_id`, as the dashboard's
+/// history and scripts read them.)
 #[derive(Debug, Clone, Serialize)]
-pub struct ViewReport {
+pub struct SyncReport {
     pub run_id: String,
-    pub view: String,
-    pub view_id: String,
+    /// The sync's name: the view's, or the `[[syncs]]` entry's.
+    #[serde(rename = "view")]
+    pub name: String,
+    /// The sync's id: `views.id`, or `sync:` and the entry's name.
+    #[serde(rename = "view_id")]
+    pub sync_id: String,
     pub trigger: Trigger,
     pub collection: Option<String>,
     pub source: Option<String>,
@@ -114,9 +122,56 @@ impl Outcome {
     }
 }
 
-impl ViewReport {
+impl SyncReport {
+    /// A report of a run that has not done anything yet: failed, until the
+    /// engine says otherwise. `run_id` is a fresh one unless given.
+    pub fn new(name: &str, sync_id: &str, trigger: Trigger, run_id: Option<Uuid>) -> SyncReport {
+        let now = Utc::now();
+        SyncReport {
+            run_id: run_id.unwrap_or_else(Uuid::new_v4).simple().to_string(),
+            name: name.to_owned(),
+            sync_id: sync_id.to_owned(),
+            trigger,
+            collection: None,
+            source: None,
+            source_type: None,
+            tab_gid: None,
+            outcome: Outcome::Failed,
+            error: None,
+            header_row: None,
+            rows_read: 0,
+            blank_rows: 0,
+            records_written: 0,
+            duplicates_merged: 0,
+            duplicates: Vec::new(),
+            rejected: Vec::new(),
+            warnings: Vec::new(),
+            unknown_columns: Vec::new(),
+            date_order: None,
+            notices: Vec::new(),
+            changes: Changes::default(),
+            moves: Vec::new(),
+            ambiguous: Vec::new(),
+            merge: None,
+            swapped: false,
+            started_at: now,
+            finished_at: now,
+            duration_ms: 0,
+        }
+    }
+
     pub fn succeeded(&self) -> bool {
         self.outcome != Outcome::Failed
+    }
+
+    /// The outcome of a run whose records are in place: success, or success
+    /// with warnings when rows were rejected or values unreadable.
+    pub fn applied_outcome(&self) -> Outcome {
+        if self.rejected.is_empty() && self.warnings.is_empty() {
+            Outcome::Success
+        } else {
+            Outcome::SuccessWithWarnings
+        }
     }
 }
 
@@ -166,17 +221,17 @@ impl Changes {
 }
 
 /// The human-readable report of one cycle.
-pub fn render_text(reports: &[ViewReport]) -> String {
+pub fn render_text(reports: &[SyncReport]) -> String {
     let mut out = String::new();
     for report in reports {
-        render_view(&mut out, report);
+        render_sync(&mut out, report);
     }
     let failed = reports.iter().filter(|report| !report.succeeded()).count();
     let _ = writeln!(out, "{} view(s) synced, {failed} failed", reports.len() - failed);
     out
 }
 
-fn render_view(out: &mut String, report: &ViewReport) {
+fn render_sync(out: &mut String, report: &SyncReport) {
     let merged = report.merge.as_ref().is_some_and(|merge| merge.documents_written > 0);
     let changed = report.swapped || merged;
     let status = match report.outcome {
@@ -189,7 +244,7 @@ fn render_view(out: &mut String, report: &ViewReport) {
         Outcome::Failed => "FAILED (previous data kept)",
     };
     let collection = report.collection.as_deref().unwrap_or("-");
-    let _ = writeln!(out, "{} -> {collection}: {status}", report.view);
+    let _ = writeln!(out, "{} -> {collection}: {status}", report.name);
     if let Some(source) = &report.source {
         let _ = writeln!(out, "  source: {source}");
     }

@@ -14,9 +14,10 @@ use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
 use mongodb::options::ClientOptions;
-use sheetsync::apply::merge::WriteMode;
 use sheetsync::config::Config;
-use sheetsync::sync::{Outcome, SyncOptions, Syncer, Trigger, ViewReport};
+use sheetsync::engine::{Engine, SyncOptions};
+use sheetsync::report::WriteMode;
+use sheetsync::report::{Outcome, SyncReport, Trigger};
 
 /// Write commands sent to `customers`: (command, statements, first statement).
 type Writes = Arc<Mutex<Vec<(String, usize, Document)>>>;
@@ -39,7 +40,7 @@ fn cs_config(dir: &Path, url: &str, sales_db: &str, cs_db: &str, source: &str, e
 }
 
 /// A syncer whose client records every write command sent to `customers`.
-async fn monitored_syncer(config: Config) -> (Syncer, Writes) {
+async fn monitored_syncer(config: Config) -> (Engine, Writes) {
     let writes: Writes = Arc::default();
     let seen = Arc::clone(&writes);
     let mut options = ClientOptions::parse(&config.mongo_url).await.unwrap();
@@ -66,7 +67,7 @@ async fn monitored_syncer(config: Config) -> (Syncer, Writes) {
     }));
     let client = mongodb::Client::with_options(options).unwrap();
     let sources = config.sources().unwrap();
-    (Syncer::new(client.database(&config.db_name), config, sources), writes)
+    (Engine::new(client.database(&config.db_name), config, sources), writes)
 }
 
 fn at(date: &str) -> DateTime {
@@ -131,7 +132,7 @@ fn customer<'a>(all: &'a [Document], name: &str) -> &'a Document {
         .unwrap_or_else(|| panic!("no customer {name:?} in {all:#?}"))
 }
 
-async fn sync_once(syncer: &Syncer) -> ViewReport {
+async fn sync_once(syncer: &Engine) -> SyncReport {
     let mut reports = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
     assert_eq!(reports.len(), 1, "{reports:#?}");
     reports.remove(0)
@@ -155,7 +156,7 @@ async fn the_customer_export_is_merged_into_the_shared_collection() {
 
     let report = sync_once(&syncer).await;
     assert_eq!(report.outcome, Outcome::SuccessWithWarnings, "{report:#?}");
-    assert_eq!(report.view, "Customers");
+    assert_eq!(report.name, "Customers");
     assert_eq!(report.records_written, 4);
     assert_eq!(report.duplicates_merged, 1);
     assert_eq!(

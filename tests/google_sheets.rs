@@ -11,14 +11,15 @@ use chrono::{NaiveDate, TimeZone, Utc};
 use fake_google::{CLIENT_EMAIL, Endpoint, FakeGoogle, FakeSpreadsheet, FakeTab, Fault};
 use mongodb::bson::{Bson, Document, doc};
 use serde_json::{Value, json};
+use sheetsync::engine::{Engine, SyncOptions};
 use sheetsync::mapping::conventions::ReadSettings;
 use sheetsync::mapping::{self, sales::SALES_RECORDS};
+use sheetsync::report::{Outcome, Trigger};
 use sheetsync::source::Fetched;
 use sheetsync::source::policy::SourcesSettings;
 use sheetsync::source::sheets::settings::GoogleSettings;
 use sheetsync::source::table::{Cell, Table};
 use sheetsync::source::{SheetRef, SourceError, SourceSpec, Sources};
-use sheetsync::sync::{Outcome, SyncOptions, Syncer, Trigger};
 
 const SHEET_A: &str = "1AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
 const SHEET_B: &str = "1BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
@@ -668,10 +669,10 @@ async fn a_failed_view_leaves_its_collection_and_metadata_untouched() {
     fake.script(SHEET_B, Endpoint::BatchGet, [Fault::Forbidden]);
     add_q1_hooli(&fake);
     let second = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
-    let market = second.iter().find(|report| report.view == "Market").unwrap();
+    let market = second.iter().find(|report| report.name == "Market").unwrap();
     assert_eq!(market.outcome, Outcome::Failed);
     assert!(market.error.as_deref().unwrap().contains(CLIENT_EMAIL), "{market:?}");
-    let signal = second.iter().find(|report| report.view == "Signal").unwrap();
+    let signal = second.iter().find(|report| report.name == "Signal").unwrap();
     assert_eq!(signal.outcome, Outcome::Success, "the other view goes on");
     assert_eq!(test_db.records("sales_records_signal").await.len(), 4);
     assert_eq!(test_db.records("sales_records_market").await, market_before);
@@ -805,7 +806,7 @@ async fn views_synced_one_by_one_share_one_batch_get_per_spreadsheet() {
         .await
         .unwrap();
     let config = google_config(&test_db, &fake);
-    let syncer = |sources: Sources| Syncer::new(test_db.db.clone(), config.clone(), sources);
+    let syncer = |sources: Sources| Engine::new(test_db.db.clone(), config.clone(), sources);
     let batch_gets = |spreadsheet: &str| {
         fake.seen()
             .batch_requests
@@ -813,7 +814,7 @@ async fn views_synced_one_by_one_share_one_batch_get_per_spreadsheet() {
             .filter(|request| request.spreadsheet_id == spreadsheet)
             .count()
     };
-    let one_by_one = |syncer: Syncer| async move {
+    let one_by_one = |syncer: Engine| async move {
         for view in ["Signal", "Full Funnel", "Market"] {
             let reports = syncer
                 .sync(&[view.to_owned()], Trigger::Schedule, SyncOptions::default())

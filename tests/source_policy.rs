@@ -12,7 +12,8 @@ use axum::routing::get;
 use common::{TestDb, syncer_for, test_db};
 use mongodb::bson::{Document, doc};
 use sheetsync::config::Config;
-use sheetsync::sync::{Outcome, SyncOptions, Trigger, ViewReport};
+use sheetsync::engine::SyncOptions;
+use sheetsync::report::{Outcome, SyncReport, Trigger};
 
 /// A local HTTP server: `/a.csv` (a small export), `/big.csv` and
 /// `/to-metadata` (a redirect to the cloud metadata address).
@@ -46,7 +47,7 @@ fn config(db: &TestDb, sources: &str) -> Config {
     .unwrap()
 }
 
-async fn sync_one(db: &TestDb, config: Config, source: &str) -> ViewReport {
+async fn sync_one(db: &TestDb, config: Config, source: &str) -> SyncReport {
     db.db
         .collection::<Document>("views")
         .delete_many(doc! {})
@@ -59,7 +60,7 @@ async fn sync_one(db: &TestDb, config: Config, source: &str) -> ViewReport {
     reports.remove(0)
 }
 
-fn refused(report: &ViewReport, expected: &str) {
+fn refused(report: &SyncReport, expected: &str) {
     assert_eq!(report.outcome, Outcome::Failed, "{report:#?}");
     let error = report.error.as_deref().unwrap();
     assert!(error.contains(expected), "{expected:?} not in {error:?}");

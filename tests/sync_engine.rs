@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use chrono::{TimeZone, Utc};
 use common::{fixture_url, generated_csv, test_db, write_source};
 use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
-use sheetsync::sync::{Changes, Outcome, SyncOptions, Trigger, ViewReport};
+use sheetsync::engine::SyncOptions;
+use sheetsync::report::{Changes, Outcome, SyncReport, Trigger};
 
 fn date(y: i32, m: u32, d: u32) -> Bson {
     Bson::DateTime(BsonDateTime::from_millis(
@@ -40,7 +41,7 @@ const SCHEMA_FIELDS: [&str; 20] = [
     "created_at",
 ];
 
-fn only(reports: Vec<ViewReport>) -> ViewReport {
+fn only(reports: Vec<SyncReport>) -> SyncReport {
     assert_eq!(reports.len(), 1, "{reports:#?}");
     reports.into_iter().next().unwrap()
 }
@@ -61,7 +62,7 @@ fn dry_run() -> SyncOptions {
     }
 }
 
-async fn sync_all(db: &common::TestDb, options: SyncOptions) -> Vec<ViewReport> {
+async fn sync_all(db: &common::TestDb, options: SyncOptions) -> Vec<SyncReport> {
     db.syncer()
         .await
         .sync(&[], Trigger::Cli, options)
@@ -236,8 +237,8 @@ async fn deal_ids_survive_stage_moves_and_renames() {
     assert_eq!(
         initech_new,
         [
-            sheetsync::identity::stable_id("view-organic", "initech\u{1f}c proposal sent"),
-            sheetsync::identity::stable_id("view-organic", "initech\u{1f}a closed"),
+            sheetsync::apply::swap::identity::stable_id("view-organic", "initech\u{1f}c proposal sent"),
+            sheetsync::apply::swap::identity::stable_id("view-organic", "initech\u{1f}a closed"),
         ],
         "no guess between two old and two new Initech deals"
     );
@@ -259,7 +260,7 @@ async fn deal_ids_survive_stage_moves_and_renames() {
         "{:?}",
         report.ambiguous
     );
-    let text = sheetsync::sync::render_text(std::slice::from_ref(&report));
+    let text = sheetsync::report::render_text(std::slice::from_ref(&report));
     assert!(text.contains("2 moved"), "{text}");
     assert!(
         text.contains("moved: Globex: D POA Booked -> C Proposal sent, id kept"),
@@ -312,7 +313,10 @@ async fn ids_are_derived_from_view_client_and_stage() {
         .unwrap();
     only(sync_all(&db, SyncOptions::default()).await);
     assert_eq!(db.records("sales_records").await[0].get_str("id").unwrap(), id);
-    assert_eq!(id, sheetsync::identity::stable_id("view-organic", "acme\u{1f}lost"));
+    assert_eq!(
+        id,
+        sheetsync::apply::swap::identity::stable_id("view-organic", "acme\u{1f}lost")
+    );
     db.drop().await;
 }
 
@@ -684,7 +688,7 @@ async fn view_collections_follow_the_schema_map_and_config_overrides() {
     );
     let syncer = common::syncer_for(config).await;
     let reports = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
-    assert!(reports.iter().all(ViewReport::succeeded), "{reports:#?}");
+    assert!(reports.iter().all(SyncReport::succeeded), "{reports:#?}");
     for collection in ["sales_records", "sales_records_signal", "sales_records_fullfunnel"] {
         assert_eq!(db.count(collection).await, 6, "{collection}");
     }
@@ -753,7 +757,7 @@ async fn views_may_not_target_reserved_or_shared_collections() {
         reports.iter().all(|report| report.outcome == Outcome::Failed),
         "{reports:#?}"
     );
-    let error = |view: &str| reports.iter().find(|r| r.view == view).unwrap().error.clone().unwrap();
+    let error = |view: &str| reports.iter().find(|r| r.name == view).unwrap().error.clone().unwrap();
     assert!(
         error("Organic").contains("would replace `users`"),
         "{}",
@@ -1030,7 +1034,7 @@ async fn rejected_rows_count_toward_the_guard_and_the_outcome() {
     let partial = only(sync_all(&db, SyncOptions::default()).await);
     assert_eq!(partial.outcome, Outcome::SuccessWithWarnings, "{partial:#?}");
     assert!(partial.succeeded());
-    assert!(sheetsync::sync::render_text(std::slice::from_ref(&partial)).contains("OK with warnings"));
+    assert!(sheetsync::report::render_text(std::slice::from_ref(&partial)).contains("OK with warnings"));
     let run = db
         .db
         .collection::<Document>("sync_runs")

@@ -12,10 +12,11 @@ use uuid::Uuid;
 
 use super::state::{Admission, RunState};
 use super::{Daemon, lock, recorder};
+use crate::apply::Abort;
+use crate::engine::SyncOptions;
 use crate::report::Trigger;
 use crate::store::lease;
-use crate::sync::{Abort, SyncOptions};
-use crate::syncs::ViewPlan;
+use crate::syncs::SyncPlan;
 
 /// How often a run waiting for another process's lease looks again.
 const LEASE_POLL: Duration = Duration::from_secs(1);
@@ -107,7 +108,7 @@ impl Daemon {
     /// Asks for a run of one view; starts it unless the view is busy (then
     /// the request joins the view's one follow-up run). `None` once shutdown
     /// has begun.
-    pub fn request(self: &Arc<Self>, plan: &ViewPlan, trigger: Trigger, slot: Option<DateTime<Utc>>) -> Option<Uuid> {
+    pub fn request(self: &Arc<Self>, plan: &SyncPlan, trigger: Trigger, slot: Option<DateTime<Utc>>) -> Option<Uuid> {
         let admission = self.runs.request(&plan.name, trigger, slot, self.clock.now());
         if let Admission::Start(id) = admission {
             let daemon = Arc::clone(self);
@@ -120,7 +121,7 @@ impl Daemon {
     /// Runs one view, then its follow-up runs, one after the other.
     pub(super) async fn drive(
         self: Arc<Self>,
-        plan: ViewPlan,
+        plan: SyncPlan,
         mut id: Uuid,
         mut trigger: Trigger,
         mut slot: Option<DateTime<Utc>>,
@@ -147,7 +148,7 @@ impl Daemon {
     /// is one server-side step, so the view's data is the old or the new,
     /// never a mix; the lease renewer has stopped with the unwinding (see
     /// [`lease::Renewer`]) and the lease expires on its own.
-    pub(super) fn recover_from_panic(&self, plan: &ViewPlan, id: Uuid, message: String) {
+    pub(super) fn recover_from_panic(&self, plan: &SyncPlan, id: Uuid, message: String) {
         tracing::error!(
             view = %plan.name, run_id = %id, panic = %message,
             "the run of this view panicked; this is a bug in sheetsync, please report it with this log"
@@ -165,13 +166,13 @@ impl Daemon {
     /// sync with its lease renewed, and the bookkeeping.
     pub(super) async fn execute(
         self: &Arc<Self>,
-        plan: &ViewPlan,
+        plan: &SyncPlan,
         id: Uuid,
         trigger: Trigger,
         slot: Option<DateTime<Utc>>,
     ) {
         let fail = |error: String| RunState::Failed { error };
-        let view_id = plan.view_id.as_str();
+        let view_id = plan.id.as_str();
         // Views without an id cannot be leased; the engine reports them as
         // invalid without writing anything.
         let leased = !view_id.is_empty();
@@ -215,7 +216,7 @@ impl Daemon {
 
     pub(super) async fn sync_leased(
         self: &Arc<Self>,
-        plan: &ViewPlan,
+        plan: &SyncPlan,
         id: Uuid,
         trigger: Trigger,
         slot: Option<DateTime<Utc>>,
@@ -243,7 +244,7 @@ impl Daemon {
         self.runs.set_state(id, RunState::Running, self.clock.now());
         let abort = Abort::default();
         lock(&self.aborts).insert(id, abort.clone());
-        let renewer = (!plan.view_id.is_empty()).then(|| self.spawn_renewer(plan, abort.clone()));
+        let renewer = (!plan.id.is_empty()).then(|| self.spawn_renewer(plan, abort.clone()));
         let options = SyncOptions {
             run_id: Some(id),
             abort: abort.clone(),
@@ -280,9 +281,9 @@ impl Daemon {
     /// Renews the view's lease at a third of its lifetime while the sync
     /// runs. A lease found taken by another process calls the sync off: two
     /// processes must never both swap one view.
-    pub(super) fn spawn_renewer(self: &Arc<Self>, plan: &ViewPlan, abort: Abort) -> lease::Renewer {
+    pub(super) fn spawn_renewer(self: &Arc<Self>, plan: &SyncPlan, abort: Abort) -> lease::Renewer {
         let view = plan.name.clone();
-        self.leases.keep_alive(&plan.view_id, move || {
+        self.leases.keep_alive(&plan.id, move || {
             tracing::warn!(%view, "the lease of this view was lost while syncing; calling the sync off");
             abort.abort("the lease on this view was taken over by another process");
         })

@@ -33,13 +33,14 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::apply::Abort;
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::report::Trigger;
 use crate::schedule::{self, Schedule};
 use crate::store::lease::{self, Leases};
 use crate::store::{self, StoreError};
-use crate::sync::{Abort, Syncer};
-use crate::syncs::{self, ViewPlan};
+use crate::syncs::{self, SyncPlan};
 use lifecycle::Notifier;
 use state::Runs;
 
@@ -84,7 +85,7 @@ pub struct MongoState {
 
 /// Everything the daemon's tasks share.
 pub struct Daemon {
-    pub syncer: Syncer,
+    pub syncer: Engine,
     pub leases: Leases,
     pub schedule: Schedule,
     pub runs: Runs,
@@ -205,7 +206,7 @@ impl Daemon {
     }
 
     /// Loads the views, with MongoDB's state recorded.
-    pub async fn load_plans(&self) -> Result<Vec<ViewPlan>, String> {
+    pub async fn load_plans(&self) -> Result<Vec<SyncPlan>, String> {
         match syncs::load_plans(&self.syncer.db, self.config()).await {
             Ok(plans) => {
                 self.set_mongo(true, "answered a query".to_owned());
@@ -282,7 +283,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let grace = config.daemon.shutdown_grace();
     let config_slots = config.daemon.max_concurrent_syncs;
     let daemon = Arc::new(Daemon {
-        syncer: Syncer::new(db, config, sources),
+        syncer: Engine::new(db, config, sources),
         leases,
         started_at: clock.now(),
         clock,

@@ -3,7 +3,7 @@
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::report::{Outcome, ViewReport};
+use crate::report::{Outcome, SyncReport};
 use crate::telemetry::{
     DURATION_BUCKETS, LAST_SUCCESS, MONGO_UP, RECORDS_WRITTEN, ROWS_REJECTED, SKIPPED_RUNS, SYNC_DURATION, SYNC_RUNS,
 };
@@ -20,8 +20,8 @@ pub fn install() -> Result<PrometheusHandle, String> {
 }
 
 /// Records one finished run.
-pub fn record_run(report: &ViewReport) {
-    let view = report.view.clone();
+pub fn record_run(report: &SyncReport) {
+    let view = report.name.clone();
     metrics::counter!(
         SYNC_RUNS,
         "view" => view.clone(),

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::report::{Outcome, Trigger, ViewReport};
+use crate::report::{Outcome, SyncReport, Trigger};
 
 /// How many finished runs `GET /admin/runs/{id}` remembers (older ones are
 /// still in `sync_runs`).
@@ -25,7 +25,7 @@ pub enum RunState {
     Running,
     /// The sync ran; the report says how it went.
     Finished {
-        report: Box<ViewReport>,
+        report: Box<SyncReport>,
     },
     /// Not run: another replica already synced the view for this slot.
     Skipped {

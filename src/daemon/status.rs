@@ -13,7 +13,7 @@ use super::{Daemon, lock};
 use crate::report::Changes;
 use crate::source::SourceSpec;
 use crate::store::{StoreError, metadata, runs};
-use crate::syncs::ViewPlan;
+use crate::syncs::SyncPlan;
 
 /// The views' part of `/status`, as last read from MongoDB.
 #[derive(Debug, Clone, Default)]
@@ -76,7 +76,7 @@ impl Daemon {
     }
 
     /// One view's part of `/status`; what cannot be read is left null.
-    pub(super) async fn view_status(&self, plan: &ViewPlan) -> (serde_json::Value, SyncPage) {
+    pub(super) async fn view_status(&self, plan: &SyncPlan) -> (serde_json::Value, SyncPage) {
         let home = self.syncer.home_of(plan).await;
         let db = home.as_ref().unwrap_or(&self.syncer.db);
         let summary = |document: mongodb::bson::Document| {
@@ -126,7 +126,7 @@ impl Daemon {
         };
         let view = serde_json::json!({
             "name": plan.name,
-            "view_id": plan.view_id,
+            "view_id": plan.id,
             "collection": summary.collection,
             "source": summary.source,
             "status": summary.status,
@@ -140,7 +140,7 @@ impl Daemon {
 
     /// When the sync was last synced successfully, by any replica; a failure
     /// to read a view's marks MongoDB unreachable.
-    pub(super) async fn last_success(&self, plan: &ViewPlan) -> Result<Option<DateTime<Utc>>, StoreError> {
+    pub(super) async fn last_success(&self, plan: &SyncPlan) -> Result<Option<DateTime<Utc>>, StoreError> {
         match self.last_update(plan).await {
             Ok(last) => Ok(last.map(|(at, _)| at)),
             Err(error) => {
@@ -176,9 +176,9 @@ impl Daemon {
     /// When the sync last succeeded and with how many records: a view's
     /// `data_metadata` entry, or a configured sync's last successful run in
     /// its own database's `sync_runs`.
-    pub(super) async fn last_update(&self, plan: &ViewPlan) -> Result<Option<(DateTime<Utc>, i64)>, StoreError> {
+    pub(super) async fn last_update(&self, plan: &SyncPlan) -> Result<Option<(DateTime<Utc>, i64)>, StoreError> {
         if !plan.is_configured() {
-            return metadata::last_update(&self.syncer.db, &plan.view_id).await;
+            return metadata::last_update(&self.syncer.db, &plan.id).await;
         }
         let db = self.syncer.home_of(plan).await?;
         let succeeded = mongodb::bson::doc! { "outcome": { "$in": ["success", "success_with_warnings"] } };
@@ -275,7 +275,7 @@ fn run_point(document: &Document) -> RunPoint {
 
 /// The Google Sheet a plan reads, at the tab its last run read (or the
 /// link's own `gid`).
-fn sheet_link(plan: &ViewPlan, last_run: Option<&Document>) -> Option<String> {
+fn sheet_link(plan: &SyncPlan, last_run: Option<&Document>) -> Option<String> {
     let SourceSpec::GoogleSheet(sheet) = &plan.target()?.source else {
         return None;
     };

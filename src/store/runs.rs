@@ -6,7 +6,7 @@ use mongodb::bson::{self, Document, doc};
 
 use super::{Doing, Operation, StoreError, Within};
 use crate::bson_dates::to_bson_date;
-use crate::report::ViewReport;
+use crate::report::SyncReport;
 
 pub const SYNC_RUNS_COLLECTION: &str = "sync_runs";
 
@@ -14,7 +14,7 @@ pub const SYNC_RUNS_COLLECTION: &str = "sync_runs";
 const STORED_ISSUES: usize = 200;
 
 /// Stores one view's run.
-pub async fn record(db: &Database, report: &ViewReport) -> Result<(), StoreError> {
+pub async fn record(db: &Database, report: &SyncReport) -> Result<(), StoreError> {
     let document = to_document(report)
         .map_err(mongodb::error::Error::from)
         .doing(|| format!("encoding run {} for `{SYNC_RUNS_COLLECTION}`", report.run_id))?;
@@ -23,7 +23,7 @@ pub async fn record(db: &Database, report: &ViewReport) -> Result<(), StoreError
         .within(Operation::Write, || {
             format!(
                 "recording run {} of view {:?} in `{SYNC_RUNS_COLLECTION}`",
-                report.run_id, report.view
+                report.run_id, report.name
             )
         })
         .await?;
@@ -64,7 +64,7 @@ pub async fn recent(db: &Database, view: &str, limit: i64) -> Result<Vec<Documen
         .await
 }
 
-fn to_document(report: &ViewReport) -> Result<Document, bson::ser::Error> {
+fn to_document(report: &SyncReport) -> Result<Document, bson::ser::Error> {
     let mut trimmed = report.clone();
     trimmed.warnings.truncate(STORED_ISSUES);
     trimmed.rejected.truncate(STORED_ISSUES);

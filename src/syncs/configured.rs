@@ -8,28 +8,26 @@ use crate::redact::redact_url;
 use crate::source::SourceSpec;
 use crate::source::policy::SourcePolicy;
 
-use super::{Place, Resolution, SyncTarget, ViewPlan};
-
-/// The prefix of a configured sync's id: leases and `sync_runs` key syncs
-/// by id, and views' ids are UUIDs, so the two never meet.
-pub const ID_PREFIX: &str = "sync:";
+use super::plan::{CONFIGURED_ID_PREFIX, Origin, Place, Resolution, SyncPlan, SyncTarget};
+use super::reserved::is_reserved_collection;
 
 /// One plan per `[[syncs]]` entry; a source the policy refuses makes its
 /// plan invalid, not the config.
-pub fn plans(config: &Config) -> Vec<ViewPlan> {
+pub fn plans(config: &Config) -> Vec<SyncPlan> {
     let policy = SourcePolicy::new(&config.sources);
     config.syncs.iter().map(|sync| plan(sync, config, &policy)).collect()
 }
 
-fn plan(sync: &ConfiguredSync, config: &Config, policy: &SourcePolicy) -> ViewPlan {
+fn plan(sync: &ConfiguredSync, config: &Config, policy: &SourcePolicy) -> SyncPlan {
     let entry = &sync.entry;
     let resolution = match target(sync, config, policy) {
         Ok(target) => Resolution::Sync(target),
         Err(reason) => Resolution::Invalid(reason),
     };
-    ViewPlan {
+    SyncPlan {
         name: entry.name.clone(),
-        view_id: format!("{ID_PREFIX}{}", entry.name),
+        id: format!("{CONFIGURED_ID_PREFIX}{}", entry.name),
+        origin: Origin::Configured,
         resolution,
     }
 }
@@ -43,8 +41,8 @@ fn target(sync: &ConfiguredSync, config: &Config, policy: &SourcePolicy) -> Resu
     ];
     let in_main_database = entry.database == config.db_name && sync.mongo_url == config.mongo_url;
     if own.contains(&collection.as_str())
-        || collection.starts_with(crate::apply::STAGING_PREFIX)
-        || (in_main_database && super::views::is_reserved_collection(collection))
+        || collection.starts_with(crate::apply::swap::STAGING_PREFIX)
+        || (in_main_database && is_reserved_collection(collection))
     {
         return Err(format!(
             "sync {:?} would write `{}.{collection}`, which holds other data (sheetsync's or the dashboard's); \
@@ -74,11 +72,4 @@ fn target(sync: &ConfiguredSync, config: &Config, policy: &SourcePolicy) -> Resu
             time_zone: config.time_zone,
         },
     })
-}
-
-impl ViewPlan {
-    /// Whether this plan is a `[[syncs]]` entry rather than a view.
-    pub fn is_configured(&self) -> bool {
-        self.view_id.starts_with(ID_PREFIX)
-    }
 }

@@ -11,9 +11,9 @@ use crate::redact::redact_url;
 use crate::source::SourceSpec;
 use crate::source::policy::SourcePolicy;
 
-use super::{Place, Resolution, SyncTarget, ViewPlan, ViewsError};
-
-pub use crate::store::views::VIEWS_COLLECTION;
+use super::list::ViewsError;
+use super::plan::{CONFIGURED_ID_PREFIX, Origin, Place, Resolution, SyncPlan, SyncTarget};
+use super::reserved::is_reserved_collection;
 
 /// The schema's `VIEW_COLLECTION_MAP`.
 pub const DEFAULT_COLLECTIONS: [(&str, &str); 4] = [
@@ -24,17 +24,17 @@ pub const DEFAULT_COLLECTIONS: [(&str, &str); 4] = [
 ];
 
 /// Reads every view and resolves it against the config.
-pub async fn load(db: &Database, config: &Config) -> Result<Vec<ViewPlan>, ViewsError> {
+pub async fn load(db: &Database, config: &Config) -> Result<Vec<SyncPlan>, ViewsError> {
     let documents = crate::store::views::read_all(db).await?;
     let policy = SourcePolicy::new(&config.sources);
-    let mut plans: Vec<ViewPlan> = documents.iter().map(|view| resolve(view, config, &policy)).collect();
+    let mut plans: Vec<SyncPlan> = documents.iter().map(|view| resolve(view, config, &policy)).collect();
     refuse_shared_targets(&mut plans);
     Ok(plans)
 }
 
 /// Two views writing one collection would overwrite each other's data at
 /// every refresh; both are refused until the config separates them.
-fn refuse_shared_targets(plans: &mut [ViewPlan]) {
+fn refuse_shared_targets(plans: &mut [SyncPlan]) {
     let collections: Vec<Option<String>> = plans
         .iter()
         .map(|plan| plan.target().map(|target| target.collection.clone()))
@@ -57,17 +57,7 @@ fn refuse_shared_targets(plans: &mut [ViewPlan]) {
     }
 }
 
-/// Collections the dashboard or sheetsync itself keeps: a view's target
-/// replaces its collection wholesale, so it may never be one of these.
-pub(super) fn is_reserved_collection(name: &str) -> bool {
-    name == VIEWS_COLLECTION
-        || name.starts_with(crate::apply::STAGING_PREFIX)
-        || crate::store::indexes::FIXED_INDEXES
-            .iter()
-            .any(|(collection, _)| *collection == name)
-}
-
-fn resolve(view: &Document, config: &Config, policy: &SourcePolicy) -> ViewPlan {
+fn resolve(view: &Document, config: &Config, policy: &SourcePolicy) -> SyncPlan {
     let text = |field: &str| match view.get(field) {
         Some(Bson::String(value)) if !value.trim().is_empty() => Some(value.trim().to_owned()),
         _ => None,
@@ -81,7 +71,7 @@ fn resolve(view: &Document, config: &Config, policy: &SourcePolicy) -> ViewPlan 
             "the view document {} has no `name` or no `id`; fix it in the admin UI",
             view.get_object_id("_id").map(|id| id.to_hex()).unwrap_or_default()
         ))
-    } else if view_id.starts_with(super::configured::ID_PREFIX) {
+    } else if view_id.starts_with(CONFIGURED_ID_PREFIX) {
         // Configured syncs' ids carry this prefix (leases and history are
         // keyed by id): a view may not pass for one.
         Resolution::Invalid(format!(
@@ -107,9 +97,10 @@ fn resolve(view: &Document, config: &Config, policy: &SourcePolicy) -> ViewPlan 
             Err(reason) => Resolution::Invalid(reason),
         }
     };
-    ViewPlan {
+    SyncPlan {
         name,
-        view_id,
+        id: view_id,
+        origin: Origin::View,
         resolution,
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use mongodb::Database;
 use mongodb::bson::{Document, doc};
 use sheetsync::config::Config;
-use sheetsync::sync::Syncer;
+use sheetsync::engine::Engine;
 
 /// Copies of `shared/fixtures`, kept in the repo so the tests stand alone.
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
@@ -61,10 +61,10 @@ pub fn config_with(url: &str, db_name: &str, extra: &[(&str, &str)]) -> Config {
     .expect("test config is valid")
 }
 
-pub async fn syncer_for(config: Config) -> Syncer {
+pub async fn syncer_for(config: Config) -> Engine {
     let db = config.connect().await.expect("the test server is reachable");
     let sources = config.sources().expect("HTTP client starts");
-    Syncer::new(db, config, sources)
+    Engine::new(db, config, sources)
 }
 
 impl TestDb {
@@ -77,7 +77,7 @@ impl TestDb {
         config_with(&server_url(), &self.name, extra)
     }
 
-    pub async fn syncer(&self) -> Syncer {
+    pub async fn syncer(&self) -> Engine {
         syncer_for(self.config()).await
     }
 

@@ -33,14 +33,14 @@ use crate::store::{Operation, StoreError, Within};
 /// different namespace would change every deal id).
 const RECORD_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5b1f_0a3c_7d2e_4f61_9a8b_3c4d_5e6f_7081);
 
-pub use crate::report::Changes;
+use crate::report::Changes;
 
 /// What a refresh needs to know of a record already in the collection: its
 /// identity, and a digest of its content to tell whether it changed. The
 /// document itself is not kept, so memory grows with the number of records,
 /// not with their size.
 #[derive(Debug)]
-struct Known {
+struct StoredRecord {
     /// `None` when an earlier record already holds the same id (an old
     /// upload bug): this one gets a fresh id, so ids stay unique.
     id: Option<RecordId>,
@@ -80,44 +80,44 @@ impl RecordId {
 
 /// The target collection's current records, by key.
 #[derive(Debug, Default)]
-pub struct Existing {
-    by_key: KeyMap<Known>,
+pub struct StoredRecords {
+    by_key: KeyMap<StoredRecord>,
     /// Every id in the collection: a fresh id must be none of them.
     ids: HashSet<RecordId, foldhash::fast::RandomState>,
     /// Every document in the collection, keyed or not.
     pub count: u64,
 }
 
-/// Reads the records a refresh will replace, to carry their ids and
-/// `created_at` over and to count changes.
-pub async fn load_existing(collection: &Collection<Document>, profile: &TargetProfile) -> Result<Existing, StoreError> {
-    let describe = || format!("reading the current records of `{}`", collection.name());
-    let mut existing = Existing::default();
-    // Sized once from the collection's metadata: growing the maps by
-    // doubling would briefly hold the old table next to the new one, the
-    // largest moment of a re-load's memory. (A failed estimate only costs
-    // that.)
-    if let Ok(estimate) = collection
-        .estimated_document_count()
-        .within(Operation::Read, describe)
-        .await
-    {
-        let estimate = usize::try_from(estimate).unwrap_or(0);
-        existing.by_key.reserve(estimate);
-        existing.ids.reserve(estimate);
+impl StoredRecords {
+    /// Reads the records a refresh will replace, to carry their ids and
+    /// `created_at` over and to count changes.
+    pub async fn load(collection: &Collection<Document>, profile: &TargetProfile) -> Result<StoredRecords, StoreError> {
+        let describe = || format!("reading the current records of `{}`", collection.name());
+        let mut existing = StoredRecords::default();
+        // Sized once from the collection's metadata: growing the maps by
+        // doubling would briefly hold the old table next to the new one, the
+        // largest moment of a re-load's memory. (A failed estimate only costs
+        // that.)
+        if let Ok(estimate) = collection
+            .estimated_document_count()
+            .within(Operation::Read, describe)
+            .await
+        {
+            let estimate = usize::try_from(estimate).unwrap_or(0);
+            existing.by_key.reserve(estimate);
+            existing.ids.reserve(estimate);
+        }
+        let mut cursor = collection
+            .find(doc! {})
+            .projection(doc! { "_id": 0 })
+            .within(Operation::Read, describe)
+            .await?;
+        while let Some(document) = cursor.try_next().within(Operation::Read, describe).await? {
+            existing.add(profile, &document);
+        }
+        Ok(existing)
     }
-    let mut cursor = collection
-        .find(doc! {})
-        .projection(doc! { "_id": 0 })
-        .within(Operation::Read, describe)
-        .await?;
-    while let Some(document) = cursor.try_next().within(Operation::Read, describe).await? {
-        existing.add(profile, &document);
-    }
-    Ok(existing)
-}
 
-impl Existing {
     /// Whether `record` continues the old record of its own key and would be
     /// stored exactly as that record is; `None` when it continues another
     /// record or none (only [`Identities::account`] can tell then). Reads
@@ -157,7 +157,7 @@ impl Existing {
             .and_then(link_ref);
         self.by_key
             .entry(record_key(profile, document))
-            .or_insert_with(|| Known {
+            .or_insert_with(|| StoredRecord {
                 id: unique.then_some(id),
                 created_at: document.get_datetime("created_at").ok().copied(),
                 digest: digest(document.iter().map(|(name, value)| (name.as_str(), value))),
@@ -241,7 +241,7 @@ pub struct Continuations {
 
 impl Continuations {
     /// Decides which old record each of the plan's winners continues.
-    pub fn find(existing: &Existing, winners: &KeyMap<Winner>, profile: &TargetProfile) -> Continuations {
+    pub fn find(existing: &StoredRecords, winners: &KeyMap<Winner>, profile: &TargetProfile) -> Continuations {
         let mut continuations = Continuations::default();
         continuations.match_links(existing, winners);
         if profile.key.len() >= 2 {
@@ -251,7 +251,7 @@ impl Continuations {
     }
 
     /// Rule 1: a link that names one old record and one new record.
-    fn match_links(&mut self, existing: &Existing, winners: &KeyMap<Winner>) {
+    fn match_links(&mut self, existing: &StoredRecords, winners: &KeyMap<Winner>) {
         let old = unique_links(existing.by_key.iter().map(|(key, known)| (key, known.link)));
         if old.is_empty() {
             return;
@@ -269,7 +269,7 @@ impl Continuations {
     }
 
     /// Rule 3: per group, one unmatched old record and one unmatched new one.
-    fn match_moves(&mut self, existing: &Existing, winners: &KeyMap<Winner>) {
+    fn match_moves(&mut self, existing: &StoredRecords, winners: &KeyMap<Winner>) {
         let mut old_left: HashMap<&str, Vec<&String>, foldhash::fast::RandomState> = HashMap::default();
         for key in existing.by_key.keys() {
             let matched = self.claimed.contains(key) || (winners.contains_key(key) && !self.renamed.contains_key(key));
@@ -320,7 +320,7 @@ impl Continuations {
 }
 
 /// Whether both records have a link and the links name different objects.
-fn different_deals(existing: &Existing, winners: &KeyMap<Winner>, old: &str, new: &str) -> bool {
+fn different_deals(existing: &StoredRecords, winners: &KeyMap<Winner>, old: &str, new: &str) -> bool {
     let old = existing.by_key.get(old).and_then(|known| known.link);
     let new = winners.get(new).and_then(|winner| winner.link);
     matches!((old, new), (Some(old), Some(new)) if old != new)
@@ -352,7 +352,7 @@ fn group_of(key: &str) -> Option<&str> {
 pub struct Identities<'a> {
     view_id: &'a str,
     profile: &'a TargetProfile,
-    existing: &'a Existing,
+    existing: &'a StoredRecords,
     continuations: &'a Continuations,
     now: BsonDateTime,
     /// Ids given to records that continue none, beyond the old ones.
@@ -367,7 +367,7 @@ impl<'a> Identities<'a> {
     pub fn new(
         view_id: &'a str,
         profile: &'a TargetProfile,
-        existing: &'a Existing,
+        existing: &'a StoredRecords,
         continuations: &'a Continuations,
         now: BsonDateTime,
     ) -> Self {
@@ -400,7 +400,7 @@ impl<'a> Identities<'a> {
         self.account_checked(record, None)
     }
 
-    /// [`Identities::account`], with what [`Existing::is_unchanged`] already
+    /// [`Identities::account`], with what [`StoredRecords::is_unchanged`] already
     /// found for the record (on another thread).
     pub fn account_checked(&mut self, record: &impl RecordFields, unchanged: Option<bool>) -> (String, BsonDateTime) {
         let key = record.key();
@@ -464,7 +464,7 @@ impl<'a> Identities<'a> {
     /// `Globex: D POA Booked -> C Proposal sent, id kept`.
     fn describe_move(&self, from: &str, to: &str, record: &impl RecordFields, kept_id: bool) -> String {
         // An old record whose id another record also held keeps its
-        // created_at but gets a fresh id (see `Known::id`).
+        // created_at but gets a fresh id (see `StoredRecord::id`).
         let id = if kept_id {
             "id kept"
         } else {
@@ -577,8 +577,8 @@ mod tests {
         }
     }
 
-    fn existing(documents: &[Document]) -> Existing {
-        let mut existing = Existing::default();
+    fn existing(documents: &[Document]) -> StoredRecords {
+        let mut existing = StoredRecords::default();
         for document in documents {
             existing.add(&SALES_RECORDS, document);
         }
@@ -587,7 +587,10 @@ mod tests {
 
     /// Assigns `records` against `old` as a sync does; the documents, and
     /// the identities for the report.
-    fn assign_all(old: &Existing, records: Vec<MappedRecord>) -> (Vec<Document>, Changes, Vec<String>, Vec<String>) {
+    fn assign_all(
+        old: &StoredRecords,
+        records: Vec<MappedRecord>,
+    ) -> (Vec<Document>, Changes, Vec<String>, Vec<String>) {
         let winners = records
             .iter()
             .enumerate()

@@ -1,11 +1,9 @@
-//! All-or-nothing replacement of a view's collection.
-//!
-//! The new records are written to a staging collection created with the
-//! target's options, its indexes are built, everything is checked, and then
-//! it is renamed over the target with
-//! `dropTarget` in one server-side step. Readers see the old collection or the
-//! new one, never a mix, and no transaction (hence no replica set) is needed.
-//! Any failure before the rename leaves the target untouched.
+//! The staging collection: created with the target's options, filled in
+//! batches, its indexes built and everything checked, then renamed over the
+//! target with `dropTarget` in one server-side step. Readers see the old
+//! collection or the new one, never a mix, and no transaction (hence no
+//! replica set) is needed. Any failure before the rename leaves the target
+//! untouched.
 
 use mongodb::bson::{Document, doc};
 use mongodb::{Collection, Database};
@@ -25,21 +23,11 @@ pub const STAGING_PREFIX: &str = "_sheetsync_staging.";
 pub const STALE_STAGING_AFTER: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
+pub enum SwapError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Shape(#[from] ShapeError),
-    #[error(
-        "refusing to apply: {rejected} of the source's {rows} row(s) with data were rejected (see the report), more \
-         than sync.max_rejected_ratio = {max_ratio}; fix the rows, or if this is intended run `sheetsync sync \
-         --force --view NAME`"
-    )]
-    TooManyRejected {
-        rejected: usize,
-        rows: usize,
-        max_ratio: f64,
-    },
     #[error(
         "row {row} was refused by the rules of `{collection}` (its validator, or a unique index the application \
          added): {reason}; nothing was swapped, the previous data stands: fix the row or the rule"
@@ -48,16 +36,6 @@ pub enum ApplyError {
         collection: String,
         row: usize,
         reason: String,
-    },
-    #[error(
-        "refusing to replace {existing} record(s) in `{collection}` with {new}: {why}; \
-         if this is intended, run `sheetsync sync --force --view NAME`"
-    )]
-    Shrink {
-        collection: String,
-        existing: u64,
-        new: usize,
-        why: String,
     },
     #[error("staging collection `{staging}` holds {found} document(s) instead of {expected}; the swap was not done")]
     StagingMismatch {
@@ -80,47 +58,6 @@ fn unix_seconds() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| elapsed.as_secs())
-}
-
-/// Refuses a refresh that would wipe or drastically shrink a view's data,
-/// which is far more often a broken export than a real change.
-pub fn check_shrink(
-    collection: &str,
-    existing: u64,
-    new: usize,
-    min_ratio: f64,
-    force: bool,
-) -> Result<(), ApplyError> {
-    if force || existing == 0 {
-        return Ok(());
-    }
-    let why = if new == 0 {
-        "the source yielded no records".to_owned()
-    } else if (new as f64) < min_ratio * existing as f64 {
-        format!("that is below sync.min_ratio = {min_ratio} of the current data")
-    } else {
-        return Ok(());
-    };
-    Err(ApplyError::Shrink {
-        collection: collection.to_owned(),
-        existing,
-        new,
-        why,
-    })
-}
-
-/// Refuses a refresh that would drop too many of the source's rows: a
-/// cleared column (every stage gone) loses rows as surely as a truncated
-/// export, and must not pass for a success.
-pub fn check_rejected(rows_with_data: usize, rejected: usize, max_ratio: f64, force: bool) -> Result<(), ApplyError> {
-    if force || rejected == 0 || (rejected as f64) <= max_ratio * rows_with_data as f64 {
-        return Ok(());
-    }
-    Err(ApplyError::TooManyRejected {
-        rejected,
-        rows: rows_with_data,
-        max_ratio,
-    })
 }
 
 /// Drops staging collections a crashed or killed run left for `target`:
@@ -189,7 +126,7 @@ impl Staging {
         profile: &TargetProfile,
         run_id: &str,
         batch_size: usize,
-    ) -> Result<Staging, ApplyError> {
+    ) -> Result<Staging, SwapError> {
         let shape = Shape::read(db, target).await?;
         let name = format!("{STAGING_PREFIX}{target}.{}.{run_id}", unix_seconds());
         shape::create_with(db, &name, &shape.options).await?;
@@ -212,7 +149,7 @@ impl Staging {
     }
 
     /// Adds the record of source row `row`.
-    pub async fn push(&mut self, row: usize, document: Document) -> Result<(), ApplyError> {
+    pub async fn push(&mut self, row: usize, document: Document) -> Result<(), SwapError> {
         self.batch.push(document);
         self.batch_rows.push(row);
         if self.batch.len() >= self.batch_size {
@@ -222,7 +159,7 @@ impl Staging {
     }
 
     /// Writes the records still batched.
-    pub async fn flush(&mut self) -> Result<(), ApplyError> {
+    pub async fn flush(&mut self) -> Result<(), SwapError> {
         if self.batch.is_empty() {
             return Ok(());
         }
@@ -244,7 +181,7 @@ impl Staging {
 
     /// A failed insert as the person editing the sheet needs it: which row
     /// the collection's rules refused, and the server's reason.
-    fn refusal(&self, error: mongodb::error::Error) -> ApplyError {
+    fn refusal(&self, error: mongodb::error::Error) -> SwapError {
         let refused = match error.kind.as_ref() {
             // Unordered inserts report every refused record; the first in
             // source order is named.
@@ -256,7 +193,7 @@ impl Staging {
             _ => None,
         };
         match refused.and_then(|refused| Some((*self.batch_rows.get(refused.index)?, refused))) {
-            Some((row, refused)) => ApplyError::Refused {
+            Some((row, refused)) => SwapError::Refused {
                 collection: self.target.clone(),
                 row,
                 reason: match refused.details {
@@ -264,7 +201,7 @@ impl Staging {
                     None => refused.message,
                 },
             },
-            None => ApplyError::Store(StoreError {
+            None => SwapError::Store(StoreError {
                 action: format!("writing records to staging collection `{}`", self.collection.name()),
                 source: error.into(),
             }),
@@ -273,7 +210,7 @@ impl Staging {
 
     /// Writes what is left, builds the indexes and checks that every record
     /// and index arrived: after this, only [`Staging::swap_in`] is left.
-    pub async fn prepare(&mut self) -> Result<(), ApplyError> {
+    pub async fn prepare(&mut self) -> Result<(), SwapError> {
         self.flush().await?;
         let staging = self.collection.name().to_owned();
         shape::create_indexes(&self.db, &staging, &self.indexes).await?;
@@ -283,7 +220,7 @@ impl Staging {
             .within(Operation::Read, || format!("counting staging collection `{staging}`"))
             .await?;
         if found != self.written as u64 {
-            return Err(ApplyError::StagingMismatch {
+            return Err(SwapError::StagingMismatch {
                 staging,
                 expected: self.written,
                 found,
@@ -300,7 +237,7 @@ impl Staging {
             .await?;
         let expected = self.indexes.len() + 1;
         if indexes.len() < expected {
-            return Err(ApplyError::StagingIndexes {
+            return Err(SwapError::StagingIndexes {
                 staging,
                 expected,
                 found: indexes.len(),
@@ -313,7 +250,7 @@ impl Staging {
     /// server-side step (`dropTarget`): readers see the old collection or the
     /// new one, never a mix. Returns what the server did not carry over (see
     /// [`shape::restore_options`]).
-    pub async fn swap_in(&mut self) -> Result<Vec<String>, ApplyError> {
+    pub async fn swap_in(&mut self) -> Result<Vec<String>, SwapError> {
         let staging = self.collection.name().to_owned();
         let namespace = |name: &str| format!("{}.{name}", self.db.name());
         self.db
@@ -347,40 +284,5 @@ impl Staging {
             let staging = self.collection.name();
             tracing::warn!(%staging, %error, "could not drop the staging collection; the next run will");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shrink_guard_thresholds() {
-        assert!(
-            check_shrink("c", 0, 0, 0.5, false).is_ok(),
-            "an empty collection may stay empty"
-        );
-        assert!(
-            check_shrink("c", 10, 5, 0.5, false).is_ok(),
-            "exactly the ratio is allowed"
-        );
-        assert!(check_shrink("c", 10, 4, 0.5, false).is_err());
-        assert!(
-            check_shrink("c", 10, 0, 0.0, false).is_err(),
-            "empty is refused even with ratio 0"
-        );
-        assert!(check_shrink("c", 10, 0, 0.5, true).is_ok(), "--force");
-    }
-
-    #[test]
-    fn rejected_rows_guard_thresholds() {
-        assert!(
-            check_rejected(10, 2, 0.2, false).is_ok(),
-            "exactly the ratio is allowed"
-        );
-        assert!(check_rejected(10, 3, 0.2, false).is_err());
-        assert!(check_rejected(10, 4, 0.2, true).is_ok(), "--force");
-        assert!(check_rejected(0, 0, 0.0, false).is_ok());
-        assert!(check_rejected(3, 1, 0.0, false).is_err(), "0 allows none");
     }
 }

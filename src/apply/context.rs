@@ -1,0 +1,68 @@
+//! What one sync's apply step works with, whichever its mode, and the
+//! checks both modes share.
+
+use mongodb::Database;
+
+use super::checkpoint::Checkpoint;
+use super::error::ApplyError;
+use super::guards::GuardLimits;
+use crate::mapping::profile::TargetProfile;
+use crate::mapping::{Mapper, Survey};
+use crate::source::Fetched;
+
+/// The `[sync]` settings the apply step follows.
+#[derive(Debug, Clone, Copy)]
+pub struct ApplySettings {
+    pub guards: GuardLimits,
+    /// Documents per insert into staging, and statements per write command
+    /// of a merge.
+    pub batch_size: usize,
+    /// A merge's change set up to this size goes in one transaction, where
+    /// the server has them; `None`: never.
+    pub transaction_max: Option<usize>,
+}
+
+/// One sync's survey, its source and its target, ready to be applied.
+pub struct ApplyContext<'a> {
+    /// The target's database.
+    pub db: &'a Database,
+    pub collection: &'a str,
+    pub profile: &'a TargetProfile,
+    /// The sync's id: a view's keys its records' stable ids and its lease.
+    pub sync_id: &'a str,
+    pub mapper: &'a Mapper<'a>,
+    pub survey: &'a Survey,
+    /// The source, read again by the later passes.
+    pub rows: &'a Fetched,
+    pub settings: ApplySettings,
+    /// Read, map and compare, but write nothing.
+    pub dry_run: bool,
+    /// Apply even when a guard would refuse.
+    pub force: bool,
+    pub checkpoint: Checkpoint<'a>,
+}
+
+impl ApplyContext<'_> {
+    /// A later pass must find exactly the records the survey planned, or the
+    /// source changed while it was read.
+    pub(super) fn ensure_same_source(&self, found: usize) -> Result<(), ApplyError> {
+        let planned = self.survey.winners.len();
+        if planned == found {
+            Ok(())
+        } else {
+            Err(ApplyError::SourceChanged { planned, found })
+        }
+    }
+}
+
+/// Runs CPU-bound work (reading files, parsing and mapping rows, hashing)
+/// without holding up the executor's other tasks (the lease renewer, the
+/// watchdog ping, `/healthz`): on a multi-threaded runtime the worker hands
+/// its other tasks to another thread meanwhile (`block_in_place`); on a
+/// single-threaded one (some tests) it runs inline.
+pub fn off_executor<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}

@@ -1,0 +1,29 @@
+//! Why a sync's apply step failed; every variant leaves the previous data
+//! standing (a merge: each document either as before or as the sheet says).
+
+use super::guards::GuardError;
+use super::merge::MergeError;
+use super::swap::SwapError;
+use crate::source::SourceError;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error(transparent)]
+    Refused(#[from] GuardError),
+    #[error(transparent)]
+    Swap(#[from] SwapError),
+    #[error(transparent)]
+    Merge(#[from] MergeError),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the source changed while it was being read ({planned} records planned, {found} read on the next pass); \
+         nothing was written: sync again"
+    )]
+    SourceChanged { planned: usize, found: usize },
+    #[error("called off before the swap ({0}); nothing was written, the previous data stands")]
+    CalledOff(String),
+}

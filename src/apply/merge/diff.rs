@@ -1,0 +1,465 @@
+//! The comparison of the source with the collection, before anything is
+//! written: each winning row matched to a document by key, the fields that
+//! differ queued as `$set`/`$unset`, new rows as inserts, and documents the
+//! source no longer has listed (or queued for deletion).
+
+use std::collections::HashMap;
+
+use futures_util::TryStreamExt;
+use mongodb::Database;
+use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, RawBsonRef, RawDocumentBuf, doc};
+
+use super::compare::{DateText, same_key, same_value};
+use super::write::Write;
+use crate::mapping::profile::{Blank, DateStorage, FieldKind, MergeRules, OnMissing, Reference, TargetProfile};
+use crate::mapping::{MappedRecord, RowIssue, record_key};
+use crate::report::MergeSummary;
+use crate::store::{Operation, StoreError, Within};
+
+/// At most this many names of documents missing from the source are listed
+/// in a report; the count is always exact.
+const LISTED_MISSING: usize = 100;
+
+/// A stored document, as much of it as the merge compares. Kept encoded:
+/// a parsed `Document` costs several times its BSON size, and a merge holds
+/// every document of the collection.
+#[derive(Debug)]
+pub(super) struct Stored {
+    document: RawDocumentBuf,
+    matched: bool,
+}
+
+impl Stored {
+    /// A field's value; `None` when absent (or, never in practice, not
+    /// decodable, which then compares as different and is rewritten).
+    fn get(&self, field: &str) -> Option<Bson> {
+        let value = self.document.get(field).ok().flatten()?;
+        Bson::try_from(value.to_raw_bson()).ok()
+    }
+}
+
+/// Users (or any referenced collection) by e-mail and by exact name.
+#[derive(Debug, Default)]
+pub(super) struct Directory {
+    by_email: HashMap<String, Vec<(String, String)>>,
+    by_name: HashMap<String, Vec<(String, String)>>,
+}
+
+impl Directory {
+    /// `Ok((id, name))` for exactly one match; else how many matched.
+    fn resolve(&self, written: &str) -> Result<&(String, String), usize> {
+        let written = written.trim();
+        let found = self
+            .by_email
+            .get(&written.to_lowercase())
+            .or_else(|| self.by_name.get(written))
+            .map_or(&[][..], Vec::as_slice);
+        match found {
+            [one] => Ok(one),
+            several => Err(several.len()),
+        }
+    }
+}
+
+/// The whole comparison of the source with the collection, before anything
+/// is written.
+#[derive(Debug)]
+pub struct Merge<'p> {
+    pub(super) profile: &'p TargetProfile,
+    pub(super) rules: &'p MergeRules,
+    pub(super) collection: String,
+    pub(super) stored: Vec<Stored>,
+    pub(super) by_key: HashMap<String, Vec<usize>>,
+    /// Per profile field: its column's header, when the source has one.
+    pub(super) columns: Vec<Option<String>>,
+    pub(super) directories: HashMap<String, Directory>,
+    /// Per profile field: whether dates are written as ISO strings.
+    /// Per profile field: `None` for BSON dates, else the text form its
+    /// stored values use.
+    pub(super) date_texts: Vec<Option<DateText>>,
+    pub(super) timestamps_as_text: Option<DateText>,
+    pub(super) now: BsonDateTime,
+    pub(super) writes: Vec<Write>,
+    pub changes: crate::report::Changes,
+    pub summary: MergeSummary,
+    pub warnings: Vec<RowIssue>,
+    pub notices: Vec<String>,
+}
+
+impl<'p> Merge<'p> {
+    /// Reads what the merge compares against: the collection's documents
+    /// (the mapped fields only) and every referenced collection.
+    pub async fn load(
+        db: &Database,
+        collection: &str,
+        profile: &'p TargetProfile,
+        rules: &'p MergeRules,
+        columns: Vec<Option<String>>,
+    ) -> Result<Merge<'p>, StoreError> {
+        let mut projection = doc! { "_id": 1, "id": 1, "created_at": 1, "updated_at": 1 };
+        for field in &profile.fields {
+            projection.insert(field.name.clone(), 1);
+        }
+        for reference in &rules.references {
+            projection.insert(reference.id_field.clone(), 1);
+        }
+        let describe = || format!("reading the documents of `{collection}` to merge into");
+        let documents: Vec<RawDocumentBuf> = db
+            .collection::<RawDocumentBuf>(collection)
+            .find(doc! {})
+            .projection(projection)
+            .within(Operation::Read, describe)
+            .await?
+            .try_collect()
+            .within(Operation::Read, describe)
+            .await?;
+        let mut directories = HashMap::new();
+        for reference in &rules.references {
+            if !directories.contains_key(&reference.collection) {
+                directories.insert(reference.collection.clone(), load_directory(db, reference).await?);
+            }
+        }
+        let mut merge = Merge {
+            profile,
+            rules,
+            collection: collection.to_owned(),
+            stored: Vec::with_capacity(documents.len()),
+            by_key: HashMap::with_capacity(documents.len()),
+            columns,
+            directories,
+            date_texts: Vec::new(),
+            timestamps_as_text: None,
+            now: BsonDateTime::now(),
+            writes: Vec::new(),
+            changes: crate::report::Changes::default(),
+            summary: MergeSummary::default(),
+            warnings: Vec::new(),
+            notices: Vec::new(),
+        };
+        for document in documents {
+            let stored = Stored {
+                document,
+                matched: false,
+            };
+            let key_fields: Document = profile
+                .key
+                .iter()
+                .filter_map(|field| stored.get(field).map(|value| (field.clone(), value)))
+                .collect();
+            let key = record_key(profile, &key_fields);
+            merge.by_key.entry(key).or_default().push(merge.stored.len());
+            merge.stored.push(stored);
+        }
+        merge.decide_representations();
+        Ok(merge)
+    }
+
+    /// Date fields are written as the collection already holds them, field
+    /// by field (or as the profile's `dates` says); `created_at` and
+    /// `updated_at` always as the collection holds `updated_at`.
+    fn decide_representations(&mut self) {
+        let mut texts = Vec::with_capacity(self.profile.fields.len());
+        for field in &self.profile.fields {
+            let decided = match (&field.kind, self.rules.dates) {
+                (FieldKind::Date, DateStorage::Auto) => self.held_as_text(&field.name),
+                (FieldKind::Date, DateStorage::String) => {
+                    Some(self.held_as_text(&field.name).unwrap_or(DateText::DateOnly))
+                }
+                _ => None,
+            };
+            texts.push(decided);
+        }
+        self.date_texts = texts;
+        self.timestamps_as_text = self.held_as_text("updated_at");
+    }
+
+    /// The text form the stored documents hold `field` in, or `None` when
+    /// they hold BSON dates (or nothing); a mix is noticed.
+    fn held_as_text(&mut self, field: &str) -> Option<DateText> {
+        let (mut texts, mut moments, mut dates) = (0usize, 0usize, 0usize);
+        for stored in &self.stored {
+            match stored.document.get(field) {
+                Ok(Some(RawBsonRef::String(text))) => {
+                    texts += 1;
+                    if text.contains('T') {
+                        moments += 1;
+                    }
+                }
+                Ok(Some(RawBsonRef::DateTime(_))) => dates += 1,
+                _ => {}
+            }
+        }
+        let as_text = texts > dates;
+        if texts > 0 && dates > 0 {
+            self.notices.push(format!(
+                "`{}.{field}` holds {texts} ISO string(s) and {dates} date(s); values are written as {}, the \
+                 majority (set `dates` in the target profile to choose)",
+                self.collection,
+                if as_text { "ISO strings" } else { "dates" }
+            ));
+        }
+        match (as_text, moments * 2 > texts) {
+            (false, _) => None,
+            (true, false) => Some(DateText::DateOnly),
+            (true, true) => Some(DateText::Moment),
+        }
+    }
+
+    /// Compares one winning record with its document and queues the writes
+    /// that make the document say what the row says.
+    pub fn add(&mut self, record: MappedRecord) {
+        let mut desired = self.desired_values(&record);
+        let Some(index) = self.matching(&record) else {
+            return;
+        };
+        match index {
+            Some(index) => self.update(record.row, index, desired),
+            None => {
+                desired.retain(|(_, value)| *value != Bson::Null);
+                self.insert(record.row, desired);
+            }
+        }
+    }
+
+    /// The document this record continues: `Some(None)` for a new one,
+    /// `None` when the record cannot be placed (reported).
+    fn matching(&mut self, record: &MappedRecord) -> Option<Option<usize>> {
+        let candidates = self.by_key.get(&record.key).cloned().unwrap_or_default();
+        match candidates.as_slice() {
+            [] => Some(None),
+            [one] => Some(Some(*one)),
+            several => {
+                let names: Vec<String> = several.iter().map(|index| self.display_key(*index)).collect();
+                self.warnings.push(RowIssue {
+                    row: record.row,
+                    column: None,
+                    value: None,
+                    reason: format!(
+                        "matches {} documents of `{}` ({}); nothing was written for this row: merge the duplicates \
+                         in the application",
+                        several.len(),
+                        self.collection,
+                        names.join(", ")
+                    ),
+                });
+                for index in several {
+                    self.stored[*index].matched = true;
+                }
+                None
+            }
+        }
+    }
+
+    /// `(field, value)` for every field the source has a column for, in
+    /// the stored representation; `Null` for a blank cell that clears.
+    fn desired_values(&mut self, record: &MappedRecord) -> Vec<(String, Bson)> {
+        let mut desired = Vec::new();
+        for (index, field) in self.profile.fields.iter().enumerate() {
+            // No column, or an unreadable cell (reported): the stored
+            // value stands.
+            if self.columns[index].is_none() || record.unreadable.contains(&field.name) {
+                continue;
+            }
+            let value = record.fields.get(&field.name).cloned().unwrap_or(Bson::Null);
+            if value == Bson::Null && self.rules.blank == Blank::Keep {
+                continue;
+            }
+            let value = match value {
+                Bson::DateTime(date) => match self.date_texts[index] {
+                    Some(form) => Bson::String(form.write(date)),
+                    None => Bson::DateTime(date),
+                },
+                other => other,
+            };
+            desired.push((field.name.clone(), value));
+        }
+        let references = self.rules.references.clone();
+        for reference in &references {
+            self.resolve_reference(reference, record, &mut desired);
+        }
+        desired
+    }
+
+    /// Replaces a reference's written name by the user's name and adds the
+    /// id; no or several matches leave the id alone, with a warning.
+    fn resolve_reference(&mut self, reference: &Reference, record: &MappedRecord, desired: &mut Vec<(String, Bson)>) {
+        let Some(position) = desired.iter().position(|(field, _)| *field == reference.field) else {
+            return;
+        };
+        let written = match &desired[position].1 {
+            Bson::String(text) => text.clone(),
+            // A cleared owner clears the id with the name.
+            _ => {
+                desired.push((reference.id_field.clone(), Bson::Null));
+                return;
+            }
+        };
+        let Some(directory) = self.directories.get(&reference.collection) else {
+            return;
+        };
+        match directory.resolve(&written) {
+            Ok((id, name)) => {
+                desired[position].1 = Bson::String(name.clone());
+                desired.push((reference.id_field.clone(), Bson::String(id.clone())));
+            }
+            Err(count) => {
+                let field_index = self.profile.field_index(&reference.field);
+                let column = field_index.and_then(|index| self.columns[index].clone());
+                let found = if count == 0 {
+                    "no".to_owned()
+                } else {
+                    format!("{count}")
+                };
+                self.warnings.push(RowIssue {
+                    row: record.row,
+                    column,
+                    value: Some(written),
+                    reason: format!(
+                        "{found} user(s) of `{}` have this e-mail or exact name; the name is stored as written and \
+                         `{}` is left as it was",
+                        reference.collection, reference.id_field
+                    ),
+                });
+            }
+        }
+    }
+
+    fn update(&mut self, row: usize, index: usize, desired: Vec<(String, Bson)>) {
+        self.stored[index].matched = true;
+        let stored = &self.stored[index];
+        let (mut set, mut unset) = (Document::new(), Document::new());
+        for (field, value) in desired {
+            let current = stored.get(&field);
+            // The key keeps the spelling the application stored.
+            if self.profile.key.contains(&field) && same_key(current.as_ref(), &value) {
+                continue;
+            }
+            if same_value(current.as_ref(), &value) {
+                continue;
+            }
+            match value {
+                Bson::Null => {
+                    unset.insert(field, "");
+                }
+                value => {
+                    set.insert(field, value);
+                }
+            }
+        }
+        if set.is_empty() && unset.is_empty() {
+            self.changes.unchanged += 1;
+            return;
+        }
+        let filter = doc! { "_id": stored.get("_id").unwrap_or(Bson::Null) };
+        self.summary.fields_written += set.len() + unset.len();
+        set.insert("updated_at", self.timestamp());
+        let mut update = doc! { "$set": set };
+        if !unset.is_empty() {
+            update.insert("$unset", unset);
+        }
+        self.writes.push(Write::Update { row, filter, update });
+        self.changes.updated += 1;
+    }
+
+    fn insert(&mut self, row: usize, desired: Vec<(String, Bson)>) {
+        let mut document = doc! { "id": uuid::Uuid::new_v4().to_string() };
+        self.summary.fields_written += desired.len();
+        document.extend(desired);
+        let now = self.timestamp();
+        document.insert("created_at", now.clone());
+        document.insert("updated_at", now);
+        match RawDocumentBuf::from_document(&document) {
+            Ok(encoded) => {
+                self.writes.push(Write::Insert { row, document: encoded });
+                self.changes.inserted += 1;
+            }
+            Err(error) => self.warnings.push(RowIssue {
+                row,
+                column: None,
+                value: None,
+                reason: format!("cannot be encoded for MongoDB ({error}); nothing was written for this row"),
+            }),
+        }
+    }
+
+    fn timestamp(&self) -> Bson {
+        match self.timestamps_as_text {
+            Some(_) => Bson::String(DateText::Moment.write(self.now)),
+            None => Bson::DateTime(self.now),
+        }
+    }
+
+    fn display_key(&self, index: usize) -> String {
+        let stored = &self.stored[index];
+        let parts: Vec<String> = self
+            .profile
+            .key
+            .iter()
+            .map(|field| match stored.get(field) {
+                Some(Bson::String(text)) => text.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            })
+            .collect();
+        parts.join(" / ")
+    }
+
+    /// Ends the comparison: documents the source no longer has are listed,
+    /// and queued for deletion when the profile says so.
+    pub fn finish(&mut self) {
+        let missing: Vec<usize> = (0..self.stored.len())
+            .filter(|index| !self.stored[*index].matched)
+            .collect();
+        self.summary.not_in_source_count = missing.len();
+        self.summary.not_in_source = missing
+            .iter()
+            .take(LISTED_MISSING)
+            .map(|index| self.display_key(*index))
+            .collect();
+        self.summary.not_in_source.sort();
+        if self.rules.on_missing == OnMissing::Delete {
+            for index in missing {
+                let id = self.stored[index].get("_id").unwrap_or(Bson::Null);
+                self.writes.push(Write::Delete {
+                    filter: doc! { "_id": id },
+                });
+                self.changes.removed += 1;
+            }
+        }
+    }
+
+    /// Documents in the collection before the merge.
+    pub fn stored_count(&self) -> usize {
+        self.stored.len()
+    }
+}
+
+async fn load_directory(db: &Database, reference: &Reference) -> Result<Directory, StoreError> {
+    let collection = &reference.collection;
+    let describe = || format!("reading `{collection}` to resolve `{}`", reference.field);
+    let users: Vec<Document> = db
+        .collection::<Document>(collection)
+        .find(doc! {})
+        .projection(doc! { "id": 1, "email": 1, "name": 1 })
+        .within(Operation::Read, describe)
+        .await?
+        .try_collect()
+        .within(Operation::Read, describe)
+        .await?;
+    let mut directory = Directory::default();
+    for user in users {
+        let (Ok(id), Ok(name)) = (user.get_str("id"), user.get_str("name")) else {
+            continue;
+        };
+        let entry = (id.to_owned(), name.to_owned());
+        if let Ok(email) = user.get_str("email") {
+            directory
+                .by_email
+                .entry(email.trim().to_lowercase())
+                .or_default()
+                .push(entry.clone());
+        }
+        directory.by_name.entry(name.trim().to_owned()).or_default().push(entry);
+    }
+    Ok(directory)
+}

@@ -1,0 +1,323 @@
+//! Writing a merge's change set: in one transaction where the server has
+//! them and the set is small enough, else in ordered, idempotent batches,
+//! the checkpoint passed before each.
+
+use mongodb::bson::{Bson, Document, RawArrayBuf, RawDocumentBuf, doc};
+use mongodb::{ClientSession, Database};
+
+use super::MergeError;
+use super::diff::Merge;
+use crate::apply::checkpoint::Checkpoint;
+use crate::report::WriteMode;
+use crate::store::{Operation, Within, timed};
+
+/// A command's encoded size at most: the server takes 16 MiB; the rest is
+/// headroom for the command around the statements.
+const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+/// One write of the change set.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Write {
+    Insert {
+        row: usize,
+        document: RawDocumentBuf,
+    },
+    Update {
+        row: usize,
+        filter: Document,
+        update: Document,
+    },
+    Delete {
+        filter: Document,
+    },
+}
+
+impl Write {
+    fn command(&self) -> &'static str {
+        match self {
+            Write::Insert { .. } => "insert",
+            Write::Update { .. } => "update",
+            Write::Delete { .. } => "delete",
+        }
+    }
+
+    /// Where the write comes from, as an error names it.
+    fn origin(&self) -> String {
+        match self {
+            Write::Insert { row, .. } | Write::Update { row, .. } => format!("row {row}"),
+            Write::Delete { .. } => "the deletion of a document not in the source".to_owned(),
+        }
+    }
+
+    /// About how many bytes the statement takes in the command.
+    fn encoded_len(&self) -> usize {
+        match self {
+            Write::Insert { document, .. } => document.as_bytes().len(),
+            Write::Update { filter, update, .. } => {
+                let size =
+                    |document: &Document| mongodb::bson::to_vec(document).map_or(MAX_BATCH_BYTES, |bytes| bytes.len());
+                size(filter) + size(update)
+            }
+            Write::Delete { filter } => mongodb::bson::to_vec(filter).map_or(MAX_BATCH_BYTES, |bytes| bytes.len()),
+        }
+    }
+
+    /// The statement, encoded for the command.
+    fn statement(&self) -> Result<RawDocumentBuf, mongodb::bson::raw::Error> {
+        match self {
+            Write::Insert { document, .. } => Ok(document.clone()),
+            Write::Update { filter, update, .. } => RawDocumentBuf::from_document(&doc! { "q": filter, "u": update }),
+            Write::Delete { filter } => RawDocumentBuf::from_document(&doc! { "q": filter, "limit": 1 }),
+        }
+    }
+}
+
+impl Merge<'_> {
+    /// Writes the change set: in one transaction when `transaction` allows
+    /// (the server has them and the set is at most its size), else in
+    /// ordered batches of `batch_size` statements.
+    pub async fn write(
+        &mut self,
+        db: &Database,
+        batch_size: usize,
+        transaction_max: Option<usize>,
+        checkpoint: &Checkpoint<'_>,
+    ) -> Result<(), MergeError> {
+        let writes = std::mem::take(&mut self.writes);
+        if writes.is_empty() {
+            self.summary.write_mode = Some(WriteMode::Nothing);
+            return Ok(());
+        }
+        let batches = batches(&writes, batch_size.max(1), MAX_BATCH_BYTES);
+        let written = match transaction_max.filter(|max| writes.len() <= *max) {
+            Some(_) => {
+                self.summary.write_mode = Some(WriteMode::Transaction);
+                self.write_in_transaction(db, &batches, checkpoint).await
+            }
+            None => {
+                self.summary.write_mode = Some(WriteMode::OrderedBatches { batches: batches.len() });
+                self.write_in_batches(db, &batches, checkpoint).await
+            }
+        };
+        match written {
+            Ok(written) => {
+                self.summary.documents_written = written;
+                self.summary.deleted = self.changes.removed;
+                Ok(())
+            }
+            Err(error) => {
+                self.summary.documents_written = error.written();
+                Err(error)
+            }
+        }
+    }
+
+    async fn write_in_batches(
+        &self,
+        db: &Database,
+        batches: &[&[Write]],
+        checkpoint: &Checkpoint<'_>,
+    ) -> Result<usize, MergeError> {
+        let mut written = 0;
+        for batch in batches {
+            self.pass(checkpoint, written).await?;
+            written += run_batch(db, &self.collection, batch, None, written).await?;
+        }
+        Ok(written)
+    }
+
+    async fn pass(&self, checkpoint: &Checkpoint<'_>, written: usize) -> Result<(), MergeError> {
+        checkpoint.check().await.map_err(|reason| MergeError::CalledOff {
+            collection: self.collection.clone(),
+            reason,
+            written,
+        })
+    }
+
+    async fn write_in_transaction(
+        &self,
+        db: &Database,
+        batches: &[&[Write]],
+        checkpoint: &Checkpoint<'_>,
+    ) -> Result<usize, MergeError> {
+        self.pass(checkpoint, 0).await?;
+        let collection = &self.collection;
+        let mut session = db
+            .client()
+            .start_session()
+            .within(Operation::Write, || {
+                format!("starting a session to merge into `{collection}`")
+            })
+            .await?;
+        session
+            .start_transaction()
+            .within(Operation::Write, || format!("starting a transaction on `{collection}`"))
+            .await?;
+        let mut written = 0;
+        for batch in batches {
+            match run_batch(db, collection, batch, Some(&mut session), written).await {
+                Ok(count) => written += count,
+                Err(error) => {
+                    let _ = session
+                        .abort_transaction()
+                        .within(Operation::Write, || format!("aborting the merge into `{collection}`"))
+                        .await;
+                    return Err(match error {
+                        MergeError::Write {
+                            collection,
+                            at,
+                            message,
+                            ..
+                        } => MergeError::Write {
+                            collection,
+                            at,
+                            message: format!("{message} (the transaction was rolled back)"),
+                            written: 0,
+                        },
+                        other => other,
+                    });
+                }
+            }
+        }
+        if let Err(error) = self.pass(checkpoint, 0).await {
+            let _ = session
+                .abort_transaction()
+                .within(Operation::Write, || format!("aborting the merge into `{collection}`"))
+                .await;
+            return Err(error);
+        }
+        session
+            .commit_transaction()
+            .within(Operation::Write, || format!("committing the merge into `{collection}`"))
+            .await?;
+        Ok(written)
+    }
+}
+
+/// Consecutive writes of one kind, at most `size` statements and (beyond
+/// the first statement) `max_bytes` per command.
+fn batches(writes: &[Write], size: usize, max_bytes: usize) -> Vec<&[Write]> {
+    let mut batches = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (index, write) in writes.iter().enumerate() {
+        let length = write.encoded_len();
+        let full = index > start
+            && (write.command() != writes[start].command() || index - start == size || bytes + length > max_bytes);
+        if full {
+            batches.push(&writes[start..index]);
+            (start, bytes) = (index, 0);
+        }
+        bytes += length;
+    }
+    if start < writes.len() {
+        batches.push(&writes[start..]);
+    }
+    batches
+}
+
+/// Sends one ordered batch; the server stops at the first failing statement
+/// and says which in `writeErrors`, which `runCommand` does not turn into an
+/// error by itself.
+async fn run_batch(
+    db: &Database,
+    collection: &str,
+    batch: &[Write],
+    session: Option<&mut ClientSession>,
+    written_before: usize,
+) -> Result<usize, MergeError> {
+    let Some(first) = batch.first() else {
+        return Ok(0);
+    };
+    let command = first.command();
+    let list = match first {
+        Write::Insert { .. } => "documents",
+        Write::Update { .. } => "updates",
+        Write::Delete { .. } => "deletes",
+    };
+    let mut statements = RawArrayBuf::new();
+    for (index, write) in batch.iter().enumerate() {
+        let statement = write.statement().map_err(|error| MergeError::Write {
+            collection: collection.to_owned(),
+            at: batch[index].origin(),
+            message: format!("cannot be encoded: {error}"),
+            written: written_before,
+        })?;
+        statements.push(statement);
+    }
+    let mut body = RawDocumentBuf::new();
+    body.append(command, collection);
+    body.append(list, statements);
+    body.append("ordered", true);
+    let describe = || format!("{command} of {} document(s) into `{collection}`", batch.len());
+    let sent = match session {
+        Some(session) => timed(Operation::Write, db.run_raw_command(body).session(session), describe).await?,
+        None => timed(Operation::Write, db.run_raw_command(body), describe).await?,
+    };
+    // A refused command (ok: 0) wrote nothing of this batch.
+    let reply = sent.map_err(|error| MergeError::Write {
+        collection: collection.to_owned(),
+        at: format!("a batch of {} starting at {}", batch.len(), first.origin()),
+        message: driver_message(&error),
+        written: written_before,
+    })?;
+    if let Ok(errors) = reply.get_array("writeErrors") {
+        if let Some(Bson::Document(error)) = errors.first() {
+            let index = error
+                .get_i32("index")
+                .map_or(0, |index| usize::try_from(index).unwrap_or(0));
+            let at = batch
+                .get(index)
+                .map_or_else(|| format!("statement {index}"), Write::origin);
+            return Err(MergeError::Write {
+                collection: collection.to_owned(),
+                at: format!("{at}, refused by the collection's rules (a validator or a unique index)"),
+                message: error.get_str("errmsg").unwrap_or("refused by the server").to_owned(),
+                written: written_before + index,
+            });
+        }
+    }
+    if let Ok(error) = reply.get_document("writeConcernError") {
+        return Err(MergeError::Write {
+            collection: collection.to_owned(),
+            at: format!("a batch of {} starting at {}", batch.len(), first.origin()),
+            message: format!("write concern: {}", error.get_str("errmsg").unwrap_or("not satisfied")),
+            written: written_before + batch.len(),
+        });
+    }
+    Ok(batch.len())
+}
+
+/// The server's own words for a refused command, without the raw reply.
+fn driver_message(error: &mongodb::error::Error) -> String {
+    match error.kind.as_ref() {
+        mongodb::error::ErrorKind::Command(command) => {
+            format!("{} ({} {})", command.message, command.code_name, command.code)
+        }
+        _ => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_split_by_kind_and_size() {
+        let insert = || Write::Insert {
+            row: 2,
+            document: RawDocumentBuf::new(),
+        };
+        let update = || Write::Update {
+            row: 3,
+            filter: doc! {},
+            update: doc! {},
+        };
+        let writes = vec![update(), update(), update(), insert(), insert()];
+        let sizes =
+            |size, bytes| -> Vec<usize> { batches(&writes, size, bytes).iter().map(|batch| batch.len()).collect() };
+        assert_eq!(sizes(2, MAX_BATCH_BYTES), [2, 1, 2]);
+        // Beyond its first statement, a batch stops short of the byte cap.
+        assert_eq!(sizes(10, 1), [1, 1, 1, 1, 1]);
+        assert!(batches(&[], 2, MAX_BATCH_BYTES).is_empty());
+    }
+}

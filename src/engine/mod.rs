@@ -1,0 +1,302 @@
+//! The engine: one sync cycle end to end. It selects the syncs, fetches
+//! their sources (each spreadsheet once), surveys each source, hands the
+//! result to the apply step its target's profile names (swap or merge, whose
+//! insides it does not know), and keeps the books: the dashboard's
+//! `data_metadata` and the run history.
+
+mod databases;
+mod exclusive;
+mod indexes;
+
+use std::time::Instant;
+
+use chrono::Utc;
+use mongodb::Database;
+use mongodb::bson::DateTime as BsonDateTime;
+use uuid::Uuid;
+
+use crate::apply::{self, Abort, ApplyContext, ApplyError, ApplySettings, Checkpoint, GuardLimits, off_executor};
+use crate::config::Config;
+use crate::mapping::{self, SurveyError};
+use crate::report::{Outcome, SyncReport, Trigger};
+use crate::source::{Fetched, SourceError, Sources};
+use crate::store::lease::Leases;
+use crate::store::{StoreError, metadata};
+use crate::syncs::{self, Resolution, SyncPlan, SyncTarget, ViewsError};
+use databases::Servers;
+
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// Read, map and compare, but write nothing.
+    pub dry_run: bool,
+    /// Apply even when the shrink guard would refuse.
+    pub force: bool,
+    /// The run id to record when exactly one view is synced (the daemon
+    /// hands ids out before the run starts); otherwise each view gets a
+    /// fresh one.
+    pub run_id: Option<Uuid>,
+    /// Lets the caller call the sync off before its swap (or a merge's next
+    /// batch).
+    pub abort: Abort,
+    /// The leases the caller holds on the views: each is verified and
+    /// extended immediately before the view's swap, and a view whose lease
+    /// was lost is never swapped.
+    pub lease: Option<Leases>,
+}
+
+/// Why one sync failed; the report carries its message.
+#[derive(Debug, thiserror::Error)]
+enum SyncFailure {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Survey(#[from] SurveyError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A failure that stops the whole cycle before any view is synced.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Views(#[from] ViewsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a sync cycle needs; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    /// The sales database: views, leases, and the views' collections.
+    pub db: Database,
+    pub config: Config,
+    pub sources: Sources,
+    servers: Servers,
+}
+
+impl Engine {
+    pub fn new(db: Database, config: Config, sources: Sources) -> Engine {
+        Engine {
+            db,
+            config,
+            sources,
+            servers: Servers::default(),
+        }
+    }
+
+    /// Syncs the named views (all when `names` is empty): views are re-read,
+    /// every source fetched (one failing source does not stop the others),
+    /// and each view applied on its own. Master views are never written.
+    pub async fn sync(
+        &self,
+        names: &[String],
+        trigger: Trigger,
+        options: SyncOptions,
+    ) -> Result<Vec<SyncReport>, SyncError> {
+        let all_plans = syncs::load_plans(&self.db, &self.config).await?;
+        let plans = syncs::select(all_plans.clone(), names)?;
+        let plans: Vec<SyncPlan> = plans.into_iter().filter(|plan| !plan.is_master()).collect();
+        if !options.dry_run {
+            self.ensure_indexes_leniently(&plans).await;
+        }
+        let targets: Vec<&SyncTarget> = plans.iter().filter_map(SyncPlan::target).collect();
+        let specs: Vec<_> = targets.iter().map(|target| &target.source).collect();
+        // The other views' sources, so a spreadsheet read by several views
+        // can be fetched once for all of them (see Sources::fetch_all_with).
+        let companions: Vec<_> = all_plans
+            .iter()
+            .filter(|plan| !plans.iter().any(|selected| selected.name == plan.name))
+            .filter_map(SyncPlan::target)
+            .map(|target| &target.source)
+            .collect();
+        let mut tables = self.sources.fetch_all_with(&specs, &companions).await.into_iter();
+        let run_id = options.run_id.filter(|_| plans.len() == 1);
+
+        let mut reports = Vec::with_capacity(plans.len());
+        for plan in &plans {
+            let table = match &plan.resolution {
+                Resolution::Sync(_) => tables.next(),
+                _ => None,
+            };
+            let report = self.sync_one(plan, table, trigger, &options, run_id).await;
+            log_summary(&report);
+            if !options.dry_run {
+                if let Err(error) = self.record_run(plan, &report).await {
+                    tracing::error!(view = %report.name, %error, "could not record the run history");
+                }
+            }
+            reports.push(report);
+        }
+        Ok(reports)
+    }
+
+    async fn sync_one(
+        &self,
+        plan: &SyncPlan,
+        fetched: Option<Result<Fetched, SourceError>>,
+        trigger: Trigger,
+        options: &SyncOptions,
+        run_id: Option<Uuid>,
+    ) -> SyncReport {
+        let clock = Instant::now();
+        let mut report = new_report(plan, trigger, run_id);
+        let outcome = match (&plan.resolution, fetched) {
+            (Resolution::Sync(target), Some(fetched)) => self.run(plan, target, fetched, options, &mut report).await,
+            (Resolution::Invalid(reason), _) => Err(SyncFailure::Invalid(reason.clone())),
+            _ => Err(SyncFailure::Invalid("view has no source to read".to_owned())),
+        };
+        match outcome {
+            Ok(outcome) => report.outcome = outcome,
+            Err(error) => {
+                report.outcome = Outcome::Failed;
+                report.error = Some(error.to_string());
+            }
+        }
+        report.finished_at = Utc::now();
+        report.duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+        report
+    }
+
+    /// Surveys the source, applies the survey as the target's profile says
+    /// (swap or merge), and stamps `data_metadata` once the data is in place.
+    async fn run(
+        &self,
+        plan: &SyncPlan,
+        target: &SyncTarget,
+        fetched: Result<Fetched, SourceError>,
+        options: &SyncOptions,
+        report: &mut SyncReport,
+    ) -> Result<Outcome, SyncFailure> {
+        let fetched = fetched?;
+        let profile = &*target.profile;
+        report.tab_gid = fetched.tab_gid();
+        let started = Instant::now();
+        let (mapper, survey) = off_executor(|| mapping::survey(profile, &fetched, &target.read_settings))?;
+        tracing::debug!(
+            sync = %plan.name,
+            passes = survey.survey_passes,
+            rows = survey.rows_read,
+            ms = started.elapsed().as_millis() as u64,
+            "surveyed"
+        );
+        record_survey(report, &survey);
+        // The target's own database: a view's is the main one, a `[[syncs]]`
+        // entry's the one it names.
+        let db = self.database(&target.place).await?;
+        if !options.dry_run && plan.is_configured() {
+            indexes::ensure_app_indexes(&db, target, report).await;
+        }
+        let context = ApplyContext {
+            db: &db,
+            collection: &target.collection,
+            profile,
+            sync_id: &plan.id,
+            mapper: &mapper,
+            survey: &survey,
+            rows: &fetched,
+            settings: ApplySettings {
+                guards: GuardLimits {
+                    min_ratio: self.config.sync.min_ratio,
+                    max_rejected_ratio: self.config.sync.max_rejected_ratio,
+                },
+                batch_size: self.config.sync.insert_batch_size,
+                transaction_max: Some(self.config.sync.merge_transaction_max),
+            },
+            dry_run: options.dry_run,
+            force: options.force,
+            checkpoint: Checkpoint {
+                abort: &options.abort,
+                lease: options.lease.as_ref().filter(|_| !plan.id.is_empty()),
+                sync_id: &plan.id,
+            },
+        };
+        let outcome = match profile.merge_rules() {
+            Some(rules) => apply::merge::apply(&context, rules, report).await?,
+            None => apply::swap::apply(&context, report).await?,
+        };
+        if outcome != Outcome::DryRun {
+            self.record_last_update(plan, target, survey.winners.len()).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// The view's `data_metadata` entry, stamped once the data is in place.
+    /// Tried twice: after a swap, failing here leaves the dashboard showing
+    /// the previous refresh time for new data.
+    async fn record_last_update(&self, plan: &SyncPlan, target: &SyncTarget, count: usize) -> Result<(), StoreError> {
+        // `data_metadata` is the sales dashboard's; other applications have
+        // their run history in their own `sync_runs`.
+        if plan.is_configured() {
+            return Ok(());
+        }
+        let record = || {
+            let source_type = target.source.source_type();
+            metadata::record_last_update(
+                &self.db,
+                &plan.id,
+                source_type,
+                &target.source_url,
+                count,
+                BsonDateTime::now(),
+            )
+        };
+        match record().await {
+            Ok(()) => Ok(()),
+            Err(error) => {
+                tracing::warn!(view = %plan.name, %error, "recording data_metadata failed; trying once more");
+                record().await
+            }
+        }
+    }
+}
+
+/// A report of `plan`'s run, with its target as far as it is known.
+fn new_report(plan: &SyncPlan, trigger: Trigger, run_id: Option<Uuid>) -> SyncReport {
+    let mut report = SyncReport::new(&plan.name, &plan.id, trigger, run_id);
+    if let Some(target) = plan.target() {
+        report.collection = Some(target.qualified_collection());
+        report.source = Some(target.source.describe());
+        report.source_type = Some(target.source.source_type());
+    }
+    report
+}
+
+/// What the survey found, in the report.
+fn record_survey(report: &mut SyncReport, survey: &mapping::Survey) {
+    report.header_row = Some(survey.header_row);
+    report.rows_read = survey.rows_read;
+    report.blank_rows = survey.blank_rows;
+    report.duplicates_merged = survey.duplicates.len();
+    report.duplicates = survey.duplicates.clone();
+    report.rejected = survey.rejected.clone();
+    report.warnings = survey.warnings.clone();
+    report.unknown_columns = survey.unknown_columns.clone();
+    report.date_order = survey.date_order.clone();
+    report.notices = survey.notices.clone();
+    report.records_written = survey.winners.len();
+}
+
+/// The one line every run logs: view, trigger, outcome, counts, duration.
+fn log_summary(report: &SyncReport) {
+    let outcome = report.outcome.as_str();
+    let trigger = report.trigger.as_str();
+    let changes = report.changes;
+    if report.succeeded() {
+        tracing::info!(
+            view = %report.name, run_id = %report.run_id, trigger, outcome, rows = report.rows_read,
+            records = report.records_written, merged = report.duplicates_merged, rejected = report.rejected.len(),
+            warnings = report.warnings.len(), inserted = changes.inserted, updated = changes.updated,
+            removed = changes.removed, moved = changes.moved, duration_ms = report.duration_ms, "sync finished"
+        );
+    } else {
+        tracing::warn!(
+            view = %report.name, run_id = %report.run_id, trigger, outcome, rows = report.rows_read,
+            records = report.records_written, rejected = report.rejected.len(),
+            error = report.error.as_deref().unwrap_or(""), duration_ms = report.duration_ms, "sync failed"
+        );
+    }
+}
