@@ -4,7 +4,6 @@
 use mongodb::Database;
 
 use super::checkpoint::Checkpoint;
-use super::error::ApplyError;
 use super::guards::GuardLimits;
 use crate::mapping::profile::TargetProfile;
 use crate::mapping::{Mapper, Survey};
@@ -40,19 +39,6 @@ pub struct ApplyContext<'a> {
     /// Apply even when a guard would refuse.
     pub force: bool,
     pub checkpoint: Checkpoint<'a>,
-}
-
-impl ApplyContext<'_> {
-    /// A later pass must find exactly the records the survey planned, or the
-    /// source changed while it was read.
-    pub(super) fn ensure_same_source(&self, found: usize) -> Result<(), ApplyError> {
-        let planned = self.survey.winners.len();
-        if planned == found {
-            Ok(())
-        } else {
-            Err(ApplyError::SourceChanged { planned, found })
-        }
-    }
 }
 
 /// Runs CPU-bound work (reading files, parsing and mapping rows, hashing)

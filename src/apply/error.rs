@@ -2,8 +2,8 @@
 //! standing (a merge: each document either as before or as the sheet says).
 
 use super::guards::GuardError;
-use super::merge::MergeError;
-use super::swap::SwapError;
+use super::merge::error::MergeError;
+use super::swap::staging::SwapError;
 use crate::source::SourceError;
 use crate::store::StoreError;
 
@@ -26,4 +26,14 @@ pub enum ApplyError {
     SourceChanged { planned: usize, found: usize },
     #[error("called off before the swap ({0}); nothing was written, the previous data stands")]
     CalledOff(String),
+}
+
+/// A later pass must find exactly the records the survey planned, or the
+/// source changed while it was read.
+pub(super) fn ensure_same_source(planned: usize, found: usize) -> Result<(), ApplyError> {
+    if planned == found {
+        Ok(())
+    } else {
+        Err(ApplyError::SourceChanged { planned, found })
+    }
 }

@@ -10,8 +10,10 @@ use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use uuid::Uuid;
 
+use super::locks::lock;
+use super::recorder;
+use super::shared::Daemon;
 use super::state::{Admission, RunState};
-use super::{Daemon, lock, recorder};
 use crate::apply::Abort;
 use crate::engine::SyncOptions;
 use crate::report::Trigger;

@@ -16,7 +16,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::executor::RefreshStart;
-use super::{Daemon, page, session};
+use super::shared::Daemon;
+use super::{page, session};
 
 type Shared = Arc<Daemon>;
 

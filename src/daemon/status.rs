@@ -8,25 +8,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use mongodb::bson::{Bson, Document};
 
+use super::locks::lock;
 use super::page::{HISTORY_RUNS, IssueView, RunPoint, RunView, SyncPage};
-use super::{Daemon, lock};
+use super::shared::{Daemon, StatusSnapshot};
 use crate::report::Changes;
 use crate::source::SourceSpec;
 use crate::store::{StoreError, metadata, runs};
 use crate::syncs::SyncPlan;
-
-/// The views' part of `/status`, as last read from MongoDB.
-#[derive(Debug, Clone, Default)]
-pub struct StatusSnapshot {
-    /// One JSON object per view (last run, last success, last error,
-    /// record count...).
-    pub views: Vec<serde_json::Value>,
-    /// The same syncs as the status page shows them.
-    pub pages: Vec<SyncPage>,
-    /// Why the last refresh could not read the views.
-    pub error: Option<String>,
-    pub refreshed_at: Option<DateTime<Utc>>,
-}
 
 /// How often the `/status` snapshot is read again without a run ending
 /// (runs of other replicas, edits of the `views` collection).

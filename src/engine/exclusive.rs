@@ -7,7 +7,6 @@ use std::time::Instant;
 use super::{Engine, SyncError, SyncOptions};
 use crate::report::{SyncReport, Trigger};
 use crate::store::lease::{self, Leases};
-use crate::store::{StoreError, runs};
 use crate::syncs::{self, SyncPlan};
 
 /// How often `sync_exclusive` looks again at a lease another process holds.
@@ -115,9 +114,5 @@ impl Engine {
             }
             tokio::time::sleep(LEASE_POLL.min(deadline.saturating_duration_since(Instant::now()))).await;
         }
-    }
-
-    pub(super) async fn record_run(&self, plan: &SyncPlan, report: &SyncReport) -> Result<(), StoreError> {
-        runs::record(&self.home_of(plan).await?, report).await
     }
 }

@@ -21,9 +21,9 @@ use crate::mapping::{self, SurveyError};
 use crate::report::{Outcome, SyncReport, Trigger};
 use crate::source::{Fetched, SourceError, Sources};
 use crate::store::lease::Leases;
-use crate::store::{StoreError, metadata};
-use crate::syncs::{self, Resolution, SyncPlan, SyncTarget, ViewsError};
-use databases::Servers;
+use crate::store::{StoreError, metadata, runs};
+use crate::syncs::{self, Place, Resolution, SyncPlan, SyncTarget, ViewsError};
+use databases::Databases;
 
 #[derive(Debug, Clone, Default)]
 pub struct SyncOptions {
@@ -75,17 +75,39 @@ pub struct Engine {
     pub db: Database,
     pub config: Config,
     pub sources: Sources,
-    servers: Servers,
+    databases: Databases,
 }
 
 impl Engine {
     pub fn new(db: Database, config: Config, sources: Sources) -> Engine {
         Engine {
+            databases: Databases::new(db.clone(), &config.mongo_url),
             db,
             config,
             sources,
-            servers: Servers::default(),
         }
+    }
+
+    /// The database a target's collection lives in.
+    pub async fn database(&self, place: &Place) -> Result<Database, StoreError> {
+        self.databases.of(place).await
+    }
+
+    /// Where a plan's runs are recorded (see [`Databases::home_of`]).
+    pub async fn home_of(&self, plan: &SyncPlan) -> Result<Database, StoreError> {
+        self.databases.home_of(plan).await
+    }
+
+    /// Creates every schema index, for the given views' collections too,
+    /// and every configured sync's target and application indexes; returns
+    /// the collections touched and, apart, the indexes left as they were.
+    pub async fn ensure_indexes(&self, plans: &[SyncPlan]) -> Result<(Vec<String>, Vec<String>), StoreError> {
+        indexes::ensure_all(&self.databases, &self.config.targets.sales_records(), plans).await
+    }
+
+    /// The run's history entry, in the sync's home database.
+    async fn record_run(&self, plan: &SyncPlan, report: &SyncReport) -> Result<(), StoreError> {
+        runs::record(&self.home_of(plan).await?, report).await
     }
 
     /// Syncs the named views (all when `names` is empty): views are re-read,
@@ -101,7 +123,7 @@ impl Engine {
         let plans = syncs::select(all_plans.clone(), names)?;
         let plans: Vec<SyncPlan> = plans.into_iter().filter(|plan| !plan.is_master()).collect();
         if !options.dry_run {
-            self.ensure_indexes_leniently(&plans).await;
+            indexes::ensure_leniently(&self.db, &self.config.targets.sales_records(), &plans).await;
         }
         let targets: Vec<&SyncTarget> = plans.iter().filter_map(SyncPlan::target).collect();
         let specs: Vec<_> = targets.iter().map(|target| &target.source).collect();
@@ -188,7 +210,7 @@ impl Engine {
         // entry's the one it names.
         let db = self.database(&target.place).await?;
         if !options.dry_run && plan.is_configured() {
-            indexes::ensure_app_indexes(&db, target, report).await;
+            indexes::ensure_app_leniently(&db, target, report).await;
         }
         let context = ApplyContext {
             db: &db,

@@ -4,20 +4,10 @@
 use mongodb::Database;
 
 use super::configured;
+use super::error::ViewsError;
 use super::plan::{Place, Resolution, SyncPlan};
 use super::views;
 use crate::config::Config;
-use crate::store::StoreError;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ViewsError {
-    #[error(transparent)]
-    Read(#[from] StoreError),
-    #[error("view {0:?} is the Master view: it aggregates the others and has no collection to sync")]
-    MasterSelected(String),
-    #[error("unknown view(s) {unknown}; the views collection has: {available}")]
-    Unknown { unknown: String, available: String },
-}
 
 /// Whether a configured sync's target is a view's collection (views live in
 /// the main database).

@@ -3,10 +3,12 @@
 //! list of plans that the engine runs alike.
 
 mod configured;
+mod error;
 mod list;
 mod plan;
 mod reserved;
 mod views;
 
-pub use list::{ViewsError, load_plans, select};
+pub use error::ViewsError;
+pub use list::{load_plans, select};
 pub use plan::{CONFIGURED_ID_PREFIX, Origin, Place, Resolution, SyncPlan, SyncSummary, SyncTarget};

@@ -11,7 +11,7 @@ use crate::redact::redact_url;
 use crate::source::SourceSpec;
 use crate::source::policy::SourcePolicy;
 
-use super::list::ViewsError;
+use super::error::ViewsError;
 use super::plan::{CONFIGURED_ID_PREFIX, Origin, Place, Resolution, SyncPlan, SyncTarget};
 use super::reserved::is_reserved_collection;
 

@@ -428,6 +428,11 @@ impl<'p> Merge<'p> {
         }
     }
 
+    /// The change set, for the writer.
+    pub(super) fn take_writes(&mut self) -> Vec<Write> {
+        std::mem::take(&mut self.writes)
+    }
+
     /// Documents in the collection before the merge.
     pub fn stored_count(&self) -> usize {
         self.stored.len()

@@ -15,15 +15,19 @@
 
 mod compare;
 mod diff;
+pub(super) mod error;
 mod write;
 
+pub use error::MergeError;
+
 use super::context::{ApplyContext, off_executor};
-use super::error::ApplyError;
+use super::error::{ApplyError, ensure_same_source};
 use super::guards::check_guards;
 use crate::mapping::profile::{MergeRules, OnMissing};
 use crate::report::{Outcome, SyncReport};
 use crate::store::{Operation, StoreError, Within};
 use diff::Merge;
+use write::Writer;
 
 /// Applies `ctx` by a merge under `rules`: the source's records compared
 /// with the documents they continue, and only the differences written.
@@ -35,7 +39,7 @@ pub async fn apply(ctx: &ApplyContext<'_>, rules: &MergeRules, report: &mut Sync
         ctx.mapper
             .each_winner_record(ctx.survey, rows, |record| merge.add(record))
     })?;
-    ctx.ensure_same_source(found)?;
+    ensure_same_source(ctx.survey.winners.len(), found)?;
     merge.finish();
     // Only deletions can shrink a merged collection; new documents do not
     // make up for the ones deleted (other collections point at them).
@@ -56,10 +60,23 @@ pub async fn apply(ctx: &ApplyContext<'_>, rules: &MergeRules, report: &mut Sync
         true => ctx.settings.transaction_max,
         false => None,
     };
-    let written = merge
-        .write(ctx.db, ctx.settings.batch_size, transaction_max, &ctx.checkpoint)
-        .await;
-    report.merge = Some(merge.summary.clone());
+    let writer = Writer {
+        db: ctx.db,
+        collection: ctx.collection,
+        checkpoint: &ctx.checkpoint,
+    };
+    let writes = merge.take_writes();
+    let (mode, written) = writer.write(&writes, ctx.settings.batch_size, transaction_max).await;
+    let summary = &mut merge.summary;
+    summary.write_mode = Some(mode);
+    summary.documents_written = match &written {
+        Ok(written) => *written,
+        Err(error) => error.written(),
+    };
+    if written.is_ok() {
+        summary.deleted = merge.changes.removed;
+    }
+    report.merge = Some(merge.summary);
     written?;
     Ok(report.applied_outcome())
 }
@@ -73,40 +90,4 @@ async fn supports_transactions(db: &mongodb::Database) -> Result<bool, StoreErro
         })
         .await?;
     Ok(hello.get_str("setName").is_ok() || hello.get_str("msg") == Ok("isdbgrid"))
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum MergeError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(
-        "writing `{collection}` stopped at {at}: {message}; {written} document(s) were written before it, each \
-         either as before or as the sheet says: fix the cause and sync again to complete the rest"
-    )]
-    Write {
-        collection: String,
-        /// `row 14` (the sheet's row), or what else was being written.
-        at: String,
-        message: String,
-        written: usize,
-    },
-    #[error(
-        "called off while writing `{collection}` ({reason}); {written} document(s) were written, each either as \
-         before or as the sheet says: the next sync completes the rest"
-    )]
-    CalledOff {
-        collection: String,
-        reason: String,
-        written: usize,
-    },
-}
-
-impl MergeError {
-    /// Documents written before the failure.
-    fn written(&self) -> usize {
-        match self {
-            MergeError::Store(_) => 0,
-            MergeError::Write { written, .. } | MergeError::CalledOff { written, .. } => *written,
-        }
-    }
 }

@@ -5,8 +5,7 @@
 use mongodb::bson::{Bson, Document, RawArrayBuf, RawDocumentBuf, doc};
 use mongodb::{ClientSession, Database};
 
-use super::MergeError;
-use super::diff::Merge;
+use super::error::MergeError;
 use crate::apply::checkpoint::Checkpoint;
 use crate::report::WriteMode;
 use crate::store::{Operation, Within, timed};
@@ -72,76 +71,57 @@ impl Write {
     }
 }
 
-impl Merge<'_> {
-    /// Writes the change set: in one transaction when `transaction` allows
-    /// (the server has them and the set is at most its size), else in
-    /// ordered batches of `batch_size` statements.
-    pub async fn write(
-        &mut self,
-        db: &Database,
+/// Where, and under which checkpoint, a change set is written.
+pub(super) struct Writer<'a> {
+    pub(super) db: &'a Database,
+    pub(super) collection: &'a str,
+    pub(super) checkpoint: &'a Checkpoint<'a>,
+}
+
+impl Writer<'_> {
+    /// Writes the change set: in one transaction when `transaction_max`
+    /// allows (the server has them and the set is at most its size), else in
+    /// ordered batches of `batch_size` statements. Says how, and how many
+    /// documents were written (also on failure: the error counts them).
+    pub(super) async fn write(
+        &self,
+        writes: &[Write],
         batch_size: usize,
         transaction_max: Option<usize>,
-        checkpoint: &Checkpoint<'_>,
-    ) -> Result<(), MergeError> {
-        let writes = std::mem::take(&mut self.writes);
+    ) -> (WriteMode, Result<usize, MergeError>) {
         if writes.is_empty() {
-            self.summary.write_mode = Some(WriteMode::Nothing);
-            return Ok(());
+            return (WriteMode::Nothing, Ok(0));
         }
-        let batches = batches(&writes, batch_size.max(1), MAX_BATCH_BYTES);
-        let written = match transaction_max.filter(|max| writes.len() <= *max) {
-            Some(_) => {
-                self.summary.write_mode = Some(WriteMode::Transaction);
-                self.write_in_transaction(db, &batches, checkpoint).await
-            }
-            None => {
-                self.summary.write_mode = Some(WriteMode::OrderedBatches { batches: batches.len() });
-                self.write_in_batches(db, &batches, checkpoint).await
-            }
-        };
-        match written {
-            Ok(written) => {
-                self.summary.documents_written = written;
-                self.summary.deleted = self.changes.removed;
-                Ok(())
-            }
-            Err(error) => {
-                self.summary.documents_written = error.written();
-                Err(error)
-            }
+        let batches = batches(writes, batch_size.max(1), MAX_BATCH_BYTES);
+        match transaction_max.filter(|max| writes.len() <= *max) {
+            Some(_) => (WriteMode::Transaction, self.write_in_transaction(&batches).await),
+            None => (
+                WriteMode::OrderedBatches { batches: batches.len() },
+                self.write_in_batches(&batches).await,
+            ),
         }
     }
 
-    async fn write_in_batches(
-        &self,
-        db: &Database,
-        batches: &[&[Write]],
-        checkpoint: &Checkpoint<'_>,
-    ) -> Result<usize, MergeError> {
+    async fn write_in_batches(&self, batches: &[&[Write]]) -> Result<usize, MergeError> {
         let mut written = 0;
         for batch in batches {
-            self.pass(checkpoint, written).await?;
-            written += run_batch(db, &self.collection, batch, None, written).await?;
+            self.pass(written).await?;
+            written += run_batch(self.db, self.collection, batch, None, written).await?;
         }
         Ok(written)
     }
 
-    async fn pass(&self, checkpoint: &Checkpoint<'_>, written: usize) -> Result<(), MergeError> {
-        checkpoint.check().await.map_err(|reason| MergeError::CalledOff {
-            collection: self.collection.clone(),
+    async fn pass(&self, written: usize) -> Result<(), MergeError> {
+        self.checkpoint.check().await.map_err(|reason| MergeError::CalledOff {
+            collection: self.collection.to_owned(),
             reason,
             written,
         })
     }
 
-    async fn write_in_transaction(
-        &self,
-        db: &Database,
-        batches: &[&[Write]],
-        checkpoint: &Checkpoint<'_>,
-    ) -> Result<usize, MergeError> {
-        self.pass(checkpoint, 0).await?;
-        let collection = &self.collection;
+    async fn write_in_transaction(&self, batches: &[&[Write]]) -> Result<usize, MergeError> {
+        self.pass(0).await?;
+        let (db, collection) = (self.db, self.collection);
         let mut session = db
             .client()
             .start_session()
@@ -179,7 +159,7 @@ impl Merge<'_> {
                 }
             }
         }
-        if let Err(error) = self.pass(checkpoint, 0).await {
+        if let Err(error) = self.pass(0).await {
             let _ = session
                 .abort_transaction()
                 .within(Operation::Write, || format!("aborting the merge into `{collection}`"))

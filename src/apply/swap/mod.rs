@@ -10,12 +10,12 @@
 //! An unchanged source rewrites nothing.
 
 pub mod identity;
-mod staging;
+pub(super) mod staging;
 
 use mongodb::bson::{DateTime as BsonDateTime, Document};
 
 use super::context::{ApplyContext, off_executor};
-use super::error::ApplyError;
+use super::error::{ApplyError, ensure_same_source};
 use super::guards::check_guards;
 use crate::mapping::{RecordValues, Winners};
 use crate::report::{Changes, Outcome, SyncReport};
@@ -59,7 +59,7 @@ pub async fn apply(ctx: &ApplyContext<'_>, report: &mut SyncReport) -> Result<Ou
                     identities.account_checked(&record, unchanged);
                 })
         })?;
-        ctx.ensure_same_source(found)?;
+        ensure_same_source(ctx.survey.winners.len(), found)?;
         record_identities(report, &identities);
         if ctx.dry_run {
             return Ok(Outcome::DryRun);
@@ -133,7 +133,7 @@ async fn fill_and_swap(
             staging.push(row, document).await?;
         }
     }
-    ctx.ensure_same_source(found)?;
+    ensure_same_source(ctx.survey.winners.len(), found)?;
     staging.prepare().await?;
     pause_before_swap().await;
     ctx.checkpoint.check().await.map_err(ApplyError::CalledOff)?;
