@@ -4,7 +4,7 @@
 #   docker build -t sheetsync .
 #   docker run --rm -e MONGO_URL=... -p 8080:8080 sheetsync
 # See docs/deployment.md ("The container route") and config/docker-compose.example.yml.
-# tests/deployment.rs checks the properties of this file; keep them in step.
+# tests/it/deployment.rs checks the properties of this file; keep them in step.
 
 # ---- builder: compiles the release binary --------------------------------
 # Same toolchain as CI.

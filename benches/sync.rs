@@ -13,17 +13,22 @@
 //!
 //! The results go to stdout as Markdown and, with `--write PATH`, to a file.
 
-#[path = "../tests/common/fake_google.rs"]
-mod fake_google;
+// The integration tests' harness: the same launcher, fake Google and
+// fixtures. The bench uses a part of it; the tests use all of it.
+#[allow(dead_code)]
+#[path = "../tests/it/harness/mod.rs"]
+mod harness;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
-use fake_google::{FakeGoogle, FakeSpreadsheet, FakeTab};
 use futures_util::TryStreamExt;
+use harness::HEADER;
+use harness::fake_google::{FakeGoogle, FakeSpreadsheet, FakeTab};
+use harness::process::{DaemonProc, Sheetsync};
 use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
 
@@ -43,26 +48,6 @@ const DEFAULT_SHEETS_SIZES: [usize; 2] = [10_000, 100_000];
 const DAEMON_SYNCS: usize = 100;
 const DAEMON_VIEW_ROWS: usize = 2_000;
 const ADMIN_TOKEN: &str = "bench-admin-token";
-const HEADER: [&str; 18] = [
-    "Month",
-    "Discovery Date",
-    "Client",
-    "Hubspot Link",
-    "Stage",
-    "Relevance",
-    "Show / No Show",
-    "POA Date",
-    "Expected MRR",
-    "Expected ARR",
-    "Pipeline",
-    "Type of Deal",
-    "BDR",
-    "Type of Source",
-    "Product",
-    "Owner",
-    "Supporters",
-    "Billing Start",
-];
 
 struct Measure {
     seconds: f64,
@@ -198,7 +183,7 @@ fn generate(count: usize) -> Vec<Deal> {
 
 fn to_csv(deals: &[Deal], mrr_offset: u32) -> String {
     let mut csv = String::with_capacity(deals.len() * 240);
-    csv.push_str(&HEADER.join(","));
+    csv.push_str(HEADER);
     csv.push('\n');
     for deal in deals {
         let (day, month, mrr) = (deal.day, deal.month, deal.mrr + mrr_offset);
@@ -228,7 +213,7 @@ fn to_sheet_values(deals: &[Deal]) -> Vec<Vec<Value>> {
         let date = NaiveDate::from_ymd_opt(year, month, day).expect("generated dates are valid");
         json!((date - epoch).num_days())
     };
-    let mut rows = vec![HEADER.iter().map(|label| json!(label)).collect::<Vec<_>>()];
+    let mut rows = vec![HEADER.split(',').map(|label| json!(label)).collect::<Vec<_>>()];
     for deal in deals {
         let (day, month) = (deal.day, deal.month);
         let arr = f64::from(deal.mrr) * 12.0;
@@ -256,13 +241,8 @@ fn to_sheet_values(deals: &[Deal]) -> Vec<Vec<Value>> {
     rows
 }
 
-async fn client(url: &str) -> mongodb::Client {
-    sheetsync::tls::install_crypto_provider();
-    mongodb::Client::with_uri_str(url).await.expect("connect")
-}
-
 async fn fresh_db(url: &str, db_name: &str, views: &[(&str, &str, &str)]) {
-    let db = client(url).await.database(db_name);
+    let db = harness::database(url, db_name).await;
     db.drop().await.expect("drop old bench db");
     for (id, name, source) in views {
         db.collection::<Document>("views")
@@ -273,22 +253,20 @@ async fn fresh_db(url: &str, db_name: &str, views: &[(&str, &str, &str)]) {
 }
 
 async fn drop_db(url: &str, db_name: &str) {
-    client(url).await.database(db_name).drop().await.expect("drop bench db");
+    harness::database(url, db_name)
+        .await
+        .drop()
+        .await
+        .expect("drop bench db");
 }
 
-fn sheetsync(url: &str, db_name: &str, config: Option<&Path>) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sheetsync"));
-    command
-        .env("MONGO_URL", url)
-        .env("DB_NAME", db_name)
-        .env("RUST_LOG", "warn")
-        // The bench's generated exports live in scratch directories.
-        .env("SHEETSYNC_FILE_ROOTS", "/")
-        .env_remove("SHEETSYNC_CONFIG");
-    if let Some(config) = config {
-        command.arg("--config").arg(config);
+/// `sheetsync` on the bench's database, quiet but for warnings.
+fn sheetsync(url: &str, db_name: &str, config: Option<&Path>) -> Sheetsync {
+    let sheetsync = Sheetsync::new().database(url, db_name).env("RUST_LOG", "warn");
+    match config {
+        Some(config) => sheetsync.config(config),
+        None => sheetsync,
     }
-    command
 }
 
 /// Times one `sheetsync sync` and samples its peak RSS.
@@ -307,6 +285,7 @@ fn run_sync_capturing(url: &str, db_name: &str, config: Option<&Path>) -> (Measu
     let started = Instant::now();
     let child = sheetsync(url, db_name, config)
         .args(["sync", "--json"])
+        .command()
         .stdout(Stdio::piped())
         .spawn()
         .expect("start sheetsync");
@@ -360,7 +339,7 @@ fn merge_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, count: 
         let users = (0..10).map(|index| {
             doc! { "id": format!("u{index}"), "email": format!("csm{index}@example.com"), "name": format!("CSM {index}") }
         });
-        client(url).await.database(cs_db).collection::<Document>("users").insert_many(users).await.expect("users");
+        harness::database(url, cs_db).await.collection::<Document>("users").insert_many(users).await.expect("users");
     });
     let source = dir.join("customers.csv");
     let config = dir.join("merge.toml");
@@ -460,7 +439,7 @@ struct Baseline {
 /// Inserts the documents the sync produced into an empty collection, then
 /// times the index build and the rename an atomic swap also needs.
 async fn baseline(url: &str, db_name: &str) -> Baseline {
-    let db = client(url).await.database(db_name);
+    let db = harness::database(url, db_name).await;
     let documents: Vec<Document> = db
         .collection::<Document>("sales_records")
         .find(doc! {})
@@ -616,9 +595,10 @@ fn sheets_table(runtime: &tokio::runtime::Runtime, url: &str, sizes: &[usize]) -
     out
 }
 
-/// A running `sheetsync run`, stopped with SIGTERM on drop.
+/// A running `sheetsync run` with the bench's admin token (the harness's
+/// process, killed on drop).
 struct Daemon {
-    child: Child,
+    process: DaemonProc,
     base: String,
     http: reqwest::Client,
 }
@@ -629,24 +609,22 @@ impl Daemon {
     }
 
     fn start_with(url: &str, db_name: &str, dir: &Path, extra_config: &str, env: &[(&str, &str)]) -> Daemon {
-        let port = free_port();
-        let config = dir.join(format!("daemon-{port}.toml"));
+        let config = dir.join(format!("daemon-{}.toml", harness::unique_name("bench")));
         std::fs::write(
             &config,
-            format!("[daemon]\nlisten = \"127.0.0.1:{port}\"\ncatch_up = false\n{extra_config}"),
+            format!("[daemon]\nlisten = \"127.0.0.1:0\"\ncatch_up = false\n{extra_config}"),
         )
         .expect("write config");
-        let child = sheetsync(url, db_name, Some(&config))
-            .arg("run")
-            .envs(env.iter().copied())
-            .env("SHEETSYNC_ADMIN_TOKEN", ADMIN_TOKEN)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the daemon");
+        let mut sheetsync = sheetsync(url, db_name, Some(&config))
+            .env("RUST_LOG", "info")
+            .env("SHEETSYNC_ADMIN_TOKEN", ADMIN_TOKEN);
+        for (name, value) in env {
+            sheetsync = sheetsync.env(name, value);
+        }
+        let process = sheetsync.daemon();
         Daemon {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
+            base: process.base.clone(),
+            process,
             http: reqwest::Client::new(),
         }
     }
@@ -704,24 +682,9 @@ impl Daemon {
     }
 
     fn rss_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("proc status");
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.pid())).expect("proc status");
         status_value_kib(&status, "VmRSS:").expect("VmRSS") as f64 / 1024.0
     }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child process.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// `/healthz` and the systemd watchdog while the daemon syncs a large view:

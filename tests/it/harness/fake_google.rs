@@ -2,7 +2,6 @@
 //! token endpoint (which verifies the service account's signed JWT with the
 //! test key's public half) and the Sheets API v4 `spreadsheets.get` and
 //! `values:batchGet`, shaped like the real ones, with scripted faults.
-#![allow(dead_code)]
 // A handler's early answer is an axum Response; boxing it buys nothing here.
 #![allow(clippy::result_large_err)]
 
@@ -113,7 +112,6 @@ struct Shared {
 pub struct FakeGoogle {
     /// Base URL of the fake Sheets API (`http://127.0.0.1:PORT/`).
     pub api_url: String,
-    pub token_uri: String,
     /// A copy of the test key whose `token_uri` points at this fake.
     pub key_file: PathBuf,
     shared: Shared,
@@ -143,8 +141,8 @@ impl FakeGoogle {
 
         let shared = Shared {
             inner: Arc::new(Mutex::new(Inner::default())),
-            token_uri: token_uri.clone(),
             public_key: Arc::new(public_key),
+            token_uri,
         };
         let app = Router::new()
             .route("/token", post(token))
@@ -156,7 +154,6 @@ impl FakeGoogle {
         });
         FakeGoogle {
             api_url,
-            token_uri,
             key_file,
             shared,
             server,

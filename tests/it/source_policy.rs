@@ -2,14 +2,12 @@
 //! read, and a refusal says which setting would allow the source. Real
 //! server, real HTTP downloads from a local server.
 
-mod common;
-
 use std::path::Path;
 
+use crate::harness::{TestDb, engine_for, test_db};
 use axum::Router;
 use axum::response::Redirect;
 use axum::routing::get;
-use common::{TestDb, syncer_for, test_db};
 use mongodb::bson::{Document, doc};
 use sheetsync::config::Config;
 use sheetsync::engine::SyncOptions;
@@ -37,7 +35,7 @@ async fn csv_server() -> String {
 /// The test database's configuration with a `[sources]` section.
 fn config(db: &TestDb, sources: &str) -> Config {
     let text = format!("[sources]\n{sources}\n");
-    let url = common::server_url();
+    let url = crate::harness::server_url();
     let name = db.name.clone();
     Config::resolve(Some((&text, Path::new("test.toml"))), move |variable| match variable {
         "MONGO_URL" => Some(url.clone()),
@@ -54,7 +52,7 @@ async fn sync_one(db: &TestDb, config: Config, source: &str) -> SyncReport {
         .await
         .unwrap();
     db.add_view("view-organic", "Organic", source).await;
-    let syncer = syncer_for(config).await;
+    let syncer = engine_for(config).await;
     let mut reports = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
     assert_eq!(reports.len(), 1);
     reports.remove(0)

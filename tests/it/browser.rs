@@ -3,15 +3,14 @@
 //! daemon. `.ci/run` installs both; without them this test says so and
 //! passes only when `SHEETSYNC_REQUIRE_BROWSER` is unset.
 
-#[path = "common/daemon_proc.rs"]
-mod daemon_proc;
-
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use daemon_proc::*;
+use crate::harness::daemon_fixture::*;
+use crate::harness::process::*;
+use crate::harness::*;
 use serde_json::{Value, json};
 
 const TOKEN: &str = "correct-horse";
@@ -59,10 +58,7 @@ impl Driver {
         .ok_or("no Chromium (Debian package `chromium`)")?;
         let driver = find_program("SHEETSYNC_CHROMEDRIVER", &["/usr/bin/chromedriver"])
             .ok_or("no ChromeDriver (Debian package `chromium-driver`)")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .map_err(|error| error.to_string())?
-            .port();
+        let port = free_port();
         let child = Command::new(&driver)
             .process_group(0)
             .arg(format!("--port={port}"))

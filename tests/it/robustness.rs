@@ -4,8 +4,9 @@
 //! number of generated cases runs in CI.
 
 use proptest::prelude::*;
+
+use crate::harness::map_all;
 use sheetsync::mapping::conventions::{DateOrderSetting, ReadSettings};
-use sheetsync::mapping::{self, sales::SALES_RECORDS};
 use sheetsync::source::Fetched;
 use sheetsync::source::csv::CsvSource;
 use sheetsync::source::table::{Cell, Table};
@@ -17,20 +18,14 @@ fn settings() -> ReadSettings {
     }
 }
 
-/// Plans `source` and reads every winning record. Returns the plan's counts
-/// (rows read, records, rejected) when the source has a usable header.
-fn map_all(source: &Fetched) -> Option<(usize, usize, usize)> {
-    let (mapper, plan) = mapping::survey(&SALES_RECORDS, source, &settings()).ok()?;
-    let mut winners = mapper.winners(&plan, source.rows().ok()?);
-    let mut records = 0;
-    while let Some(record) = winners.next_record() {
-        record.ok()?;
-        records += 1;
-    }
-    for issue in plan.warnings.iter().chain(&plan.rejected) {
+/// Surveys `source` and reads every winning record. Returns the survey's
+/// counts (rows read, records, rejected) when the source has a usable header.
+fn counts(source: &Fetched) -> Option<(usize, usize, usize)> {
+    let (survey, records) = map_all(source, &settings()).ok()?;
+    for issue in survey.warnings.iter().chain(&survey.rejected) {
         assert!(issue.row >= 1 && !issue.reason.is_empty(), "{issue:?}");
     }
-    Some((plan.rows_read, records, plan.rejected.len()))
+    Some((survey.rows_read, records.len(), survey.rejected.len()))
 }
 
 /// Cells people might type, and some nobody would.
@@ -51,7 +46,7 @@ proptest! {
     #[test]
     fn any_bytes_as_a_csv_export_end_in_records_or_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..3000)) {
         let source = Fetched::Csv(CsvSource::from_bytes(bytes, "generated"));
-        let _ = map_all(&source);
+        let _ = counts(&source);
     }
 
     /// Rows as exports write them, as wide as the header. (Ragged rows whose
@@ -69,7 +64,7 @@ proptest! {
             csv.push('\n');
         }
         let source = Fetched::Csv(CsvSource::from_bytes(csv.into_bytes(), "generated"));
-        let (rows_read, records, rejected) = map_all(&source).expect("the header is found");
+        let (rows_read, records, rejected) = counts(&source).expect("the header is found");
         prop_assert!(records + rejected <= rows_read, "{records} + {rejected} > {rows_read}");
     }
 
@@ -90,6 +85,6 @@ proptest! {
         for (index, row) in rows.into_iter().enumerate() {
             table.push_row(index + 2, row);
         }
-        prop_assert!(map_all(&Fetched::Table(table)).is_some());
+        prop_assert!(counts(&Fetched::Table(table)).is_some());
     }
 }

@@ -1,24 +1,14 @@
 //! The `sheetsync` binary as operators use it.
 
-mod common;
+use std::process::Output;
 
-use std::process::{Command, Output};
-
-use common::{fixture_url, server_url, test_db};
+use crate::harness::process::Sheetsync;
+use crate::harness::{fixture_url, server_url, test_db};
 use futures_util::TryStreamExt;
 use mongodb::bson::Document;
 
 fn sheetsync(db_name: &str, url: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_sheetsync"))
-        .args(args)
-        .env("MONGO_URL", url)
-        .env("DB_NAME", db_name)
-        // The tests' exports live in scratch directories and the fixtures.
-        .env("SHEETSYNC_FILE_ROOTS", "/")
-        .env_remove("SHEETSYNC_CONFIG")
-        .env("RUST_LOG", "info")
-        .output()
-        .expect("run sheetsync")
+    Sheetsync::new().database(url, db_name).args(args).output()
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -257,10 +247,7 @@ fn invalid_config_is_a_precise_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[sync]\nmin_ratio = 3\n").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_sheetsync"))
-        .args(["check", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let output = Sheetsync::new().config(&path).args(["check"]).output();
     assert_eq!(output.status.code(), Some(2));
     assert!(
         text(&output.stderr).contains("sync.min_ratio is 3"),

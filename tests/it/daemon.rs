@@ -1,12 +1,10 @@
 //! `sheetsync run` as a process: signals, admin API, readiness, shutdown and
 //! several replicas, against a real MongoDB wire-protocol server.
 
-#[path = "common/daemon_proc.rs"]
-mod daemon_proc;
-
-use std::process::Command;
-
-use daemon_proc::*;
+use crate::harness::daemon_fixture::*;
+use crate::harness::own_server::OwnServer;
+use crate::harness::process::*;
+use crate::harness::*;
 use mongodb::bson::{Document, doc};
 use serde_json::Value;
 
@@ -23,11 +21,9 @@ async fn runs_of(db: &mongodb::Database, filter: Document) -> Vec<Document> {
 
 #[test]
 fn next_runs_prints_paris_times_right_across_dst() {
-    let output = Command::new(env!("CARGO_BIN_EXE_sheetsync"))
+    let output = Sheetsync::new()
         .args(["next-runs", "--count", "4", "--from", "2027-03-27T13:00:00+01:00"])
-        .env_remove("SHEETSYNC_CONFIG")
-        .output()
-        .unwrap();
+        .output();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(
         String::from_utf8(output.stdout).unwrap(),
@@ -43,29 +39,17 @@ fn next_runs_prints_paris_times_right_across_dst() {
         "[daemon]\nschedule = \"0 0 12,20 * * *\"\ntime_zone = \"Europe/Paris\"\n",
     )
     .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_sheetsync"))
-        .args([
-            "next-runs",
-            "--count",
-            "3",
-            "--from",
-            "2027-10-31T00:00:00+02:00",
-            "--config",
-        ])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output = Sheetsync::new()
+        .config(&config)
+        .args(["next-runs", "--count", "3", "--from", "2027-10-31T00:00:00+02:00"])
+        .output();
     assert_eq!(
         String::from_utf8(output.stdout).unwrap(),
         "2027-10-31T12:00:00+01:00 2027-10-31T11:00:00Z\n\
          2027-10-31T20:00:00+01:00 2027-10-31T19:00:00Z\n\
          2027-11-01T12:00:00+01:00 2027-11-01T11:00:00Z\n"
     );
-    let bad = Command::new(env!("CARGO_BIN_EXE_sheetsync"))
-        .args(["next-runs", "--from", "yesterday"])
-        .env_remove("SHEETSYNC_CONFIG")
-        .output()
-        .unwrap();
+    let bad = Sheetsync::new().args(["next-runs", "--from", "yesterday"]).output();
     assert!(!bad.status.success());
 }
 
@@ -166,16 +150,14 @@ async fn sighup_syncs_every_view_and_admin_is_off_without_token() {
         assert!(metrics.contains(expected), "{expected:?} missing from:\n{metrics}");
     }
     // `sheetsync health` probes it.
-    let health = Command::new(env!("CARGO_BIN_EXE_sheetsync"))
+    let health = Sheetsync::new()
         .args(["health", "--url", &format!("{}/healthz", daemon.base)])
-        .output()
-        .unwrap();
+        .output();
     assert!(health.status.success(), "{}", String::from_utf8_lossy(&health.stdout));
     daemon.stop();
-    let health = Command::new(env!("CARGO_BIN_EXE_sheetsync"))
+    let health = Sheetsync::new()
         .args(["health", "--url", "http://127.0.0.1:9/healthz"])
-        .output()
-        .unwrap();
+        .output();
     assert!(!health.status.success());
 }
 
@@ -245,7 +227,7 @@ async fn admin_refresh_needs_the_right_token() {
 #[tokio::test(flavor = "multi_thread")]
 async fn readyz_follows_mongodb_down_and_back() {
     let server = OwnServer::start();
-    let name = unique_db("readyz");
+    let name = crate::harness::unique_name("readyz");
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &server.url, &name, "catch_up = false");
     let mut daemon = DaemonProc::start(&config, &[]);
@@ -357,18 +339,12 @@ async fn two_daemons_sync_each_view_once_per_trigger() {
 
 /// `sheetsync sync` against the same database, off the async runtime.
 async fn cli_sync(config: &std::path::Path, extra: &[&str]) -> std::process::Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sheetsync"));
-    command
-        .arg("--config")
-        .arg(config)
-        .arg("sync")
+    Sheetsync::new()
+        .config(config)
+        .args(["sync"])
         .args(extra)
-        .env_remove("MONGO_URL")
-        .env_remove("DB_NAME")
-        .env_remove("SHEETSYNC_TEST_PAUSE_BEFORE_SWAP_MS");
-    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .output_async()
         .await
-        .unwrap()
 }
 
 async fn products(db: &mongodb::Database) -> Vec<String> {
@@ -640,7 +616,7 @@ async fn views_sync_within_the_concurrency_bound() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_server_that_stops_answering_fails_the_run_in_time_and_the_refresh_runs_later() {
     let server = OwnServer::start();
-    let name = unique_db("frozen");
+    let name = crate::harness::unique_name("frozen");
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("organic.csv");
     write_csv(&csv, 50, "new");

@@ -1,15 +1,11 @@
 //! The customer-success platform as a second target: its `customers`
 //! collection, shared with the app, merged from the CS team's export.
 
-mod common;
-#[path = "common/daemon_proc.rs"]
-mod daemon_proc;
-
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use common::{FIXTURES, server_url, test_db};
+use crate::harness::process::Sheetsync;
+use crate::harness::{FIXTURES, server_url, test_db};
 use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
@@ -299,7 +295,7 @@ fn comparable(all: Vec<Document>) -> Vec<Document> {
 async fn a_merge_cut_midway_is_completed_by_the_next_run() {
     let sales = test_db("cs_cut").await;
     let app_name = format!("failpoint-{}", sales.name);
-    let url = common::url_with(&format!("appName={app_name}"));
+    let url = crate::harness::url_with(&format!("appName={app_name}"));
     let (cut, whole) = (
         sales.db.client().database(&format!("{}_cut", sales.name)),
         sales.db.client().database(&format!("{}_whole", sales.name)),
@@ -378,7 +374,7 @@ async fn a_merge_cut_midway_is_completed_by_the_next_run() {
 #[tokio::test]
 async fn a_small_change_set_goes_in_one_transaction() {
     // The shared test server runs standalone; this one has transactions.
-    let server = daemon_proc::OwnServer::start_replica_set();
+    let server = crate::harness::own_server::OwnServer::start_replica_set();
     let client = mongodb::Client::with_uri_str(&server.url).await.unwrap();
     let cs = client.database("cs_txn");
     seed(&cs).await;
@@ -437,14 +433,11 @@ async fn a_profile_declared_in_the_config_syncs_a_csv() {
     );
     let path = dir.path().join("sheetsync.toml");
     std::fs::write(&path, &config_text).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_sheetsync"))
-        .args(["sync", "--config", path.to_str().unwrap(), "--json"])
-        .env("MONGO_URL", server_url())
-        .env("DB_NAME", &sales.name)
-        .env("SHEETSYNC_FILE_ROOTS", "/")
-        .env_remove("SHEETSYNC_CONFIG")
-        .output()
-        .unwrap();
+    let output = Sheetsync::new()
+        .database(&server_url(), &sales.name)
+        .config(&path)
+        .args(["sync", "--json"])
+        .output();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -467,10 +460,7 @@ async fn a_profile_declared_in_the_config_syncs_a_csv() {
     assert_eq!(contacts[1].get_i64("seats"), Ok(1200));
     assert_eq!(contacts[1].get_bool("vip"), Ok(false));
 
-    let targets = Command::new(env!("CARGO_BIN_EXE_sheetsync"))
-        .args(["targets", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let targets = Sheetsync::new().config(&path).args(["targets"]).output();
     let listed = String::from_utf8_lossy(&targets.stdout);
     assert!(
         listed.contains(&format!("# target \"contacts\": {}:3", path.display())),
@@ -480,11 +470,11 @@ async fn a_profile_declared_in_the_config_syncs_a_csv() {
 
     let broken = config_text.replace("kind = \"bool\"", "kind = \"boolean\"");
     std::fs::write(&path, broken).unwrap();
-    let check = Command::new(env!("CARGO_BIN_EXE_sheetsync"))
-        .args(["check", "--config", path.to_str().unwrap()])
-        .env("MONGO_URL", server_url())
-        .output()
-        .unwrap();
+    let check = Sheetsync::new()
+        .env("MONGO_URL", &server_url())
+        .config(&path)
+        .args(["check"])
+        .output();
     let stderr = String::from_utf8_lossy(&check.stderr);
     assert!(!check.status.success());
     assert!(

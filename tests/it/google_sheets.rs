@@ -1,19 +1,16 @@
 //! The Google Sheets source against a local fake Google (token endpoint +
 //! Sheets API v4), and the full path into MongoDB (`scripts/test`).
 
-mod common;
-#[path = "common/fake_google.rs"]
-mod fake_google;
-
 use std::time::{Duration, Instant};
 
+use crate::harness::fake_google::{CLIENT_EMAIL, Endpoint, FakeGoogle, FakeSpreadsheet, FakeTab, Fault};
+use crate::harness::process::Sheetsync;
 use chrono::{NaiveDate, TimeZone, Utc};
-use fake_google::{CLIENT_EMAIL, Endpoint, FakeGoogle, FakeSpreadsheet, FakeTab, Fault};
 use mongodb::bson::{Bson, Document, doc};
 use serde_json::{Value, json};
 use sheetsync::engine::{Engine, SyncOptions};
+use sheetsync::mapping;
 use sheetsync::mapping::conventions::ReadSettings;
-use sheetsync::mapping::{self, sales::SALES_RECORDS};
 use sheetsync::report::{Outcome, Trigger};
 use sheetsync::source::Fetched;
 use sheetsync::source::policy::SourcesSettings;
@@ -126,20 +123,13 @@ fn table_of(fetched: Fetched) -> Table {
     table
 }
 
-/// Both mapping passes, as the sync makes them: the winning records, with
-/// date-times read in `time_zone`.
-fn map_all(fetched: &Fetched, time_zone: chrono_tz::Tz) -> (mapping::Survey, Vec<mapping::MappedRecord>) {
+/// Both mapping passes, with date-times read in `time_zone`.
+fn map_in_zone(fetched: &Fetched, time_zone: chrono_tz::Tz) -> (mapping::Survey, Vec<mapping::MappedRecord>) {
     let settings = ReadSettings {
         date_order: Default::default(),
         time_zone,
     };
-    let (mapper, plan) = mapping::survey(&SALES_RECORDS, fetched, &settings).unwrap();
-    let mut winners = mapper.winners(&plan, fetched.rows().unwrap());
-    let mut records = Vec::new();
-    while let Some(record) = winners.next_record() {
-        records.push(record.unwrap());
-    }
-    (plan, records)
+    crate::harness::map_all(fetched, &settings).unwrap()
 }
 
 fn texts(table: &Table) -> Vec<Vec<String>> {
@@ -397,7 +387,7 @@ async fn serial_dates_are_read_in_the_configured_time_zone_across_dst() {
     // Each sheet read with time_zone set to its own clock: no notice.
     let zones = [chrono_tz::Europe::Paris, chrono_tz::America::New_York];
     for ((table, expected), zone) in tables.into_iter().zip(expected).zip(zones) {
-        let (plan, records) = map_all(&table.unwrap(), zone);
+        let (plan, records) = map_in_zone(&table.unwrap(), zone);
         assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
         assert_eq!(plan.notices, Vec::<String>::new());
         let dates: Vec<(String, Bson)> = records
@@ -618,7 +608,7 @@ async fn insert_views(db: &mongodb::Database) {
 }
 
 /// The test database's configuration, with the fake Google's key and API.
-fn google_config(test_db: &common::TestDb, fake: &FakeGoogle) -> sheetsync::config::Config {
+fn google_config(test_db: &crate::harness::TestDb, fake: &FakeGoogle) -> sheetsync::config::Config {
     let key_file = fake.key_file.display().to_string();
     test_db.config_with(&[
         ("GOOGLE_APPLICATION_CREDENTIALS", &key_file),
@@ -650,10 +640,10 @@ async fn metadata(db: &mongodb::Database, view_id: &str) -> Option<Document> {
 async fn a_failed_view_leaves_its_collection_and_metadata_untouched() {
     let fake = FakeGoogle::start().await;
     two_spreadsheets(&fake);
-    let test_db = common::test_db("failed_view").await;
+    let test_db = crate::harness::test_db("failed_view").await;
     insert_views(&test_db.db).await;
     let config = google_config(&test_db, &fake);
-    let syncer = common::syncer_for(config).await;
+    let syncer = crate::harness::engine_for(config).await;
     let first = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
     assert!(
         first.iter().all(|report| report.outcome == Outcome::Success),
@@ -687,27 +677,19 @@ async fn a_failed_view_leaves_its_collection_and_metadata_untouched() {
 /// Runs the binary on the test server's database `db_name`, off the async
 /// runtime (the fake Google answers on it meanwhile).
 async fn run_binary(args: &[&str], config_file: &std::path::Path, db_name: &str) -> std::process::Output {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_sheetsync"));
-    command
+    Sheetsync::new()
+        .database(&crate::harness::server_url(), db_name)
+        .config(config_file)
         .args(args)
-        .arg("--config")
-        .arg(config_file)
-        .env("MONGO_URL", common::server_url())
-        .env("DB_NAME", db_name)
-        .env_remove("GOOGLE_APPLICATION_CREDENTIALS")
-        .env_remove("SHEETSYNC_SHEETS_API_URL")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env_remove("SHEETSYNC_CONFIG");
-    tokio::task::spawn_blocking(move || command.output().unwrap())
+        .output_async()
         .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sheetsync_sync_and_check_against_the_fake_google() {
     let fake = FakeGoogle::start().await;
     two_spreadsheets(&fake);
-    let test_db = common::test_db("binary").await;
+    let test_db = crate::harness::test_db("binary").await;
     insert_views(&test_db.db).await;
     let dir = tempfile::tempdir().unwrap();
     let config_file = dir.path().join("sheetsync.toml");
@@ -794,7 +776,7 @@ async fn sheetsync_sync_and_check_against_the_fake_google() {
 async fn views_synced_one_by_one_share_one_batch_get_per_spreadsheet() {
     let fake = FakeGoogle::start().await;
     two_spreadsheets(&fake);
-    let test_db = common::test_db("shared_fetch").await;
+    let test_db = crate::harness::test_db("shared_fetch").await;
     insert_views(&test_db.db).await;
     test_db
         .db
@@ -920,12 +902,12 @@ async fn the_same_sheet_as_csv_and_through_the_api_gives_the_same_documents() {
     let csv_path = dir.path().join("export.csv");
     std::fs::write(&csv_path, csv).unwrap();
 
-    let test_db = common::test_db("csv_then_api").await;
+    let test_db = crate::harness::test_db("csv_then_api").await;
     test_db
         .add_view("view-signal-1", "Signal", &format!("file://{}", csv_path.display()))
         .await;
     let config = google_config(&test_db, &fake);
-    let syncer = common::syncer_for(config).await;
+    let syncer = crate::harness::engine_for(config).await;
     let from_csv = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
     assert_eq!(from_csv[0].outcome, Outcome::Success, "{from_csv:?}");
     assert_eq!(from_csv[0].warnings, [], "{from_csv:?}");
@@ -1113,14 +1095,14 @@ async fn a_failing_page_is_retried_alone_and_one_that_keeps_failing_fails_the_vi
 async fn a_view_whose_page_keeps_failing_leaves_its_collection_untouched() {
     let fake = FakeGoogle::start().await;
     two_spreadsheets(&fake);
-    let test_db = common::test_db("paged_failure").await;
+    let test_db = crate::harness::test_db("paged_failure").await;
     insert_views(&test_db.db).await;
     let mut config = google_config(&test_db, &fake);
     config.google.page_rows = 2;
     config.google.max_requests_per_minute = 0;
     config.google.max_attempts = 2;
     config.google.retry_base_delay_ms = 1;
-    let syncer = common::syncer_for(config).await;
+    let syncer = crate::harness::engine_for(config).await;
     let first = syncer
         .sync(&["Signal".to_owned()], Trigger::Cli, SyncOptions::default())
         .await

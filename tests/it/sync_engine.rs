@@ -1,12 +1,10 @@
 //! The sync engine end to end against a real MongoDB wire-protocol server.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::harness::{fixture_url, generated_csv, test_db, write_source};
 use chrono::{TimeZone, Utc};
-use common::{fixture_url, generated_csv, test_db, write_source};
 use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 use sheetsync::engine::SyncOptions;
 use sheetsync::report::{Changes, Outcome, SyncReport, Trigger};
@@ -62,8 +60,8 @@ fn dry_run() -> SyncOptions {
     }
 }
 
-async fn sync_all(db: &common::TestDb, options: SyncOptions) -> Vec<SyncReport> {
-    db.syncer()
+async fn sync_all(db: &crate::harness::TestDb, options: SyncOptions) -> Vec<SyncReport> {
+    db.engine()
         .await
         .sync(&[], Trigger::Cli, options)
         .await
@@ -366,9 +364,9 @@ async fn failure_while_building_leaves_the_old_data() {
     // The server fails the second insert batch of this client only (the fail
     // point is scoped by appName, so parallel tests are unaffected).
     let app_name = format!("failpoint-{}", db.name);
-    let mut config = common::config(&common::url_with(&format!("appName={app_name}")), &db.name);
+    let mut config = crate::harness::config(&crate::harness::url_with(&format!("appName={app_name}")), &db.name);
     config.sync.insert_batch_size = 10;
-    let syncer = common::syncer_for(config).await;
+    let syncer = crate::harness::engine_for(config).await;
     db.db
         .client()
         .database("admin")
@@ -455,7 +453,10 @@ async fn shrink_guard_refuses_then_force_applies() {
 
     for (csv, expected) in [
         (generated_csv(4, "Lost", 1), "below sync.min_ratio = 0.5"),
-        (common::HEADER.to_owned() + "\n", "the source yielded no records"),
+        (
+            crate::harness::HEADER.to_owned() + "\n",
+            "the source yielded no records",
+        ),
     ] {
         write_source(dir.path(), "v.csv", csv.as_bytes());
         let report = only(sync_all(&db, SyncOptions::default()).await);
@@ -515,7 +516,7 @@ async fn every_run_is_recorded_failed_ones_too() {
     let reports = sync_all(&db, SyncOptions::default()).await;
     assert_eq!(reports.len(), 2, "the master view is never synced");
     let master = db
-        .syncer()
+        .engine()
         .await
         .sync(&["master".to_owned()], Trigger::Cli, SyncOptions::default())
         .await;
@@ -686,7 +687,7 @@ async fn view_collections_follow_the_schema_map_and_config_overrides() {
             ..Default::default()
         },
     );
-    let syncer = common::syncer_for(config).await;
+    let syncer = crate::harness::engine_for(config).await;
     let reports = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
     assert!(reports.iter().all(SyncReport::succeeded), "{reports:#?}");
     for collection in ["sales_records", "sales_records_signal", "sales_records_fullfunnel"] {
@@ -748,7 +749,7 @@ async fn views_may_not_target_reserved_or_shared_collections() {
     config.views.insert("Organic".to_owned(), target("users"));
     config.views.insert("Signal".to_owned(), target("shared"));
     config.views.insert("Market".to_owned(), target("shared"));
-    let reports = common::syncer_for(config)
+    let reports = crate::harness::engine_for(config)
         .await
         .sync(&[], Trigger::Cli, SyncOptions::default())
         .await

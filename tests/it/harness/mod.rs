@@ -1,14 +1,23 @@
-//! Helpers shared by the integration tests: a fresh database per test on the
-//! real server named by `TEST_MONGO_URL` (which `scripts/test` starts).
+//! What the integration tests share: the server under test and a fresh
+//! database per test (`TEST_MONGO_URL`, which `scripts/test` starts), the
+//! binary's launcher, the fake Google, fixtures and generated exports.
 
-#![allow(dead_code)] // each test binary uses a different subset
+pub mod daemon_fixture;
+pub mod fake_google;
+pub mod own_server;
+pub mod process;
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use mongodb::Database;
 use mongodb::bson::{Document, doc};
 use sheetsync::config::Config;
 use sheetsync::engine::Engine;
+use sheetsync::mapping::conventions::ReadSettings;
+use sheetsync::mapping::sales::SALES_RECORDS;
+use sheetsync::mapping::{self, MappedRecord, Survey};
+use sheetsync::source::Fetched;
 
 /// Copies of `shared/fixtures`, kept in the repo so the tests stand alone.
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
@@ -33,8 +42,23 @@ pub struct TestDb {
     pub name: String,
 }
 
+/// A database name no other test uses.
+pub fn unique_name(label: &str) -> String {
+    format!("t_{label}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// A handle on database `name` of the server `url` names (another than the
+/// shared one: a test's own server).
+pub async fn database(url: &str, name: &str) -> Database {
+    sheetsync::tls::install_crypto_provider();
+    mongodb::Client::with_uri_str(url)
+        .await
+        .expect("a valid URL")
+        .database(name)
+}
+
 pub async fn test_db(label: &str) -> TestDb {
-    let name = format!("t_{label}_{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+    let name = unique_name(label);
     let config = config(&server_url(), &name);
     let db = config.connect().await.expect("the test server is reachable");
     TestDb { db, name }
@@ -61,7 +85,7 @@ pub fn config_with(url: &str, db_name: &str, extra: &[(&str, &str)]) -> Config {
     .expect("test config is valid")
 }
 
-pub async fn syncer_for(config: Config) -> Engine {
+pub async fn engine_for(config: Config) -> Engine {
     let db = config.connect().await.expect("the test server is reachable");
     let sources = config.sources().expect("HTTP client starts");
     Engine::new(db, config, sources)
@@ -77,8 +101,8 @@ impl TestDb {
         config_with(&server_url(), &self.name, extra)
     }
 
-    pub async fn syncer(&self) -> Engine {
-        syncer_for(self.config()).await
+    pub async fn engine(&self) -> Engine {
+        engine_for(self.config()).await
     }
 
     /// Adds a view document as the admin UI would.
@@ -154,4 +178,54 @@ pub fn generated_csv(count: usize, stage: &str, mrr: u32) -> String {
         ));
     }
     csv
+}
+
+/// Generous: the test server may be a slow Python build on a busy machine.
+pub const TIMEOUT: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(100);
+
+/// Polls `check` until it returns `Some`, up to [`TIMEOUT`].
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// An HTTP client for the daemon's endpoints.
+pub fn http() -> reqwest::Client {
+    sheetsync::tls::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// A port nothing listens on yet (the OS picks it; it may be taken again
+/// before use, which the tests that need one tolerate).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .expect("a free local port")
+}
+
+/// Both mapping passes over `rows` into the sales profile, as the engine
+/// makes them: the survey and every winning record, or the first error.
+pub fn map_all(rows: &Fetched, settings: &ReadSettings) -> Result<(Survey, Vec<MappedRecord>), String> {
+    let (mapper, survey) = mapping::survey(&SALES_RECORDS, rows, settings).map_err(|error| error.to_string())?;
+    let mut winners = mapper.winners(&survey, rows.rows().map_err(|error| error.to_string())?);
+    let mut records = Vec::new();
+    while let Some(record) = winners.next_record() {
+        records.push(record.map_err(|error| error.to_string())?);
+    }
+    Ok((survey, records))
 }

@@ -1,10 +1,9 @@
 //! The status page (`GET /`) of a running daemon: what it shows with and
 //! without a session, signing in, and its refresh forms.
 
-#[path = "common/daemon_proc.rs"]
-mod daemon_proc;
-
-use daemon_proc::*;
+use crate::harness::daemon_fixture::*;
+use crate::harness::process::*;
+use crate::harness::*;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, ORIGIN, SET_COOKIE};
 
