@@ -1,16 +1,21 @@
 //! sheetsync keeps a MongoDB database in step with spreadsheets.
 //!
-//! The library is the whole product; the `sheetsync` binary is a thin shell.
-//! Data flows one way through its modules:
+//! The library is the whole product; the `sheetsync` binary and the daemon
+//! are thin shells around it. Data flows one way:
 //!
 //! ```text
-//! syncs (views collection, [[syncs]]) -> source (csv, Google Sheets) -> table
-//!   -> mapping (target profiles) -> identity -> apply (swap | merge) -> store::{metadata, runs}
+//! syncs (views collection, [[syncs]]) -> source (CSV, Google Sheets) -> table
+//!   -> mapping (survey, later passes) -> apply (swap with identity | merge)
+//!   -> store (data_metadata, sync_runs)
 //! ```
 //!
-//! [`sync::Engine`] drives one cycle through them and fills a
+//! [`engine::Engine`] drives one cycle through them and fills a
 //! [`report::SyncReport`]; [`daemon`] wraps it in a scheduled, observable,
 //! multi-replica-safe service (`sheetsync run`), and `main.rs` in a CLI.
+//!
+//! Dependencies point one way too: each module imports only modules of a
+//! lower layer (the README's Layout section lists them, and
+//! `tests/it/layers.rs` fails on an import that goes up or round a circle).
 
 pub mod apply;
 pub mod bson_dates;

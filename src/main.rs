@@ -128,13 +128,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
             wait,
         } => {
-            let syncer = syncer(config).await?;
+            let engine = engine(config).await?;
             let options = SyncOptions {
                 dry_run,
                 force,
                 ..SyncOptions::default()
             };
-            let reports = syncer
+            let reports = engine
                 .sync_exclusive(&views, options, std::time::Duration::from_secs(wait))
                 .await?;
             if json {
@@ -150,9 +150,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(exit_code(reports.iter().all(|report| report.succeeded())))
         }
         Command::EnsureIndexes => {
-            let syncer = syncer(config).await?;
-            let plans = syncs::load_plans(&syncer.db, &syncer.config).await?;
-            let (touched, conflicts) = syncer.ensure_indexes(&plans).await?;
+            let engine = engine(config).await?;
+            let plans = syncs::load_plans(&engine.db, &engine.config).await?;
+            let (touched, conflicts) = engine.ensure_indexes(&plans).await?;
             println!("indexes in place on: {}", touched.join(", "));
             for conflict in &conflicts {
                 println!("left as it is: {conflict}");
@@ -222,7 +222,7 @@ async fn health(config: &Config, url: Option<String>) -> anyhow::Result<ExitCode
     }
 }
 
-async fn syncer(config: Config) -> anyhow::Result<Engine> {
+async fn engine(config: Config) -> anyhow::Result<Engine> {
     let db = config.connect().await?;
     let sources = config.sources()?;
     Ok(Engine::new(db, config, sources))

@@ -7,7 +7,7 @@ use super::checkpoint::Checkpoint;
 use super::guards::GuardLimits;
 use crate::mapping::profile::TargetProfile;
 use crate::mapping::{Mapper, Survey};
-use crate::source::Fetched;
+use crate::source::SourceRows;
 
 /// The `[sync]` settings the apply step follows.
 #[derive(Debug, Clone, Copy)]
@@ -32,7 +32,7 @@ pub struct ApplyContext<'a> {
     pub mapper: &'a Mapper<'a>,
     pub survey: &'a Survey,
     /// The source, read again by the later passes.
-    pub rows: &'a Fetched,
+    pub rows: &'a SourceRows,
     pub settings: ApplySettings,
     /// Read, map and compare, but write nothing.
     pub dry_run: bool,

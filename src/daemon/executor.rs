@@ -254,7 +254,7 @@ impl Daemon {
             ..SyncOptions::default()
         };
         let outcome = self
-            .syncer
+            .engine
             .sync(std::slice::from_ref(&plan.name), trigger, options)
             .await;
         drop(renewer);

@@ -97,7 +97,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let grace = config.daemon.shutdown_grace();
     let config_slots = config.daemon.max_concurrent_syncs;
     let daemon = Arc::new(Daemon {
-        syncer: Engine::new(db, config, sources),
+        engine: Engine::new(db, config, sources),
         leases,
         started_at: clock.now(),
         clock,

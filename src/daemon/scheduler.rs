@@ -47,7 +47,7 @@ impl Daemon {
         }
         notifier.ready();
         tracing::info!("ready");
-        if let Err(error) = self.syncer.ensure_indexes(&[]).await {
+        if let Err(error) = self.engine.ensure_indexes(&[]).await {
             tracing::warn!(%error, "could not create the bookkeeping indexes");
         }
         if !settings.catch_up {

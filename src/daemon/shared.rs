@@ -60,7 +60,7 @@ pub struct MongoState {
 
 /// Everything the daemon's tasks share.
 pub struct Daemon {
-    pub syncer: Engine,
+    pub engine: Engine,
     pub leases: Leases,
     pub schedule: Schedule,
     pub runs: Runs,
@@ -100,7 +100,7 @@ impl std::fmt::Debug for Daemon {
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 impl Daemon {
     pub fn config(&self) -> &Config {
-        &self.syncer.config
+        &self.engine.config
     }
 
     pub fn shutting_down(&self) -> bool {
@@ -159,7 +159,7 @@ impl Daemon {
 
     /// Pings MongoDB (bounded in time) and remembers the answer.
     pub async fn check_mongo(&self) -> Result<(), String> {
-        let outcome = match tokio::time::timeout(PING_TIMEOUT, store::ping(&self.syncer.db)).await {
+        let outcome = match tokio::time::timeout(PING_TIMEOUT, store::ping(&self.engine.db)).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(error.to_string()),
             Err(_) => Err(format!(
@@ -177,7 +177,7 @@ impl Daemon {
 
     /// Loads the views, with MongoDB's state recorded.
     pub async fn load_plans(&self) -> Result<Vec<SyncPlan>, String> {
-        match syncs::load_plans(&self.syncer.db, self.config()).await {
+        match syncs::load_plans(&self.engine.db, self.config()).await {
             Ok(plans) => {
                 self.set_mongo(true, "answered a query".to_owned());
                 Ok(plans)

@@ -73,7 +73,7 @@ pub struct RunRecord {
 
 /// A run to start once the view's current one ends.
 #[derive(Debug, Clone)]
-pub struct Pending {
+pub struct FollowUp {
     pub id: Uuid,
     pub trigger: Trigger,
     pub slot: Option<DateTime<Utc>>,
@@ -82,7 +82,7 @@ pub struct Pending {
 #[derive(Debug, Default)]
 struct Flight {
     running: bool,
-    follow_up: Option<Pending>,
+    follow_up: Option<FollowUp>,
 }
 
 #[derive(Debug)]
@@ -158,7 +158,7 @@ impl Runs {
                 return Admission::Queued(pending.id);
             }
             let id = Uuid::new_v4();
-            flight.follow_up = Some(Pending { id, trigger, slot });
+            flight.follow_up = Some(FollowUp { id, trigger, slot });
             inner.insert(id, view, trigger, slot, now);
             return Admission::Queued(id);
         }
@@ -170,7 +170,7 @@ impl Runs {
 
     /// Called by the run that just ended: the follow-up to run next, if any;
     /// otherwise the view is marked idle.
-    pub fn next_for(&self, view: &str, now: DateTime<Utc>) -> Option<Pending> {
+    pub fn next_for(&self, view: &str, now: DateTime<Utc>) -> Option<FollowUp> {
         let mut inner = self.lock();
         let accepting = inner.accepting;
         let flight = inner.flights.entry(view.to_owned()).or_default();

@@ -65,8 +65,8 @@ impl Daemon {
 
     /// One view's part of `/status`; what cannot be read is left null.
     pub(super) async fn view_status(&self, plan: &SyncPlan) -> (serde_json::Value, SyncPage) {
-        let home = self.syncer.home_of(plan).await;
-        let db = home.as_ref().unwrap_or(&self.syncer.db);
+        let home = self.engine.home_of(plan).await;
+        let db = home.as_ref().unwrap_or(&self.engine.db);
         let summary = |document: mongodb::bson::Document| {
             let at = |field: &str| {
                 document
@@ -145,7 +145,7 @@ impl Daemon {
     /// A run from the history: in the views' database, or in a configured
     /// sync's own.
     pub async fn stored_run(&self, run_id: &str) -> Result<Option<mongodb::bson::Document>, StoreError> {
-        if let Some(run) = runs::by_id(&self.syncer.db, run_id).await? {
+        if let Some(run) = runs::by_id(&self.engine.db, run_id).await? {
             return Ok(Some(run));
         }
         for sync in &self.config().syncs {
@@ -153,7 +153,7 @@ impl Daemon {
                 database: sync.entry.database.clone(),
                 mongo_url: sync.mongo_url.clone(),
             };
-            let db = self.syncer.database(&place).await?;
+            let db = self.engine.database(&place).await?;
             if let Some(run) = runs::by_id(&db, run_id).await? {
                 return Ok(Some(run));
             }
@@ -166,9 +166,9 @@ impl Daemon {
     /// its own database's `sync_runs`.
     pub(super) async fn last_update(&self, plan: &SyncPlan) -> Result<Option<(DateTime<Utc>, i64)>, StoreError> {
         if !plan.is_configured() {
-            return metadata::last_update(&self.syncer.db, &plan.id).await;
+            return metadata::last_update(&self.engine.db, &plan.id).await;
         }
-        let db = self.syncer.home_of(plan).await?;
+        let db = self.engine.home_of(plan).await?;
         let succeeded = mongodb::bson::doc! { "outcome": { "$in": ["success", "success_with_warnings"] } };
         let Some(run) = runs::latest(&db, &plan.name, succeeded).await? else {
             return Ok(None);

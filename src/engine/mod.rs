@@ -19,7 +19,7 @@ use crate::apply::{self, Abort, ApplyContext, ApplyError, ApplySettings, Checkpo
 use crate::config::Config;
 use crate::mapping::{self, SurveyError};
 use crate::report::{Outcome, SyncReport, Trigger};
-use crate::source::{Fetched, SourceError, Sources};
+use crate::source::{SourceError, SourceRows, Sources};
 use crate::store::lease::Leases;
 use crate::store::{StoreError, metadata, runs};
 use crate::syncs::{self, Place, Resolution, SyncPlan, SyncTarget, ViewsError};
@@ -159,7 +159,7 @@ impl Engine {
     async fn sync_one(
         &self,
         plan: &SyncPlan,
-        fetched: Option<Result<Fetched, SourceError>>,
+        fetched: Option<Result<SourceRows, SourceError>>,
         trigger: Trigger,
         options: &SyncOptions,
         run_id: Option<Uuid>,
@@ -189,7 +189,7 @@ impl Engine {
         &self,
         plan: &SyncPlan,
         target: &SyncTarget,
-        fetched: Result<Fetched, SourceError>,
+        fetched: Result<SourceRows, SourceError>,
         options: &SyncOptions,
         report: &mut SyncReport,
     ) -> Result<Outcome, SyncFailure> {

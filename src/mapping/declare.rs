@@ -498,7 +498,7 @@ impl fmt::Display for Provenance {
 
 /// One effective profile, with its declaration (for `sheetsync targets`).
 #[derive(Debug, Clone)]
-pub struct Declared {
+pub struct DeclaredProfile {
     pub profile: Arc<TargetProfile>,
     pub declaration: TargetDecl,
     pub provenance: Provenance,
@@ -507,7 +507,7 @@ pub struct Declared {
 /// The effective target profiles: the built-in ones, then the config's.
 #[derive(Debug, Clone)]
 pub struct Targets {
-    declared: Vec<Declared>,
+    declared: Vec<DeclaredProfile>,
 }
 
 static BUILT_IN_TARGETS: LazyLock<Targets> = LazyLock::new(|| match Targets::parse_built_in() {
@@ -534,7 +534,7 @@ impl Targets {
                 }])
             })?;
             let profile = build(&declaration, Origin { file, text })?;
-            declared.push(Declared {
+            declared.push(DeclaredProfile {
                 profile: Arc::new(profile),
                 declaration,
                 provenance: Provenance::BuiltIn(file),
@@ -562,7 +562,7 @@ impl Targets {
             names.push(name);
             match build(declaration, origin) {
                 Ok(profile) => {
-                    let declared = Declared {
+                    let declared = DeclaredProfile {
                         profile: Arc::new(profile),
                         declaration: declaration.clone(),
                         provenance: Provenance::Config {
@@ -599,7 +599,7 @@ impl Targets {
             .collect()
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = &Declared> {
+    pub fn iter(&self) -> impl Iterator<Item = &DeclaredProfile> {
         self.declared.iter()
     }
 

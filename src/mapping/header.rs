@@ -7,7 +7,7 @@ use super::error::{MappingError, SurveyError};
 use super::profile::TargetProfile;
 use super::record::RowIssue;
 use super::values::fold_label;
-use crate::source::Fetched;
+use crate::source::SourceRows;
 use crate::source::table::{Cell, Row};
 
 /// A missing-header error quotes at most this many cells of the candidate
@@ -27,7 +27,11 @@ pub(super) fn shortened(text: &str) -> String {
 pub(super) const HEADER_SEARCH_ROWS: usize = 10;
 
 /// The header row, among the first rows of the source.
-pub(super) fn find_header(profile: &TargetProfile, labels: &FieldLabels, source: &Fetched) -> Result<Row, SurveyError> {
+pub(super) fn find_header(
+    profile: &TargetProfile,
+    labels: &FieldLabels,
+    source: &SourceRows,
+) -> Result<Row, SurveyError> {
     let mut rows = source.rows()?;
     let mut leading = Vec::with_capacity(HEADER_SEARCH_ROWS);
     while leading.len() < HEADER_SEARCH_ROWS {

@@ -92,17 +92,17 @@ pub(super) fn read_rows<T: Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::Fetched;
+    use crate::source::SourceRows;
     use crate::source::csv::CsvSource;
     use crate::source::table::{Cell, Table};
 
-    fn table(rows: usize) -> Fetched {
+    fn table(rows: usize) -> SourceRows {
         let mut table = Table::default();
         for number in 1..=rows {
             table.push_row(number, vec![Cell::text(&format!("r{number}"))]);
         }
         table.push_row(rows + 1, vec![Cell::Empty]);
-        Fetched::Table(table)
+        SourceRows::Table(table)
     }
 
     #[test]
@@ -125,7 +125,7 @@ mod tests {
         for index in 0..3 * BATCH_ROWS {
             text.push_str(&format!("{index},x\n,\n"));
         }
-        let source = Fetched::Csv(CsvSource::from_bytes(text.into_bytes(), "test"));
+        let source = SourceRows::Csv(CsvSource::from_bytes(text.into_bytes(), "test"));
         let mut seen = Vec::new();
         let blank = read_rows(
             source.rows().unwrap(),

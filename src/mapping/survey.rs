@@ -17,7 +17,7 @@ use super::row::{CellNote, RowReading};
 use super::values;
 use super::values::dates::DateOrder;
 use crate::source::table::{Cell, Row};
-use crate::source::{Fetched, SourceError};
+use crate::source::{SourceError, SourceRows};
 
 /// How many readings the first planning pass sets aside until the source's
 /// conventions are known; a source with more is simply planned again once
@@ -60,7 +60,7 @@ pub struct Survey {
 /// were set aside, the pass is made once more with the decided conventions.
 pub fn survey<'p>(
     profile: &'p TargetProfile,
-    source: &Fetched,
+    source: &SourceRows,
     settings: &ReadSettings,
 ) -> Result<(Mapper<'p>, Survey), SurveyError> {
     let date_order = settings.date_order;
@@ -178,7 +178,7 @@ struct Deferred {
 }
 
 impl<'p> Mapper<'p> {
-    fn survey_pass(&self, source: &Fetched) -> Result<SurveyPass, SourceError> {
+    fn survey_pass(&self, source: &SourceRows) -> Result<SurveyPass, SourceError> {
         let mut pass = SurveyPass {
             survey: Survey {
                 header_row: self.header_row,

@@ -6,7 +6,7 @@ use super::conventions::{DateOrderDecision, ReadSettings};
 use super::survey::MAX_DEFERRED;
 use super::values::dates::DateOrder;
 use super::*;
-use crate::source::Fetched;
+use crate::source::SourceRows;
 use crate::source::csv::CsvSource;
 use crate::source::table::Cell;
 use crate::source::table::Table;
@@ -30,12 +30,12 @@ struct Mapping {
     survey_passes: usize,
 }
 
-fn map_fetched(fetched: Fetched) -> Result<Mapping, SurveyError> {
+fn map_fetched(fetched: SourceRows) -> Result<Mapping, SurveyError> {
     map_fetched_with(fetched, DateOrderSetting::Auto)
 }
 
 /// As the default configuration reads: date-times in Europe/Paris.
-fn map_fetched_with(fetched: Fetched, date_order: DateOrderSetting) -> Result<Mapping, SurveyError> {
+fn map_fetched_with(fetched: SourceRows, date_order: DateOrderSetting) -> Result<Mapping, SurveyError> {
     let settings = ReadSettings {
         date_order,
         time_zone: chrono_tz::Europe::Paris,
@@ -66,7 +66,7 @@ fn map_csv(text: &str) -> Mapping {
 
 fn map_csv_with(text: &str, date_order: DateOrderSetting) -> Mapping {
     let source = CsvSource::from_bytes(text.as_bytes().to_vec(), "test");
-    map_fetched_with(Fetched::Csv(source), date_order).unwrap()
+    map_fetched_with(SourceRows::Csv(source), date_order).unwrap()
 }
 
 /// Each record's value of `name`, in source order.
@@ -161,7 +161,7 @@ fn a_spreadsheet_on_another_clock_is_noticed() {
         vec![Cell::text("Client"), Cell::text("Stage"), Cell::text("Discovery date")],
     );
     table.push_row(2, vec![Cell::text("A"), Cell::text("Lost"), Cell::Number(45667.5)]);
-    let mapping = map_fetched(Fetched::Table(table)).unwrap();
+    let mapping = map_fetched(SourceRows::Table(table)).unwrap();
     assert_eq!(
         column(&mapping, "discovery_date"),
         [bson_date(2025, 1, 10, 11, 0)],
@@ -257,7 +257,7 @@ fn more_doubts_than_can_be_set_aside_are_judged_on_a_second_pass() {
     assert_eq!(us.survey_passes, 2);
 }
 
-fn mapping_error(fetched: Fetched) -> MappingError {
+fn mapping_error(fetched: SourceRows) -> MappingError {
     match map_fetched(fetched) {
         Err(SurveyError::Mapping(error)) => error,
         other => panic!(
@@ -508,7 +508,7 @@ fn duplicates_by_client_and_stage_last_row_wins() {
 #[test]
 fn missing_required_header_names_the_columns_found() {
     let source = CsvSource::from_bytes(b"Title\nFirm,Phase,Owner\nAcme,Lost,Ann\n".to_vec(), "test");
-    let error = mapping_error(Fetched::Csv(source));
+    let error = mapping_error(SourceRows::Csv(source));
     assert_eq!(
         error,
         MappingError::MissingRequiredColumns {
@@ -518,7 +518,7 @@ fn missing_required_header_names_the_columns_found() {
         }
     );
     assert_eq!(
-        mapping_error(Fetched::Table(Table::default())),
+        mapping_error(SourceRows::Table(Table::default())),
         MappingError::EmptySource
     );
 }
@@ -530,7 +530,7 @@ fn a_missing_header_error_quotes_only_short_header_cells() {
         (0..40).map(|n| format!("c{n}")).collect::<Vec<_>>().join(",")
     );
     let source = CsvSource::from_bytes(format!("{line}second line secret\n").into_bytes(), "test");
-    let MappingError::MissingRequiredColumns { found, .. } = mapping_error(Fetched::Csv(source)) else {
+    let MappingError::MissingRequiredColumns { found, .. } = mapping_error(SourceRows::Csv(source)) else {
         panic!("expected a missing header");
     };
     assert!(found.starts_with("\"root:x:0:0:root:/root:/b…\""), "{found}");
@@ -566,7 +566,7 @@ fn typed_cells_from_spreadsheets() {
         ],
     );
     table.push_row(3, vec![text("Beta"), text("Lost"), Cell::Bool(true)]);
-    let mapping = map_fetched(Fetched::Table(table)).unwrap();
+    let mapping = map_fetched(SourceRows::Table(table)).unwrap();
     assert_eq!(field(&mapping, 0, "client"), &Bson::String("42".into()));
     assert_eq!(field(&mapping, 0, "discovery_date"), &bson_date(2025, 1, 10, 0, 0));
     assert_eq!(field(&mapping, 0, "expected_mrr"), &Bson::Double(1250.5));

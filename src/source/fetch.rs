@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::csv::CsvSource;
 use super::error::SourceError;
 use super::policy::{GuardedResolver, SourcePolicy, SourcesSettings};
-use super::rows::Fetched;
+use super::rows::SourceRows;
 use super::sheets::settings::GoogleSettings;
 use super::sheets::{GoogleSheets, GoogleStatsSnapshot, SheetCheck, SheetsError};
 use super::spec::{SheetRef, SourceSpec, google_sheet};
@@ -99,7 +99,7 @@ impl Sources {
     /// failing source never hides the others. Google views are grouped by
     /// spreadsheet: one `values:batchGet` per spreadsheet however many views
     /// read from it (and a `spreadsheets.get` when its metadata is not cached).
-    pub async fn fetch_all(&self, specs: &[&SourceSpec]) -> Vec<Result<Fetched, SourceError>> {
+    pub async fn fetch_all(&self, specs: &[&SourceSpec]) -> Vec<Result<SourceRows, SourceError>> {
         self.fetch_all_with(specs, &[]).await
     }
 
@@ -110,8 +110,8 @@ impl Sources {
         &self,
         specs: &[&SourceSpec],
         companions: &[&SourceSpec],
-    ) -> Vec<Result<Fetched, SourceError>> {
-        let mut tables: Vec<Option<Result<Fetched, SourceError>>> = specs.iter().map(|_| None).collect();
+    ) -> Vec<Result<SourceRows, SourceError>> {
+        let mut tables: Vec<Option<Result<SourceRows, SourceError>>> = specs.iter().map(|_| None).collect();
         for (index, spec) in specs.iter().enumerate() {
             if google_sheet(spec).is_none() {
                 tables[index] = Some(self.fetch(spec).await);
@@ -134,7 +134,7 @@ impl Sources {
             .filter_map(|(index, spec)| Some((index, google_sheet(spec)?)))
         {
             if let Some(table) = shared.as_mut().and_then(|cache| cache.remove(sheet)) {
-                tables[index] = Some(Ok(Fetched::Spooled(table.1)));
+                tables[index] = Some(Ok(SourceRows::Spooled(table.1)));
                 continue;
             }
             match spreadsheets.iter_mut().find(|(id, _)| *id == sheet.spreadsheet_id) {
@@ -154,7 +154,7 @@ impl Sources {
             }
             let mut results = self.google.fetch_spreadsheet(spreadsheet_id, &sheets).await.into_iter();
             for (index, result) in members.into_iter().zip(results.by_ref().take(wanted)) {
-                tables[index] = Some(result.map(Fetched::Spooled).map_err(SourceError::from));
+                tables[index] = Some(result.map(SourceRows::Spooled).map_err(SourceError::from));
             }
             if let Some(cache) = shared.as_mut() {
                 for (sheet, result) in sheets[wanted..].iter().zip(results) {
@@ -176,7 +176,7 @@ impl Sources {
     }
 
     /// Fetches one source (a Google sheet on its own).
-    pub async fn fetch(&self, spec: &SourceSpec) -> Result<Fetched, SourceError> {
+    pub async fn fetch(&self, spec: &SourceSpec) -> Result<SourceRows, SourceError> {
         match spec {
             SourceSpec::CsvFile(path) => {
                 let (path, location) = (path.clone(), spec.describe());
@@ -184,19 +184,19 @@ impl Sources {
                 let source = tokio::task::spawn_blocking(move || CsvSource::from_file(path, &location))
                     .await
                     .map_err(|error| SourceError::Client(format!("the file reader stopped: {error}")))??;
-                Ok(Fetched::Csv(source))
+                Ok(SourceRows::Csv(source))
             }
             SourceSpec::CsvHttp(url) => {
                 let location = spec.describe();
                 let source = match self.download(url).await? {
-                    Downloaded::Spooled(file) => {
+                    Download::Spooled(file) => {
                         tokio::task::spawn_blocking(move || CsvSource::from_spool(file, &location))
                             .await
                             .map_err(|error| SourceError::Client(format!("the file reader stopped: {error}")))??
                     }
-                    Downloaded::InMemory(bytes) => CsvSource::from_bytes(bytes, &location),
+                    Download::InMemory(bytes) => CsvSource::from_bytes(bytes, &location),
                 };
-                Ok(Fetched::Csv(source))
+                Ok(SourceRows::Csv(source))
             }
             SourceSpec::GoogleSheet(sheet) => {
                 let mut results = self.google.fetch_spreadsheet(&sheet.spreadsheet_id, &[sheet]).await;
@@ -204,7 +204,7 @@ impl Sources {
                     spreadsheet_id: sheet.spreadsheet_id.clone(),
                     range: spec.describe(),
                 }))?;
-                Ok(Fetched::Spooled(table))
+                Ok(SourceRows::Spooled(table))
             }
         }
     }
@@ -213,7 +213,7 @@ impl Sources {
     /// (memory then holds a chunk, not the export); where no spool file can
     /// be made (a read-only file system without a writable temporary
     /// directory) into memory, still capped.
-    async fn download(&self, url: &str) -> Result<Downloaded, SourceError> {
+    async fn download(&self, url: &str) -> Result<Download, SourceError> {
         // The causes carry the reason (a refused address and the setting that
         // allows it, a DNS failure); the URL is given once, redacted.
         let http_error = |error: reqwest::Error| SourceError::Http {
@@ -268,15 +268,15 @@ impl Sources {
                 tokio::io::AsyncWriteExt::flush(&mut writer)
                     .await
                     .map_err(spool_error)?;
-                Ok(Downloaded::Spooled(file))
+                Ok(Download::Spooled(file))
             }
-            _ => Ok(Downloaded::InMemory(body)),
+            _ => Ok(Download::InMemory(body)),
         }
     }
 }
 
 /// A CSV download: spooled to disk, or in memory where that cannot be.
-enum Downloaded {
+enum Download {
     Spooled(tempfile::NamedTempFile),
     InMemory(Vec<u8>),
 }

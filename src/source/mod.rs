@@ -1,7 +1,7 @@
 //! Where a view's rows come from, and fetching them.
 //!
 //! A view's `sheet_url` (or its config override) is classified once into a
-//! [`SourceSpec`]; [`Sources::fetch`] then turns specs into [`Fetched`] rows
+//! [`SourceSpec`]; [`Sources::fetch`] then turns specs into [`SourceRows`] rows
 //! that the sync can read more than once.
 
 pub mod csv;
@@ -16,5 +16,5 @@ pub mod table;
 
 pub use error::SourceError;
 pub use fetch::Sources;
-pub use rows::{Fetched, RowReader};
+pub use rows::{RowReader, SourceRows};
 pub use spec::{SheetRef, SourceSpec, SourceType, UnrecognisedSource};

@@ -8,7 +8,7 @@ use super::table::{Row, Table};
 
 /// A source's rows, fetched and ready to be read in passes.
 #[derive(Debug)]
-pub enum Fetched {
+pub enum SourceRows {
     /// Rows built in memory (tests, small tables).
     Table(Table),
     /// Rows an API sent (Google Sheets), spooled to a temporary file as they
@@ -18,37 +18,37 @@ pub enum Fetched {
     Csv(CsvSource),
 }
 
-impl Fetched {
+impl SourceRows {
     /// Starts a pass over the rows.
     pub fn rows(&self) -> Result<RowReader<'_>, SourceError> {
         Ok(match self {
-            Fetched::Table(table) => RowReader::Table {
+            SourceRows::Table(table) => RowReader::Table {
                 rows: table.rows.iter(),
                 blank_rows: table.blank_rows,
             },
-            Fetched::Spooled(spooled) => RowReader::Spooled {
+            SourceRows::Spooled(spooled) => RowReader::Spooled {
                 pass: Box::new(spooled.rows()),
                 blank_rows: spooled.blank_rows(),
             },
-            Fetched::Csv(source) => RowReader::Csv(Box::new(source.rows()?)),
+            SourceRows::Csv(source) => RowReader::Csv(Box::new(source.rows()?)),
         })
     }
 
     /// The Google Sheets tab read (its `gid`), if the rows come from one.
     pub fn tab_gid(&self) -> Option<i64> {
         match self {
-            Fetched::Table(table) => table.tab_gid,
-            Fetched::Spooled(spooled) => spooled.tab_gid,
-            Fetched::Csv(_) => None,
+            SourceRows::Table(table) => table.tab_gid,
+            SourceRows::Spooled(spooled) => spooled.tab_gid,
+            SourceRows::Csv(_) => None,
         }
     }
 
     /// The zone in which numeric date cells (spreadsheet serials) are read.
     pub fn serial_time_zone(&self) -> Option<chrono_tz::Tz> {
         match self {
-            Fetched::Table(table) => table.serial_time_zone,
-            Fetched::Spooled(spooled) => spooled.serial_time_zone,
-            Fetched::Csv(_) => None,
+            SourceRows::Table(table) => table.serial_time_zone,
+            SourceRows::Spooled(spooled) => spooled.serial_time_zone,
+            SourceRows::Csv(_) => None,
         }
     }
 }

@@ -35,8 +35,8 @@ fn cs_config(dir: &Path, url: &str, sales_db: &str, cs_db: &str, source: &str, e
     .expect("the test config is valid")
 }
 
-/// A syncer whose client records every write command sent to `customers`.
-async fn monitored_syncer(config: Config) -> (Engine, Writes) {
+/// A engine whose client records every write command sent to `customers`.
+async fn monitored_engine(config: Config) -> (Engine, Writes) {
     let writes: Writes = Arc::default();
     let seen = Arc::clone(&writes);
     let mut options = ClientOptions::parse(&config.mongo_url).await.unwrap();
@@ -128,8 +128,8 @@ fn customer<'a>(all: &'a [Document], name: &str) -> &'a Document {
         .unwrap_or_else(|| panic!("no customer {name:?} in {all:#?}"))
 }
 
-async fn sync_once(syncer: &Engine) -> SyncReport {
-    let mut reports = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
+async fn sync_once(engine: &Engine) -> SyncReport {
+    let mut reports = engine.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
     assert_eq!(reports.len(), 1, "{reports:#?}");
     reports.remove(0)
 }
@@ -148,9 +148,9 @@ async fn the_customer_export_is_merged_into_the_shared_collection() {
     let dir = tempfile::tempdir().unwrap();
     let source = format!("{FIXTURES}/customers-export.csv");
     let config = cs_config(dir.path(), &server_url(), &sales.name, cs.name(), &source, "");
-    let (syncer, writes) = monitored_syncer(config).await;
+    let (engine, writes) = monitored_engine(config).await;
 
-    let report = sync_once(&syncer).await;
+    let report = sync_once(&engine).await;
     assert_eq!(report.outcome, Outcome::SuccessWithWarnings, "{report:#?}");
     assert_eq!(report.name, "Customers");
     assert_eq!(report.records_written, 4);
@@ -242,7 +242,7 @@ async fn the_customer_export_is_merged_into_the_shared_collection() {
 
     // The same file again writes nothing.
     writes.lock().unwrap().clear();
-    let again = sync_once(&syncer).await;
+    let again = sync_once(&engine).await;
     assert_eq!(again.changes.unchanged, 4, "{:?}", again.changes);
     assert_eq!(again.merge.unwrap().write_mode, Some(WriteMode::Nothing));
     assert!(writes.lock().unwrap().is_empty(), "{:?}", writes.lock().unwrap());
@@ -261,8 +261,8 @@ async fn the_customer_export_is_merged_into_the_shared_collection() {
         edited_path.to_str().unwrap(),
         "",
     );
-    let (syncer, writes) = monitored_syncer(config).await;
-    let changed = sync_once(&syncer).await;
+    let (engine, writes) = monitored_engine(config).await;
+    let changed = sync_once(&engine).await;
     assert_eq!(changed.changes.updated, 1);
     let writes = writes.lock().unwrap().clone();
     assert_eq!(writes.len(), 1, "{writes:?}");
@@ -309,8 +309,8 @@ async fn a_merge_cut_midway_is_completed_by_the_next_run() {
     let settings = "\n[sync]\ninsert_batch_size = 1\nmerge_transaction_max = 0\n";
     let cut_config = cs_config(dir.path(), &url, &sales.name, cut.name(), &source, settings);
     let whole_config = cs_config(dir.path(), &server_url(), &sales.name, whole.name(), &source, settings);
-    let (cut_syncer, _) = monitored_syncer(cut_config).await;
-    let (whole_syncer, _) = monitored_syncer(whole_config).await;
+    let (cut_syncer, _) = monitored_engine(cut_config).await;
+    let (whole_syncer, _) = monitored_engine(whole_config).await;
     sync_once(&whole_syncer).await;
 
     let admin = sales.db.client().database("admin");
@@ -381,8 +381,8 @@ async fn a_small_change_set_goes_in_one_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let source = format!("{FIXTURES}/customers-export.csv");
     let config = cs_config(dir.path(), &server.url, "sales_txn", cs.name(), &source, "");
-    let (syncer, _) = monitored_syncer(config).await;
-    let report = sync_once(&syncer).await;
+    let (engine, _) = monitored_engine(config).await;
+    let report = sync_once(&engine).await;
     assert_eq!(
         report.merge.unwrap().write_mode,
         Some(WriteMode::Transaction),
@@ -502,8 +502,8 @@ async fn an_index_the_app_made_otherwise_is_reported_not_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let source = format!("{FIXTURES}/customers-export.csv");
     let config = cs_config(dir.path(), &server_url(), &sales.name, cs.name(), &source, "");
-    let (syncer, _) = monitored_syncer(config).await;
-    let report = sync_once(&syncer).await;
+    let (engine, _) = monitored_engine(config).await;
+    let report = sync_once(&engine).await;
     assert!(report.succeeded(), "{report:#?}");
     let notice = report.notices.iter().find(|notice| notice.contains("users")).cloned();
     let notice = notice.unwrap_or_else(|| panic!("no notice about users.email: {:#?}", report.notices));
@@ -549,8 +549,8 @@ async fn an_unreadable_cell_keeps_the_stored_value_and_a_blank_one_clears_it() {
         csv.to_str().unwrap(),
         "",
     );
-    let (syncer, _) = monitored_syncer(config).await;
-    let report = sync_once(&syncer).await;
+    let (engine, _) = monitored_engine(config).await;
+    let report = sync_once(&engine).await;
     let warning = report.warnings.iter().find(|issue| issue.row == 2).unwrap();
     assert_eq!(warning.column.as_deref(), Some("ARR"));
     assert!(

@@ -12,7 +12,7 @@ use sheetsync::engine::{Engine, SyncOptions};
 use sheetsync::mapping;
 use sheetsync::mapping::conventions::ReadSettings;
 use sheetsync::report::{Outcome, Trigger};
-use sheetsync::source::Fetched;
+use sheetsync::source::SourceRows;
 use sheetsync::source::policy::SourcesSettings;
 use sheetsync::source::sheets::settings::GoogleSettings;
 use sheetsync::source::table::{Cell, Table};
@@ -105,9 +105,9 @@ fn two_spreadsheets(fake: &FakeGoogle) {
 }
 
 /// The rows a Sheets fetch spooled, read back into a table.
-fn table_of(fetched: Fetched) -> Table {
+fn table_of(fetched: SourceRows) -> Table {
     assert!(
-        matches!(fetched, Fetched::Spooled(_)),
+        matches!(fetched, SourceRows::Spooled(_)),
         "a Google Sheets source spools its rows"
     );
     let mut table = Table {
@@ -124,7 +124,7 @@ fn table_of(fetched: Fetched) -> Table {
 }
 
 /// Both mapping passes, with date-times read in `time_zone`.
-fn map_in_zone(fetched: &Fetched, time_zone: chrono_tz::Tz) -> (mapping::Survey, Vec<mapping::MappedRecord>) {
+fn map_in_zone(fetched: &SourceRows, time_zone: chrono_tz::Tz) -> (mapping::Survey, Vec<mapping::MappedRecord>) {
     let settings = ReadSettings {
         date_order: Default::default(),
         time_zone,
@@ -643,8 +643,8 @@ async fn a_failed_view_leaves_its_collection_and_metadata_untouched() {
     let test_db = crate::harness::test_db("failed_view").await;
     insert_views(&test_db.db).await;
     let config = google_config(&test_db, &fake);
-    let syncer = crate::harness::engine_for(config).await;
-    let first = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
+    let engine = crate::harness::engine_for(config).await;
+    let first = engine.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
     assert!(
         first.iter().all(|report| report.outcome == Outcome::Success),
         "{first:?}"
@@ -658,7 +658,7 @@ async fn a_failed_view_leaves_its_collection_and_metadata_untouched() {
     // the refusal comes on the values); Signal's data changes.
     fake.script(SHEET_B, Endpoint::BatchGet, [Fault::Forbidden]);
     add_q1_hooli(&fake);
-    let second = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
+    let second = engine.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
     let market = second.iter().find(|report| report.name == "Market").unwrap();
     assert_eq!(market.outcome, Outcome::Failed);
     assert!(market.error.as_deref().unwrap().contains(CLIENT_EMAIL), "{market:?}");
@@ -788,7 +788,7 @@ async fn views_synced_one_by_one_share_one_batch_get_per_spreadsheet() {
         .await
         .unwrap();
     let config = google_config(&test_db, &fake);
-    let syncer = |sources: Sources| Engine::new(test_db.db.clone(), config.clone(), sources);
+    let engine = |sources: Sources| Engine::new(test_db.db.clone(), config.clone(), sources);
     let batch_gets = |spreadsheet: &str| {
         fake.seen()
             .batch_requests
@@ -796,9 +796,9 @@ async fn views_synced_one_by_one_share_one_batch_get_per_spreadsheet() {
             .filter(|request| request.spreadsheet_id == spreadsheet)
             .count()
     };
-    let one_by_one = |syncer: Engine| async move {
+    let one_by_one = |engine: Engine| async move {
         for view in ["Signal", "Full Funnel", "Market"] {
-            let reports = syncer
+            let reports = engine
                 .sync(&[view.to_owned()], Trigger::Schedule, SyncOptions::default())
                 .await
                 .unwrap();
@@ -809,7 +809,7 @@ async fn views_synced_one_by_one_share_one_batch_get_per_spreadsheet() {
         }
     };
 
-    one_by_one(syncer(config.sources().unwrap())).await;
+    one_by_one(engine(config.sources().unwrap())).await;
     assert_eq!(
         (batch_gets(SHEET_A), batch_gets(SHEET_B)),
         (2, 1),
@@ -820,7 +820,7 @@ async fn views_synced_one_by_one_share_one_batch_get_per_spreadsheet() {
         .sources()
         .unwrap()
         .sharing_spreadsheet_fetches(Duration::from_secs(60));
-    one_by_one(syncer(shared.clone())).await;
+    one_by_one(engine(shared.clone())).await;
     assert_eq!(
         (batch_gets(SHEET_A), batch_gets(SHEET_B)),
         (3, 2),
@@ -845,7 +845,7 @@ async fn views_synced_one_by_one_share_one_batch_get_per_spreadsheet() {
     );
 
     // A table is taken once: the next cycle reads the spreadsheet again.
-    one_by_one(syncer(shared)).await;
+    one_by_one(engine(shared)).await;
     assert_eq!((batch_gets(SHEET_A), batch_gets(SHEET_B)), (4, 3));
     test_db.drop().await;
 }
@@ -907,8 +907,8 @@ async fn the_same_sheet_as_csv_and_through_the_api_gives_the_same_documents() {
         .add_view("view-signal-1", "Signal", &format!("file://{}", csv_path.display()))
         .await;
     let config = google_config(&test_db, &fake);
-    let syncer = crate::harness::engine_for(config).await;
-    let from_csv = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
+    let engine = crate::harness::engine_for(config).await;
+    let from_csv = engine.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
     assert_eq!(from_csv[0].outcome, Outcome::Success, "{from_csv:?}");
     assert_eq!(from_csv[0].warnings, [], "{from_csv:?}");
     let csv_documents = test_db.records("sales_records_signal").await;
@@ -922,7 +922,7 @@ async fn the_same_sheet_as_csv_and_through_the_api_gives_the_same_documents() {
         )
         .await
         .unwrap();
-    let from_api = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
+    let from_api = engine.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
     let report = &from_api[0];
     assert_eq!(report.outcome, Outcome::Success, "{report:?}");
     assert_eq!(report.source_type, Some(sheetsync::source::SourceType::GoogleSheets));
@@ -1102,8 +1102,8 @@ async fn a_view_whose_page_keeps_failing_leaves_its_collection_untouched() {
     config.google.max_requests_per_minute = 0;
     config.google.max_attempts = 2;
     config.google.retry_base_delay_ms = 1;
-    let syncer = crate::harness::engine_for(config).await;
-    let first = syncer
+    let engine = crate::harness::engine_for(config).await;
+    let first = engine
         .sync(&["Signal".to_owned()], Trigger::Cli, SyncOptions::default())
         .await
         .unwrap();
@@ -1119,7 +1119,7 @@ async fn a_view_whose_page_keeps_failing_leaves_its_collection_untouched() {
         Endpoint::BatchGet,
         [zero.clone(), zero, Fault::ServerError, Fault::ServerError],
     );
-    let second = syncer
+    let second = engine
         .sync(&["Signal".to_owned()], Trigger::Cli, SyncOptions::default())
         .await
         .unwrap();

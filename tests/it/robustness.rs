@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use crate::harness::map_all;
 use sheetsync::mapping::conventions::{DateOrderSetting, ReadSettings};
-use sheetsync::source::Fetched;
+use sheetsync::source::SourceRows;
 use sheetsync::source::csv::CsvSource;
 use sheetsync::source::table::{Cell, Table};
 
@@ -20,7 +20,7 @@ fn settings() -> ReadSettings {
 
 /// Surveys `source` and reads every winning record. Returns the survey's
 /// counts (rows read, records, rejected) when the source has a usable header.
-fn counts(source: &Fetched) -> Option<(usize, usize, usize)> {
+fn counts(source: &SourceRows) -> Option<(usize, usize, usize)> {
     let (survey, records) = map_all(source, &settings()).ok()?;
     for issue in survey.warnings.iter().chain(&survey.rejected) {
         assert!(issue.row >= 1 && !issue.reason.is_empty(), "{issue:?}");
@@ -45,7 +45,7 @@ proptest! {
 
     #[test]
     fn any_bytes_as_a_csv_export_end_in_records_or_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..3000)) {
-        let source = Fetched::Csv(CsvSource::from_bytes(bytes, "generated"));
+        let source = SourceRows::Csv(CsvSource::from_bytes(bytes, "generated"));
         let _ = counts(&source);
     }
 
@@ -63,7 +63,7 @@ proptest! {
             csv.push_str(&quoted.join(","));
             csv.push('\n');
         }
-        let source = Fetched::Csv(CsvSource::from_bytes(csv.into_bytes(), "generated"));
+        let source = SourceRows::Csv(CsvSource::from_bytes(csv.into_bytes(), "generated"));
         let (rows_read, records, rejected) = counts(&source).expect("the header is found");
         prop_assert!(records + rejected <= rows_read, "{records} + {rejected} > {rows_read}");
     }
@@ -85,6 +85,6 @@ proptest! {
         for (index, row) in rows.into_iter().enumerate() {
             table.push_row(index + 2, row);
         }
-        prop_assert!(counts(&Fetched::Table(table)).is_some());
+        prop_assert!(counts(&SourceRows::Table(table)).is_some());
     }
 }

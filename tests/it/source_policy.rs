@@ -52,8 +52,8 @@ async fn sync_one(db: &TestDb, config: Config, source: &str) -> SyncReport {
         .await
         .unwrap();
     db.add_view("view-organic", "Organic", source).await;
-    let syncer = engine_for(config).await;
-    let mut reports = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
+    let engine = engine_for(config).await;
+    let mut reports = engine.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
     assert_eq!(reports.len(), 1);
     reports.remove(0)
 }

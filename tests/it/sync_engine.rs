@@ -366,7 +366,7 @@ async fn failure_while_building_leaves_the_old_data() {
     let app_name = format!("failpoint-{}", db.name);
     let mut config = crate::harness::config(&crate::harness::url_with(&format!("appName={app_name}")), &db.name);
     config.sync.insert_batch_size = 10;
-    let syncer = crate::harness::engine_for(config).await;
+    let engine = crate::harness::engine_for(config).await;
     db.db
         .client()
         .database("admin")
@@ -378,7 +378,7 @@ async fn failure_while_building_leaves_the_old_data() {
         .await
         .expect("the test server accepts fail points (scripts/test starts it with --enable-test-commands)");
     write_source(dir.path(), "v.csv", generated_csv(30, "Lost", 2).as_bytes());
-    let report = only(syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap());
+    let report = only(engine.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap());
     db.db
         .client()
         .database("admin")
@@ -687,8 +687,8 @@ async fn view_collections_follow_the_schema_map_and_config_overrides() {
             ..Default::default()
         },
     );
-    let syncer = crate::harness::engine_for(config).await;
-    let reports = syncer.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
+    let engine = crate::harness::engine_for(config).await;
+    let reports = engine.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap();
     assert!(reports.iter().all(SyncReport::succeeded), "{reports:#?}");
     for collection in ["sales_records", "sales_records_signal", "sales_records_fullfunnel"] {
         assert_eq!(db.count(collection).await, 6, "{collection}");
@@ -696,12 +696,12 @@ async fn view_collections_follow_the_schema_map_and_config_overrides() {
     assert_eq!(db.count("market_override").await, 3);
     assert_eq!(db.count("sales_records_market").await, 0);
 
-    let only_signal = syncer
+    let only_signal = engine
         .sync(&["signal".to_owned()], Trigger::Cli, SyncOptions::default())
         .await
         .unwrap();
     assert_eq!(only_signal.len(), 1);
-    let unknown = syncer
+    let unknown = engine
         .sync(&["Nope".to_owned()], Trigger::Cli, SyncOptions::default())
         .await
         .unwrap_err();

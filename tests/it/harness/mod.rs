@@ -17,7 +17,7 @@ use sheetsync::engine::Engine;
 use sheetsync::mapping::conventions::ReadSettings;
 use sheetsync::mapping::sales::SALES_RECORDS;
 use sheetsync::mapping::{self, MappedRecord, Survey};
-use sheetsync::source::Fetched;
+use sheetsync::source::SourceRows;
 
 /// Copies of `shared/fixtures`, kept in the repo so the tests stand alone.
 pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
@@ -220,7 +220,7 @@ pub fn free_port() -> u16 {
 
 /// Both mapping passes over `rows` into the sales profile, as the engine
 /// makes them: the survey and every winning record, or the first error.
-pub fn map_all(rows: &Fetched, settings: &ReadSettings) -> Result<(Survey, Vec<MappedRecord>), String> {
+pub fn map_all(rows: &SourceRows, settings: &ReadSettings) -> Result<(Survey, Vec<MappedRecord>), String> {
     let (mapper, survey) = mapping::survey(&SALES_RECORDS, rows, settings).map_err(|error| error.to_string())?;
     let mut winners = mapper.winners(&survey, rows.rows().map_err(|error| error.to_string())?);
     let mut records = Vec::new();
