@@ -3,28 +3,27 @@
 //! The loader composes: each part below it owns its section, its
 //! environment overlay and its checks (`[sources]` in `source::policy`,
 //! `[google]` in `source::sheets::settings`, `[mongo]` in `store::settings`,
-//! `[[targets]]` in `mapping::declare`, the schedule in `schedule`), and no
-//! part imports this module. What is here is what the engine and the daemon,
-//! above it, take as a whole: `[sync]`, `[daemon]`, `[views]`, `[[syncs]]`.
-//! Every problem is reported at once, not the first alone.
+//! `[[targets]]` in `mapping::declare`, `[views]` and `[[syncs]]` in
+//! `syncs::settings`, the schedule in `schedule`), and no part imports this
+//! module: only the engine and the daemon, above it, take the whole. What
+//! is here is theirs: `[sync]` and `[daemon]`. Every problem is reported at
+//! once, not the first alone.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::mapping::conventions::DateOrderSetting;
 use crate::mapping::declare::{Origin, TargetDecl, Targets};
-use crate::mapping::profile::TargetProfile;
 use crate::redact::redact_url;
 use crate::source::policy::SourcesSettings;
 use crate::source::sheets::settings::GoogleSettings;
 use crate::store::settings::{
-    DEFAULT_DB_NAME, DEFAULT_MONGO_URL, MongoSettings, OperationLimits, collection_name_problem, database_name_problem,
-    url_problem,
+    DEFAULT_DB_NAME, DEFAULT_MONGO_URL, MongoSettings, OperationLimits, database_name_problem, url_problem,
 };
+use crate::syncs::settings::{ConfiguredSync, SyncEntry, SyncsConfig, ViewOverride, sync_problems, view_problems};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -86,51 +85,6 @@ pub struct Config {
     /// The `[[syncs]]` entries: sheets kept in step with other applications'
     /// databases.
     pub syncs: Vec<ConfiguredSync>,
-}
-
-/// One `[[syncs]]` entry as written.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SyncEntry {
-    /// The sync's name in reports, `/status`, metrics and admin refreshes;
-    /// distinct from every view's name.
-    pub name: String,
-    /// A `file://` path, a path (relative ones from the config file's
-    /// folder), a CSV URL, or a Google Sheets link or ID.
-    pub source: String,
-    pub sheet_name: Option<String>,
-    /// The target profile's name.
-    pub target: String,
-    /// The database the target's collection lives in.
-    pub database: String,
-    /// The collection, when the profile names none or another is wanted.
-    pub collection: Option<String>,
-    /// The environment variable holding that database's MongoDB URL
-    /// (default: `MONGO_URL`, the sales database's server).
-    pub mongo_url_env: Option<String>,
-    pub date_order: Option<DateOrderSetting>,
-}
-
-/// A `[[syncs]]` entry resolved against the profiles and the environment.
-/// Its `Debug` redacts the connection string.
-#[derive(Clone)]
-pub struct ConfiguredSync {
-    pub entry: SyncEntry,
-    pub profile: Arc<TargetProfile>,
-    pub collection: String,
-    /// The MongoDB URL of `entry.database`'s server.
-    pub mongo_url: String,
-}
-
-impl std::fmt::Debug for ConfiguredSync {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConfiguredSync")
-            .field("entry", &self.entry)
-            .field("profile", &self.profile.name)
-            .field("collection", &self.collection)
-            .field("mongo_url", &redact_url(&self.mongo_url))
-            .finish()
-    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -196,21 +150,6 @@ impl SyncSettings {
         }
         problems
     }
-}
-
-/// What the config may change about one view.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ViewOverride {
-    /// Target collection instead of the schema's default for the view name.
-    pub collection: Option<String>,
-    /// Source instead of the view's `sheet_url`: a `file://` path, a path, a
-    /// CSV URL, or a Google Sheets link or ID.
-    pub source: Option<String>,
-    /// Tab name instead of the view's `sheet_name`.
-    pub sheet_name: Option<String>,
-    /// `date_order` for this view instead of the `[sync]` one.
-    pub date_order: Option<DateOrderSetting>,
 }
 
 /// The `[daemon]` section: what `sheetsync run` needs beyond a sync. Its
@@ -454,8 +393,9 @@ impl Config {
         let syncs = parsed
             .syncs
             .into_iter()
-            .map(|entry| resolve_sync(entry, file.map(|(_, path)| path), &targets, &mongo_url, &non_empty))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|entry| ConfiguredSync::resolve(entry, file.map(|(_, path)| path), &targets, &mongo_url, &non_empty))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(ConfigError::invalid)?;
         let config = Config {
             time_zone,
             operation_limits,
@@ -486,6 +426,20 @@ impl Config {
         crate::source::Sources::new(&self.sources, self.google.clone(), self.sync.http_timeout())
     }
 
+    /// What the list of syncs is resolved against.
+    pub fn syncs_config(&self) -> SyncsConfig<'_> {
+        SyncsConfig {
+            sources: &self.sources,
+            views: &self.views,
+            configured: &self.syncs,
+            date_order: self.sync.date_order,
+            time_zone: self.time_zone,
+            views_profile: self.targets.sales_records(),
+            main_database: &self.db_name,
+            main_url: &self.mongo_url,
+        }
+    }
+
     /// The main database, pinged (see `store::connect`).
     pub async fn connect(&self) -> Result<mongodb::Database, crate::store::StoreError> {
         crate::store::connect(&self.mongo_url, &self.db_name, self.operation_limits).await
@@ -505,57 +459,13 @@ impl Config {
         problems.extend(self.google.problems());
         problems.extend(self.daemon.problems());
         problems.extend(self.sources.problems());
-        problems.extend(self.sync_problems());
-        for (view, settings) in &self.views {
-            if let Some(collection) = &settings.collection {
-                problems.extend(collection_name_problem(
-                    &format!("views.\"{view}\".collection"),
-                    collection,
-                ));
-            }
-        }
+        problems.extend(sync_problems(&self.syncs));
+        problems.extend(view_problems(&self.views));
         if problems.is_empty() {
             Ok(())
         } else {
             Err(ConfigError::Invalid(Problems(problems)))
         }
-    }
-
-    fn sync_problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        for (index, sync) in self.syncs.iter().enumerate() {
-            let name = &sync.entry.name;
-            let setting = format!("syncs[{index}] ({name:?})");
-            if name.trim().is_empty() {
-                problems.push(format!("{setting} needs a name"));
-            }
-            if self.syncs[..index]
-                .iter()
-                .any(|other| other.entry.name.eq_ignore_ascii_case(name))
-            {
-                problems.push(format!("{setting}: two syncs are named {name:?}"));
-            }
-            problems.extend(database_name_problem(
-                &format!("{setting}.database"),
-                &sync.entry.database,
-            ));
-            problems.extend(collection_name_problem(
-                &format!("{setting}.collection"),
-                &sync.collection,
-            ));
-            let same_place = |other: &ConfiguredSync| {
-                other.entry.database == sync.entry.database
-                    && other.collection == sync.collection
-                    && other.mongo_url == sync.mongo_url
-            };
-            if self.syncs[..index].iter().any(same_place) {
-                problems.push(format!(
-                    "{setting} writes `{}.{}`, as another sync does; give each its own collection",
-                    sync.entry.database, sync.collection
-                ));
-            }
-        }
-        problems
     }
 
     /// The connection string as it may be shown: password redacted.
@@ -579,61 +489,6 @@ impl std::fmt::Debug for Config {
             .field("syncs", &self.syncs)
             .finish()
     }
-}
-
-/// A `[[syncs]]` entry with its profile, collection and server resolved.
-fn resolve_sync(
-    mut entry: SyncEntry,
-    config_file: Option<&Path>,
-    targets: &Targets,
-    mongo_url: &str,
-    env: &impl Fn(&str) -> Option<String>,
-) -> Result<ConfiguredSync, ConfigError> {
-    // A relative file path is read from the config file's folder, wherever
-    // sheetsync was started.
-    let relative_file = !entry.source.contains("://")
-        && Path::new(&entry.source).is_relative()
-        && (entry.source.starts_with('.') || entry.source.contains('/') || entry.source.ends_with(".csv"));
-    if let (true, Some(folder)) = (relative_file, config_file.and_then(Path::parent)) {
-        let joined = folder.join(&entry.source);
-        entry.source = std::path::absolute(&joined).unwrap_or(joined).display().to_string();
-    }
-    let name = &entry.name;
-    let profile = targets.get(&entry.target).ok_or_else(|| {
-        ConfigError::invalid(format!(
-            "sync {name:?} names target {:?}, which no profile declares; known targets: {}",
-            entry.target,
-            targets.names().join(", ")
-        ))
-    })?;
-    let collection = entry
-        .collection
-        .clone()
-        .or_else(|| profile.collection.clone())
-        .ok_or_else(|| {
-            ConfigError::invalid(format!(
-                "sync {name:?}: target {:?} names no collection; set `collection` in the sync",
-                entry.target
-            ))
-        })?;
-    let mongo_url = match entry.mongo_url_env.as_deref() {
-        None | Some("MONGO_URL") => mongo_url.to_owned(),
-        Some(variable) => env(variable).ok_or_else(|| {
-            ConfigError::invalid(format!(
-                "sync {name:?} reads its MongoDB URL from the environment variable {variable} (mongo_url_env), \
-                 which is not set"
-            ))
-        })?,
-    };
-    if let Some(problem) = url_problem(&format!("sync {name:?}: its MongoDB URL"), &mongo_url) {
-        return Err(ConfigError::invalid(problem));
-    }
-    Ok(ConfiguredSync {
-        entry,
-        profile,
-        collection,
-        mongo_url,
-    })
 }
 
 #[cfg(test)]

@@ -151,7 +151,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::EnsureIndexes => {
             let engine = engine(config).await?;
-            let plans = syncs::load_plans(&engine.db, &engine.config).await?;
+            let plans = syncs::load_plans(&engine.db, &engine.config.syncs_config()).await?;
             let (touched, conflicts) = engine.ensure_indexes(&plans).await?;
             println!("indexes in place on: {}", touched.join(", "));
             for conflict in &conflicts {
@@ -251,7 +251,7 @@ async fn check(config: Config) -> anyhow::Result<ExitCode> {
         config.redacted_mongo_url(),
         config.db_name
     );
-    let plans = syncs::load_plans(&db, &config).await?;
+    let plans = syncs::load_plans(&db, &config.syncs_config()).await?;
     if plans.is_empty() {
         println!(
             "views: none in `{}`; nothing to sync",

@@ -177,7 +177,7 @@ impl Daemon {
 
     /// Loads the views, with MongoDB's state recorded.
     pub async fn load_plans(&self) -> Result<Vec<SyncPlan>, String> {
-        match syncs::load_plans(&self.engine.db, self.config()).await {
+        match syncs::load_plans(&self.engine.db, &self.config().syncs_config()).await {
             Ok(plans) => {
                 self.set_mongo(true, "answered a query".to_owned());
                 Ok(plans)

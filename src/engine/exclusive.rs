@@ -29,7 +29,7 @@ impl Engine {
             return self.sync(names, Trigger::Cli, options).await;
         }
         let leases = Leases::new(self.db.clone(), lease::owner_id("cli"), self.config.daemon.lease());
-        let plans = syncs::select(syncs::load_plans(&self.db, &self.config).await?, names)?;
+        let plans = syncs::select(syncs::load_plans(&self.db, &self.config.syncs_config()).await?, names)?;
         let plans: Vec<SyncPlan> = plans.into_iter().filter(|plan| !plan.is_master()).collect();
         let deadline = Instant::now() + wait;
         // Each lease is renewed from the moment it is taken (waiting for the

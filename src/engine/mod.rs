@@ -119,7 +119,7 @@ impl Engine {
         trigger: Trigger,
         options: SyncOptions,
     ) -> Result<Vec<SyncReport>, SyncError> {
-        let all_plans = syncs::load_plans(&self.db, &self.config).await?;
+        let all_plans = syncs::load_plans(&self.db, &self.config.syncs_config()).await?;
         let plans = syncs::select(all_plans.clone(), names)?;
         let plans: Vec<SyncPlan> = plans.into_iter().filter(|plan| !plan.is_master()).collect();
         if !options.dry_run {

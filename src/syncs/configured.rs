@@ -2,7 +2,7 @@
 //! other applications' databases (the customer-success platform's
 //! `customers`), each with its own target profile.
 
-use crate::config::{Config, ConfiguredSync};
+use super::settings::{ConfiguredSync, SyncsConfig};
 use crate::mapping::conventions::ReadSettings;
 use crate::redact::redact_url;
 use crate::source::SourceSpec;
@@ -13,12 +13,16 @@ use super::reserved::is_reserved_collection;
 
 /// One plan per `[[syncs]]` entry; a source the policy refuses makes its
 /// plan invalid, not the config.
-pub fn plans(config: &Config) -> Vec<SyncPlan> {
-    let policy = SourcePolicy::new(&config.sources);
-    config.syncs.iter().map(|sync| plan(sync, config, &policy)).collect()
+pub fn plans(config: &SyncsConfig<'_>) -> Vec<SyncPlan> {
+    let policy = SourcePolicy::new(config.sources);
+    config
+        .configured
+        .iter()
+        .map(|sync| plan(sync, config, &policy))
+        .collect()
 }
 
-fn plan(sync: &ConfiguredSync, config: &Config, policy: &SourcePolicy) -> SyncPlan {
+fn plan(sync: &ConfiguredSync, config: &SyncsConfig<'_>, policy: &SourcePolicy) -> SyncPlan {
     let entry = &sync.entry;
     let resolution = match target(sync, config, policy) {
         Ok(target) => Resolution::Sync(target),
@@ -32,14 +36,14 @@ fn plan(sync: &ConfiguredSync, config: &Config, policy: &SourcePolicy) -> SyncPl
     }
 }
 
-fn target(sync: &ConfiguredSync, config: &Config, policy: &SourcePolicy) -> Result<SyncTarget, String> {
+fn target(sync: &ConfiguredSync, config: &SyncsConfig<'_>, policy: &SourcePolicy) -> Result<SyncTarget, String> {
     let entry = &sync.entry;
     let collection = &sync.collection;
     let own = [
         crate::store::runs::SYNC_RUNS_COLLECTION,
         crate::store::lease::SYNC_LOCKS_COLLECTION,
     ];
-    let in_main_database = entry.database == config.db_name && sync.mongo_url == config.mongo_url;
+    let in_main_database = entry.database == config.main_database && sync.mongo_url == config.main_url;
     if own.contains(&collection.as_str())
         || collection.starts_with(crate::apply::swap::STAGING_PREFIX)
         || (in_main_database && is_reserved_collection(collection))
@@ -68,7 +72,7 @@ fn target(sync: &ConfiguredSync, config: &Config, policy: &SourcePolicy) -> Resu
         source: spec,
         source_url,
         read_settings: ReadSettings {
-            date_order: entry.date_order.unwrap_or(config.sync.date_order),
+            date_order: entry.date_order.unwrap_or(config.date_order),
             time_zone: config.time_zone,
         },
     })

@@ -6,25 +6,25 @@ use mongodb::Database;
 use super::configured;
 use super::error::ViewsError;
 use super::plan::{Place, Resolution, SyncPlan};
+use super::settings::SyncsConfig;
 use super::views;
-use crate::config::Config;
 
 /// Whether a configured sync's target is a view's collection (views live in
 /// the main database).
-fn writes_same_collection(view: &SyncPlan, sync: &SyncPlan, config: &Config) -> bool {
+fn writes_same_collection(view: &SyncPlan, sync: &SyncPlan, config: &SyncsConfig<'_>) -> bool {
     let (Some(view), Some(sync)) = (view.target(), sync.target()) else {
         return false;
     };
     let in_main = match &sync.place {
         Place::Main => true,
-        Place::Other { database, mongo_url } => *database == config.db_name && *mongo_url == config.mongo_url,
+        Place::Other { database, mongo_url } => *database == config.main_database && *mongo_url == config.main_url,
     };
     in_main && view.collection == sync.collection
 }
 
 /// Every sync: the views, then the configured syncs. A configured sync
 /// named like a view is refused (names select syncs everywhere).
-pub async fn load_plans(db: &Database, config: &Config) -> Result<Vec<SyncPlan>, ViewsError> {
+pub async fn load_plans(db: &Database, config: &SyncsConfig<'_>) -> Result<Vec<SyncPlan>, ViewsError> {
     let mut plans = views::load(db, config).await?;
     let configured = configured::plans(config);
     for mut plan in configured {

@@ -7,6 +7,7 @@ mod error;
 mod list;
 mod plan;
 mod reserved;
+pub mod settings;
 mod views;
 
 pub use error::ViewsError;

@@ -5,7 +5,7 @@
 use mongodb::Database;
 use mongodb::bson::{Bson, Document};
 
-use crate::config::Config;
+use super::settings::{SyncsConfig, ViewOverride};
 use crate::mapping::conventions::ReadSettings;
 use crate::redact::redact_url;
 use crate::source::SourceSpec;
@@ -24,9 +24,9 @@ pub const DEFAULT_COLLECTIONS: [(&str, &str); 4] = [
 ];
 
 /// Reads every view and resolves it against the config.
-pub async fn load(db: &Database, config: &Config) -> Result<Vec<SyncPlan>, ViewsError> {
+pub async fn load(db: &Database, config: &SyncsConfig<'_>) -> Result<Vec<SyncPlan>, ViewsError> {
     let documents = crate::store::views::read_all(db).await?;
-    let policy = SourcePolicy::new(&config.sources);
+    let policy = SourcePolicy::new(config.sources);
     let mut plans: Vec<SyncPlan> = documents.iter().map(|view| resolve(view, config, &policy)).collect();
     refuse_shared_targets(&mut plans);
     Ok(plans)
@@ -57,7 +57,7 @@ fn refuse_shared_targets(plans: &mut [SyncPlan]) {
     }
 }
 
-fn resolve(view: &Document, config: &Config, policy: &SourcePolicy) -> SyncPlan {
+fn resolve(view: &Document, config: &SyncsConfig<'_>, policy: &SourcePolicy) -> SyncPlan {
     let text = |field: &str| match view.get(field) {
         Some(Bson::String(value)) if !value.trim().is_empty() => Some(value.trim().to_owned()),
         _ => None,
@@ -81,7 +81,7 @@ fn resolve(view: &Document, config: &Config, policy: &SourcePolicy) -> SyncPlan 
     } else {
         let overrides = config.views.get(&name).cloned().unwrap_or_default();
         let read_settings = ReadSettings {
-            date_order: overrides.date_order.unwrap_or(config.sync.date_order),
+            date_order: overrides.date_order.unwrap_or(config.date_order),
             time_zone: config.time_zone,
         };
         match resolve_target(
@@ -91,7 +91,7 @@ fn resolve(view: &Document, config: &Config, policy: &SourcePolicy) -> SyncPlan 
             text("sheet_name"),
             read_settings,
             policy,
-            config.targets.sales_records(),
+            config.views_profile.clone(),
         ) {
             Ok(target) => Resolution::Sync(target),
             Err(reason) => Resolution::Invalid(reason),
@@ -107,7 +107,7 @@ fn resolve(view: &Document, config: &Config, policy: &SourcePolicy) -> SyncPlan 
 
 fn resolve_target(
     name: &str,
-    overrides: crate::config::ViewOverride,
+    overrides: ViewOverride,
     sheet_url: Option<String>,
     sheet_name: Option<String>,
     read_settings: ReadSettings,

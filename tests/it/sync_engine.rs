@@ -681,7 +681,7 @@ async fn view_collections_follow_the_schema_map_and_config_overrides() {
     let mut config = db.config();
     config.views.insert(
         "Market".to_owned(),
-        sheetsync::config::ViewOverride {
+        sheetsync::syncs::settings::ViewOverride {
             collection: Some("market_override".to_owned()),
             source: Some(fixture_url("excel-fr-export.csv")),
             ..Default::default()
@@ -742,7 +742,7 @@ async fn views_may_not_target_reserved_or_shared_collections() {
         db.add_view(id, name, &csv).await;
     }
     let mut config = db.config();
-    let target = |collection: &str| sheetsync::config::ViewOverride {
+    let target = |collection: &str| sheetsync::syncs::settings::ViewOverride {
         collection: Some(collection.to_owned()),
         ..Default::default()
     };
