@@ -174,7 +174,10 @@ async fn a_person_signs_in_and_refreshes_a_view_from_the_page() {
     let (driver, chromium) = match Driver::start().await {
         Ok(found) => found,
         Err(reason) if std::env::var_os("SHEETSYNC_REQUIRE_BROWSER").is_none() => {
-            eprintln!("SKIPPED the browser test: {reason}; install chromium and chromium-driver (.ci/run does)");
+            skip(
+                "browser::a_person_signs_in_and_refreshes_a_view_from_the_page",
+                &format!("{reason}; install chromium and chromium-driver (.ci/run does)"),
+            );
             return;
         }
         Err(reason) => panic!("SHEETSYNC_REQUIRE_BROWSER is set but {reason}"),

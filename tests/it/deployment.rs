@@ -767,9 +767,9 @@ fn env_example_comments_every_variable_with_its_default() {
 // systemd-analyze
 // ---------------------------------------------------------------------------
 
-/// The `systemd-analyze` on PATH; `None` (test skipped) only when the skip
-/// variable is set, otherwise a failure telling how to install it.
-fn systemd_analyze() -> Option<PathBuf> {
+/// The `systemd-analyze` on PATH; `None` (`test` skipped) only when the
+/// skip variable is set, otherwise a failure telling how to install it.
+fn systemd_analyze(test: &str) -> Option<PathBuf> {
     let found = std::env::var_os("PATH").and_then(|path| {
         std::env::split_paths(&path)
             .map(|dir| dir.join("systemd-analyze"))
@@ -778,7 +778,7 @@ fn systemd_analyze() -> Option<PathBuf> {
     match found {
         Some(path) => Some(path),
         None if std::env::var(SKIP_ANALYZE_ENV).is_ok_and(|v| v == "1") => {
-            eprintln!("systemd-analyze not found; skipped because {SKIP_ANALYZE_ENV}=1");
+            crate::harness::skip(test, &format!("systemd-analyze not found and {SKIP_ANALYZE_ENV}=1"));
             None
         }
         None => panic!(
@@ -790,7 +790,9 @@ fn systemd_analyze() -> Option<PathBuf> {
 
 #[test]
 fn unit_passes_systemd_analyze_verify() {
-    let Some(analyze) = systemd_analyze() else { return };
+    let Some(analyze) = systemd_analyze("deployment::unit_passes_systemd_analyze_verify") else {
+        return;
+    };
     // `verify` checks that ExecStart's binary exists and is executable, and
     // /usr/local/bin/sheetsync is not installed on build machines. So verify
     // a copy whose ExecStart points at the binary cargo just built for this
@@ -827,7 +829,9 @@ fn unit_passes_systemd_analyze_verify() {
 
 #[test]
 fn unit_exposure_is_at_most_two() {
-    let Some(analyze) = systemd_analyze() else { return };
+    let Some(analyze) = systemd_analyze("deployment::unit_exposure_is_at_most_two") else {
+        return;
+    };
     let output = Command::new(&analyze)
         .args(["security", "--offline=yes", "--no-pager"])
         .arg(repo_file(UNIT))

@@ -229,3 +229,20 @@ pub fn map_all(rows: &SourceRows, settings: &ReadSettings) -> Result<(Survey, Ve
     }
     Ok((survey, records))
 }
+
+/// Records that `test` could not run here and why: said on stderr and, for
+/// `scripts/test`'s closing line (which counts it as skipped, not passed),
+/// appended to the file `SHEETSYNC_SKIP_LOG` names. The test then returns.
+pub fn skip(test: &str, reason: &str) {
+    eprintln!("SKIPPED {test}: {reason}");
+    if let Some(path) = std::env::var_os("SHEETSYNC_SKIP_LOG") {
+        use std::io::Write as _;
+        let line = format!("{test}\t{}\n", reason.replace(['\n', '\t'], " "));
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| file.write_all(line.as_bytes()));
+        appended.expect("the skip log (SHEETSYNC_SKIP_LOG) is writable");
+    }
+}
