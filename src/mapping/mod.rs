@@ -21,11 +21,12 @@ mod survey;
 #[cfg(test)]
 mod tests;
 pub mod values;
+mod winners;
 
 pub use error::{MappingError, SurveyError};
 pub use mapper::Mapper;
-pub use passes::Winners;
 pub use record::{
     Duplicate, KEY_SEPARATOR, KeyMap, MappedRecord, RecordFields, RecordValues, RowIssue, Winner, record_key,
 };
 pub use survey::{Survey, survey};
+pub use winners::Winners;

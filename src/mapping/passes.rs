@@ -5,21 +5,18 @@ use super::mapper::Mapper;
 use super::parallel;
 use super::record::{MappedRecord, RecordValues};
 use super::survey::Survey;
+use super::winners::Winners;
 use crate::source::table::Row;
 use crate::source::{RowReader, SourceError};
 
 impl<'p> Mapper<'p> {
     /// A later pass: the winning records, in source order.
     pub fn winners<'a>(&'a self, survey: &'a Survey, rows: RowReader<'a>) -> Winners<'a, 'p> {
-        Winners {
-            mapper: self,
-            survey,
-            rows,
-        }
+        Winners::new(self, survey, rows)
     }
 
     /// The row's values, if it is the row its key's record is read from.
-    fn winner_values(&self, row: &Row, survey: &Survey) -> Option<RecordValues<'p>> {
+    pub(super) fn winner_values(&self, row: &Row, survey: &Survey) -> Option<RecordValues<'p>> {
         if row.number <= self.header_row {
             return None;
         }
@@ -82,31 +79,5 @@ impl<'p> Mapper<'p> {
             }
         })?;
         Ok(found)
-    }
-}
-
-/// The winning records of one pass; see [`Mapper::winners`].
-pub struct Winners<'a, 'p> {
-    mapper: &'a Mapper<'p>,
-    survey: &'a Survey,
-    rows: RowReader<'a>,
-}
-
-impl<'p> Winners<'_, 'p> {
-    pub fn next_record(&mut self) -> Option<Result<MappedRecord, SourceError>> {
-        Some(self.next_values()?.map(|values| self.mapper.record(values)))
-    }
-
-    /// The next winning record's key and values.
-    fn next_values(&mut self) -> Option<Result<RecordValues<'p>, SourceError>> {
-        loop {
-            let row = match self.rows.next_row()? {
-                Ok(row) => row,
-                Err(error) => return Some(Err(error)),
-            };
-            if let Some(values) = self.mapper.winner_values(row, self.survey) {
-                return Some(Ok(values));
-            }
-        }
     }
 }
