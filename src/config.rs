@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::apply::OnLostColumn;
 use crate::mapping::conventions::DateOrderSetting;
 use crate::mapping::declare::{Origin, TargetDecl, Targets};
 use crate::redact::redact_url;
@@ -114,6 +115,11 @@ pub struct SyncSettings {
     /// and Sheets serials alike; unset, the schedule's `daemon.time_zone`.
     /// Resolved into [`Config::time_zone`].
     pub time_zone: Option<String>,
+    /// What a refresh does when a column the stored records fill is gone
+    /// from the header or emptied: `fail` (the old data stands), `keep`
+    /// (carry the stored values over) or `clear`. Views and `[[syncs]]`
+    /// may override it.
+    pub on_lost_column: OnLostColumn,
 }
 
 impl Default for SyncSettings {
@@ -126,6 +132,7 @@ impl Default for SyncSettings {
             merge_transaction_max: 1000,
             date_order: DateOrderSetting::Auto,
             time_zone: None,
+            on_lost_column: OnLostColumn::Fail,
         }
     }
 }
@@ -433,6 +440,7 @@ impl Config {
             views: &self.views,
             configured: &self.syncs,
             date_order: self.sync.date_order,
+            on_lost_column: self.sync.on_lost_column,
             time_zone: self.time_zone,
             views_profile: self.targets.sales_records(),
             main_database: &self.db_name,

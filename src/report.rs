@@ -10,7 +10,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::mapping::conventions::DateOrderDecision;
-use crate::mapping::{Duplicate, RowIssue};
+use crate::mapping::{Duplicate, HeaderColumn, RowIssue};
 use crate::source::SourceType;
 
 /// What started a run; recorded with it.
@@ -86,6 +86,13 @@ pub struct SyncReport {
     pub rejected: Vec<RowIssue>,
     pub warnings: Vec<RowIssue>,
     pub unknown_columns: Vec<String>,
+    /// The source's header: each labelled column and the field it feeds.
+    /// Stored with every run, so that the next one can tell what changed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub header: Vec<HeaderColumn>,
+    /// Fields the source no longer fills (see [`ColumnProblem`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub column_problems: Vec<ColumnProblem>,
     /// How the source's numeric dates were read, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub date_order: Option<DateOrderDecision>,
@@ -147,6 +154,8 @@ impl SyncReport {
             rejected: Vec::new(),
             warnings: Vec::new(),
             unknown_columns: Vec::new(),
+            header: Vec::new(),
+            column_problems: Vec::new(),
             date_order: None,
             notices: Vec::new(),
             changes: Changes::default(),
@@ -200,6 +209,69 @@ pub struct MergeSummary {
     pub not_in_source: Vec<String>,
     pub not_in_source_count: usize,
     pub deleted: usize,
+}
+
+/// A field the stored records hold that the source no longer fills: its
+/// column is gone from the header (or no longer maps to it), or emptied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ColumnProblem {
+    pub field: String,
+    /// The column's label in the last successful run, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
+    pub kind: ColumnProblemKind,
+    /// Stored records (of those the refresh replaces or merges into) that
+    /// hold a value in the field.
+    pub stored_filled: u64,
+    /// Records of the source that would.
+    pub new_filled: u64,
+    /// An unmapped label of the new header that may be the column renamed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maybe: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnProblemKind {
+    /// No column of the header feeds the field any more.
+    Lost,
+    /// A column feeds it, but far fewer records hold a value.
+    Emptied,
+}
+
+impl ColumnProblem {
+    /// The column as people know it: its label and field, or the field.
+    pub fn column(&self) -> String {
+        match &self.label {
+            Some(label) => format!("`{label}` ({})", self.field),
+            None => format!("`{}`", self.field),
+        }
+    }
+
+    /// One sentence for the report and the refusal.
+    pub fn describe(&self) -> String {
+        let what = match self.kind {
+            ColumnProblemKind::Lost => format!(
+                "column {} is missing from the header: {} stored record(s) hold a value, {} would",
+                self.column(),
+                self.stored_filled,
+                self.new_filled
+            ),
+            ColumnProblemKind::Emptied => format!(
+                "column {} was emptied: {} stored record(s) hold a value, {} would",
+                self.column(),
+                self.stored_filled,
+                self.new_filled
+            ),
+        };
+        match &self.maybe {
+            Some(label) => format!(
+                "{what}; `{label}` may be `{}`: add it to that field's aliases",
+                self.field
+            ),
+            None => what,
+        }
+    }
 }
 
 /// What a refresh changes compared with the data it replaces.

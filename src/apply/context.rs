@@ -4,9 +4,10 @@
 use mongodb::Database;
 
 use super::checkpoint::Checkpoint;
-use super::guards::GuardLimits;
+use super::guards::{ColumnEvidence, GuardError, GuardLimits, OnLostColumn, check_columns, column_problems};
 use crate::mapping::profile::TargetProfile;
-use crate::mapping::{Mapper, Survey};
+use crate::mapping::{HeaderColumn, Mapper, Survey};
+use crate::report::SyncReport;
 use crate::source::SourceRows;
 
 /// The `[sync]` settings the apply step follows.
@@ -38,7 +39,41 @@ pub struct ApplyContext<'a> {
     pub dry_run: bool,
     /// Apply even when a guard would refuse.
     pub force: bool,
+    /// The header of the sync's last successful run, to name a lost
+    /// column as people knew it.
+    pub previous_header: Option<&'a [HeaderColumn]>,
+    /// What to do when a column the stored records fill is lost or emptied.
+    pub on_lost_column: OnLostColumn,
     pub checkpoint: Checkpoint<'a>,
+}
+
+impl ApplyContext<'_> {
+    /// The column guard's verdict on this refresh: the problems go in the
+    /// report (refused or not); `Ok` holds the fields whose stored values the
+    /// run keeps, `Err` says why it must not apply.
+    pub(super) fn check_columns(
+        &self,
+        stored: u64,
+        stored_filled: &[u64],
+        report: &mut SyncReport,
+    ) -> Result<Vec<String>, GuardError> {
+        let evidence = ColumnEvidence {
+            profile: self.profile,
+            header: &self.survey.header,
+            previous: self.previous_header,
+            stored,
+            stored_filled,
+            new_filled: &self.survey.filled,
+        };
+        report.column_problems = column_problems(&evidence);
+        check_columns(
+            self.collection,
+            &report.column_problems,
+            &self.survey.header,
+            self.on_lost_column,
+            self.force,
+        )
+    }
 }
 
 /// Runs CPU-bound work (reading files, parsing and mapping rows, hashing)

@@ -1,9 +1,15 @@
 //! The refusals both modes make before writing anything: a refresh that
-//! would wipe or drastically shrink the data, or drop too many of the
-//! source's rows, is far more often a broken export than a real change.
-//! `--force` overrides both.
+//! would wipe or drastically shrink the data, drop too many of the source's
+//! rows, or empty a field the stored records fill (a renamed, deleted or
+//! emptied column) is far more often a broken sheet than a real change.
+//! `--force` overrides them.
 
-use crate::mapping::Survey;
+use serde::Deserialize;
+
+use crate::mapping::profile::TargetProfile;
+use crate::mapping::values::fold_label;
+use crate::mapping::{HeaderColumn, Survey};
+use crate::report::{ColumnProblem, ColumnProblemKind};
 
 /// Why a refresh was refused.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +34,187 @@ pub enum GuardError {
         new: usize,
         why: String,
     },
+    #[error(
+        "refusing to apply to `{collection}`: {problems}; nothing was written, the previous data stands. {unmapped}\
+         Map the column again (rename it back, or add its label to the field's aliases), or run `sheetsync sync \
+         --force --view NAME`, or set on_lost_column = \"keep\" (carry the stored values over) or \"clear\""
+    )]
+    Columns {
+        collection: String,
+        /// Each problem's sentence, joined.
+        problems: String,
+        /// The new header's unmapped labels, as a sentence (or nothing).
+        unmapped: String,
+    },
+}
+
+/// What a run does when a field the stored records fill loses its column
+/// or is emptied (`[sync] on_lost_column`, per view and per `[[syncs]]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnLostColumn {
+    /// Refuse the refresh; the old data stands (the default).
+    #[default]
+    Fail,
+    /// Apply, carrying the stored values of those fields over.
+    Keep,
+    /// Apply as the source says: the fields are cleared.
+    Clear,
+}
+
+/// A field's losses count once at least this many stored records hold it.
+const MIN_FILLED: u64 = 5;
+
+/// What the stored records hold of each field, against what the refresh
+/// brings.
+pub struct ColumnEvidence<'a> {
+    pub profile: &'a TargetProfile,
+    /// The new header.
+    pub header: &'a [HeaderColumn],
+    /// The header of the last successful run, when there was one.
+    pub previous: Option<&'a [HeaderColumn]>,
+    /// Stored records the refresh replaces (a swap) or merges into.
+    pub stored: u64,
+    /// Per profile field, how many of them hold a value.
+    pub stored_filled: &'a [u64],
+    /// Per profile field, how many of the source's records would.
+    pub new_filled: &'a [usize],
+}
+
+/// The fields the refresh would lose: a field at least half of the stored
+/// records fill (at least [`MIN_FILLED`]) that no column feeds any more is
+/// *lost*; one whose filled count would fall by more than half is
+/// *emptied*. (A field derived from another column, like a month, is fed
+/// when that column is.)
+pub fn column_problems(evidence: &ColumnEvidence<'_>) -> Vec<ColumnProblem> {
+    let mapped = |name: &str| {
+        evidence
+            .header
+            .iter()
+            .any(|column| column.field.as_deref() == Some(name))
+    };
+    let mut problems = Vec::new();
+    for (index, field) in evidence.profile.fields.iter().enumerate() {
+        let stored = evidence.stored_filled.get(index).copied().unwrap_or(0);
+        let new = evidence.new_filled.get(index).copied().unwrap_or(0) as u64;
+        if stored < MIN_FILLED || new * 2 >= stored {
+            continue;
+        }
+        let kind = if !mapped(&field.name) && stored * 2 >= evidence.stored {
+            ColumnProblemKind::Lost
+        } else {
+            ColumnProblemKind::Emptied
+        };
+        let label = evidence.previous.and_then(|previous| {
+            previous
+                .iter()
+                .find(|column| column.field.as_deref() == Some(field.name.as_str()))
+                .map(|column| column.label.clone())
+        });
+        let maybe = match kind {
+            ColumnProblemKind::Lost => closest_unmapped(evidence, &field.name, label.as_deref()),
+            ColumnProblemKind::Emptied => None,
+        };
+        problems.push(ColumnProblem {
+            field: field.name.clone(),
+            label,
+            kind,
+            stored_filled: stored,
+            new_filled: new,
+            maybe,
+        });
+    }
+    problems
+}
+
+/// The unmapped label of the new header that is most likely the lost
+/// field's column renamed: the one standing where the column stood in the
+/// last successful run's header, else the one whose spelling is closest to
+/// the field's name, aliases or old label (when close at all).
+fn closest_unmapped(evidence: &ColumnEvidence<'_>, field: &str, old_label: Option<&str>) -> Option<String> {
+    let unmapped = |column: &&HeaderColumn| column.field.is_none();
+    if let (Some(previous), Some(old_label)) = (evidence.previous, old_label) {
+        let position = previous.iter().position(|column| column.label == old_label);
+        if let Some(column) = position.and_then(|at| evidence.header.get(at)).filter(unmapped) {
+            return Some(column.label.clone());
+        }
+    }
+    let spec = evidence.profile.field(field)?;
+    let names: Vec<&str> = std::iter::once(spec.name.as_str())
+        .chain(spec.aliases.iter().map(String::as_str))
+        .chain(old_label)
+        .collect();
+    evidence
+        .header
+        .iter()
+        .filter(unmapped)
+        .map(|column| {
+            let score = names
+                .iter()
+                .map(|name| similarity(&column.label, name))
+                .fold(0.0, f64::max);
+            (score, column)
+        })
+        .filter(|(score, _)| *score >= CLOSE_ENOUGH)
+        .max_by(|left, right| left.0.total_cmp(&right.0))
+        .map(|(_, column)| column.label.clone())
+}
+
+/// How alike two labels must be (see [`similarity`]) to be suggested.
+const CLOSE_ENOUGH: f64 = 0.3;
+
+/// How alike two labels are, from 0 to 1: the share of their folded
+/// spellings' three-letter runs they have in common (Jaccard).
+pub fn similarity(left: &str, right: &str) -> f64 {
+    let grams = |text: &str| -> std::collections::BTreeSet<String> {
+        let folded: Vec<char> = format!("  {}  ", fold_label(text)).chars().collect();
+        folded.windows(3).map(|window| window.iter().collect()).collect()
+    };
+    if fold_label(left).is_empty() || fold_label(right).is_empty() {
+        return 0.0;
+    }
+    let (left, right) = (grams(left), grams(right));
+    let shared = left.intersection(&right).count();
+    let all = left.union(&right).count();
+    if all == 0 { 0.0 } else { shared as f64 / all as f64 }
+}
+
+/// The column guard: `Err` when `policy` is to fail (and `--force` was not
+/// given); else the fields whose stored values the run keeps (`keep`).
+pub fn check_columns(
+    collection: &str,
+    problems: &[ColumnProblem],
+    header: &[HeaderColumn],
+    policy: OnLostColumn,
+    force: bool,
+) -> Result<Vec<String>, GuardError> {
+    if problems.is_empty() {
+        return Ok(Vec::new());
+    }
+    match (policy, force) {
+        (OnLostColumn::Keep, _) => Ok(problems.iter().map(|problem| problem.field.clone()).collect()),
+        (OnLostColumn::Clear, _) | (OnLostColumn::Fail, true) => Ok(Vec::new()),
+        (OnLostColumn::Fail, false) => {
+            let unmapped: Vec<String> = header
+                .iter()
+                .filter(|column| column.field.is_none())
+                .map(|column| format!("`{}`", column.label))
+                .collect();
+            Err(GuardError::Columns {
+                collection: collection.to_owned(),
+                problems: problems
+                    .iter()
+                    .map(ColumnProblem::describe)
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                unmapped: if unmapped.is_empty() {
+                    String::new()
+                } else {
+                    format!("The header's unmapped labels: {}. ", unmapped.join(", "))
+                },
+            })
+        }
+    }
 }
 
 /// The limits of the `[sync]` section the guards apply.
@@ -131,5 +318,89 @@ mod tests {
         assert!(check_rejected(10, 4, 0.2, true).is_ok(), "--force");
         assert!(check_rejected(0, 0, 0.0, false).is_ok());
         assert!(check_rejected(3, 1, 0.0, false).is_err(), "0 allows none");
+    }
+
+    fn header(columns: &[(&str, Option<&str>)]) -> Vec<HeaderColumn> {
+        columns
+            .iter()
+            .map(|(label, field)| HeaderColumn {
+                label: (*label).to_owned(),
+                field: field.map(str::to_owned),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_column_counts_as_lost_or_emptied_only_past_its_thresholds() {
+        let profile = &*crate::mapping::sales::SALES_RECORDS;
+        let index = |name: &str| profile.field_index(name).unwrap();
+        let new = header(&[
+            ("Client", Some("client")),
+            ("Stage", Some("stage")),
+            ("Monthly value", None),
+        ]);
+        let old = header(&[
+            ("Client", Some("client")),
+            ("Stage", Some("stage")),
+            ("Expected MRR", Some("expected_mrr")),
+        ]);
+        let problems = |stored: u64, mrr_stored: u64, mrr_new: usize| {
+            let mut stored_filled = vec![0; profile.fields.len()];
+            stored_filled[index("expected_mrr")] = mrr_stored;
+            let mut new_filled = vec![0; profile.fields.len()];
+            new_filled[index("expected_mrr")] = mrr_new;
+            column_problems(&ColumnEvidence {
+                profile,
+                header: &new,
+                previous: Some(&old),
+                stored,
+                stored_filled: &stored_filled,
+                new_filled: &new_filled,
+            })
+        };
+        let lost = problems(10, 10, 0);
+        assert_eq!(lost.len(), 1);
+        assert_eq!(lost[0].kind, ColumnProblemKind::Lost);
+        assert_eq!(lost[0].label.as_deref(), Some("Expected MRR"));
+        assert_eq!(
+            lost[0].maybe.as_deref(),
+            Some("Monthly value"),
+            "where the column stood"
+        );
+        assert!(problems(10, 4, 0).is_empty(), "fewer than 5 stored values");
+        assert!(problems(10, 10, 5).is_empty(), "exactly half still filled");
+        let emptied = problems(100, 10, 0);
+        assert_eq!(
+            emptied[0].kind,
+            ColumnProblemKind::Emptied,
+            "filled in under half the records"
+        );
+    }
+
+    #[test]
+    fn labels_are_close_by_their_spelling() {
+        assert!(similarity("Health score", "health_score") > 0.9);
+        assert!(similarity("Expected MRR", "Exp. MRR") > CLOSE_ENOUGH);
+        assert!(similarity("Monthly value", "expected_mrr") < CLOSE_ENOUGH);
+        assert_eq!(similarity("", ""), 0.0);
+    }
+
+    #[test]
+    fn the_policy_decides_what_a_problem_does() {
+        let problem = ColumnProblem {
+            field: "arr".to_owned(),
+            label: Some("ARR".to_owned()),
+            kind: ColumnProblemKind::Lost,
+            stored_filled: 8,
+            new_filled: 0,
+            maybe: None,
+        };
+        let new = header(&[("Company", Some("company_name")), ("Annual value", None)]);
+        let verdict = |policy, force| check_columns("customers", std::slice::from_ref(&problem), &new, policy, force);
+        let refused = verdict(OnLostColumn::Fail, false).unwrap_err().to_string();
+        assert!(refused.contains("unmapped labels: `Annual value`"), "{refused}");
+        assert_eq!(verdict(OnLostColumn::Fail, true).unwrap(), Vec::<String>::new());
+        assert_eq!(verdict(OnLostColumn::Keep, false).unwrap(), ["arr"]);
+        assert_eq!(verdict(OnLostColumn::Clear, false).unwrap(), Vec::<String>::new());
     }
 }

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use crate::apply::{self, Abort, ApplyContext, ApplyError, ApplySettings, Checkpoint, GuardLimits, off_executor};
 use crate::config::Config;
-use crate::mapping::{self, SurveyError};
+use crate::mapping::{self, HeaderColumn, SurveyError};
 use crate::report::{Outcome, SyncReport, Trigger};
 use crate::source::{SourceError, SourceRows, Sources};
 use crate::store::lease::Leases;
@@ -103,6 +103,19 @@ impl Engine {
     /// the collections touched and, apart, the indexes left as they were.
     pub async fn ensure_indexes(&self, plans: &[SyncPlan]) -> Result<(Vec<String>, Vec<String>), StoreError> {
         indexes::ensure_all(&self.databases, &self.config.targets.sales_records(), plans).await
+    }
+
+    /// The header of the sync's last successful run; none when it cannot be
+    /// read (the column guard then names fields without their old labels).
+    async fn previous_header(&self, plan: &SyncPlan) -> Option<Vec<HeaderColumn>> {
+        let home = self.home_of(plan).await.ok()?;
+        match runs::last_header(&home, &plan.name).await {
+            Ok(header) => header,
+            Err(error) => {
+                tracing::warn!(sync = %plan.name, %error, "could not read the last run's header");
+                None
+            }
+        }
     }
 
     /// The run's history entry, in the sync's home database.
@@ -212,6 +225,7 @@ impl Engine {
         if !options.dry_run && plan.is_configured() {
             indexes::ensure_app_leniently(&db, target, report).await;
         }
+        let previous_header = self.previous_header(plan).await;
         let context = ApplyContext {
             db: &db,
             collection: &target.collection,
@@ -230,6 +244,8 @@ impl Engine {
             },
             dry_run: options.dry_run,
             force: options.force,
+            previous_header: previous_header.as_deref(),
+            on_lost_column: target.on_lost_column,
             checkpoint: Checkpoint {
                 abort: &options.abort,
                 lease: options.lease.as_ref().filter(|_| !plan.id.is_empty()),
@@ -297,6 +313,7 @@ fn record_survey(report: &mut SyncReport, survey: &mapping::Survey) {
     report.rejected = survey.rejected.clone();
     report.warnings = survey.warnings.clone();
     report.unknown_columns = survey.unknown_columns.clone();
+    report.header = survey.header.clone();
     report.date_order = survey.date_order.clone();
     report.notices = survey.notices.clone();
     report.records_written = survey.winners.len();

@@ -161,6 +161,10 @@ impl Checker<'_> {
     }
 }
 
+/// The most fields a target may declare: the survey keeps which fields each
+/// record fills as one bit per field (see `mapping::Winner::filled`).
+pub const MAX_FIELDS: usize = 128;
+
 /// Checks one declaration and builds its profile.
 pub fn build(decl: &TargetDecl, origin: Origin<'_>) -> Result<TargetProfile, DeclErrors> {
     let mut checker = Checker {
@@ -177,6 +181,15 @@ pub fn build(decl: &TargetDecl, origin: Origin<'_>) -> Result<TargetProfile, Dec
         .filter_map(|field| build_field(field, &mut checker))
         .collect();
     check_labels(decl, &mut checker);
+    if decl.fields.len() > MAX_FIELDS {
+        checker.problem(
+            decl.name.span(),
+            format!(
+                "target {target:?} declares {} fields; at most {MAX_FIELDS} are supported",
+                decl.fields.len()
+            ),
+        );
+    }
     let declared = |name: &str| decl.fields.iter().any(|field| field.name.get_ref() == name);
     if decl.key.get_ref().is_empty() {
         checker.problem(decl.key.span(), format!("target {target:?} has an empty key"));

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use super::error::{MappingError, SurveyError};
 use super::profile::TargetProfile;
-use super::record::RowIssue;
+use super::record::{HeaderColumn, RowIssue};
 use super::values::fold_label;
 use crate::source::SourceRows;
 use crate::source::table::{Cell, Row};
@@ -123,6 +123,8 @@ pub(super) struct Columns {
     /// Per field, its entry in `assigned`: looked up for every cell.
     by_field: Vec<Option<usize>>,
     pub(super) unknown: Vec<String>,
+    /// Every labelled column, in order, with the field it feeds.
+    pub(super) header: Vec<HeaderColumn>,
     /// Columns whose header cell is empty.
     pub(super) unlabelled: Vec<usize>,
     pub(super) warnings: Vec<RowIssue>,
@@ -143,6 +145,7 @@ pub(super) fn resolve_columns(profile: &TargetProfile, labels: &FieldLabels, hea
         assigned: Vec::new(),
         by_field: vec![None; profile.fields.len()],
         unknown: Vec::new(),
+        header: Vec::new(),
         unlabelled: Vec::new(),
         warnings: Vec::new(),
         header_width: header.cells.len(),
@@ -153,6 +156,7 @@ pub(super) fn resolve_columns(profile: &TargetProfile, labels: &FieldLabels, hea
             columns.unlabelled.push(column);
             continue;
         }
+        let mut feeds = None;
         match labels.field_of(cell) {
             Some(field) => match columns.of_field(field) {
                 Some((_, first)) => columns.warnings.push(RowIssue {
@@ -168,11 +172,16 @@ pub(super) fn resolve_columns(profile: &TargetProfile, labels: &FieldLabels, hea
                     if let Some(slot) = columns.by_field.get_mut(field) {
                         *slot = Some(columns.assigned.len());
                     }
-                    columns.assigned.push((field, column, written));
+                    feeds = Some(profile.fields[field].name.clone());
+                    columns.assigned.push((field, column, written.clone()));
                 }
             },
-            None => columns.unknown.push(written),
+            None => columns.unknown.push(written.clone()),
         }
+        columns.header.push(HeaderColumn {
+            label: written,
+            field: feeds,
+        });
     }
     columns
 }

@@ -26,7 +26,8 @@ mod winners;
 pub use error::{MappingError, SurveyError};
 pub use mapper::Mapper;
 pub use record::{
-    Duplicate, KEY_SEPARATOR, KeyMap, MappedRecord, RecordFields, RecordValues, RowIssue, Winner, record_key,
+    Duplicate, HeaderColumn, KEY_SEPARATOR, KeyMap, MappedRecord, RecordFields, RecordValues, RowIssue, Winner,
+    record_key,
 };
 pub use survey::{Survey, survey};
 pub use winners::Winners;

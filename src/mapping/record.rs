@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use mongodb::bson::{Bson, Document};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::profile::TargetProfile;
 use super::values::fold_key_text;
@@ -35,6 +35,19 @@ pub struct Winner {
     pub row: usize,
     /// See [`super::values::links::link_ref`].
     pub link: Option<u64>,
+    /// Which fields the record fills: bit `i` for the profile's field `i`
+    /// (at most `declare::MAX_FIELDS`).
+    pub filled: u128,
+}
+
+/// One labelled column of a source's header, and the field it feeds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderColumn {
+    /// The header cell as written.
+    pub label: String,
+    /// The field the column is read into; `None` for a column no field
+    /// takes (unknown, or a second column for a field already read).
+    pub field: Option<String>,
 }
 
 /// A row that lost to a later row with the same key.

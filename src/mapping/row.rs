@@ -19,6 +19,8 @@ pub(super) struct RowReading<'p> {
     pub(super) key: Option<String>,
     /// The identity link's reference (planning passes only).
     pub(super) link: Option<u64>,
+    /// Which fields hold a value (see `Winner::filled`).
+    pub(super) filled: u128,
     /// The required fields without a value.
     pub(super) missing: Vec<&'p str>,
     /// The cells that showed a convention or had a problem.
@@ -87,6 +89,7 @@ impl<'p> Mapper<'p> {
             values: Vec::with_capacity(self.profile.fields.len()),
             key: None,
             link: None,
+            filled: 0,
             missing: Vec::new(),
             notes: Vec::new(),
         };
@@ -111,6 +114,7 @@ impl<'p> Mapper<'p> {
             reading.values.push(value);
         }
         derive_fields(self.profile, &mut reading.values, self.zone);
+        reading.filled = filled_bits(&reading.values);
         if reading.missing.is_empty() {
             let values = &reading.values;
             reading.key = Some(fold_key(self.profile.key.iter().map(|name| {
@@ -127,4 +131,15 @@ impl<'p> Mapper<'p> {
         }
         reading
     }
+}
+
+/// Bit `i` set for each non-null value `i` (fields beyond 128 are refused
+/// when the profile is declared).
+fn filled_bits(values: &[Bson]) -> u128 {
+    values
+        .iter()
+        .take(128)
+        .enumerate()
+        .filter(|(_, value)| **value != Bson::Null)
+        .fold(0, |bits, (index, _)| bits | (1 << index))
 }

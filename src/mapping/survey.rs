@@ -12,7 +12,7 @@ use super::header::{FieldLabels, find_header, resolve_columns, warn_about_ignore
 use super::mapper::Mapper;
 use super::parallel;
 use super::profile::{FieldKind, TargetProfile};
-use super::record::{Duplicate, KeyMap, RowIssue, Winner};
+use super::record::{Duplicate, HeaderColumn, KeyMap, RowIssue, Winner};
 use super::row::{CellNote, RowReading};
 use super::values;
 use super::values::dates::DateOrder;
@@ -41,6 +41,10 @@ pub struct Survey {
     pub warnings: Vec<RowIssue>,
     /// Header labels that match no field, as written.
     pub unknown_columns: Vec<String>,
+    /// Every labelled column of the header, in order, with its field.
+    pub header: Vec<HeaderColumn>,
+    /// Per profile field, how many winning records hold a value.
+    pub filled: Vec<usize>,
     /// The day/month order numeric dates were read in, and why.
     pub date_order: Option<DateOrderDecision>,
     /// Facts about the whole source worth telling its editor.
@@ -107,6 +111,16 @@ pub fn survey<'p>(
     }
     let mut survey = pass.survey;
     survey.survey_passes = if replan { 2 } else { 1 };
+    survey.filled = (0..profile.fields.len())
+        .map(|field| {
+            let bit = 1u128.checked_shl(u32::try_from(field).unwrap_or(u32::MAX)).unwrap_or(0);
+            survey
+                .winners
+                .values()
+                .filter(|winner| winner.filled & bit != 0)
+                .count()
+        })
+        .collect();
     if let (true, Some(example)) = (decision.guessed, &pass.evidence.either_order.first) {
         let at = survey.warnings.partition_point(|warning| warning.row <= example.row);
         survey
@@ -183,6 +197,7 @@ impl<'p> Mapper<'p> {
             survey: Survey {
                 header_row: self.header_row,
                 unknown_columns: self.columns.unknown.clone(),
+                header: self.columns.header.clone(),
                 warnings: self.columns.warnings.clone(),
                 ..Survey::default()
             },
@@ -228,6 +243,7 @@ impl<'p> Mapper<'p> {
         let winner = Winner {
             row: row.number,
             link: reading.link,
+            filled: reading.filled,
         };
         if let Some(previous) = pass.survey.winners.insert(key, winner) {
             pass.survey.duplicates.push(Duplicate {

@@ -6,6 +6,7 @@ use mongodb::bson::{self, Document, doc};
 
 use super::{Doing, Operation, StoreError, Within};
 use crate::bson_dates::to_bson_date;
+use crate::mapping::HeaderColumn;
 use crate::report::SyncReport;
 
 pub const SYNC_RUNS_COLLECTION: &str = "sync_runs";
@@ -38,6 +39,19 @@ pub async fn latest(db: &Database, view: &str, mut filter: Document) -> Result<O
         .sort(doc! { "started_at": -1 })
         .within(Operation::Read, || format!("reading the latest run of view {view:?}"))
         .await
+}
+
+/// The header of `view`'s last successful run, if one recorded it.
+pub async fn last_header(db: &Database, view: &str) -> Result<Option<Vec<HeaderColumn>>, StoreError> {
+    let succeeded = doc! { "outcome": { "$in": ["success", "success_with_warnings"] } };
+    let Some(run) = latest(db, view, succeeded).await? else {
+        return Ok(None);
+    };
+    // A run recorded before headers were kept, or an unreadable one, has none.
+    Ok(run
+        .get("header")
+        .cloned()
+        .and_then(|header| bson::from_bson(header).ok()))
 }
 
 /// The stored run with this id, if any.

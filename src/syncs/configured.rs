@@ -75,5 +75,6 @@ fn target(sync: &ConfiguredSync, config: &SyncsConfig<'_>, policy: &SourcePolicy
             date_order: entry.date_order.unwrap_or(config.date_order),
             time_zone: config.time_zone,
         },
+        on_lost_column: entry.on_lost_column.unwrap_or(config.on_lost_column),
     })
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+use crate::apply::OnLostColumn;
 use crate::mapping::conventions::ReadSettings;
 use crate::mapping::profile::TargetProfile;
 use crate::source::SourceSpec;
@@ -58,6 +59,8 @@ pub struct SyncTarget {
     pub source_url: String,
     /// How the source's cells are read.
     pub read_settings: ReadSettings,
+    /// What a run does when a column the stored records fill is lost.
+    pub on_lost_column: OnLostColumn,
 }
 
 /// A sync as `sheetsync check` lists it.

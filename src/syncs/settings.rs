@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::apply::OnLostColumn;
 use crate::mapping::conventions::DateOrderSetting;
 use crate::mapping::declare::Targets;
 use crate::mapping::profile::TargetProfile;
@@ -26,6 +27,8 @@ pub struct SyncsConfig<'a> {
     pub configured: &'a [ConfiguredSync],
     /// How dates are read unless a view or sync says otherwise.
     pub date_order: DateOrderSetting,
+    /// `[sync] on_lost_column`, unless a view or sync says otherwise.
+    pub on_lost_column: OnLostColumn,
     /// The zone of date-times written without an offset.
     pub time_zone: chrono_tz::Tz,
     /// The profile of every view (`sales_records`).
@@ -48,6 +51,8 @@ pub struct ViewOverride {
     pub sheet_name: Option<String>,
     /// `date_order` for this view instead of the `[sync]` one.
     pub date_order: Option<DateOrderSetting>,
+    /// `on_lost_column` for this view instead of the `[sync]` one.
+    pub on_lost_column: Option<OnLostColumn>,
 }
 
 /// One `[[syncs]]` entry as written.
@@ -71,6 +76,8 @@ pub struct SyncEntry {
     /// (default: `MONGO_URL`, the sales database's server).
     pub mongo_url_env: Option<String>,
     pub date_order: Option<DateOrderSetting>,
+    /// `on_lost_column` for this sync instead of the `[sync]` one.
+    pub on_lost_column: Option<OnLostColumn>,
 }
 
 /// A `[[syncs]]` entry resolved against the profiles and the environment.

@@ -80,19 +80,7 @@ fn resolve(view: &Document, config: &SyncsConfig<'_>, policy: &SourcePolicy) -> 
         ))
     } else {
         let overrides = config.views.get(&name).cloned().unwrap_or_default();
-        let read_settings = ReadSettings {
-            date_order: overrides.date_order.unwrap_or(config.date_order),
-            time_zone: config.time_zone,
-        };
-        match resolve_target(
-            &name,
-            overrides,
-            text("sheet_url"),
-            text("sheet_name"),
-            read_settings,
-            policy,
-            config.views_profile.clone(),
-        ) {
+        match resolve_target(&name, overrides, text("sheet_url"), text("sheet_name"), config, policy) {
             Ok(target) => Resolution::Sync(target),
             Err(reason) => Resolution::Invalid(reason),
         }
@@ -110,10 +98,14 @@ fn resolve_target(
     overrides: ViewOverride,
     sheet_url: Option<String>,
     sheet_name: Option<String>,
-    read_settings: ReadSettings,
+    config: &SyncsConfig<'_>,
     policy: &SourcePolicy,
-    profile: std::sync::Arc<crate::mapping::profile::TargetProfile>,
 ) -> Result<SyncTarget, String> {
+    let read_settings = ReadSettings {
+        date_order: overrides.date_order.unwrap_or(config.date_order),
+        time_zone: config.time_zone,
+    };
+    let on_lost_column = overrides.on_lost_column.unwrap_or(config.on_lost_column);
     let collection = overrides
         .collection
         .or_else(|| default_collection(name).map(str::to_owned))
@@ -138,12 +130,13 @@ fn resolve_target(
         _ => redact_url(&source),
     };
     Ok(SyncTarget {
-        profile,
+        profile: config.views_profile.clone(),
         place: Place::Main,
         collection,
         source: spec,
         source_url,
         read_settings,
+        on_lost_column,
     })
 }
 

@@ -13,6 +13,7 @@ mod deployment;
 mod google_sheets;
 mod layers;
 mod robustness;
+mod shape_changes;
 mod source_policy;
 mod status_page;
 mod sync_engine;

@@ -84,6 +84,8 @@ pub struct Merge<'p> {
     pub summary: MergeSummary,
     pub warnings: Vec<RowIssue>,
     pub notices: Vec<String>,
+    /// Fields a blank cell does not clear (`on_lost_column = "keep"`).
+    kept: Vec<String>,
 }
 
 impl<'p> Merge<'p> {
@@ -135,6 +137,7 @@ impl<'p> Merge<'p> {
             summary: MergeSummary::default(),
             warnings: Vec::new(),
             notices: Vec::new(),
+            kept: Vec::new(),
         };
         for document in documents {
             let stored = Stored {
@@ -261,7 +264,7 @@ impl<'p> Merge<'p> {
                 continue;
             }
             let value = record.fields.get(&field.name).cloned().unwrap_or(Bson::Null);
-            if value == Bson::Null && self.rules.blank == Blank::Keep {
+            if value == Bson::Null && (self.rules.blank == Blank::Keep || self.kept.contains(&field.name)) {
                 continue;
             }
             let value = match value {
@@ -426,6 +429,29 @@ impl<'p> Merge<'p> {
                 self.changes.removed += 1;
             }
         }
+    }
+
+    /// How many stored documents have a key `continued` accepts, and how
+    /// many of those hold a value in each profile field.
+    pub fn filled_of(&self, continued: impl Fn(&str) -> bool) -> (u64, Vec<u64>) {
+        let mut filled = vec![0; self.profile.fields.len()];
+        let mut count = 0;
+        for (_, indexes) in self.by_key.iter().filter(|(key, _)| continued(key)) {
+            for stored in indexes.iter().map(|index| &self.stored[*index]) {
+                count += 1;
+                for (field, spec) in self.profile.fields.iter().enumerate() {
+                    if stored.get(&spec.name).is_some_and(|value| value != Bson::Null) {
+                        filled[field] += 1;
+                    }
+                }
+            }
+        }
+        (count, filled)
+    }
+
+    /// Leaves the stored values of `fields` where a cell is blank.
+    pub fn keep_stored(&mut self, fields: Vec<String>) {
+        self.kept = fields;
     }
 
     /// The change set, for the writer.

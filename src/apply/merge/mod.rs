@@ -34,6 +34,11 @@ use write::Writer;
 pub async fn apply(ctx: &ApplyContext<'_>, rules: &MergeRules, report: &mut SyncReport) -> Result<Outcome, ApplyError> {
     let columns = ctx.mapper.column_headers();
     let mut merge = Merge::load(ctx.db, ctx.collection, ctx.profile, rules, columns).await?;
+    // The guard weighs the documents the source's records continue (others
+    // the app keeps are not the sheet's to fill).
+    let (continued, filled) = merge.filled_of(|key| ctx.survey.winners.contains_key(key));
+    let kept = ctx.check_columns(continued, &filled, report)?;
+    merge.keep_stored(kept);
     let rows = ctx.rows.rows()?;
     let found = off_executor(|| {
         ctx.mapper

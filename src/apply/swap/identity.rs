@@ -86,9 +86,40 @@ pub struct StoredRecords {
     ids: HashSet<RecordId, foldhash::fast::RandomState>,
     /// Every document in the collection, keyed or not.
     pub count: u64,
+    /// Per profile field, how many documents hold a value in it.
+    pub filled: Vec<u64>,
 }
 
 impl StoredRecords {
+    /// The stored values of `fields`, by record key: what a run that keeps a
+    /// lost column's values carries over (`on_lost_column = "keep"`).
+    pub async fn load_values(
+        collection: &Collection<Document>,
+        profile: &TargetProfile,
+        fields: &[String],
+    ) -> Result<KeyMap<Document>, StoreError> {
+        let describe = || format!("reading the kept fields {fields:?} of `{}`", collection.name());
+        let mut projection = doc! { "_id": 0 };
+        for field in profile.key.iter().chain(fields) {
+            projection.insert(field.clone(), 1);
+        }
+        let mut cursor = collection
+            .find(doc! {})
+            .projection(projection)
+            .within(Operation::Read, describe)
+            .await?;
+        let mut values = KeyMap::default();
+        while let Some(document) = cursor.try_next().within(Operation::Read, describe).await? {
+            let key = record_key(profile, &document);
+            let kept: Document = fields
+                .iter()
+                .filter_map(|field| Some((field.clone(), document.get(field)?.clone())))
+                .collect();
+            values.entry(key).or_insert(kept);
+        }
+        Ok(values)
+    }
+
     /// Reads the records a refresh will replace, to carry their ids and
     /// `created_at` over and to count changes.
     pub async fn load(collection: &Collection<Document>, profile: &TargetProfile) -> Result<StoredRecords, StoreError> {
@@ -145,6 +176,12 @@ impl StoredRecords {
     /// its key (the first of several sharing a key wins).
     fn add(&mut self, profile: &TargetProfile, document: &Document) {
         self.count += 1;
+        self.filled.resize(profile.fields.len(), 0);
+        for (index, field) in profile.fields.iter().enumerate() {
+            if document.get(&field.name).is_some_and(|value| *value != Bson::Null) {
+                self.filled[index] += 1;
+            }
+        }
         let Ok(id) = document.get_str("id") else {
             return;
         };
@@ -361,6 +398,9 @@ pub struct Identities<'a> {
     moves: Vec<String>,
     /// Display names of the ambiguous groups met so far.
     ambiguous_names: HashMap<String, String>,
+    /// Fields whose stored values a record without one carries over, and
+    /// those values by stored key (`on_lost_column = "keep"`).
+    kept: Option<(&'a [String], &'a KeyMap<Document>)>,
 }
 
 impl<'a> Identities<'a> {
@@ -381,7 +421,13 @@ impl<'a> Identities<'a> {
             changes: Changes::default(),
             moves: Vec::new(),
             ambiguous_names: HashMap::new(),
+            kept: None,
         }
+    }
+
+    /// Carries the stored values of `fields` into records that have none.
+    pub fn keep_values(&mut self, fields: &'a [String], values: &'a KeyMap<Document>) {
+        self.kept = Some((fields, values));
     }
 
     /// The stored document for `record`.
@@ -389,7 +435,18 @@ impl<'a> Identities<'a> {
         let (id, created_at) = self.account(&record);
         let mut document = Document::new();
         document.insert("id", id);
+        let stored = self
+            .kept
+            .and_then(|(_, values)| values.get(self.continuations.old_key(&record.key)));
         document.extend(record.fields);
+        if let (Some((fields, _)), Some(stored)) = (self.kept, stored) {
+            for field in fields {
+                let blank = document.get(field).is_none_or(|value| *value == Bson::Null);
+                if let (true, Some(value)) = (blank, stored.get(field)) {
+                    document.insert(field.clone(), value.clone());
+                }
+            }
+        }
         document.insert("created_at", created_at);
         document
     }
@@ -596,7 +653,7 @@ mod tests {
             .enumerate()
             .map(|(row, record)| {
                 let link = record.fields.get_str("hubspot_link").ok().and_then(link_ref);
-                (record.key.clone(), Winner { row, link })
+                (record.key.clone(), Winner { row, link, filled: 0 })
             })
             .collect();
         let continuations = Continuations::find(old, &winners, &SALES_RECORDS);

@@ -37,6 +37,11 @@ pub async fn apply(ctx: &ApplyContext<'_>, report: &mut SyncReport) -> Result<Ou
     let continuations = Continuations::find(&stored, winners, ctx.profile);
     let shrink = Some((stored.count, winners.len()));
     check_guards(ctx.settings.guards, ctx.collection, shrink, ctx.survey, ctx.force)?;
+    let kept = ctx.check_columns(stored.count, &stored.filled, report)?;
+    let kept_values = match kept.is_empty() {
+        true => None,
+        false => Some(StoredRecords::load_values(&collection, ctx.profile, &kept).await?),
+    };
     let now = BsonDateTime::now();
     let count_differs = stored.count != winners.len() as u64;
     if ctx.dry_run && stored.count == 0 {
@@ -68,6 +73,9 @@ pub async fn apply(ctx: &ApplyContext<'_>, report: &mut SyncReport) -> Result<Ou
     // Rewriting an identical collection would only churn the server.
     if count_differs || !report.changes.is_empty() {
         let mut identities = Identities::new(ctx.sync_id, ctx.profile, &stored, &continuations, now);
+        if let Some(values) = &kept_values {
+            identities.keep_values(&kept, values);
+        }
         let mut staging = Staging::create(
             ctx.db,
             ctx.collection,
