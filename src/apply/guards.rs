@@ -7,7 +7,7 @@
 use serde::Deserialize;
 
 use crate::mapping::profile::TargetProfile;
-use crate::mapping::values::fold_label;
+use crate::mapping::values::{CLOSE_ENOUGH, similarity};
 use crate::mapping::{HeaderColumn, Survey};
 use crate::report::{ColumnProblem, ColumnProblemKind};
 
@@ -158,25 +158,6 @@ fn closest_unmapped(evidence: &ColumnEvidence<'_>, field: &str, old_label: Optio
         .filter(|(score, _)| *score >= CLOSE_ENOUGH)
         .max_by(|left, right| left.0.total_cmp(&right.0))
         .map(|(_, column)| column.label.clone())
-}
-
-/// How alike two labels must be (see [`similarity`]) to be suggested.
-const CLOSE_ENOUGH: f64 = 0.3;
-
-/// How alike two labels are, from 0 to 1: the share of their folded
-/// spellings' three-letter runs they have in common (Jaccard).
-pub fn similarity(left: &str, right: &str) -> f64 {
-    let grams = |text: &str| -> std::collections::BTreeSet<String> {
-        let folded: Vec<char> = format!("  {}  ", fold_label(text)).chars().collect();
-        folded.windows(3).map(|window| window.iter().collect()).collect()
-    };
-    if fold_label(left).is_empty() || fold_label(right).is_empty() {
-        return 0.0;
-    }
-    let (left, right) = (grams(left), grams(right));
-    let shared = left.intersection(&right).count();
-    let all = left.union(&right).count();
-    if all == 0 { 0.0 } else { shared as f64 / all as f64 }
 }
 
 /// The column guard: `Err` when `policy` is to fail (and `--force` was not
@@ -375,14 +356,6 @@ mod tests {
             ColumnProblemKind::Emptied,
             "filled in under half the records"
         );
-    }
-
-    #[test]
-    fn labels_are_close_by_their_spelling() {
-        assert!(similarity("Health score", "health_score") > 0.9);
-        assert!(similarity("Expected MRR", "Exp. MRR") > CLOSE_ENOUGH);
-        assert!(similarity("Monthly value", "expected_mrr") < CLOSE_ENOUGH);
-        assert_eq!(similarity("", ""), 0.0);
     }
 
     #[test]

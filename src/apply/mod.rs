@@ -20,4 +20,4 @@ pub mod swap;
 pub use checkpoint::{Abort, Checkpoint};
 pub use context::{ApplyContext, ApplySettings, off_executor};
 pub use error::ApplyError;
-pub use guards::{GuardError, GuardLimits, OnLostColumn, check_rejected, check_shrink, similarity};
+pub use guards::{GuardError, GuardLimits, OnLostColumn, check_rejected, check_shrink};

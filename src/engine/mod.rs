@@ -226,6 +226,15 @@ impl Engine {
             indexes::ensure_app_leniently(&db, target, report).await;
         }
         let previous_header = self.previous_header(plan).await;
+        let (news, changes) = mapping::header_changes(
+            profile,
+            survey.header_row,
+            &survey.header,
+            previous_header.as_deref(),
+            &target.ignore_columns,
+        );
+        report.warnings.splice(0..0, news);
+        report.notices.extend(changes);
         let context = ApplyContext {
             db: &db,
             collection: &target.collection,

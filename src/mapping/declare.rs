@@ -55,6 +55,10 @@ pub struct TargetDecl {
     pub indexes: Vec<IndexDecl>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub app_indexes: Vec<AppIndexDecl>,
+    /// Header labels of the sources that no field takes, on purpose: not
+    /// reported as new columns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore_columns: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -302,6 +306,7 @@ pub fn build(decl: &TargetDecl, origin: Origin<'_>) -> Result<TargetProfile, Dec
         key: decl.key.get_ref().iter().map(|key| key.get_ref().clone()).collect(),
         identity_link: decl.identity_link.as_ref().map(|link| link.get_ref().clone()),
         apply: apply.unwrap_or(ApplyMode::ReplaceCollection),
+        ignore_columns: decl.ignore_columns.clone(),
         indexes: decl.indexes.iter().map(index_spec).collect(),
         app_indexes: decl
             .app_indexes

@@ -10,6 +10,7 @@ mod convert;
 pub mod declare;
 mod error;
 mod header;
+mod header_changes;
 mod mapper;
 mod parallel;
 mod passes;
@@ -24,6 +25,7 @@ pub mod values;
 mod winners;
 
 pub use error::{MappingError, SurveyError};
+pub use header_changes::header_changes;
 pub use mapper::Mapper;
 pub use record::{
     Duplicate, HeaderColumn, KEY_SEPARATOR, KeyMap, MappedRecord, RecordFields, RecordValues, RowIssue, Winner,

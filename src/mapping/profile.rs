@@ -179,6 +179,8 @@ pub struct TargetProfile {
     /// Indexes of the application's other collections in the target's
     /// database.
     pub app_indexes: Vec<AppIndex>,
+    /// Header labels no field takes on purpose (see `mapping::header_changes`).
+    pub ignore_columns: Vec<String>,
 }
 
 impl TargetProfile {

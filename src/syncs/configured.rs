@@ -76,5 +76,10 @@ fn target(sync: &ConfiguredSync, config: &SyncsConfig<'_>, policy: &SourcePolicy
             time_zone: config.time_zone,
         },
         on_lost_column: entry.on_lost_column.unwrap_or(config.on_lost_column),
+        ignore_columns: [&sync.profile.ignore_columns, &entry.ignore_columns]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
     })
 }

@@ -61,6 +61,8 @@ pub struct SyncTarget {
     pub read_settings: ReadSettings,
     /// What a run does when a column the stored records fill is lost.
     pub on_lost_column: OnLostColumn,
+    /// Header labels no field takes on purpose: the profile's and the sync's.
+    pub ignore_columns: Vec<String>,
 }
 
 /// A sync as `sheetsync check` lists it.

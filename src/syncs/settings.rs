@@ -53,6 +53,9 @@ pub struct ViewOverride {
     pub date_order: Option<DateOrderSetting>,
     /// `on_lost_column` for this view instead of the `[sync]` one.
     pub on_lost_column: Option<OnLostColumn>,
+    /// Header labels no field takes on purpose, besides the profile's.
+    #[serde(default)]
+    pub ignore_columns: Vec<String>,
 }
 
 /// One `[[syncs]]` entry as written.
@@ -78,6 +81,9 @@ pub struct SyncEntry {
     pub date_order: Option<DateOrderSetting>,
     /// `on_lost_column` for this sync instead of the `[sync]` one.
     pub on_lost_column: Option<OnLostColumn>,
+    /// Header labels no field takes on purpose, besides the profile's.
+    #[serde(default)]
+    pub ignore_columns: Vec<String>,
 }
 
 /// A `[[syncs]]` entry resolved against the profiles and the environment.

@@ -106,6 +106,11 @@ fn resolve_target(
         time_zone: config.time_zone,
     };
     let on_lost_column = overrides.on_lost_column.unwrap_or(config.on_lost_column);
+    let ignore_columns = [&config.views_profile.ignore_columns, &overrides.ignore_columns]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
     let collection = overrides
         .collection
         .or_else(|| default_collection(name).map(str::to_owned))
@@ -137,6 +142,7 @@ fn resolve_target(
         source_url,
         read_settings,
         on_lost_column,
+        ignore_columns,
     })
 }
 

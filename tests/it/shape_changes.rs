@@ -104,10 +104,11 @@ async fn a_renamed_column_stops_the_refresh_until_it_is_mapped_again() {
     assert!(back.column_problems.is_empty());
     assert_eq!(db.records("sales_records").await, before);
 
-    // --force applies the rename as the sheet says: the field is cleared.
+    // --force applies the rename as the sheet says: the field is cleared
+    // (and `Monthly value` is news: a new column no field takes).
     write_source(dir.path(), "v.csv", sales_csv("Monthly value").as_bytes());
     let forced = sync(&engine, forced()).await;
-    assert_eq!(forced.outcome, Outcome::Success, "{forced:#?}");
+    assert_eq!(forced.outcome, Outcome::SuccessWithWarnings, "{forced:#?}");
     assert!(mrr_values(&db).await.iter().all(|value| *value == Bson::Null));
     db.drop().await;
 }
@@ -179,7 +180,11 @@ async fn keep_carries_the_stored_values_and_clear_applies_the_sheet() {
 
     let keep = engine_for(config_file(&db, dir.path(), "[sync]\non_lost_column = \"keep\"\n")).await;
     let report = sync(&keep, SyncOptions::default()).await;
-    assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
+    assert_eq!(
+        report.outcome,
+        Outcome::SuccessWithWarnings,
+        "`Monthly value` is news: {report:#?}"
+    );
     assert_eq!(report.column_problems.len(), 1, "still reported: {report:#?}");
     assert!(
         mrr_values(&db).await.iter().all(|value| *value == Bson::Double(250.0)),
@@ -274,4 +279,47 @@ async fn a_merge_sync_is_guarded_alike() {
     );
     let _ = cs.drop().await;
     sales.drop().await;
+}
+
+#[tokio::test]
+async fn a_new_unmapped_column_is_news_once() {
+    let (db, dir, _) = synced_view("new_column").await;
+    let engine = db.engine().await;
+    let with = |extra: &str| {
+        generated_csv(10, "B Legals", 250)
+            .lines()
+            .enumerate()
+            .map(|(index, line)| format!("{line},{}", if index == 0 { extra } else { "x" }))
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    };
+    write_source(dir.path(), "v.csv", with("Exp ARR (EUR)").as_bytes());
+    let report = sync(&engine, SyncOptions::default()).await;
+    assert_eq!(report.outcome, Outcome::SuccessWithWarnings, "{report:#?}");
+    let news: Vec<_> = report
+        .warnings
+        .iter()
+        .filter(|warning| warning.column.as_deref() == Some("Exp ARR (EUR)"))
+        .collect();
+    assert_eq!(news.len(), 1, "{:#?}", report.warnings);
+    assert_eq!(news[0].row, 1, "on the header row");
+    assert!(
+        news[0].reason.contains("new column maps to no field"),
+        "{}",
+        news[0].reason
+    );
+
+    // Already there last time: listed as ignored, without a warning.
+    let again = sync(&engine, SyncOptions::default()).await;
+    assert_eq!(again.outcome, Outcome::Success, "{again:#?}");
+    assert!(again.unknown_columns.contains(&"Exp ARR (EUR)".to_owned()));
+
+    // Another new one, silenced by the view's ignore_columns.
+    write_source(dir.path(), "v.csv", with("Internal notes").as_bytes());
+    let toml = "[views.Organic]\nignore_columns = [\"internal notes\"]\n";
+    let ignoring = engine_for(config_file(&db, dir.path(), toml)).await;
+    let report = sync(&ignoring, SyncOptions::default()).await;
+    assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
+    db.drop().await;
 }

@@ -196,6 +196,25 @@ fn strip_letter_prefix(value: &str) -> Option<&str> {
     (prefix.len() == 1 && prefix.chars().all(|c| c.is_ascii_uppercase())).then_some(rest)
 }
 
+/// How alike two labels must be (see [`similarity`]) to be suggested.
+pub const CLOSE_ENOUGH: f64 = 0.3;
+
+/// How alike two labels are, from 0 to 1: the share of their folded
+/// spellings' three-letter runs they have in common (Jaccard).
+pub fn similarity(left: &str, right: &str) -> f64 {
+    let grams = |text: &str| -> std::collections::BTreeSet<String> {
+        let folded: Vec<char> = format!("  {}  ", fold_label(text)).chars().collect();
+        folded.windows(3).map(|window| window.iter().collect()).collect()
+    };
+    if fold_label(left).is_empty() || fold_label(right).is_empty() {
+        return 0.0;
+    }
+    let (left, right) = (grams(left), grams(right));
+    let shared = left.intersection(&right).count();
+    let all = left.union(&right).count();
+    if all == 0 { 0.0 } else { shared as f64 / all as f64 }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,5 +225,13 @@ mod tests {
         assert_eq!(fold_label("Date de découverte"), "datededecouverte");
         assert_eq!(fold_words("  B - Legals "), "b legals");
         assert_eq!(fold_key_text("  Acme   CORP "), "acme corp");
+    }
+
+    #[test]
+    fn labels_are_close_by_their_spelling() {
+        assert!(similarity("Health score", "health_score") > 0.9);
+        assert!(similarity("Expected MRR", "Exp. MRR") > CLOSE_ENOUGH);
+        assert!(similarity("Monthly value", "expected_mrr") < CLOSE_ENOUGH);
+        assert_eq!(similarity("", ""), 0.0);
     }
 }
