@@ -111,8 +111,9 @@ pub struct SyncSettings {
     /// from each source's own values (`auto`), or always day-first (`dmy`)
     /// or month-first (`mdy`). Views may override it.
     pub date_order: DateOrderSetting,
-    /// The IANA zone of date-times written without an offset, in CSV text
-    /// and Sheets serials alike; unset, the schedule's `daemon.time_zone`.
+    /// The IANA zone of date-times written as text without an offset (a
+    /// spreadsheet serial is read in its spreadsheet's zone, unless the view
+    /// or sync names its own); unset, the schedule's `daemon.time_zone`.
     /// Resolved into [`Config::time_zone`].
     pub time_zone: Option<String>,
     /// What a refresh does when a column the stored records fill is gone

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use sheetsync::config::Config;
 use sheetsync::engine::{Engine, SyncOptions};
+use sheetsync::mapping::conventions::ReadSettings;
 use sheetsync::schedule::Schedule;
 use sheetsync::source::{SourceSpec, Sources};
 use sheetsync::syncs::{self, Resolution};
@@ -265,7 +266,7 @@ async fn check(config: Config) -> anyhow::Result<ExitCode> {
         let summary = plan.summary();
         let mut status = summary.status.clone();
         if let Resolution::Sync(target) = &plan.resolution {
-            match source_problem(&sources, &target.source).await {
+            match source_problem(&sources, &target.source, &target.read_settings).await {
                 Ok(Some(detail)) => status = format!("{status}; {detail}"),
                 Ok(None) => {}
                 Err(problem) => status = format!("error: {problem}"),
@@ -288,7 +289,7 @@ async fn check(config: Config) -> anyhow::Result<ExitCode> {
 
 /// What would stop a source from being read, where it can be told without
 /// fetching its rows; on success, what was verified, if worth saying.
-async fn source_problem(sources: &Sources, source: &SourceSpec) -> Result<Option<String>, String> {
+async fn source_problem(sources: &Sources, source: &SourceSpec, read: &ReadSettings) -> Result<Option<String>, String> {
     match source {
         SourceSpec::CsvFile(path) => tokio::fs::File::open(path)
             .await
@@ -299,8 +300,17 @@ async fn source_problem(sources: &Sources, source: &SourceSpec) -> Result<Option
             .check_google(sheet)
             .await
             .map(|found| {
+                let zones = match (read.zone_is_the_syncs, found.time_zone == read.time_zone) {
+                    (_, true) => String::new(),
+                    (false, false) => format!(
+                        " (its date-times are read in {}; text date-times, as in its CSV export, in {}, the \
+                         configured time_zone)",
+                        found.time_zone, read.time_zone
+                    ),
+                    (true, false) => format!(" (this sync's time_zone {} is used instead)", read.time_zone),
+                };
                 Some(format!(
-                    "key loads (service account {}), spreadsheet reachable, tab {:?} found, time zone {}",
+                    "key loads (service account {}), spreadsheet reachable, tab {:?} found, time zone {}{zones}",
                     found.client_email, found.tab, found.time_zone
                 ))
             })

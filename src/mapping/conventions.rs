@@ -47,10 +47,13 @@ impl DateOrderSetting {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ReadSettings {
     pub date_order: DateOrderSetting,
-    /// The zone of every date-time written without an offset, from CSV text
-    /// or Sheets serials alike, so that one cell gives one value whichever
-    /// way the sheet is read.
+    /// The zone of date-times written as text without an offset (CSV
+    /// exports, text cells): `[sync] time_zone`, or the sync's own.
     pub time_zone: chrono_tz::Tz,
+    /// Set when the view or sync names its own `time_zone`: it then applies
+    /// to spreadsheet serials too. Otherwise a serial is read in its
+    /// spreadsheet's zone (that of its `NOW()` and of its formatting).
+    pub zone_is_the_syncs: bool,
 }
 
 /// A cell quoted as evidence in a report.

@@ -80,10 +80,12 @@ impl Mapper<'_> {
                 Some(date) => Converted::value(Bson::String(values::dates::format_month(date.year(), date.month()))),
                 None => Converted::unreadable("not a valid date serial"),
             },
-            (FieldKind::Date, Cell::Number(serial)) => match values::dates::serial_to_datetime(*serial, zone) {
-                Some(moment) => Converted::value(to_bson_date(moment)),
-                None => Converted::unreadable("not a valid date serial"),
-            },
+            (FieldKind::Date, Cell::Number(serial)) => {
+                match values::dates::serial_to_datetime(*serial, self.serial_zone) {
+                    Some(moment) => Converted::value(to_bson_date(moment)),
+                    None => Converted::unreadable("not a valid date serial"),
+                }
+            }
             (FieldKind::Number, Cell::Number(number)) => Converted::value(Bson::Double(*number)),
             (FieldKind::Number, Cell::Text(text)) => self.number(field, text),
             (FieldKind::Integer, Cell::Number(number)) => integer(*number),
@@ -238,9 +240,9 @@ pub(super) fn to_bson_date(moment: DateTime<Utc>) -> Bson {
 
 /// Fills fields computed from others (a month from its date) where the source
 /// left them empty. A date-only value (00:00 UTC) gives its own month; a
-/// moment gives the month of its calendar date in `zone`, as the sheet shows
-/// it.
-pub(super) fn derive_fields(profile: &TargetProfile, values: &mut [Bson], zone: Tz) {
+/// moment gives the month of its calendar date in the zone it was read in
+/// (`zone_of` the source field), as the sheet shows it.
+pub(super) fn derive_fields(profile: &TargetProfile, values: &mut [Bson], zone_of: impl Fn(usize) -> Tz) {
     for (index, spec) in profile.fields.iter().enumerate() {
         let FieldKind::Month {
             derive_from: Some(source),
@@ -251,12 +253,14 @@ pub(super) fn derive_fields(profile: &TargetProfile, values: &mut [Bson], zone: 
         if values[index] != Bson::Null {
             continue;
         }
-        let source = profile.field_index(source);
-        if let Some(Bson::DateTime(date)) = source.map(|source| &values[source]) {
+        let Some(source) = profile.field_index(source) else {
+            continue;
+        };
+        if let Bson::DateTime(date) = &values[source] {
             if let Some(moment) = crate::bson_dates::from_bson_date(*date) {
                 let day = match moment.time() == chrono::NaiveTime::MIN {
                     true => moment.date_naive(),
-                    false => moment.with_timezone(&zone).date_naive(),
+                    false => moment.with_timezone(&zone_of(source)).date_naive(),
                 };
                 values[index] = Bson::String(values::dates::format_month(day.year(), day.month()));
             }

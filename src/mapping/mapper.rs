@@ -13,8 +13,10 @@ use super::values;
 pub struct Mapper<'p> {
     pub(super) profile: &'p TargetProfile,
     pub(super) columns: Columns,
-    /// The zone of date-times written without an offset.
+    /// The zone of date-times written as text without an offset.
     pub(super) zone: Tz,
+    /// The zone of spreadsheet serials (see `ReadSettings::zone_is_the_syncs`).
+    pub(super) serial_zone: Tz,
     pub(super) header_row: usize,
     /// Each enum field's accepted spellings, folded once per sync (folding
     /// them for every cell was a third of a sync's time).

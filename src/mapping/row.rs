@@ -113,7 +113,16 @@ impl<'p> Mapper<'p> {
             }
             reading.values.push(value);
         }
-        derive_fields(self.profile, &mut reading.values, self.zone);
+        // A moment's calendar date is the one of the zone it was read in.
+        let zone_of = |field: usize| match self
+            .columns
+            .of_field(field)
+            .and_then(|(column, _)| row.cells.get(column))
+        {
+            Some(Cell::Number(_)) => self.serial_zone,
+            _ => self.zone,
+        };
+        derive_fields(self.profile, &mut reading.values, zone_of);
         reading.filled = filled_bits(&reading.values);
         if reading.missing.is_empty() {
             let values = &reading.values;

@@ -79,9 +79,14 @@ pub fn survey<'p>(
             _ => None,
         })
         .collect();
+    let serial_zone = match (settings.zone_is_the_syncs, source.serial_time_zone()) {
+        (false, Some(sheet_zone)) => sheet_zone,
+        _ => settings.time_zone,
+    };
     let mut mapper = Mapper {
         profile,
         zone: settings.time_zone,
+        serial_zone,
         header_row: header.number,
         columns,
         lookups,
@@ -129,11 +134,18 @@ pub fn survey<'p>(
     }
     survey.date_order = Some(decision);
     if let Some(sheet_zone) = source.serial_time_zone().filter(|zone| *zone != settings.time_zone) {
-        survey.notices.push(format!(
-            "the spreadsheet's time zone is {sheet_zone} but date-times are read in {} ([sync] time_zone), as \
-             from a CSV export; set time_zone to {sheet_zone} if that is the sheet's clock",
-            settings.time_zone
-        ));
+        survey.notices.push(match settings.zone_is_the_syncs {
+            false => format!(
+                "the spreadsheet's time zone is {sheet_zone}: its date-times were read in it, and date-times \
+                 written as text in {} (the configured time_zone), as its CSV export would be",
+                settings.time_zone
+            ),
+            true => format!(
+                "the spreadsheet's time zone is {sheet_zone}, but this sync's time_zone {} was used for all its \
+                 date-times",
+                settings.time_zone
+            ),
+        });
     }
     Ok((mapper, survey))
 }

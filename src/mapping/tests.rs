@@ -39,6 +39,7 @@ fn map_fetched_with(fetched: SourceRows, date_order: DateOrderSetting) -> Result
     let settings = ReadSettings {
         date_order,
         time_zone: chrono_tz::Europe::Paris,
+        zone_is_the_syncs: false,
     };
     let (mapper, plan) = survey(&SALES_RECORDS, &fetched, &settings)?;
     let mut winners = mapper.winners(&plan, fetched.rows()?);
@@ -151,7 +152,7 @@ fn a_month_derived_from_a_moment_is_its_date_in_the_configured_zone() {
 }
 
 #[test]
-fn a_spreadsheet_on_another_clock_is_noticed() {
+fn a_serial_means_its_spreadsheets_clock() {
     let mut table = Table {
         serial_time_zone: Some(chrono_tz::America::New_York),
         ..Table::default()
@@ -161,14 +162,34 @@ fn a_spreadsheet_on_another_clock_is_noticed() {
         vec![Cell::text("Client"), Cell::text("Stage"), Cell::text("Discovery date")],
     );
     table.push_row(2, vec![Cell::text("A"), Cell::text("Lost"), Cell::Number(45667.5)]);
-    let mapping = map_fetched(SourceRows::Table(table)).unwrap();
+    table.push_row(
+        3,
+        vec![Cell::text("B"), Cell::text("Lost"), Cell::text("10/01/2025 12:00")],
+    );
+    let mapping = map_fetched(SourceRows::Table(table.clone())).unwrap();
     assert_eq!(
         column(&mapping, "discovery_date"),
-        [bson_date(2025, 1, 10, 11, 0)],
-        "noon in Paris"
+        [bson_date(2025, 1, 10, 17, 0), bson_date(2025, 1, 10, 11, 0)],
+        "the serial is noon in New York, the sheet's clock; the text is noon in Paris, the configured zone"
     );
     assert_eq!(mapping.notices.len(), 1);
-    assert!(mapping.notices[0].contains("America/New_York"), "{:?}", mapping.notices);
+    assert!(
+        mapping.notices[0].contains("America/New_York") && mapping.notices[0].contains("Europe/Paris"),
+        "{:?}",
+        mapping.notices
+    );
+
+    // A sync's own time_zone applies to serials too.
+    let settings = ReadSettings {
+        date_order: DateOrderSetting::Auto,
+        time_zone: chrono_tz::Europe::Paris,
+        zone_is_the_syncs: true,
+    };
+    let rows = SourceRows::Table(table);
+    let (mapper, survey) = survey(&SALES_RECORDS, &rows, &settings).unwrap();
+    let mut winners = mapper.winners(&survey, rows.rows().unwrap());
+    let first = winners.next_record().unwrap().unwrap();
+    assert_eq!(first.fields.get("discovery_date"), Some(&bson_date(2025, 1, 10, 11, 0)));
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! other applications' databases (the customer-success platform's
 //! `customers`), each with its own target profile.
 
-use super::settings::{ConfiguredSync, SyncsConfig};
+use super::settings::{ConfiguredSync, SyncsConfig, own_zone};
 use crate::mapping::conventions::ReadSettings;
 use crate::redact::redact_url;
 use crate::source::SourceSpec;
@@ -73,7 +73,8 @@ fn target(sync: &ConfiguredSync, config: &SyncsConfig<'_>, policy: &SourcePolicy
         source_url,
         read_settings: ReadSettings {
             date_order: entry.date_order.unwrap_or(config.date_order),
-            time_zone: config.time_zone,
+            time_zone: own_zone(entry.time_zone.as_deref()).unwrap_or(config.time_zone),
+            zone_is_the_syncs: own_zone(entry.time_zone.as_deref()).is_some(),
         },
         on_lost_column: entry.on_lost_column.unwrap_or(config.on_lost_column),
         ignore_columns: [&sync.profile.ignore_columns, &entry.ignore_columns]

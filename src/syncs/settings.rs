@@ -56,6 +56,9 @@ pub struct ViewOverride {
     /// Header labels no field takes on purpose, besides the profile's.
     #[serde(default)]
     pub ignore_columns: Vec<String>,
+    /// The IANA zone of this source's date-times, spreadsheet serials
+    /// included (otherwise read in their spreadsheet's zone).
+    pub time_zone: Option<String>,
 }
 
 /// One `[[syncs]]` entry as written.
@@ -84,6 +87,9 @@ pub struct SyncEntry {
     /// Header labels no field takes on purpose, besides the profile's.
     #[serde(default)]
     pub ignore_columns: Vec<String>,
+    /// The IANA zone of this source's date-times, spreadsheet serials
+    /// included (otherwise read in their spreadsheet's zone).
+    pub time_zone: Option<String>,
 }
 
 /// A `[[syncs]]` entry resolved against the profiles and the environment.
@@ -210,11 +216,30 @@ pub fn sync_problems(syncs: &[ConfiguredSync]) -> Vec<String> {
 
 /// What is wrong with the `[views]` overrides, each naming the setting.
 pub fn view_problems(views: &BTreeMap<String, ViewOverride>) -> Vec<String> {
-    views
-        .iter()
-        .filter_map(|(view, settings)| {
-            let collection = settings.collection.as_ref()?;
-            collection_name_problem(&format!("views.\"{view}\".collection"), collection)
-        })
-        .collect()
+    let mut problems = Vec::new();
+    for (view, settings) in views {
+        if let Some(collection) = &settings.collection {
+            problems.extend(collection_name_problem(
+                &format!("views.\"{view}\".collection"),
+                collection,
+            ));
+        }
+        problems.extend(zone_problem(
+            &format!("views.\"{view}\".time_zone"),
+            settings.time_zone.as_deref(),
+        ));
+    }
+    problems
+}
+
+/// A sync's own time zone, when it names a valid one.
+pub fn own_zone(zone: Option<&str>) -> Option<chrono_tz::Tz> {
+    zone.and_then(|zone| zone.parse().ok())
+}
+
+fn zone_problem(setting: &str, zone: Option<&str>) -> Option<String> {
+    let zone = zone?;
+    zone.parse::<chrono_tz::Tz>()
+        .is_err()
+        .then(|| format!("{setting} {zone:?} is not an IANA zone name such as \"Europe/Paris\""))
 }

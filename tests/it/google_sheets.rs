@@ -123,11 +123,12 @@ fn table_of(fetched: SourceRows) -> Table {
     table
 }
 
-/// Both mapping passes, with date-times read in `time_zone`.
+/// Both mapping passes, with text date-times read in `time_zone`.
 fn map_in_zone(fetched: &SourceRows, time_zone: chrono_tz::Tz) -> (mapping::Survey, Vec<mapping::MappedRecord>) {
     let settings = ReadSettings {
         date_order: Default::default(),
         time_zone,
+        zone_is_the_syncs: false,
     };
     crate::harness::map_all(fetched, &settings).unwrap()
 }
@@ -384,12 +385,12 @@ async fn serial_dates_are_read_in_the_configured_time_zone_across_dst() {
             ("late March", utc(2027, 3, 28, 5, 30)),
         ],
     ];
-    // Each sheet read with time_zone set to its own clock: no notice.
-    let zones = [chrono_tz::Europe::Paris, chrono_tz::America::New_York];
-    for ((table, expected), zone) in tables.into_iter().zip(expected).zip(zones) {
-        let (plan, records) = map_in_zone(&table.unwrap(), zone);
+    // Configured for Paris, each sheet's serials are read on its own clock;
+    // the New York one is noticed.
+    for ((table, expected), notices) in tables.into_iter().zip(expected).zip([0, 1]) {
+        let (plan, records) = map_in_zone(&table.unwrap(), chrono_tz::Europe::Paris);
         assert!(plan.warnings.is_empty(), "{:?}", plan.warnings);
-        assert_eq!(plan.notices, Vec::<String>::new());
+        assert_eq!(plan.notices.len(), notices, "{:?}", plan.notices);
         let dates: Vec<(String, Bson)> = records
             .iter()
             .map(|record| {
@@ -753,6 +754,19 @@ async fn sheetsync_sync_and_check_against_the_fake_google() {
     );
     assert!(
         stdout.contains(&format!("key loads (service account {CLIENT_EMAIL}), spreadsheet reachable, tab \"It's Q1\" found, time zone Europe/Paris")),
+        "{stdout}"
+    );
+    // Configured for another zone: check says which zone reads what.
+    let utc_config = config_file.with_file_name("utc.toml");
+    let text = std::fs::read_to_string(&config_file).unwrap() + "\n[sync]\ntime_zone = \"UTC\"\n";
+    std::fs::write(&utc_config, text).unwrap();
+    let check = run_binary(&["check"], &utc_config, &test_db.name).await;
+    let stdout = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(
+        stdout.contains(
+            "time zone Europe/Paris (its date-times are read in Europe/Paris; text date-times, as in its CSV \
+             export, in UTC, the configured time_zone)"
+        ),
         "{stdout}"
     );
     fake.script(SHEET_B, Endpoint::Metadata, [Fault::Forbidden]);

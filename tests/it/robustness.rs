@@ -15,6 +15,7 @@ fn settings() -> ReadSettings {
     ReadSettings {
         date_order: DateOrderSetting::Auto,
         time_zone: chrono_tz::Europe::Paris,
+        zone_is_the_syncs: false,
     }
 }
 
