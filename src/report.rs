@@ -228,6 +228,9 @@ pub struct ColumnProblem {
     /// An unmapped label of the new header that may be the column renamed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub maybe: Option<String>,
+    /// The run carried the stored values over (`on_lost_column = "keep"`).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub kept: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -66,13 +66,17 @@ impl ApplyContext<'_> {
             new_filled: &self.survey.filled,
         };
         report.column_problems = column_problems(&evidence);
-        check_columns(
+        let kept = check_columns(
             self.collection,
             &report.column_problems,
             &self.survey.header,
             self.on_lost_column,
             self.force,
-        )
+        )?;
+        for problem in &mut report.column_problems {
+            problem.kept = kept.contains(&problem.field);
+        }
+        Ok(kept)
     }
 }
 

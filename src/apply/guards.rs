@@ -122,6 +122,7 @@ pub fn column_problems(evidence: &ColumnEvidence<'_>) -> Vec<ColumnProblem> {
             stored_filled: stored,
             new_filled: new,
             maybe,
+            kept: false,
         });
     }
     problems
@@ -367,6 +368,7 @@ mod tests {
             stored_filled: 8,
             new_filled: 0,
             maybe: None,
+            kept: false,
         };
         let new = header(&[("Company", Some("company_name")), ("Annual value", None)]);
         let verdict = |policy, force| check_columns("customers", std::slice::from_ref(&problem), &new, policy, force);

@@ -32,6 +32,22 @@ pub struct SyncPage {
     pub records: Option<i64>,
     /// Newest first.
     pub history: Vec<RunPoint>,
+    /// Columns the sheet lost, as its editors should hear of them; shown
+    /// signed in or not (column names are not the sheet's content).
+    pub columns: Vec<ColumnNotice>,
+}
+
+/// A column the last run found lost or emptied.
+#[derive(Debug, Clone, Default)]
+pub struct ColumnNotice {
+    /// The column's label as people knew it, else its field.
+    pub column: String,
+    /// Gone from the header (else emptied).
+    pub lost: bool,
+    /// The first run of the streak that found it so.
+    pub since: Option<DateTime<Utc>>,
+    /// The run carried the stored values over (`keep`); else it refused.
+    pub kept: bool,
 }
 
 /// The last run of a sync, with its counts.
@@ -264,7 +280,11 @@ fn render_sync(out: &mut String, page: &Page<'_>, sync: &SyncPage, state: State)
             escape(&sync.name)
         );
     }
-    out.push_str("</div><table>");
+    out.push_str("</div>");
+    for notice in &sync.columns {
+        render_column_notice(out, notice, sync.last_success, page);
+    }
+    out.push_str("<table>");
     let row = |out: &mut String, label: &str, value: String| {
         let _ = write!(out, "<tr><th>{label}</th><td>{value}</td></tr>");
     };
@@ -294,6 +314,45 @@ fn render_sync(out: &mut String, page: &Page<'_>, sync: &SyncPage, state: State)
         render_details(out, sync, run);
     }
     out.push_str("</section>");
+}
+
+/// "The column Expected MRR is missing from the sheet since 14:02; the
+/// dashboard keeps the values of 12:00 until it is back or mapped."
+fn render_column_notice(out: &mut String, notice: &ColumnNotice, last_success: Option<DateTime<Utc>>, page: &Page<'_>) {
+    let what = match notice.lost {
+        true => "is missing from the sheet",
+        false => "was emptied in the sheet",
+    };
+    let until = match notice.lost {
+        true => "until it is back or mapped",
+        false => "until it is filled again or the refresh is forced",
+    };
+    let since = notice
+        .since
+        .map(|since| format!(" since {}", clock(since, page)))
+        .unwrap_or_default();
+    let keeps = match (notice.kept, last_success) {
+        (true, _) => "its last values are kept".to_owned(),
+        (false, Some(at)) => format!("the dashboard keeps the values of {}", clock(at, page)),
+        (false, None) => "the dashboard keeps its previous values".to_owned(),
+    };
+    let _ = write!(
+        out,
+        "<p class=\"error column\">The column {} {what}{since}; {keeps} {until}.</p>",
+        escape(&notice.column)
+    );
+}
+
+/// A moment as a wall clock in the page's zone: the time today, else the
+/// date and time.
+fn clock(at: DateTime<Utc>, page: &Page<'_>) -> String {
+    let local = at.with_timezone(&page.zone);
+    let today = page.now.with_timezone(&page.zone).date_naive() == local.date_naive();
+    let shown = match today {
+        true => local.format("%H:%M").to_string(),
+        false => local.format("%Y-%m-%d %H:%M").to_string(),
+    };
+    format!("<time datetime=\"{}\">{shown}</time>", at.to_rfc3339())
 }
 
 fn run_counts(run: &RunView) -> String {
@@ -483,5 +542,51 @@ mod tests {
         assert_eq!(relative(now - chrono::Duration::hours(2), now), "2 h ago");
         assert_eq!(relative(now + chrono::Duration::minutes(5), now), "in 5 min");
         assert_eq!(relative(now, now), "just now");
+    }
+
+    #[test]
+    fn a_lost_column_is_told_in_plain_words_signed_in_or_not() {
+        let now = Utc::now();
+        let sync = SyncPage {
+            last_success: Some(now - chrono::Duration::minutes(5)),
+            columns: vec![ColumnNotice {
+                column: "Expected <MRR>".into(),
+                lost: true,
+                since: Some(now - chrono::Duration::minutes(2)),
+                kept: false,
+            }],
+            ..sample()
+        };
+        for csrf in [None, Some("tok")] {
+            let html = render(&page(&sync, csrf));
+            let notice = html
+                .split("<p class=\"error column\">")
+                .nth(1)
+                .and_then(|rest| rest.split("</p>").next())
+                .expect("the notice is shown");
+            assert!(
+                notice.starts_with("The column Expected &lt;MRR&gt; is missing from the sheet since <time"),
+                "{notice}"
+            );
+            assert!(
+                notice.contains("; the dashboard keeps the values of <time")
+                    && notice.ends_with("until it is back or mapped."),
+                "{notice}"
+            );
+        }
+        let kept = SyncPage {
+            columns: vec![ColumnNotice {
+                column: "ARR".into(),
+                lost: false,
+                since: None,
+                kept: true,
+            }],
+            ..sample()
+        };
+        let html = render(&page(&kept, None));
+        assert!(
+            html.contains("The column ARR was emptied in the sheet; its last values are kept until it is filled again"),
+            "{html}"
+        );
     }
 }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use mongodb::bson::{Bson, Document};
 
 use super::locks::lock;
-use super::page::{HISTORY_RUNS, IssueView, RunPoint, RunView, SyncPage};
+use super::page::{ColumnNotice, HISTORY_RUNS, IssueView, RunPoint, RunView, SyncPage};
 use super::shared::{Daemon, StatusSnapshot};
 use crate::report::Changes;
 use crate::source::SourceSpec;
@@ -111,6 +111,7 @@ impl Daemon {
             last_success,
             records,
             history: history.iter().map(run_point).collect(),
+            columns: column_notices(&history),
         };
         let view = serde_json::json!({
             "name": plan.name,
@@ -252,6 +253,45 @@ fn issues_of(document: &Document, field: &str, rejected: bool) -> Vec<IssueView>
         .collect()
 }
 
+/// The columns the latest run found lost or emptied, when it refused the
+/// refresh or kept the stored values, each with the first run of the
+/// streak (newest first in `history`) that found it so.
+fn column_notices(history: &[Document]) -> Vec<ColumnNotice> {
+    let problems = |run: &Document| -> Vec<Document> {
+        run.get_array("column_problems")
+            .map(|problems| {
+                problems
+                    .iter()
+                    .filter_map(|problem| problem.as_document().cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let Some(latest) = history.first() else {
+        return Vec::new();
+    };
+    let failed = latest.get_str("outcome") == Ok("failed");
+    problems(latest)
+        .into_iter()
+        .filter(|problem| failed || problem.get_bool("kept").unwrap_or(false))
+        .map(|problem| {
+            let field = problem.get_str("field").unwrap_or_default().to_owned();
+            let has_it = |run: &Document| {
+                problems(run)
+                    .iter()
+                    .any(|other| other.get_str("field") == Ok(field.as_str()))
+            };
+            let streak = history.iter().take_while(|run| has_it(run)).last().unwrap_or(latest);
+            ColumnNotice {
+                column: problem.get_str("label").unwrap_or(&field).to_owned(),
+                lost: problem.get_str("kind") == Ok("lost"),
+                since: at(streak, "started_at"),
+                kept: problem.get_bool("kept").unwrap_or(false),
+            }
+        })
+        .collect()
+}
+
 fn run_point(document: &Document) -> RunPoint {
     RunPoint {
         started_at: at(document, "started_at"),
@@ -277,4 +317,39 @@ fn sheet_link(plan: &SyncPlan, last_run: Option<&Document>) -> Option<String> {
         "https://docs.google.com/spreadsheets/d/{}/edit#gid={gid}",
         sheet.spreadsheet_id
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::{DateTime as BsonDateTime, doc};
+
+    use super::*;
+
+    #[test]
+    fn a_column_notice_dates_from_the_first_run_of_its_streak() {
+        let run = |minutes: i64, outcome: &str, field: Option<&str>| {
+            let problems: Vec<Document> = field
+                .map(|field| doc! { "field": field, "label": "Expected MRR", "kind": "lost" })
+                .into_iter()
+                .collect();
+            doc! {
+                "started_at": BsonDateTime::from_millis(minutes * 60_000),
+                "outcome": outcome,
+                "column_problems": problems,
+            }
+        };
+        // Newest first: two refusals, before them a success.
+        let history = [
+            run(30, "failed", Some("expected_mrr")),
+            run(20, "failed", Some("expected_mrr")),
+            run(10, "success", None),
+        ];
+        let notices = column_notices(&history);
+        assert_eq!(notices.len(), 1);
+        assert_eq!(notices[0].column, "Expected MRR");
+        assert!(notices[0].lost && !notices[0].kept);
+        assert_eq!(notices[0].since, DateTime::from_timestamp(20 * 60, 0));
+        // Fixed since: the latest run succeeded without keeping anything.
+        assert!(column_notices(&[run(40, "success", Some("expected_mrr"))]).is_empty());
+    }
 }

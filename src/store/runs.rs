@@ -70,7 +70,9 @@ pub async fn recent(db: &Database, view: &str, limit: i64) -> Result<Vec<Documen
         .find(doc! { "view": view })
         .sort(doc! { "started_at": -1 })
         .limit(limit)
-        .projection(doc! { "started_at": 1, "duration_ms": 1, "records_written": 1, "outcome": 1 })
+        .projection(
+            doc! { "started_at": 1, "duration_ms": 1, "records_written": 1, "outcome": 1, "column_problems": 1 },
+        )
         .within(Operation::Read, describe)
         .await?
         .try_collect()
