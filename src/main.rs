@@ -7,10 +7,11 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use sheetsync::config::Config;
 use sheetsync::engine::{Engine, SyncOptions};
+use sheetsync::mapping;
 use sheetsync::mapping::conventions::ReadSettings;
 use sheetsync::schedule::Schedule;
 use sheetsync::source::{SourceSpec, Sources};
-use sheetsync::syncs::{self, Resolution};
+use sheetsync::syncs::{self, Resolution, SyncTarget};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -282,9 +283,43 @@ async fn check(config: Config) -> anyhow::Result<ExitCode> {
             summary.collection.as_deref().unwrap_or("-"),
             summary.source.as_deref().unwrap_or("-"),
         );
+        if let (Resolution::Sync(target), false) = (&plan.resolution, status.starts_with("error")) {
+            match describe_columns(&sources, target).await {
+                Ok(lines) => lines.iter().for_each(|line| println!("  {line}")),
+                Err(problem) => {
+                    problems += 1;
+                    println!("  error: {problem}");
+                }
+            }
+        }
     }
     println!("{} view(s), {problems} problem(s)", plans.len());
     Ok(exit_code(problems == 0))
+}
+
+/// Which column feeds which field, the unmapped labels, and the field each
+/// one looks most like: read from the source's header.
+async fn describe_columns(sources: &Sources, target: &SyncTarget) -> Result<Vec<String>, String> {
+    let rows = sources.fetch(&target.source).await.map_err(|error| error.to_string())?;
+    let profile = &target.profile;
+    let (row, header) = mapping::header_of(profile, &rows).map_err(|error| error.to_string())?;
+    let mapped: Vec<String> = header
+        .iter()
+        .filter_map(|column| Some(format!("{} -> {}", column.label, column.field.as_ref()?)))
+        .collect();
+    let unmapped: Vec<String> = header
+        .iter()
+        .filter(|column| column.field.is_none())
+        .map(|column| match mapping::closest_field(profile, &column.label) {
+            Some(field) => format!("{} (closest field: {field})", column.label),
+            None => format!("{} (no close field)", column.label),
+        })
+        .collect();
+    let mut lines = vec![format!("header (row {row}): {}", mapped.join(", "))];
+    if !unmapped.is_empty() {
+        lines.push(format!("unmapped: {}", unmapped.join(", ")));
+    }
+    Ok(lines)
 }
 
 /// What would stop a source from being read, where it can be told without

@@ -12,6 +12,11 @@ pub enum MappingError {
          rename the column(s) in the source or add an alias"
     )]
     MissingRequiredColumns { row: usize, missing: String, found: String },
+    #[error(
+        "column {label:?} (row {row}) reads as fields {fields} equally well; nothing is guessed: rename the \
+         column, or make one field's alias match it exactly"
+    )]
+    AmbiguousColumn { row: usize, label: String, fields: String },
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,7 @@ use super::error::{MappingError, SurveyError};
 use super::profile::TargetProfile;
 use super::record::{HeaderColumn, RowIssue};
 use super::values::fold_label;
+use super::values::labels::{label_words, without_hint};
 use crate::source::SourceRows;
 use crate::source::table::{Cell, Row};
 
@@ -44,24 +45,63 @@ pub(super) fn find_header(
     Ok(leading.swap_remove(index))
 }
 
-/// Folded header labels that select each field.
+/// The header labels that select each field: its name and aliases, folded
+/// (case, accents, punctuation and spacing), and as their words (any order,
+/// without little words, abbreviations read).
 pub(super) struct FieldLabels {
-    pub(super) by_label: HashMap<String, usize>,
+    by_label: HashMap<String, usize>,
+    by_words: HashMap<String, Vec<usize>>,
+}
+
+/// What a header label names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum LabelMatch {
+    Field(usize),
+    /// Several fields, equally well: never a guess.
+    Ambiguous(Vec<usize>),
+    Nothing,
 }
 
 impl FieldLabels {
     pub(super) fn new(profile: &TargetProfile) -> Self {
         let mut by_label = HashMap::new();
+        let mut by_words: HashMap<String, Vec<usize>> = HashMap::new();
         for (index, field) in profile.fields.iter().enumerate() {
             for label in std::iter::once(&field.name).chain(&field.aliases) {
                 by_label.entry(fold_label(label)).or_insert(index);
+                let fields = by_words.entry(label_words(label)).or_default();
+                if !fields.contains(&index) {
+                    fields.push(index);
+                }
             }
         }
-        FieldLabels { by_label }
+        by_words.remove("");
+        FieldLabels { by_label, by_words }
     }
 
-    pub(super) fn field_of(&self, header: &Cell) -> Option<usize> {
-        self.by_label.get(&fold_label(&header.display())).copied()
+    /// The field `header` names: spelled as a label (folded), else by its
+    /// words; then the same without a trailing hint (`(€)`, `- EUR`).
+    pub(super) fn field_of(&self, header: &Cell) -> LabelMatch {
+        let written = header.display();
+        for label in std::iter::once(written.as_str()).chain(without_hint(&written)) {
+            if let Some(index) = self.by_label.get(&fold_label(label)) {
+                return LabelMatch::Field(*index);
+            }
+            match self.by_words.get(&label_words(label)).map(Vec::as_slice) {
+                Some([index]) => return LabelMatch::Field(*index),
+                Some(several @ [_, _, ..]) => return LabelMatch::Ambiguous(several.to_vec()),
+                _ => {}
+            }
+        }
+        LabelMatch::Nothing
+    }
+
+    /// [`FieldLabels::field_of`], when it names exactly one field.
+    fn one_field_of(&self, header: &Cell) -> Option<usize> {
+        match self.field_of(header) {
+            LabelMatch::Field(index) => Some(index),
+            _ => None,
+        }
     }
 }
 
@@ -74,7 +114,7 @@ pub(super) fn locate_header(
 ) -> Result<usize, MappingError> {
     let candidates = leading.iter().enumerate();
     let score = |row: &Row| {
-        let fields: Vec<usize> = row.cells.iter().filter_map(|cell| labels.field_of(cell)).collect();
+        let fields: Vec<usize> = row.cells.iter().filter_map(|cell| labels.one_field_of(cell)).collect();
         let required = fields.iter().filter(|&&index| profile.fields[index].required).count();
         (required, fields.len())
     };
@@ -87,7 +127,7 @@ pub(super) fn locate_header(
         return Ok(best);
     }
     let row = &leading[best];
-    let present: Vec<usize> = row.cells.iter().filter_map(|cell| labels.field_of(cell)).collect();
+    let present: Vec<usize> = row.cells.iter().filter_map(|cell| labels.one_field_of(cell)).collect();
     let missing: Vec<&str> = profile
         .fields
         .iter()
@@ -140,7 +180,11 @@ impl Columns {
     }
 }
 
-pub(super) fn resolve_columns(profile: &TargetProfile, labels: &FieldLabels, header: &Row) -> Columns {
+pub(super) fn resolve_columns(
+    profile: &TargetProfile,
+    labels: &FieldLabels,
+    header: &Row,
+) -> Result<Columns, MappingError> {
     let mut columns = Columns {
         assigned: Vec::new(),
         by_field: vec![None; profile.fields.len()],
@@ -157,7 +201,22 @@ pub(super) fn resolve_columns(profile: &TargetProfile, labels: &FieldLabels, hea
             continue;
         }
         let mut feeds = None;
-        match labels.field_of(cell) {
+        let field = match labels.field_of(cell) {
+            LabelMatch::Field(field) => Some(field),
+            LabelMatch::Ambiguous(fields) => {
+                let names: Vec<String> = fields
+                    .iter()
+                    .map(|field| format!("`{}`", profile.fields[*field].name))
+                    .collect();
+                return Err(MappingError::AmbiguousColumn {
+                    row: header.number,
+                    label: shortened(&written),
+                    fields: names.join(" and "),
+                });
+            }
+            LabelMatch::Nothing => None,
+        };
+        match field {
             Some(field) => match columns.of_field(field) {
                 Some((_, first)) => columns.warnings.push(RowIssue {
                     row: header.number,
@@ -183,7 +242,7 @@ pub(super) fn resolve_columns(profile: &TargetProfile, labels: &FieldLabels, hea
             field: feeds,
         });
     }
-    columns
+    Ok(columns)
 }
 
 /// Values no column header names are not imported; the person editing the
@@ -238,4 +297,191 @@ pub(super) fn column_letters(column: usize) -> String {
         rest = (rest - 1) / 26;
     }
     letters.iter().rev().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use std::sync::Arc;
+
+    use crate::mapping::declare::Targets;
+
+    /// Header spellings from real exports (HubSpot, Pipedrive, Salesforce
+    /// reports, Excel in French, German and Spanish, hand-made sheets), each
+    /// with the field it must feed; `None`: it must feed nothing.
+    const SALES: &[(&str, Option<&str>)] = &[
+        ("Client", Some("client")),
+        ("Company name", Some("client")),
+        ("Associated Company", Some("client")),
+        ("Account Name", Some("client")),
+        ("Nom du client", Some("client")),
+        ("Société", Some("client")),
+        ("Empresa", Some("client")),
+        ("Stage", Some("stage")),
+        ("Stage (HubSpot)", Some("stage")),
+        ("Deal Stage", Some("stage")),
+        ("Pipeline stage", Some("stage")),
+        ("Étape", Some("stage")),
+        ("Etapa", Some("stage")),
+        ("Discovery Date", Some("discovery_date")),
+        ("Discovery date (dd/mm/yyyy)", Some("discovery_date")),
+        ("Date of discovery", Some("discovery_date")),
+        ("Date de découverte", Some("discovery_date")),
+        ("Create Date", Some("discovery_date")),
+        ("Fecha de descubrimiento", Some("discovery_date")),
+        ("Expected MRR", Some("expected_mrr")),
+        ("Expected MRR (€)", Some("expected_mrr")),
+        ("Exp. MRR", Some("expected_mrr")),
+        ("MRR attendu", Some("expected_mrr")),
+        ("Monthly recurring revenue", Some("expected_mrr")),
+        ("Expected ARR", Some("expected_arr")),
+        ("Exp. ARR", Some("expected_arr")),
+        ("ARR - EUR", Some("expected_arr")),
+        ("Annual Recurring Revenue", Some("expected_arr")),
+        ("Amount", Some("pipeline")),
+        ("Deal amount", Some("pipeline")),
+        ("Montant", Some("pipeline")),
+        ("Deal owner", Some("owner")),
+        ("Opportunity Owner", Some("owner")),
+        ("AE", Some("owner")),
+        ("Owner (AE)", Some("owner")),
+        ("Propriétaire", Some("owner")),
+        ("SDR", Some("bdr")),
+        ("BDR", Some("bdr")),
+        ("Sales development rep", Some("bdr")),
+        ("Lead source", Some("type_of_source")),
+        ("Original Source", Some("type_of_source")),
+        ("Type of source", Some("type_of_source")),
+        ("Type de source", Some("type_of_source")),
+        ("Deal type", Some("type_of_deal")),
+        ("Type of deal", Some("type_of_deal")),
+        ("Type d'affaire", Some("type_of_deal")),
+        ("Opportunity Type", Some("type_of_deal")),
+        ("Show / No Show", Some("show_noshow")),
+        ("No-show", Some("show_noshow")),
+        ("POA Date", Some("poa_date")),
+        ("Date du POA", Some("poa_date")),
+        ("Billing Start", Some("billing_start")),
+        ("Début facturation", Some("billing_start")),
+        ("First invoice date", Some("billing_start")),
+        ("HubSpot Link", Some("hubspot_link")),
+        ("Deal URL", Some("hubspot_link")),
+        ("Product", Some("product")),
+        ("Produit", Some("product")),
+        ("Mois", Some("month")),
+        ("Relevance", Some("relevance")),
+        ("Pertinence", Some("relevance")),
+        ("Supporters", Some("supporters")),
+        ("Notes", None),
+        ("Comments", None),
+        ("Next step", None),
+        ("Last contacted", None),
+        ("(€)", None),
+    ];
+
+    const CUSTOMERS: &[(&str, Option<&str>)] = &[
+        ("Company", Some("company_name")),
+        ("Customer name", Some("company_name")),
+        ("Raison sociale", Some("company_name")),
+        ("Score santé", Some("health_score")),
+        ("Score de santé", Some("health_score")),
+        ("Health score (0-100)", Some("health_score")),
+        ("Health", Some("health_status")),
+        ("État de santé", Some("health_status")),
+        ("ARR (€)", Some("arr")),
+        ("Annual recurring revenue", Some("arr")),
+        ("Setup fee", Some("one_time_setup_cost")),
+        ("Renewal date", Some("renewal_date")),
+        ("Date de renouvellement", Some("renewal_date")),
+        ("Go-live", Some("go_live_date")),
+        ("CSM", Some("csm_owner_name")),
+        ("Customer Success Manager", Some("csm_owner_name")),
+        ("Account manager", Some("am_owner_name")),
+        ("Active users", Some("active_users")),
+        ("Utilisateurs actifs", Some("active_users")),
+        ("Licensed users", Some("total_licensed_users")),
+        ("Nombre de licences", Some("total_licensed_users")),
+        ("Tags", Some("tags")),
+        ("Étiquettes", Some("tags")),
+        ("Account status", Some("account_status")),
+        ("Statut du compte", Some("account_status")),
+        ("NPS", None),
+    ];
+
+    fn profile(name: &str) -> Arc<TargetProfile> {
+        Targets::built_in().get(name).expect("a built-in profile")
+    }
+
+    fn field_of(profile: &TargetProfile, label: &str) -> Option<String> {
+        match FieldLabels::new(profile).field_of(&Cell::text(label)) {
+            LabelMatch::Field(index) => Some(profile.fields[index].name.clone()),
+            LabelMatch::Ambiguous(fields) => panic!("{label:?} is ambiguous: {fields:?}"),
+            LabelMatch::Nothing => None,
+        }
+    }
+
+    #[test]
+    fn headers_as_people_write_them() {
+        assert!(SALES.len() + CUSTOMERS.len() >= 60);
+        for (name, table) in [("sales_records", SALES), ("customers", CUSTOMERS)] {
+            let profile = profile(name);
+            let wrong: Vec<String> = table
+                .iter()
+                .filter(|(label, field)| field_of(&profile, label).as_deref() != *field)
+                .map(|(label, field)| format!("{label:?} -> {:?}, expected {field:?}", field_of(&profile, label)))
+                .collect();
+            assert!(wrong.is_empty(), "{name}: {wrong:#?}");
+        }
+    }
+
+    #[test]
+    fn no_two_fields_of_a_built_in_profile_share_a_label() {
+        for name in ["sales_records", "customers"] {
+            let labels = FieldLabels::new(&profile(name));
+            let shared: Vec<_> = labels.by_words.iter().filter(|(_, fields)| fields.len() > 1).collect();
+            assert!(shared.is_empty(), "{name}: {shared:?}");
+        }
+    }
+
+    #[test]
+    fn a_label_two_fields_read_alike_is_an_error_naming_both() {
+        let mut profile = (*profile("sales_records")).clone();
+        profile.fields[0].aliases.push("deal value".to_owned());
+        let header = Row {
+            number: 1,
+            cells: vec![Cell::text("Client"), Cell::text("Stage"), Cell::text("Value of deal")],
+        };
+        let labels = FieldLabels::new(&profile);
+        let error = resolve_columns(&profile, &labels, &header).unwrap_err().to_string();
+        assert!(
+            error.contains("\"Value of deal\"") && error.contains("`month` and `pipeline`"),
+            "{error}"
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Reordered words, little words and a bracketed hint change nothing.
+        #[test]
+        fn word_order_little_words_and_hints_do_not_matter(
+            pick in 0..SALES.len(),
+            shuffle in any::<u64>(),
+            filler in prop::sample::select(vec!["of", "the", "de", "du", "la", "der", "el"]),
+            hint in prop::sample::select(vec!["", " (€)", " [EUR]", " - HubSpot", " (dd/mm/yyyy)"]),
+        ) {
+            let (label, field) = SALES[pick];
+            prop_assume!(field.is_some() && !label.contains(['(', '[', '/', '-']));
+            let profile = profile("sales_records");
+            let mut words: Vec<&str> = label.split_whitespace().collect();
+            let len = words.len();
+            words.rotate_left((shuffle as usize) % len.max(1));
+            words.insert((shuffle as usize / 7) % (len + 1), filler);
+            let variant = format!("{}{hint}", words.join(" "));
+            let found = field_of(&profile, &variant);
+            prop_assert_eq!(found.as_deref(), field, "{:?} from {:?}", variant, label);
+        }
+    }
 }

@@ -51,9 +51,10 @@ pub fn header_changes(
     (warnings, notices)
 }
 
-/// Why a new label is news, with the field it most looks like.
-fn new_column_reason(profile: &TargetProfile, label: &str) -> String {
-    let closest = profile
+/// The field whose name or alias is spelled most like `label`, when one is
+/// close at all.
+pub fn closest_field<'p>(profile: &'p TargetProfile, label: &str) -> Option<&'p str> {
+    profile
         .fields
         .iter()
         .flat_map(|field| {
@@ -62,9 +63,14 @@ fn new_column_reason(profile: &TargetProfile, label: &str) -> String {
                 .map(move |name| (similarity(label, name), field))
         })
         .filter(|(score, _)| *score >= CLOSE_ENOUGH)
-        .max_by(|left, right| left.0.total_cmp(&right.0));
-    let hint = match closest {
-        Some((_, field)) => format!(" (closest field: {})", field.name),
+        .max_by(|left, right| left.0.total_cmp(&right.0))
+        .map(|(_, field)| field.name.as_str())
+}
+
+/// Why a new label is news, with the field it most looks like.
+fn new_column_reason(profile: &TargetProfile, label: &str) -> String {
+    let hint = match closest_field(profile, label) {
+        Some(field) => format!(" (closest field: {field})"),
         None => String::new(),
     };
     format!(

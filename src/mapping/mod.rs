@@ -25,11 +25,11 @@ pub mod values;
 mod winners;
 
 pub use error::{MappingError, SurveyError};
-pub use header_changes::header_changes;
+pub use header_changes::{closest_field, header_changes};
 pub use mapper::Mapper;
 pub use record::{
     Duplicate, HeaderColumn, KEY_SEPARATOR, KeyMap, MappedRecord, RecordFields, RecordValues, RowIssue, Winner,
     record_key,
 };
-pub use survey::{Survey, survey};
+pub use survey::{Survey, header_of, survey};
 pub use winners::Winners;

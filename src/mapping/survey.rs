@@ -54,6 +54,16 @@ pub struct Survey {
     pub survey_passes: usize,
 }
 
+/// The header of `source` as `profile` reads it: its row, and each labelled
+/// column with the field it feeds (what `sheetsync check` shows), without
+/// reading the rows below it.
+pub fn header_of(profile: &TargetProfile, source: &SourceRows) -> Result<(usize, Vec<HeaderColumn>), SurveyError> {
+    let labels = FieldLabels::new(profile);
+    let header = find_header(profile, &labels, source)?;
+    let columns = resolve_columns(profile, &labels, &header)?;
+    Ok((header.number, columns.header))
+}
+
 /// First pass: finds the header, reads every row once to collect problems,
 /// duplicate keys and the source's conventions (date order, decimal marks),
 /// and returns the mapper for the later passes.
@@ -70,7 +80,7 @@ pub fn survey<'p>(
     let date_order = settings.date_order;
     let labels = FieldLabels::new(profile);
     let header = find_header(profile, &labels, source)?;
-    let columns = resolve_columns(profile, &labels, &header);
+    let columns = resolve_columns(profile, &labels, &header)?;
     let lookups = profile
         .fields
         .iter()

@@ -528,14 +528,14 @@ fn duplicates_by_client_and_stage_last_row_wins() {
 
 #[test]
 fn missing_required_header_names_the_columns_found() {
-    let source = CsvSource::from_bytes(b"Title\nFirm,Phase,Owner\nAcme,Lost,Ann\n".to_vec(), "test");
+    let source = CsvSource::from_bytes(b"Title\nFirm,Progress,Owner\nAcme,Lost,Ann\n".to_vec(), "test");
     let error = mapping_error(SourceRows::Csv(source));
     assert_eq!(
         error,
         MappingError::MissingRequiredColumns {
             row: 2,
             missing: "client, stage".into(),
-            found: "\"Firm\", \"Phase\", \"Owner\"".into(),
+            found: "\"Firm\", \"Progress\", \"Owner\"".into(),
         }
     );
     assert_eq!(

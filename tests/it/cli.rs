@@ -218,6 +218,11 @@ async fn check_lists_views_and_fails_on_problems() {
         stdout.contains("view \"Master\"") && stdout.contains("never written"),
         "{stdout}"
     );
+    // Which column feeds which field, as the sync will read them.
+    assert!(
+        stdout.contains("  header (row 1): Month -> month, Discovery Date -> discovery_date, Client -> client,"),
+        "{stdout}"
+    );
 
     db.add_view("v-weird", "Partners", "file:///x.csv").await;
     let output = sheetsync(&db.name, &server_url(), &["check"]);

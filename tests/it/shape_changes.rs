@@ -294,13 +294,13 @@ async fn a_new_unmapped_column_is_news_once() {
             .join("\n")
             + "\n"
     };
-    write_source(dir.path(), "v.csv", with("Exp ARR (EUR)").as_bytes());
+    write_source(dir.path(), "v.csv", with("Churn risk (%)").as_bytes());
     let report = sync(&engine, SyncOptions::default()).await;
     assert_eq!(report.outcome, Outcome::SuccessWithWarnings, "{report:#?}");
     let news: Vec<_> = report
         .warnings
         .iter()
-        .filter(|warning| warning.column.as_deref() == Some("Exp ARR (EUR)"))
+        .filter(|warning| warning.column.as_deref() == Some("Churn risk (%)"))
         .collect();
     assert_eq!(news.len(), 1, "{:#?}", report.warnings);
     assert_eq!(news[0].row, 1, "on the header row");
@@ -313,7 +313,7 @@ async fn a_new_unmapped_column_is_news_once() {
     // Already there last time: listed as ignored, without a warning.
     let again = sync(&engine, SyncOptions::default()).await;
     assert_eq!(again.outcome, Outcome::Success, "{again:#?}");
-    assert!(again.unknown_columns.contains(&"Exp ARR (EUR)".to_owned()));
+    assert!(again.unknown_columns.contains(&"Churn risk (%)".to_owned()));
 
     // Another new one, silenced by the view's ignore_columns.
     write_source(dir.path(), "v.csv", with("Internal notes").as_bytes());

@@ -655,13 +655,13 @@ async fn rejected_rows_and_warnings_name_row_column_and_reason() {
 async fn header_without_client_fails_the_view_naming_its_columns() {
     let db = test_db("no_client").await;
     let dir = tempfile::tempdir().unwrap();
-    let url = write_source(dir.path(), "v.csv", b"Company name,Phase\nAcme,Lost\n");
+    let url = write_source(dir.path(), "v.csv", b"Firm name,Progress\nAcme,Lost\n");
     db.add_view("view-organic", "Organic", &url).await;
     let report = only(sync_all(&db, SyncOptions::default()).await);
     assert_eq!(report.outcome, Outcome::Failed);
     let error = report.error.unwrap();
     assert!(
-        error.contains("client, stage") && error.contains("\"Company name\", \"Phase\""),
+        error.contains("client, stage") && error.contains("\"Firm name\", \"Progress\""),
         "{error}"
     );
     db.drop().await;

@@ -15,6 +15,7 @@ use unicode_normalization::UnicodeNormalization;
 
 pub mod calendar;
 pub mod dates;
+pub mod labels;
 pub mod links;
 pub mod numbers;
 
