@@ -323,3 +323,25 @@ async fn a_new_unmapped_column_is_news_once() {
     assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
     db.drop().await;
 }
+
+#[tokio::test]
+async fn an_alias_for_the_new_label_lets_the_refresh_pass() {
+    let (db, dir, _) = synced_view("alias_added").await;
+    write_source(dir.path(), "v.csv", sales_csv("Monthly value").as_bytes());
+    let refused = sync(&db.engine().await, SyncOptions::default()).await;
+    assert_eq!(refused.outcome, Outcome::Failed, "{refused:#?}");
+
+    // The built-in profile, replaced by itself with one more alias, as an
+    // operator would declare it in the config file.
+    let profile = include_str!("../../targets/sales_records.toml")
+        .replace("aliases = [\"mrr\", ", "aliases = [\"monthly value\", \"mrr\", ")
+        .replace("[[fields]]", "[[targets.fields]]")
+        .replace("[[indexes]]", "[[targets.indexes]]");
+    assert!(profile.contains("\"monthly value\""), "the alias is declared");
+    let engine = engine_for(config_file(&db, dir.path(), &format!("[[targets]]\n{profile}"))).await;
+    let report = sync(&engine, SyncOptions::default()).await;
+    assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
+    assert!(report.column_problems.is_empty());
+    assert!(mrr_values(&db).await.iter().all(|value| *value == Bson::Double(250.0)));
+    db.drop().await;
+}
