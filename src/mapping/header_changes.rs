@@ -23,15 +23,25 @@ pub fn header_changes(
     };
     let ignored: Vec<String> = ignore.iter().map(|label| fold_label(label)).collect();
     let was_there = |label: &str| previous.iter().any(|column| column.label == label);
+    let mapped = |field: &str| header.iter().any(|column| column.field.as_deref() == Some(field));
     let warnings = header
         .iter()
-        .filter(|column| column.field.is_none() && !was_there(&column.label))
-        .filter(|column| !ignored.contains(&fold_label(&column.label)))
-        .map(|column| RowIssue {
-            row: header_row,
-            column: Some(column.label.clone()),
-            value: None,
-            reason: new_column_reason(profile, &column.label),
+        .enumerate()
+        .filter(|(_, column)| column.field.is_none() && !was_there(&column.label))
+        .filter(|(_, column)| !ignored.contains(&fold_label(&column.label)))
+        .map(|(position, column)| {
+            // Standing where a field's column stood, which no column feeds
+            // now: most likely that column renamed.
+            let replaced = previous
+                .get(position)
+                .and_then(|old| old.field.as_deref())
+                .filter(|field| !mapped(field));
+            RowIssue {
+                row: header_row,
+                column: Some(column.label.clone()),
+                value: None,
+                reason: new_column_reason(profile, &column.label, replaced),
+            }
         })
         .collect();
     let mut notices = Vec::new();
@@ -67,9 +77,10 @@ pub fn closest_field<'p>(profile: &'p TargetProfile, label: &str) -> Option<&'p 
         .map(|(_, field)| field.name.as_str())
 }
 
-/// Why a new label is news, with the field it most looks like.
-fn new_column_reason(profile: &TargetProfile, label: &str) -> String {
-    let hint = match closest_field(profile, label) {
+/// Why a new label is news, with the field it most likely is (`replaced`,
+/// else the one spelled most alike).
+fn new_column_reason(profile: &TargetProfile, label: &str, replaced: Option<&str>) -> String {
+    let hint = match replaced.or_else(|| closest_field(profile, label)) {
         Some(field) => format!(" (closest field: {field})"),
         None => String::new(),
     };
@@ -124,6 +135,18 @@ mod tests {
         assert_eq!(
             header_changes(&SALES_RECORDS, 1, &now, None, &ignore),
             (Vec::new(), Vec::new())
+        );
+    }
+
+    #[test]
+    fn a_new_label_where_a_lost_column_stood_is_that_column() {
+        let previous = header(&[("Client", Some("client")), ("Expected MRR", Some("expected_mrr"))]);
+        let now = header(&[("Client", Some("client")), ("Monthly value", None)]);
+        let (warnings, _) = header_changes(&SALES_RECORDS, 1, &now, Some(&previous), &[]);
+        assert!(
+            warnings[0].reason.contains("closest field: expected_mrr"),
+            "{}",
+            warnings[0].reason
         );
     }
 }
