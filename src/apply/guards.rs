@@ -302,26 +302,16 @@ mod tests {
         assert!(check_rejected(3, 1, 0.0, false).is_err(), "0 allows none");
     }
 
-    fn header(columns: &[(&str, Option<&str>)]) -> Vec<HeaderColumn> {
-        columns
-            .iter()
-            .map(|(label, field)| HeaderColumn {
-                label: (*label).to_owned(),
-                field: field.map(str::to_owned),
-            })
-            .collect()
-    }
-
     #[test]
     fn a_column_counts_as_lost_or_emptied_only_past_its_thresholds() {
         let profile = &*crate::mapping::sales::SALES_RECORDS;
         let index = |name: &str| profile.field_index(name).unwrap();
-        let new = header(&[
+        let new = HeaderColumn::list(&[
             ("Client", Some("client")),
             ("Stage", Some("stage")),
             ("Monthly value", None),
         ]);
-        let old = header(&[
+        let old = HeaderColumn::list(&[
             ("Client", Some("client")),
             ("Stage", Some("stage")),
             ("Expected MRR", Some("expected_mrr")),
@@ -370,7 +360,7 @@ mod tests {
             maybe: None,
             kept: false,
         };
-        let new = header(&[("Company", Some("company_name")), ("Annual value", None)]);
+        let new = HeaderColumn::list(&[("Company", Some("company_name")), ("Annual value", None)]);
         let verdict = |policy, force| check_columns("customers", std::slice::from_ref(&problem), &new, policy, force);
         let refused = verdict(OnLostColumn::Fail, false).unwrap_err().to_string();
         assert!(refused.contains("unmapped labels: `Annual value`"), "{refused}");

@@ -95,24 +95,14 @@ mod tests {
     use super::*;
     use crate::mapping::sales::SALES_RECORDS;
 
-    fn header(columns: &[(&str, Option<&str>)]) -> Vec<HeaderColumn> {
-        columns
-            .iter()
-            .map(|(label, field)| HeaderColumn {
-                label: (*label).to_owned(),
-                field: field.map(str::to_owned),
-            })
-            .collect()
-    }
-
     #[test]
     fn only_new_unmapped_labels_are_news() {
-        let previous = header(&[
+        let previous = HeaderColumn::list(&[
             ("Client", Some("client")),
             ("Notes", None),
             ("MRR", Some("expected_mrr")),
         ]);
-        let now = header(&[
+        let now = HeaderColumn::list(&[
             ("Client", Some("client")),
             ("Notes", None),
             ("Expected MRR", Some("expected_mrr")),
@@ -140,8 +130,8 @@ mod tests {
 
     #[test]
     fn a_new_label_where_a_lost_column_stood_is_that_column() {
-        let previous = header(&[("Client", Some("client")), ("Expected MRR", Some("expected_mrr"))]);
-        let now = header(&[("Client", Some("client")), ("Monthly value", None)]);
+        let previous = HeaderColumn::list(&[("Client", Some("client")), ("Expected MRR", Some("expected_mrr"))]);
+        let now = HeaderColumn::list(&[("Client", Some("client")), ("Monthly value", None)]);
         let (warnings, _) = header_changes(&SALES_RECORDS, 1, &now, Some(&previous), &[]);
         assert!(
             warnings[0].reason.contains("closest field: expected_mrr"),

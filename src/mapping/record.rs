@@ -50,6 +50,20 @@ pub struct HeaderColumn {
     pub field: Option<String>,
 }
 
+#[cfg(test)]
+impl HeaderColumn {
+    /// `(label, field)` pairs as a header, for tests.
+    pub fn list(columns: &[(&str, Option<&str>)]) -> Vec<HeaderColumn> {
+        columns
+            .iter()
+            .map(|(label, field)| HeaderColumn {
+                label: (*label).to_owned(),
+                field: field.map(str::to_owned),
+            })
+            .collect()
+    }
+}
+
 /// A row that lost to a later row with the same key.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Duplicate {
