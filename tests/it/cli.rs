@@ -137,6 +137,9 @@ async fn json_report_and_exit_code() {
         .await;
     let output = sheetsync(&db.name, &server_url(), &["sync", "--json"]);
     assert!(output.status.success(), "{}", text(&output.stderr));
+    // Logs written to a pipe are plain text: no colour escape sequences.
+    let logs = text(&output.stderr);
+    assert!(logs.contains("sync finished") && !logs.contains('\u{1b}'), "{logs:?}");
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("stdout is JSON");
     assert_eq!(report["ok"], true);
     let view = &report["views"][0];
@@ -174,6 +177,9 @@ async fn a_us_export_is_read_month_first_and_the_report_says_why() {
 
     let output = sheetsync(&db.name, &server_url(), &["sync", "--json"]);
     assert!(output.status.success(), "{}", text(&output.stderr));
+    // Logs written to a pipe are plain text: no colour escape sequences.
+    let logs = text(&output.stderr);
+    assert!(logs.contains("sync finished") && !logs.contains('\u{1b}'), "{logs:?}");
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("stdout is JSON");
     let view = &report["views"][0];
     assert_eq!(view["date_order"]["order"], "month_first");
