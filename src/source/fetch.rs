@@ -57,7 +57,9 @@ impl Sources {
         let policy = Arc::new(SourcePolicy::new(settings));
         let http = reqwest::Client::builder()
             .timeout(download_timeout)
-            .user_agent(concat!("sheetsync/", env!("CARGO_PKG_VERSION")))
+            // Google compresses an answer only for a User-Agent that names gzip
+            // (with `Accept-Encoding: gzip`, which reqwest sends).
+            .user_agent(concat!("sheetsync/", env!("CARGO_PKG_VERSION"), " (gzip)"))
             .dns_resolver(GuardedResolver {
                 policy: Arc::clone(&policy),
             })

@@ -324,7 +324,7 @@ fn serial(date: NaiveDate, hours: f64) -> f64 {
 }
 
 #[tokio::test]
-async fn serial_dates_are_read_in_the_configured_time_zone_across_dst() {
+async fn serial_dates_are_read_on_their_spreadsheets_clock_across_dst() {
     let fake = FakeGoogle::start().await;
     // Europe/Paris springs forward on 2027-03-28 at 02:00; New York on 2027-03-14.
     let paris_day = NaiveDate::from_ymd_opt(2027, 3, 28).unwrap();
@@ -1140,4 +1140,63 @@ async fn a_view_whose_page_keeps_failing_leaves_its_collection_untouched() {
     assert_eq!(second[0].outcome, Outcome::Failed, "{second:?}");
     assert_eq!(test_db.records("sales_records_signal").await, before);
     test_db.drop().await;
+}
+
+/// The cells of one tab of each spreadsheet.
+async fn read_both(sources: Sources) -> Vec<Vec<Vec<String>>> {
+    let specs = [sheet(SHEET_A, None, Some("It's Q1")), sheet(SHEET_B, None, None)];
+    let tables = sources.fetch_all(&specs.iter().collect::<Vec<_>>()).await;
+    tables
+        .into_iter()
+        .map(|table| texts(&table_of(table.unwrap())))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_google_request_asks_for_gzip_and_gzip_gives_the_same_rows() {
+    let fake = FakeGoogle::start().await;
+    two_spreadsheets(&fake);
+    let compressed = read_both(sources(settings(&fake))).await;
+    let seen = fake.seen();
+    assert!(!seen.api_headers.is_empty());
+    let agent = concat!("sheetsync/", env!("CARGO_PKG_VERSION"), " (gzip)");
+    for (encoding, user_agent) in &seen.api_headers {
+        assert!(encoding.contains("gzip"), "Accept-Encoding {encoding:?}");
+        assert_eq!(user_agent, agent);
+    }
+    assert_eq!(
+        seen.gzipped_answers,
+        seen.api_headers.len(),
+        "every answer came gzipped"
+    );
+
+    fake.answer_plain();
+    let plain = read_both(sources(settings(&fake))).await;
+    assert_eq!(
+        fake.seen().gzipped_answers,
+        seen.gzipped_answers,
+        "the second read was plain"
+    );
+    assert_eq!(compressed, plain);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gzip_bomb_is_refused_at_the_size_cap() {
+    let fake = FakeGoogle::start().await;
+    two_spreadsheets(&fake);
+    fake.script(SHEET_B, Endpoint::BatchGet, [Fault::GzipBomb]);
+    let limits = SourcesSettings {
+        max_download_bytes: 8 << 20,
+        ..SourcesSettings::default()
+    };
+    let sources = Sources::new(&limits, settings(&fake), Duration::from_secs(60)).unwrap();
+    let error = sources
+        .fetch(&sheet(SHEET_B, None, None))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("larger than [sources] max_download_bytes (8388608 bytes)"),
+        "{error}"
+    );
 }

@@ -64,6 +64,8 @@ pub enum Fault {
     CutMidAnswer,
     /// HTTP 200 without the last requested range.
     OmitLastRange,
+    /// HTTP 200 with a small gzip body that inflates to 64 MiB of zeros.
+    GzipBomb,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,6 +92,10 @@ pub struct Seen {
     pub batch_requests: Vec<BatchRequest>,
     /// Requests refused for a missing or unknown token.
     pub unauthorized: usize,
+    /// `(Accept-Encoding, User-Agent)` of every Sheets API request.
+    pub api_headers: Vec<(String, String)>,
+    /// Answers sent gzipped.
+    pub gzipped_answers: usize,
 }
 
 #[derive(Default)]
@@ -100,6 +106,9 @@ struct Inner {
     faults: HashMap<(String, Endpoint), VecDeque<Fault>>,
     tokens: Vec<String>,
     seen: Seen,
+    /// Never compress, whatever the request asks (Google's behaviour for a
+    /// client that does not name gzip in its User-Agent).
+    plain: bool,
 }
 
 #[derive(Clone)]
@@ -190,6 +199,11 @@ impl FakeGoogle {
     pub fn seen(&self) -> Seen {
         self.shared.inner.lock().unwrap().seen.clone()
     }
+
+    /// From now on, answers are never compressed.
+    pub fn answer_plain(&self) {
+        self.shared.inner.lock().unwrap().plain = true;
+    }
 }
 
 /// The RSAPublicKey (PKCS#1 DER) of a PKCS#8 PEM private key.
@@ -267,6 +281,15 @@ async fn token(State(shared): State<Shared>, Form(form): Form<HashMap<String, St
 /// Checks the bearer token and pops the next fault for this endpoint.
 fn admit(shared: &Shared, headers: &HeaderMap, id: &str, endpoint: Endpoint) -> Result<Option<Fault>, Response> {
     let mut inner = shared.inner.lock().unwrap();
+    let text = |name| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let seen = (text(header::ACCEPT_ENCODING), text(header::USER_AGENT));
+    inner.seen.api_headers.push(seen);
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -333,7 +356,36 @@ async fn apply_fault(fault: Option<Fault>, id: &str) -> Result<Option<Fault>, Re
     }
 }
 
-fn finish(body: Value, fault: Option<Fault>) -> Response {
+/// Whether to gzip the answer to `headers`, as Google does: asked with
+/// `Accept-Encoding: gzip` and a User-Agent naming gzip.
+fn wants_gzip(shared: &Shared, headers: &HeaderMap) -> bool {
+    let has = |name, needle| {
+        headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value: &str| value.contains(needle))
+    };
+    !shared.inner.lock().unwrap().plain && has(header::ACCEPT_ENCODING, "gzip") && has(header::USER_AGENT, "gzip")
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn finish(shared: &Shared, headers: &HeaderMap, body: Value, fault: Option<Fault>) -> Response {
+    let json = (header::CONTENT_TYPE, "application/json; charset=UTF-8");
+    if matches!(fault, Some(Fault::GzipBomb)) {
+        let bomb = gzip(&vec![b' '; 64 << 20]);
+        return ([json, (header::CONTENT_ENCODING, "gzip")], bomb).into_response();
+    }
+    if fault.is_none() && wants_gzip(shared, headers) {
+        shared.inner.lock().unwrap().seen.gzipped_answers += 1;
+        let compressed = gzip(body.to_string().as_bytes());
+        return ([json, (header::CONTENT_ENCODING, "gzip")], compressed).into_response();
+    }
     let text = body.to_string();
     match fault {
         Some(Fault::TruncatedJson) => {
@@ -380,6 +432,8 @@ async fn metadata(
         })
         .collect();
     Ok(finish(
+        &shared,
+        &headers,
         json!({ "properties": { "timeZone": spreadsheet.time_zone }, "sheets": sheets }),
         fault,
     ))
@@ -509,6 +563,8 @@ async fn batch_get(
         value_ranges.pop();
     }
     Ok(finish(
+        &shared,
+        &headers,
         json!({ "spreadsheetId": id, "valueRanges": value_ranges }),
         fault,
     ))
