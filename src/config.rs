@@ -569,6 +569,15 @@ mod tests {
             ("[sync]\ntime_zone = \"Paris\"", "sync.time_zone"),
             ("[views.Signal]\ncollection = \"a$b\"", "views.\"Signal\".collection"),
             ("[mongo]\nurl = \"postgres://x\"", "mongodb://"),
+            (
+                "[views.Signal]\ntime_zone = \"Europe/Pariss\"",
+                "views.\"Signal\".time_zone",
+            ),
+            (
+                "[[syncs]]\nname = \"S\"\nsource = \"/x.csv\"\ntarget = \"customers\"\ndatabase = \"cs\"\n\
+                 time_zone = \"Mars/Base\"",
+                "syncs[0] (\"S\").time_zone \"Mars/Base\" is not an IANA zone",
+            ),
         ];
         for (text, expected) in cases {
             let error = Config::resolve(Some((text, path)), env(&[])).unwrap_err().to_string();

@@ -48,22 +48,28 @@ pub struct ApplyContext<'a> {
 }
 
 impl ApplyContext<'_> {
-    /// The column guard's verdict on this refresh: the problems go in the
+    /// The column guard's verdict on this refresh, from the fields filled
+    /// over the pairs of a new record and the stored one it continues
+    /// (`blanks_clear`: whether an emptied cell clears a stored value, not
+    /// so in a merge with `blank = "keep"`): the problems go in the
     /// report (refused or not); `Ok` holds the fields whose stored values the
     /// run keeps, `Err` says why it must not apply.
     pub(super) fn check_columns(
         &self,
-        stored: u64,
+        pairs: u64,
         stored_filled: &[u64],
+        new_filled: &[u64],
+        blanks_clear: bool,
         report: &mut SyncReport,
     ) -> Result<Vec<String>, GuardError> {
         let evidence = ColumnEvidence {
             profile: self.profile,
             header: &self.survey.header,
             previous: self.previous_header,
-            stored,
+            pairs,
             stored_filled,
-            new_filled: &self.survey.filled,
+            new_filled,
+            blanks_clear,
         };
         report.column_problems = column_problems(&evidence);
         let kept = check_columns(

@@ -6,7 +6,7 @@
 
 use serde::Deserialize;
 
-use crate::mapping::profile::TargetProfile;
+use crate::mapping::profile::{FieldKind, TargetProfile};
 use crate::mapping::values::{CLOSE_ENOUGH, similarity};
 use crate::mapping::{HeaderColumn, Survey};
 use crate::report::{ColumnProblem, ColumnProblemKind};
@@ -73,12 +73,16 @@ pub struct ColumnEvidence<'a> {
     pub header: &'a [HeaderColumn],
     /// The header of the last successful run, when there was one.
     pub previous: Option<&'a [HeaderColumn]>,
-    /// Stored records the refresh replaces (a swap) or merges into.
-    pub stored: u64,
-    /// Per profile field, how many of them hold a value.
+    /// Pairs of a new record and the stored record it continues (replaces
+    /// in a swap, merges into in a merge).
+    pub pairs: u64,
+    /// Per profile field, how many of the pairs' stored records hold a value.
     pub stored_filled: &'a [u64],
-    /// Per profile field, how many of the source's records would.
-    pub new_filled: &'a [usize],
+    /// Per profile field, how many of the pairs' new records would.
+    pub new_filled: &'a [u64],
+    /// Whether an emptied cell clears the stored value (not so in a merge
+    /// with `blank = "keep"`: then only a lost column can lose anything).
+    pub blanks_clear: bool,
 }
 
 /// The fields the refresh would lose: a field at least half of the stored
@@ -87,21 +91,28 @@ pub struct ColumnEvidence<'a> {
 /// *emptied*. (A field derived from another column, like a month, is fed
 /// when that column is.)
 pub fn column_problems(evidence: &ColumnEvidence<'_>) -> Vec<ColumnProblem> {
-    let mapped = |name: &str| {
+    let fed = |name: &str| {
         evidence
             .header
             .iter()
             .any(|column| column.field.as_deref() == Some(name))
     };
+    // A field derived from another (a month from its date) is fed when
+    // its own column or its source's is.
+    let mapped = |field: &crate::mapping::profile::FieldSpec| {
+        fed(&field.name) || matches!(&field.kind, FieldKind::Month { derive_from: Some(source) } if fed(source))
+    };
     let mut problems = Vec::new();
     for (index, field) in evidence.profile.fields.iter().enumerate() {
         let stored = evidence.stored_filled.get(index).copied().unwrap_or(0);
-        let new = evidence.new_filled.get(index).copied().unwrap_or(0) as u64;
+        let new = evidence.new_filled.get(index).copied().unwrap_or(0);
         if stored < MIN_FILLED || new * 2 >= stored {
             continue;
         }
-        let kind = if !mapped(&field.name) && stored * 2 >= evidence.stored {
+        let kind = if !mapped(field) && stored * 2 >= evidence.pairs {
             ColumnProblemKind::Lost
+        } else if mapped(field) && !evidence.blanks_clear {
+            continue;
         } else {
             ColumnProblemKind::Emptied
         };
@@ -316,7 +327,7 @@ mod tests {
             ("Stage", Some("stage")),
             ("Expected MRR", Some("expected_mrr")),
         ]);
-        let problems = |stored: u64, mrr_stored: u64, mrr_new: usize| {
+        let problems = |stored: u64, mrr_stored: u64, mrr_new: u64| {
             let mut stored_filled = vec![0; profile.fields.len()];
             stored_filled[index("expected_mrr")] = mrr_stored;
             let mut new_filled = vec![0; profile.fields.len()];
@@ -325,9 +336,10 @@ mod tests {
                 profile,
                 header: &new,
                 previous: Some(&old),
-                stored,
+                pairs: stored,
                 stored_filled: &stored_filled,
                 new_filled: &new_filled,
+                blanks_clear: true,
             })
         };
         let lost = problems(10, 10, 0);

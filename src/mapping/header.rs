@@ -49,14 +49,18 @@ pub(super) fn find_header(
 /// (case, accents, punctuation and spacing), and as their words (any order,
 /// without little words, abbreviations read).
 pub(super) struct FieldLabels {
-    by_label: HashMap<String, usize>,
+    /// Folded label -> (field, whether it is the field's own name).
+    by_label: HashMap<String, (usize, bool)>,
     by_words: HashMap<String, Vec<usize>>,
 }
 
 /// What a header label names.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum LabelMatch {
-    Field(usize),
+    /// The field, and how closely: 0 its own name, 1 an alias as spelled,
+    /// 2 by words; 3 to 5 the same without a trailing hint. When several
+    /// columns name one field, the closest feeds it.
+    Field(usize, u8),
     /// Several fields, equally well: never a guess.
     Ambiguous(Vec<usize>),
     Nothing,
@@ -67,8 +71,8 @@ impl FieldLabels {
         let mut by_label = HashMap::new();
         let mut by_words: HashMap<String, Vec<usize>> = HashMap::new();
         for (index, field) in profile.fields.iter().enumerate() {
-            for label in std::iter::once(&field.name).chain(&field.aliases) {
-                by_label.entry(fold_label(label)).or_insert(index);
+            for (position, label) in std::iter::once(&field.name).chain(&field.aliases).enumerate() {
+                by_label.entry(fold_label(label)).or_insert((index, position == 0));
                 let fields = by_words.entry(label_words(label)).or_default();
                 if !fields.contains(&index) {
                     fields.push(index);
@@ -83,12 +87,16 @@ impl FieldLabels {
     /// words; then the same without a trailing hint (`(€)`, `- EUR`).
     pub(super) fn field_of(&self, header: &Cell) -> LabelMatch {
         let written = header.display();
-        for label in std::iter::once(written.as_str()).chain(without_hint(&written)) {
-            if let Some(index) = self.by_label.get(&fold_label(label)) {
-                return LabelMatch::Field(*index);
+        for (hinted, label) in std::iter::once(written.as_str())
+            .chain(without_hint(&written))
+            .enumerate()
+        {
+            let base = if hinted == 0 { 0 } else { 3 };
+            if let Some((index, is_name)) = self.by_label.get(&fold_label(label)) {
+                return LabelMatch::Field(*index, base + u8::from(!is_name));
             }
             match self.by_words.get(&label_words(label)).map(Vec::as_slice) {
-                Some([index]) => return LabelMatch::Field(*index),
+                Some([index]) => return LabelMatch::Field(*index, base + 2),
                 Some(several @ [_, _, ..]) => return LabelMatch::Ambiguous(several.to_vec()),
                 _ => {}
             }
@@ -99,7 +107,7 @@ impl FieldLabels {
     /// [`FieldLabels::field_of`], when it names exactly one field.
     fn one_field_of(&self, header: &Cell) -> Option<usize> {
         match self.field_of(header) {
-            LabelMatch::Field(index) => Some(index),
+            LabelMatch::Field(index, _) => Some(index),
             _ => None,
         }
     }
@@ -180,6 +188,10 @@ impl Columns {
     }
 }
 
+/// A labelled column: its index, its label, and the field it names with
+/// how closely (see [`LabelMatch::Field`]).
+type NamedColumn = (usize, String, Option<(usize, u8)>);
+
 pub(super) fn resolve_columns(
     profile: &TargetProfile,
     labels: &FieldLabels,
@@ -194,15 +206,16 @@ pub(super) fn resolve_columns(
         warnings: Vec::new(),
         header_width: header.cells.len(),
     };
+    // What each labelled column names, and how closely.
+    let mut named: Vec<NamedColumn> = Vec::new();
     for (column, cell) in header.cells.iter().enumerate() {
         let written = cell.display().trim().to_owned();
         if written.is_empty() {
             columns.unlabelled.push(column);
             continue;
         }
-        let mut feeds = None;
         let field = match labels.field_of(cell) {
-            LabelMatch::Field(field) => Some(field),
+            LabelMatch::Field(field, rank) => Some((field, rank)),
             LabelMatch::Ambiguous(fields) => {
                 let names: Vec<String> = fields
                     .iter()
@@ -216,25 +229,47 @@ pub(super) fn resolve_columns(
             }
             LabelMatch::Nothing => None,
         };
+        named.push((column, written, field));
+    }
+    // A field is fed by its closest column (its own name before an alias,
+    // an alias before a word match), the leftmost among equals: a column
+    // that only resembles the field never takes it from one named for it.
+    let feeder = |field: usize| {
+        named
+            .iter()
+            .filter_map(|(column, _, named)| {
+                named
+                    .filter(|(named, _)| *named == field)
+                    .map(|(_, rank)| (rank, *column))
+            })
+            .min()
+            .map(|(_, column)| column)
+    };
+    for (column, written, field) in named.iter().cloned() {
+        let mut feeds = None;
         match field {
-            Some(field) => match columns.of_field(field) {
-                Some((_, first)) => columns.warnings.push(RowIssue {
+            Some((field, _)) if feeder(field) == Some(column) => {
+                if let Some(slot) = columns.by_field.get_mut(field) {
+                    *slot = Some(columns.assigned.len());
+                }
+                feeds = Some(profile.fields[field].name.clone());
+                columns.assigned.push((field, column, written.clone()));
+            }
+            Some((field, _)) => {
+                let chosen = feeder(field)
+                    .and_then(|chosen| header.cells.get(chosen))
+                    .map(Cell::display);
+                columns.warnings.push(RowIssue {
                     row: header.number,
                     column: Some(written.clone()),
                     value: None,
                     reason: format!(
-                        "column also maps to field `{}`, already read from column {first:?}; this one is ignored",
-                        profile.fields[field].name
+                        "column also maps to field `{}`, which is read from column {:?}; this one is ignored",
+                        profile.fields[field].name,
+                        chosen.unwrap_or_default().trim()
                     ),
-                }),
-                None => {
-                    if let Some(slot) = columns.by_field.get_mut(field) {
-                        *slot = Some(columns.assigned.len());
-                    }
-                    feeds = Some(profile.fields[field].name.clone());
-                    columns.assigned.push((field, column, written.clone()));
-                }
-            },
+                });
+            }
             None => columns.unknown.push(written.clone()),
         }
         columns.header.push(HeaderColumn {
@@ -416,7 +451,7 @@ mod tests {
 
     fn field_of(profile: &TargetProfile, label: &str) -> Option<String> {
         match FieldLabels::new(profile).field_of(&Cell::text(label)) {
-            LabelMatch::Field(index) => Some(profile.fields[index].name.clone()),
+            LabelMatch::Field(index, _) => Some(profile.fields[index].name.clone()),
             LabelMatch::Ambiguous(fields) => panic!("{label:?} is ambiguous: {fields:?}"),
             LabelMatch::Nothing => None,
         }
@@ -458,6 +493,41 @@ mod tests {
         assert!(
             error.contains("\"Value of deal\"") && error.contains("`month` and `pipeline`"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn a_column_named_for_a_field_feeds_it_before_one_that_resembles_it() {
+        let profile = profile("sales_records");
+        let labels = FieldLabels::new(&profile);
+        let header = Row {
+            number: 1,
+            cells: ["Client", "Stage", "Amount", "Pipeline", "Deal owner", "Owner"]
+                .map(Cell::text)
+                .to_vec(),
+        };
+        let columns = resolve_columns(&profile, &labels, &header).unwrap();
+        let feeds = |label: &str| {
+            columns
+                .header
+                .iter()
+                .find(|column| column.label == label)
+                .and_then(|column| column.field.clone())
+        };
+        assert_eq!(feeds("Pipeline").as_deref(), Some("pipeline"));
+        assert_eq!(feeds("Amount"), None);
+        assert_eq!(feeds("Owner").as_deref(), Some("owner"));
+        assert_eq!(feeds("Deal owner"), None);
+        let ignored: Vec<_> = columns
+            .warnings
+            .iter()
+            .filter_map(|warning| warning.column.as_deref())
+            .collect();
+        assert_eq!(ignored, ["Amount", "Deal owner"]);
+        assert!(
+            columns.warnings[0].reason.contains("read from column \"Pipeline\""),
+            "{:?}",
+            columns.warnings
         );
     }
 

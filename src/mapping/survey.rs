@@ -43,8 +43,6 @@ pub struct Survey {
     pub unknown_columns: Vec<String>,
     /// Every labelled column of the header, in order, with its field.
     pub header: Vec<HeaderColumn>,
-    /// Per profile field, how many winning records hold a value.
-    pub filled: Vec<usize>,
     /// The day/month order numeric dates were read in, and why.
     pub date_order: Option<DateOrderDecision>,
     /// Facts about the whole source worth telling its editor.
@@ -126,16 +124,6 @@ pub fn survey<'p>(
     }
     let mut survey = pass.survey;
     survey.survey_passes = if replan { 2 } else { 1 };
-    survey.filled = (0..profile.fields.len())
-        .map(|field| {
-            let bit = 1u128.checked_shl(u32::try_from(field).unwrap_or(u32::MAX)).unwrap_or(0);
-            survey
-                .winners
-                .values()
-                .filter(|winner| winner.filled & bit != 0)
-                .count()
-        })
-        .collect();
     if let (true, Some(example)) = (decision.guessed, &pass.evidence.either_order.first) {
         let at = survey.warnings.partition_point(|warning| warning.row <= example.row);
         survey

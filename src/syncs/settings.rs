@@ -191,6 +191,10 @@ pub fn sync_problems(syncs: &[ConfiguredSync]) -> Vec<String> {
         {
             problems.push(format!("{setting}: two syncs are named {name:?}"));
         }
+        problems.extend(zone_problem(
+            &format!("{setting}.time_zone"),
+            sync.entry.time_zone.as_deref(),
+        ));
         problems.extend(database_name_problem(
             &format!("{setting}.database"),
             &sync.entry.database,

@@ -345,3 +345,41 @@ async fn an_alias_for_the_new_label_lets_the_refresh_pass() {
     assert!(mrr_values(&db).await.iter().all(|value| *value == Bson::Double(250.0)));
     db.drop().await;
 }
+
+#[tokio::test]
+async fn deleted_rows_are_not_an_emptied_column_but_blanked_continued_records_are() {
+    let (db, dir, _) = synced_view("rows_deleted").await;
+    // Six of the ten deals archived: the shrink guard allows it (0.3), and
+    // the four records that stay still hold their MRR.
+    let engine = engine_for(config_file(&db, dir.path(), "[sync]\nmin_ratio = 0.3\n")).await;
+    write_source(dir.path(), "v.csv", generated_csv(4, "B Legals", 250).as_bytes());
+    let report = sync(&engine, SyncOptions::default()).await;
+    assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
+    assert!(report.column_problems.is_empty());
+    db.drop().await;
+
+    // A merge: the continued documents' ARRs blanked while new rows bring
+    // ARRs of their own is still an emptied column.
+    let sales = test_db("merge_blanked").await;
+    let cs_name = format!("{}_cs", sales.name);
+    let cs = sales.db.client().database(&cs_name);
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("customers.csv");
+    std::fs::write(&source, customers_csv("ARR", Some(1000))).unwrap();
+    let toml = format!(
+        "[[syncs]]\nname = \"Customers\"\nsource = \"{}\"\ntarget = \"customers\"\ndatabase = \"{cs_name}\"\n",
+        source.display()
+    );
+    let engine = engine_for(config_file(&sales, dir.path(), &toml)).await;
+    assert_eq!(sync(&engine, SyncOptions::default()).await.outcome, Outcome::Success);
+    let mut csv = customers_csv("ARR", None);
+    for index in 0..8 {
+        csv.push_str(&format!("New customer {index},Growth,500,60\n"));
+    }
+    std::fs::write(&source, csv).unwrap();
+    let report = sync(&engine, SyncOptions::default()).await;
+    assert_eq!(report.outcome, Outcome::Failed, "{report:#?}");
+    assert!(report.error.unwrap().contains("column `ARR` (arr) was emptied: 8 stored record(s) hold a value, 0 would"));
+    let _ = cs.drop().await;
+    sales.drop().await;
+}

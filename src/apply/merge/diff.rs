@@ -12,7 +12,7 @@ use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, RawBsonRef, RawDoc
 use super::compare::{DateText, same_key, same_value};
 use super::write::Write;
 use crate::mapping::profile::{Blank, DateStorage, FieldKind, MergeRules, OnMissing, Reference, TargetProfile};
-use crate::mapping::{MappedRecord, RowIssue, record_key};
+use crate::mapping::{KeyMap, MappedRecord, RowIssue, Winner, record_key};
 use crate::report::MergeSummary;
 use crate::store::{Operation, StoreError, Within};
 
@@ -431,25 +431,26 @@ impl<'p> Merge<'p> {
         }
     }
 
-    /// How many stored documents have a key `continued` accepts, and how
-    /// many of those hold a value in each profile field.
-    pub fn filled_of(&self, continued: impl Fn(&str) -> bool) -> (u64, Vec<u64>) {
-        let mut filled = vec![0; self.profile.fields.len()];
-        let mut count = 0;
-        for (_, indexes) in self.by_key.iter().filter(|(key, _)| continued(key)) {
+    /// Over the pairs of a stored document and the source's record with its
+    /// key: how many pairs, and per profile field how many stored and how
+    /// many new records of them hold a value (what the column guard weighs).
+    pub fn paired_fill(&self, winners: &KeyMap<Winner>) -> (u64, Vec<u64>, Vec<u64>) {
+        let fields = self.profile.fields.len();
+        let (mut pairs, mut stored_filled, mut new_filled) = (0, vec![0; fields], vec![0; fields]);
+        for (key, indexes) in &self.by_key {
+            let Some(winner) = winners.get(key) else { continue };
             for stored in indexes.iter().map(|index| &self.stored[*index]) {
-                count += 1;
-                for (field, spec) in self.profile.fields.iter().enumerate() {
+                pairs += 1;
+                for (field, spec) in self.profile.fields.iter().enumerate().take(128) {
                     // Read in place: decoding every value would cost more
                     // than the whole comparison.
                     let value = stored.document.get(&spec.name).ok().flatten();
-                    if value.is_some_and(|value| !matches!(value, RawBsonRef::Null)) {
-                        filled[field] += 1;
-                    }
+                    stored_filled[field] += u64::from(value.is_some_and(|value| !matches!(value, RawBsonRef::Null)));
+                    new_filled[field] += u64::from(winner.filled >> field & 1 == 1);
                 }
             }
         }
-        (count, filled)
+        (pairs, stored_filled, new_filled)
     }
 
     /// Leaves the stored values of `fields` where a cell is blank.

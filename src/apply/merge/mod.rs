@@ -23,7 +23,7 @@ pub use error::MergeError;
 use super::context::{ApplyContext, off_executor};
 use super::error::{ApplyError, ensure_same_source};
 use super::guards::check_guards;
-use crate::mapping::profile::{MergeRules, OnMissing};
+use crate::mapping::profile::{Blank, MergeRules, OnMissing};
 use crate::report::{Outcome, SyncReport};
 use crate::store::{Operation, StoreError, Within};
 use diff::Merge;
@@ -36,8 +36,9 @@ pub async fn apply(ctx: &ApplyContext<'_>, rules: &MergeRules, report: &mut Sync
     let mut merge = Merge::load(ctx.db, ctx.collection, ctx.profile, rules, columns).await?;
     // The guard weighs the documents the source's records continue (others
     // the app keeps are not the sheet's to fill).
-    let (continued, filled) = merge.filled_of(|key| ctx.survey.winners.contains_key(key));
-    let kept = ctx.check_columns(continued, &filled, report)?;
+    let (pairs, stored_filled, new_filled) = merge.paired_fill(&ctx.survey.winners);
+    // A blank cell clears a stored value only under `blank = "clear"`.
+    let kept = ctx.check_columns(pairs, &stored_filled, &new_filled, rules.blank == Blank::Clear, report)?;
     merge.keep_stored(kept);
     let rows = ctx.rows.rows()?;
     let found = off_executor(|| {

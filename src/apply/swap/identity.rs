@@ -48,6 +48,8 @@ struct StoredRecord {
     digest: u64,
     /// See [`link_ref`].
     link: Option<u64>,
+    /// Which profile fields it fills, one bit each (see `Winner::filled`).
+    filled: u128,
 }
 
 /// A deal id as held in memory. Almost every id is a UUID in its canonical
@@ -86,11 +88,35 @@ pub struct StoredRecords {
     ids: HashSet<RecordId, foldhash::fast::RandomState>,
     /// Every document in the collection, keyed or not.
     pub count: u64,
-    /// Per profile field, how many documents hold a value in it.
-    pub filled: Vec<u64>,
 }
 
 impl StoredRecords {
+    /// Over the pairs of a new record and the stored record it continues:
+    /// how many pairs, and per profile field how many stored and how many
+    /// new records of them hold a value. What the column guard weighs: rows
+    /// added or deleted do not count as a column emptied.
+    pub fn paired_fill(
+        &self,
+        continuations: &Continuations,
+        winners: &KeyMap<Winner>,
+        fields: usize,
+    ) -> (u64, Vec<u64>, Vec<u64>) {
+        let (mut pairs, mut stored_filled, mut new_filled) = (0, vec![0; fields], vec![0; fields]);
+        for (key, winner) in winners {
+            let old_key = continuations.old_key(key);
+            let continued = old_key != key || continuations.continues_own_key(key);
+            let Some(stored) = self.by_key.get(old_key).filter(|_| continued) else {
+                continue;
+            };
+            pairs += 1;
+            for field in 0..fields.min(128) {
+                stored_filled[field] += u64::from(stored.filled >> field & 1 == 1);
+                new_filled[field] += u64::from(winner.filled >> field & 1 == 1);
+            }
+        }
+        (pairs, stored_filled, new_filled)
+    }
+
     /// The stored values of `fields`, by record key: what a run that keeps a
     /// lost column's values carries over (`on_lost_column = "keep"`).
     pub async fn load_values(
@@ -176,12 +202,13 @@ impl StoredRecords {
     /// its key (the first of several sharing a key wins).
     fn add(&mut self, profile: &TargetProfile, document: &Document) {
         self.count += 1;
-        self.filled.resize(profile.fields.len(), 0);
-        for (index, field) in profile.fields.iter().enumerate() {
-            if document.get(&field.name).is_some_and(|value| *value != Bson::Null) {
-                self.filled[index] += 1;
-            }
-        }
+        let filled = profile
+            .fields
+            .iter()
+            .take(128)
+            .enumerate()
+            .filter(|(_, field)| document.get(&field.name).is_some_and(|value| *value != Bson::Null))
+            .fold(0u128, |bits, (index, _)| bits | (1 << index));
         let Ok(id) = document.get_str("id") else {
             return;
         };
@@ -199,6 +226,7 @@ impl StoredRecords {
                 created_at: document.get_datetime("created_at").ok().copied(),
                 digest: digest(document.iter().map(|(name, value)| (name.as_str(), value))),
                 link,
+                filled,
             });
     }
 }
@@ -435,9 +463,13 @@ impl<'a> Identities<'a> {
         let (id, created_at) = self.account(&record);
         let mut document = Document::new();
         document.insert("id", id);
+        // Only from the stored record this one continues, as `account` found.
+        let old_key = self.continuations.old_key(&record.key);
+        let continued = old_key != record.key || self.continuations.continues_own_key(&record.key);
         let stored = self
             .kept
-            .and_then(|(_, values)| values.get(self.continuations.old_key(&record.key)));
+            .filter(|_| continued)
+            .and_then(|(_, values)| values.get(old_key));
         document.extend(record.fields);
         if let (Some((fields, _)), Some(stored)) = (self.kept, stored) {
             for field in fields {
