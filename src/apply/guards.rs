@@ -144,7 +144,14 @@ pub fn column_problems(evidence: &ColumnEvidence<'_>) -> Vec<ColumnProblem> {
 /// last successful run's header, else the one whose spelling is closest to
 /// the field's name, aliases or old label (when close at all).
 fn closest_unmapped(evidence: &ColumnEvidence<'_>, field: &str, old_label: Option<&str>) -> Option<String> {
-    let unmapped = |column: &&HeaderColumn| column.field.is_none();
+    // A label the last run already had is a column of its own, not this
+    // one renamed.
+    let known = |label: &str| {
+        evidence
+            .previous
+            .is_some_and(|previous| previous.iter().any(|old| old.label == label))
+    };
+    let unmapped = |column: &&HeaderColumn| column.field.is_none() && !known(&column.label);
     if let (Some(previous), Some(old_label)) = (evidence.previous, old_label) {
         let position = previous.iter().position(|column| column.label == old_label);
         if let Some(column) = position.and_then(|at| evidence.header.get(at)).filter(unmapped) {

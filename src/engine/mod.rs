@@ -222,7 +222,9 @@ impl Engine {
         // The target's own database: a view's is the main one, a `[[syncs]]`
         // entry's the one it names.
         let db = self.database(&target.place).await?;
-        if !options.dry_run && plan.is_configured() {
+        // A configured sync's application indexes, and a merge target's
+        // (a view whose profile the config made a merge), as before a merge.
+        if !options.dry_run && (plan.is_configured() || profile.merge_rules().is_some()) {
             indexes::ensure_app_leniently(&db, target, report).await;
         }
         let previous_header = self.previous_header(plan).await;

@@ -379,7 +379,12 @@ async fn deleted_rows_are_not_an_emptied_column_but_blanked_continued_records_ar
     std::fs::write(&source, csv).unwrap();
     let report = sync(&engine, SyncOptions::default()).await;
     assert_eq!(report.outcome, Outcome::Failed, "{report:#?}");
-    assert!(report.error.unwrap().contains("column `ARR` (arr) was emptied: 8 stored record(s) hold a value, 0 would"));
+    assert!(
+        report
+            .error
+            .unwrap()
+            .contains("column `ARR` (arr) was emptied: 8 stored record(s) hold a value, 0 would")
+    );
     let _ = cs.drop().await;
     sales.drop().await;
 }
