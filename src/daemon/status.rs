@@ -267,7 +267,11 @@ fn column_notices(history: &[Document]) -> Vec<ColumnNotice> {
             })
             .unwrap_or_default()
     };
-    let Some(latest) = history.first() else {
+    // A run that failed before its columns were weighed (a fetch error)
+    // says nothing about them: it neither ends a streak nor starts one.
+    let silent = |run: &Document| run.get_str("outcome") == Ok("failed") && problems(run).is_empty();
+    let weighed: Vec<&Document> = history.iter().filter(|run| !silent(run)).collect();
+    let Some(latest) = weighed.first().copied() else {
         return Vec::new();
     };
     let failed = latest.get_str("outcome") == Ok("failed");
@@ -276,12 +280,17 @@ fn column_notices(history: &[Document]) -> Vec<ColumnNotice> {
         .filter(|problem| failed || problem.get_bool("kept").unwrap_or(false))
         .map(|problem| {
             let field = problem.get_str("field").unwrap_or_default().to_owned();
-            let has_it = |run: &Document| {
+            let has_it = |run: &&Document| {
                 problems(run)
                     .iter()
                     .any(|other| other.get_str("field") == Ok(field.as_str()))
             };
-            let streak = history.iter().take_while(|run| has_it(run)).last().unwrap_or(latest);
+            let streak = weighed
+                .iter()
+                .take_while(|run| has_it(run))
+                .last()
+                .copied()
+                .unwrap_or(latest);
             ColumnNotice {
                 column: problem.get_str("label").unwrap_or(&field).to_owned(),
                 lost: problem.get_str("kind") == Ok("lost"),
@@ -338,9 +347,12 @@ mod tests {
                 "column_problems": problems,
             }
         };
-        // Newest first: two refusals, before them a success.
+        // Newest first: a fetch failure, two refusals between which another
+        // fetch failed, before them a success.
         let history = [
+            run(40, "failed", None),
             run(30, "failed", Some("expected_mrr")),
+            run(25, "failed", None),
             run(20, "failed", Some("expected_mrr")),
             run(10, "success", None),
         ];
@@ -350,6 +362,6 @@ mod tests {
         assert!(notices[0].lost && !notices[0].kept);
         assert_eq!(notices[0].since, DateTime::from_timestamp(20 * 60, 0));
         // Fixed since: the latest run succeeded without keeping anything.
-        assert!(column_notices(&[run(40, "success", Some("expected_mrr"))]).is_empty());
+        assert!(column_notices(&[run(50, "success", Some("expected_mrr"))]).is_empty());
     }
 }
