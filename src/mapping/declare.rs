@@ -16,6 +16,7 @@ use super::profile::{
     AppIndex, ApplyMode, Blank, DateStorage, FieldKind, FieldSpec, IndexSpec, MergeRules, OnMissing, Reference,
     TargetProfile,
 };
+use super::values::labels::label_words;
 use super::values::{EnumSpec, fold_label};
 
 /// The built-in profiles: (file name, text).
@@ -465,6 +466,10 @@ fn check_enum(field: &FieldDecl, spec: &EnumSpec, checker: &mut Checker<'_>) {
 /// field, once.
 fn check_labels(decl: &TargetDecl, checker: &mut Checker<'_>) {
     let mut seen: HashMap<String, &str> = HashMap::new();
+    // Labels are also matched by their words (any order, little words
+    // aside): two fields whose labels share them would make a header
+    // ambiguous at sync time, so that is refused here, with the line.
+    let mut words_seen: HashMap<String, &str> = HashMap::new();
     let mut names = HashMap::new();
     for field in &decl.fields {
         let name = field.name.get_ref();
@@ -480,6 +485,23 @@ fn check_labels(decl: &TargetDecl, checker: &mut Checker<'_>) {
                     format!("label {:?} has no letters or digits", label.get_ref()),
                 );
                 continue;
+            }
+            let words = label_words(label.get_ref());
+            match words_seen.get(&words) {
+                Some(owner) if !words.is_empty() && *owner != name.as_str() && !seen.contains_key(&folded) => {
+                    checker.problem(
+                        label.span(),
+                        format!(
+                            "label {:?} of field {name:?} has the same words as a label of field {owner:?}; a \
+                             header could not tell them apart",
+                            label.get_ref()
+                        ),
+                    );
+                }
+                Some(_) => {}
+                None => {
+                    words_seen.insert(words, name.as_str());
+                }
             }
             match seen.get(&folded) {
                 Some(owner) => checker.problem(
@@ -680,6 +702,14 @@ mod tests {
         assert_eq!(
             check(&duplicate).unwrap_err(),
             "t.toml:13: duplicate alias \"X \" of field \"b\": it reads as the same header as a label of field \"a\""
+        );
+        let same_words = format!(
+            "{MINIMAL}aliases = [\"start date\"]\n\n[[fields]]\nname = \"b\"\nkind = \"text\"\naliases = [\"date of start\"]\n"
+        );
+        assert_eq!(
+            check(&same_words).unwrap_err(),
+            "t.toml:13: label \"date of start\" of field \"b\" has the same words as a label of field \"a\"; a header \
+             could not tell them apart"
         );
     }
 
