@@ -26,9 +26,9 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 use futures_util::TryStreamExt;
-use harness::HEADER;
 use harness::fake_google::{FakeGoogle, FakeSpreadsheet, FakeTab};
 use harness::process::{DaemonProc, Sheetsync};
+use harness::{ADMIN_TOKEN, HEADER};
 use mongodb::bson::{Document, doc};
 use serde_json::{Value, json};
 
@@ -47,7 +47,6 @@ const DEFAULT_SIZES: [usize; 3] = [10_000, 100_000, 500_000];
 const DEFAULT_SHEETS_SIZES: [usize; 2] = [10_000, 100_000];
 const DAEMON_SYNCS: usize = 100;
 const DAEMON_VIEW_ROWS: usize = 2_000;
-const ADMIN_TOKEN: &str = "bench-admin-token";
 
 struct Measure {
     seconds: f64,

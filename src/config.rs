@@ -309,7 +309,40 @@ impl DaemonSettings {
 #[derive(Clone)]
 pub struct AdminToken(String);
 
+/// The shortest admin token the daemon accepts: guessing must be hopeless.
+pub const MIN_ADMIN_TOKEN_CHARS: usize = 32;
+
+/// A fresh admin token: 256 random bits from the system's CSPRNG, as 64
+/// hexadecimal characters (URL-safe, shell-safe).
+pub fn new_admin_token() -> Result<String, String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "the system's random number generator failed".to_owned())?;
+    Ok(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
 impl AdminToken {
+    /// Why the token is too weak for the admin endpoints, if it is: shorter
+    /// than [`MIN_ADMIN_TOKEN_CHARS`], or one character repeated.
+    pub fn weakness(&self) -> Option<String> {
+        let length = self.0.chars().count();
+        let repeated = self.0.chars().all(|c| self.0.starts_with(c));
+        (length < MIN_ADMIN_TOKEN_CHARS || repeated).then(|| {
+            format!(
+                "the admin token (SHEETSYNC_ADMIN_TOKEN or daemon.admin_token_file) is {length} character(s){}; it \
+                 must be at least {MIN_ADMIN_TOKEN_CHARS}, not one character repeated: make one with `sheetsync \
+                 token > /etc/sheetsync/admin-token` (and point daemon.admin_token_file at it)",
+                if repeated && length > 0 {
+                    ", one character repeated"
+                } else {
+                    ""
+                }
+            )
+        })
+    }
+
     /// True when `candidate` is the token; the time taken does not depend on
     /// where the two differ.
     pub fn matches(&self, candidate: &str) -> bool {
@@ -583,6 +616,18 @@ mod tests {
             let error = Config::resolve(Some((text, path)), env(&[])).unwrap_err().to_string();
             assert!(error.contains(expected), "{error:?} should mention {expected:?}");
         }
+    }
+
+    #[test]
+    fn admin_tokens_must_be_long_and_varied() {
+        let weak = |token: &str| AdminToken(token.to_owned()).weakness();
+        assert!(weak(&"ab".repeat(15)).is_some(), "30 characters");
+        assert!(weak(&"x".repeat(64)).is_some(), "one character repeated");
+        assert!(weak("").is_some());
+        assert_eq!(weak(&"ab".repeat(16)), None);
+        let fresh = new_admin_token().unwrap();
+        assert_eq!(AdminToken(fresh.clone()).weakness(), None);
+        assert_ne!(fresh, new_admin_token().unwrap());
     }
 
     #[test]

@@ -76,6 +76,9 @@ enum Command {
         #[arg(long, value_name = "RFC3339")]
         from: Option<String>,
     },
+    /// Print a fresh admin token (256 random bits) and nothing else:
+    /// `sheetsync token > /etc/sheetsync/admin-token`.
+    Token,
     /// Exit 0 when a running daemon answers on /healthz (container checks).
     Health {
         /// The URL to probe; default: /healthz on the configured listen address.
@@ -130,6 +133,10 @@ fn colours_wanted() -> bool {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // Needs no configuration: it is how one is started.
+    if let Command::Token = cli.command {
+        return print_token();
+    }
     let config = Config::load(cli.config.as_deref())?;
     match cli.command {
         Command::Sync {
@@ -181,7 +188,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::NextRuns { count, from } => next_runs(&config, count, from.as_deref()),
         Command::Health { url } => health(&config, url).await,
+        Command::Token => print_token(),
     }
+}
+
+/// `sheetsync token`: a fresh admin token on stdout, nothing else.
+fn print_token() -> anyhow::Result<ExitCode> {
+    println!("{}", sheetsync::config::new_admin_token().map_err(anyhow::Error::msg)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 fn next_runs(config: &Config, count: usize, from: Option<&str>) -> anyhow::Result<ExitCode> {

@@ -32,6 +32,8 @@ pub enum DaemonError {
     Metrics(String),
     #[error("cannot handle signals: {0}")]
     Signals(std::io::Error),
+    #[error("{0}")]
+    WeakToken(String),
 }
 
 /// How long a spreadsheet fetched for one view's run waits for the runs of
@@ -73,6 +75,11 @@ async fn call_off_running_syncs(daemon: &Arc<Daemon>) {
 /// not happened, so the previous data stands).
 pub async fn run(config: Config) -> Result<(), DaemonError> {
     crate::tls::install_crypto_provider();
+    // The admin endpoints and the page's sign-in face the network: a token
+    // that can be guessed would hand them out.
+    if let Some(weakness) = config.daemon.admin_token.as_ref().and_then(|token| token.weakness()) {
+        return Err(DaemonError::WeakToken(weakness));
+    }
     let schedule = Schedule::parse(&config.daemon.schedule, &config.daemon.time_zone)?;
     let mut signals = lifecycle::Signals::install().map_err(DaemonError::Signals)?;
     let metrics = recorder::install().map_err(DaemonError::Metrics)?;

@@ -13,7 +13,7 @@ use crate::harness::process::*;
 use crate::harness::*;
 use serde_json::{Value, json};
 
-const TOKEN: &str = "correct-horse";
+const TOKEN: &str = crate::harness::ADMIN_TOKEN;
 /// The W3C name of an element reference in WebDriver answers.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 

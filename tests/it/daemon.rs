@@ -166,7 +166,7 @@ async fn admin_refresh_needs_the_right_token() {
     let fixture = DaemonFixture::new("admin", &[("view-organic", "Organic", 4, "v1")]).await;
     let db = &fixture.db;
     let config = fixture.config("catch_up = false");
-    let mut daemon = DaemonProc::start(&config, &[("SHEETSYNC_ADMIN_TOKEN", "correct-horse")]);
+    let mut daemon = DaemonProc::start(&config, &[("SHEETSYNC_ADMIN_TOKEN", ADMIN_TOKEN)]);
     daemon.wait_log("ready");
     let client = http();
     let refresh = format!("{}/admin/refresh?view=Organic", daemon.base);
@@ -175,14 +175,14 @@ async fn admin_refresh_needs_the_right_token() {
     assert_eq!(wrong.status(), 401);
     let unknown = client
         .post(format!("{}/admin/refresh?view=Nope", daemon.base))
-        .bearer_auth("correct-horse")
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
     assert_eq!(unknown.status(), 404);
     assert!(runs_of(db, doc! {}).await.is_empty(), "refused requests run nothing");
 
-    let accepted = client.post(&refresh).bearer_auth("correct-horse").send().await.unwrap();
+    let accepted = client.post(&refresh).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
     assert_eq!(accepted.status(), 202);
     let body: Value = accepted.json().await.unwrap();
     let runs = body["runs"].as_array().unwrap();
@@ -193,7 +193,7 @@ async fn admin_refresh_needs_the_right_token() {
     let result: Value = eventually("the run to finish", || async {
         let run: Value = client
             .get(&run_url)
-            .bearer_auth("correct-horse")
+            .bearer_auth(ADMIN_TOKEN)
             .send()
             .await
             .unwrap()
@@ -216,7 +216,7 @@ async fn admin_refresh_needs_the_right_token() {
     // Refresh all: 202 too.
     let all = client
         .post(format!("{}/admin/refresh", daemon.base))
-        .bearer_auth("correct-horse")
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -448,7 +448,7 @@ async fn status_shows_content_only_with_the_admin_token() {
     std::fs::write(&secret, "root:x:0:0:root:/root:/bin/bash\n").unwrap();
     insert_views(&fixture.db, &[("view-market", "Market", secret.as_path())]).await;
     let config = fixture.config("catch_up = true");
-    let mut daemon = DaemonProc::start(&config, &[("SHEETSYNC_ADMIN_TOKEN", "correct-horse")]);
+    let mut daemon = DaemonProc::start(&config, &[("SHEETSYNC_ADMIN_TOKEN", ADMIN_TOKEN)]);
     daemon.wait_log("catch-up done");
     let client = http();
     let url = format!("{}/status", daemon.base);
@@ -485,7 +485,7 @@ async fn status_shows_content_only_with_the_admin_token() {
 
     let full: Value = client
         .get(&url)
-        .bearer_auth("correct-horse")
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap()
@@ -637,7 +637,7 @@ async fn a_server_that_stops_answering_fails_the_run_in_time_and_the_refresh_run
         &config,
         &[
             ("SHEETSYNC_TEST_PAUSE_BEFORE_SWAP_MS", "2000"),
-            ("SHEETSYNC_ADMIN_TOKEN", "correct-horse"),
+            ("SHEETSYNC_ADMIN_TOKEN", ADMIN_TOKEN),
         ],
     );
     daemon.signal(libc::SIGHUP);
@@ -656,7 +656,7 @@ async fn a_server_that_stops_answering_fails_the_run_in_time_and_the_refresh_run
     assert_eq!(status.status(), 200);
     let refresh = client
         .post(format!("{}/admin/refresh?view=Organic", daemon.base))
-        .bearer_auth("correct-horse")
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -700,7 +700,7 @@ async fn a_configured_sync_runs_like_a_view() {
          database = \"{cs_name}\"\n"
     );
     let config = fixture.config(&extra);
-    let mut daemon = DaemonProc::start(&config, &[("SHEETSYNC_ADMIN_TOKEN", "correct-horse")]);
+    let mut daemon = DaemonProc::start(&config, &[("SHEETSYNC_ADMIN_TOKEN", ADMIN_TOKEN)]);
     daemon.wait_log("catch-up done");
     let customers = cs.collection::<Document>("customers");
     assert_eq!(customers.count_documents(doc! {}).await.unwrap(), 4);
@@ -710,7 +710,7 @@ async fn a_configured_sync_runs_like_a_view() {
     let client = http();
     let accepted = client
         .post(format!("{}/admin/refresh?view=Customers", daemon.base))
-        .bearer_auth("correct-horse")
+        .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
@@ -753,4 +753,39 @@ async fn a_configured_sync_runs_like_a_view() {
     assert!(metrics.contains("view=\"Customers\""), "{metrics}");
     daemon.stop();
     cs.drop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_weak_admin_token_stops_the_daemon_and_sheetsync_token_makes_a_strong_one() {
+    let fixture = DaemonFixture::new("token", &[]).await;
+    let config = fixture.config("catch_up = false");
+    for weak in ["abc", "correct-horse", &"a".repeat(40)] {
+        let output = Sheetsync::new()
+            .config(&config)
+            .env("SHEETSYNC_ADMIN_TOKEN", weak)
+            .args(["run"])
+            .output_async()
+            .await;
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "a weak token {weak:?} was accepted");
+        assert!(
+            stderr.contains("must be at least 32, not one character repeated: make one with `sheetsync token"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains(weak) || weak.len() < 4,
+            "the token is never echoed: {stderr}"
+        );
+    }
+    let token = || {
+        let output = Sheetsync::new().args(["token"]).output();
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).unwrap().trim_end().to_owned()
+    };
+    let (first, second) = (token(), token());
+    assert_eq!(first.len(), 64, "{first}");
+    assert!(first.chars().all(|c| c.is_ascii_hexdigit()));
+    assert_ne!(first, second, "a fresh token each time");
+    let daemon = DaemonProc::start(&config, &[("SHEETSYNC_ADMIN_TOKEN", &first)]);
+    daemon.stop();
 }

@@ -7,7 +7,7 @@ use crate::harness::*;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, ORIGIN, SET_COOKIE};
 
-const TOKEN: &str = "correct-horse";
+const TOKEN: &str = crate::harness::ADMIN_TOKEN;
 
 /// An `application/x-www-form-urlencoded` body, as a browser sends a form.
 fn form(fields: &[(&str, &str)]) -> String {

@@ -74,7 +74,9 @@ pub async fn insert_views(db: &mongodb::Database, views: &[(&str, &str, &Path)])
             doc! { "id": *id, "name": *name, "sheet_url": format!("file://{}", csv.display()), "is_master": false }
         })
         .collect();
-    db.collection::<Document>("views").insert_many(documents).await.unwrap();
+    if !documents.is_empty() {
+        db.collection::<Document>("views").insert_many(documents).await.unwrap();
+    }
 }
 
 /// Writes a config file: the test database, a port picked by the OS, a

@@ -180,6 +180,9 @@ pub fn generated_csv(count: usize, stage: &str, mrr: u32) -> String {
     csv
 }
 
+/// The admin token the tests' daemons use: as long as the daemon demands.
+pub const ADMIN_TOKEN: &str = "correct-horse-battery-staple-correct-horse-battery-staple";
+
 /// Generous: the test server may be a slow Python build on a busy machine.
 pub const TIMEOUT: Duration = Duration::from_secs(120);
 const POLL: Duration = Duration::from_millis(100);
