@@ -4,7 +4,9 @@
 use mongodb::Database;
 
 use super::checkpoint::Checkpoint;
-use super::guards::{ColumnEvidence, GuardError, GuardLimits, OnLostColumn, check_columns, column_problems};
+use super::guards::{
+    ColumnEvidence, FillCounts, GuardError, GuardLimits, OnLostColumn, check_columns, column_problems,
+};
 use crate::mapping::profile::TargetProfile;
 use crate::mapping::{HeaderColumn, Mapper, Survey};
 use crate::report::SyncReport;
@@ -56,9 +58,7 @@ impl ApplyContext<'_> {
     /// run keeps, `Err` says why it must not apply.
     pub(super) fn check_columns(
         &self,
-        pairs: u64,
-        stored_filled: &[u64],
-        new_filled: &[u64],
+        counts: &FillCounts,
         blanks_clear: bool,
         report: &mut SyncReport,
     ) -> Result<Vec<String>, GuardError> {
@@ -66,9 +66,7 @@ impl ApplyContext<'_> {
             profile: self.profile,
             header: &self.survey.header,
             previous: self.previous_header,
-            pairs,
-            stored_filled,
-            new_filled,
+            counts,
             blanks_clear,
         };
         report.column_problems = column_problems(&evidence);

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use crate::mapping::profile::{FieldKind, TargetProfile};
 use crate::mapping::values::{CLOSE_ENOUGH, similarity};
-use crate::mapping::{HeaderColumn, Survey};
+use crate::mapping::{HeaderColumn, MAX_FIELDS, Survey};
 use crate::report::{ColumnProblem, ColumnProblemKind};
 
 /// Why a refresh was refused.
@@ -65,6 +65,37 @@ pub enum OnLostColumn {
 /// A field's losses count once at least this many stored records hold it.
 const MIN_FILLED: u64 = 5;
 
+/// Over the pairs of a new record and the stored record it continues
+/// (replaces in a swap, merges into in a merge): how many pairs, and per
+/// profile field how many of the stored and of the new records hold a
+/// value. Rows added or deleted are in no pair, so they never count as a
+/// column lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FillCounts {
+    pub pairs: u64,
+    pub stored: Vec<u64>,
+    pub new: Vec<u64>,
+}
+
+impl FillCounts {
+    pub fn new(fields: usize) -> FillCounts {
+        FillCounts {
+            pairs: 0,
+            stored: vec![0; fields],
+            new: vec![0; fields],
+        }
+    }
+
+    /// One pair, each side's fields as [`crate::mapping::filled_bits`].
+    pub fn add(&mut self, stored: u128, new: u128) {
+        self.pairs += 1;
+        for field in 0..self.stored.len().min(MAX_FIELDS) {
+            self.stored[field] += u64::from(stored >> field & 1 == 1);
+            self.new[field] += u64::from(new >> field & 1 == 1);
+        }
+    }
+}
+
 /// What the stored records hold of each field, against what the refresh
 /// brings.
 pub struct ColumnEvidence<'a> {
@@ -73,13 +104,8 @@ pub struct ColumnEvidence<'a> {
     pub header: &'a [HeaderColumn],
     /// The header of the last successful run, when there was one.
     pub previous: Option<&'a [HeaderColumn]>,
-    /// Pairs of a new record and the stored record it continues (replaces
-    /// in a swap, merges into in a merge).
-    pub pairs: u64,
-    /// Per profile field, how many of the pairs' stored records hold a value.
-    pub stored_filled: &'a [u64],
-    /// Per profile field, how many of the pairs' new records would.
-    pub new_filled: &'a [u64],
+    /// The fields filled on each side of the pairs.
+    pub counts: &'a FillCounts,
     /// Whether an emptied cell clears the stored value (not so in a merge
     /// with `blank = "keep"`: then only a lost column can lose anything).
     pub blanks_clear: bool,
@@ -104,12 +130,12 @@ pub fn column_problems(evidence: &ColumnEvidence<'_>) -> Vec<ColumnProblem> {
     };
     let mut problems = Vec::new();
     for (index, field) in evidence.profile.fields.iter().enumerate() {
-        let stored = evidence.stored_filled.get(index).copied().unwrap_or(0);
-        let new = evidence.new_filled.get(index).copied().unwrap_or(0);
+        let stored = evidence.counts.stored.get(index).copied().unwrap_or(0);
+        let new = evidence.counts.new.get(index).copied().unwrap_or(0);
         if stored < MIN_FILLED || new * 2 >= stored {
             continue;
         }
-        let kind = if !mapped(field) && stored * 2 >= evidence.pairs {
+        let kind = if !mapped(field) && stored * 2 >= evidence.counts.pairs {
             ColumnProblemKind::Lost
         } else if mapped(field) && !evidence.blanks_clear {
             continue;
@@ -335,17 +361,15 @@ mod tests {
             ("Expected MRR", Some("expected_mrr")),
         ]);
         let problems = |stored: u64, mrr_stored: u64, mrr_new: u64| {
-            let mut stored_filled = vec![0; profile.fields.len()];
-            stored_filled[index("expected_mrr")] = mrr_stored;
-            let mut new_filled = vec![0; profile.fields.len()];
-            new_filled[index("expected_mrr")] = mrr_new;
+            let mut counts = FillCounts::new(profile.fields.len());
+            counts.pairs = stored;
+            counts.stored[index("expected_mrr")] = mrr_stored;
+            counts.new[index("expected_mrr")] = mrr_new;
             column_problems(&ColumnEvidence {
                 profile,
                 header: &new,
                 previous: Some(&old),
-                pairs: stored,
-                stored_filled: &stored_filled,
-                new_filled: &new_filled,
+                counts: &counts,
                 blanks_clear: true,
             })
         };

@@ -16,6 +16,7 @@ use super::profile::{
     AppIndex, ApplyMode, Blank, DateStorage, FieldKind, FieldSpec, IndexSpec, MergeRules, OnMissing, Reference,
     TargetProfile,
 };
+use super::record::MAX_FIELDS;
 use super::values::labels::label_words;
 use super::values::{EnumSpec, fold_label};
 
@@ -165,10 +166,6 @@ impl Checker<'_> {
         });
     }
 }
-
-/// The most fields a target may declare: the survey keeps which fields each
-/// record fills as one bit per field (see `mapping::Winner::filled`).
-pub const MAX_FIELDS: usize = 128;
 
 /// Checks one declaration and builds its profile.
 pub fn build(decl: &TargetDecl, origin: Origin<'_>) -> Result<TargetProfile, DeclErrors> {

@@ -28,8 +28,8 @@ pub use error::{MappingError, SurveyError};
 pub use header_changes::{closest_field, header_changes};
 pub use mapper::Mapper;
 pub use record::{
-    Duplicate, HeaderColumn, KEY_SEPARATOR, KeyMap, MappedRecord, RecordFields, RecordValues, RowIssue, Winner,
-    record_key,
+    Duplicate, HeaderColumn, KEY_SEPARATOR, KeyMap, MAX_FIELDS, MappedRecord, RecordFields, RecordValues, RowIssue,
+    Winner, filled_bits, record_key,
 };
 pub use survey::{Survey, header_of, survey};
 pub use winners::Winners;

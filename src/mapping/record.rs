@@ -36,8 +36,23 @@ pub struct Winner {
     /// See [`super::values::links::link_ref`].
     pub link: Option<u64>,
     /// Which fields the record fills: bit `i` for the profile's field `i`
-    /// (at most `declare::MAX_FIELDS`).
+    /// (see [`filled_bits`]).
     pub filled: u128,
+}
+
+/// The most fields a target may declare: which fields a record fills is
+/// kept as one bit per field (see [`filled_bits`]).
+pub const MAX_FIELDS: usize = 128;
+
+/// Bit `i` set for each field `i` that holds a value, in profile order.
+/// Profiles of more than [`MAX_FIELDS`] fields are refused when declared.
+pub fn filled_bits(holds: impl IntoIterator<Item = bool>) -> u128 {
+    holds
+        .into_iter()
+        .take(MAX_FIELDS)
+        .enumerate()
+        .filter(|(_, holds)| *holds)
+        .fold(0, |bits, (index, _)| bits | (1 << index))
 }
 
 /// One labelled column of a source's header, and the field it feeds.

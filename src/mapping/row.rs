@@ -7,7 +7,7 @@ use mongodb::bson::Bson;
 use super::conventions::Clue;
 use super::convert::{Problem, derive_fields};
 use super::mapper::Mapper;
-use super::record::{MappedRecord, RecordValues, fold_key};
+use super::record::{MappedRecord, RecordValues, filled_bits, fold_key};
 use super::values;
 use crate::source::table::{Cell, Row};
 
@@ -123,7 +123,10 @@ impl<'p> Mapper<'p> {
             _ => self.zone,
         };
         derive_fields(self.profile, &mut reading.values, zone_of);
-        reading.filled = filled_bits(&reading.values);
+        if notes {
+            // Only a survey counts which fields records fill.
+            reading.filled = filled_bits(reading.values.iter().map(|value| *value != Bson::Null));
+        }
         if reading.missing.is_empty() {
             let values = &reading.values;
             reading.key = Some(fold_key(self.profile.key.iter().map(|name| {
@@ -140,15 +143,4 @@ impl<'p> Mapper<'p> {
         }
         reading
     }
-}
-
-/// Bit `i` set for each non-null value `i` (fields beyond 128 are refused
-/// when the profile is declared).
-fn filled_bits(values: &[Bson]) -> u128 {
-    values
-        .iter()
-        .take(128)
-        .enumerate()
-        .filter(|(_, value)| **value != Bson::Null)
-        .fold(0, |bits, (index, _)| bits | (1 << index))
 }

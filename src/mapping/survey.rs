@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use super::conventions::{Conventions, DateOrderDecision, Evidence, Example, ReadSettings};
 use super::convert::{Doubt, Problem, text_of};
 use super::error::SurveyError;
-use super::header::{FieldLabels, find_header, resolve_columns, warn_about_ignored_values};
+use super::header::{Columns, FieldLabels, find_header, resolve_columns, warn_about_ignored_values};
 use super::mapper::Mapper;
 use super::parallel;
 use super::profile::{FieldKind, TargetProfile};
@@ -56,10 +56,16 @@ pub struct Survey {
 /// column with the field it feeds (what `sheetsync check` shows), without
 /// reading the rows below it.
 pub fn header_of(profile: &TargetProfile, source: &SourceRows) -> Result<(usize, Vec<HeaderColumn>), SurveyError> {
+    let (row, columns) = read_header(profile, source)?;
+    Ok((row, columns.header))
+}
+
+/// The header row's number and which column feeds which field.
+fn read_header(profile: &TargetProfile, source: &SourceRows) -> Result<(usize, Columns), SurveyError> {
     let labels = FieldLabels::new(profile);
     let header = find_header(profile, &labels, source)?;
     let columns = resolve_columns(profile, &labels, &header)?;
-    Ok((header.number, columns.header))
+    Ok((header.number, columns))
 }
 
 /// First pass: finds the header, reads every row once to collect problems,
@@ -76,9 +82,7 @@ pub fn survey<'p>(
     settings: &ReadSettings,
 ) -> Result<(Mapper<'p>, Survey), SurveyError> {
     let date_order = settings.date_order;
-    let labels = FieldLabels::new(profile);
-    let header = find_header(profile, &labels, source)?;
-    let columns = resolve_columns(profile, &labels, &header)?;
+    let (header_row, columns) = read_header(profile, source)?;
     let lookups = profile
         .fields
         .iter()
@@ -95,7 +99,7 @@ pub fn survey<'p>(
         profile,
         zone: settings.time_zone,
         serial_zone,
-        header_row: header.number,
+        header_row,
         columns,
         lookups,
         conventions: Conventions::provisional(date_order),

@@ -2,8 +2,7 @@
 //! other applications' databases (the customer-success platform's
 //! `customers`), each with its own target profile.
 
-use super::settings::{ConfiguredSync, SyncsConfig, own_zone};
-use crate::mapping::conventions::ReadSettings;
+use super::settings::{ConfiguredSync, SyncsConfig, ignored_labels};
 use crate::redact::redact_url;
 use crate::source::SourceSpec;
 use crate::source::policy::SourcePolicy;
@@ -71,16 +70,8 @@ fn target(sync: &ConfiguredSync, config: &SyncsConfig<'_>, policy: &SourcePolicy
         collection: sync.collection.clone(),
         source: spec,
         source_url,
-        read_settings: ReadSettings {
-            date_order: entry.date_order.unwrap_or(config.date_order),
-            time_zone: own_zone(entry.time_zone.as_deref()).unwrap_or(config.time_zone),
-            zone_is_the_syncs: own_zone(entry.time_zone.as_deref()).is_some(),
-        },
+        read_settings: config.read_settings(entry.date_order, entry.time_zone.as_deref()),
         on_lost_column: entry.on_lost_column.unwrap_or(config.on_lost_column),
-        ignore_columns: [&sync.profile.ignore_columns, &entry.ignore_columns]
-            .into_iter()
-            .flatten()
-            .cloned()
-            .collect(),
+        ignore_columns: ignored_labels(&sync.profile, &entry.ignore_columns),
     })
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::apply::OnLostColumn;
-use crate::mapping::conventions::DateOrderSetting;
+use crate::mapping::conventions::{DateOrderSetting, ReadSettings};
 use crate::mapping::declare::Targets;
 use crate::mapping::profile::TargetProfile;
 use crate::redact::redact_url;
@@ -236,9 +236,24 @@ pub fn view_problems(views: &BTreeMap<String, ViewOverride>) -> Vec<String> {
     problems
 }
 
-/// A sync's own time zone, when it names a valid one.
-pub fn own_zone(zone: Option<&str>) -> Option<chrono_tz::Tz> {
-    zone.and_then(|zone| zone.parse().ok())
+impl SyncsConfig<'_> {
+    /// How a view's or sync's cells are read: its own date order and zone
+    /// where it names them (its own zone then applies to spreadsheet
+    /// serials too), else the `[sync]` ones.
+    pub fn read_settings(&self, date_order: Option<DateOrderSetting>, time_zone: Option<&str>) -> ReadSettings {
+        // An invalid zone is refused when the config is loaded.
+        let own_zone = time_zone.and_then(|zone| zone.parse::<chrono_tz::Tz>().ok());
+        ReadSettings {
+            date_order: date_order.unwrap_or(self.date_order),
+            time_zone: own_zone.unwrap_or(self.time_zone),
+            zone_is_the_syncs: own_zone.is_some(),
+        }
+    }
+}
+
+/// The header labels a sync ignores on purpose: its profile's and its own.
+pub fn ignored_labels(profile: &TargetProfile, own: &[String]) -> Vec<String> {
+    profile.ignore_columns.iter().chain(own).cloned().collect()
 }
 
 fn zone_problem(setting: &str, zone: Option<&str>) -> Option<String> {

@@ -5,8 +5,7 @@
 use mongodb::Database;
 use mongodb::bson::{Bson, Document};
 
-use super::settings::{SyncsConfig, ViewOverride, own_zone};
-use crate::mapping::conventions::ReadSettings;
+use super::settings::{SyncsConfig, ViewOverride, ignored_labels};
 use crate::redact::redact_url;
 use crate::source::SourceSpec;
 use crate::source::policy::SourcePolicy;
@@ -101,18 +100,9 @@ fn resolve_target(
     config: &SyncsConfig<'_>,
     policy: &SourcePolicy,
 ) -> Result<SyncTarget, String> {
-    let own_zone = own_zone(overrides.time_zone.as_deref());
-    let read_settings = ReadSettings {
-        date_order: overrides.date_order.unwrap_or(config.date_order),
-        time_zone: own_zone.unwrap_or(config.time_zone),
-        zone_is_the_syncs: own_zone.is_some(),
-    };
+    let read_settings = config.read_settings(overrides.date_order, overrides.time_zone.as_deref());
     let on_lost_column = overrides.on_lost_column.unwrap_or(config.on_lost_column);
-    let ignore_columns = [&config.views_profile.ignore_columns, &overrides.ignore_columns]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
+    let ignore_columns = ignored_labels(&config.views_profile, &overrides.ignore_columns);
     let collection = overrides
         .collection
         .or_else(|| default_collection(name).map(str::to_owned))

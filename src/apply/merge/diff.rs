@@ -11,8 +11,9 @@ use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, RawBsonRef, RawDoc
 
 use super::compare::{DateText, same_key, same_value};
 use super::write::Write;
+use crate::apply::guards::FillCounts;
 use crate::mapping::profile::{Blank, DateStorage, FieldKind, MergeRules, OnMissing, Reference, TargetProfile};
-use crate::mapping::{KeyMap, MappedRecord, RowIssue, Winner, record_key};
+use crate::mapping::{KeyMap, MappedRecord, RowIssue, Winner, filled_bits, record_key};
 use crate::report::MergeSummary;
 use crate::store::{Operation, StoreError, Within};
 
@@ -434,23 +435,21 @@ impl<'p> Merge<'p> {
     /// Over the pairs of a stored document and the source's record with its
     /// key: how many pairs, and per profile field how many stored and how
     /// many new records of them hold a value (what the column guard weighs).
-    pub fn paired_fill(&self, winners: &KeyMap<Winner>) -> (u64, Vec<u64>, Vec<u64>) {
-        let fields = self.profile.fields.len();
-        let (mut pairs, mut stored_filled, mut new_filled) = (0, vec![0; fields], vec![0; fields]);
+    pub fn paired_fill(&self, winners: &KeyMap<Winner>) -> FillCounts {
+        let mut counts = FillCounts::new(self.profile.fields.len());
         for (key, indexes) in &self.by_key {
             let Some(winner) = winners.get(key) else { continue };
             for stored in indexes.iter().map(|index| &self.stored[*index]) {
-                pairs += 1;
-                for (field, spec) in self.profile.fields.iter().enumerate().take(128) {
-                    // Read in place: decoding every value would cost more
-                    // than the whole comparison.
+                // Read in place: decoding every value would cost more than
+                // the whole comparison.
+                let holds = self.profile.fields.iter().map(|spec| {
                     let value = stored.document.get(&spec.name).ok().flatten();
-                    stored_filled[field] += u64::from(value.is_some_and(|value| !matches!(value, RawBsonRef::Null)));
-                    new_filled[field] += u64::from(winner.filled >> field & 1 == 1);
-                }
+                    value.is_some_and(|value| !matches!(value, RawBsonRef::Null))
+                });
+                counts.add(filled_bits(holds), winner.filled);
             }
         }
-        (pairs, stored_filled, new_filled)
+        counts
     }
 
     /// Leaves the stored values of `fields` where a cell is blank.

@@ -36,9 +36,9 @@ pub async fn apply(ctx: &ApplyContext<'_>, rules: &MergeRules, report: &mut Sync
     let mut merge = Merge::load(ctx.db, ctx.collection, ctx.profile, rules, columns).await?;
     // The guard weighs the documents the source's records continue (others
     // the app keeps are not the sheet's to fill).
-    let (pairs, stored_filled, new_filled) = merge.paired_fill(&ctx.survey.winners);
+    let counts = merge.paired_fill(&ctx.survey.winners);
     // A blank cell clears a stored value only under `blank = "clear"`.
-    let kept = ctx.check_columns(pairs, &stored_filled, &new_filled, rules.blank == Blank::Clear, report)?;
+    let kept = ctx.check_columns(&counts, rules.blank == Blank::Clear, report)?;
     merge.keep_stored(kept);
     let rows = ctx.rows.rows()?;
     let found = off_executor(|| {

@@ -24,9 +24,10 @@ use mongodb::Collection;
 use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, doc};
 use uuid::Uuid;
 
+use crate::apply::guards::FillCounts;
 use crate::mapping::profile::{FieldKind, TargetProfile};
 use crate::mapping::values::links::link_ref;
-use crate::mapping::{KEY_SEPARATOR, KeyMap, MappedRecord, RecordFields, Winner, record_key};
+use crate::mapping::{KEY_SEPARATOR, KeyMap, MappedRecord, RecordFields, Winner, filled_bits, record_key};
 use crate::store::{Operation, StoreError, Within};
 
 /// Namespace of the v5 UUIDs given to new records (random, fixed forever: a
@@ -95,26 +96,17 @@ impl StoredRecords {
     /// how many pairs, and per profile field how many stored and how many
     /// new records of them hold a value. What the column guard weighs: rows
     /// added or deleted do not count as a column emptied.
-    pub fn paired_fill(
-        &self,
-        continuations: &Continuations,
-        winners: &KeyMap<Winner>,
-        fields: usize,
-    ) -> (u64, Vec<u64>, Vec<u64>) {
-        let (mut pairs, mut stored_filled, mut new_filled) = (0, vec![0; fields], vec![0; fields]);
+    pub fn paired_fill(&self, continuations: &Continuations, winners: &KeyMap<Winner>, fields: usize) -> FillCounts {
+        let mut counts = FillCounts::new(fields);
         for (key, winner) in winners {
             let old_key = continuations.old_key(key);
             let continued = old_key != key || continuations.continues_own_key(key);
             let Some(stored) = self.by_key.get(old_key).filter(|_| continued) else {
                 continue;
             };
-            pairs += 1;
-            for field in 0..fields.min(128) {
-                stored_filled[field] += u64::from(stored.filled >> field & 1 == 1);
-                new_filled[field] += u64::from(winner.filled >> field & 1 == 1);
-            }
+            counts.add(stored.filled, winner.filled);
         }
-        (pairs, stored_filled, new_filled)
+        counts
     }
 
     /// The stored values of `fields`, by record key: what a run that keeps a
@@ -202,13 +194,12 @@ impl StoredRecords {
     /// its key (the first of several sharing a key wins).
     fn add(&mut self, profile: &TargetProfile, document: &Document) {
         self.count += 1;
-        let filled = profile
-            .fields
-            .iter()
-            .take(128)
-            .enumerate()
-            .filter(|(_, field)| document.get(&field.name).is_some_and(|value| *value != Bson::Null))
-            .fold(0u128, |bits, (index, _)| bits | (1 << index));
+        let filled = filled_bits(
+            profile
+                .fields
+                .iter()
+                .map(|field| document.get(&field.name).is_some_and(|value| *value != Bson::Null)),
+        );
         let Ok(id) = document.get_str("id") else {
             return;
         };

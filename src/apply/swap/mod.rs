@@ -37,9 +37,8 @@ pub async fn apply(ctx: &ApplyContext<'_>, report: &mut SyncReport) -> Result<Ou
     let continuations = Continuations::find(&stored, winners, ctx.profile);
     let shrink = Some((stored.count, winners.len()));
     check_guards(ctx.settings.guards, ctx.collection, shrink, ctx.survey, ctx.force)?;
-    let (pairs, stored_filled, new_filled) =
-        stored.paired_fill(&continuations, &ctx.survey.winners, ctx.profile.fields.len());
-    let kept = ctx.check_columns(pairs, &stored_filled, &new_filled, true, report)?;
+    let counts = stored.paired_fill(&continuations, &ctx.survey.winners, ctx.profile.fields.len());
+    let kept = ctx.check_columns(&counts, true, report)?;
     let kept_values = match kept.is_empty() {
         true => None,
         false => Some(StoredRecords::load_values(&collection, ctx.profile, &kept).await?),
