@@ -107,13 +107,8 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // yup-oauth2 logs token requests and responses at debug level; never let
-    // RUST_LOG=debug print access tokens.
-    if let Ok(directive) = "yup_oauth2=warn".parse() {
-        filter = filter.add_directive(directive);
-    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -368,8 +363,8 @@ async fn source_problem(sources: &Sources, source: &SourceSpec, read: &ReadSetti
                     (true, false) => format!(" (this sync's time_zone {} is used instead)", read.time_zone),
                 };
                 Some(format!(
-                    "key loads (service account {}), spreadsheet reachable, tab {:?} found, time zone {}{zones}",
-                    found.client_email, found.tab, found.time_zone
+                    "{} from {} acts as {}; spreadsheet reachable, tab {:?} found, time zone {}{zones}",
+                    found.credential_kind, found.credential_origin, found.identity, found.tab, found.time_zone
                 ))
             })
             .map_err(|error| error.to_string()),

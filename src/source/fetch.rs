@@ -16,9 +16,10 @@ use super::spool::SpooledRows;
 
 use crate::redact::redact_url;
 
-/// Fetches sources. One HTTP client serves every download and
-/// every Sheets API call (the Google token requests go through yup-oauth2's
-/// hyper client, on the same hyper/rustls/ring stack).
+/// Fetches sources. One HTTP client serves every download and every Sheets
+/// API call; Google token requests use a twin built the same way, but
+/// without the source policy and without redirects (see
+/// [`Sources::new`]).
 #[derive(Debug, Clone)]
 pub struct Sources {
     http: reqwest::Client,
@@ -55,18 +56,34 @@ impl Sources {
     ) -> Result<Sources, SourceError> {
         crate::tls::install_crypto_provider();
         let policy = Arc::new(SourcePolicy::new(settings));
-        let http = reqwest::Client::builder()
-            .timeout(download_timeout)
-            // Google compresses an answer only for a User-Agent that names gzip
-            // (with `Accept-Encoding: gzip`, which reqwest sends).
-            .user_agent(concat!("sheetsync/", env!("CARGO_PKG_VERSION"), " (gzip)"))
-            .dns_resolver(GuardedResolver {
-                policy: Arc::clone(&policy),
-            })
-            .redirect(policy.redirects())
-            .build()
-            .map_err(|error| SourceError::Client(error.to_string()))?;
-        let google = Arc::new(GoogleSheets::new(google, http.clone(), policy.max_download_bytes));
+        // Google compresses an answer only for a User-Agent that names gzip
+        // (with `Accept-Encoding: gzip`, which reqwest sends).
+        let client = || {
+            reqwest::Client::builder().timeout(download_timeout).user_agent(concat!(
+                "sheetsync/",
+                env!("CARGO_PKG_VERSION"),
+                " (gzip)"
+            ))
+        };
+        let built =
+            |builder: reqwest::ClientBuilder| builder.build().map_err(|error| SourceError::Client(error.to_string()));
+        let http = built(
+            client()
+                .dns_resolver(GuardedResolver {
+                    policy: Arc::clone(&policy),
+                })
+                .redirect(policy.redirects()),
+        )?;
+        // Token requests go where the operator's credentials say (a token
+        // endpoint, the link-local metadata server), which the sources'
+        // policy is not about; they carry secrets, so they follow no redirect.
+        let credentials_http = built(client().redirect(reqwest::redirect::Policy::none()))?;
+        let google = Arc::new(GoogleSheets::new(
+            google,
+            http.clone(),
+            credentials_http,
+            policy.max_download_bytes,
+        ));
         Ok(Sources {
             http,
             policy,
@@ -91,7 +108,7 @@ impl Sources {
         self.google.stats()
     }
 
-    /// Whether a Google view could be read: the key loads, a token is
+    /// Whether a Google view could be read: the credentials load, a token is
     /// granted, the spreadsheet is reachable and the tab exists.
     pub async fn check_google(&self, sheet: &SheetRef) -> Result<SheetCheck, SourceError> {
         Ok(self.google.check(sheet).await?)

@@ -80,7 +80,7 @@ fn sales_rows(prefix: &str) -> Vec<Vec<Value>> {
     ]
 }
 
-fn two_spreadsheets(fake: &FakeGoogle) {
+pub fn two_spreadsheets(fake: &FakeGoogle) {
     fake.add_spreadsheet(
         SHEET_A,
         FakeSpreadsheet {
@@ -558,12 +558,11 @@ async fn a_missing_range_or_tab_fails_only_its_view() {
 
 #[tokio::test]
 async fn without_a_usable_key_google_views_say_how_to_configure_one() {
-    let no_key = Sources::new(
-        &SourcesSettings::default(),
-        GoogleSettings::default(),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let nothing_anywhere = GoogleSettings {
+        metadata_host: "127.0.0.1:9".to_owned(),
+        ..GoogleSettings::default()
+    };
+    let no_key = Sources::new(&SourcesSettings::default(), nothing_anywhere, Duration::from_secs(5)).unwrap();
     let error = no_key.fetch(&sheet(SHEET_A, None, None)).await.unwrap_err().to_string();
     assert!(error.contains("GOOGLE_APPLICATION_CREDENTIALS"), "{error}");
 
@@ -589,7 +588,7 @@ async fn without_a_usable_key_google_views_say_how_to_configure_one() {
     assert!(error.contains("not a PEM private key"), "{error}");
 }
 
-async fn insert_views(db: &mongodb::Database) {
+pub async fn insert_views(db: &mongodb::Database) {
     db.collection::<Document>("views")
         .insert_many([
             doc! {
@@ -630,7 +629,7 @@ fn add_q1_hooli(fake: &FakeGoogle) {
     );
 }
 
-async fn metadata(db: &mongodb::Database, view_id: &str) -> Option<Document> {
+pub async fn metadata(db: &mongodb::Database, view_id: &str) -> Option<Document> {
     db.collection::<Document>("data_metadata")
         .find_one(doc! { "type": "last_update", "view_id": view_id })
         .await
@@ -753,7 +752,11 @@ async fn sheetsync_sync_and_check_against_the_fake_google() {
         String::from_utf8_lossy(&check.stderr)
     );
     assert!(
-        stdout.contains(&format!("key loads (service account {CLIENT_EMAIL}), spreadsheet reachable, tab \"It's Q1\" found, time zone Europe/Paris")),
+        stdout.contains(&format!(
+            "service-account key from [google] key_file ({}) acts as the service account {CLIENT_EMAIL}; spreadsheet \
+             reachable, tab \"It's Q1\" found, time zone Europe/Paris",
+            fake.key_file.display()
+        )),
         "{stdout}"
     );
     // Configured for another zone: check says which zone reads what.

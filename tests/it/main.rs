@@ -7,6 +7,7 @@ mod harness;
 
 mod browser;
 mod cli;
+mod credentials;
 mod customer_success;
 mod daemon;
 mod deployment;

@@ -1,174 +1,206 @@
-//! The service-account key and the access tokens made from it.
+//! Finding the credentials and keeping a token: the order in which
+//! Application Default Credentials are looked for, and one token cache for
+//! every sync of the process.
 //!
-//! yup-oauth2 signs a JWT with the key (RS256, through rustls' ring provider)
-//! and trades it at the key's own `token_uri`; it caches the token in memory
-//! and fetches a new one a minute before it expires. Its default hyper client
-//! connects over https or plain http, which lets the tests run a local token
-//! endpoint. Nothing here ever formats the key or a token.
+//! First found wins: a credential file named by `GOOGLE_APPLICATION_CREDENTIALS`,
+//! by `[google] key_file`, by the systemd credential, or gcloud's well-known
+//! file (all resolved into `key_file` by the settings); then, on Google
+//! Cloud, the metadata server. Nothing here ever formats a secret: they
+//! are [`Secret`]s, whose `Debug` hides them.
 
-use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use serde::Deserialize;
-use yup_oauth2::authenticator::Authenticator;
-use yup_oauth2::{DefaultHyperClientBuilder, HyperClientBuilder, ServiceAccountAuthenticator, ServiceAccountKey};
-
+use super::credentials::file::{CredentialFile, MAX_CREDENTIAL_FILE_BYTES, Secret};
+use super::credentials::flow::{Flow, Identity};
+use super::credentials::metadata::{MetadataServer, PROBE_TIMEOUT};
 use super::error::SheetsError;
 use super::settings::GoogleSettings;
 
 /// Read-only access to spreadsheets; sheetsync never writes to Google.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/spreadsheets.readonly";
 
-/// A loaded service account. `Debug` shows the account, never the key.
+/// A token is renewed this long before Google says it expires, so that a
+/// long sync never sends one that dies on the way.
+const RENEW_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
+
+/// Loaded credentials and their token cache. `Debug` shows the kind, the
+/// origin and the identity, never a secret.
+#[derive(Debug)]
 pub struct GoogleAuth {
-    authenticator: Authenticator<<DefaultHyperClientBuilder as HyperClientBuilder>::Connector>,
-    pub client_email: String,
-    pub token_uri: String,
-    pub key_file: PathBuf,
+    flow: Flow,
+    /// What kind of credential this is, in words.
+    pub kind: &'static str,
+    /// Where it was found: the setting and the file, or the metadata server.
+    pub origin: String,
+    pub identity: Identity,
+    /// Billed for the calls (`x-goog-user-project`), from the settings or the file.
+    pub quota_project: Option<String>,
+    http: reqwest::Client,
+    timeout: Duration,
+    /// Held while a token is fetched, so that concurrent calls wait for one
+    /// request instead of each making their own.
+    cache: tokio::sync::Mutex<Option<CachedToken>>,
 }
 
-impl std::fmt::Debug for GoogleAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("GoogleAuth")
-            .field("client_email", &self.client_email)
-            .field("token_uri", &self.token_uri)
-            .field("key_file", &self.key_file)
-            .field("private_key", &"<redacted>")
-            .finish()
-    }
-}
-
-/// Only what is checked before yup-oauth2 sees the key.
-#[derive(Deserialize)]
-struct KeyShape {
-    #[serde(rename = "type")]
-    key_type: Option<String>,
+#[derive(Debug)]
+struct CachedToken {
+    token: Secret,
+    renew_at: Instant,
 }
 
 /// How a failed token request should be treated.
 pub enum TokenFailure {
     /// The network or the token endpoint hiccuped; worth another attempt.
     Transient(String),
-    /// Google refused the key (deleted, disabled, wrong clock): retrying will not help.
+    /// Google refused the credentials: retrying will not help.
     Refused(SheetsError),
 }
 
 impl GoogleAuth {
-    /// Reads and checks the configured key, and prepares the token flow (no
-    /// request is made yet).
-    pub async fn load(settings: &GoogleSettings) -> Result<GoogleAuth, SheetsError> {
-        let key_file = settings.key_file.clone().ok_or(SheetsError::NoKey)?;
-        let origin = settings
-            .key_file_origin
-            .map_or("the configuration", |origin| origin.describe());
-        let bytes = tokio::fs::read(&key_file).await.map_err(|error| SheetsError::KeyRead {
-            path: key_file.display().to_string(),
-            origin: origin.to_owned(),
-            message: error.to_string(),
-        })?;
-        let key = parse_key(&bytes, &key_file)?;
-        let client_email = key.client_email.clone();
-        let token_uri = key.token_uri.clone();
-        let authenticator = ServiceAccountAuthenticator::builder(key)
-            .with_timeout(settings.request_timeout())
-            .build()
-            .await
-            .map_err(|error| SheetsError::KeyInvalid {
-                path: key_file.display().to_string(),
-                // yup-oauth2's messages name the problem ("Error reading key
-                // from PEM"), not the key's content.
-                reason: error.to_string(),
-            })?;
+    /// Finds the credentials and prepares their flow. A file is read and
+    /// checked; without one, the metadata server is asked who this machine
+    /// runs as (within [`PROBE_TIMEOUT`]). No token is requested yet.
+    ///
+    /// `http` is the credentials' own client: it follows no redirect.
+    pub async fn load(settings: &GoogleSettings, http: &reqwest::Client) -> Result<GoogleAuth, SheetsError> {
+        let (flow, kind, origin, file_quota_project) = match &settings.key_file {
+            Some(path) => {
+                let origin = settings
+                    .key_file_origin
+                    .map_or("the configuration", |origin| origin.describe());
+                let where_from = format!("{origin} ({})", path.display());
+                let bytes = read_bounded(path)
+                    .await
+                    .map_err(|message| SheetsError::CredentialRead {
+                        path: path.display().to_string(),
+                        origin: origin.to_owned(),
+                        message,
+                    })?;
+                let invalid = |reason: String| SheetsError::CredentialInvalid {
+                    path: path.display().to_string(),
+                    reason,
+                };
+                let file = CredentialFile::parse(&bytes).map_err(invalid)?;
+                let kind = file.kind();
+                let quota_project = file.quota_project_id().map(str::to_owned);
+                let flow = Flow::from_file(file).map_err(invalid)?;
+                (flow, kind, where_from, quota_project)
+            }
+            None => {
+                let server = MetadataServer::new(&settings.metadata_host);
+                let email = server
+                    .email(http, PROBE_TIMEOUT)
+                    .await
+                    .map_err(|reason| SheetsError::NoCredentials {
+                        metadata_host: settings.metadata_host.clone(),
+                        reason,
+                    })?;
+                let origin = format!("the metadata server at {}", settings.metadata_host);
+                (
+                    Flow::Metadata { server, email },
+                    "the attached service account (metadata server)",
+                    origin,
+                    None,
+                )
+            }
+        };
         Ok(GoogleAuth {
-            authenticator,
-            client_email,
-            token_uri,
-            key_file,
+            identity: flow.identity(),
+            quota_project: settings.quota_project.clone().or(file_quota_project),
+            flow,
+            kind,
+            origin,
+            http: http.clone(),
+            timeout: settings.request_timeout(),
+            cache: tokio::sync::Mutex::new(None),
         })
     }
 
-    /// A valid access token, from the cache while it has more than a minute left.
-    pub async fn token(&self, force_refresh: bool) -> Result<String, TokenFailure> {
-        let scopes = [SCOPE];
-        let result = if force_refresh {
-            self.authenticator.force_refreshed_token(&scopes).await
-        } else {
-            self.authenticator.token(&scopes).await
-        };
-        match result {
-            Ok(token) => token.token().map(str::to_owned).ok_or_else(|| {
-                TokenFailure::Refused(self.token_error("the token endpoint answered without an access token"))
-            }),
-            Err(
-                error @ (yup_oauth2::Error::HttpError(_)
-                | yup_oauth2::Error::HttpClientError(_)
-                | yup_oauth2::Error::LowLevelError(_)),
-            ) => Err(TokenFailure::Transient(error.to_string())),
-            Err(error) => Err(TokenFailure::Refused(self.token_error(&error.to_string()))),
+    /// A valid access token: the cached one until shortly before it
+    /// expires, else a fresh one.
+    pub async fn token(&self, force_refresh: bool) -> Result<Secret, TokenFailure> {
+        let mut cache = self.cache.lock().await;
+        if !force_refresh && let Some(cached) = cache.as_ref().filter(|cached| Instant::now() < cached.renew_at) {
+            return Ok(cached.token.clone());
+        }
+        match self.flow.fetch(&self.http, &[SCOPE], self.timeout).await {
+            Ok(grant) => {
+                let renew_in = grant
+                    .lifetime
+                    .saturating_sub(RENEW_BEFORE_EXPIRY)
+                    .max(grant.lifetime / 2);
+                *cache = Some(CachedToken {
+                    token: grant.access_token.clone(),
+                    renew_at: Instant::now() + renew_in,
+                });
+                Ok(grant.access_token)
+            }
+            Err(error) if error.transient => Err(TokenFailure::Transient(error.message)),
+            Err(error) => Err(TokenFailure::Refused(self.token_error(&error.message))),
         }
     }
 
     pub fn token_error(&self, message: &str) -> SheetsError {
         SheetsError::Token {
-            email: self.client_email.clone(),
-            token_uri: self.token_uri.clone(),
+            identity: self.identity.to_string(),
+            endpoint: self.flow.endpoint(),
             message: message.to_owned(),
+            advice: self.flow.token_advice(),
+        }
+    }
+
+    /// Sheets answered that the token does not carry its scope.
+    pub fn missing_scope(&self) -> SheetsError {
+        SheetsError::MissingScope {
+            identity: self.identity.to_string(),
+            advice: self.flow.scope_advice(),
+        }
+    }
+
+    /// Sheets answered that its API is not enabled for the calling project.
+    pub fn api_disabled(&self, message: String) -> SheetsError {
+        let advice = match (&self.identity, &self.quota_project) {
+            (Identity::User(_), None) => "a gcloud login bills API calls to a quota project and this one has none: \
+                 run `gcloud auth application-default set-quota-project PROJECT_ID` with a project where the Google \
+                 Sheets API is enabled"
+                .to_owned(),
+            (_, Some(project)) => format!(
+                "enable the Google Sheets API in quota project {project} (APIs & Services > Library), or set \
+                 another with [google] quota_project"
+            ),
+            (_, None) => "enable the Google Sheets API in the credential's Google Cloud project (APIs & \
+                 Services > Library)"
+                .to_owned(),
+        };
+        SheetsError::ApiDisabled {
+            identity: self.identity.to_string(),
+            message,
+            advice,
+        }
+    }
+
+    pub fn not_shared(&self, spreadsheet_id: &str) -> SheetsError {
+        SheetsError::NotShared {
+            spreadsheet_id: spreadsheet_id.to_owned(),
+            identity: self.identity.to_string(),
+            advice: self.identity.share_advice().to_owned(),
         }
     }
 }
 
-/// Parses the key file, with messages that never quote its content (a serde
-/// type error would otherwise print the offending value, which may be the
-/// private key).
-fn parse_key(bytes: &[u8], path: &Path) -> Result<ServiceAccountKey, SheetsError> {
-    let invalid = |reason: String| SheetsError::KeyInvalid {
-        path: path.display().to_string(),
-        reason,
-    };
-    let describe = |error: serde_json::Error| {
-        format!(
-            "{:?} JSON error at line {} column {}",
-            error.classify(),
-            error.line(),
-            error.column()
-        )
-    };
-    let shape: KeyShape = serde_json::from_slice(bytes).map_err(|error| invalid(describe(error)))?;
-    if let Some(kind) = shape.key_type.as_deref().filter(|kind| *kind != "service_account") {
-        return Err(invalid(format!(
-            "it is a {kind:?} credential, not a service-account key; create a key for a service account \
-             (IAM & Admin > Service Accounts > Keys > Add key > JSON)"
-        )));
+/// The credential file, refused when larger than any credential file is.
+async fn read_bounded(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use tokio::io::AsyncReadExt as _;
+    let file = tokio::fs::File::open(path).await.map_err(|error| error.to_string())?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CREDENTIAL_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|error| error.to_string())?;
+    if bytes.len() as u64 > MAX_CREDENTIAL_FILE_BYTES {
+        return Err(format!(
+            "it is larger than {MAX_CREDENTIAL_FILE_BYTES} bytes, which no credential file is"
+        ));
     }
-    let key: ServiceAccountKey = serde_json::from_slice(bytes).map_err(|error| {
-        invalid(format!(
-            "{}; a service-account key has client_email, private_key and token_uri",
-            describe(error)
-        ))
-    })?;
-    if !key.private_key.contains("PRIVATE KEY") {
-        return Err(invalid("its private_key is not a PEM private key".to_owned()));
-    }
-    Ok(key)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_errors_never_quote_the_key() {
-        let path = Path::new("/tmp/key.json");
-        let secret = "-----BEGIN PRIVATE KEY-----SECRETSECRET";
-        let wrong_type = format!(r#"{{"type": "service_account", "private_key": 12, "client_email": "{secret}"}}"#);
-        let error = parse_key(wrong_type.as_bytes(), path).unwrap_err().to_string();
-        assert!(!error.contains("SECRET"), "{error}");
-        let user = br#"{"type": "authorized_user", "refresh_token": "SECRET"}"#;
-        let error = parse_key(user, path).unwrap_err().to_string();
-        assert!(
-            error.contains("not a service-account key") && !error.contains("SECRET"),
-            "{error}"
-        );
-        let error = parse_key(b"{not json SECRET", path).unwrap_err().to_string();
-        assert!(!error.contains("SECRET"), "{error}");
-    }
+    Ok(bytes)
 }

@@ -34,31 +34,45 @@ pub struct SpreadsheetInfo {
 /// What `sheetsync check` learns about one Google view.
 #[derive(Debug, Clone)]
 pub struct SheetCheck {
-    pub client_email: String,
+    /// The kind of credential, where it was found, and who it acts as.
+    pub credential_kind: &'static str,
+    pub credential_origin: String,
+    pub identity: String,
     pub tab: String,
     pub time_zone: Tz,
 }
 
-/// The Sheets API client. Cheap to share; the key is loaded on first use (so
-/// that a deployment without Google views needs no key) and kept, with its
-/// token cache, for the life of the process.
+/// The Sheets API client. Cheap to share; the credentials are found on first
+/// use (so that a deployment without Google views needs none) and kept, with
+/// their token cache, for the life of the process.
 #[derive(Debug)]
 pub struct GoogleSheets {
     settings: GoogleSettings,
     api_url: Option<Url>,
     transport: Transport,
+    /// The token requests' own client: no redirects, no source policy (its
+    /// addresses come from the operator's credential file, and the metadata
+    /// server is link-local).
+    credentials_http: reqwest::Client,
     auth: OnceCell<GoogleAuth>,
     /// Spreadsheet metadata by spreadsheet id, with when it was read.
     metadata: Mutex<HashMap<String, (Instant, SpreadsheetInfo)>>,
 }
 
 impl GoogleSheets {
-    /// `http` is the one reqwest client of [`super::Sources`];
-    /// `max_answer_bytes` caps each answer, as downloads are capped.
-    pub fn new(settings: GoogleSettings, http: reqwest::Client, max_answer_bytes: u64) -> GoogleSheets {
+    /// `http` is the download client of `source::Sources`, `credentials_http`
+    /// its twin for token requests; `max_answer_bytes` caps each answer, as
+    /// downloads are capped.
+    pub fn new(
+        settings: GoogleSettings,
+        http: reqwest::Client,
+        credentials_http: reqwest::Client,
+        max_answer_bytes: u64,
+    ) -> GoogleSheets {
         let api_url = Url::parse(&settings.api_url).ok();
         GoogleSheets {
             transport: Transport::new(&settings, http, max_answer_bytes),
+            credentials_http,
             settings,
             api_url,
             auth: OnceCell::new(),
@@ -70,10 +84,12 @@ impl GoogleSheets {
         self.transport.stats.snapshot()
     }
 
-    /// The loaded key; a failure is not cached, so a key fixed on disk is
-    /// picked up by the next cycle.
+    /// The loaded credentials; a failure is not cached, so credentials
+    /// fixed on disk are picked up by the next cycle.
     pub async fn auth(&self) -> Result<&GoogleAuth, SheetsError> {
-        self.auth.get_or_try_init(|| GoogleAuth::load(&self.settings)).await
+        self.auth
+            .get_or_try_init(|| GoogleAuth::load(&self.settings, &self.credentials_http))
+            .await
     }
 
     /// Reads the tabs `sheets` name, all in one spreadsheet: one
@@ -240,14 +256,16 @@ impl GoogleSheets {
         (answer.tabs.unwrap_or_default(), outcome)
     }
 
-    /// Loads the key, gets a token, reads the spreadsheet's tab list and finds
+    /// Finds the credentials, gets a token, reads the spreadsheet's tab list and finds
     /// the view's tab: everything short of reading its values.
     pub async fn check(&self, sheet: &SheetRef) -> Result<SheetCheck, SheetsError> {
         let auth = self.auth().await?;
         let info = self.fresh_info(auth, &sheet.spreadsheet_id).await?;
         let tab = resolve_tab(&sheet.spreadsheet_id, &info, sheet)?;
         Ok(SheetCheck {
-            client_email: auth.client_email.clone(),
+            credential_kind: auth.kind,
+            credential_origin: auth.origin.clone(),
+            identity: auth.identity.to_string(),
             tab,
             time_zone: info.time_zone,
         })
@@ -412,13 +430,18 @@ mod tests {
             api_url: "http://proxy.internal/google/".to_owned(),
             ..GoogleSettings::default()
         };
-        let sheets = GoogleSheets::new(settings.clone(), reqwest::Client::new(), 1 << 20);
+        let sheets = GoogleSheets::new(
+            settings.clone(),
+            reqwest::Client::new(),
+            reqwest::Client::new(),
+            1 << 20,
+        );
         assert_eq!(
             sheets.endpoint(&["abc", "values:batchGet"]).unwrap().as_str(),
             "http://proxy.internal/google/v4/spreadsheets/abc/values:batchGet"
         );
         settings.api_url = "https://sheets.googleapis.com".to_owned();
-        let sheets = GoogleSheets::new(settings, reqwest::Client::new(), 1 << 20);
+        let sheets = GoogleSheets::new(settings, reqwest::Client::new(), reqwest::Client::new(), 1 << 20);
         assert_eq!(
             sheets.endpoint(&["a/b?c"]).unwrap().as_str(),
             "https://sheets.googleapis.com/v4/spreadsheets/a%2Fb%3Fc"

@@ -7,38 +7,48 @@
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SheetsError {
     #[error(
-        "no Google service-account key is configured; set GOOGLE_APPLICATION_CREDENTIALS or `key_file` under \
-         [google] to the key's JSON file (or provide it as the systemd credential google-service-account.json)"
+        "no Google credentials found: GOOGLE_APPLICATION_CREDENTIALS and [google] key_file are not set, there is \
+         no systemd credential google-service-account.json and no gcloud login \
+         (application_default_credentials.json under $CLOUDSDK_CONFIG or ~/.config/gcloud), and the metadata \
+         server at {metadata_host} did not answer ({reason}), so this is not Google Cloud; give sheetsync one of \
+         them (README, \"Credentials\")"
     )]
-    NoKey,
+    NoCredentials { metadata_host: String, reason: String },
     #[error(
-        "cannot read the Google service-account key {path} (from {origin}): {message}; check the path and that sheetsync may read it"
+        "cannot read the Google credential file {path} (from {origin}): {message}; check the path and that \
+         sheetsync may read it"
     )]
-    KeyRead {
+    CredentialRead {
         path: String,
         origin: String,
         message: String,
     },
-    #[error("the Google service-account key {path} is not usable: {reason}")]
-    KeyInvalid { path: String, reason: String },
-    #[error(
-        "cannot get an access token for service account {email} from {token_uri}: {message}; check that the key \
-         still exists and is enabled in the Google Cloud console and that this machine's clock is right"
-    )]
+    #[error("the Google credential file {path} is not usable: {reason}")]
+    CredentialInvalid { path: String, reason: String },
+    #[error("cannot get an access token for {identity} from {endpoint}: {message}; {advice}")]
     Token {
-        email: String,
-        token_uri: String,
+        identity: String,
+        endpoint: String,
         message: String,
+        advice: String,
     },
     #[error(
-        "spreadsheet {spreadsheet_id} is not shared with the service account {email}; share it (Viewer) with that address"
+        "the access token of {identity} does not carry the Google Sheets scope (Google answered \
+         ACCESS_TOKEN_SCOPE_INSUFFICIENT); {advice}"
     )]
-    NotShared { spreadsheet_id: String, email: String },
-    #[error(
-        "the Google Sheets API refused access for service account {email}: {message}; enable the Google Sheets API \
-         in the service account's Google Cloud project (APIs & Services > Library)"
-    )]
-    ApiDisabled { email: String, message: String },
+    MissingScope { identity: String, advice: String },
+    #[error("spreadsheet {spreadsheet_id} is not shared with {identity}; {advice}")]
+    NotShared {
+        spreadsheet_id: String,
+        identity: String,
+        advice: String,
+    },
+    #[error("the Google Sheets API refused access for {identity}: {message}; {advice}")]
+    ApiDisabled {
+        identity: String,
+        message: String,
+        advice: String,
+    },
     #[error(
         "spreadsheet {spreadsheet_id} does not exist (HTTP 404); the ID in the view's sheet_url is wrong, or the \
          spreadsheet was deleted"

@@ -23,11 +23,14 @@
 //! with `values:batchGetByDataFilter` would avoid titles, but it needs the
 //! read-write `spreadsheets` scope; sheetsync asks only for read-only.)
 //!
-//! Plus one token request per hour for the whole process (yup-oauth2 caches it).
+//! Plus about one token request per hour for the whole process (`auth`
+//! caches the token; `credentials` gets it, whatever the kind of credential).
 
 mod a1;
 pub mod auth;
+mod body;
 mod client;
+pub mod credentials;
 mod error;
 mod pages;
 mod quota;

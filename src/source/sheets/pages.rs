@@ -19,8 +19,9 @@ use serde::de::{DeserializeSeed, Error as _, IgnoredAny, MapAccess, SeqAccess, V
 use tokio::sync::mpsc;
 
 use super::a1::{self, Page};
+use super::body::transport_reason;
 use super::error::SheetsError;
-use super::transport::{AnswerFailure, ReadAnswer, transport_reason};
+use super::transport::{AnswerFailure, ReadAnswer};
 use super::wire::SheetCell;
 use crate::source::spool::{Mark, RowSpool, SpoolError, SpooledRows};
 use crate::source::table::Cell;

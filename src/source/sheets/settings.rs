@@ -1,6 +1,6 @@
-//! The `[google]` section: where the service-account key is and how
-//! patiently the Sheets API is called. Holds a key *path*, never key
-//! material. The config loader reads it from the file, then lets
+//! The `[google]` section: where the credentials are and how patiently the
+//! Sheets API is called. Holds a credential file's *path*, never its
+//! content. The config loader reads it from the file, then lets
 //! [`GoogleSettings::apply_env`] put the environment on top.
 
 use std::path::{Path, PathBuf};
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::credentials::metadata::DEFAULT_METADATA_HOST;
 use crate::redact::redact_url;
 
 /// The public Sheets API; tests and corporate proxies point elsewhere.
@@ -15,17 +16,31 @@ pub const DEFAULT_SHEETS_API_URL: &str = "https://sheets.googleapis.com/";
 /// The file name under systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`)
 /// used as the service-account key when no path is configured.
 pub const CREDENTIALS_DIRECTORY_KEY_FILE: &str = "google-service-account.json";
+/// gcloud's Application Default Credentials file, under its configuration
+/// directory (`$CLOUDSDK_CONFIG`, else `~/.config/gcloud`).
+pub const GCLOUD_ADC_FILE: &str = "application_default_credentials.json";
 
 #[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct GoogleSettings {
-    /// The service-account JSON key. `GOOGLE_APPLICATION_CREDENTIALS` wins
-    /// over it; without either, `$CREDENTIALS_DIRECTORY/google-service-account.json`
-    /// is used when it exists.
+    /// A Google credential file of any kind (service-account key, gcloud
+    /// login, workload identity federation, impersonation).
+    /// `GOOGLE_APPLICATION_CREDENTIALS` wins over it; without either,
+    /// `$CREDENTIALS_DIRECTORY/google-service-account.json`, then gcloud's
+    /// well-known file, are used when they exist. With none, the metadata
+    /// server is asked.
     pub key_file: Option<PathBuf>,
     /// Where `key_file` came from, for messages.
     #[serde(skip)]
     pub key_file_origin: Option<KeyFileOrigin>,
+    /// The project billed for Sheets calls (`x-goog-user-project`);
+    /// `GOOGLE_CLOUD_QUOTA_PROJECT` wins, and without either the credential
+    /// file's `quota_project_id` is used.
+    pub quota_project: Option<String>,
+    /// The metadata server's host (`GCE_METADATA_HOST`, as in Google's
+    /// libraries); only asked when no credential file is found.
+    #[serde(skip)]
+    pub metadata_host: String,
     /// Base URL of the Sheets API (`SHEETSYNC_SHEETS_API_URL` wins).
     pub api_url: String,
     /// Timeout of one Sheets API or token request, in milliseconds.
@@ -60,6 +75,7 @@ pub enum KeyFileOrigin {
     Environment,
     ConfigFile,
     CredentialsDirectory,
+    GcloudLogin,
 }
 
 impl KeyFileOrigin {
@@ -68,6 +84,7 @@ impl KeyFileOrigin {
             KeyFileOrigin::Environment => "GOOGLE_APPLICATION_CREDENTIALS",
             KeyFileOrigin::ConfigFile => "[google] key_file",
             KeyFileOrigin::CredentialsDirectory => "the systemd credential google-service-account.json",
+            KeyFileOrigin::GcloudLogin => "gcloud's application default credentials",
         }
     }
 }
@@ -77,6 +94,8 @@ impl Default for GoogleSettings {
         GoogleSettings {
             key_file: None,
             key_file_origin: None,
+            quota_project: None,
+            metadata_host: DEFAULT_METADATA_HOST.to_owned(),
             api_url: DEFAULT_SHEETS_API_URL.to_owned(),
             request_timeout_ms: 30_000,
             max_attempts: 5,
@@ -99,8 +118,9 @@ impl GoogleSettings {
         Duration::from_secs(self.metadata_max_age_secs)
     }
 
-    /// Puts the environment on top of the file's settings: the key path
-    /// (`GOOGLE_APPLICATION_CREDENTIALS`, else the systemd credential) and the
+    /// Puts the environment on top of the file's settings: the credential
+    /// file (`GOOGLE_APPLICATION_CREDENTIALS`, else the systemd credential,
+    /// else gcloud's login), the quota project, the metadata server and the
     /// API's URL. `env` answers only variables set to something non-blank.
     pub fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) {
         if self.key_file.is_some() {
@@ -118,6 +138,23 @@ impl GoogleSettings {
                     self.key_file_origin = Some(KeyFileOrigin::CredentialsDirectory);
                 }
             }
+        }
+        if self.key_file.is_none() {
+            let gcloud_config = env("CLOUDSDK_CONFIG")
+                .map(PathBuf::from)
+                .or_else(|| env("HOME").map(|home| Path::new(&home).join(".config/gcloud")));
+            if let Some(candidate) = gcloud_config.map(|directory| directory.join(GCLOUD_ADC_FILE))
+                && candidate.is_file()
+            {
+                self.key_file = Some(candidate);
+                self.key_file_origin = Some(KeyFileOrigin::GcloudLogin);
+            }
+        }
+        if let Some(project) = env("GOOGLE_CLOUD_QUOTA_PROJECT") {
+            self.quota_project = Some(project);
+        }
+        if let Some(host) = env("GCE_METADATA_HOST") {
+            self.metadata_host = host;
         }
         if let Some(url) = env("SHEETSYNC_SHEETS_API_URL") {
             self.api_url = url;
@@ -149,6 +186,8 @@ impl std::fmt::Debug for GoogleSettings {
         f.debug_struct("GoogleSettings")
             .field("key_file", &self.key_file)
             .field("key_file_origin", &self.key_file_origin)
+            .field("quota_project", &self.quota_project)
+            .field("metadata_host", &self.metadata_host)
             .field("api_url", &redact_url(&self.api_url))
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("max_attempts", &self.max_attempts)

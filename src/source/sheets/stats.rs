@@ -22,7 +22,7 @@ pub struct GoogleStats {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct GoogleStatsSnapshot {
     /// HTTP requests sent to the Sheets API, retries included (token
-    /// requests excluded: yup-oauth2 makes those).
+    /// requests excluded: `auth` makes those).
     pub requests: u64,
     /// `spreadsheets.get` calls (each may take several requests).
     pub metadata_calls: u64,

@@ -9,12 +9,13 @@ use reqwest::{StatusCode, Url};
 use serde::de::DeserializeOwned;
 
 use super::auth::{GoogleAuth, TokenFailure};
+use super::body::{read_capped, transport_reason};
 use super::error::SheetsError;
 use super::quota::Quota;
 use super::retry::{RetryPolicy, parse_retry_after};
 use super::settings::GoogleSettings;
 use super::stats::GoogleStats;
-use super::wire::{ErrorBody, api_disabled};
+use super::wire::{ErrorBody, api_disabled, scope_insufficient};
 
 /// The HTTP side of the Sheets client, shared by all its calls.
 #[derive(Debug)]
@@ -135,13 +136,15 @@ impl Transport {
         };
         self.quota.take().await;
         self.stats.record_request();
-        let sent = self
+        let mut request = self
             .http
             .get(url.clone())
-            .bearer_auth(token)
-            .timeout(self.request_timeout)
-            .send()
-            .await;
+            .bearer_auth(token.expose())
+            .timeout(self.request_timeout);
+        if let Some(project) = &auth.quota_project {
+            request = request.header("x-goog-user-project", project);
+        }
+        let sent = request.send().await;
         let response = match sent {
             Ok(response) => response,
             Err(error) => return transport_failure(error),
@@ -179,16 +182,13 @@ impl Transport {
                 retry_after,
             },
             StatusCode::UNAUTHORIZED => Attempt::Unauthorized(message),
-            StatusCode::FORBIDDEN if detail.as_ref().is_some_and(api_disabled) => {
-                Attempt::Fatal(SheetsError::ApiDisabled {
-                    email: auth.client_email.clone(),
-                    message,
-                })
+            StatusCode::FORBIDDEN if detail.as_ref().is_some_and(scope_insufficient) => {
+                Attempt::Fatal(auth.missing_scope())
             }
-            StatusCode::FORBIDDEN => Attempt::Fatal(SheetsError::NotShared {
-                spreadsheet_id: spreadsheet_id.to_owned(),
-                email: auth.client_email.clone(),
-            }),
+            StatusCode::FORBIDDEN if detail.as_ref().is_some_and(api_disabled) => {
+                Attempt::Fatal(auth.api_disabled(message))
+            }
+            StatusCode::FORBIDDEN => Attempt::Fatal(auth.not_shared(spreadsheet_id)),
             StatusCode::NOT_FOUND => Attempt::Fatal(SheetsError::NotFound {
                 spreadsheet_id: spreadsheet_id.to_owned(),
             }),
@@ -219,30 +219,8 @@ fn transport_failure(error: reqwest::Error) -> Attempt {
     }
 }
 
-pub(super) fn transport_reason(error: reqwest::Error) -> String {
-    if error.is_timeout() {
-        "no answer within the request timeout".to_owned()
-    } else {
-        format!("network error: {}", crate::redact::http_error_chain(error))
-    }
-}
-
 /// The most of an error answer's body that is read.
 const ERROR_BODY_BYTES: u64 = 64 * 1024;
-
-/// The body, up to `limit` bytes, and whether there was more.
-async fn read_capped(mut response: reqwest::Response, limit: u64) -> Result<(Vec<u8>, bool), reqwest::Error> {
-    let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await? {
-        let room = usize::try_from(limit.saturating_sub(body.len() as u64)).unwrap_or(usize::MAX);
-        if chunk.len() > room {
-            body.extend_from_slice(&chunk[..room]);
-            return Ok((body, true));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok((body, false))
-}
 
 /// Why an answer could not be read.
 #[derive(Debug)]

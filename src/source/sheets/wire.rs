@@ -130,3 +130,10 @@ pub(super) fn api_disabled(detail: &ErrorDetail) -> bool {
         || detail.message.contains("has not been used in project")
         || detail.message.contains("is disabled")
 }
+
+/// A 403 because the token lacks the Sheets scope (a default gcloud login,
+/// a VM's access scopes).
+pub(super) fn scope_insufficient(detail: &ErrorDetail) -> bool {
+    let details = serde_json::to_string(&detail.details).unwrap_or_default();
+    details.contains("ACCESS_TOKEN_SCOPE_INSUFFICIENT") || detail.message.contains("insufficient authentication scopes")
+}

@@ -1,7 +1,9 @@
-//! A local fake of the two Google services sheetsync talks to: the OAuth
-//! token endpoint (which verifies the service account's signed JWT with the
-//! test key's public half) and the Sheets API v4 `spreadsheets.get` and
-//! `values:batchGet`, shaped like the real ones, with scripted faults.
+//! A local fake of the Google services sheetsync talks to: the OAuth token
+//! endpoint (which verifies the service account's signed JWT with the test
+//! key's public half; the other grants are `fake_credentials`'), and the
+//! Sheets API v4 `spreadsheets.get` and `values:batchGet`, shaped like the
+//! real ones, with scripted faults. Every token carries its scopes, and the
+//! Sheets API refuses one without a Sheets scope as Google does.
 // A handler's early answer is an axum Response; boxing it buys nothing here.
 #![allow(clippy::result_large_err)]
 
@@ -18,6 +20,8 @@ use axum::routing::{get, post};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
+
+use super::fake_credentials::{self, FakeLogin};
 
 pub const SCOPE: &str = "https://www.googleapis.com/auth/spreadsheets.readonly";
 pub const CLIENT_EMAIL: &str = "sheetsync-test@sheetsync-test-only.iam.gserviceaccount.com";
@@ -86,6 +90,11 @@ pub struct BatchRequest {
 #[derive(Debug, Default, Clone)]
 pub struct Seen {
     pub token_requests: usize,
+    /// Each token granted, by how: `jwt-bearer`, `refresh_token`,
+    /// `token-exchange`, `generateAccessToken`, `metadata`.
+    pub grants: Vec<&'static str>,
+    /// The `x-goog-user-project` of every Sheets API request ("" without).
+    pub quota_projects: Vec<String>,
     /// Spreadsheet ids of `spreadsheets.get` requests, in order.
     pub metadata_requests: Vec<String>,
     /// `values:batchGet` requests, in order.
@@ -98,23 +107,42 @@ pub struct Seen {
     pub gzipped_answers: usize,
 }
 
+/// An access token the fake granted.
+#[derive(Debug, Clone)]
+pub(super) struct FakeToken {
+    pub scopes: Vec<String>,
+    /// A person's login: Sheets wants a quota project with it.
+    pub user: bool,
+}
+
 #[derive(Default)]
-struct Inner {
+pub(super) struct Inner {
     /// Shared, not copied, by each request: a benchmark's 500k-row tab
     /// would otherwise be cloned for every page served.
     spreadsheets: HashMap<String, Arc<FakeSpreadsheet>>,
     faults: HashMap<(String, Endpoint), VecDeque<Fault>>,
-    tokens: Vec<String>,
-    seen: Seen,
+    pub(super) tokens: HashMap<String, FakeToken>,
+    pub(super) login: FakeLogin,
+    pub(super) seen: Seen,
     /// Never compress, whatever the request asks (Google's behaviour for a
     /// client that does not name gzip in its User-Agent).
     plain: bool,
 }
 
+impl Inner {
+    /// A fresh access token with `scopes`, recorded as granted by `how`.
+    pub(super) fn issue(&mut self, how: &'static str, scopes: Vec<String>, user: bool) -> String {
+        let token = format!("fake-access-token-{}", self.tokens.len() + 1);
+        self.tokens.insert(token.clone(), FakeToken { scopes, user });
+        self.seen.grants.push(how);
+        token
+    }
+}
+
 #[derive(Clone)]
-struct Shared {
-    inner: Arc<Mutex<Inner>>,
-    token_uri: String,
+pub(super) struct Shared {
+    pub(super) inner: Arc<Mutex<Inner>>,
+    pub(super) token_uri: String,
     public_key: Arc<Vec<u8>>,
 }
 
@@ -123,9 +151,9 @@ pub struct FakeGoogle {
     pub api_url: String,
     /// A copy of the test key whose `token_uri` points at this fake.
     pub key_file: PathBuf,
-    shared: Shared,
+    pub(super) shared: Shared,
     server: tokio::task::JoinHandle<()>,
-    _dir: tempfile::TempDir,
+    pub(super) dir: tempfile::TempDir,
 }
 
 impl Drop for FakeGoogle {
@@ -155,6 +183,19 @@ impl FakeGoogle {
         };
         let app = Router::new()
             .route("/token", post(token))
+            .route(
+                "/v1/projects/-/serviceAccounts/{target}",
+                post(fake_credentials::generate_access_token),
+            )
+            .route(
+                "/computeMetadata/v1/instance/service-accounts/default/email",
+                get(fake_credentials::metadata_email),
+            )
+            .route(
+                "/computeMetadata/v1/instance/service-accounts/default/token",
+                get(fake_credentials::metadata_token),
+            )
+            .route("/subject-token", get(fake_credentials::subject_token))
             .route("/v4/spreadsheets/{id}", get(metadata))
             .route("/v4/spreadsheets/{id}/values:batchGet", get(batch_get))
             .with_state(shared.clone());
@@ -166,7 +207,7 @@ impl FakeGoogle {
             key_file,
             shared,
             server,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -214,23 +255,36 @@ fn public_key_of(pem: &str) -> Vec<u8> {
     pair.public().as_ref().to_vec()
 }
 
-fn error(status: StatusCode, google_status: &str, message: &str) -> Response {
+pub(super) fn error(status: StatusCode, google_status: &str, message: &str) -> Response {
     let body = json!({ "error": { "code": status.as_u16(), "message": message, "status": google_status } });
     (status, axum::Json(body)).into_response()
 }
 
+/// An OAuth error answer, as Google's token endpoints write them.
+pub(super) fn refuse_grant(reason: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({ "error": "invalid_grant", "error_description": reason })),
+    )
+        .into_response()
+}
+
+pub(super) fn token_answer(token: &str) -> Response {
+    axum::Json(json!({ "access_token": token, "expires_in": 3599, "token_type": "Bearer" })).into_response()
+}
+
 async fn token(State(shared): State<Shared>, Form(form): Form<HashMap<String, String>>) -> Response {
     shared.inner.lock().unwrap().seen.token_requests += 1;
-    let refuse = |reason: &str| {
-        (
-            StatusCode::BAD_REQUEST,
-            axum::Json(json!({ "error": "invalid_grant", "error_description": reason })),
-        )
-            .into_response()
-    };
-    if form.get("grant_type").map(String::as_str) != Some("urn:ietf:params:oauth:grant-type:jwt-bearer") {
-        return refuse("wrong grant_type");
+    match form.get("grant_type").map(String::as_str) {
+        Some("urn:ietf:params:oauth:grant-type:jwt-bearer") => jwt_bearer(&shared, &form),
+        Some("refresh_token") => fake_credentials::refresh_grant(&shared, &form),
+        Some("urn:ietf:params:oauth:grant-type:token-exchange") => fake_credentials::token_exchange(&shared, &form),
+        _ => refuse_grant("unsupported grant_type"),
     }
+}
+
+fn jwt_bearer(shared: &Shared, form: &HashMap<String, String>) -> Response {
+    let refuse = refuse_grant;
     let Some(assertion) = form.get("assertion") else {
         return refuse("no assertion");
     };
@@ -238,7 +292,7 @@ async fn token(State(shared): State<Shared>, Form(form): Form<HashMap<String, St
     let [head, claims, signature] = parts.as_slice() else {
         return refuse("not a JWT");
     };
-    // yup-oauth2 pads its base64url; JWT readers accept both.
+    // Some signers pad their base64url; JWT readers accept both.
     let decode = |part: &str| URL_SAFE_NO_PAD.decode(part.trim_end_matches('='));
     let (Ok(head_json), Ok(claims_json), Ok(signature)) = (decode(head), decode(claims), decode(signature)) else {
         return refuse("bad base64");
@@ -272,10 +326,12 @@ async fn token(State(shared): State<Shared>, Form(form): Form<HashMap<String, St
     if !(iat <= now + 60 && exp > now && exp - iat <= 3600) {
         return refuse("bad iat/exp");
     }
-    let mut inner = shared.inner.lock().unwrap();
-    let token = format!("fake-access-token-{}", inner.tokens.len() + 1);
-    inner.tokens.push(token.clone());
-    axum::Json(json!({ "access_token": token, "expires_in": 3599, "token_type": "Bearer" })).into_response()
+    let token = shared
+        .inner
+        .lock()
+        .unwrap()
+        .issue("jwt-bearer", vec![SCOPE.to_owned()], false);
+    token_answer(&token)
 }
 
 /// Checks the bearer token and pops the next fault for this endpoint.
@@ -290,23 +346,35 @@ fn admit(shared: &Shared, headers: &HeaderMap, id: &str, endpoint: Endpoint) -> 
     };
     let seen = (text(header::ACCEPT_ENCODING), text(header::USER_AGENT));
     inner.seen.api_headers.push(seen);
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::to_owned);
-    if !token.is_some_and(|token| inner.tokens.contains(&token)) {
+    let quota_project = text(header::HeaderName::from_static("x-goog-user-project"));
+    inner.seen.quota_projects.push(quota_project.clone());
+    let Some(token) = bearer(headers).and_then(|token| inner.tokens.get(&token)) else {
         inner.seen.unauthorized += 1;
         return Err(error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHENTICATED",
             "Request had invalid authentication credentials.",
         ));
+    };
+    if !token.scopes.iter().any(|scope| scope == SCOPE) {
+        return Err(fake_credentials::scope_insufficient());
+    }
+    if token.user && quota_project.is_empty() {
+        return Err(fake_credentials::no_quota_project());
     }
     Ok(inner
         .faults
         .get_mut(&(id.to_owned(), endpoint))
         .and_then(VecDeque::pop_front))
+}
+
+/// The bearer token of a request.
+pub(super) fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::to_owned)
 }
 
 /// Applies a fault that replaces the answer; `Ok` means answer normally

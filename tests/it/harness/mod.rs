@@ -3,6 +3,7 @@
 //! binary's launcher, the fake Google, fixtures and generated exports.
 
 pub mod daemon_fixture;
+pub mod fake_credentials;
 pub mod fake_google;
 pub mod own_server;
 pub mod process;

@@ -74,9 +74,15 @@ impl Sheetsync {
             "GOOGLE_APPLICATION_CREDENTIALS",
             "SHEETSYNC_SHEETS_API_URL",
             "CREDENTIALS_DIRECTORY",
+            "GOOGLE_CLOUD_QUOTA_PROJECT",
         ] {
             command.env_remove(variable);
         }
+        // Never this machine's gcloud login or a real metadata server: a
+        // test that wants either names it.
+        command
+            .env("CLOUDSDK_CONFIG", "/nonexistent/sheetsync-tests/gcloud")
+            .env("GCE_METADATA_HOST", "127.0.0.1:9");
         if self.json_logs {
             command.args(["--log-format", "json"]);
         }
