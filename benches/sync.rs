@@ -99,6 +99,10 @@ fn main() {
             &sizes("BENCH_SHEETS_SIZES", &DEFAULT_SHEETS_SIZES),
         ));
     }
+    if wanted("gzip") {
+        let rows = sizes("BENCH_GZIP_ROWS", &[500_000])[0];
+        report.push_str(&gzip_table(&runtime, &url, rows));
+    }
     if wanted("daemon") {
         report.push_str(&daemon_memory(&runtime, &url, dir.path()));
     }
@@ -281,9 +285,14 @@ fn run_sync_report(url: &str, db_name: &str, config: &Path) -> (Measure, Value) 
 }
 
 fn run_sync_capturing(url: &str, db_name: &str, config: Option<&Path>) -> (Measure, Vec<u8>) {
+    run_capturing(url, db_name, config, &["sync", "--json"])
+}
+
+/// Times one run of `sheetsync ARGS`, sampling its peak RSS.
+fn run_capturing(url: &str, db_name: &str, config: Option<&Path>, args: &[&str]) -> (Measure, Vec<u8>) {
     let started = Instant::now();
     let child = sheetsync(url, db_name, config)
-        .args(["sync", "--json"])
+        .args(args)
         .command()
         .stdout(Stdio::piped())
         .spawn()
@@ -588,6 +597,55 @@ fn sheets_table(runtime: &tokio::runtime::Runtime, url: &str, sizes: &[usize]) -
             second.peak_rss_mb,
             first.cpu_seconds,
             second.cpu_seconds,
+        );
+    }
+    out.push('\n');
+    out
+}
+
+/// One tab read with and without gzip (`sync --dry-run`: fetch, map and
+/// dedup, no write, so that the server's time does not hide the transfer).
+fn gzip_table(runtime: &tokio::runtime::Runtime, url: &str, rows: usize) -> String {
+    let dir = tempfile::tempdir().expect("scratch dir");
+    let mut out = format!(
+        "### Google Sheets with and without gzip ({rows} rows, `sync --dry-run`, fake Google on loopback)\n\n\
+         | answers | bytes received | at 100 Mbit/s | dry run | peak RSS | sheetsync CPU |\n\
+         |---|---:|---:|---:|---:|---:|\n"
+    );
+    for plain in [false, true] {
+        let fake = runtime.block_on(FakeGoogle::start());
+        if plain {
+            fake.answer_plain();
+        }
+        let id = format!("BenchSpreadsheet{rows:0>20}");
+        let tab = FakeTab {
+            sheet_id: 0,
+            title: "Organic".to_owned(),
+            values: to_sheet_values(&generate(rows)),
+        };
+        fake.add_spreadsheet(
+            &id,
+            FakeSpreadsheet {
+                time_zone: "Europe/Paris".to_owned(),
+                tabs: vec![tab],
+            },
+        );
+        let config = google_config(&fake, dir.path(), "");
+        let db_name = format!("bench_gzip_{rows}");
+        runtime.block_on(fresh_db(url, &db_name, &[("view-bench", "Organic", &id)]));
+        let (measure, _) = run_capturing(url, &db_name, Some(&config), &["sync", "--dry-run", "--json"]);
+        runtime.block_on(drop_db(url, &db_name));
+        let bytes = fake.seen().answer_bytes;
+        let label = if plain { "plain JSON" } else { "gzip" };
+        eprintln!("gzip {label}: {bytes} bytes, {:.2}s", measure.seconds);
+        let _ = writeln!(
+            out,
+            "| {label} | {:.1} MB | {:.1} s | {:.2} s | {:.0} MB | {:.1} s |",
+            bytes as f64 / 1e6,
+            bytes as f64 * 8.0 / 100e6,
+            measure.seconds,
+            measure.peak_rss_mb,
+            measure.cpu_seconds,
         );
     }
     out.push('\n');

@@ -105,6 +105,8 @@ pub struct Seen {
     pub api_headers: Vec<(String, String)>,
     /// Answers sent gzipped.
     pub gzipped_answers: usize,
+    /// Bytes of Sheets API answer bodies sent, as sent (compressed or not).
+    pub answer_bytes: u64,
 }
 
 /// An access token the fake granted.
@@ -450,11 +452,15 @@ fn finish(shared: &Shared, headers: &HeaderMap, body: Value, fault: Option<Fault
         return ([json, (header::CONTENT_ENCODING, "gzip")], bomb).into_response();
     }
     if fault.is_none() && wants_gzip(shared, headers) {
-        shared.inner.lock().unwrap().seen.gzipped_answers += 1;
         let compressed = gzip(body.to_string().as_bytes());
+        let mut inner = shared.inner.lock().unwrap();
+        inner.seen.gzipped_answers += 1;
+        inner.seen.answer_bytes += compressed.len() as u64;
+        drop(inner);
         return ([json, (header::CONTENT_ENCODING, "gzip")], compressed).into_response();
     }
     let text = body.to_string();
+    shared.inner.lock().unwrap().seen.answer_bytes += text.len() as u64;
     match fault {
         Some(Fault::TruncatedJson) => {
             let cut = text[..text.len() / 2].to_owned();
