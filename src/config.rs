@@ -194,9 +194,27 @@ pub struct DaemonSettings {
     pub http_max_connections: usize,
     /// Views synced at once at most; the others wait their turn (queued).
     pub max_concurrent_syncs: usize,
+    /// A response must be written within this many seconds once the client
+    /// stops reading, or the connection is dropped.
+    pub http_write_timeout_secs: u64,
     /// Mark the status page's session cookie `Secure`: set it when the page
     /// is served over HTTPS (behind a TLS-terminating proxy).
     pub secure_cookies: bool,
+    /// Reverse proxies (addresses or networks) whose `X-Forwarded-For` names
+    /// the client; from anyone else the header is ignored.
+    pub trusted_proxies: Vec<String>,
+    /// Failed authentications an address may make within
+    /// `auth_failure_window_secs` before it is refused (429).
+    pub auth_failures_allowed: u32,
+    pub auth_failure_window_secs: u64,
+    /// The first refusal lasts this long; each next one twice the last, up
+    /// to `auth_max_wait_secs`.
+    pub auth_first_wait_secs: u64,
+    pub auth_max_wait_secs: u64,
+    /// Failed authentications per second across all addresses.
+    pub auth_global_failures_per_sec: u32,
+    /// Addresses the failure table remembers at most (oldest forgotten).
+    pub auth_max_tracked_addresses: usize,
     /// The resolved admin token; never deserialized, never printed.
     #[serde(skip)]
     pub admin_token: Option<AdminToken>,
@@ -218,7 +236,15 @@ impl Default for DaemonSettings {
             http_request_timeout_secs: 10,
             http_max_connections: 128,
             max_concurrent_syncs: 2,
+            http_write_timeout_secs: 30,
             secure_cookies: false,
+            trusted_proxies: Vec::new(),
+            auth_failures_allowed: 5,
+            auth_failure_window_secs: 60,
+            auth_first_wait_secs: 60,
+            auth_max_wait_secs: 900,
+            auth_global_failures_per_sec: 10,
+            auth_max_tracked_addresses: 10_000,
             admin_token: None,
         }
     }
@@ -276,6 +302,27 @@ impl DaemonSettings {
                  daemon.max_concurrent_syncs must be at least 1"
                     .to_owned(),
             );
+        }
+        if self.http_write_timeout_secs == 0
+            || self.auth_failures_allowed == 0
+            || self.auth_failure_window_secs == 0
+            || self.auth_first_wait_secs == 0
+            || self.auth_max_wait_secs < self.auth_first_wait_secs
+            || self.auth_global_failures_per_sec == 0
+            || self.auth_max_tracked_addresses == 0
+        {
+            problems.push(
+                "daemon.http_write_timeout_secs and the daemon.auth_* settings must be at least 1, and \
+                 daemon.auth_max_wait_secs at least daemon.auth_first_wait_secs"
+                    .to_owned(),
+            );
+        }
+        for proxy in &self.trusted_proxies {
+            if crate::source::policy::Network::parse(proxy).is_none() {
+                problems.push(format!(
+                    "daemon.trusted_proxies: {proxy:?} is not an address or network like \"10.0.0.5\" or \"10.0.0.0/8\""
+                ));
+            }
         }
         if self.lease_secs < 3 || self.retry_min_secs == 0 || self.retry_max_secs < self.retry_min_secs {
             problems.push(
@@ -829,9 +876,10 @@ mod example_file {
         assert_eq!(format!("{:?}", parsed.sync), format!("{:?}", defaults.sync));
         let mut google = parsed.google.clone();
         google.key_file = None;
+        google.quota_project = None;
         assert_eq!(
             google, defaults.google,
-            "every [google] default but the example key path"
+            "every [google] default but the example key path and quota project"
         );
         let mut daemon = parsed.daemon.clone();
         daemon.admin_token_file = None;

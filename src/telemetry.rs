@@ -15,6 +15,8 @@ pub const SKIPPED_RUNS: &str = "sheetsync_skipped_runs_total";
 pub const GOOGLE_API_CALLS: &str = "sheetsync_google_api_calls_total";
 pub const GOOGLE_API_RETRIES: &str = "sheetsync_google_api_retries_total";
 pub const MONGO_UP: &str = "sheetsync_mongo_up";
+pub const AUTH_FAILURES: &str = "sheetsync_auth_failures_total";
+pub const AUTH_THROTTLED: &str = "sheetsync_auth_throttled_total";
 
 /// Histogram buckets of a sync's duration, in seconds.
 pub const DURATION_BUCKETS: &[f64] = &[0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0];
@@ -48,6 +50,14 @@ pub fn describe() {
     );
     metrics::describe_counter!(GOOGLE_API_RETRIES, "Google Sheets API requests retried after an error.");
     metrics::describe_gauge!(MONGO_UP, "1 when MongoDB answered the last ping, else 0.");
+    metrics::describe_counter!(
+        AUTH_FAILURES,
+        "Failed authentications (a wrong or missing admin token), by route."
+    );
+    metrics::describe_counter!(
+        AUTH_THROTTLED,
+        "Requests refused with 429 because their address failed to authenticate too often, by route."
+    );
     metrics::counter!(GOOGLE_API_CALLS).absolute(0);
     metrics::counter!(GOOGLE_API_RETRIES).absolute(0);
 }

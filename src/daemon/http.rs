@@ -3,11 +3,13 @@
 //! `/metrics` and, with a token configured, `/admin/refresh` and
 //! `/admin/runs/{id}`.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{ConnectInfo, Form, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -17,6 +19,7 @@ use uuid::Uuid;
 
 use super::executor::RefreshStart;
 use super::shared::Daemon;
+use super::throttle::Admission;
 use super::{page, session};
 
 type Shared = Arc<Daemon>;
@@ -86,9 +89,21 @@ async fn metrics(State(daemon): State<Shared>) -> Response {
 /// JSON: per view last run, last success, last error, record count, next run;
 /// version and uptime. Without the admin token only names, states, times and
 /// counts are shown (see [`without_content`]).
-async fn status(State(daemon): State<Shared>, headers: HeaderMap) -> Response {
-    // `check_admin` refuses every request when no token is configured.
-    let authorized = check_admin(&daemon, &headers).is_none();
+async fn status(
+    State(daemon): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    // Without a token the public view; a token presented is checked (and a
+    // wrong one counted) as on the admin routes.
+    let authorized = bearer(&headers).is_some() && {
+        let client = daemon.clients.of(peer.ip(), &headers);
+        match check_admin(&daemon, client, &headers, "/status") {
+            None => true,
+            Some(refusal) if refusal.status() == StatusCode::TOO_MANY_REQUESTS => return refusal,
+            Some(_) => false,
+        }
+    };
     let zone = daemon.schedule.zone();
     let next_run = daemon.next_run().map(|next| next.with_timezone(&zone).to_rfc3339());
     let mongo = daemon.mongo_state();
@@ -147,20 +162,64 @@ fn without_content(body: &mut Value) {
     }
 }
 
-/// `None` when the request may go on; the refusal otherwise.
-fn check_admin(daemon: &Daemon, headers: &HeaderMap) -> Option<Response> {
-    let Some(token) = &daemon.config().daemon.admin_token else {
-        // Off: indistinguishable from an unknown path.
-        return Some(StatusCode::NOT_FOUND.into_response());
-    };
-    let presented = headers
+/// Why a presented token opened nothing.
+enum Refusal {
+    /// No admin token is configured: the admin surface does not exist.
+    Off,
+    /// Missing or wrong: counted against the client.
+    Wrong,
+    /// The client failed too often; it may try again after this.
+    Throttled(Duration),
+}
+
+/// The token of an `Authorization: Bearer` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(str::trim)
+}
+
+/// Checks the token `client` presented on `route`, through the throttle: a
+/// throttled client's token is not even looked at, and every failure is
+/// counted (`throttle`).
+fn authenticate(daemon: &Daemon, client: IpAddr, route: &'static str, presented: Option<&str>) -> Result<(), Refusal> {
+    let Some(token) = &daemon.config().daemon.admin_token else {
+        return Err(Refusal::Off);
+    };
+    if let Admission::Wait(wait) = daemon.auth_throttle.admit(client, route) {
+        return Err(Refusal::Throttled(wait));
+    }
     match presented {
-        Some(candidate) if token.matches(candidate) => None,
+        Some(candidate) if token.matches(candidate) => {
+            daemon.auth_throttle.succeeded(client);
+            Ok(())
+        }
         _ => {
+            daemon.auth_throttle.failed(client, route);
+            Err(Refusal::Wrong)
+        }
+    }
+}
+
+/// 429 with `Retry-After`, in whole seconds rounded up.
+fn too_many_attempts(mut response: Response, wait: Duration) -> Response {
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response
+}
+
+/// `None` when the request may go on; the refusal otherwise.
+fn check_admin(daemon: &Daemon, client: IpAddr, headers: &HeaderMap, route: &'static str) -> Option<Response> {
+    match authenticate(daemon, client, route, bearer(headers)) {
+        Ok(()) => None,
+        // Off: indistinguishable from an unknown path.
+        Err(Refusal::Off) => Some(StatusCode::NOT_FOUND.into_response()),
+        Err(Refusal::Wrong) => {
             let mut response = error(
                 StatusCode::UNAUTHORIZED,
                 "a valid `Authorization: Bearer <token>` is required",
@@ -170,6 +229,13 @@ fn check_admin(daemon: &Daemon, headers: &HeaderMap) -> Option<Response> {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             Some(response)
         }
+        Err(Refusal::Throttled(wait)) => Some(too_many_attempts(
+            error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed authentications from this address; wait before trying again",
+            ),
+            wait,
+        )),
     }
 }
 
@@ -180,8 +246,14 @@ struct RefreshQuery {
 
 /// Starts (or joins) a run of every view, or of `?view=NAME`: 202 with the
 /// run ids.
-async fn refresh(State(daemon): State<Shared>, headers: HeaderMap, Query(query): Query<RefreshQuery>) -> Response {
-    if let Some(refusal) = check_admin(&daemon, &headers) {
+async fn refresh(
+    State(daemon): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Query(query): Query<RefreshQuery>,
+) -> Response {
+    let client = daemon.clients.of(peer.ip(), &headers);
+    if let Some(refusal) = check_admin(&daemon, client, &headers, "/admin/refresh") {
         return refusal;
     }
     let names: Vec<String> = query.view.into_iter().collect();
@@ -205,8 +277,14 @@ async fn refresh(State(daemon): State<Shared>, headers: HeaderMap, Query(query):
 
 /// A run: from this process's memory while it is recent, else from the
 /// `sync_runs` history (runs of other replicas too).
-async fn run_result(State(daemon): State<Shared>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Some(refusal) = check_admin(&daemon, &headers) {
+async fn run_result(
+    State(daemon): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let client = daemon.clients.of(peer.ip(), &headers);
+    if let Some(refusal) = check_admin(&daemon, client, &headers, "/admin/runs") {
         return refusal;
     }
     if let Some(record) = Uuid::parse_str(&id).ok().and_then(|id| daemon.runs.get(id)) {
@@ -242,6 +320,7 @@ fn note_text(note: &str) -> Option<&'static str> {
         "refresh-queued" => "MongoDB does not answer yet: the refresh runs once it does.",
         "refresh-refused" => "That refresh could not start (an unknown sync, or sheetsync is shutting down).",
         "wrong-token" => "Wrong token.",
+        "too-many-attempts" => "Too many wrong tokens from this address; wait a while before trying again.",
         _ => return None,
     })
 }
@@ -321,24 +400,37 @@ struct LoginForm {
     token: String,
 }
 
-/// A wrong token costs the caller this long, to slow guessing down.
-const WRONG_TOKEN_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
+/// A wrong token costs the caller this long, on top of the throttle's count.
+const WRONG_TOKEN_DELAY: Duration = Duration::from_millis(500);
 
 /// `POST /login`: the admin token, typed into the page's form, opens a
 /// session; the token is never put in a URL or a page.
-async fn login(State(daemon): State<Shared>, Form(form): Form<LoginForm>) -> Response {
-    let settings = &daemon.config().daemon;
-    let Some(token) = &settings.admin_token else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    if !token.matches(form.token.trim()) {
-        tokio::time::sleep(WRONG_TOKEN_DELAY).await;
-        tracing::warn!("status page: sign-in with a wrong token");
-        return html(
-            StatusCode::UNAUTHORIZED,
-            render_page(&daemon, None, note_text("wrong-token")),
-        );
+async fn login(
+    State(daemon): State<Shared>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    let client = daemon.clients.of(peer.ip(), &headers);
+    match authenticate(&daemon, client, "/login", Some(form.token.trim())) {
+        Ok(()) => {}
+        Err(Refusal::Off) => return StatusCode::NOT_FOUND.into_response(),
+        Err(Refusal::Wrong) => {
+            tokio::time::sleep(WRONG_TOKEN_DELAY).await;
+            return html(
+                StatusCode::UNAUTHORIZED,
+                render_page(&daemon, None, note_text("wrong-token")),
+            );
+        }
+        Err(Refusal::Throttled(wait)) => {
+            let page = html(
+                StatusCode::TOO_MANY_REQUESTS,
+                render_page(&daemon, None, note_text("too-many-attempts")),
+            );
+            return too_many_attempts(page, wait);
+        }
     }
+    let settings = &daemon.config().daemon;
     let (id, _) = daemon.sessions.create();
     tracing::info!("status page: signed in");
     redirect("signed-in", Some(session::set_cookie(&id, settings.secure_cookies)))

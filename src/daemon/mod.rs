@@ -8,9 +8,11 @@
 //! - [`status`]: what `/status` shows, read in the background;
 //! - [`state`]: single flight per sync and the registry of runs;
 //! - [`http`] and [`serve`]: the endpoints, and the bounded server under them;
+//!   [`throttle`] and [`client`]: failed sign-ins counted per client address;
 //! - [`lifecycle`]: signals and systemd notifications;
 //! - this module: the shared state and the wiring (`run`).
 
+pub mod client;
 pub mod executor;
 pub mod http;
 pub mod lifecycle;
@@ -24,6 +26,7 @@ pub mod session;
 mod shared;
 pub mod state;
 pub mod status;
+pub mod throttle;
 
 pub use run::{DaemonError, run};
 pub use shared::{Clock, Daemon, MongoState, StatusSnapshot, SystemClock};

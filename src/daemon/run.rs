@@ -6,10 +6,12 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::client::ClientAddresses;
 use super::lifecycle::{self, Notifier};
 use super::locks::lock;
 use super::shared::{Clock, Daemon, MongoState, StatusSnapshot, SystemClock};
 use super::state::Runs;
+use super::throttle::{AuthThrottle, ThrottleSettings};
 use super::{http, recorder, serve, session};
 use crate::config::Config;
 use crate::engine::Engine;
@@ -103,6 +105,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let (shutdown, _) = watch::channel(false);
     let grace = config.daemon.shutdown_grace();
     let config_slots = config.daemon.max_concurrent_syncs;
+    let auth_throttle = AuthThrottle::new(ThrottleSettings::of(&config.daemon));
+    let clients = ClientAddresses::new(&config.daemon);
     let daemon = Arc::new(Daemon {
         engine: Engine::new(db, config, sources),
         leases,
@@ -126,6 +130,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         status: Mutex::new(StatusSnapshot::default()),
         status_stale: tokio::sync::Notify::new(),
         sessions: session::Sessions::default(),
+        auth_throttle,
+        clients,
     });
     tracing::info!(
         %addr, owner = daemon.leases.owner(), schedule = daemon.schedule.expression(),

@@ -10,11 +10,13 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::client::ClientAddresses;
 use super::locks::lock;
 use super::page::SyncPage;
 use super::recorder;
 use super::session;
 use super::state::Runs;
+use super::throttle::AuthThrottle;
 use crate::apply::Abort;
 use crate::config::Config;
 use crate::engine::Engine;
@@ -85,6 +87,10 @@ pub struct Daemon {
     pub(super) status_stale: tokio::sync::Notify,
     /// Signed-in sessions of the status page.
     pub sessions: session::Sessions,
+    /// Failed authentications by client address (see `throttle`).
+    pub auth_throttle: AuthThrottle,
+    /// Who a request comes from, proxies considered.
+    pub clients: ClientAddresses,
 }
 
 impl std::fmt::Debug for Daemon {

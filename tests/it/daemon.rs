@@ -789,3 +789,131 @@ async fn a_weak_admin_token_stops_the_daemon_and_sheetsync_token_makes_a_strong_
     let daemon = DaemonProc::start(&config, &[("SHEETSYNC_ADMIN_TOKEN", &first)]);
     daemon.stop();
 }
+
+/// A client bound to `source`, so that a test speaks from several addresses.
+fn http_from(source: &str) -> reqwest::Client {
+    sheetsync::tls::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .local_address(source.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// A token that shows up nowhere unless a log quotes it.
+const GUESS: &str = "guessed-WRONG-token-0123456789abcdef0123";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guessing_the_token_gets_an_address_throttled_but_not_another() {
+    let fixture = DaemonFixture::new("throttle", &[("view-organic", "Organic", 4, "v1")]).await;
+    let config =
+        fixture.config("catch_up = false\nauth_failures_allowed = 3\nauth_first_wait_secs = 2\nauth_max_wait_secs = 8");
+    let mut daemon = DaemonProc::start(&config, &[("SHEETSYNC_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    daemon.wait_log("ready");
+    let refresh = format!("{}/admin/refresh?view=Organic", daemon.base);
+    let login = format!("{}/login", daemon.base);
+    let attacker = http_from("127.0.0.1");
+
+    // Three failures, on two routes, make one count.
+    for _ in 0..2 {
+        let wrong = attacker.post(&refresh).bearer_auth(GUESS).send().await.unwrap();
+        assert_eq!(wrong.status(), 401);
+    }
+    let wrong_login = attacker.post(&login).form(&[("token", GUESS)]).send().await.unwrap();
+    assert_eq!(wrong_login.status(), 401);
+
+    for throttled in [
+        attacker.post(&refresh).bearer_auth(GUESS).send().await.unwrap(),
+        attacker.post(&refresh).bearer_auth(ADMIN_TOKEN).send().await.unwrap(),
+        attacker
+            .post(&login)
+            .form(&[("token", ADMIN_TOKEN)])
+            .send()
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(throttled.status(), 429, "even the right token waits");
+        let retry_after: u64 = throttled.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        assert!((1..=2).contains(&retry_after), "{retry_after}");
+    }
+
+    // Another address is not slowed.
+    let admin = http_from("127.0.0.2");
+    let accepted = admin.post(&refresh).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(accepted.status(), 202);
+
+    let metrics = http()
+        .get(format!("{}/metrics", daemon.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sheetsync_auth_failures_total{route=\"/admin/refresh\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sheetsync_auth_failures_total{route=\"/login\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sheetsync_auth_throttled_total"), "{metrics}");
+
+    // After the wait, the first address may try again.
+    tokio::time::sleep(std::time::Duration::from_millis(2200)).await;
+    let again = attacker.post(&refresh).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+    assert_eq!(again.status(), 202);
+
+    daemon.wait_log("repeated authentication failures; this address is refused for a while");
+    let logs = daemon.log_text();
+    assert!(logs.contains("127.0.0.1"), "the address is named");
+    assert!(!logs.contains(GUESS), "a tried token was logged");
+    daemon.stop();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_counted() {
+    let fixture = DaemonFixture::new("throttle_proxy", &[("view-organic", "Organic", 4, "v1")]).await;
+    let config = fixture.config(
+        "catch_up = false\nauth_failures_allowed = 2\nauth_first_wait_secs = 60\ntrusted_proxies = [\"127.0.0.1\"]",
+    );
+    let mut daemon = DaemonProc::start(&config, &[("SHEETSYNC_ADMIN_TOKEN", ADMIN_TOKEN)]);
+    daemon.wait_log("ready");
+    let refresh = format!("{}/admin/refresh?view=Organic", daemon.base);
+    let proxy = http_from("127.0.0.1");
+    let from = |client: &'static str, token: &'static str| {
+        proxy
+            .post(&refresh)
+            .header("x-forwarded-for", client)
+            .bearer_auth(token)
+            .send()
+    };
+    assert_eq!(from("203.0.113.7", GUESS).await.unwrap().status(), 401);
+    assert_eq!(from("203.0.113.7", GUESS).await.unwrap().status(), 401);
+    assert_eq!(from("203.0.113.7", ADMIN_TOKEN).await.unwrap().status(), 429);
+    // The proxy's other clients go on.
+    assert_eq!(from("203.0.113.8", ADMIN_TOKEN).await.unwrap().status(), 202);
+
+    // Not from a trusted proxy: the header is ignored, the peer is counted.
+    let direct = http_from("127.0.0.3");
+    for _ in 0..2 {
+        let wrong = direct
+            .post(&refresh)
+            .header("x-forwarded-for", "198.51.100.1")
+            .bearer_auth(GUESS)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong.status(), 401);
+    }
+    let blocked = direct
+        .post(&refresh)
+        .header("x-forwarded-for", "198.51.100.2")
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blocked.status(), 429, "a forged header does not dodge the count");
+    daemon.stop();
+}
