@@ -344,10 +344,7 @@ async fn describe_columns(sources: &Sources, target: &SyncTarget) -> Result<Vec<
 /// fetching its rows; on success, what was verified, if worth saying.
 async fn source_problem(sources: &Sources, source: &SourceSpec, read: &ReadSettings) -> Result<Option<String>, String> {
     match source {
-        SourceSpec::CsvFile(path) => tokio::fs::File::open(path)
-            .await
-            .map(|_| None)
-            .map_err(|error| format!("cannot open {}: {error}", path.display())),
+        SourceSpec::CsvFile(path) => sources.open_file(path).map(|_| None).map_err(|error| error.to_string()),
         SourceSpec::CsvHttp(_) => Ok(None),
         SourceSpec::GoogleSheet(sheet) => sources
             .check_google(sheet)

@@ -2,12 +2,13 @@
 //! `values:batchGet` per spreadsheet for all the views that read it).
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::csv::CsvSource;
+use super::csv::{CsvError, CsvSource};
 use super::error::SourceError;
-use super::policy::{GuardedResolver, SourcePolicy, SourcesSettings};
+use super::policy::{FileOpenError, GuardedResolver, SourcePolicy, SourcesSettings};
 use super::rows::SourceRows;
 use super::sheets::settings::GoogleSettings;
 use super::sheets::{GoogleSheets, GoogleStatsSnapshot, SheetCheck, SheetsError};
@@ -26,6 +27,17 @@ pub struct Sources {
     policy: Arc<SourcePolicy>,
     google: Arc<GoogleSheets>,
     shared: Option<Arc<SharedFetches>>,
+}
+
+/// A file source opened beneath its root; `location` names it in errors.
+fn open_file(policy: &SourcePolicy, path: &Path, location: &str) -> Result<std::fs::File, SourceError> {
+    policy.open_file(path).map_err(|error| match error {
+        FileOpenError::Refused(refusal) => SourceError::Refused(refusal),
+        FileOpenError::Io(source) => SourceError::Csv(CsvError::Read {
+            location: location.to_owned(),
+            source,
+        }),
+    })
 }
 
 /// Tables fetched for views other than the ones asked for, kept briefly.
@@ -198,11 +210,14 @@ impl Sources {
     pub async fn fetch(&self, spec: &SourceSpec) -> Result<SourceRows, SourceError> {
         match spec {
             SourceSpec::CsvFile(path) => {
-                let (path, location) = (path.clone(), spec.describe());
+                let (policy, path, location) = (Arc::clone(&self.policy), path.clone(), spec.describe());
                 // Sniffing the encoding reads the whole file once.
-                let source = tokio::task::spawn_blocking(move || CsvSource::from_file(path, &location))
-                    .await
-                    .map_err(|error| SourceError::Client(format!("the file reader stopped: {error}")))??;
+                let source = tokio::task::spawn_blocking(move || {
+                    let file = open_file(&policy, &path, &location)?;
+                    CsvSource::from_file(file, &location).map_err(SourceError::from)
+                })
+                .await
+                .map_err(|error| SourceError::Client(format!("the file reader stopped: {error}")))??;
                 Ok(SourceRows::Csv(source))
             }
             SourceSpec::CsvHttp(url) => {
@@ -226,6 +241,12 @@ impl Sources {
                 Ok(SourceRows::Spooled(table))
             }
         }
+    }
+
+    /// Opens an admitted file source beneath its root, as a sync would
+    /// (for `check`).
+    pub fn open_file(&self, path: &Path) -> Result<std::fs::File, SourceError> {
+        open_file(&self.policy, path, &format!("file://{}", path.display()))
     }
 
     /// Downloads `url` within the size cap, chunk by chunk into a spool file

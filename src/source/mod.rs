@@ -4,6 +4,7 @@
 //! [`SourceSpec`]; [`Sources::fetch`] then turns specs into [`SourceRows`] rows
 //! that the sync can read more than once.
 
+mod beneath;
 pub mod csv;
 mod error;
 mod fetch;

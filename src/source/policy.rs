@@ -19,6 +19,7 @@ use reqwest::Url;
 
 use serde::Deserialize;
 
+use super::beneath::{escaped, open_beneath};
 use super::spec::SourceSpec;
 
 /// The most redirects one download follows.
@@ -42,6 +43,15 @@ pub enum PolicyError {
          network to [sources] allowed_networks (or SHEETSYNC_ALLOWED_NETWORKS) if it is yours"
     )]
     InternalAddress { host: String },
+}
+
+/// Why an admitted file could not be opened.
+#[derive(Debug)]
+pub enum FileOpenError {
+    /// The path leads out of every root now (a symlink swapped in).
+    Refused(PolicyError),
+    /// Missing, unreadable, not a regular file...
+    Io(std::io::Error),
 }
 
 /// A network in CIDR notation: `10.0.0.0/8`, `::1/128`, or one address.
@@ -265,6 +275,33 @@ impl SourcePolicy {
                 path: path.display().to_string(),
             }),
         }
+    }
+
+    /// Opens an admitted file (a canonical path under a root) beneath the
+    /// root it is under, so that a directory swapped for a symlink since the
+    /// check cannot lead the open out of it (`beneath`).
+    pub fn open_file(&self, path: &Path) -> Result<std::fs::File, FileOpenError> {
+        let outside = || {
+            FileOpenError::Refused(PolicyError::FileOutsideRoots {
+                path: path.display().to_string(),
+            })
+        };
+        let (root, relative) = self
+            .file_roots
+            .iter()
+            .filter_map(|root| root.canonicalize().ok())
+            .find_map(|root| {
+                let relative = path.strip_prefix(&root).ok()?.to_path_buf();
+                Some((root, relative))
+            })
+            .ok_or_else(outside)?;
+        open_beneath(&root, &relative).map_err(|error| {
+            if escaped(&error) {
+                outside()
+            } else {
+                FileOpenError::Io(error)
+            }
+        })
     }
 
     /// A download URL, first or redirected to: its host must be Google's

@@ -132,3 +132,67 @@ async fn downloads_only_from_listed_hosts_never_internal_addresses() {
     assert_eq!(db.count("sales_records").await, 2, "refusals left the data as it was");
     db.drop().await;
 }
+
+/// A symlink out of a root, placed before a sync or swapped in for a
+/// directory after the policy checked the path: refused either way, and
+/// nothing outside is read.
+#[tokio::test]
+async fn symlinks_out_of_a_root_are_refused_even_when_swapped_in_after_the_check() {
+    use sheetsync::source::policy::{SourcePolicy, SourcesSettings};
+    use sheetsync::source::{SourceError, SourceSpec, Sources};
+    use std::os::unix::fs::symlink;
+
+    let db = test_db("policy_symlinks").await;
+    let scratch = tempfile::tempdir().unwrap();
+    let root = scratch.path().join("root");
+    let outside = scratch.path().join("outside");
+    std::fs::create_dir_all(root.join("exports")).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(root.join("exports/deals.csv"), "Client,Stage\nAcme,Lost\n").unwrap();
+    std::fs::write(
+        outside.join("deals.csv"),
+        "Client,Stage\nSECRET Corp,Lost\nOther,Lost\n",
+    )
+    .unwrap();
+    symlink(outside.join("deals.csv"), root.join("link.csv")).unwrap();
+    let roots = format!("file_roots = [{:?}]", root.display().to_string());
+
+    let link = sync_one(
+        &db,
+        config(&db, &roots),
+        &format!("file://{}", root.join("link.csv").display()),
+    )
+    .await;
+    refused(&link, "is outside the directories sheetsync may read");
+
+    let inside = format!("file://{}", root.join("exports/deals.csv").display());
+    let first = sync_one(&db, config(&db, &roots), &inside).await;
+    assert_eq!(first.outcome, Outcome::Success, "{first:#?}");
+    let before = db.records("sales_records").await;
+
+    // Between two syncs the directory becomes a symlink out.
+    std::fs::remove_dir_all(root.join("exports")).unwrap();
+    symlink(&outside, root.join("exports")).unwrap();
+    let second = sync_one(&db, config(&db, &roots), &inside).await;
+    refused(&second, "is outside the directories sheetsync may read");
+    assert!(!format!("{second:?}").contains("SECRET"), "nothing outside is read");
+    assert_eq!(db.records("sales_records").await, before, "the view keeps its data");
+
+    // Swapped between the check and the open: the open itself refuses.
+    std::fs::remove_file(root.join("exports")).unwrap();
+    std::fs::create_dir_all(root.join("exports")).unwrap();
+    std::fs::write(root.join("exports/deals.csv"), "Client,Stage\nAcme,Lost\n").unwrap();
+    let settings = SourcesSettings {
+        file_roots: vec![root.clone()],
+        ..SourcesSettings::default()
+    };
+    let checked = SourcePolicy::new(&settings)
+        .admit(SourceSpec::CsvFile(root.join("exports/deals.csv")))
+        .unwrap();
+    std::fs::remove_dir_all(root.join("exports")).unwrap();
+    symlink(&outside, root.join("exports")).unwrap();
+    let sources = Sources::new(&settings, Default::default(), std::time::Duration::from_secs(5)).unwrap();
+    let error = sources.fetch(&checked).await.expect_err("the swapped path is refused");
+    assert!(matches!(error, SourceError::Refused(_)), "{error}");
+    db.drop().await;
+}
