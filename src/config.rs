@@ -107,6 +107,11 @@ pub struct SyncSettings {
     /// in one transaction, where the server has them (a replica set); larger
     /// ones go in ordered, idempotent batches. 0: never a transaction.
     pub merge_transaction_max: usize,
+    /// A merge holds at most this many writes while it compares; a larger
+    /// change set is worked out again as it is written, batch by batch, so
+    /// that memory holds a batch, not the change set. At least
+    /// `merge_transaction_max`.
+    pub merge_held_writes: usize,
     /// How dates written with numbers only (`02/01/2025`) are read: decided
     /// from each source's own values (`auto`), or always day-first (`dmy`)
     /// or month-first (`mdy`). Views may override it.
@@ -131,6 +136,7 @@ impl Default for SyncSettings {
             http_timeout_secs: 60,
             insert_batch_size: 1000,
             merge_transaction_max: 1000,
+            merge_held_writes: 10_000,
             date_order: DateOrderSetting::Auto,
             time_zone: None,
             on_lost_column: OnLostColumn::Fail,
@@ -153,6 +159,13 @@ impl SyncSettings {
         .filter(|(_, ratio)| !(0.0..=1.0).contains(ratio))
         .map(|(name, ratio)| format!("{name} is {ratio}; it must be between 0 and 1"))
         .collect();
+        if self.merge_held_writes == 0 || self.merge_held_writes < self.merge_transaction_max {
+            problems.push(
+                "sync.merge_held_writes must be at least 1 and at least sync.merge_transaction_max (a transaction's \
+                 writes are held until it is sent)"
+                    .to_owned(),
+            );
+        }
         if self.insert_batch_size == 0 || self.http_timeout_secs == 0 {
             problems.push("sync.insert_batch_size and sync.http_timeout_secs must be at least 1".to_owned());
         }

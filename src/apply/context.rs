@@ -22,6 +22,9 @@ pub struct ApplySettings {
     /// A merge's change set up to this size goes in one transaction, where
     /// the server has them; `None`: never.
     pub transaction_max: Option<usize>,
+    /// A merge's writes held at most while it compares (see
+    /// `merge::Merge::hold`).
+    pub held_writes: usize,
 }
 
 /// One sync's survey, its source and its target, ready to be applied.

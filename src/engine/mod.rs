@@ -252,6 +252,7 @@ impl Engine {
                 },
                 batch_size: self.config.sync.insert_batch_size,
                 transaction_max: Some(self.config.sync.merge_transaction_max),
+                held_writes: self.config.sync.merge_held_writes,
             },
             dry_run: options.dry_run,
             force: options.force,

@@ -565,3 +565,48 @@ async fn an_unreadable_cell_keeps_the_stored_value_and_a_blank_one_clears_it() {
     sales.drop().await;
     cs.drop().await.unwrap();
 }
+
+/// A change set larger than `merge_held_writes` is worked out again while
+/// it is written: the same documents, changes and write commands as when
+/// it is held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_set_too_large_to_hold_is_written_as_it_is_worked_out() {
+    let sales = test_db("cs_stream").await;
+    let source = format!("{FIXTURES}/customers-export.csv");
+    let dir = tempfile::tempdir().unwrap();
+    let mut outcomes = Vec::new();
+    for (label, held) in [("held", 10_000), ("streamed", 1)] {
+        let cs = sales.db.client().database(&format!("{}_{label}", sales.name));
+        seed(&cs).await;
+        let extra = format!("\n[sync]\nmerge_transaction_max = 0\nmerge_held_writes = {held}\n");
+        let config = cs_config(dir.path(), &server_url(), &sales.name, cs.name(), &source, &extra);
+        let (engine, writes) = monitored_engine(config).await;
+        let report = sync_once(&engine).await;
+        assert_eq!(report.outcome, Outcome::SuccessWithWarnings, "{report:#?}");
+        let commands: Vec<(String, usize)> = writes
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(command, statements, _)| (command.clone(), *statements))
+            .collect();
+        let merge = report.merge.clone().unwrap();
+        outcomes.push((
+            report.changes,
+            merge.documents_written,
+            merge.fields_written,
+            merge.write_mode,
+            merge.not_in_source,
+            report.warnings.len(),
+            commands,
+            comparable(customers(&cs).await),
+        ));
+        cs.drop().await.unwrap();
+    }
+    assert_eq!(outcomes[0], outcomes[1]);
+    assert!(
+        matches!(outcomes[0].3, Some(WriteMode::OrderedBatches { batches }) if batches > 1),
+        "{:?}",
+        outcomes[0].3
+    );
+    sales.drop().await;
+}

@@ -1,11 +1,16 @@
 //! Whether a stored value already says what the sheet says, as the
 //! application would read it: numbers by value whatever their BSON type,
-//! ISO dates by the moment they name, keys folded.
+//! ISO dates by the moment they name, keys folded. The merge compares
+//! fingerprints (`fingerprint`); `same_value` and `same_key` are the rule
+//! they follow, which their tests hold them to.
 
 use chrono::SecondsFormat;
-use mongodb::bson::{Bson, DateTime as BsonDateTime};
+#[cfg(test)]
+use mongodb::bson::Bson;
+use mongodb::bson::DateTime as BsonDateTime;
 
 use crate::bson_dates::from_bson_date;
+#[cfg(test)]
 use crate::mapping::values::fold_key_text;
 
 /// How a collection writes dates as text.
@@ -31,7 +36,7 @@ impl DateText {
 
 /// A stored ISO date or date-time as milliseconds since the epoch, so that
 /// `2025-01-31` and `2025-01-31T00:00:00Z` are the same value.
-fn iso_millis(text: &str) -> Option<i64> {
+pub(super) fn iso_millis(text: &str) -> Option<i64> {
     if let Ok(moment) = chrono::DateTime::parse_from_rfc3339(text) {
         return Some(moment.timestamp_millis());
     }
@@ -39,6 +44,7 @@ fn iso_millis(text: &str) -> Option<i64> {
     Some(crate::mapping::values::midnight_utc(day).timestamp_millis())
 }
 
+#[cfg(test)]
 pub(super) fn same_key(stored: Option<&Bson>, desired: &Bson) -> bool {
     match (stored, desired) {
         (Some(Bson::String(stored)), Bson::String(desired)) => fold_key_text(stored) == fold_key_text(desired),
@@ -46,6 +52,7 @@ pub(super) fn same_key(stored: Option<&Bson>, desired: &Bson) -> bool {
     }
 }
 
+#[cfg(test)]
 /// Whether the stored value already says what the sheet says: numbers are
 /// compared by value whatever their BSON type (the app may store 82 as an
 /// int), a missing field equals a cleared one.
@@ -72,6 +79,7 @@ pub(super) fn same_value(stored: Option<&Bson>, desired: &Bson) -> bool {
     }
 }
 
+#[cfg(test)]
 fn number(value: &Bson) -> Option<f64> {
     match value {
         Bson::Double(number) => Some(*number),

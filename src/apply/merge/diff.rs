@@ -9,7 +9,8 @@ use futures_util::TryStreamExt;
 use mongodb::Database;
 use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, RawBsonRef, RawDocumentBuf, doc};
 
-use super::compare::{DateText, same_key, same_value};
+use super::compare::DateText;
+use super::fingerprint::Fingerprints;
 use super::write::Write;
 use crate::apply::guards::FillCounts;
 use crate::mapping::profile::{Blank, DateStorage, FieldKind, MergeRules, OnMissing, Reference, TargetProfile};
@@ -21,22 +22,36 @@ use crate::store::{Operation, StoreError, Within};
 /// in a report; the count is always exact.
 const LISTED_MISSING: usize = 100;
 
-/// A stored document, as much of it as the merge compares. Kept encoded:
-/// a parsed `Document` costs several times its BSON size, and a merge holds
-/// every document of the collection.
+/// A stored document, as much of it as the merge needs: where it is, how
+/// its key reads, and a fingerprint of each compared value. A merge holds
+/// one per document of the collection, so not the document itself
+/// (`fingerprint`).
 #[derive(Debug)]
 pub(super) struct Stored {
-    document: RawDocumentBuf,
+    /// `{_id: ...}`, encoded: the filter of its writes.
+    id: RawDocumentBuf,
+    /// Its key as the application spelled it, for messages.
+    display: Box<str>,
+    /// Per compared field (`Merge::compared`), its value's fingerprint.
+    prints: Box<[u64]>,
+    /// Which profile fields hold a value (the column guard weighs them).
+    filled: u128,
     matched: bool,
 }
 
 impl Stored {
-    /// A field's value; `None` when absent (or, never in practice, not
-    /// decodable, which then compares as different and is rewritten).
-    fn get(&self, field: &str) -> Option<Bson> {
-        let value = self.document.get(field).ok().flatten()?;
-        Bson::try_from(value.to_raw_bson()).ok()
+    fn filter(&self) -> Document {
+        Document::try_from(self.id.clone()).unwrap_or_else(|_| doc! { "_id": Bson::Null })
     }
+}
+
+/// How many stored values of a date field are ISO texts, date-times among
+/// them, and BSON dates: how the field is written back.
+#[derive(Debug, Default, Clone, Copy)]
+struct DateCounts {
+    texts: usize,
+    moments: usize,
+    dates: usize,
 }
 
 /// Users (or any referenced collection) by e-mail and by exact name.
@@ -70,7 +85,12 @@ pub struct Merge<'p> {
     pub(super) rules: &'p MergeRules,
     pub(super) collection: String,
     pub(super) stored: Vec<Stored>,
-    pub(super) by_key: HashMap<String, Vec<usize>>,
+    pub(super) by_key: KeyMap<Vec<usize>>,
+    /// The fields compared: the profile's, then the references' id fields.
+    compared: Vec<String>,
+    prints: Fingerprints,
+    /// Per date field (and `updated_at`), how the stored values hold it.
+    date_counts: HashMap<String, DateCounts>,
     /// Per profile field: its column's header, when the source has one.
     pub(super) columns: Vec<Option<String>>,
     pub(super) directories: HashMap<String, Directory>,
@@ -81,6 +101,10 @@ pub struct Merge<'p> {
     pub(super) timestamps_as_text: Option<DateText>,
     pub(super) now: BsonDateTime,
     pub(super) writes: Vec<Write>,
+    /// Writes held at most; beyond, they are dropped and worked out again
+    /// while they are written (`overflowed`).
+    held_max: usize,
+    overflowed: bool,
     pub changes: crate::report::Changes,
     pub summary: MergeSummary,
     pub warnings: Vec<RowIssue>,
@@ -91,31 +115,26 @@ pub struct Merge<'p> {
 
 impl<'p> Merge<'p> {
     /// Reads what the merge compares against: the collection's documents
-    /// (the mapped fields only) and every referenced collection.
+    /// (the mapped fields only), streamed and kept as fingerprints, and
+    /// every referenced collection. At most `held_max` writes are held.
     pub async fn load(
         db: &Database,
         collection: &str,
         profile: &'p TargetProfile,
         rules: &'p MergeRules,
         columns: Vec<Option<String>>,
+        held_max: usize,
     ) -> Result<Merge<'p>, StoreError> {
-        let mut projection = doc! { "_id": 1, "id": 1, "created_at": 1, "updated_at": 1 };
-        for field in &profile.fields {
-            projection.insert(field.name.clone(), 1);
-        }
+        let mut compared: Vec<String> = profile.fields.iter().map(|field| field.name.clone()).collect();
         for reference in &rules.references {
-            projection.insert(reference.id_field.clone(), 1);
+            if !compared.contains(&reference.id_field) {
+                compared.push(reference.id_field.clone());
+            }
         }
-        let describe = || format!("reading the documents of `{collection}` to merge into");
-        let documents: Vec<RawDocumentBuf> = db
-            .collection::<RawDocumentBuf>(collection)
-            .find(doc! {})
-            .projection(projection)
-            .within(Operation::Read, describe)
-            .await?
-            .try_collect()
-            .within(Operation::Read, describe)
-            .await?;
+        let mut projection = doc! { "_id": 1, "id": 1, "created_at": 1, "updated_at": 1 };
+        for field in &compared {
+            projection.insert(field.clone(), 1);
+        }
         let mut directories = HashMap::new();
         for reference in &rules.references {
             if !directories.contains_key(&reference.collection) {
@@ -126,36 +145,107 @@ impl<'p> Merge<'p> {
             profile,
             rules,
             collection: collection.to_owned(),
-            stored: Vec::with_capacity(documents.len()),
-            by_key: HashMap::with_capacity(documents.len()),
+            stored: Vec::new(),
+            by_key: KeyMap::default(),
+            compared,
+            prints: Fingerprints::new(),
+            date_counts: HashMap::new(),
             columns,
             directories,
             date_texts: Vec::new(),
             timestamps_as_text: None,
             now: BsonDateTime::now(),
             writes: Vec::new(),
+            held_max,
+            overflowed: false,
             changes: crate::report::Changes::default(),
             summary: MergeSummary::default(),
             warnings: Vec::new(),
             notices: Vec::new(),
             kept: Vec::new(),
         };
-        for document in documents {
-            let stored = Stored {
-                document,
-                matched: false,
-            };
-            let key_fields: Document = profile
-                .key
-                .iter()
-                .filter_map(|field| stored.get(field).map(|value| (field.clone(), value)))
-                .collect();
-            let key = record_key(profile, &key_fields);
-            merge.by_key.entry(key).or_default().push(merge.stored.len());
-            merge.stored.push(stored);
+        let describe = || format!("reading the documents of `{collection}` to merge into");
+        let mut cursor = db
+            .collection::<RawDocumentBuf>(collection)
+            .find(doc! {})
+            .projection(projection)
+            .within(Operation::Read, describe)
+            .await?;
+        while let Some(document) = cursor.try_next().within(Operation::Read, describe).await? {
+            merge.add_stored(&document);
         }
         merge.decide_representations();
         Ok(merge)
+    }
+
+    /// Keeps what the merge needs of one stored document.
+    fn add_stored(&mut self, document: &RawDocumentBuf) {
+        let value = |field: &str| document.get(field).ok().flatten();
+        let mut id = RawDocumentBuf::new();
+        if let Some(found) = value("_id") {
+            id.append("_id", found.to_raw_bson());
+        }
+        let key_values: Vec<Option<Bson>> = self
+            .profile
+            .key
+            .iter()
+            .map(|field| value(field).and_then(|found| Bson::try_from(found.to_raw_bson()).ok()))
+            .collect();
+        let key_fields: Document = self
+            .profile
+            .key
+            .iter()
+            .zip(&key_values)
+            .filter_map(|(field, found)| Some((field.clone(), found.clone()?)))
+            .collect();
+        let display: Vec<String> = key_values
+            .iter()
+            .map(|found| match found {
+                Some(Bson::String(text)) => text.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            })
+            .collect();
+        let prints = self
+            .compared
+            .iter()
+            .map(|field| self.prints.of_raw(value(field), self.profile.key.contains(field)))
+            .collect();
+        let filled = filled_bits(
+            self.profile
+                .fields
+                .iter()
+                .map(|spec| value(&spec.name).is_some_and(|found| !matches!(found, RawBsonRef::Null))),
+        );
+        let dated = self
+            .profile
+            .fields
+            .iter()
+            .filter(|field| field.kind == FieldKind::Date)
+            .map(|field| field.name.as_str())
+            .chain(["updated_at"]);
+        for field in dated {
+            let counts = self.date_counts.entry(field.to_owned()).or_default();
+            match value(field) {
+                Some(RawBsonRef::String(text)) => {
+                    counts.texts += 1;
+                    if text.contains('T') {
+                        counts.moments += 1;
+                    }
+                }
+                Some(RawBsonRef::DateTime(_)) => counts.dates += 1,
+                _ => {}
+            }
+        }
+        let key = record_key(self.profile, &key_fields);
+        self.by_key.entry(key).or_default().push(self.stored.len());
+        self.stored.push(Stored {
+            id,
+            display: display.join(" / ").into_boxed_str(),
+            prints,
+            filled,
+            matched: false,
+        });
     }
 
     /// Date fields are written as the collection already holds them, field
@@ -180,19 +270,7 @@ impl<'p> Merge<'p> {
     /// The text form the stored documents hold `field` in, or `None` when
     /// they hold BSON dates (or nothing); a mix is noticed.
     fn held_as_text(&mut self, field: &str) -> Option<DateText> {
-        let (mut texts, mut moments, mut dates) = (0usize, 0usize, 0usize);
-        for stored in &self.stored {
-            match stored.document.get(field) {
-                Ok(Some(RawBsonRef::String(text))) => {
-                    texts += 1;
-                    if text.contains('T') {
-                        moments += 1;
-                    }
-                }
-                Ok(Some(RawBsonRef::DateTime(_))) => dates += 1,
-                _ => {}
-            }
-        }
+        let DateCounts { texts, moments, dates } = self.date_counts.get(field).copied().unwrap_or_default();
         let as_text = texts > dates;
         if texts > 0 && dates > 0 {
             self.notices.push(format!(
@@ -333,12 +411,11 @@ impl<'p> Merge<'p> {
         let stored = &self.stored[index];
         let (mut set, mut unset) = (Document::new(), Document::new());
         for (field, value) in desired {
-            let current = stored.get(&field);
-            // The key keeps the spelling the application stored.
-            if self.profile.key.contains(&field) && same_key(current.as_ref(), &value) {
-                continue;
-            }
-            if same_value(current.as_ref(), &value) {
+            // The key keeps the spelling the application stored: it is
+            // compared folded.
+            let key = self.profile.key.contains(&field);
+            let position = self.compared.iter().position(|name| *name == field);
+            if position.is_some_and(|position| stored.prints[position] == self.prints.of(Some(&value), key)) {
                 continue;
             }
             match value {
@@ -354,14 +431,14 @@ impl<'p> Merge<'p> {
             self.changes.unchanged += 1;
             return;
         }
-        let filter = doc! { "_id": stored.get("_id").unwrap_or(Bson::Null) };
+        let filter = stored.filter();
         self.summary.fields_written += set.len() + unset.len();
         set.insert("updated_at", self.timestamp());
         let mut update = doc! { "$set": set };
         if !unset.is_empty() {
             update.insert("$unset", unset);
         }
-        self.writes.push(Write::Update { row, filter, update });
+        self.hold(Write::Update { row, filter, update });
         self.changes.updated += 1;
     }
 
@@ -374,7 +451,7 @@ impl<'p> Merge<'p> {
         document.insert("updated_at", now);
         match RawDocumentBuf::from_document(&document) {
             Ok(encoded) => {
-                self.writes.push(Write::Insert { row, document: encoded });
+                self.hold(Write::Insert { row, document: encoded });
                 self.changes.inserted += 1;
             }
             Err(error) => self.warnings.push(RowIssue {
@@ -394,18 +471,45 @@ impl<'p> Merge<'p> {
     }
 
     fn display_key(&self, index: usize) -> String {
-        let stored = &self.stored[index];
-        let parts: Vec<String> = self
-            .profile
-            .key
-            .iter()
-            .map(|field| match stored.get(field) {
-                Some(Bson::String(text)) => text.clone(),
-                Some(other) => other.to_string(),
-                None => String::new(),
-            })
-            .collect();
-        parts.join(" / ")
+        self.stored[index].display.to_string()
+    }
+
+    /// Queues a write, unless more than `held_max` are queued already: then
+    /// none is kept, and they are worked out again as they are written.
+    fn hold(&mut self, write: Write) {
+        if self.overflowed {
+            return;
+        }
+        if self.writes.len() >= self.held_max {
+            self.writes = Vec::new();
+            self.overflowed = true;
+            return;
+        }
+        self.writes.push(write);
+    }
+
+    /// Whether the change set was too large to hold (see [`Merge::hold`]).
+    pub(super) fn overflowed(&self) -> bool {
+        self.overflowed
+    }
+
+    /// Back to before the comparison, to work it out again while writing:
+    /// the same decisions come out, since nothing was written yet.
+    pub(super) fn restart(&mut self) {
+        for stored in &mut self.stored {
+            stored.matched = false;
+        }
+        self.writes.clear();
+        self.overflowed = false;
+        self.held_max = usize::MAX;
+        self.changes = crate::report::Changes::default();
+        self.summary.fields_written = 0;
+        self.warnings.clear();
+    }
+
+    /// The writes queued since the last call.
+    pub(super) fn drain_writes(&mut self) -> std::vec::Drain<'_, Write> {
+        self.writes.drain(..)
     }
 
     /// Ends the comparison: documents the source no longer has are listed,
@@ -423,10 +527,8 @@ impl<'p> Merge<'p> {
         self.summary.not_in_source.sort();
         if self.rules.on_missing == OnMissing::Delete {
             for index in missing {
-                let id = self.stored[index].get("_id").unwrap_or(Bson::Null);
-                self.writes.push(Write::Delete {
-                    filter: doc! { "_id": id },
-                });
+                let filter = self.stored[index].filter();
+                self.hold(Write::Delete { filter });
                 self.changes.removed += 1;
             }
         }
@@ -440,13 +542,7 @@ impl<'p> Merge<'p> {
         for (key, indexes) in &self.by_key {
             let Some(winner) = winners.get(key) else { continue };
             for stored in indexes.iter().map(|index| &self.stored[*index]) {
-                // Read in place: decoding every value would cost more than
-                // the whole comparison.
-                let holds = self.profile.fields.iter().map(|spec| {
-                    let value = stored.document.get(&spec.name).ok().flatten();
-                    value.is_some_and(|value| !matches!(value, RawBsonRef::Null))
-                });
-                counts.add(filled_bits(holds), winner.filled);
+                counts.add(stored.filled, winner.filled);
             }
         }
         counts

@@ -16,6 +16,7 @@
 mod compare;
 mod diff;
 pub(super) mod error;
+mod fingerprint;
 mod write;
 
 pub use error::MergeError;
@@ -24,16 +25,23 @@ use super::context::{ApplyContext, off_executor};
 use super::error::{ApplyError, ensure_same_source};
 use super::guards::check_guards;
 use crate::mapping::profile::{Blank, MergeRules, OnMissing};
+use crate::report::WriteMode;
 use crate::report::{Outcome, SyncReport};
 use crate::store::{Operation, StoreError, Within};
 use diff::Merge;
-use write::Writer;
+use write::{WriteStream, Writer};
 
 /// Applies `ctx` by a merge under `rules`: the source's records compared
 /// with the documents they continue, and only the differences written.
 pub async fn apply(ctx: &ApplyContext<'_>, rules: &MergeRules, report: &mut SyncReport) -> Result<Outcome, ApplyError> {
     let columns = ctx.mapper.column_headers();
-    let mut merge = Merge::load(ctx.db, ctx.collection, ctx.profile, rules, columns).await?;
+    // Writing while comparing needs a thread that may block on the writes:
+    // a multi-threaded runtime's (see `write_while_comparing`).
+    let held_max = match multi_threaded() {
+        true => ctx.settings.held_writes,
+        false => usize::MAX,
+    };
+    let mut merge = Merge::load(ctx.db, ctx.collection, ctx.profile, rules, columns, held_max).await?;
     // The guard weighs the documents the source's records continue (others
     // the app keeps are not the sheet's to fill).
     let counts = merge.paired_fill(&ctx.survey.winners);
@@ -71,8 +79,12 @@ pub async fn apply(ctx: &ApplyContext<'_>, rules: &MergeRules, report: &mut Sync
         collection: ctx.collection,
         checkpoint: &ctx.checkpoint,
     };
-    let writes = merge.take_writes();
-    let (mode, written) = writer.write(&writes, ctx.settings.batch_size, transaction_max).await;
+    let (mode, written) = if merge.overflowed() {
+        write_while_comparing(ctx, &mut merge, &writer).await?
+    } else {
+        let writes = merge.take_writes();
+        writer.write(&writes, ctx.settings.batch_size, transaction_max).await
+    };
     let summary = &mut merge.summary;
     summary.write_mode = Some(mode);
     summary.documents_written = match &written {
@@ -85,6 +97,53 @@ pub async fn apply(ctx: &ApplyContext<'_>, rules: &MergeRules, report: &mut Sync
     report.merge = Some(merge.summary);
     written?;
     Ok(report.applied_outcome())
+}
+
+/// A change set too large to hold (more than `held_writes`), worked out
+/// again while it is written: a second pass over the rows, each batch sent
+/// as soon as it is full. Nothing was written between the passes, so they
+/// decide the same; memory holds a batch.
+async fn write_while_comparing(
+    ctx: &ApplyContext<'_>,
+    merge: &mut Merge<'_>,
+    writer: &Writer<'_>,
+) -> Result<(WriteMode, Result<usize, MergeError>), ApplyError> {
+    merge.restart();
+    let mut stream = WriteStream::new(writer, ctx.settings.batch_size);
+    let runtime = tokio::runtime::Handle::current();
+    let rows = ctx.rows.rows()?;
+    let found = off_executor(|| {
+        ctx.mapper.each_winner_record(ctx.survey, rows, |record| {
+            merge.add(record);
+            for write in merge.drain_writes() {
+                if stream.full_before(&write) {
+                    // Off the executor (block_in_place): waiting here holds
+                    // up no other task.
+                    runtime.block_on(stream.flush());
+                }
+                stream.push(write);
+            }
+        })
+    })?;
+    ensure_same_source(ctx.survey.winners.len(), found)?;
+    merge.finish();
+    let deletions: Vec<_> = merge.drain_writes().collect();
+    for write in deletions {
+        if stream.full_before(&write) {
+            stream.flush().await;
+        }
+        stream.push(write);
+    }
+    // The first pass's warnings are the report's already.
+    merge.warnings.clear();
+    Ok(stream.finish().await)
+}
+
+fn multi_threaded() -> bool {
+    matches!(
+        tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()),
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread)
+    )
 }
 
 /// Whether the server runs transactions: a replica-set member or a mongos.

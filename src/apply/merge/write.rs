@@ -174,16 +174,22 @@ impl Writer<'_> {
     }
 }
 
-/// Consecutive writes of one kind, at most `size` statements and (beyond
-/// the first statement) `max_bytes` per command.
+/// Whether `next` must start a new batch after `batch` (of `bytes`): a
+/// batch is consecutive writes of one kind, at most `size` statements and
+/// (beyond the first statement) `max_bytes` per command.
+fn starts_a_batch(batch: &[Write], bytes: usize, next: &Write, size: usize, max_bytes: usize) -> bool {
+    batch.first().is_some_and(|first| {
+        next.command() != first.command() || batch.len() == size || bytes + next.encoded_len() > max_bytes
+    })
+}
+
+/// A change set cut into batches (see [`starts_a_batch`]).
 fn batches(writes: &[Write], size: usize, max_bytes: usize) -> Vec<&[Write]> {
     let mut batches = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (index, write) in writes.iter().enumerate() {
         let length = write.encoded_len();
-        let full = index > start
-            && (write.command() != writes[start].command() || index - start == size || bytes + length > max_bytes);
-        if full {
+        if starts_a_batch(&writes[start..index], bytes, write, size, max_bytes) {
             batches.push(&writes[start..index]);
             (start, bytes) = (index, 0);
         }
@@ -193,6 +199,79 @@ fn batches(writes: &[Write], size: usize, max_bytes: usize) -> Vec<&[Write]> {
         batches.push(&writes[start..]);
     }
     batches
+}
+
+/// A change set written as it is worked out, batch by batch (ordered,
+/// idempotent, the checkpoint passed before each), holding one batch: for
+/// change sets too large to hold (`Merge::overflowed`).
+pub(super) struct WriteStream<'w, 'a> {
+    writer: &'w Writer<'a>,
+    size: usize,
+    pending: Vec<Write>,
+    pending_bytes: usize,
+    written: usize,
+    batches: usize,
+    /// The first failure; later writes are dropped.
+    failed: Option<MergeError>,
+}
+
+impl<'w, 'a> WriteStream<'w, 'a> {
+    pub(super) fn new(writer: &'w Writer<'a>, batch_size: usize) -> WriteStream<'w, 'a> {
+        WriteStream {
+            writer,
+            size: batch_size.max(1),
+            pending: Vec::new(),
+            pending_bytes: 0,
+            written: 0,
+            batches: 0,
+            failed: None,
+        }
+    }
+
+    /// Whether the pending batch must be sent before `write` joins.
+    pub(super) fn full_before(&self, write: &Write) -> bool {
+        starts_a_batch(&self.pending, self.pending_bytes, write, self.size, MAX_BATCH_BYTES)
+    }
+
+    /// Adds a write to the pending batch (call [`WriteStream::flush`] first
+    /// when [`WriteStream::full_before`] says so).
+    pub(super) fn push(&mut self, write: Write) {
+        if self.failed.is_none() {
+            self.pending_bytes += write.encoded_len();
+            self.pending.push(write);
+        }
+    }
+
+    /// Sends the pending batch.
+    pub(super) async fn flush(&mut self) {
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        if batch.is_empty() || self.failed.is_some() {
+            return;
+        }
+        if let Err(error) = self.writer.pass(self.written).await {
+            self.failed = Some(error);
+            return;
+        }
+        self.batches += 1;
+        match run_batch(self.writer.db, self.writer.collection, &batch, None, self.written).await {
+            Ok(count) => self.written += count,
+            Err(error) => self.failed = Some(error),
+        }
+    }
+
+    /// Sends what is pending; says how and how many documents were written.
+    pub(super) async fn finish(mut self) -> (WriteMode, Result<usize, MergeError>) {
+        self.flush().await;
+        let mode = match self.batches {
+            0 => WriteMode::Nothing,
+            batches => WriteMode::OrderedBatches { batches },
+        };
+        match self.failed {
+            Some(error) => (mode, Err(error)),
+            None => (mode, Ok(self.written)),
+        }
+    }
 }
 
 /// Sends one ordered batch; the server stops at the first failing statement
