@@ -103,6 +103,9 @@ fn main() {
         let rows = sizes("BENCH_GZIP_ROWS", &[500_000])[0];
         report.push_str(&gzip_table(&runtime, &url, rows));
     }
+    if wanted("auth") {
+        report.push_str(&guessing_table(&runtime, &url, dir.path()));
+    }
     if wanted("daemon") {
         report.push_str(&daemon_memory(&runtime, &url, dir.path()));
     }
@@ -648,6 +651,66 @@ fn gzip_table(runtime: &tokio::runtime::Runtime, url: &str, rows: usize) -> Stri
             measure.cpu_seconds,
         );
     }
+    out.push('\n');
+    out
+}
+
+/// How many wrong admin tokens a second get an answer (401: the guess was
+/// checked) rather than a 429, from one address and from 50 addresses
+/// together, each guessing as fast as it can for a few seconds.
+fn guessing_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path) -> String {
+    const SECONDS: f64 = 3.0;
+    let db_name = "bench_guessing";
+    let mut out = String::from(
+        "### Guessing the admin token (`POST /admin/refresh`, wrong tokens, 3 s per row)\n\n\
+         | clients | requests/s | checked guesses/s (401) | refused/s (429) |\n|---|---:|---:|---:|\n",
+    );
+    for addresses in [1usize, 50] {
+        runtime.block_on(fresh_db(url, db_name, &[]));
+        let daemon = Daemon::start(url, db_name, dir, "");
+        runtime.block_on(daemon.wait_ready());
+        let target = format!("{}/admin/refresh", daemon.base);
+        let (checked, refused, other) = runtime.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs_f64(SECONDS);
+            let mut tasks = Vec::new();
+            for index in 0..addresses {
+                // Each client its own loopback address (127.0.1.N).
+                let source: std::net::IpAddr = format!("127.0.1.{}", index + 1).parse().expect("an address");
+                let client = reqwest::Client::builder()
+                    .local_address(source)
+                    .build()
+                    .expect("a client");
+                let target = target.clone();
+                tasks.push(tokio::spawn(async move {
+                    let (mut checked, mut refused, mut other) = (0u64, 0u64, 0u64);
+                    while Instant::now() < deadline {
+                        match client.post(&target).bearer_auth("wrong-token").send().await {
+                            Ok(answer) if answer.status() == 401 => checked += 1,
+                            Ok(answer) if answer.status() == 429 => refused += 1,
+                            _ => other += 1,
+                        }
+                    }
+                    (checked, refused, other)
+                }));
+            }
+            let mut totals = (0, 0, 0);
+            for task in tasks {
+                let (checked, refused, other) = task.await.expect("a client task");
+                totals = (totals.0 + checked, totals.1 + refused, totals.2 + other);
+            }
+            totals
+        });
+        drop(daemon);
+        eprintln!("guessing from {addresses}: {checked} checked, {refused} refused, {other} other");
+        let _ = writeln!(
+            out,
+            "| {addresses} address(es) | {:.0} | {:.1} | {:.0} |",
+            (checked + refused + other) as f64 / SECONDS,
+            checked as f64 / SECONDS,
+            refused as f64 / SECONDS,
+        );
+    }
+    runtime.block_on(drop_db(url, db_name));
     out.push('\n');
     out
 }
