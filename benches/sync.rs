@@ -568,19 +568,7 @@ fn sheets_table(runtime: &tokio::runtime::Runtime, url: &str, sizes: &[usize]) -
          |---:|---:|---:|---:|---:|---:|---:|\n"
     );
     for &size in sizes {
-        let id = format!("BenchSpreadsheet{size:0>20}");
-        let tab = FakeTab {
-            sheet_id: 0,
-            title: "Organic".to_owned(),
-            values: to_sheet_values(&generate(size)),
-        };
-        fake.add_spreadsheet(
-            &id,
-            FakeSpreadsheet {
-                time_zone: "Europe/Paris".to_owned(),
-                tabs: vec![tab],
-            },
-        );
+        let id = add_deals_spreadsheet(&fake, size);
         let db_name = format!("bench_sheets_{size}");
         runtime.block_on(fresh_db(url, &db_name, &[("view-bench", "Organic", &id)]));
         let first = run_sync(url, &db_name, Some(&config));
@@ -606,6 +594,24 @@ fn sheets_table(runtime: &tokio::runtime::Runtime, url: &str, sizes: &[usize]) -
     out
 }
 
+/// A spreadsheet of `rows` generated deals in one "Organic" tab; its id.
+fn add_deals_spreadsheet(fake: &FakeGoogle, rows: usize) -> String {
+    let id = format!("BenchSpreadsheet{rows:0>20}");
+    let tab = FakeTab {
+        sheet_id: 0,
+        title: "Organic".to_owned(),
+        values: to_sheet_values(&generate(rows)),
+    };
+    fake.add_spreadsheet(
+        &id,
+        FakeSpreadsheet {
+            time_zone: "Europe/Paris".to_owned(),
+            tabs: vec![tab],
+        },
+    );
+    id
+}
+
 /// One tab read with and without gzip (`sync --dry-run`: fetch, map and
 /// dedup, no write, so that the server's time does not hide the transfer).
 fn gzip_table(runtime: &tokio::runtime::Runtime, url: &str, rows: usize) -> String {
@@ -620,19 +626,7 @@ fn gzip_table(runtime: &tokio::runtime::Runtime, url: &str, rows: usize) -> Stri
         if plain {
             fake.answer_plain();
         }
-        let id = format!("BenchSpreadsheet{rows:0>20}");
-        let tab = FakeTab {
-            sheet_id: 0,
-            title: "Organic".to_owned(),
-            values: to_sheet_values(&generate(rows)),
-        };
-        fake.add_spreadsheet(
-            &id,
-            FakeSpreadsheet {
-                time_zone: "Europe/Paris".to_owned(),
-                tabs: vec![tab],
-            },
-        );
+        let id = add_deals_spreadsheet(&fake, rows);
         let config = google_config(&fake, dir.path(), "");
         let db_name = format!("bench_gzip_{rows}");
         runtime.block_on(fresh_db(url, &db_name, &[("view-bench", "Organic", &id)]));

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{ConnectInfo, Form, Path, Query, State};
+use axum::extract::{ConnectInfo, Form, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -89,15 +90,10 @@ async fn metrics(State(daemon): State<Shared>) -> Response {
 /// JSON: per view last run, last success, last error, record count, next run;
 /// version and uptime. Without the admin token only names, states, times and
 /// counts are shown (see [`without_content`]).
-async fn status(
-    State(daemon): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
+async fn status(State(daemon): State<Shared>, Client(client): Client, headers: HeaderMap) -> Response {
     // Without a token the public view; a token presented is checked (and a
     // wrong one counted) as on the admin routes.
     let authorized = bearer(&headers).is_some() && {
-        let client = daemon.clients.of(peer.ip(), &headers);
         match check_admin(&daemon, client, &headers, "/status") {
             None => true,
             Some(refusal) if refusal.status() == StatusCode::TOO_MANY_REQUESTS => return refusal,
@@ -239,6 +235,45 @@ fn check_admin(daemon: &Daemon, client: IpAddr, headers: &HeaderMap, route: &'st
     }
 }
 
+/// The client a request comes from, as the throttle counts it: the peer,
+/// or behind a trusted proxy the address it forwards (`client`).
+struct Client(IpAddr);
+
+impl FromRequestParts<Shared> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, daemon: &Shared) -> Result<Client, Self::Rejection> {
+        // The server gives every connection its peer; a request without one
+        // (only a test calling the router directly) counts as unspecified.
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(peer)| peer.ip());
+        Ok(Client(daemon.clients.of(peer, &parts.headers)))
+    }
+}
+
+/// A request that carried the admin token (`check_admin`); refused with
+/// 404, 401 or 429 otherwise.
+struct Admin;
+
+impl FromRequestParts<Shared> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, daemon: &Shared) -> Result<Admin, Response> {
+        let Ok(Client(client)) = Client::from_request_parts(parts, daemon).await;
+        // One label per route in the metrics, not one per run id.
+        let route = match parts.uri.path() {
+            "/admin/refresh" => "/admin/refresh",
+            _ => "/admin/runs",
+        };
+        match check_admin(daemon, client, &parts.headers, route) {
+            None => Ok(Admin),
+            Some(refusal) => Err(refusal),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct RefreshQuery {
     view: Option<String>,
@@ -246,16 +281,7 @@ struct RefreshQuery {
 
 /// Starts (or joins) a run of every view, or of `?view=NAME`: 202 with the
 /// run ids.
-async fn refresh(
-    State(daemon): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Query(query): Query<RefreshQuery>,
-) -> Response {
-    let client = daemon.clients.of(peer.ip(), &headers);
-    if let Some(refusal) = check_admin(&daemon, client, &headers, "/admin/refresh") {
-        return refusal;
-    }
+async fn refresh(State(daemon): State<Shared>, _: Admin, Query(query): Query<RefreshQuery>) -> Response {
     let names: Vec<String> = query.view.into_iter().collect();
     match daemon.start_refresh(names.clone()).await {
         RefreshStart::Started(runs) => {
@@ -277,16 +303,7 @@ async fn refresh(
 
 /// A run: from this process's memory while it is recent, else from the
 /// `sync_runs` history (runs of other replicas too).
-async fn run_result(
-    State(daemon): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    let client = daemon.clients.of(peer.ip(), &headers);
-    if let Some(refusal) = check_admin(&daemon, client, &headers, "/admin/runs") {
-        return refusal;
-    }
+async fn run_result(State(daemon): State<Shared>, _: Admin, Path(id): Path<String>) -> Response {
     if let Some(record) = Uuid::parse_str(&id).ok().and_then(|id| daemon.runs.get(id)) {
         return Json(record).into_response();
     }
@@ -405,13 +422,7 @@ const WRONG_TOKEN_DELAY: Duration = Duration::from_millis(500);
 
 /// `POST /login`: the admin token, typed into the page's form, opens a
 /// session; the token is never put in a URL or a page.
-async fn login(
-    State(daemon): State<Shared>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Form(form): Form<LoginForm>,
-) -> Response {
-    let client = daemon.clients.of(peer.ip(), &headers);
+async fn login(State(daemon): State<Shared>, Client(client): Client, Form(form): Form<LoginForm>) -> Response {
     match authenticate(&daemon, client, "/login", Some(form.token.trim())) {
         Ok(()) => {}
         Err(Refusal::Off) => return StatusCode::NOT_FOUND.into_response(),

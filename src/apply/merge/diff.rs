@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use futures_util::TryStreamExt;
 use mongodb::Database;
+use mongodb::bson::oid::ObjectId;
 use mongodb::bson::{Bson, DateTime as BsonDateTime, Document, RawBsonRef, RawDocumentBuf, doc};
 
 use super::compare::DateText;
@@ -22,26 +23,65 @@ use crate::store::{Operation, StoreError, Within};
 /// in a report; the count is always exact.
 const LISTED_MISSING: usize = 100;
 
-/// A stored document, as much of it as the merge needs: where it is, how
-/// its key reads, and a fingerprint of each compared value. A merge holds
-/// one per document of the collection, so not the document itself
-/// (`fingerprint`).
+/// A stored document, as much of it as the merge needs: where it is, where
+/// its key's spelling is, which fields it fills. Its values' fingerprints
+/// are in `Merge::prints_table`. A merge holds one per document of the
+/// collection, so not the document itself, and as little as can be.
 #[derive(Debug)]
 pub(super) struct Stored {
-    /// `{_id: ...}`, encoded: the filter of its writes.
-    id: RawDocumentBuf,
-    /// Its key as the application spelled it, for messages.
-    display: Box<str>,
-    /// Per compared field (`Merge::compared`), its value's fingerprint.
-    prints: Box<[u64]>,
+    id: StoredId,
+    /// Its key as the application spelled it: a range of `Merge::names`.
+    name: (u32, u32),
     /// Which profile fields hold a value (the column guard weighs them).
     filled: u128,
     matched: bool,
 }
 
-impl Stored {
+/// A document's `_id`: an ObjectId in place (the usual case), else encoded.
+#[derive(Debug)]
+enum StoredId {
+    Object(ObjectId),
+    Other(RawDocumentBuf),
+}
+
+impl StoredId {
+    fn of(value: Option<RawBsonRef<'_>>) -> StoredId {
+        match value {
+            Some(RawBsonRef::ObjectId(id)) => StoredId::Object(id),
+            other => {
+                let mut encoded = RawDocumentBuf::new();
+                if let Some(value) = other {
+                    encoded.append("_id", value.to_raw_bson());
+                }
+                StoredId::Other(encoded)
+            }
+        }
+    }
+
+    /// The filter of the document's writes.
     fn filter(&self) -> Document {
-        Document::try_from(self.id.clone()).unwrap_or_else(|_| doc! { "_id": Bson::Null })
+        match self {
+            StoredId::Object(id) => doc! { "_id": id },
+            StoredId::Other(encoded) => {
+                Document::try_from(encoded.clone()).unwrap_or_else(|_| doc! { "_id": Bson::Null })
+            }
+        }
+    }
+}
+
+/// The documents a key matches: almost always one.
+#[derive(Debug, Clone)]
+enum Slot {
+    One(u32),
+    Several(Vec<u32>),
+}
+
+impl Slot {
+    fn indexes(&self) -> &[u32] {
+        match self {
+            Slot::One(index) => std::slice::from_ref(index),
+            Slot::Several(indexes) => indexes,
+        }
     }
 }
 
@@ -85,10 +125,17 @@ pub struct Merge<'p> {
     pub(super) rules: &'p MergeRules,
     pub(super) collection: String,
     pub(super) stored: Vec<Stored>,
-    pub(super) by_key: KeyMap<Vec<usize>>,
-    /// The fields compared: the profile's, then the references' id fields.
+    /// Documents by the hash of their key (`Fingerprints::key`): 8 bytes a
+    /// key instead of its text.
+    by_key: HashMap<u64, Slot, foldhash::fast::RandomState>,
+    /// The fields compared: those the source has a column for, then the
+    /// id fields of their references.
     compared: Vec<String>,
     prints: Fingerprints,
+    /// `compared.len()` fingerprints per stored document, in order.
+    prints_table: Vec<u64>,
+    /// The stored keys' spellings, end to end.
+    names: String,
     /// Per date field (and `updated_at`), how the stored values hold it.
     date_counts: HashMap<String, DateCounts>,
     /// Per profile field: its column's header, when the source has one.
@@ -125,14 +172,23 @@ impl<'p> Merge<'p> {
         columns: Vec<Option<String>>,
         held_max: usize,
     ) -> Result<Merge<'p>, StoreError> {
-        let mut compared: Vec<String> = profile.fields.iter().map(|field| field.name.clone()).collect();
+        // Only what the source can change is compared.
+        let mut compared: Vec<String> = profile
+            .fields
+            .iter()
+            .zip(&columns)
+            .filter(|(_, column)| column.is_some())
+            .map(|(field, _)| field.name.clone())
+            .collect();
         for reference in &rules.references {
-            if !compared.contains(&reference.id_field) {
+            if compared.contains(&reference.field) && !compared.contains(&reference.id_field) {
                 compared.push(reference.id_field.clone());
             }
         }
+        // Every profile field is read: the column guard weighs which ones
+        // the documents fill, compared or not.
         let mut projection = doc! { "_id": 1, "id": 1, "created_at": 1, "updated_at": 1 };
-        for field in &compared {
+        for field in profile.fields.iter().map(|field| &field.name).chain(&compared) {
             projection.insert(field.clone(), 1);
         }
         let mut directories = HashMap::new();
@@ -146,9 +202,11 @@ impl<'p> Merge<'p> {
             rules,
             collection: collection.to_owned(),
             stored: Vec::new(),
-            by_key: KeyMap::default(),
+            by_key: HashMap::default(),
             compared,
             prints: Fingerprints::new(),
+            prints_table: Vec::new(),
+            names: String::new(),
             date_counts: HashMap::new(),
             columns,
             directories,
@@ -181,10 +239,6 @@ impl<'p> Merge<'p> {
     /// Keeps what the merge needs of one stored document.
     fn add_stored(&mut self, document: &RawDocumentBuf) {
         let value = |field: &str| document.get(field).ok().flatten();
-        let mut id = RawDocumentBuf::new();
-        if let Some(found) = value("_id") {
-            id.append("_id", found.to_raw_bson());
-        }
         let key_values: Vec<Option<Bson>> = self
             .profile
             .key
@@ -198,7 +252,7 @@ impl<'p> Merge<'p> {
             .zip(&key_values)
             .filter_map(|(field, found)| Some((field.clone(), found.clone()?)))
             .collect();
-        let display: Vec<String> = key_values
+        let spelled: Vec<String> = key_values
             .iter()
             .map(|found| match found {
                 Some(Bson::String(text)) => text.clone(),
@@ -206,17 +260,45 @@ impl<'p> Merge<'p> {
                 None => String::new(),
             })
             .collect();
-        let prints = self
-            .compared
-            .iter()
-            .map(|field| self.prints.of_raw(value(field), self.profile.key.contains(field)))
-            .collect();
+        for field in &self.compared {
+            let print = self.prints.of_raw(value(field), self.profile.key.contains(field));
+            self.prints_table.push(print);
+        }
         let filled = filled_bits(
             self.profile
                 .fields
                 .iter()
                 .map(|spec| value(&spec.name).is_some_and(|found| !matches!(found, RawBsonRef::Null))),
         );
+        self.count_dates(document);
+        let start = self.names.len();
+        self.names.push_str(&spelled.join(" / "));
+        // Names past 4 GiB in all would be cut short in messages, never wrong
+        // in writes.
+        let name = (
+            u32::try_from(start).unwrap_or(u32::MAX),
+            u32::try_from(self.names.len() - start).unwrap_or(0),
+        );
+        let index = u32::try_from(self.stored.len()).unwrap_or(u32::MAX);
+        let key = self.prints.key(&record_key(self.profile, &key_fields));
+        self.by_key
+            .entry(key)
+            .and_modify(|slot| {
+                let mut indexes = slot.indexes().to_vec();
+                indexes.push(index);
+                *slot = Slot::Several(indexes);
+            })
+            .or_insert(Slot::One(index));
+        self.stored.push(Stored {
+            id: StoredId::of(value("_id")),
+            name,
+            filled,
+            matched: false,
+        });
+    }
+
+    /// Counts how the document holds each date field (and `updated_at`).
+    fn count_dates(&mut self, document: &RawDocumentBuf) {
         let dated = self
             .profile
             .fields
@@ -226,7 +308,7 @@ impl<'p> Merge<'p> {
             .chain(["updated_at"]);
         for field in dated {
             let counts = self.date_counts.entry(field.to_owned()).or_default();
-            match value(field) {
+            match document.get(field).ok().flatten() {
                 Some(RawBsonRef::String(text)) => {
                     counts.texts += 1;
                     if text.contains('T') {
@@ -237,15 +319,12 @@ impl<'p> Merge<'p> {
                 _ => {}
             }
         }
-        let key = record_key(self.profile, &key_fields);
-        self.by_key.entry(key).or_default().push(self.stored.len());
-        self.stored.push(Stored {
-            id,
-            display: display.join(" / ").into_boxed_str(),
-            prints,
-            filled,
-            matched: false,
-        });
+    }
+
+    /// The fingerprints of stored document `index`.
+    fn prints_of(&self, index: usize) -> &[u64] {
+        let width = self.compared.len();
+        &self.prints_table[index * width..(index + 1) * width]
     }
 
     /// Date fields are written as the collection already holds them, field
@@ -306,7 +385,13 @@ impl<'p> Merge<'p> {
     /// The document this record continues: `Some(None)` for a new one,
     /// `None` when the record cannot be placed (reported).
     fn matching(&mut self, record: &MappedRecord) -> Option<Option<usize>> {
-        let candidates = self.by_key.get(&record.key).cloned().unwrap_or_default();
+        let candidates: Vec<usize> = self
+            .by_key
+            .get(&self.prints.key(&record.key))
+            .map_or(&[][..], Slot::indexes)
+            .iter()
+            .map(|index| *index as usize)
+            .collect();
         match candidates.as_slice() {
             [] => Some(None),
             [one] => Some(Some(*one)),
@@ -408,14 +493,14 @@ impl<'p> Merge<'p> {
 
     fn update(&mut self, row: usize, index: usize, desired: Vec<(String, Bson)>) {
         self.stored[index].matched = true;
-        let stored = &self.stored[index];
+        let prints = self.prints_of(index);
         let (mut set, mut unset) = (Document::new(), Document::new());
         for (field, value) in desired {
             // The key keeps the spelling the application stored: it is
             // compared folded.
             let key = self.profile.key.contains(&field);
             let position = self.compared.iter().position(|name| *name == field);
-            if position.is_some_and(|position| stored.prints[position] == self.prints.of(Some(&value), key)) {
+            if position.is_some_and(|position| prints[position] == self.prints.of(Some(&value), key)) {
                 continue;
             }
             match value {
@@ -431,7 +516,7 @@ impl<'p> Merge<'p> {
             self.changes.unchanged += 1;
             return;
         }
-        let filter = stored.filter();
+        let filter = self.stored[index].id.filter();
         self.summary.fields_written += set.len() + unset.len();
         set.insert("updated_at", self.timestamp());
         let mut update = doc! { "$set": set };
@@ -471,7 +556,9 @@ impl<'p> Merge<'p> {
     }
 
     fn display_key(&self, index: usize) -> String {
-        self.stored[index].display.to_string()
+        let (start, length) = self.stored[index].name;
+        let (start, length) = (start as usize, length as usize);
+        self.names.get(start..start + length).unwrap_or_default().to_owned()
     }
 
     /// Queues a write, unless more than `held_max` are queued already: then
@@ -527,7 +614,7 @@ impl<'p> Merge<'p> {
         self.summary.not_in_source.sort();
         if self.rules.on_missing == OnMissing::Delete {
             for index in missing {
-                let filter = self.stored[index].filter();
+                let filter = self.stored[index].id.filter();
                 self.hold(Write::Delete { filter });
                 self.changes.removed += 1;
             }
@@ -539,10 +626,12 @@ impl<'p> Merge<'p> {
     /// many new records of them hold a value (what the column guard weighs).
     pub fn paired_fill(&self, winners: &KeyMap<Winner>) -> FillCounts {
         let mut counts = FillCounts::new(self.profile.fields.len());
-        for (key, indexes) in &self.by_key {
-            let Some(winner) = winners.get(key) else { continue };
-            for stored in indexes.iter().map(|index| &self.stored[*index]) {
-                counts.add(stored.filled, winner.filled);
+        for (key, winner) in winners {
+            let Some(slot) = self.by_key.get(&self.prints.key(key)) else {
+                continue;
+            };
+            for index in slot.indexes() {
+                counts.add(self.stored[*index as usize].filled, winner.filled);
             }
         }
         counts

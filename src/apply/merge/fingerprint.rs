@@ -27,6 +27,11 @@ impl Fingerprints {
         }
     }
 
+    /// A record key's (folded already) hash: documents are found by it.
+    pub(super) fn key(&self, key: &str) -> u64 {
+        self.state.hash_one(key)
+    }
+
     /// A value the sheet wants (`None`: the field is absent).
     pub(super) fn of(&self, value: Option<&Bson>, key: bool) -> u64 {
         let mut hasher = self.state.build_hasher();
