@@ -119,6 +119,7 @@ impl AuthThrottle {
 
     /// Whether a request from `address` may have its token checked.
     pub fn admit(&self, address: IpAddr, route: &'static str) -> Admission {
+        let address = counted_as(address);
         let now = Instant::now();
         let mut table = self.lock();
         self.refill(&mut table, now);
@@ -147,12 +148,13 @@ impl AuthThrottle {
     /// A wrong or missing token from `address` on `route`.
     pub fn failed(&self, address: IpAddr, route: &'static str) {
         metrics::counter!(AUTH_FAILURES, "route" => route).increment(1);
+        let address = counted_as(address);
         let now = Instant::now();
         let mut table = self.lock();
         self.refill(&mut table, now);
         table.budget = (table.budget - 1.0).max(0.0);
         if !table.entries.contains_key(&address) && table.entries.len() >= self.settings.max_entries {
-            evict_oldest(&mut table.entries);
+            evict_oldest(&mut table.entries, now);
         }
         let settings = self.settings;
         let entry = table.entries.entry(address).or_insert_with(|| Entry::new(now));
@@ -196,10 +198,11 @@ impl AuthThrottle {
     /// A correct token from `address`: its count starts afresh, and it is
     /// exempt from the global budget for a while.
     pub fn succeeded(&self, address: IpAddr) {
+        let address = counted_as(address);
         let now = Instant::now();
         let mut table = self.lock();
         if !table.entries.contains_key(&address) && table.entries.len() >= self.settings.max_entries {
-            evict_oldest(&mut table.entries);
+            evict_oldest(&mut table.entries, now);
         }
         let entry = table.entries.entry(address).or_insert_with(|| Entry::new(now));
         *entry = Entry {
@@ -233,14 +236,37 @@ impl AuthThrottle {
     }
 }
 
-/// Drops the address seen longest ago (O(n), only when the table is full).
-fn evict_oldest(entries: &mut HashMap<IpAddr, Entry>) {
+/// Drops one entry when the table is full (O(n), only then): the one seen
+/// longest ago among those neither trusted (a recent sign-in) nor blocked,
+/// else among the blocked, trusted ones last; so that flooding the table
+/// neither locks the admin out nor frees the guessers.
+fn evict_oldest(entries: &mut HashMap<IpAddr, Entry>, now: Instant) {
     if let Some(oldest) = entries
         .iter()
-        .min_by_key(|(_, entry)| entry.last_seen)
+        .min_by_key(|(_, entry)| {
+            let trusted = entry.trusted_until.is_some_and(|until| until > now);
+            let blocked = entry.blocked_until.is_some_and(|until| until > now);
+            (trusted, blocked, entry.last_seen)
+        })
         .map(|(address, _)| *address)
     {
         entries.remove(&oldest);
+    }
+}
+
+/// Whose count an address adds to: an IPv4 address (also written as
+/// IPv6), or an IPv6 /64, which one host usually holds whole (else an
+/// attacker would have 2^64 fresh addresses).
+fn counted_as(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
+        v4 => v4,
     }
 }
 
@@ -311,6 +337,41 @@ mod tests {
             std::thread::sleep(Duration::from_millis(2));
         }
         assert_eq!(throttle.entries(), 4);
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_64_and_a_mapped_ipv4_as_itself() {
+        let throttle = AuthThrottle::new(settings());
+        for last in 1..=3u16 {
+            let address = IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+            throttle.failed(address, "/login");
+        }
+        let neighbour = IpAddr::from([0x2001, 0xdb8, 0, 1, 0xffff, 0, 0, 9]);
+        assert!(matches!(throttle.admit(neighbour, "/login"), Admission::Wait(_)));
+        let other_network = IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1]);
+        assert_eq!(throttle.admit(other_network, "/login"), Admission::Check);
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(counted_as(mapped), address(1));
+    }
+
+    #[test]
+    fn a_full_table_forgets_guessers_before_the_admin() {
+        let throttle = AuthThrottle::new(ThrottleSettings {
+            global_failures_per_sec: 1,
+            ..settings()
+        });
+        let admin = address(200);
+        throttle.succeeded(admin);
+        for last in 1..=10 {
+            std::thread::sleep(Duration::from_millis(2));
+            throttle.failed(address(last), "/login");
+        }
+        assert_eq!(throttle.entries(), 4);
+        assert_eq!(
+            throttle.admit(admin, "/admin/refresh"),
+            Admission::Check,
+            "still trusted while the budget is spent"
+        );
     }
 
     #[test]

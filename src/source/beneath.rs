@@ -28,13 +28,15 @@ pub fn open_beneath(root: &Path, relative: &Path) -> io::Result<File> {
     }
     let file = open(root, relative)?;
     if !file.metadata()?.is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"));
+        return Err(io::Error::other(
+            "it is not a regular file (a directory, a FIFO or a device)",
+        ));
     }
     Ok(file)
 }
 
 /// Whether an open failed because the path would have left its root (a
-/// symlink out, or any symlink on the fallback walk).
+/// symlink out, any symlink on the fallback walk, or `..`).
 pub fn escaped(error: &io::Error) -> bool {
     #[cfg(target_os = "linux")]
     {
@@ -48,12 +50,18 @@ pub fn escaped(error: &io::Error) -> bool {
 
 #[cfg(target_os = "linux")]
 fn open(root: &Path, relative: &Path) -> io::Result<File> {
-    let directory = File::open(root)?;
-    match linux::openat2_beneath(&directory, relative) {
-        Err(error) if matches!(error.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
-            linux::walk_without_symlinks(directory, relative)
+    let directory = linux::open_directory(root)?;
+    // openat2 answers EAGAIN when a rename raced the lookup: try again.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match linux::openat2_beneath(&directory, relative) {
+            Err(error) if matches!(error.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                return linux::walk_without_symlinks(directory, relative);
+            }
+            Err(error) if error.raw_os_error() == Some(libc::EAGAIN) && attempts < 3 => continue,
+            opened => return opened,
         }
-        opened => opened,
     }
 }
 
@@ -70,15 +78,27 @@ mod linux {
     use std::io;
     use std::os::fd::{AsRawFd, FromRawFd, RawFd};
     use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::OpenOptionsExt;
     use std::path::Path;
 
     /// Read-only, closed on exec, no controlling terminal, and not waiting
     /// for a FIFO's writer.
     const FLAGS: libc::c_int = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
 
+    /// A directory to resolve paths from: `O_PATH`, so that searching it
+    /// is enough (reading its entries is not needed).
+    const DIRECTORY: libc::c_int = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+
+    pub fn open_directory(path: &Path) -> io::Result<File> {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(DIRECTORY)
+            .open(path)
+    }
+
     fn c_path(path: &Path) -> io::Result<CString> {
         CString::new(path.as_os_str().as_bytes())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "the path holds a NUL byte"))
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "the path holds a NUL byte"))
     }
 
     /// A descriptor a successful open returned, owned from now on.
@@ -123,7 +143,7 @@ mod linux {
             let flags = if last {
                 FLAGS | libc::O_NOFOLLOW
             } else {
-                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_DIRECTORY | libc::O_NOFOLLOW
+                DIRECTORY | libc::O_NOFOLLOW
             };
             // SAFETY: `current` is an open directory for the call's length
             // and `name` is NUL-terminated.
@@ -192,7 +212,8 @@ mod tests {
     #[test]
     fn the_fallback_walk_refuses_every_symlink() {
         let (_dir, root, outside) = setup();
-        let walk = |relative: &str| linux::walk_without_symlinks(File::open(&root).unwrap(), Path::new(relative));
+        let walk =
+            |relative: &str| linux::walk_without_symlinks(linux::open_directory(&root).unwrap(), Path::new(relative));
         assert_eq!(read(walk("exports/data.csv").unwrap()), "inside");
         symlink(&outside, root.join("out")).unwrap();
         assert!(escaped(&walk("out/data.csv").unwrap_err()));
@@ -208,6 +229,7 @@ mod tests {
         // SAFETY: a NUL-terminated path, created in a scratch directory.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
         let error = open_beneath(&root, Path::new("pipe.csv")).unwrap_err();
-        assert_eq!(error.kind(), io::ErrorKind::InvalidInput, "{error}");
+        assert!(error.to_string().contains("not a regular file"), "{error}");
+        assert!(!escaped(&error), "a FIFO inside is not outside");
     }
 }

@@ -23,6 +23,9 @@ use crate::store::{Operation, StoreError, Within};
 /// in a report; the count is always exact.
 const LISTED_MISSING: usize = 100;
 
+/// Stored documents asked for per reply while loading.
+const STORED_BATCH: u32 = 1000;
+
 /// A stored document, as much of it as the merge needs: where it is, where
 /// its key's spelling is, which fields it fills. Its values' fingerprints
 /// are in `Merge::prints_table`. A merge holds one per document of the
@@ -32,30 +35,30 @@ pub(super) struct Stored {
     id: StoredId,
     /// Its key as the application spelled it: a range of `Merge::names`.
     name: (u32, u32),
-    /// Which profile fields hold a value (the column guard weighs them).
-    filled: u128,
+    /// Which profile fields hold a value (the column guard weighs them),
+    /// as two words: a `u128` would align the whole struct to 16 bytes.
+    filled: [u64; 2],
     matched: bool,
 }
 
-/// A document's `_id`: an ObjectId in place (the usual case), else encoded.
+/// A document's `_id`: an ObjectId in place (the usual case), else encoded
+/// behind a pointer, so that the usual case stays 16 bytes.
 #[derive(Debug)]
 enum StoredId {
     Object(ObjectId),
-    Other(RawDocumentBuf),
+    Other(Box<RawDocumentBuf>),
 }
 
 impl StoredId {
     fn of(value: Option<RawBsonRef<'_>>) -> StoredId {
+        let mut encoded = RawDocumentBuf::new();
         match value {
-            Some(RawBsonRef::ObjectId(id)) => StoredId::Object(id),
-            other => {
-                let mut encoded = RawDocumentBuf::new();
-                if let Some(value) = other {
-                    encoded.append("_id", value.to_raw_bson());
-                }
-                StoredId::Other(encoded)
-            }
+            Some(RawBsonRef::ObjectId(id)) => return StoredId::Object(id),
+            Some(value) => encoded.append("_id", value.to_raw_bson()),
+            // Never in MongoDB; a filter must still name one document.
+            None => encoded.append("_id", mongodb::bson::RawBson::Null),
         }
+        StoredId::Other(Box::new(encoded))
     }
 
     /// The filter of the document's writes.
@@ -63,7 +66,7 @@ impl StoredId {
         match self {
             StoredId::Object(id) => doc! { "_id": id },
             StoredId::Other(encoded) => {
-                Document::try_from(encoded.clone()).unwrap_or_else(|_| doc! { "_id": Bson::Null })
+                Document::try_from(RawDocumentBuf::clone(encoded)).unwrap_or_else(|_| doc! { "_id": Bson::Null })
             }
         }
     }
@@ -223,10 +226,22 @@ impl<'p> Merge<'p> {
             kept: Vec::new(),
         };
         let describe = || format!("reading the documents of `{collection}` to merge into");
+        // Sized once from the collection's count (its metadata, not a scan):
+        // growing by doubling would hold up to twice the room, and both
+        // the old and new room while it moves.
+        let expected = db
+            .collection::<RawDocumentBuf>(collection)
+            .estimated_document_count()
+            .within(Operation::Read, describe)
+            .await?;
+        merge.reserve(usize::try_from(expected).unwrap_or(0));
         let mut cursor = db
             .collection::<RawDocumentBuf>(collection)
             .find(doc! {})
             .projection(projection)
+            // Small batches: a server's default (up to 16 MB a reply) would
+            // be held, and copied, whole.
+            .batch_size(STORED_BATCH)
             .within(Operation::Read, describe)
             .await?;
         while let Some(document) = cursor.try_next().within(Operation::Read, describe).await? {
@@ -234,6 +249,15 @@ impl<'p> Merge<'p> {
         }
         merge.decide_representations();
         Ok(merge)
+    }
+
+    /// Room for `documents` stored documents (a little more, for those
+    /// inserted while reading).
+    fn reserve(&mut self, documents: usize) {
+        let documents = documents + documents / 64;
+        self.stored.reserve_exact(documents);
+        self.prints_table.reserve_exact(documents * self.compared.len());
+        self.by_key.reserve(documents);
     }
 
     /// Keeps what the merge needs of one stored document.
@@ -283,16 +307,15 @@ impl<'p> Merge<'p> {
         let key = self.prints.key(&record_key(self.profile, &key_fields));
         self.by_key
             .entry(key)
-            .and_modify(|slot| {
-                let mut indexes = slot.indexes().to_vec();
-                indexes.push(index);
-                *slot = Slot::Several(indexes);
+            .and_modify(|slot| match slot {
+                Slot::One(first) => *slot = Slot::Several(vec![*first, index]),
+                Slot::Several(indexes) => indexes.push(index),
             })
             .or_insert(Slot::One(index));
         self.stored.push(Stored {
             id: StoredId::of(value("_id")),
             name,
-            filled,
+            filled: [filled as u64, (filled >> 64) as u64],
             matched: false,
         });
     }
@@ -602,6 +625,19 @@ impl<'p> Merge<'p> {
     /// Ends the comparison: documents the source no longer has are listed,
     /// and queued for deletion when the profile says so.
     pub fn finish(&mut self) {
+        if self.list_missing() {
+            for index in 0..self.stored.len() {
+                if !self.stored[index].matched {
+                    let filter = self.stored[index].id.filter();
+                    self.hold(Write::Delete { filter });
+                }
+            }
+        }
+    }
+
+    /// Lists and counts the documents the source no longer has; whether
+    /// the profile deletes them.
+    pub(super) fn list_missing(&mut self) -> bool {
         let missing: Vec<usize> = (0..self.stored.len())
             .filter(|index| !self.stored[*index].matched)
             .collect();
@@ -612,13 +648,22 @@ impl<'p> Merge<'p> {
             .map(|index| self.display_key(*index))
             .collect();
         self.summary.not_in_source.sort();
-        if self.rules.on_missing == OnMissing::Delete {
-            for index in missing {
-                let filter = self.stored[index].id.filter();
-                self.hold(Write::Delete { filter });
-                self.changes.removed += 1;
-            }
+        let delete = self.rules.on_missing == OnMissing::Delete;
+        if delete {
+            self.changes.removed += missing.len();
         }
+        delete
+    }
+
+    /// The deletions of the documents the source no longer has, one at a
+    /// time (a streamed change set sends them as they come).
+    pub(super) fn deletions(&self) -> impl Iterator<Item = Write> + '_ {
+        self.stored
+            .iter()
+            .filter(|stored| !stored.matched)
+            .map(|stored| Write::Delete {
+                filter: stored.id.filter(),
+            })
     }
 
     /// Over the pairs of a stored document and the source's record with its
@@ -631,7 +676,8 @@ impl<'p> Merge<'p> {
                 continue;
             };
             for index in slot.indexes() {
-                counts.add(self.stored[*index as usize].filled, winner.filled);
+                let [low, high] = self.stored[*index as usize].filled;
+                counts.add(u128::from(low) | (u128::from(high) << 64), winner.filled);
             }
         }
         counts

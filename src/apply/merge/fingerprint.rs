@@ -44,7 +44,7 @@ impl Fingerprints {
     pub(super) fn of_raw(&self, value: Option<RawBsonRef<'_>>, key: bool) -> u64 {
         let mut hasher = self.state.build_hasher();
         match value {
-            None | Some(RawBsonRef::Null) | Some(RawBsonRef::Undefined) => feed(&mut hasher, None, key),
+            None | Some(RawBsonRef::Null) => feed(&mut hasher, None, key),
             Some(RawBsonRef::String(text)) => feed_text(&mut hasher, text, key),
             Some(RawBsonRef::Double(number)) => feed_number(&mut hasher, number),
             Some(RawBsonRef::Int32(number)) => feed_number(&mut hasher, f64::from(number)),
@@ -65,7 +65,7 @@ impl Fingerprints {
 
 fn feed(hasher: &mut impl Hasher, value: Option<&Bson>, key: bool) {
     match value {
-        None | Some(Bson::Null) | Some(Bson::Undefined) => 0u8.hash(hasher),
+        None | Some(Bson::Null) => 0u8.hash(hasher),
         Some(Bson::String(text)) => feed_text(hasher, text, key),
         Some(Bson::Double(number)) => feed_number(hasher, *number),
         Some(Bson::Int32(number)) => feed_number(hasher, f64::from(*number)),

@@ -126,13 +126,13 @@ async fn write_while_comparing(
         })
     })?;
     ensure_same_source(ctx.survey.winners.len(), found)?;
-    merge.finish();
-    let deletions: Vec<_> = merge.drain_writes().collect();
-    for write in deletions {
-        if stream.full_before(&write) {
-            stream.flush().await;
+    if merge.list_missing() {
+        for write in merge.deletions() {
+            if stream.full_before(&write) {
+                stream.flush().await;
+            }
+            stream.push(write);
         }
-        stream.push(write);
     }
     // The first pass's warnings are the report's already.
     merge.warnings.clear();

@@ -22,6 +22,8 @@ pub const SCOPE: &str = "https://www.googleapis.com/auth/spreadsheets.readonly";
 /// A token is renewed this long before Google says it expires, so that a
 /// long sync never sends one that dies on the way.
 const RENEW_BEFORE_EXPIRY: Duration = Duration::from_secs(5 * 60);
+/// The longest a token is kept, whatever its answer claims.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
 /// Loaded credentials and their token cache. `Debug` shows the kind, the
 /// origin and the identity, never a secret.
@@ -87,14 +89,12 @@ impl GoogleAuth {
                 (flow, kind, where_from, quota_project)
             }
             None => {
-                let server = MetadataServer::new(&settings.metadata_host);
-                let email = server
-                    .email(http, PROBE_TIMEOUT)
-                    .await
-                    .map_err(|reason| SheetsError::NoCredentials {
-                        metadata_host: settings.metadata_host.clone(),
-                        reason,
-                    })?;
+                let no_credentials = |reason: String| SheetsError::NoCredentials {
+                    metadata_host: settings.metadata_host.clone(),
+                    reason,
+                };
+                let server = MetadataServer::new(&settings.metadata_host).map_err(no_credentials)?;
+                let email = server.email(PROBE_TIMEOUT).await.map_err(no_credentials)?;
                 let origin = format!("the metadata server at {}", settings.metadata_host);
                 (
                     Flow::Metadata { server, email },
@@ -125,13 +125,13 @@ impl GoogleAuth {
         }
         match self.flow.fetch(&self.http, &[SCOPE], self.timeout).await {
             Ok(grant) => {
-                let renew_in = grant
-                    .lifetime
-                    .saturating_sub(RENEW_BEFORE_EXPIRY)
-                    .max(grant.lifetime / 2);
+                // Google's tokens live an hour; a larger claim is not believed.
+                let lifetime = grant.lifetime.min(MAX_TOKEN_LIFETIME);
+                let renew_in = lifetime.saturating_sub(RENEW_BEFORE_EXPIRY).max(lifetime / 2);
+                let now = Instant::now();
                 *cache = Some(CachedToken {
                     token: grant.access_token.clone(),
-                    renew_at: Instant::now() + renew_in,
+                    renew_at: now.checked_add(renew_in).unwrap_or(now),
                 });
                 Ok(grant.access_token)
             }

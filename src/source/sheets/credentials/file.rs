@@ -305,7 +305,8 @@ fn describe(error: serde_json::Error) -> String {
         // `client_id`", or quotes a value after "invalid type"/"invalid value".
         let message = error.to_string();
         match message.split_once(": ") {
-            Some((kind, _)) if message.starts_with("invalid") => format!("a field is of the wrong {kind}"),
+            Some(("invalid type", _)) => "a field has the wrong type".to_owned(),
+            Some(("invalid value", _)) => "a field has an invalid value".to_owned(),
             _ if message.starts_with("missing field") => message,
             _ => "a field is not what it should be".to_owned(),
         }

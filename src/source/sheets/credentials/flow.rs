@@ -224,7 +224,7 @@ impl Flow {
                 let caller = Box::pin(source.fetch(http, &[CLOUD_PLATFORM_SCOPE], timeout)).await?;
                 grant::generate_access_token(http, url, &caller.access_token, scopes, delegates, timeout).await
             }
-            Flow::Metadata { server, .. } => server.token(http, scopes, timeout).await,
+            Flow::Metadata { server, .. } => server.token(scopes, timeout).await,
         }
     }
 }

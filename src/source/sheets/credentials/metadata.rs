@@ -18,11 +18,24 @@ pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 #[derive(Debug, Clone)]
 pub struct MetadataServer {
     host: String,
+    /// Its own client: the metadata server is this machine's, so no proxy
+    /// from the environment may stand between (Google's clients skip them
+    /// too), and nothing is followed elsewhere.
+    http: reqwest::Client,
 }
 
 impl MetadataServer {
-    pub fn new(host: &str) -> MetadataServer {
-        MetadataServer { host: host.to_owned() }
+    pub fn new(host: &str) -> Result<MetadataServer, String> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("sheetsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|error| format!("cannot make an HTTP client for the metadata server: {error}"))?;
+        Ok(MetadataServer {
+            host: host.to_owned(),
+            http,
+        })
     }
 
     pub fn host(&self) -> &str {
@@ -38,9 +51,9 @@ impl MetadataServer {
 
     /// The attached service account's email; also the probe that tells
     /// whether this machine is on Google Cloud at all.
-    pub async fn email(&self, http: &reqwest::Client, timeout: Duration) -> Result<String, String> {
+    pub async fn email(&self, timeout: Duration) -> Result<String, String> {
         let answer = self
-            .ask(http, &self.url("email"), timeout)
+            .ask(&self.url("email"), timeout)
             .await
             .map_err(|error| error.message)?;
         let email = String::from_utf8(answer.body).unwrap_or_default().trim().to_owned();
@@ -55,14 +68,14 @@ impl MetadataServer {
 
     /// A token for `scopes` (Cloud Run and GKE honour them; a VM's token has
     /// the instance's access scopes whatever is asked).
-    pub async fn token(&self, http: &reqwest::Client, scopes: &[&str], timeout: Duration) -> Result<Grant, GrantError> {
+    pub async fn token(&self, scopes: &[&str], timeout: Duration) -> Result<Grant, GrantError> {
         let url = format!("{}?scopes={}", self.url("token"), scopes.join(","));
-        let answer = self.ask(http, &url, timeout).await?;
+        let answer = self.ask(&url, timeout).await?;
         read_oauth_answer(answer.status, &answer.body)
     }
 
-    async fn ask(&self, http: &reqwest::Client, url: &str, timeout: Duration) -> Result<Answer, GrantError> {
-        let answer = send(http.get(url).header("Metadata-Flavor", "Google"), timeout).await?;
+    async fn ask(&self, url: &str, timeout: Duration) -> Result<Answer, GrantError> {
+        let answer = send(self.http.get(url).header("Metadata-Flavor", "Google"), timeout).await?;
         let flavoured = answer
             .headers
             .get("Metadata-Flavor")
