@@ -77,6 +77,7 @@ pub struct Config {
     pub views: BTreeMap<String, ViewOverride>,
     /// `sheetsync run`: schedule, HTTP server, lifecycle.
     pub daemon: DaemonSettings,
+    pub watch: WatchSettings,
     /// The Google Sheets API source.
     pub google: GoogleSettings,
     /// Which sources views may name.
@@ -170,6 +171,43 @@ impl SyncSettings {
             problems.push("sync.insert_batch_size and sync.http_timeout_secs must be at least 1".to_owned());
         }
         problems
+    }
+}
+
+/// The `[watch]` section: the daemon follows each source's changes between
+/// the scheduled runs (the schedule stays as the backstop).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WatchSettings {
+    /// Watch sources for changes (`sheetsync run` only).
+    pub enabled: bool,
+    /// How often each source is asked whether it changed, in seconds.
+    pub interval_secs: u64,
+    /// A change is synced once the source has been quiet this long, so that
+    /// a person typing causes one refresh, not ten.
+    pub quiet_secs: u64,
+    /// ... and at the latest this long after the first change seen.
+    pub max_delay_secs: u64,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        WatchSettings {
+            enabled: true,
+            interval_secs: 60,
+            quiet_secs: 30,
+            max_delay_secs: 300,
+        }
+    }
+}
+
+impl WatchSettings {
+    pub fn problems(&self) -> Vec<String> {
+        if self.interval_secs == 0 || self.max_delay_secs < self.quiet_secs {
+            vec!["watch.interval_secs must be at least 1 and watch.max_delay_secs at least watch.quiet_secs".to_owned()]
+        } else {
+            Vec::new()
+        }
     }
 }
 
@@ -432,6 +470,8 @@ struct FileConfig {
     #[serde(default)]
     daemon: DaemonSettings,
     #[serde(default)]
+    watch: WatchSettings,
+    #[serde(default)]
     sources: SourcesSettings,
     #[serde(default)]
     targets: Vec<TargetDecl>,
@@ -508,6 +548,7 @@ impl Config {
             views: parsed.views,
             google,
             daemon,
+            watch: parsed.watch,
             sources,
             targets,
             syncs,
@@ -525,6 +566,14 @@ impl Config {
     /// download timeout.
     pub fn sources(&self) -> Result<crate::source::Sources, crate::source::SourceError> {
         crate::source::Sources::new(&self.sources, self.google.clone(), self.sync.http_timeout())
+    }
+
+    /// The daemon's sources: as [`Config::sources`], with the token asking
+    /// for Drive metadata too when the daemon watches spreadsheets.
+    pub fn daemon_sources(&self) -> Result<crate::source::Sources, crate::source::SourceError> {
+        let mut google = self.google.clone();
+        google.watch_drive = self.watch.enabled;
+        crate::source::Sources::new(&self.sources, google, self.sync.http_timeout())
     }
 
     /// What the list of syncs is resolved against.
@@ -560,6 +609,7 @@ impl Config {
         problems.extend(self.sync.problems());
         problems.extend(self.google.problems());
         problems.extend(self.daemon.problems());
+        problems.extend(self.watch.problems());
         problems.extend(self.sources.problems());
         problems.extend(sync_problems(&self.syncs));
         problems.extend(view_problems(&self.views));
@@ -586,6 +636,7 @@ impl std::fmt::Debug for Config {
             .field("views", &self.views)
             .field("google", &self.google)
             .field("daemon", &self.daemon)
+            .field("watch", &self.watch)
             .field("sources", &self.sources)
             .field("targets", &self.targets.names())
             .field("syncs", &self.syncs)
@@ -898,6 +949,7 @@ mod example_file {
         daemon.admin_token_file = None;
         assert_eq!(format!("{daemon:?}"), format!("{:?}", defaults.daemon));
         assert!(parsed.views.is_empty());
+        assert_eq!(parsed.watch, defaults.watch);
         assert_eq!(parsed.sources, defaults.sources);
         // The example as shipped (all commented) is valid too.
         Config::resolve(Some((include_str!("../config/sheetsync.example.toml"), path)), |_| None).unwrap();

@@ -24,6 +24,8 @@ pub enum Trigger {
     Signal,
     Admin,
     Startup,
+    /// The source changed (`[watch]`).
+    Change,
 }
 
 impl Trigger {
@@ -36,6 +38,7 @@ impl Trigger {
             Trigger::Signal => "signal",
             Trigger::Admin => "admin",
             Trigger::Startup => "startup",
+            Trigger::Change => "change",
         }
     }
 }

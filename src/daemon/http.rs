@@ -131,6 +131,15 @@ async fn status(State(daemon): State<Shared>, Client(client): Client, headers: H
         })
         .collect();
     body["views_refreshed_at"] = json!(snapshot.refreshed_at);
+    let watch = &daemon.config().watch;
+    let not_watched: Vec<String> = daemon.not_watched();
+    body["watch"] = json!({
+        "enabled": watch.enabled,
+        "interval_secs": watch.interval_secs,
+        "quiet_secs": watch.quiet_secs,
+        "not_watched_count": not_watched.len(),
+        "not_watched": not_watched,
+    });
     if let Some(error) = snapshot.error {
         body["views_error"] = json!(error);
     }
@@ -147,7 +156,15 @@ async fn status(State(daemon): State<Shared>, Client(client): Client, headers: H
 /// a source's cells), host names in lease owners and MongoDB details need the
 /// admin token.
 fn without_content(body: &mut Value) {
-    const HIDDEN: &[&str] = &["owner", "detail", "views_error", "source", "status", "error"];
+    const HIDDEN: &[&str] = &[
+        "owner",
+        "detail",
+        "views_error",
+        "source",
+        "status",
+        "error",
+        "not_watched",
+    ];
     match body {
         Value::Object(fields) => {
             fields.retain(|name, _| !HIDDEN.contains(&name.as_str()));

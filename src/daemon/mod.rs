@@ -9,6 +9,7 @@
 //! - [`state`]: single flight per sync and the registry of runs;
 //! - [`http`] and [`serve`]: the endpoints, and the bounded server under them;
 //!   [`throttle`] and [`client`]: failed sign-ins counted per client address;
+//! - [`watch`]: the sources followed between scheduled runs;
 //! - [`lifecycle`]: signals and systemd notifications;
 //! - this module: the shared state and the wiring (`run`).
 
@@ -27,6 +28,8 @@ mod shared;
 pub mod state;
 pub mod status;
 pub mod throttle;
+pub mod watch;
+pub mod watched;
 
 pub use run::{DaemonError, run};
 pub use shared::{Clock, Daemon, MongoState, StatusSnapshot, SystemClock};

@@ -12,6 +12,7 @@ use super::locks::lock;
 use super::shared::{Clock, Daemon, MongoState, StatusSnapshot, SystemClock};
 use super::state::Runs;
 use super::throttle::{AuthThrottle, ThrottleSettings};
+use super::watched::WatchState;
 use super::{http, recorder, serve, session};
 use crate::config::Config;
 use crate::engine::Engine;
@@ -88,7 +89,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     let db = config.open_database().await?;
     // Views are synced one by one; a spreadsheet still costs one fetch per
     // cycle for all the views that read it.
-    let sources = config.sources()?.sharing_spreadsheet_fetches(SHARED_FETCH_TTL);
+    let sources = config.daemon_sources()?.sharing_spreadsheet_fetches(SHARED_FETCH_TTL);
     let listen = config.daemon.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
@@ -132,6 +133,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         sessions: session::Sessions::default(),
         auth_throttle,
         clients,
+        watch: Mutex::new(WatchState::default()),
     });
     tracing::info!(
         %addr, owner = daemon.leases.owner(), schedule = daemon.schedule.expression(),
@@ -148,6 +150,7 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
     };
     tokio::spawn(Arc::clone(&daemon).scheduler(notifier.clone()));
     tokio::spawn(Arc::clone(&daemon).status_refresher());
+    tokio::spawn(Arc::clone(&daemon).watcher());
     tokio::spawn(Arc::clone(&daemon).start(notifier.clone()));
 
     loop {

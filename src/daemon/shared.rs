@@ -17,6 +17,7 @@ use super::recorder;
 use super::session;
 use super::state::Runs;
 use super::throttle::AuthThrottle;
+use super::watched::WatchState;
 use crate::apply::Abort;
 use crate::config::Config;
 use crate::engine::Engine;
@@ -91,6 +92,8 @@ pub struct Daemon {
     pub auth_throttle: AuthThrottle,
     /// Who a request comes from, proxies considered.
     pub clients: ClientAddresses,
+    /// What the watcher knows of the sources (`watch`).
+    pub(super) watch: Mutex<WatchState>,
 }
 
 impl std::fmt::Debug for Daemon {

@@ -243,6 +243,37 @@ impl Sources {
         }
     }
 
+    /// What changes when the source does, asked cheaply: a file's length
+    /// and modification time, a spreadsheet's Drive `version` and
+    /// `modifiedTime`. `None` for sources that cannot be asked (downloads).
+    pub async fn change_mark(&self, spec: &SourceSpec) -> Result<Option<String>, SourceError> {
+        match spec {
+            SourceSpec::CsvFile(path) => {
+                let file = self.open_file(path)?;
+                let metadata = file.metadata().map_err(|source| {
+                    SourceError::Csv(CsvError::Read {
+                        location: spec.describe(),
+                        source,
+                    })
+                })?;
+                let modified = metadata
+                    .modified()
+                    .ok()
+                    .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |since| since.as_nanos());
+                Ok(Some(format!("{} bytes, modified {modified}", metadata.len())))
+            }
+            SourceSpec::CsvHttp(_) => Ok(None),
+            SourceSpec::GoogleSheet(sheet) => {
+                let stamp = self.google.modified(&sheet.spreadsheet_id).await?;
+                Ok(Some(format!(
+                    "version {}, modified {}",
+                    stamp.version, stamp.modified_time
+                )))
+            }
+        }
+    }
+
     /// Opens an admitted file source beneath its root, as a sync would
     /// (for `check`).
     pub fn open_file(&self, path: &Path) -> Result<std::fs::File, SourceError> {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::google_sheets::{insert_views, metadata, two_spreadsheets};
 use crate::harness::fake_credentials::{AUDIENCE, CLOUD_PLATFORM, READER, RUNNER, SUBJECT_TOKEN, SubjectSource};
-use crate::harness::fake_google::{FakeGoogle, SCOPE};
+use crate::harness::fake_google::{DRIVE_METADATA_SCOPE, FakeGoogle, SCOPE};
 use crate::harness::process::Sheetsync;
 use crate::harness::{TestDb, server_url, test_db};
 
@@ -267,7 +267,8 @@ async fn a_revoked_narrow_or_unbilled_login_fails_with_the_gcloud_command_that_f
 
     // The default login grants cloud-platform only.
     fake.login_scopes(&[CLOUD_PLATFORM]);
-    let sign_in_again = format!("gcloud auth application-default login --scopes={SCOPE},{CLOUD_PLATFORM}");
+    let sign_in_again =
+        format!("gcloud auth application-default login --scopes={SCOPE},{DRIVE_METADATA_SCOPE},{CLOUD_PLATFORM}");
     fails_clearly(
         &fake,
         &db,

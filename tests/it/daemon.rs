@@ -112,15 +112,24 @@ async fn sighup_syncs_every_view_and_admin_is_off_without_token() {
         (daemon.count_logs("refresh done") == 1).then_some(())
     })
     .await;
-    // The status and metrics show it.
-    let status: Value = client
-        .get(format!("{}/status", daemon.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // The status and metrics show it (the status snapshot is read again in
+    // the background after a run: wait for it).
+    let status: Value = eventually("the status snapshot to show the runs", || async {
+        let status: Value = client
+            .get(format!("{}/status", daemon.base))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let views = status["views"].as_array()?;
+        views
+            .iter()
+            .all(|view| view["last_run"]["outcome"] == "success")
+            .then_some(status)
+    })
+    .await;
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     let views = status["views"].as_array().unwrap();
     assert_eq!(views.len(), 2, "{status}");

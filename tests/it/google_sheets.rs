@@ -18,8 +18,8 @@ use sheetsync::source::sheets::settings::GoogleSettings;
 use sheetsync::source::table::{Cell, Table};
 use sheetsync::source::{SheetRef, SourceError, SourceSpec, Sources};
 
-const SHEET_A: &str = "1AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
-const SHEET_B: &str = "1BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+pub const SHEET_A: &str = "1AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+pub const SHEET_B: &str = "1BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
 
 fn settings(fake: &FakeGoogle) -> GoogleSettings {
     GoogleSettings {
@@ -617,7 +617,7 @@ fn google_config(test_db: &crate::harness::TestDb, fake: &FakeGoogle) -> sheetsy
 }
 
 /// Spreadsheet A becomes its Q1 tab alone, with one record more (Q1 Hooli).
-fn add_q1_hooli(fake: &FakeGoogle) {
+pub fn add_q1_hooli(fake: &FakeGoogle) {
     let mut changed = sales_rows("Q1");
     changed.push(vec![json!("Q1 Hooli"), json!("F Inbox")]);
     fake.add_spreadsheet(

@@ -19,3 +19,4 @@ mod source_policy;
 mod status_page;
 mod sync_engine;
 mod value_examples;
+mod watch;

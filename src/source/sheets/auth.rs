@@ -18,6 +18,10 @@ use super::settings::GoogleSettings;
 
 /// Read-only access to spreadsheets; sheetsync never writes to Google.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/spreadsheets.readonly";
+/// Drive files' metadata only (a spreadsheet's `modifiedTime`, to watch it),
+/// asked for only when the daemon watches: it lets the token list the names
+/// and dates of every file the identity can see, not read their content.
+pub const DRIVE_METADATA_SCOPE: &str = "https://www.googleapis.com/auth/drive.metadata.readonly";
 
 /// A token is renewed this long before Google says it expires, so that a
 /// long sync never sends one that dies on the way.
@@ -39,6 +43,8 @@ pub struct GoogleAuth {
     pub quota_project: Option<String>,
     http: reqwest::Client,
     timeout: Duration,
+    /// [`SCOPE`], and [`DRIVE_METADATA_SCOPE`] when watching.
+    scopes: Vec<&'static str>,
     /// Held while a token is fetched, so that concurrent calls wait for one
     /// request instead of each making their own.
     cache: tokio::sync::Mutex<Option<CachedToken>>,
@@ -112,6 +118,10 @@ impl GoogleAuth {
             origin,
             http: http.clone(),
             timeout: settings.request_timeout(),
+            scopes: match settings.watch_drive {
+                true => vec![SCOPE, DRIVE_METADATA_SCOPE],
+                false => vec![SCOPE],
+            },
             cache: tokio::sync::Mutex::new(None),
         })
     }
@@ -123,7 +133,7 @@ impl GoogleAuth {
         if !force_refresh && let Some(cached) = cache.as_ref().filter(|cached| Instant::now() < cached.renew_at) {
             return Ok(cached.token.clone());
         }
-        match self.flow.fetch(&self.http, &[SCOPE], self.timeout).await {
+        match self.flow.fetch(&self.http, &self.scopes, self.timeout).await {
             Ok(grant) => {
                 // Google's tokens live an hour; a larger claim is not believed.
                 let lifetime = grant.lifetime.min(MAX_TOKEN_LIFETIME);
@@ -157,22 +167,23 @@ impl GoogleAuth {
         }
     }
 
-    /// Sheets answered that its API is not enabled for the calling project.
-    pub fn api_disabled(&self, message: String) -> SheetsError {
+    /// Google answered that `api` is not enabled for the calling project.
+    pub fn api_disabled(&self, api: &str, message: String) -> SheetsError {
         let advice = match (&self.identity, &self.quota_project) {
-            (Identity::User(_), None) => "a gcloud login bills API calls to a quota project and this one has none: \
-                 run `gcloud auth application-default set-quota-project PROJECT_ID` with a project where the Google \
-                 Sheets API is enabled"
-                .to_owned(),
-            (_, Some(project)) => format!(
-                "enable the Google Sheets API in quota project {project} (APIs & Services > Library), or set \
-                 another with [google] quota_project"
+            (Identity::User(_), None) => format!(
+                "a gcloud login bills API calls to a quota project and this one has none: run `gcloud auth \
+                 application-default set-quota-project PROJECT_ID` with a project where the {api} is enabled"
             ),
-            (_, None) => "enable the Google Sheets API in the credential's Google Cloud project (APIs & \
-                 Services > Library)"
-                .to_owned(),
+            (_, Some(project)) => format!(
+                "enable the {api} in quota project {project} (APIs & Services > Library), or set another with \
+                 [google] quota_project"
+            ),
+            (_, None) => {
+                format!("enable the {api} in the credential's Google Cloud project (APIs & Services > Library)")
+            }
         };
         SheetsError::ApiDisabled {
+            api: api.to_owned(),
             identity: self.identity.to_string(),
             message,
             advice,

@@ -31,6 +31,19 @@ pub struct SpreadsheetInfo {
     pub row_counts: HashMap<String, usize>,
 }
 
+/// A Drive file's change marks: either changes when the file does.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriveStamp {
+    #[serde(default)]
+    pub modified_time: String,
+    #[serde(default)]
+    pub version: String,
+}
+
+/// A `files.get` answer with two fields is tiny.
+const DRIVE_ANSWER_BYTES: u64 = 64 * 1024;
+
 /// What `sheetsync check` learns about one Google view.
 #[derive(Debug, Clone)]
 pub struct SheetCheck {
@@ -50,6 +63,9 @@ pub struct GoogleSheets {
     settings: GoogleSettings,
     api_url: Option<Url>,
     transport: Transport,
+    /// Drive calls (watching), paced on their own quota.
+    drive: Transport,
+    drive_url: Option<Url>,
     /// The token requests' own client: no redirects, no source policy (its
     /// addresses come from the operator's credential file, and the metadata
     /// server is link-local).
@@ -70,8 +86,23 @@ impl GoogleSheets {
         max_answer_bytes: u64,
     ) -> GoogleSheets {
         let api_url = Url::parse(&settings.api_url).ok();
+        let drive_url = Url::parse(&settings.drive_api_url).ok();
         GoogleSheets {
-            transport: Transport::new(&settings, http, max_answer_bytes),
+            transport: Transport::new(
+                &settings,
+                http.clone(),
+                max_answer_bytes,
+                "Google Sheets API",
+                settings.max_requests_per_minute,
+            ),
+            drive: Transport::new(
+                &settings,
+                http,
+                DRIVE_ANSWER_BYTES,
+                "Google Drive API",
+                settings.max_drive_requests_per_minute,
+            ),
+            drive_url,
             credentials_http,
             settings,
             api_url,
@@ -269,6 +300,35 @@ impl GoogleSheets {
             tab,
             time_zone: info.time_zone,
         })
+    }
+
+    /// When the spreadsheet was last changed, as Drive says (`files.get`
+    /// with `modifiedTime,version`): one small call, for watching. Needs the
+    /// `drive.metadata.readonly` scope (`watch_drive`).
+    pub async fn modified(&self, spreadsheet_id: &str) -> Result<DriveStamp, SheetsError> {
+        let auth = self.auth().await?;
+        let invalid = || SheetsError::Rejected {
+            call: "building the Drive API URL".to_owned(),
+            status: 0,
+            message: format!("drive_api_url {:?} cannot take a path", self.settings.drive_api_url),
+        };
+        let mut url = self.drive_url.clone().ok_or_else(invalid)?;
+        url.path_segments_mut().map_err(|()| invalid())?.pop_if_empty().extend([
+            "drive",
+            "v3",
+            "files",
+            spreadsheet_id,
+        ]);
+        // A file on a shared drive is "not found" without supportsAllDrives.
+        let query = [
+            ("fields", "modifiedTime,version".to_owned()),
+            ("supportsAllDrives", "true".to_owned()),
+        ];
+        let call = format!("Drive files.get of spreadsheet {spreadsheet_id}");
+        let mut answer = JsonAnswer::<DriveStamp>::new(DRIVE_ANSWER_BYTES);
+        self.drive
+            .call(auth, &call, spreadsheet_id, url, &query, &mut answer)
+            .await
     }
 
     /// The spreadsheet's metadata as last read, unless it is older than

@@ -43,8 +43,9 @@ pub enum SheetsError {
         identity: String,
         advice: String,
     },
-    #[error("the Google Sheets API refused access for {identity}: {message}; {advice}")]
+    #[error("the {api} refused access for {identity}: {message}; {advice}")]
     ApiDisabled {
+        api: String,
         identity: String,
         message: String,
         advice: String,

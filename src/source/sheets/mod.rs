@@ -40,6 +40,6 @@ mod stats;
 mod transport;
 mod wire;
 
-pub use client::{GoogleSheets, SheetCheck, SpreadsheetInfo};
+pub use client::{DriveStamp, GoogleSheets, SheetCheck, SpreadsheetInfo};
 pub use error::SheetsError;
 pub use stats::GoogleStatsSnapshot;

@@ -13,6 +13,8 @@ use crate::redact::redact_url;
 
 /// The public Sheets API; tests and corporate proxies point elsewhere.
 pub const DEFAULT_SHEETS_API_URL: &str = "https://sheets.googleapis.com/";
+/// The public Drive API (a spreadsheet's `modifiedTime`, for watching).
+pub const DEFAULT_DRIVE_API_URL: &str = "https://www.googleapis.com/";
 /// The file name under systemd's `$CREDENTIALS_DIRECTORY` (`LoadCredential=`)
 /// used as the service-account key when no path is configured.
 pub const CREDENTIALS_DIRECTORY_KEY_FILE: &str = "google-service-account.json";
@@ -43,6 +45,15 @@ pub struct GoogleSettings {
     pub metadata_host: String,
     /// Base URL of the Sheets API (`SHEETSYNC_SHEETS_API_URL` wins).
     pub api_url: String,
+    /// Base URL of the Drive API (`SHEETSYNC_DRIVE_API_URL` wins), asked
+    /// only when the daemon watches spreadsheets for changes.
+    pub drive_api_url: String,
+    /// Drive requests started in any one minute at most (watching).
+    pub max_drive_requests_per_minute: usize,
+    /// Whether the token asks for `drive.metadata.readonly` too: set by the
+    /// daemon when it watches spreadsheets (`[watch]`).
+    #[serde(skip)]
+    pub watch_drive: bool,
     /// Timeout of one Sheets API or token request, in milliseconds.
     pub request_timeout_ms: u64,
     /// Attempts per API call, the first included (429, 5xx and timeouts are retried).
@@ -97,6 +108,9 @@ impl Default for GoogleSettings {
             quota_project: None,
             metadata_host: DEFAULT_METADATA_HOST.to_owned(),
             api_url: DEFAULT_SHEETS_API_URL.to_owned(),
+            drive_api_url: DEFAULT_DRIVE_API_URL.to_owned(),
+            max_drive_requests_per_minute: 60,
+            watch_drive: false,
             request_timeout_ms: 30_000,
             max_attempts: 5,
             retry_base_delay_ms: 500,
@@ -159,17 +173,22 @@ impl GoogleSettings {
         if let Some(url) = env("SHEETSYNC_SHEETS_API_URL") {
             self.api_url = url;
         }
+        if let Some(url) = env("SHEETSYNC_DRIVE_API_URL") {
+            self.drive_api_url = url;
+        }
     }
 
     /// Every setting that is out of range, each naming what to change.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        match reqwest::Url::parse(&self.api_url) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
-            _ => problems.push(format!(
-                "google.api_url (or SHEETSYNC_SHEETS_API_URL) {} is not an http(s) URL",
-                redact_url(&self.api_url)
-            )),
+        for (setting, url) in [
+            ("google.api_url (or SHEETSYNC_SHEETS_API_URL)", &self.api_url),
+            ("google.drive_api_url (or SHEETSYNC_DRIVE_API_URL)", &self.drive_api_url),
+        ] {
+            match reqwest::Url::parse(url) {
+                Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => {}
+                _ => problems.push(format!("{setting} {} is not an http(s) URL", redact_url(url))),
+            }
         }
         if self.max_attempts == 0 || self.request_timeout_ms == 0 || self.page_rows == 0 {
             problems.push(
@@ -189,6 +208,9 @@ impl std::fmt::Debug for GoogleSettings {
             .field("quota_project", &self.quota_project)
             .field("metadata_host", &self.metadata_host)
             .field("api_url", &redact_url(&self.api_url))
+            .field("drive_api_url", &redact_url(&self.drive_api_url))
+            .field("max_drive_requests_per_minute", &self.max_drive_requests_per_minute)
+            .field("watch_drive", &self.watch_drive)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("max_attempts", &self.max_attempts)
             .field("retry_base_delay_ms", &self.retry_base_delay_ms)

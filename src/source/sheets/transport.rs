@@ -29,17 +29,27 @@ pub(super) struct Transport {
     pub(super) stats: GoogleStats,
     /// The largest answer read ([sources] max_download_bytes).
     pub(super) max_answer_bytes: u64,
+    /// The API called, as the console names it ("Google Sheets API").
+    api: &'static str,
 }
 
 impl Transport {
-    pub(super) fn new(settings: &GoogleSettings, http: reqwest::Client, max_answer_bytes: u64) -> Transport {
+    /// A transport to `api`, with its own quota of `per_minute` requests.
+    pub(super) fn new(
+        settings: &GoogleSettings,
+        http: reqwest::Client,
+        max_answer_bytes: u64,
+        api: &'static str,
+        per_minute: usize,
+    ) -> Transport {
         Transport {
             http,
             policy: RetryPolicy::from_settings(settings),
             request_timeout: settings.request_timeout(),
-            quota: Quota::new(settings.max_requests_per_minute, Duration::from_secs(60)),
+            quota: Quota::new(per_minute, Duration::from_secs(60)),
             stats: GoogleStats::default(),
             max_answer_bytes,
+            api,
         }
     }
 
@@ -186,7 +196,7 @@ impl Transport {
                 Attempt::Fatal(auth.missing_scope())
             }
             StatusCode::FORBIDDEN if detail.as_ref().is_some_and(api_disabled) => {
-                Attempt::Fatal(auth.api_disabled(message))
+                Attempt::Fatal(auth.api_disabled(self.api, message))
             }
             StatusCode::FORBIDDEN => Attempt::Fatal(auth.not_shared(spreadsheet_id)),
             StatusCode::NOT_FOUND => Attempt::Fatal(SheetsError::NotFound {

@@ -24,6 +24,9 @@ use serde_json::{Value, json};
 use super::fake_credentials::{self, FakeLogin};
 
 pub const SCOPE: &str = "https://www.googleapis.com/auth/spreadsheets.readonly";
+pub const DRIVE_METADATA_SCOPE: &str = "https://www.googleapis.com/auth/drive.metadata.readonly";
+/// The scopes a read-only client may ask for.
+const KNOWN_SCOPES: &[&str] = &[SCOPE, DRIVE_METADATA_SCOPE];
 pub const CLIENT_EMAIL: &str = "sheetsync-test@sheetsync-test-only.iam.gserviceaccount.com";
 pub const METADATA_FIELDS: &str = "properties.timeZone,sheets.properties(sheetId,title,gridProperties.rowCount)";
 
@@ -76,6 +79,8 @@ pub enum Fault {
 pub enum Endpoint {
     Metadata,
     BatchGet,
+    /// Drive `files.get` (watching).
+    DriveFile,
 }
 
 /// One `values:batchGet` request: spreadsheet id, ranges, every query pair.
@@ -105,6 +110,8 @@ pub struct Seen {
     pub api_headers: Vec<(String, String)>,
     /// Answers sent gzipped.
     pub gzipped_answers: usize,
+    /// Drive `files.get` requests.
+    pub drive_requests: usize,
     /// Bytes of Sheets API answer bodies sent, as sent (compressed or not).
     pub answer_bytes: u64,
 }
@@ -124,6 +131,8 @@ pub(super) struct Inner {
     spreadsheets: HashMap<String, Arc<FakeSpreadsheet>>,
     faults: HashMap<(String, Endpoint), VecDeque<Fault>>,
     pub(super) tokens: HashMap<String, FakeToken>,
+    /// Drive `version` per spreadsheet: one more at each edit.
+    versions: HashMap<String, u64>,
     pub(super) login: FakeLogin,
     pub(super) seen: Seen,
     /// Never compress, whatever the request asks (Google's behaviour for a
@@ -198,6 +207,7 @@ impl FakeGoogle {
                 get(fake_credentials::metadata_token),
             )
             .route("/subject-token", get(fake_credentials::subject_token))
+            .route("/drive/v3/files/{id}", get(drive_file))
             .route("/v4/spreadsheets/{id}", get(metadata))
             .route("/v4/spreadsheets/{id}/values:batchGet", get(batch_get))
             .with_state(shared.clone());
@@ -213,13 +223,11 @@ impl FakeGoogle {
         }
     }
 
+    /// Adds (or replaces: an edit) a spreadsheet; its Drive version goes up.
     pub fn add_spreadsheet(&self, id: &str, spreadsheet: FakeSpreadsheet) {
-        self.shared
-            .inner
-            .lock()
-            .unwrap()
-            .spreadsheets
-            .insert(id.to_owned(), Arc::new(spreadsheet));
+        let mut inner = self.shared.inner.lock().unwrap();
+        inner.spreadsheets.insert(id.to_owned(), Arc::new(spreadsheet));
+        *inner.versions.entry(id.to_owned()).or_default() += 1;
     }
 
     /// A copy of a spreadsheet added before, to change and add back.
@@ -315,7 +323,14 @@ fn jwt_bearer(shared: &Shared, form: &HashMap<String, String>) -> Response {
     if claims["aud"] != shared.token_uri.as_str() {
         return refuse("wrong aud");
     }
-    if claims["scope"] != SCOPE {
+    let scopes: Vec<String> = claims["scope"]
+        .as_str()
+        .unwrap_or_default()
+        .split(' ')
+        .map(str::to_owned)
+        .collect();
+    if !scopes.iter().any(|scope| scope == SCOPE) || scopes.iter().any(|scope| !KNOWN_SCOPES.contains(&scope.as_str()))
+    {
         return refuse("wrong scope");
     }
     if claims["iss"] != CLIENT_EMAIL {
@@ -328,11 +343,7 @@ fn jwt_bearer(shared: &Shared, form: &HashMap<String, String>) -> Response {
     if !(iat <= now + 60 && exp > now && exp - iat <= 3600) {
         return refuse("bad iat/exp");
     }
-    let token = shared
-        .inner
-        .lock()
-        .unwrap()
-        .issue("jwt-bearer", vec![SCOPE.to_owned()], false);
+    let token = shared.inner.lock().unwrap().issue("jwt-bearer", scopes, false);
     token_answer(&token)
 }
 
@@ -511,6 +522,45 @@ async fn metadata(
         json!({ "properties": { "timeZone": spreadsheet.time_zone }, "sheets": sheets }),
         fault,
     ))
+}
+
+/// Drive `files.get` with `fields=modifiedTime,version`: needs a token with
+/// the Drive metadata scope and `supportsAllDrives=true`, as Google does for
+/// a file on a shared drive.
+async fn drive_file(
+    State(shared): State<Shared>,
+    UrlPath(id): UrlPath<String>,
+    Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
+) -> Result<Response, Response> {
+    let has = |name: &str, value: &str| query.iter().any(|(key, found)| key == name && found == value);
+    {
+        let mut inner = shared.inner.lock().unwrap();
+        inner.seen.drive_requests += 1;
+        let token = bearer(&headers).and_then(|token| inner.tokens.get(&token).cloned());
+        if token.is_some_and(|token| !token.scopes.iter().any(|scope| scope == DRIVE_METADATA_SCOPE)) {
+            return Err(fake_credentials::scope_insufficient());
+        }
+    }
+    let fault = admit(&shared, &headers, &id, Endpoint::DriveFile)?;
+    apply_fault(fault, &id).await?;
+    if !has("fields", "modifiedTime,version") || !has("supportsAllDrives", "true") {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("File not found: {id}."),
+        ));
+    }
+    let version = shared.inner.lock().unwrap().versions.get(&id).copied();
+    let Some(version) = version else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("File not found: {id}."),
+        ));
+    };
+    let modified = format!("2026-12-05T10:{:02}:00.000Z", version % 60);
+    Ok(axum::Json(json!({ "modifiedTime": modified, "version": version.to_string() })).into_response())
 }
 
 /// The spreadsheet `id`, or Google's 404.

@@ -14,7 +14,8 @@ pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-pl
 /// What a person runs to sign in with the scopes sheetsync needs (the
 /// default login grants cloud-platform only, and Sheets refuses that).
 pub const LOGIN_COMMAND: &str = "gcloud auth application-default login \
-     --scopes=https://www.googleapis.com/auth/spreadsheets.readonly,https://www.googleapis.com/auth/cloud-platform";
+     --scopes=https://www.googleapis.com/auth/spreadsheets.readonly,\
+     https://www.googleapis.com/auth/drive.metadata.readonly,https://www.googleapis.com/auth/cloud-platform";
 
 /// Who Google sees calling: the one to share spreadsheets with.
 #[derive(Debug, Clone, PartialEq, Eq)]

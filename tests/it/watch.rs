@@ -1,0 +1,154 @@
+//! `[watch]`: the daemon follows its sources between scheduled runs. An
+//! edited spreadsheet (its Drive `version` moves) or a rewritten CSV file
+//! is synced once after the quiet period; an untouched source is not; a
+//! spreadsheet Drive will not describe is left to the schedule, with why.
+
+use mongodb::bson::{Document, doc};
+use serde_json::Value;
+
+use crate::google_sheets::{add_q1_hooli, insert_views, two_spreadsheets};
+use crate::harness::daemon_fixture::{DaemonFixture, write_config, write_csv};
+use crate::harness::fake_google::{Endpoint, FakeGoogle, Fault};
+use crate::harness::process::DaemonProc;
+use crate::harness::{ADMIN_TOKEN, eventually, http, server_url, test_db};
+
+const WATCH: &str = "catch_up = false\n\n[watch]\ninterval_secs = 1\nquiet_secs = 1\nmax_delay_secs = 10";
+
+async fn change_runs(db: &mongodb::Database, view_id: &str) -> u64 {
+    db.collection::<Document>("sync_runs")
+        .count_documents(doc! { "trigger": "change", "view_id": view_id })
+        .await
+        .unwrap()
+}
+
+async fn all_runs(db: &mongodb::Database) -> u64 {
+    db.collection::<Document>("sync_runs")
+        .count_documents(doc! {})
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_spreadsheet_is_synced_once_after_the_quiet_period() {
+    let fake = FakeGoogle::start().await;
+    two_spreadsheets(&fake);
+    let db = test_db("watch_sheets").await;
+    insert_views(&db.db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &server_url(), &db.name, WATCH);
+    let key_file = fake.key_file.display().to_string();
+    let mut daemon = DaemonProc::start(
+        &config,
+        &[
+            ("GOOGLE_APPLICATION_CREDENTIALS", &key_file),
+            ("SHEETSYNC_SHEETS_API_URL", &fake.api_url),
+            ("SHEETSYNC_DRIVE_API_URL", &fake.api_url),
+            ("SHEETSYNC_ADMIN_TOKEN", ADMIN_TOKEN),
+        ],
+    );
+    daemon.wait_log("ready");
+    eventually("the watcher's first look", || async {
+        (fake.seen().drive_requests >= 4).then_some(())
+    })
+    .await;
+    assert_eq!(all_runs(&db.db).await, 0, "no change, no sync");
+
+    add_q1_hooli(&fake);
+    eventually("the edited spreadsheet to be synced", || async {
+        (change_runs(&db.db, "view-signal-1").await == 1).then_some(())
+    })
+    .await;
+    // Well past another quiet period: still one run, and none for the
+    // spreadsheet nobody edited.
+    let seen = fake.seen().drive_requests;
+    eventually("the watcher to look again", || async {
+        (fake.seen().drive_requests >= seen + 4).then_some(())
+    })
+    .await;
+    assert_eq!(change_runs(&db.db, "view-signal-1").await, 1);
+    assert_eq!(change_runs(&db.db, "view-market-1").await, 0);
+    assert_eq!(db.records("sales_records_signal").await.len(), 4, "Q1 Hooli arrived");
+    daemon.stop();
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spreadsheet_drive_will_not_describe_is_left_to_the_schedule_with_why() {
+    let fake = FakeGoogle::start().await;
+    two_spreadsheets(&fake);
+    fake.script(
+        crate::google_sheets::SHEET_B,
+        Endpoint::DriveFile,
+        std::iter::repeat_n(Fault::ApiDisabled, 50),
+    );
+    let db = test_db("watch_refused").await;
+    insert_views(&db.db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &server_url(), &db.name, WATCH);
+    let key_file = fake.key_file.display().to_string();
+    let mut daemon = DaemonProc::start(
+        &config,
+        &[
+            ("GOOGLE_APPLICATION_CREDENTIALS", &key_file),
+            ("SHEETSYNC_SHEETS_API_URL", &fake.api_url),
+            ("SHEETSYNC_DRIVE_API_URL", &fake.api_url),
+            ("SHEETSYNC_ADMIN_TOKEN", ADMIN_TOKEN),
+        ],
+    );
+    daemon.wait_log("ready");
+    let status_url = format!("{}/status", daemon.base);
+    let status: Value = eventually("the refusal on /status", || async {
+        let status: Value = http()
+            .get(&status_url)
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (status["watch"]["not_watched_count"] == 1).then_some(status)
+    })
+    .await;
+    let message = status["watch"]["not_watched"][0].as_str().unwrap();
+    assert!(
+        message.contains(crate::google_sheets::SHEET_B) && message.contains("Google Drive API"),
+        "{message}"
+    );
+    assert!(message.contains("only synced on schedule"), "{message}");
+    let public: Value = http().get(&status_url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(public["watch"]["not_watched_count"], 1);
+    assert!(public["watch"].get("not_watched").is_none(), "ids need the token");
+    assert_eq!(
+        daemon.count_logs("a source is not watched, only synced on schedule"),
+        1,
+        "said once"
+    );
+    daemon.stop();
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_csv_is_synced_and_an_untouched_one_is_not() {
+    let fixture = DaemonFixture::new(
+        "watch_files",
+        &[("view-organic", "Organic", 3, "v1"), ("view-signal", "Signal", 2, "v1")],
+    )
+    .await;
+    let config = fixture.config(WATCH);
+    let mut daemon = DaemonProc::start(&config, &[]);
+    daemon.wait_log("ready");
+    // Two looks at least: the baseline, then no change.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(all_runs(&fixture.db).await, 0);
+    write_csv(&fixture.csv("Organic"), 5, "v2");
+    eventually("the rewritten file to be synced", || async {
+        (change_runs(&fixture.db, "view-organic").await == 1).then_some(())
+    })
+    .await;
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert_eq!(change_runs(&fixture.db, "view-organic").await, 1);
+    assert_eq!(change_runs(&fixture.db, "view-signal").await, 0);
+    daemon.stop();
+    drop(fixture);
+}
