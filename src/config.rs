@@ -188,6 +188,18 @@ pub struct WatchSettings {
     pub quiet_secs: u64,
     /// ... and at the latest this long after the first change seen.
     pub max_delay_secs: u64,
+    /// When a refresh compares everything even if its source is identical
+    /// to the last applied one: on `scheduled` runs only (the others skip),
+    /// or `always` (no run skips).
+    pub full_compare: FullCompare,
+}
+
+/// See [`WatchSettings::full_compare`].
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FullCompare {
+    Scheduled,
+    Always,
 }
 
 impl Default for WatchSettings {
@@ -197,6 +209,7 @@ impl Default for WatchSettings {
             interval_secs: 60,
             quiet_secs: 30,
             max_delay_secs: 300,
+            full_compare: FullCompare::Scheduled,
         }
     }
 }

@@ -53,6 +53,9 @@ pub enum Outcome {
     SuccessWithWarnings,
     /// Everything was read and compared; nothing was written.
     DryRun,
+    /// The source was identical to the one last applied, and the target
+    /// untouched since: nothing was read from it nor written.
+    Unchanged,
     /// Nothing was written; the previous data stands.
     Failed,
 }
@@ -77,6 +80,14 @@ pub struct SyncReport {
     /// The Google Sheets tab read, for links to its rows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tab_gid: Option<i64>,
+    /// A digest of the source's rows and of the sync's recipe (target,
+    /// reading), recorded so that the next run can tell an identical source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<String>,
+    /// The target collection's identity and count after the run (see
+    /// `store::runs::collection_mark`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_mark: Option<String>,
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -127,6 +138,7 @@ impl Outcome {
             Outcome::Success => "success",
             Outcome::SuccessWithWarnings => "success_with_warnings",
             Outcome::DryRun => "dry_run",
+            Outcome::Unchanged => "unchanged",
             Outcome::Failed => "failed",
         }
     }
@@ -146,6 +158,8 @@ impl SyncReport {
             source: None,
             source_type: None,
             tab_gid: None,
+            source_digest: None,
+            target_mark: None,
             outcome: Outcome::Failed,
             error: None,
             header_row: None,
@@ -318,6 +332,7 @@ fn render_sync(out: &mut String, report: &SyncReport) {
         Outcome::SuccessWithWarnings if changed => "OK with warnings (see the rejected rows and warnings)",
         Outcome::SuccessWithWarnings => "OK with warnings, no changes (see the rejected rows and warnings)",
         Outcome::DryRun => "DRY RUN (nothing written)",
+        Outcome::Unchanged => "UNCHANGED (source identical)",
         Outcome::Failed if report.swapped => "FAILED after the swap (the new data is in place; see the error)",
         Outcome::Failed => "FAILED (previous data kept)",
     };

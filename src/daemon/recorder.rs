@@ -31,7 +31,10 @@ pub fn record_run(report: &SyncReport) {
     .increment(1);
     metrics::histogram!(SYNC_DURATION, "view" => view.clone()).record(report.duration_ms as f64 / 1000.0);
     metrics::counter!(ROWS_REJECTED, "view" => view.clone()).increment(report.rejected.len() as u64);
-    if matches!(report.outcome, Outcome::Success | Outcome::SuccessWithWarnings) {
+    if matches!(
+        report.outcome,
+        Outcome::Success | Outcome::SuccessWithWarnings | Outcome::Unchanged
+    ) {
         metrics::counter!(RECORDS_WRITTEN, "view" => view.clone()).increment(report.records_written as u64);
         metrics::gauge!(LAST_SUCCESS, "view" => view).set(report.finished_at.timestamp() as f64);
     }

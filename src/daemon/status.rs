@@ -170,7 +170,7 @@ impl Daemon {
             return metadata::last_update(&self.engine.db, &plan.id).await;
         }
         let db = self.engine.home_of(plan).await?;
-        let succeeded = mongodb::bson::doc! { "outcome": { "$in": ["success", "success_with_warnings"] } };
+        let succeeded = mongodb::bson::doc! { "outcome": { "$in": ["success", "success_with_warnings", "unchanged"] } };
         let Some(run) = runs::latest(&db, &plan.name, succeeded).await? else {
             return Ok(None);
         };

@@ -66,6 +66,7 @@ mod tests {
             interval_secs: 10,
             quiet_secs: 30,
             max_delay_secs: 100,
+            ..WatchSettings::default()
         };
         let start = Instant::now();
         let at = |secs| start + Duration::from_secs(secs);

@@ -16,7 +16,7 @@ use mongodb::bson::DateTime as BsonDateTime;
 use uuid::Uuid;
 
 use crate::apply::{self, Abort, ApplyContext, ApplyError, ApplySettings, Checkpoint, GuardLimits, off_executor};
-use crate::config::Config;
+use crate::config::{Config, FullCompare};
 use crate::mapping::{self, HeaderColumn, SurveyError};
 use crate::report::{Outcome, SyncReport, Trigger};
 use crate::source::{SourceError, SourceRows, Sources};
@@ -209,6 +209,13 @@ impl Engine {
         let fetched = fetched?;
         let profile = &*target.profile;
         report.tab_gid = fetched.tab_gid();
+        if !options.dry_run {
+            let digest = off_executor(|| source_digest(target, &fetched))?;
+            report.source_digest = Some(digest);
+            if self.skips(plan, target, report.trigger, options, report).await {
+                return Ok(Outcome::Unchanged);
+            }
+        }
         let started = Instant::now();
         let (mapper, survey) = off_executor(|| mapping::survey(profile, &fetched, &target.read_settings))?;
         tracing::debug!(
@@ -270,8 +277,70 @@ impl Engine {
         };
         if outcome != Outcome::DryRun {
             self.record_last_update(plan, target, survey.winners.len()).await?;
+            report.target_mark = runs::collection_mark(&db, &target.collection).await.ok();
         }
         Ok(outcome)
+    }
+
+    /// Whether this run can stop here: its source is identical to the one
+    /// the last applied run read (same rows, same recipe), and the target
+    /// has the identity and count that run left. Only the daemon's
+    /// refreshes (a change, an admin, a signal) skip, unless `[watch]
+    /// full_compare = "always"`: scheduled runs compare in full, so that a
+    /// document another writer changed in place is put right at the next
+    /// one, and so does `sheetsync sync`. A skipped run keeps
+    /// the last run's counts and stamps `data_metadata`.
+    async fn skips(
+        &self,
+        plan: &SyncPlan,
+        target: &SyncTarget,
+        trigger: Trigger,
+        options: &SyncOptions,
+        report: &mut SyncReport,
+    ) -> bool {
+        // Only the daemon's refreshes skip; `sheetsync sync` by hand, the
+        // schedule and the catch-up compare in full.
+        let refresh = matches!(trigger, Trigger::Change | Trigger::Admin | Trigger::Signal);
+        let full = match self.config.watch.full_compare {
+            FullCompare::Always => true,
+            FullCompare::Scheduled => !refresh,
+        };
+        if full || options.force {
+            return false;
+        }
+        let Ok(home) = self.home_of(plan).await else {
+            return false;
+        };
+        let Ok(Some(last)) = runs::last_applied(&home, &plan.name).await else {
+            return false;
+        };
+        if last.get_str("source_digest").ok() != report.source_digest.as_deref() {
+            return false;
+        }
+        let Ok(db) = self.database(&target.place).await else {
+            return false;
+        };
+        let Ok(mark) = runs::collection_mark(&db, &target.collection).await else {
+            return false;
+        };
+        if last.get_str("target_mark") != Ok(mark.as_str()) {
+            return false;
+        }
+        let records = last
+            .get_i64("records_written")
+            .ok()
+            .or_else(|| last.get_i32("records_written").ok().map(i64::from))
+            .and_then(|count| usize::try_from(count).ok())
+            .unwrap_or_default();
+        report.records_written = records;
+        report.target_mark = Some(mark);
+        report
+            .notices
+            .push("unchanged (source identical): the rows are those the last applied run read; nothing was compared or written".to_owned());
+        if let Err(error) = self.record_last_update(plan, target, records).await {
+            tracing::warn!(sync = %plan.name, %error, "could not stamp data_metadata for an unchanged source");
+        }
+        true
     }
 
     /// The view's `data_metadata` entry, stamped once the data is in place.
@@ -302,6 +371,23 @@ impl Engine {
             }
         }
     }
+}
+
+/// The digest of a run's input: the source's rows, and the recipe they
+/// are read and written with (sheetsync's version, the target and its
+/// profile, the reading settings), so that a changed configuration is never
+/// taken for an identical source.
+fn source_digest(target: &SyncTarget, fetched: &SourceRows) -> Result<String, SourceError> {
+    let recipe = format!(
+        "{} {:?} {:?} {:?} {:?} {}",
+        env!("CARGO_PKG_VERSION"),
+        target.profile,
+        target.read_settings,
+        target.ignore_columns,
+        target.on_lost_column,
+        target.qualified_collection()
+    );
+    fetched.digest(&recipe)
 }
 
 /// A report of `plan`'s run, with its target as far as it is known.

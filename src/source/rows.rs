@@ -4,7 +4,7 @@
 use super::csv::{CsvRows, CsvSource};
 use super::error::SourceError;
 use super::spool::{SpoolPass, SpooledRows};
-use super::table::{Row, Table};
+use super::table::{Cell, Row, Table};
 
 /// A source's rows, fetched and ready to be read in passes.
 #[derive(Debug)]
@@ -32,6 +32,45 @@ impl SourceRows {
             },
             SourceRows::Csv(source) => RowReader::Csv(Box::new(source.rows()?)),
         })
+    }
+
+    /// A SHA-256 of the rows as read (every cell, with its row number) and
+    /// of what else decides their reading (the zone of date serials), in
+    /// hex: equal for a source that did not change, across runs and
+    /// processes. One pass over the rows. `recipe` (what else decides the
+    /// outcome: the target, the reading settings) is digested first.
+    pub fn digest(&self, recipe: &str) -> Result<String, SourceError> {
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        context.update(&(recipe.len() as u64).to_le_bytes());
+        context.update(recipe.as_bytes());
+        let zone = self
+            .serial_time_zone()
+            .map(|zone| zone.name().to_owned())
+            .unwrap_or_default();
+        context.update(zone.as_bytes());
+        context.update(&[0]);
+        let mut rows = self.rows()?;
+        while let Some(row) = rows.next_row() {
+            let row = row?;
+            context.update(&(row.number as u64).to_le_bytes());
+            context.update(&(row.cells.len() as u64).to_le_bytes());
+            for cell in &row.cells {
+                match cell {
+                    Cell::Empty => context.update(&[0]),
+                    Cell::Text(text) => {
+                        context.update(&[1]);
+                        context.update(&(text.len() as u64).to_le_bytes());
+                        context.update(text.as_bytes());
+                    }
+                    Cell::Number(number) => {
+                        context.update(&[2]);
+                        context.update(&number.to_bits().to_le_bytes());
+                    }
+                    Cell::Bool(flag) => context.update(&[3, u8::from(*flag)]),
+                }
+            }
+        }
+        Ok(hex(context.finish().as_ref()))
     }
 
     /// The Google Sheets tab read (its `gid`), if the rows come from one.
@@ -108,4 +147,15 @@ impl RowReader<'_> {
             _ => None,
         }
     }
+}
+
+/// Bytes as lower-case hexadecimal.
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut text, byte| {
+            let _ = write!(text, "{byte:02x}");
+            text
+        })
 }

@@ -54,6 +54,43 @@ pub async fn last_header(db: &Database, view: &str) -> Result<Option<Vec<HeaderC
         .and_then(|header| bson::from_bson(header).ok()))
 }
 
+/// What changes when anyone rewrites `collection`, read cheaply (its
+/// metadata, no scan): the collection's identity (a swap makes a new
+/// collection) and its document count. In-place edits by another writer
+/// keep both: the scheduled full compare puts those right.
+pub async fn collection_mark(db: &Database, collection: &str) -> Result<String, StoreError> {
+    let describe = || format!("reading the identity of `{collection}`");
+    let listed = db
+        .run_command(doc! { "listCollections": 1, "filter": { "name": collection }, "nameOnly": false })
+        .within(Operation::Read, describe)
+        .await?;
+    let uuid = listed
+        .get_document("cursor")
+        .ok()
+        .and_then(|cursor| cursor.get_array("firstBatch").ok())
+        .and_then(|batch| batch.first())
+        .and_then(|entry| entry.as_document())
+        .and_then(|entry| entry.get_document("info").ok())
+        .and_then(|info| info.get("uuid"))
+        .map(|uuid| uuid.to_string())
+        .unwrap_or_default();
+    let count = db
+        .collection::<Document>(collection)
+        .estimated_document_count()
+        .within(Operation::Read, describe)
+        .await?;
+    Ok(format!("{uuid} / {count}"))
+}
+
+/// The latest successful run of `view` that recorded a source digest.
+pub async fn last_applied(db: &Database, view: &str) -> Result<Option<Document>, StoreError> {
+    let filter = doc! {
+        "outcome": { "$in": ["success", "success_with_warnings", "unchanged"] },
+        "source_digest": { "$exists": true },
+    };
+    latest(db, view, filter).await
+}
+
 /// The stored run with this id, if any.
 pub async fn by_id(db: &Database, run_id: &str) -> Result<Option<Document>, StoreError> {
     db.collection::<Document>(SYNC_RUNS_COLLECTION)

@@ -3,6 +3,7 @@
 //! is synced once after the quiet period; an untouched source is not; a
 //! spreadsheet Drive will not describe is left to the schedule, with why.
 
+use futures_util::TryStreamExt;
 use mongodb::bson::{Document, doc};
 use serde_json::Value;
 
@@ -151,4 +152,106 @@ async fn a_rewritten_csv_is_synced_and_an_untouched_one_is_not() {
     assert_eq!(change_runs(&fixture.db, "view-signal").await, 0);
     daemon.stop();
     drop(fixture);
+}
+
+/// Commands sent about `collection`: (command name, collection).
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// An engine whose client records every command naming `sales_records`.
+async fn watched_engine(config: sheetsync::config::Config) -> (sheetsync::engine::Engine, Seen) {
+    use mongodb::event::EventHandler;
+    use mongodb::event::command::CommandEvent;
+    let seen: Seen = Seen::default();
+    let log = std::sync::Arc::clone(&seen);
+    let mut options = mongodb::options::ClientOptions::parse(&config.mongo_url).await.unwrap();
+    options.command_event_handler = Some(EventHandler::callback(move |event| {
+        let CommandEvent::Started(started) = event else {
+            return;
+        };
+        let name = started.command_name.clone();
+        if started.command.get_str(&name) == Ok("sales_records") {
+            log.lock().unwrap().push(name);
+        }
+    }));
+    let client = mongodb::Client::with_options(options).unwrap();
+    let sources = config.sources().unwrap();
+    (
+        sheetsync::engine::Engine::new(client.database(&config.db_name), config, sources),
+        seen,
+    )
+}
+
+async fn sync_once(
+    engine: &sheetsync::engine::Engine,
+    trigger: sheetsync::report::Trigger,
+) -> sheetsync::report::SyncReport {
+    let mut reports = engine
+        .sync(&[], trigger, sheetsync::engine::SyncOptions::default())
+        .await
+        .unwrap();
+    reports.remove(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identical_source_is_not_read_again_until_the_scheduled_full_compare() {
+    use sheetsync::report::{Outcome, Trigger};
+    let db = test_db("unchanged_source").await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("organic.csv");
+    write_csv(&csv, 3, "v1");
+    db.add_view("view-organic", "Organic", &format!("file://{}", csv.display()))
+        .await;
+    let (engine, seen) = watched_engine(db.config()).await;
+
+    let first = sync_once(&engine, Trigger::Admin).await;
+    assert_eq!(first.outcome, Outcome::Success, "{first:#?}");
+    assert!(first.source_digest.is_some() && first.target_mark.is_some());
+    seen.lock().unwrap().clear();
+
+    let second = sync_once(&engine, Trigger::Change).await;
+    assert_eq!(second.outcome, Outcome::Unchanged, "{second:#?}");
+    assert_eq!(second.records_written, 3);
+    assert!(
+        seen.lock()
+            .unwrap()
+            .iter()
+            .all(|command| command != "find" && command != "insert"),
+        "the stored records were neither read nor written: {:?}",
+        seen.lock().unwrap()
+    );
+    let stored: Vec<Document> = db
+        .db
+        .collection::<Document>("sync_runs")
+        .find(doc! { "outcome": "unchanged" })
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1, "recorded as unchanged");
+
+    // Another writer edits a record in place: an identical source still
+    // skips, and the next scheduled run, a full compare, puts it right.
+    let records = db.db.collection::<Document>("sales_records");
+    records
+        .update_one(
+            doc! { "client": "Client 1" },
+            doc! { "$set": { "product": "tampered" } },
+        )
+        .await
+        .unwrap();
+    assert_eq!(sync_once(&engine, Trigger::Admin).await.outcome, Outcome::Unchanged);
+    let scheduled = sync_once(&engine, Trigger::Schedule).await;
+    assert_eq!(scheduled.outcome, Outcome::Success, "{scheduled:#?}");
+    let repaired = records.find_one(doc! { "client": "Client 1" }).await.unwrap().unwrap();
+    assert_eq!(repaired.get_str("product"), Ok("v1"));
+
+    // A changed source, or a deleted document, is never skipped.
+    records.delete_one(doc! { "client": "Client 2" }).await.unwrap();
+    assert_eq!(sync_once(&engine, Trigger::Admin).await.outcome, Outcome::Success);
+    write_csv(&csv, 4, "v1");
+    let changed = sync_once(&engine, Trigger::Admin).await;
+    assert_eq!(changed.outcome, Outcome::Success);
+    assert_eq!(db.records("sales_records").await.len(), 4);
+    db.drop().await;
 }
