@@ -1,6 +1,7 @@
 //! Following the sources between the scheduled runs (`[watch]`): every
 //! `interval_secs` each source the syncs read is asked, cheaply, whether it
-//! changed (a file's length and time, a spreadsheet's Drive `version`); a
+//! changed (a file's length and time, a spreadsheet's Drive `version`, a
+//! download's `ETag` or `Last-Modified` by `HEAD`); a
 //! changed source's syncs run once it has been quiet for `quiet_secs`, and
 //! at the latest `max_delay_secs` after the first change seen. A source
 //! Google refuses to describe (the Drive API off, the scope refused) is
@@ -18,11 +19,11 @@ use crate::source::{SourceError, SourceSpec};
 use crate::syncs::SyncPlan;
 
 /// The key a source is watched by: its file or its spreadsheet.
-fn source_key(spec: &SourceSpec) -> Option<String> {
+fn source_key(spec: &SourceSpec) -> String {
     match spec {
-        SourceSpec::CsvFile(path) => Some(format!("file {}", path.display())),
-        SourceSpec::GoogleSheet(sheet) => Some(format!("spreadsheet {}", sheet.spreadsheet_id)),
-        SourceSpec::CsvHttp(_) => None,
+        SourceSpec::CsvFile(path) => format!("file {}", path.display()),
+        SourceSpec::GoogleSheet(sheet) => format!("spreadsheet {}", sheet.spreadsheet_id),
+        SourceSpec::CsvHttp(url) => format!("download {}", crate::redact::redact_url(url)),
     }
 }
 
@@ -53,9 +54,7 @@ impl Daemon {
         let mut by_source: BTreeMap<String, (SourceSpec, Vec<SyncPlan>)> = BTreeMap::new();
         for plan in plans {
             let Some(target) = plan.target() else { continue };
-            let Some(key) = source_key(&target.source) else {
-                continue;
-            };
+            let key = source_key(&target.source);
             let entry = by_source
                 .entry(key)
                 .or_insert_with(|| (target.source.clone(), Vec::new()));

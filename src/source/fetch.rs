@@ -263,7 +263,7 @@ impl Sources {
                     .map_or(0, |since| since.as_nanos());
                 Ok(Some(format!("{} bytes, modified {modified}", metadata.len())))
             }
-            SourceSpec::CsvHttp(_) => Ok(None),
+            SourceSpec::CsvHttp(url) => self.http_mark(url).await,
             SourceSpec::GoogleSheet(sheet) => {
                 let stamp = self.google.modified(&sheet.spreadsheet_id).await?;
                 Ok(Some(format!(
@@ -272,6 +272,32 @@ impl Sources {
                 )))
             }
         }
+    }
+
+    /// A download's `ETag` or `Last-Modified`, asked with `HEAD` (no body);
+    /// `None` when the server gives neither (then only the schedule and
+    /// refreshes read it).
+    async fn http_mark(&self, url: &str) -> Result<Option<String>, SourceError> {
+        let response = self.http.head(url).send().await.map_err(|error| SourceError::Http {
+            url: redact_url(url),
+            message: crate::redact::http_error_chain(error),
+        })?;
+        if !response.status().is_success() {
+            return Err(SourceError::HttpStatus {
+                url: redact_url(url),
+                status: response.status().as_u16(),
+            });
+        }
+        let header = |name: reqwest::header::HeaderName| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned)
+        };
+        Ok(header(reqwest::header::ETAG)
+            .map(|etag| format!("etag {etag}"))
+            .or_else(|| header(reqwest::header::LAST_MODIFIED).map(|date| format!("modified {date}"))))
     }
 
     /// Opens an admitted file source beneath its root, as a sync would

@@ -255,3 +255,59 @@ async fn an_identical_source_is_not_read_again_until_the_scheduled_full_compare(
     assert_eq!(db.records("sales_records").await.len(), 4);
     db.drop().await;
 }
+
+/// A download watched by its `ETag`, asked with `HEAD`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_is_watched_by_its_etag() {
+    use axum::http::{HeaderMap, Method, header};
+    use std::sync::{Arc, Mutex};
+    // (version, HEAD requests seen)
+    let state = Arc::new(Mutex::new((1u32, 0usize)));
+    let served = Arc::clone(&state);
+    let app = axum::Router::new().route(
+        "/deals.csv",
+        axum::routing::any(move |method: Method| {
+            let served = Arc::clone(&served);
+            async move {
+                let mut state = served.lock().unwrap();
+                if method == Method::HEAD {
+                    state.1 += 1;
+                }
+                let version = state.0;
+                let mut headers = HeaderMap::new();
+                headers.insert(header::ETAG, format!("\"v{version}\"").parse().unwrap());
+                let rows: String = (0..version + 2)
+                    .map(|row| format!("Client {row},B Legals,p\n"))
+                    .collect();
+                (headers, format!("Client,Stage,Product\n{rows}"))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let db = test_db("watch_download").await;
+    db.add_view("view-organic", "Organic", &format!("http://localhost:{port}/deals.csv"))
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &server_url(), &db.name, WATCH);
+    let mut daemon = DaemonProc::start(
+        &config,
+        &[
+            ("SHEETSYNC_HTTP_HOSTS", "localhost"),
+            ("SHEETSYNC_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128"),
+        ],
+    );
+    daemon.wait_log("ready");
+    eventually("two looks", || async { (state.lock().unwrap().1 >= 2).then_some(()) }).await;
+    assert_eq!(all_runs(&db.db).await, 0);
+    state.lock().unwrap().0 = 2;
+    eventually("the changed download to be synced", || async {
+        (change_runs(&db.db, "view-organic").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(db.records("sales_records").await.len(), 4);
+    daemon.stop();
+    db.drop().await;
+}
