@@ -394,6 +394,14 @@ fn render_page(daemon: &Daemon, session: Option<&session::Session>, flash: Optio
         syncs,
         problem: snapshot.error.clone(),
         refreshed_at: snapshot.refreshed_at,
+        freshness: daemon.config().watch.enabled.then(|| {
+            let watch = daemon.watch_state();
+            snapshot
+                .pages
+                .iter()
+                .filter_map(|sync| Some((sync.name.clone(), watch.freshness(&sync.name)?)))
+                .collect()
+        }),
         csrf: session.map(|session| session.csrf.as_str()),
         can_sign_in: daemon.config().daemon.admin_token.is_some(),
         flash,

@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
+use super::watched::Freshness;
 use crate::report::Changes;
 
 /// Runs shown in a sync's history.
@@ -102,6 +103,9 @@ pub struct Page<'a> {
     pub zone: Tz,
     pub next_run: Option<DateTime<Utc>>,
     pub syncs: Vec<(&'a SyncPage, State)>,
+    /// Each sync's source as the watcher last saw it, by sync name (`None`
+    /// when the daemon does not watch).
+    pub freshness: Option<std::collections::HashMap<String, Freshness>>,
     /// Why the syncs could not be read last time (signed in only).
     pub problem: Option<String>,
     pub refreshed_at: Option<DateTime<Utc>>,
@@ -297,6 +301,9 @@ fn render_sync(out: &mut String, page: &Page<'_>, sync: &SyncPage, state: State)
         };
         row(out, "Source", source);
     }
+    if let Some(freshness) = &page.freshness {
+        row(out, "Sheet last edited", edited(freshness.get(&sync.name), page));
+    }
     row(out, "Last success", time(sync.last_success, page));
     row(
         out,
@@ -314,6 +321,23 @@ fn render_sync(out: &mut String, page: &Page<'_>, sync: &SyncPage, state: State)
         render_details(out, sync, run);
     }
     out.push_str("</section>");
+}
+
+/// When the source was last edited, and when it is checked next: what
+/// people need to tell whether their edit is on its way.
+fn edited(freshness: Option<&Freshness>, page: &Page<'_>) -> String {
+    match freshness {
+        None => "<span class=\"muted\">not looked at yet</span>".to_owned(),
+        Some(freshness) if freshness.not_watched => format!(
+            "{} <span class=\"muted\">(not watched: synced on schedule only)</span>",
+            freshness.edited.map_or("unknown".to_owned(), |at| time(Some(at), page))
+        ),
+        Some(freshness) => format!(
+            "{} <span class=\"muted next-check\">· next check {}</span>",
+            freshness.edited.map_or("unknown".to_owned(), |at| time(Some(at), page)),
+            time(freshness.next_check, page)
+        ),
+    }
 }
 
 /// "The column Expected MRR is missing from the sheet since 14:02; the
@@ -494,12 +518,42 @@ mod tests {
             zone: chrono_tz::Europe::Paris,
             next_run: None,
             syncs: vec![(sync, State::Running)],
+            freshness: None,
             problem: None,
             refreshed_at: None,
             csrf,
             can_sign_in: true,
             flash: None,
         }
+    }
+
+    #[test]
+    fn the_page_says_when_the_sheet_was_edited_and_checked_next() {
+        let sync = sample();
+        let now = Utc::now();
+        let mut watched = page(&sync, None);
+        let freshness = Freshness {
+            edited: Some(now - chrono::Duration::minutes(3)),
+            next_check: Some(now + chrono::Duration::seconds(90)),
+            not_watched: false,
+        };
+        watched.freshness = Some([(sync.name.clone(), freshness.clone())].into_iter().collect());
+        let html = render(&watched);
+        assert!(html.contains("Sheet last edited"), "{html}");
+        assert!(
+            html.contains("3 min ago") && html.contains("next check <time"),
+            "{html}"
+        );
+        let refused = Freshness {
+            not_watched: true,
+            ..freshness
+        };
+        watched.freshness = Some([(sync.name.clone(), refused)].into_iter().collect());
+        assert!(render(&watched).contains("not watched: synced on schedule only"));
+        assert!(
+            !render(&page(&sync, None)).contains("Sheet last edited"),
+            "not watching"
+        );
     }
 
     #[test]

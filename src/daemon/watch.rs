@@ -15,7 +15,7 @@ use super::locks::lock;
 use super::shared::Daemon;
 use crate::config::WatchSettings;
 use crate::report::Trigger;
-use crate::source::{SourceError, SourceSpec};
+use crate::source::{ChangeMark, SourceError, SourceSpec};
 use crate::syncs::SyncPlan;
 
 /// The key a source is watched by: its file or its spreadsheet.
@@ -35,7 +35,13 @@ impl Daemon {
             return;
         }
         let mut wait = Duration::from_secs(settings.interval_secs);
-        while self.pause(wait).await {
+        loop {
+            lock(&self.watch).next_check = chrono::Duration::from_std(wait)
+                .ok()
+                .map(|wait| self.clock.now() + wait);
+            if !self.pause(wait).await {
+                return;
+            }
             let pending = self.watch_once(&settings).await;
             // While a change waits for quiet, look again sooner.
             wait = match pending {
@@ -55,6 +61,7 @@ impl Daemon {
         for plan in plans {
             let Some(target) = plan.target() else { continue };
             let key = source_key(&target.source);
+            lock(&self.watch).source_of.insert(plan.name.clone(), key.clone());
             let entry = by_source
                 .entry(key)
                 .or_insert_with(|| (target.source.clone(), Vec::new()));
@@ -66,7 +73,12 @@ impl Daemon {
                 continue;
             }
             let mark = match self.engine.sources.change_mark(&spec).await {
-                Ok(Some(mark)) => mark,
+                Ok(Some(ChangeMark { mark, modified })) => {
+                    if let Some(modified) = modified {
+                        lock(&self.watch).edited.insert(key.clone(), modified);
+                    }
+                    mark
+                }
                 Ok(None) => continue,
                 Err(error) => {
                     self.watch_failed(&key, error);
@@ -89,6 +101,11 @@ impl Daemon {
             }
         }
         pending
+    }
+
+    /// The watcher's state, locked: for the page.
+    pub fn watch_state(&self) -> std::sync::MutexGuard<'_, super::watched::WatchState> {
+        lock(&self.watch)
     }
 
     /// Why each source left to the schedule is not watched.

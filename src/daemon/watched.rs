@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+
 use crate::config::WatchSettings;
 
 /// What the watcher knows of one source.
@@ -47,10 +49,37 @@ impl Watched {
     }
 }
 
+/// What the page shows of a sync's source.
+#[derive(Debug, Clone, Default)]
+pub struct Freshness {
+    pub edited: Option<DateTime<Utc>>,
+    pub next_check: Option<DateTime<Utc>>,
+    /// Left to the schedule (Google refused to describe it).
+    pub not_watched: bool,
+}
+
+impl WatchState {
+    /// The page's view of sync `name`'s source; `None` before the first look.
+    pub fn freshness(&self, name: &str) -> Option<Freshness> {
+        let key = self.source_of.get(name)?;
+        Some(Freshness {
+            edited: self.edited.get(key).copied(),
+            next_check: self.next_check,
+            not_watched: self.refused.contains_key(key),
+        })
+    }
+}
+
 /// The watcher's state: per source, and the sources left to the schedule.
 #[derive(Debug, Default)]
 pub struct WatchState {
     pub sources: HashMap<String, Watched>,
+    /// Each sync's source key, as of the last look.
+    pub source_of: HashMap<String, String>,
+    /// When each source was last edited, where it says.
+    pub edited: HashMap<String, DateTime<Utc>>,
+    /// When the sources are asked next.
+    pub next_check: Option<DateTime<Utc>>,
     /// Sources that cannot be watched, with why (shown on `/status`).
     pub refused: BTreeMap<String, String>,
 }

@@ -29,6 +29,14 @@ pub struct Sources {
     shared: Option<Arc<SharedFetches>>,
 }
 
+/// What changes when a source does, and when it was last edited where the
+/// source says (a file's time, Drive's `modifiedTime`, `Last-Modified`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeMark {
+    pub mark: String,
+    pub modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// A file source opened beneath its root; `location` names it in errors.
 fn open_file(policy: &SourcePolicy, path: &Path, location: &str) -> Result<std::fs::File, SourceError> {
     policy.open_file(path).map_err(|error| match error {
@@ -246,7 +254,7 @@ impl Sources {
     /// What changes when the source does, asked cheaply: a file's length
     /// and modification time, a spreadsheet's Drive `version` and
     /// `modifiedTime`. `None` for sources that cannot be asked (downloads).
-    pub async fn change_mark(&self, spec: &SourceSpec) -> Result<Option<String>, SourceError> {
+    pub async fn change_mark(&self, spec: &SourceSpec) -> Result<Option<ChangeMark>, SourceError> {
         match spec {
             SourceSpec::CsvFile(path) => {
                 let file = self.open_file(path)?;
@@ -256,20 +264,24 @@ impl Sources {
                         source,
                     })
                 })?;
-                let modified = metadata
-                    .modified()
-                    .ok()
+                let modified = metadata.modified().ok();
+                let nanos = modified
                     .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
                     .map_or(0, |since| since.as_nanos());
-                Ok(Some(format!("{} bytes, modified {modified}", metadata.len())))
+                Ok(Some(ChangeMark {
+                    mark: format!("{} bytes, modified {nanos}", metadata.len()),
+                    modified: modified.map(chrono::DateTime::<chrono::Utc>::from),
+                }))
             }
             SourceSpec::CsvHttp(url) => self.http_mark(url).await,
             SourceSpec::GoogleSheet(sheet) => {
                 let stamp = self.google.modified(&sheet.spreadsheet_id).await?;
-                Ok(Some(format!(
-                    "version {}, modified {}",
-                    stamp.version, stamp.modified_time
-                )))
+                Ok(Some(ChangeMark {
+                    mark: format!("version {}, modified {}", stamp.version, stamp.modified_time),
+                    modified: chrono::DateTime::parse_from_rfc3339(&stamp.modified_time)
+                        .ok()
+                        .map(|moment| moment.with_timezone(&chrono::Utc)),
+                }))
             }
         }
     }
@@ -277,7 +289,7 @@ impl Sources {
     /// A download's `ETag` or `Last-Modified`, asked with `HEAD` (no body);
     /// `None` when the server gives neither (then only the schedule and
     /// refreshes read it).
-    async fn http_mark(&self, url: &str) -> Result<Option<String>, SourceError> {
+    async fn http_mark(&self, url: &str) -> Result<Option<ChangeMark>, SourceError> {
         let response = self.http.head(url).send().await.map_err(|error| SourceError::Http {
             url: redact_url(url),
             message: crate::redact::http_error_chain(error),
@@ -295,9 +307,15 @@ impl Sources {
                 .and_then(|value| value.to_str().ok())
                 .map(str::to_owned)
         };
-        Ok(header(reqwest::header::ETAG)
+        let last_modified = header(reqwest::header::LAST_MODIFIED);
+        let modified = last_modified
+            .as_deref()
+            .and_then(|date| chrono::DateTime::parse_from_rfc2822(date).ok())
+            .map(|moment| moment.with_timezone(&chrono::Utc));
+        let mark = header(reqwest::header::ETAG)
             .map(|etag| format!("etag {etag}"))
-            .or_else(|| header(reqwest::header::LAST_MODIFIED).map(|date| format!("modified {date}"))))
+            .or_else(|| last_modified.map(|date| format!("modified {date}")));
+        Ok(mark.map(|mark| ChangeMark { mark, modified }))
     }
 
     /// Opens an admitted file source beneath its root, as a sync would

@@ -16,6 +16,6 @@ pub mod spool;
 pub mod table;
 
 pub use error::SourceError;
-pub use fetch::Sources;
+pub use fetch::{ChangeMark, Sources};
 pub use rows::{RowReader, SourceRows};
 pub use spec::{SheetRef, SourceSpec, SourceType, UnrecognisedSource};

@@ -53,6 +53,15 @@ async fn an_edited_spreadsheet_is_synced_once_after_the_quiet_period() {
     })
     .await;
     assert_eq!(all_runs(&db.db).await, 0, "no change, no sync");
+    // The page tells when the sheet was edited (Drive's modifiedTime) and
+    // when it is checked next.
+    let page = http().get(&daemon.base).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("Sheet last edited"), "{page}");
+    assert!(page.contains("next check <time"), "{page}");
+    assert!(
+        page.contains("datetime=\"2026-12-05T10:01:00+00:00\""),
+        "Drive's modifiedTime: {page}"
+    );
 
     add_q1_hooli(&fake);
     eventually("the edited spreadsheet to be synced", || async {
