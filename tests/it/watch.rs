@@ -29,11 +29,10 @@ async fn all_runs(db: &mongodb::Database) -> u64 {
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_edited_spreadsheet_is_synced_once_after_the_quiet_period() {
-    let fake = FakeGoogle::start().await;
-    two_spreadsheets(&fake);
-    let db = test_db("watch_sheets").await;
+/// A daemon watching the views of the fake Google's two spreadsheets, with
+/// the admin token; ready. The directory holds its config.
+async fn google_daemon(label: &str, fake: &FakeGoogle) -> (crate::harness::TestDb, tempfile::TempDir, DaemonProc) {
+    let db = test_db(label).await;
     insert_views(&db.db).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &server_url(), &db.name, WATCH);
@@ -48,6 +47,14 @@ async fn an_edited_spreadsheet_is_synced_once_after_the_quiet_period() {
         ],
     );
     daemon.wait_log("ready");
+    (db, dir, daemon)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_spreadsheet_is_synced_once_after_the_quiet_period() {
+    let fake = FakeGoogle::start().await;
+    two_spreadsheets(&fake);
+    let (db, _dir, daemon) = google_daemon("watch_sheets", &fake).await;
     eventually("the watcher's first look", || async {
         (fake.seen().drive_requests >= 4).then_some(())
     })
@@ -91,21 +98,7 @@ async fn a_spreadsheet_drive_will_not_describe_is_left_to_the_schedule_with_why(
         Endpoint::DriveFile,
         std::iter::repeat_n(Fault::ApiDisabled, 50),
     );
-    let db = test_db("watch_refused").await;
-    insert_views(&db.db).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &server_url(), &db.name, WATCH);
-    let key_file = fake.key_file.display().to_string();
-    let mut daemon = DaemonProc::start(
-        &config,
-        &[
-            ("GOOGLE_APPLICATION_CREDENTIALS", &key_file),
-            ("SHEETSYNC_SHEETS_API_URL", &fake.api_url),
-            ("SHEETSYNC_DRIVE_API_URL", &fake.api_url),
-            ("SHEETSYNC_ADMIN_TOKEN", ADMIN_TOKEN),
-        ],
-    );
-    daemon.wait_log("ready");
+    let (db, _dir, daemon) = google_daemon("watch_refused", &fake).await;
     let status_url = format!("{}/status", daemon.base);
     let status: Value = eventually("the refusal on /status", || async {
         let status: Value = http()
