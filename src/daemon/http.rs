@@ -65,8 +65,18 @@ async fn readyz(State(daemon): State<Shared>) -> Response {
             daemon.heartbeat_age().as_secs()
         ));
     }
+    // Not a readiness problem (the schedule covers those sources), but
+    // what an operator probing the daemon should hear of.
+    let not_watched = daemon.not_watched().len();
+    let note = match not_watched {
+        0 => String::new(),
+        count => format!(
+            "note: {count} source(s) not watched, synced on schedule only: Google refused to describe them (enable \
+             the Google Drive API and the drive.metadata.readonly scope); details on /status with the admin token\n"
+        ),
+    };
     if problems.is_empty() {
-        (StatusCode::OK, "ready\n").into_response()
+        (StatusCode::OK, format!("ready\n{note}")).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -122,6 +122,17 @@ async fn a_spreadsheet_drive_will_not_describe_is_left_to_the_schedule_with_why(
     let public: Value = http().get(&status_url).send().await.unwrap().json().await.unwrap();
     assert_eq!(public["watch"]["not_watched_count"], 1);
     assert!(public["watch"].get("not_watched").is_none(), "ids need the token");
+    let ready = http().get(format!("{}/readyz", daemon.base)).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "watching is not readiness");
+    let ready = ready.text().await.unwrap();
+    assert!(
+        ready.contains("1 source(s) not watched") && ready.contains("Google Drive API"),
+        "{ready}"
+    );
+    assert!(
+        !ready.contains(crate::google_sheets::SHEET_B),
+        "no id without the token"
+    );
     assert_eq!(
         daemon.count_logs("a source is not watched, only synced on schedule"),
         1,
