@@ -113,6 +113,13 @@ pub struct SyncSettings {
     /// that memory holds a batch, not the change set. At least
     /// `merge_transaction_max`.
     pub merge_held_writes: usize,
+    /// How a swap target's small change set is written: `transaction`, in
+    /// place inside one transaction where the server has them (readers see
+    /// the old view or the new one), or `never` (always a swap).
+    pub delta: DeltaSetting,
+    /// A change set written in place has at most this many documents (and
+    /// at most a tenth of the view); a larger one swaps.
+    pub delta_max: usize,
     /// How dates written with numbers only (`02/01/2025`) are read: decided
     /// from each source's own values (`auto`), or always day-first (`dmy`)
     /// or month-first (`mdy`). Views may override it.
@@ -138,6 +145,8 @@ impl Default for SyncSettings {
             insert_batch_size: 1000,
             merge_transaction_max: 1000,
             merge_held_writes: 10_000,
+            delta: DeltaSetting::Transaction,
+            delta_max: 1000,
             date_order: DateOrderSetting::Auto,
             time_zone: None,
             on_lost_column: OnLostColumn::Fail,
@@ -192,6 +201,14 @@ pub struct WatchSettings {
     /// to the last applied one: on `scheduled` runs only (the others skip),
     /// or `always` (no run skips).
     pub full_compare: FullCompare,
+}
+
+/// See [`SyncSettings::delta`].
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeltaSetting {
+    Transaction,
+    Never,
 }
 
 /// See [`WatchSettings::full_compare`].

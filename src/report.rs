@@ -88,6 +88,11 @@ pub struct SyncReport {
     /// `store::runs::collection_mark`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_mark: Option<String>,
+    /// How a swap target's records were written: `swap` (a new collection
+    /// renamed over the old) or `in_place` (the changed documents, in one
+    /// transaction).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_path: Option<&'static str>,
     pub outcome: Outcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -160,6 +165,7 @@ impl SyncReport {
             tab_gid: None,
             source_digest: None,
             target_mark: None,
+            write_path: None,
             outcome: Outcome::Failed,
             error: None,
             header_row: None,

@@ -25,6 +25,9 @@ pub struct ApplySettings {
     /// A merge's writes held at most while it compares (see
     /// `merge::Merge::hold`).
     pub held_writes: usize,
+    /// A swap target's change set of at most this many documents is written
+    /// in place, in one transaction; `None`: always a swap.
+    pub delta_max: Option<usize>,
 }
 
 /// One sync's survey, its source and its target, ready to be applied.

@@ -56,6 +56,8 @@ pub struct ColumnNotice {
 pub struct RunView {
     pub outcome: String,
     pub trigger: String,
+    /// How a swap target was written (`swap`, `in_place`), when it was.
+    pub write_path: Option<String>,
     pub finished_at: Option<DateTime<Utc>>,
     pub rows_read: i64,
     pub records_written: i64,
@@ -385,7 +387,7 @@ fn run_counts(run: &RunView) -> String {
         "<div class=\"counts\"><span>read {}</span><span>written {}</span><span>merged {}</span>\
          <span>rejected {}</span><span>warnings {}</span></div><div class=\"counts muted\">\
          <span>inserted {}</span><span>updated {}</span><span>removed {}</span><span>moved {}</span>\
-         <span>unchanged {}</span><span>({})</span></div>",
+         <span>unchanged {}</span><span>({}{})</span></div>",
         run.rows_read,
         run.records_written,
         run.duplicates_merged,
@@ -396,7 +398,12 @@ fn run_counts(run: &RunView) -> String {
         changes.removed,
         changes.moved,
         changes.unchanged,
-        escape(&run.trigger)
+        escape(&run.trigger),
+        match run.write_path.as_deref() {
+            Some("in_place") => ", written in place",
+            Some("swap") => ", swapped",
+            _ => "",
+        }
     )
 }
 

@@ -219,6 +219,7 @@ fn run_view(document: &Document) -> RunView {
     RunView {
         outcome: document.get_str("outcome").unwrap_or("unknown").to_owned(),
         trigger: document.get_str("trigger").unwrap_or("").to_owned(),
+        write_path: document.get_str("write_path").ok().map(str::to_owned),
         finished_at: at(document, "finished_at"),
         rows_read: count(document, "rows_read"),
         records_written: count(document, "records_written"),

@@ -16,7 +16,7 @@ use mongodb::bson::DateTime as BsonDateTime;
 use uuid::Uuid;
 
 use crate::apply::{self, Abort, ApplyContext, ApplyError, ApplySettings, Checkpoint, GuardLimits, off_executor};
-use crate::config::{Config, FullCompare};
+use crate::config::{Config, DeltaSetting, FullCompare};
 use crate::mapping::{self, HeaderColumn, SurveyError};
 use crate::report::{Outcome, SyncReport, Trigger};
 use crate::source::{SourceError, SourceRows, Sources};
@@ -260,6 +260,7 @@ impl Engine {
                 batch_size: self.config.sync.insert_batch_size,
                 transaction_max: Some(self.config.sync.merge_transaction_max),
                 held_writes: self.config.sync.merge_held_writes,
+                delta_max: (self.config.sync.delta == DeltaSetting::Transaction).then_some(self.config.sync.delta_max),
             },
             dry_run: options.dry_run,
             force: options.force,

@@ -324,3 +324,121 @@ async fn a_download_is_watched_by_its_etag() {
     daemon.stop();
     db.drop().await;
 }
+
+/// Commands the engine sent about `sales_records`, by name.
+fn commands(seen: &Seen) -> Vec<String> {
+    seen.lock().unwrap().clone()
+}
+
+async fn records_of(db: &mongodb::Database) -> Vec<Document> {
+    db.collection::<Document>("sales_records")
+        .find(doc! {})
+        .sort(doc! { "client": 1 })
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_changed_row_is_written_in_place_in_a_transaction() {
+    use sheetsync::report::{Outcome, Trigger};
+    // The shared test server runs standalone: there a change swaps.
+    let standalone = test_db("in_place_standalone").await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("organic.csv");
+    write_csv(&csv, 20, "v1");
+    let source = format!("file://{}", csv.display());
+    standalone.add_view("view-organic", "Organic", &source).await;
+    let (engine, _) = watched_engine(standalone.config()).await;
+    assert_eq!(sync_once(&engine, Trigger::Cli).await.write_path, Some("swap"));
+    let edit = |from: &str, to: &str| {
+        let text = std::fs::read_to_string(&csv).unwrap().replace(from, to);
+        std::fs::write(&csv, text).unwrap();
+    };
+    edit("Client 7,B Legals,v1", "Client 7,B Legals,v2");
+    assert_eq!(
+        sync_once(&engine, Trigger::Cli).await.write_path,
+        Some("swap"),
+        "no transactions, no in-place writes"
+    );
+    standalone.drop().await;
+
+    // A replica set has transactions.
+    write_csv(&csv, 20, "v1");
+    let server = crate::harness::own_server::OwnServer::start_replica_set();
+    let config = crate::harness::config(&server.url, "in_place");
+    let db = config.connect().await.unwrap();
+    db.collection::<Document>("views")
+        .insert_one(doc! { "id": "view-organic", "name": "Organic", "sheet_url": &source, "is_master": false })
+        .await
+        .unwrap();
+    let (engine, seen) = watched_engine(config).await;
+    let first = sync_once(&engine, Trigger::Cli).await;
+    assert_eq!(first.outcome, Outcome::Success, "{first:#?}");
+    assert_eq!(first.write_path, Some("swap"), "a first load swaps");
+    let ids_before: Vec<String> = records_of(&db)
+        .await
+        .iter()
+        .map(|record| record.get_str("id").unwrap().to_owned())
+        .collect();
+    let mark_before = first.target_mark.clone().unwrap();
+
+    // One row changed out of 20.
+    edit("Client 7,B Legals,v1", "Client 7,B Legals,v2");
+    seen.lock().unwrap().clear();
+    let second = sync_once(&engine, Trigger::Cli).await;
+    assert_eq!(second.outcome, Outcome::Success, "{second:#?}");
+    assert_eq!(second.write_path, Some("in_place"), "{second:#?}");
+    assert_eq!((second.changes.updated, second.changes.unchanged), (1, 19));
+    let sent = commands(&seen);
+    assert_eq!(
+        sent.iter().filter(|command| *command == "update").count(),
+        1,
+        "one update command: {sent:?}"
+    );
+    assert!(
+        !sent.iter().any(|command| command == "insert"),
+        "no staging fill: {sent:?}"
+    );
+    let records = records_of(&db).await;
+    let ids_after: Vec<String> = records
+        .iter()
+        .map(|record| record.get_str("id").unwrap().to_owned())
+        .collect();
+    assert_eq!(ids_after, ids_before, "ids stay");
+    let seven = records
+        .iter()
+        .find(|record| record.get_str("client") == Ok("Client 7"))
+        .unwrap();
+    assert_eq!(seven.get_str("product"), Ok("v2"));
+    let uuid = |mark: &str| mark.split(" / ").next().unwrap().to_owned();
+    assert_eq!(
+        uuid(second.target_mark.as_deref().unwrap()),
+        uuid(&mark_before),
+        "the same collection, not a renamed one"
+    );
+
+    // A removed row and an added one: in place too (2 of 20 is a tenth).
+    edit("Client 3,B Legals,v1\n", "");
+    edit(
+        "Client 4,B Legals,v1\n",
+        "Client 4,B Legals,v1\nClient 99,B Legals,v1\n",
+    );
+    let third = sync_once(&engine, Trigger::Cli).await;
+    assert_eq!(third.write_path, Some("in_place"), "{third:#?}");
+    assert_eq!((third.changes.inserted, third.changes.removed), (1, 1));
+    let clients: Vec<String> = records_of(&db)
+        .await
+        .iter()
+        .map(|record| record.get_str("client").unwrap().to_owned())
+        .collect();
+    assert!(clients.contains(&"Client 99".to_owned()) && !clients.contains(&"Client 3".to_owned()));
+    assert_eq!(clients.len(), 20);
+
+    // Many changes: a swap.
+    write_csv(&csv, 20, "v3");
+    assert_eq!(sync_once(&engine, Trigger::Cli).await.write_path, Some("swap"));
+    server.stop();
+}

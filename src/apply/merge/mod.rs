@@ -17,7 +17,7 @@ mod compare;
 mod diff;
 pub(super) mod error;
 mod fingerprint;
-mod write;
+pub(super) mod write;
 
 pub use error::MergeError;
 
@@ -147,7 +147,7 @@ fn multi_threaded() -> bool {
 }
 
 /// Whether the server runs transactions: a replica-set member or a mongos.
-async fn supports_transactions(db: &mongodb::Database) -> Result<bool, StoreError> {
+pub(super) async fn supports_transactions(db: &mongodb::Database) -> Result<bool, StoreError> {
     let hello = db
         .run_command(mongodb::bson::doc! { "hello": 1 })
         .within(Operation::Read, || {

@@ -16,7 +16,7 @@ const MAX_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
 /// One write of the change set.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) enum Write {
+pub enum Write {
     Insert {
         row: usize,
         document: RawDocumentBuf,
@@ -25,6 +25,13 @@ pub(super) enum Write {
         row: usize,
         filter: Document,
         update: Document,
+    },
+    /// A whole document put in place of the one `filter` names, or added
+    /// (a swap target's change set written in place).
+    Replace {
+        row: usize,
+        filter: Document,
+        replacement: Document,
     },
     Delete {
         filter: Document,
@@ -35,7 +42,7 @@ impl Write {
     fn command(&self) -> &'static str {
         match self {
             Write::Insert { .. } => "insert",
-            Write::Update { .. } => "update",
+            Write::Update { .. } | Write::Replace { .. } => "update",
             Write::Delete { .. } => "delete",
         }
     }
@@ -43,7 +50,7 @@ impl Write {
     /// Where the write comes from, as an error names it.
     fn origin(&self) -> String {
         match self {
-            Write::Insert { row, .. } | Write::Update { row, .. } => format!("row {row}"),
+            Write::Insert { row, .. } | Write::Update { row, .. } | Write::Replace { row, .. } => format!("row {row}"),
             Write::Delete { .. } => "the deletion of a document not in the source".to_owned(),
         }
     }
@@ -52,7 +59,12 @@ impl Write {
     fn encoded_len(&self) -> usize {
         match self {
             Write::Insert { document, .. } => document.as_bytes().len(),
-            Write::Update { filter, update, .. } => {
+            Write::Update { filter, update, .. }
+            | Write::Replace {
+                filter,
+                replacement: update,
+                ..
+            } => {
                 let size =
                     |document: &Document| mongodb::bson::to_vec(document).map_or(MAX_BATCH_BYTES, |bytes| bytes.len());
                 size(filter) + size(update)
@@ -66,16 +78,19 @@ impl Write {
         match self {
             Write::Insert { document, .. } => Ok(document.clone()),
             Write::Update { filter, update, .. } => RawDocumentBuf::from_document(&doc! { "q": filter, "u": update }),
+            Write::Replace {
+                filter, replacement, ..
+            } => RawDocumentBuf::from_document(&doc! { "q": filter, "u": replacement, "upsert": true }),
             Write::Delete { filter } => RawDocumentBuf::from_document(&doc! { "q": filter, "limit": 1 }),
         }
     }
 }
 
 /// Where, and under which checkpoint, a change set is written.
-pub(super) struct Writer<'a> {
-    pub(super) db: &'a Database,
-    pub(super) collection: &'a str,
-    pub(super) checkpoint: &'a Checkpoint<'a>,
+pub struct Writer<'a> {
+    pub db: &'a Database,
+    pub collection: &'a str,
+    pub checkpoint: &'a Checkpoint<'a>,
 }
 
 impl Writer<'_> {
@@ -83,7 +98,7 @@ impl Writer<'_> {
     /// allows (the server has them and the set is at most its size), else in
     /// ordered batches of `batch_size` statements. Says how, and how many
     /// documents were written (also on failure: the error counts them).
-    pub(super) async fn write(
+    pub async fn write(
         &self,
         writes: &[Write],
         batch_size: usize,
@@ -290,7 +305,7 @@ async fn run_batch(
     let command = first.command();
     let list = match first {
         Write::Insert { .. } => "documents",
-        Write::Update { .. } => "updates",
+        Write::Update { .. } | Write::Replace { .. } => "updates",
         Write::Delete { .. } => "deletes",
     };
     let mut statements = RawArrayBuf::new();

@@ -92,6 +92,17 @@ pub struct StoredRecords {
 }
 
 impl StoredRecords {
+    /// Whether every stored document has an id of its own, as text: then a
+    /// change set can be written in place, document by document, by `id`.
+    pub fn all_have_own_ids(&self) -> bool {
+        self.ids.len() as u64 == self.count
+    }
+
+    /// Every stored id, as text.
+    pub fn id_texts(&self) -> impl Iterator<Item = String> + '_ {
+        self.ids.iter().map(RecordId::to_text)
+    }
+
     /// Over the pairs of a new record and the stored record it continues:
     /// how many pairs, and per profile field how many stored and how many
     /// new records of them hold a value. What the column guard weighs: rows

@@ -12,11 +12,12 @@
 pub mod identity;
 pub(super) mod staging;
 
-use mongodb::bson::{DateTime as BsonDateTime, Document};
+use mongodb::bson::{DateTime as BsonDateTime, Document, doc};
 
 use super::context::{ApplyContext, off_executor};
 use super::error::{ApplyError, ensure_same_source};
 use super::guards::check_guards;
+use super::merge::write::{Write, Writer};
 use crate::mapping::{RecordValues, Winners};
 use crate::report::{Changes, Outcome, SyncReport};
 use identity::{Continuations, Identities, StoredRecords};
@@ -45,6 +46,20 @@ pub async fn apply(ctx: &ApplyContext<'_>, report: &mut SyncReport) -> Result<Ou
     };
     let now = BsonDateTime::now();
     let count_differs = stored.count != winners.len() as u64;
+    // A small change set may be written in place, in one transaction:
+    // only where the server has them and every stored document has an id
+    // of its own to be found by.
+    let delta_max = match ctx.settings.delta_max {
+        Some(max) if !ctx.dry_run && stored.count > 0 && stored.all_have_own_ids() => {
+            match super::merge::supports_transactions(ctx.db).await? {
+                true => Some(max),
+                false => None,
+            }
+        }
+        _ => None,
+    };
+    let count_gap = stored.count.abs_diff(winners.len() as u64);
+    let compare = ctx.dry_run || !count_differs || delta_max.is_some_and(|max| count_gap <= max as u64);
     if ctx.dry_run && stored.count == 0 {
         // Into an empty collection every record is new, with nothing to
         // continue or compare: the survey alone has the count.
@@ -54,7 +69,7 @@ pub async fn apply(ctx: &ApplyContext<'_>, report: &mut SyncReport) -> Result<Ou
         };
         return Ok(Outcome::DryRun);
     }
-    if ctx.dry_run || !count_differs {
+    if compare {
         let mut identities = Identities::new(ctx.sync_id, ctx.profile, &stored, &continuations, now);
         let rows = ctx.rows.rows()?;
         // Digests are compared on the reading threads.
@@ -70,6 +85,21 @@ pub async fn apply(ctx: &ApplyContext<'_>, report: &mut SyncReport) -> Result<Ou
         if ctx.dry_run {
             return Ok(Outcome::DryRun);
         }
+    }
+    let in_place = delta_max.is_some_and(|max| {
+        let changed = report.changes.inserted + report.changes.updated + report.changes.removed + report.changes.moved;
+        let size = (stored.count as usize).max(winners.len());
+        compare && changed > 0 && changed <= max && changed * 10 <= size
+    });
+    if in_place {
+        let mut identities = Identities::new(ctx.sync_id, ctx.profile, &stored, &continuations, now);
+        if let Some(values) = &kept_values {
+            identities.keep_values(&kept, values);
+        }
+        write_in_place(ctx, &stored, &mut identities).await?;
+        record_identities(report, &identities);
+        report.write_path = Some("in_place");
+        return Ok(report.applied_outcome());
     }
     // Rewriting an identical collection would only churn the server.
     if count_differs || !report.changes.is_empty() {
@@ -98,8 +128,59 @@ pub async fn apply(ctx: &ApplyContext<'_>, report: &mut SyncReport) -> Result<Ou
         }
         record_identities(report, &identities);
         report.swapped = true;
+        report.write_path = Some("swap");
     }
     Ok(report.applied_outcome())
+}
+
+/// A small change set written where it stands, in one transaction: each
+/// new or changed record replaces the document with its id (or is added),
+/// each stored document no record continues is deleted, so that readers see
+/// the old view or the new one, never a mix, and nothing else is touched.
+/// The documents are those a swap would have written, ids included.
+async fn write_in_place(
+    ctx: &ApplyContext<'_>,
+    stored: &StoredRecords,
+    identities: &mut Identities<'_>,
+) -> Result<(), ApplyError> {
+    let rows = ctx.rows.rows()?;
+    let mut winners = ctx.mapper.winners(ctx.survey, rows);
+    let (writes, found) = off_executor(|| -> Result<(Vec<Write>, usize), ApplyError> {
+        let mut writes = Vec::new();
+        let mut kept_ids = std::collections::HashSet::new();
+        let mut found = 0;
+        while let Some(record) = winners.next_record() {
+            let record = record?;
+            found += 1;
+            let unchanged_before = identities.changes().unchanged;
+            let row = record.row;
+            let document = identities.assign(record);
+            let id = document.get_str("id").unwrap_or_default().to_owned();
+            kept_ids.insert(id.clone());
+            if identities.changes().unchanged == unchanged_before {
+                writes.push(Write::Replace {
+                    row,
+                    filter: doc! { "id": id },
+                    replacement: document,
+                });
+            }
+        }
+        for id in stored.id_texts().filter(|id| !kept_ids.contains(id)) {
+            writes.push(Write::Delete {
+                filter: doc! { "id": id },
+            });
+        }
+        Ok((writes, found))
+    })?;
+    ensure_same_source(ctx.survey.winners.len(), found)?;
+    let writer = Writer {
+        db: ctx.db,
+        collection: ctx.collection,
+        checkpoint: &ctx.checkpoint,
+    };
+    let (_, written) = writer.write(&writes, ctx.settings.batch_size, Some(writes.len())).await;
+    written?;
+    Ok(())
 }
 
 fn record_identities(report: &mut SyncReport, identities: &Identities<'_>) {
