@@ -442,3 +442,73 @@ async fn one_changed_row_is_written_in_place_in_a_transaction() {
     assert_eq!(sync_once(&engine, Trigger::Cli).await.write_path, Some("swap"));
     server.stop();
 }
+
+/// A write failing inside the in-place transaction rolls all of it back:
+/// the view is whole as before, and the next refresh completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_inside_the_in_place_transaction_leaves_the_old_view_whole() {
+    use sheetsync::report::{Outcome, Trigger};
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("organic.csv");
+    write_csv(&csv, 20, "v1");
+    let server = crate::harness::own_server::OwnServer::start_replica_set();
+    let app_name = "in-place-failpoint";
+    let separator = if server.url.contains('?') { '&' } else { '?' };
+    let url = format!("{}{separator}appName={app_name}", server.url);
+    let config = crate::harness::config(&url, "in_place_cut");
+    let db = config.connect().await.unwrap();
+    let source = format!("file://{}", csv.display());
+    db.collection::<Document>("views")
+        .insert_one(doc! { "id": "view-organic", "name": "Organic", "sheet_url": &source, "is_master": false })
+        .await
+        .unwrap();
+    // One statement per command, so the failure falls between two writes.
+    let mut config = config;
+    config.sync.insert_batch_size = 1;
+    let (engine, _) = watched_engine(config).await;
+    assert_eq!(sync_once(&engine, Trigger::Cli).await.write_path, Some("swap"));
+    let before = records_of(&db).await;
+
+    let text = std::fs::read_to_string(&csv)
+        .unwrap()
+        .replace("Client 3,B Legals,v1", "Client 3,B Legals,v2")
+        .replace("Client 4,B Legals,v1", "Client 4,B Legals,v2");
+    std::fs::write(&csv, text).unwrap();
+    let admin = db.client().database("admin");
+    admin
+        .run_command(doc! {
+            "configureFailPoint": "failCommand",
+            "mode": { "skip": 1 },
+            "data": { "failCommands": ["update"], "errorCode": 2, "appName": app_name },
+        })
+        .await
+        .unwrap();
+    let failed = sync_once(&engine, Trigger::Cli).await;
+    admin
+        .run_command(doc! { "configureFailPoint": "failCommand", "mode": "off" })
+        .await
+        .unwrap();
+    assert_eq!(failed.outcome, Outcome::Failed, "{failed:#?}");
+    assert!(
+        failed.error.as_deref().unwrap_or_default().contains("rolled back"),
+        "{failed:#?}"
+    );
+    assert_eq!(records_of(&db).await, before, "the first update was rolled back too");
+
+    let again = sync_once(&engine, Trigger::Cli).await;
+    assert_eq!((again.outcome, again.write_path), (Outcome::Success, Some("in_place")));
+    let records = records_of(&db).await;
+    let product = |client: &str| {
+        records
+            .iter()
+            .find(|record| record.get_str("client") == Ok(client))
+            .and_then(|record| record.get_str("product").ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        (product("Client 3"), product("Client 4")),
+        ("v2".to_owned(), "v2".to_owned())
+    );
+    server.stop();
+}
