@@ -495,7 +495,40 @@ async fn a_failure_inside_the_in_place_transaction_leaves_the_old_view_whole() {
     );
     assert_eq!(records_of(&db).await, before, "the first update was rolled back too");
 
+    // Completed while a reader polls: it sees the old pair or the new one,
+    // never one of each.
+    let polling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reader = {
+        let (db, polling) = (db.clone(), std::sync::Arc::clone(&polling));
+        tokio::spawn(async move {
+            let mut seen = std::collections::BTreeSet::new();
+            while polling.load(std::sync::atomic::Ordering::SeqCst) {
+                let records = records_of(&db).await;
+                let pair: Vec<String> = ["Client 3", "Client 4"]
+                    .iter()
+                    .map(|client| {
+                        records
+                            .iter()
+                            .find(|record| record.get_str("client") == Ok(client))
+                            .and_then(|record| record.get_str("product").ok())
+                            .unwrap_or("missing")
+                            .to_owned()
+                    })
+                    .collect();
+                seen.insert(pair);
+            }
+            seen
+        })
+    };
     let again = sync_once(&engine, Trigger::Cli).await;
+    polling.store(false, std::sync::atomic::Ordering::SeqCst);
+    let seen = reader.await.unwrap();
+    let old = vec!["v1".to_owned(), "v1".to_owned()];
+    let new = vec!["v2".to_owned(), "v2".to_owned()];
+    assert!(
+        seen.iter().all(|pair| *pair == old || *pair == new),
+        "a reader saw a mix: {seen:?}"
+    );
     assert_eq!((again.outcome, again.write_path), (Outcome::Success, Some("in_place")));
     let records = records_of(&db).await;
     let product = |client: &str| {
