@@ -103,6 +103,10 @@ fn main() {
         let rows = sizes("BENCH_GZIP_ROWS", &[500_000])[0];
         report.push_str(&gzip_table(&runtime, &url, rows));
     }
+    if wanted("unchanged") {
+        let rows = sizes("BENCH_UNCHANGED_ROWS", &[500_000])[0];
+        report.push_str(&unchanged_refresh(&runtime, &url, dir.path(), rows));
+    }
     if wanted("auth") {
         report.push_str(&guessing_table(&runtime, &url, dir.path()));
     }
@@ -796,9 +800,53 @@ impl Daemon {
     }
 
     fn rss_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.pid())).expect("proc status");
-        status_value_kib(&status, "VmRSS:").expect("VmRSS") as f64 / 1024.0
+        self.status_mb("VmRSS:")
     }
+
+    /// The process's high-water mark so far.
+    fn peak_mb(&self) -> f64 {
+        self.status_mb("VmHWM:")
+    }
+
+    fn status_mb(&self, field: &str) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.pid())).expect("proc status");
+        status_value_kib(&status, field).expect("a memory figure") as f64 / 1024.0
+    }
+}
+
+/// An unchanged view refreshed: `sheetsync sync` (a full compare, as the
+/// schedule does), then a daemon's admin refresh, which stops at the
+/// source's digest. The daemon starts after the load, so its high-water
+/// mark is its start plus the refresh.
+fn unchanged_refresh(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, rows: usize) -> String {
+    let path = dir.join("unchanged-view.csv");
+    std::fs::write(&path, to_csv(&generate(rows), 0)).expect("write CSV");
+    let db_name = "bench_unchanged";
+    let source = format!("file://{}", path.display());
+    runtime.block_on(fresh_db(url, db_name, &[("view-bench", "Organic", &source)]));
+    let first = run_sync(url, db_name, None);
+    let full = run_sync(url, db_name, None);
+    let daemon = Daemon::start(url, db_name, dir, "");
+    runtime.block_on(daemon.wait_ready());
+    let idle = daemon.peak_mb();
+    let started = Instant::now();
+    runtime.block_on(daemon.refresh(Some("Organic")));
+    let refresh = started.elapsed().as_secs_f64();
+    let peak = daemon.peak_mb();
+    drop(daemon);
+    runtime.block_on(drop_db(url, db_name));
+    eprintln!(
+        "unchanged {rows}: first {:.2}s, full compare {:.2}s, refresh {refresh:.2}s",
+        first.seconds, full.seconds
+    );
+    format!(
+        "### An unchanged view refreshed ({rows} rows, CSV)\n\n\
+         | run | time | peak RSS |\n|---|---:|---:|\n\
+         | first load (`sheetsync sync`) | {:.2} s | {:.0} MB |\n\
+         | full compare, unchanged (`sheetsync sync`, as the schedule) | {:.2} s | {:.0} MB |\n\
+         | daemon refresh, source identical (stops at the digest) | {refresh:.2} s | {peak:.0} MB (idle daemon: {idle:.0} MB) |\n\n",
+        first.seconds, first.peak_rss_mb, full.seconds, full.peak_rss_mb
+    )
 }
 
 /// `/healthz` and the systemd watchdog while the daemon syncs a large view:
