@@ -10,7 +10,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::credentials::file::{CredentialFile, MAX_CREDENTIAL_FILE_BYTES, Secret};
+use super::credentials::file::{CredentialFile, MAX_CREDENTIAL_FILE_BYTES, Secret, read_at_most};
 use super::credentials::flow::{Flow, Identity};
 use super::credentials::metadata::{MetadataServer, PROBE_TIMEOUT};
 use super::error::SheetsError;
@@ -201,17 +201,11 @@ impl GoogleAuth {
 
 /// The credential file, refused when larger than any credential file is.
 async fn read_bounded(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    use tokio::io::AsyncReadExt as _;
-    let file = tokio::fs::File::open(path).await.map_err(|error| error.to_string())?;
-    let mut bytes = Vec::new();
-    file.take(MAX_CREDENTIAL_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|error| error.to_string())?;
-    if bytes.len() as u64 > MAX_CREDENTIAL_FILE_BYTES {
-        return Err(format!(
-            "it is larger than {MAX_CREDENTIAL_FILE_BYTES} bytes, which no credential file is"
-        ));
-    }
-    Ok(bytes)
+    read_at_most(path, MAX_CREDENTIAL_FILE_BYTES).await.map_err(|error| {
+        if error.kind() == std::io::ErrorKind::FileTooLarge {
+            format!("it is larger than {MAX_CREDENTIAL_FILE_BYTES} bytes, which no credential file is")
+        } else {
+            error.to_string()
+        }
+    })
 }

@@ -17,6 +17,19 @@ pub const GOOGLE_TOKEN_URI: &str = "https://oauth2.googleapis.com/token";
 /// A credential file is a few kilobytes; anything much larger is not one.
 pub const MAX_CREDENTIAL_FILE_BYTES: u64 = 1 << 20;
 
+/// A small file read whole, refused past `limit` bytes (as an error of kind
+/// `FileTooLarge`) without reading more than one byte beyond it.
+pub async fn read_at_most(path: &std::path::Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let file = tokio::fs::File::open(path).await?;
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes).await?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::ErrorKind::FileTooLarge.into());
+    }
+    Ok(bytes)
+}
+
 /// A secret string: a private key, a client secret, a refresh or access
 /// token. Shown nowhere; [`Secret::expose`] is the one way to read it.
 #[derive(Clone, Deserialize, PartialEq, Eq)]

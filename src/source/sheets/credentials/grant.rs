@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde::Deserialize;
 
 use super::super::body::{read_capped, transport_reason};
-use super::file::{Secret, SubjectTokenFormat, SubjectTokenSource};
+use super::file::{Secret, SubjectTokenFormat, SubjectTokenSource, read_at_most};
 
 /// A token answer is a few hundred bytes; a subject token a few kilobytes.
 pub const MAX_TOKEN_ANSWER_BYTES: u64 = 64 * 1024;
@@ -186,24 +186,18 @@ pub async fn subject_token(
 }
 
 async fn read_token_file(path: &str) -> Result<Vec<u8>, GrantError> {
-    use tokio::io::AsyncReadExt as _;
-    let file = tokio::fs::File::open(path).await.map_err(|error| {
-        GrantError::refused(format!(
-            "cannot read the subject token file {path}: {error}; the process that writes it (a projected \
-             service-account token, a CI job's OIDC token) must run first"
-        ))
-    })?;
-    let mut bytes = Vec::new();
-    file.take(MAX_TOKEN_ANSWER_BYTES + 1)
-        .read_to_end(&mut bytes)
+    read_at_most(std::path::Path::new(path), MAX_TOKEN_ANSWER_BYTES)
         .await
-        .map_err(|error| GrantError::refused(format!("cannot read the subject token file {path}: {error}")))?;
-    if bytes.len() as u64 > MAX_TOKEN_ANSWER_BYTES {
-        return Err(GrantError::refused(format!(
-            "the subject token file {path} is larger than {MAX_TOKEN_ANSWER_BYTES} bytes; it is not a token"
-        )));
-    }
-    Ok(bytes)
+        .map_err(|error| match error.kind() {
+            std::io::ErrorKind::FileTooLarge => GrantError::refused(format!(
+                "the subject token file {path} is larger than {MAX_TOKEN_ANSWER_BYTES} bytes; it is not a token"
+            )),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied => GrantError::refused(format!(
+                "cannot read the subject token file {path}: {error}; the process that writes it (a projected \
+                 service-account token, a CI job's OIDC token) must run first"
+            )),
+            _ => GrantError::refused(format!("cannot read the subject token file {path}: {error}")),
+        })
 }
 
 /// An answer to a token request, read whole.
