@@ -290,16 +290,7 @@ impl Sources {
     /// `None` when the server gives neither (then only the schedule and
     /// refreshes read it).
     async fn http_mark(&self, url: &str) -> Result<Option<ChangeMark>, SourceError> {
-        let response = self.http.head(url).send().await.map_err(|error| SourceError::Http {
-            url: redact_url(url),
-            message: crate::redact::http_error_chain(error),
-        })?;
-        if !response.status().is_success() {
-            return Err(SourceError::HttpStatus {
-                url: redact_url(url),
-                status: response.status().as_u16(),
-            });
-        }
+        let response = self.send(self.http.head(url), url).await?;
         let header = |name: reqwest::header::HeaderName| {
             response
                 .headers()
@@ -324,25 +315,34 @@ impl Sources {
         open_file(&self.policy, path, &format!("file://{}", path.display()))
     }
 
+    /// Sends a request for a download `url`; a refused or failed one, or an
+    /// error status, as the source's error. The causes carry the reason (a
+    /// refused address and the setting that allows it, a DNS failure); the
+    /// URL is given once, redacted.
+    async fn send(&self, request: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response, SourceError> {
+        let response = request.send().await.map_err(|error| SourceError::Http {
+            url: redact_url(url),
+            message: crate::redact::http_error_chain(error),
+        })?;
+        if !response.status().is_success() {
+            return Err(SourceError::HttpStatus {
+                url: redact_url(url),
+                status: response.status().as_u16(),
+            });
+        }
+        Ok(response)
+    }
+
     /// Downloads `url` within the size cap, chunk by chunk into a spool file
     /// (memory then holds a chunk, not the export); where no spool file can
     /// be made (a read-only file system without a writable temporary
     /// directory) into memory, still capped.
     async fn download(&self, url: &str) -> Result<Download, SourceError> {
-        // The causes carry the reason (a refused address and the setting that
-        // allows it, a DNS failure); the URL is given once, redacted.
         let http_error = |error: reqwest::Error| SourceError::Http {
             url: redact_url(url),
             message: crate::redact::http_error_chain(error),
         };
-        let mut response = self.http.get(url).send().await.map_err(http_error)?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(SourceError::HttpStatus {
-                url: redact_url(url),
-                status: status.as_u16(),
-            });
-        }
+        let mut response = self.send(self.http.get(url), url).await?;
         let limit = self.policy.max_download_bytes;
         let too_large = || SourceError::TooLarge {
             url: redact_url(url),
