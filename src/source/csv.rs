@@ -21,6 +21,8 @@ const DELIMITERS: [u8; 3] = [b',', b';', b'\t'];
 const SAMPLE_RECORDS: usize = 30;
 /// Bytes sampled to pick the delimiter.
 const SAMPLE_BYTES: usize = 64 * 1024;
+/// Bytes hashed at a time by [`CsvSource::feed_digest`].
+const DIGEST_CHUNK: usize = 256 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CsvError {
@@ -140,14 +142,34 @@ impl CsvSource {
         self.encoding
     }
 
-    /// Starts a pass over the rows.
-    pub fn rows(&self) -> Result<CsvRows, CsvError> {
-        let raw: Box<dyn Read + Send> = match &self.origin {
+    /// Feeds the file's bytes, as stored, to `context`: what an unchanged
+    /// export's digest needs, without splitting a field. The bytes decide
+    /// the rows (the encoding and delimiter are read from them), and hashing
+    /// them costs a fraction of parsing them.
+    pub fn feed_digest(&self, context: &mut ring::digest::Context) -> Result<(), CsvError> {
+        let mut raw = self.raw_bytes()?;
+        let mut chunk = vec![0; DIGEST_CHUNK];
+        loop {
+            let read = raw.read(&mut chunk).map_err(|source| CsvError::Read {
+                location: self.location.clone(),
+                source,
+            })?;
+            if read == 0 {
+                return Ok(());
+            }
+            context.update(&chunk[..read]);
+        }
+    }
+
+    /// A reader of the source's bytes from the start, once the file is
+    /// checked to be the one sniffed.
+    fn raw_bytes(&self) -> Result<Box<dyn Read + Send>, CsvError> {
+        let read_error = |source| CsvError::Read {
+            location: self.location.clone(),
+            source,
+        };
+        Ok(match &self.origin {
             Origin::File { file, stamp } => {
-                let read_error = |source| CsvError::Read {
-                    location: self.location.clone(),
-                    source,
-                };
                 if FileStamp::of(file).map_err(read_error)? != *stamp {
                     return Err(CsvError::Changed {
                         location: self.location.clone(),
@@ -156,10 +178,6 @@ impl CsvSource {
                 Box::new(BufReader::new(FileFrom::start(file)))
             }
             Origin::Spooled { file, stamp } => {
-                let read_error = |source| CsvError::Read {
-                    location: self.location.clone(),
-                    source,
-                };
                 let opened = file.reopen().map_err(read_error)?;
                 if FileStamp::of(&opened).map_err(read_error)? != *stamp {
                     return Err(CsvError::Changed {
@@ -169,7 +187,12 @@ impl CsvSource {
                 Box::new(BufReader::new(opened))
             }
             Origin::Bytes(bytes) => Box::new(io::Cursor::new(Arc::clone(bytes))),
-        };
+        })
+    }
+
+    /// Starts a pass over the rows.
+    pub fn rows(&self) -> Result<CsvRows, CsvError> {
+        let raw = self.raw_bytes()?;
         // UTF-8 needs no decoding when the sniff checked every byte (the
         // stamp check says the file is still the one sniffed). A file that
         // only a BOM calls UTF-8 is decoded, a bad byte becoming U+FFFD.
@@ -641,13 +664,22 @@ struct Utf8Validator {
 
 impl Utf8Validator {
     fn feed(&mut self, chunk: &[u8]) -> bool {
+        // The common case, checked in place: nothing carried over.
+        if self.carry.is_empty() {
+            return self.check(chunk);
+        }
         let mut joined = std::mem::take(&mut self.carry);
         joined.extend_from_slice(chunk);
-        match std::str::from_utf8(&joined) {
+        self.check(&joined)
+    }
+
+    /// Whether `bytes` are UTF-8 but for an incomplete character at the
+    /// end, which is kept to finish in the next chunk.
+    fn check(&mut self, bytes: &[u8]) -> bool {
+        match std::str::from_utf8(bytes) {
             Ok(_) => true,
-            // An incomplete character at the end may finish in the next chunk.
             Err(error) if error.error_len().is_none() => {
-                self.carry = joined[error.valid_up_to()..].to_vec();
+                self.carry = bytes[error.valid_up_to()..].to_vec();
                 true
             }
             Err(_) => false,

@@ -34,10 +34,11 @@ impl SourceRows {
         })
     }
 
-    /// A SHA-256 of the rows as read (every cell, with its row number) and
-    /// of what else decides their reading (the zone of date serials), in
-    /// hex: equal for a source that did not change, across runs and
-    /// processes. One pass over the rows. `recipe` (what else decides the
+    /// A SHA-256 of the rows as read (every cell, with its row number; for
+    /// a CSV export, its bytes, which decide both) and of what else decides
+    /// their reading (the zone of date serials), in hex: equal for a source
+    /// that did not change, across runs and processes. One pass over the
+    /// rows, or over the bytes. `recipe` (what else decides the
     /// outcome: the target, the reading settings) is digested first.
     pub fn digest(&self, recipe: &str) -> Result<String, SourceError> {
         let mut context = ring::digest::Context::new(&ring::digest::SHA256);
@@ -49,6 +50,10 @@ impl SourceRows {
             .unwrap_or_default();
         context.update(zone.as_bytes());
         context.update(&[0]);
+        if let SourceRows::Csv(source) = self {
+            source.feed_digest(&mut context)?;
+            return Ok(hex(context.finish().as_ref()));
+        }
         let mut rows = self.rows()?;
         while let Some(row) = rows.next_row() {
             let row = row?;
@@ -158,4 +163,42 @@ fn hex(bytes: &[u8]) -> String {
             let _ = write!(text, "{byte:02x}");
             text
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csv(text: &str) -> SourceRows {
+        SourceRows::Csv(CsvSource::from_bytes(text.as_bytes().to_vec(), "test.csv"))
+    }
+
+    #[test]
+    fn a_csv_digest_follows_its_bytes_and_the_recipe() {
+        let text = "Client,Stage\nAcme,Won\nBeta,Lost\n";
+        let digest = csv(text).digest("recipe").unwrap();
+        assert_eq!(digest.len(), 64);
+        assert_eq!(digest, csv(text).digest("recipe").unwrap());
+        assert_ne!(digest, csv(text).digest("another recipe").unwrap());
+        assert_ne!(
+            digest,
+            csv("Client,Stage\nAcme,Won\nBeta,Lose\n").digest("recipe").unwrap()
+        );
+        // The same cells on other lines are other rows: the bytes differ.
+        assert_ne!(
+            digest,
+            csv("Client,Stage\n\nAcme,Won\nBeta,Lost\n").digest("recipe").unwrap()
+        );
+    }
+
+    #[test]
+    fn a_file_rewritten_after_its_sniff_is_not_digested() {
+        use std::io::Write as _;
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(b"Client,Stage\nAcme,Won\n").unwrap();
+        let source = SourceRows::Csv(CsvSource::from_file(file.reopen().unwrap(), "test.csv").unwrap());
+        assert!(source.digest("recipe").is_ok());
+        file.write_all(b"Beta,Lost\n").unwrap();
+        assert!(source.digest("recipe").is_err());
+    }
 }
