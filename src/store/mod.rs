@@ -131,6 +131,12 @@ pub(crate) async fn bounded<T>(
 }
 
 /// How long to look for a reachable server before giving up with a message.
+/// Documents asked for per reply when a whole collection is read (a
+/// refresh's stored records). The server's default fills 16 MB replies, and
+/// the driver holds a reply whole while it is read: two of them were half a
+/// re-run's heap at 100k records, where 1000 documents are a few hundred KB.
+pub const READ_BATCH: u32 = 1000;
+
 const SERVER_SELECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Connects to database `db_name` on the server `url` names and pings it,

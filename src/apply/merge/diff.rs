@@ -17,14 +17,11 @@ use crate::apply::guards::FillCounts;
 use crate::mapping::profile::{Blank, DateStorage, FieldKind, MergeRules, OnMissing, Reference, TargetProfile};
 use crate::mapping::{KeyMap, MappedRecord, RowIssue, Winner, filled_bits, record_key};
 use crate::report::MergeSummary;
-use crate::store::{Operation, StoreError, Within};
+use crate::store::{Operation, READ_BATCH, StoreError, Within};
 
 /// At most this many names of documents missing from the source are listed
 /// in a report; the count is always exact.
 const LISTED_MISSING: usize = 100;
-
-/// Stored documents asked for per reply while loading.
-const STORED_BATCH: u32 = 1000;
 
 /// A stored document, as much of it as the merge needs: where it is, where
 /// its key's spelling is, which fields it fills. Its values' fingerprints
@@ -241,7 +238,7 @@ impl<'p> Merge<'p> {
             .projection(projection)
             // Small batches: a server's default (up to 16 MB a reply) would
             // be held, and copied, whole.
-            .batch_size(STORED_BATCH)
+            .batch_size(READ_BATCH)
             .within(Operation::Read, describe)
             .await?;
         while let Some(document) = cursor.try_next().within(Operation::Read, describe).await? {

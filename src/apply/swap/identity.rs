@@ -28,7 +28,7 @@ use crate::apply::guards::FillCounts;
 use crate::mapping::profile::{FieldKind, TargetProfile};
 use crate::mapping::values::links::link_ref;
 use crate::mapping::{KEY_SEPARATOR, KeyMap, MappedRecord, RecordFields, Winner, filled_bits, record_key};
-use crate::store::{Operation, StoreError, Within};
+use crate::store::{Operation, READ_BATCH, StoreError, Within};
 
 /// Namespace of the v5 UUIDs given to new records (random, fixed forever: a
 /// different namespace would change every deal id).
@@ -135,6 +135,7 @@ impl StoredRecords {
         let mut cursor = collection
             .find(doc! {})
             .projection(projection)
+            .batch_size(READ_BATCH)
             .within(Operation::Read, describe)
             .await?;
         let mut values = KeyMap::default();
@@ -170,6 +171,7 @@ impl StoredRecords {
         let mut cursor = collection
             .find(doc! {})
             .projection(doc! { "_id": 0 })
+            .batch_size(READ_BATCH)
             .within(Operation::Read, describe)
             .await?;
         while let Some(document) = cursor.try_next().within(Operation::Read, describe).await? {
