@@ -23,6 +23,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod mapping;
+pub mod progress;
 pub mod redact;
 pub mod report;
 pub mod schedule;

@@ -1,14 +1,17 @@
 //! The `sheetsync` command line: parsing, wiring and exit codes only.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use sheetsync::config::Config;
 use sheetsync::engine::{Engine, SyncOptions};
 use sheetsync::mapping;
 use sheetsync::mapping::conventions::ReadSettings;
+use sheetsync::progress::Progress;
 use sheetsync::schedule::Schedule;
 use sheetsync::source::{SourceSpec, Sources};
 use sheetsync::syncs::{self, Resolution, SyncTarget};
@@ -49,9 +52,12 @@ enum Command {
         /// Apply even if the new data is much smaller than the current data.
         #[arg(long)]
         force: bool,
-        /// Print the report as JSON.
+        /// Print the report as JSON (and no progress line).
         #[arg(long)]
         json: bool,
+        /// No progress line, even on a terminal.
+        #[arg(long)]
+        quiet: bool,
         /// When another process (a daemon, another sync) is syncing a view,
         /// wait up to this many seconds for it to finish instead of failing
         /// that view at once.
@@ -123,7 +129,6 @@ fn init_logging(format: LogFormat) {
 /// `NO_COLOR` (no-color.org) is not set. A log file, a pipe or journald
 /// gets plain text.
 fn colours_wanted() -> bool {
-    use std::io::IsTerminal;
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|value| value.is_empty())
 }
 
@@ -139,6 +144,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dry_run,
             force,
             json,
+            quiet,
             wait,
         } => {
             let engine = engine(config).await?;
@@ -147,9 +153,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 force,
                 ..SyncOptions::default()
             };
-            let reports = engine
-                .sync_exclusive(&views, options, std::time::Duration::from_secs(wait))
-                .await?;
+            let progress = options.progress.clone();
+            let syncing = engine.sync_exclusive(&views, options, std::time::Duration::from_secs(wait));
+            let show = !json && !quiet && std::io::stdout().is_terminal();
+            let reports = with_progress_line(&progress, show, syncing).await?;
             if json {
                 let all_ok = reports.iter().all(|report| report.succeeded());
                 let body = serde_json::json!({ "ok": all_ok, "views": reports });
@@ -185,6 +192,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Health { url } => health(&config, url).await,
         Command::Token => print_token(),
     }
+}
+
+/// Runs `work`, showing `progress` as one line on the terminal (when
+/// `show`), redrawn a few times a second and cleared before the report.
+async fn with_progress_line<T>(progress: &Progress, show: bool, work: impl Future<Output = T>) -> T {
+    if !show {
+        return work.await;
+    }
+    let line = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout_with_hz(5));
+    line.set_style(ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    tokio::pin!(work);
+    let result = loop {
+        tokio::select! {
+            result = &mut work => break result,
+            () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {
+                if let Some(now) = progress.snapshot() {
+                    line.set_message(now.describe());
+                }
+            }
+        }
+    };
+    line.finish_and_clear();
+    result
 }
 
 /// `sheetsync token`: a fresh admin token on stdout, nothing else.

@@ -9,6 +9,7 @@ use super::guards::{
 };
 use crate::mapping::profile::TargetProfile;
 use crate::mapping::{HeaderColumn, Mapper, Survey};
+use crate::progress::Progress;
 use crate::report::SyncReport;
 use crate::source::SourceRows;
 
@@ -53,6 +54,8 @@ pub struct ApplyContext<'a> {
     /// What to do when a column the stored records fill is lost or emptied.
     pub on_lost_column: OnLostColumn,
     pub checkpoint: Checkpoint<'a>,
+    /// Where the run tells how far it has come.
+    pub progress: &'a Progress,
 }
 
 impl ApplyContext<'_> {

@@ -16,6 +16,7 @@ use super::shared::Daemon;
 use super::state::{Admission, RunState};
 use crate::apply::Abort;
 use crate::engine::SyncOptions;
+use crate::progress::Progress;
 use crate::report::Trigger;
 use crate::store::lease;
 use crate::syncs::SyncPlan;
@@ -56,11 +57,43 @@ fn job_name(trigger: Trigger) -> &'static str {
     }
 }
 
+/// How often a long sync's progress is logged.
+const PROGRESS_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Logs where a sync is every [`PROGRESS_LOG_EVERY`], from the first
+/// period on: a sync shorter than that logs only its summary.
+async fn log_progress(progress: Progress) {
+    loop {
+        tokio::time::sleep(PROGRESS_LOG_EVERY).await;
+        if let Some(now) = progress.snapshot() {
+            tracing::info!(
+                view = %now.sync,
+                phase = now.phase.as_str(),
+                done = now.done,
+                known = now.known,
+                per_second = now.rate().map(|rate| rate.round() as u64),
+                "sync progress: {}",
+                now.describe_phase()
+            );
+        }
+    }
+}
+
+/// The progress log of one run, stopped when dropped (a panic included).
+struct ProgressLogger(tokio::task::JoinHandle<()>);
+
+impl Drop for ProgressLogger {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// What an admin refresh (the API's or the status page's) started.
 #[derive(Debug)]
 pub enum RefreshStart {
     /// MongoDB did not list the syncs in time: a job retries until it does.
-    Queued,
+    /// The syncs it will run, as last listed (empty when never listed).
+    Queued(Vec<String>),
     /// `(sync, run id)` of each run started or joined.
     Started(Vec<(String, Uuid)>),
     /// A name no sync has, or the Master view.
@@ -71,23 +104,32 @@ pub enum RefreshStart {
 }
 
 /// How long an admin refresh waits for the sync list before queueing the
-/// refresh instead (MongoDB slow or down).
+/// refresh instead (MongoDB slow or down), when no list is known yet.
 const ADMIN_LIST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The same wait once a list is known: the answer then comes from that
+/// list, so a person clicking "Refresh" is not kept waiting by a database
+/// that will not answer anyway.
+const ADMIN_LIST_QUICK: Duration = Duration::from_millis(100);
 
 impl Daemon {
     /// Starts (or joins) a run of every sync, or of the named ones, for an
-    /// admin; answers within [`ADMIN_LIST_TIMEOUT`] even when MongoDB does not.
+    /// admin. Answers within [`ADMIN_LIST_QUICK`] once the syncs have been
+    /// listed (names are checked against the last list, the refresh is
+    /// queued), else within [`ADMIN_LIST_TIMEOUT`], even when MongoDB does
+    /// not answer.
     pub async fn start_refresh(self: &Arc<Self>, names: Vec<String>) -> RefreshStart {
         if !self.runs.is_accepting() {
             return RefreshStart::ShuttingDown;
         }
-        let plans = match tokio::time::timeout(ADMIN_LIST_TIMEOUT, self.load_plans()).await {
+        let known = lock(&self.known_plans).clone();
+        let wait = match known {
+            Some(_) => ADMIN_LIST_QUICK,
+            None => ADMIN_LIST_TIMEOUT,
+        };
+        let plans = match tokio::time::timeout(wait, self.load_plans()).await {
             Ok(Ok(plans)) => plans,
-            Ok(Err(_)) | Err(_) => {
-                tokio::spawn(Arc::clone(self).job_for(Trigger::Admin, None, names.clone()));
-                tracing::info!(views = ?names, "admin refresh queued until MongoDB answers");
-                return RefreshStart::Queued;
-            }
+            Ok(Err(_)) | Err(_) => return self.queue_refresh(names, known),
         };
         let plans = match crate::syncs::select(plans, &names) {
             Ok(plans) => plans,
@@ -105,6 +147,30 @@ impl Daemon {
         }
         tracing::info!(runs = started.len(), "admin refresh accepted");
         RefreshStart::Started(started)
+    }
+
+    /// Queues an admin refresh MongoDB could not list the syncs for: a job
+    /// runs it once MongoDB answers. With a known list, a name it lacks is
+    /// refused now and the answer names the syncs the refresh will run.
+    fn queue_refresh(self: &Arc<Self>, names: Vec<String>, known: Option<Vec<SyncPlan>>) -> RefreshStart {
+        let expected = match known.map(|plans| crate::syncs::select(plans, &names)) {
+            Some(Ok(plans)) => {
+                let expected: Vec<String> = plans
+                    .iter()
+                    .filter(|plan| !plan.is_master())
+                    .map(|plan| plan.name.clone())
+                    .collect();
+                if expected.is_empty() {
+                    return RefreshStart::NothingToSync;
+                }
+                expected
+            }
+            Some(Err(unknown)) => return RefreshStart::Unknown(unknown.to_string()),
+            None => names.clone(),
+        };
+        tokio::spawn(Arc::clone(self).job_for(Trigger::Admin, None, names.clone()));
+        tracing::info!(views = ?expected, "admin refresh queued until MongoDB answers");
+        RefreshStart::Queued(expected)
     }
 
     /// Asks for a run of one view; starts it unless the view is busy (then
@@ -253,10 +319,14 @@ impl Daemon {
             lease: Some(self.leases.clone()),
             ..SyncOptions::default()
         };
+        lock(&self.progress).insert(plan.name.clone(), options.progress.clone());
+        let logger = ProgressLogger(tokio::spawn(log_progress(options.progress.clone())));
         let outcome = self
             .engine
             .sync(std::slice::from_ref(&plan.name), trigger, options)
             .await;
+        drop(logger);
+        lock(&self.progress).remove(&plan.name);
         drop(renewer);
         lock(&self.aborts).remove(&id);
         match outcome {

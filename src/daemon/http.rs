@@ -128,6 +128,7 @@ async fn status(State(daemon): State<Shared>, Client(client): Client, headers: H
     // background and after every run): a request never queries MongoDB, so
     // `/status` answers at once even when the database is busy or down.
     let snapshot = daemon.status_snapshot();
+    let progress = daemon.progress();
     let views: Vec<Value> = snapshot
         .views
         .into_iter()
@@ -135,6 +136,15 @@ async fn status(State(daemon): State<Shared>, Client(client): Client, headers: H
             let name = view["name"].as_str().unwrap_or_default().to_owned();
             let (running, follow_up) = daemon.runs.flight_of(&name);
             view["running"] = json!(running);
+            if let Some(now) = progress.get(&name) {
+                view["progress"] = json!({
+                    "phase": now.phase,
+                    "done": now.done,
+                    "known": now.known,
+                    "per_second": now.rate().map(|rate| rate.round() as u64),
+                    "seconds_left": now.left().map(|left| left.as_secs()),
+                });
+            }
             view["follow_up_queued"] = json!(follow_up);
             view["next_run"] = json!(next_run);
             view
@@ -310,7 +320,7 @@ struct RefreshQuery {
 /// run ids.
 async fn refresh(State(daemon): State<Shared>, _: Admin, Query(query): Query<RefreshQuery>) -> Response {
     let names: Vec<String> = query.view.into_iter().collect();
-    match daemon.start_refresh(names.clone()).await {
+    match daemon.start_refresh(names).await {
         RefreshStart::Started(runs) => {
             let runs: Vec<Value> = runs
                 .iter()
@@ -318,8 +328,8 @@ async fn refresh(State(daemon): State<Shared>, _: Admin, Query(query): Query<Ref
                 .collect();
             (StatusCode::ACCEPTED, Json(json!({ "runs": runs }))).into_response()
         }
-        RefreshStart::Queued => {
-            let body = json!({ "queued": true, "views": names, "runs": [], "reason": "MongoDB does not answer yet" });
+        RefreshStart::Queued(views) => {
+            let body = json!({ "queued": true, "views": views, "runs": [], "reason": "MongoDB does not answer yet" });
             (StatusCode::ACCEPTED, Json(body)).into_response()
         }
         RefreshStart::Unknown(unknown) => error(StatusCode::NOT_FOUND, unknown),
@@ -412,6 +422,7 @@ fn render_page(daemon: &Daemon, session: Option<&session::Session>, flash: Optio
                 .filter_map(|sync| Some((sync.name.clone(), watch.freshness(&sync.name)?)))
                 .collect()
         }),
+        progress: daemon.progress(),
         csrf: session.map(|session| session.csrf.as_str()),
         can_sign_in: daemon.config().daemon.admin_token.is_some(),
         flash,
@@ -519,7 +530,7 @@ async fn page_refresh(State(daemon): State<Shared>, headers: HeaderMap, Form(for
     let names: Vec<String> = form.sync.into_iter().collect();
     let note = match daemon.start_refresh(names).await {
         RefreshStart::Started(_) => "refresh-started",
-        RefreshStart::Queued => "refresh-queued",
+        RefreshStart::Queued(_) => "refresh-queued",
         _ => "refresh-refused",
     };
     redirect(note, None)

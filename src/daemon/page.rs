@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 use super::watched::Freshness;
+use crate::progress::ProgressSnapshot;
 use crate::report::Changes;
 
 /// Runs shown in a sync's history.
@@ -108,6 +109,8 @@ pub struct Page<'a> {
     /// Each sync's source as the watcher last saw it, by sync name (`None`
     /// when the daemon does not watch).
     pub freshness: Option<std::collections::HashMap<String, Freshness>>,
+    /// Where each running sync is, by sync name.
+    pub progress: std::collections::HashMap<String, ProgressSnapshot>,
     /// Why the syncs could not be read last time (signed in only).
     pub problem: Option<String>,
     pub refreshed_at: Option<DateTime<Utc>>,
@@ -268,6 +271,9 @@ fn render_sync(out: &mut String, page: &Page<'_>, sync: &SyncPage, state: State)
          <span class=\"badge {state_class}\">{state_text}</span>",
         escape(&sync.name)
     );
+    if let Some(now) = page.progress.get(&sync.name).filter(|_| state != State::Idle) {
+        let _ = write!(out, "<span class=\"progress\">{}</span>", escape(&now.describe_phase()));
+    }
     if let Some(run) = &sync.last_run {
         let _ = write!(
             out,
@@ -526,6 +532,7 @@ mod tests {
             next_run: None,
             syncs: vec![(sync, State::Running)],
             freshness: None,
+            progress: std::collections::HashMap::new(),
             problem: None,
             refreshed_at: None,
             csrf,

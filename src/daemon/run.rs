@@ -134,6 +134,8 @@ pub async fn run(config: Config) -> Result<(), DaemonError> {
         auth_throttle,
         clients,
         watch: Mutex::new(WatchState::default()),
+        known_plans: Mutex::new(None),
+        progress: Mutex::new(HashMap::new()),
     });
     tracing::info!(
         %addr, owner = daemon.leases.owner(), schedule = daemon.schedule.expression(),

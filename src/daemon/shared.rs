@@ -21,6 +21,7 @@ use super::watched::WatchState;
 use crate::apply::Abort;
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::progress::{Progress, ProgressSnapshot};
 use crate::schedule::Schedule;
 use crate::store::{self, lease::Leases};
 use crate::syncs::{self, SyncPlan};
@@ -94,6 +95,11 @@ pub struct Daemon {
     pub clients: ClientAddresses,
     /// What the watcher knows of the sources (`watch`).
     pub(super) watch: Mutex<WatchState>,
+    /// The syncs as last listed from MongoDB: what an admin refresh answers
+    /// from when MongoDB is slow to list them again.
+    pub(super) known_plans: Mutex<Option<Vec<SyncPlan>>>,
+    /// How far each running sync has come, by sync name.
+    pub(super) progress: Mutex<HashMap<String, Progress>>,
 }
 
 impl std::fmt::Debug for Daemon {
@@ -184,11 +190,20 @@ impl Daemon {
         outcome
     }
 
+    /// Where each running sync is, by sync name.
+    pub fn progress(&self) -> HashMap<String, ProgressSnapshot> {
+        lock(&self.progress)
+            .iter()
+            .filter_map(|(name, progress)| Some((name.clone(), progress.snapshot()?)))
+            .collect()
+    }
+
     /// Loads the views, with MongoDB's state recorded.
     pub async fn load_plans(&self) -> Result<Vec<SyncPlan>, String> {
         match syncs::load_plans(&self.engine.db, &self.config().syncs_config()).await {
             Ok(plans) => {
                 self.set_mongo(true, "answered a query".to_owned());
+                *lock(&self.known_plans) = Some(plans.clone());
                 Ok(plans)
             }
             Err(error) => {

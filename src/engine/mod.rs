@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::apply::{self, Abort, ApplyContext, ApplyError, ApplySettings, Checkpoint, GuardLimits, off_executor};
 use crate::config::{Config, DeltaSetting, FullCompare};
 use crate::mapping::{self, HeaderColumn, SurveyError};
+use crate::progress::{Phase, Progress};
 use crate::report::{Outcome, SyncReport, Trigger};
 use crate::source::{SourceError, SourceRows, Sources};
 use crate::store::lease::Leases;
@@ -42,6 +43,9 @@ pub struct SyncOptions {
     /// extended immediately before the view's swap, and a view whose lease
     /// was lost is never swapped.
     pub lease: Option<Leases>,
+    /// Where the run tells how far it has come (the CLI's progress line,
+    /// the daemon's log and `/status` read it).
+    pub progress: Progress,
 }
 
 /// Why one sync failed; the report carries its message.
@@ -148,6 +152,12 @@ impl Engine {
             .filter_map(SyncPlan::target)
             .map(|target| &target.source)
             .collect();
+        let reading: Vec<&str> = plans
+            .iter()
+            .filter(|plan| plan.target().is_some())
+            .map(|plan| plan.name.as_str())
+            .collect();
+        options.progress.enter(&reading.join(", "), Phase::Reading, None);
         let mut tables = self.sources.fetch_all_with(&specs, &companions).await.into_iter();
         let run_id = options.run_id.filter(|_| plans.len() == 1);
 
@@ -166,6 +176,7 @@ impl Engine {
             }
             reports.push(report);
         }
+        options.progress.finish();
         Ok(reports)
     }
 
@@ -179,6 +190,13 @@ impl Engine {
     ) -> SyncReport {
         let clock = Instant::now();
         let mut report = new_report(plan, trigger, run_id);
+        if let Some(notice) = options
+            .lease
+            .as_ref()
+            .and_then(|leases| leases.take_over_notice(&plan.id))
+        {
+            report.notices.push(notice);
+        }
         let outcome = match (&plan.resolution, fetched) {
             (Resolution::Sync(target), Some(fetched)) => self.run(plan, target, fetched, options, &mut report).await,
             (Resolution::Invalid(reason), _) => Err(SyncFailure::Invalid(reason.clone())),
@@ -209,6 +227,7 @@ impl Engine {
         let fetched = fetched?;
         let profile = &*target.profile;
         report.tab_gid = fetched.tab_gid();
+        options.progress.enter(&plan.name, Phase::Reading, None);
         if !options.dry_run {
             let digest = off_executor(|| source_digest(target, &fetched))?;
             report.source_digest = Some(digest);
@@ -217,7 +236,8 @@ impl Engine {
             }
         }
         let started = Instant::now();
-        let (mapper, survey) = off_executor(|| mapping::survey(profile, &fetched, &target.read_settings))?;
+        let (mapper, survey) =
+            off_executor(|| mapping::survey(profile, &fetched, &target.read_settings, &options.progress))?;
         tracing::debug!(
             sync = %plan.name,
             passes = survey.survey_passes,
@@ -266,6 +286,7 @@ impl Engine {
             force: options.force,
             previous_header: previous_header.as_deref(),
             on_lost_column: target.on_lost_column,
+            progress: &options.progress,
             checkpoint: Checkpoint {
                 abort: &options.abort,
                 lease: options.lease.as_ref().filter(|_| !plan.id.is_empty()),
@@ -414,7 +435,7 @@ fn record_survey(report: &mut SyncReport, survey: &mapping::Survey) {
     report.unknown_columns = survey.unknown_columns.clone();
     report.header = survey.header.clone();
     report.date_order = survey.date_order.clone();
-    report.notices = survey.notices.clone();
+    report.notices.extend(survey.notices.iter().cloned());
     report.records_written = survey.winners.len();
 }
 

@@ -16,6 +16,7 @@ use super::record::{Duplicate, HeaderColumn, KeyMap, RowIssue, Winner};
 use super::row::{CellNote, RowReading};
 use super::values;
 use super::values::dates::DateOrder;
+use crate::progress::{Phase, Progress};
 use crate::source::table::{Cell, Row};
 use crate::source::{SourceError, SourceRows};
 
@@ -80,6 +81,7 @@ pub fn survey<'p>(
     profile: &'p TargetProfile,
     source: &SourceRows,
     settings: &ReadSettings,
+    progress: &Progress,
 ) -> Result<(Mapper<'p>, Survey), SurveyError> {
     let date_order = settings.date_order;
     let (header_row, columns) = read_header(profile, source)?;
@@ -108,7 +110,7 @@ pub fn survey<'p>(
             .as_deref()
             .and_then(|name| profile.field_index(name)),
     };
-    let mut pass = mapper.survey_pass(source)?;
+    let mut pass = mapper.survey_pass(source, progress)?;
     let (conventions, decision) = Conventions::decide(date_order, &pass.evidence);
     mapper.conventions = conventions;
     // The keys, and so the survey's winners, do not depend on the conventions
@@ -117,7 +119,7 @@ pub fn survey<'p>(
     let replan = decision.order != Conventions::provisional(date_order).date_order
         || pass.overflowed.iter().any(|kind| mapper.may_warn(kind));
     if replan {
-        pass = mapper.survey_pass(source)?;
+        pass = mapper.survey_pass(source, progress)?;
     } else {
         for deferred in std::mem::take(&mut pass.deferred) {
             if let Some(warning) = mapper.judge(deferred) {
@@ -206,7 +208,8 @@ struct Deferred {
 }
 
 impl<'p> Mapper<'p> {
-    fn survey_pass(&self, source: &SourceRows) -> Result<SurveyPass, SourceError> {
+    fn survey_pass(&self, source: &SourceRows, progress: &Progress) -> Result<SurveyPass, SourceError> {
+        progress.next(Phase::Mapping, None);
         let mut pass = SurveyPass {
             survey: Survey {
                 header_row: self.header_row,
@@ -228,6 +231,7 @@ impl<'p> Mapper<'p> {
         pass.survey.blank_rows = parallel::read_rows(source.rows()?, &read, |row, reading| {
             if let Some(reading) = reading {
                 self.add_reading(row, reading, &mut pass);
+                progress.add(1);
             }
         })?;
         Ok(pass)

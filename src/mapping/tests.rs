@@ -41,7 +41,7 @@ fn map_fetched_with(fetched: SourceRows, date_order: DateOrderSetting) -> Result
         time_zone: chrono_tz::Europe::Paris,
         zone_is_the_syncs: false,
     };
-    let (mapper, plan) = survey(&SALES_RECORDS, &fetched, &settings)?;
+    let (mapper, plan) = survey(&SALES_RECORDS, &fetched, &settings, &Default::default())?;
     let mut winners = mapper.winners(&plan, fetched.rows()?);
     let mut records = Vec::new();
     while let Some(record) = winners.next_record() {
@@ -186,7 +186,7 @@ fn a_serial_means_its_spreadsheets_clock() {
         zone_is_the_syncs: true,
     };
     let rows = SourceRows::Table(table);
-    let (mapper, survey) = survey(&SALES_RECORDS, &rows, &settings).unwrap();
+    let (mapper, survey) = survey(&SALES_RECORDS, &rows, &settings, &Default::default()).unwrap();
     let mut winners = mapper.winners(&survey, rows.rows().unwrap());
     let first = winners.next_record().unwrap().unwrap();
     assert_eq!(first.fields.get("discovery_date"), Some(&bson_date(2025, 1, 10, 11, 0)));

@@ -1,10 +1,18 @@
 //! Per-view leases in `sync_locks`, so that several `sheetsync run`
 //! processes against one database never sync the same view at once.
 //!
-//! One document per view: `{ _id: view_id, owner, expires_at, acquired_at }`.
-//! A lease is taken when there is none, when it has expired, or when the
-//! caller already owns it; it is renewed while the sync runs and deleted when
-//! it ends. A process that dies leaves a lease that simply expires.
+//! One document per view: `{ _id: view_id, owner, expires_at, acquired_at }`
+//! and where its holder runs (`host`, `boot_id`, `pid_namespace`, `pid`,
+//! `process_started`). A lease is taken when there is none, when it has
+//! expired, or when the caller already owns it; it is renewed while the sync
+//! runs and deleted when it ends.
+//!
+//! A process that dies (`kill -9`, a crash, the OOM killer) cannot delete
+//! its lease. Another process on another machine waits for it to expire, as
+//! it cannot tell a dead holder from a slow one. A process on the same
+//! machine can: same host, same boot, same PID namespace, and no process
+//! with that PID and start time. It takes such a lease over at once, with a
+//! notice naming the dead holder (see [`Leases::take_over_notice`]).
 //!
 //! Lease times come from the database server's clock (`hello`'s
 //! `localTime`), never from a replica's own: a replica whose clock runs ahead
@@ -12,6 +20,8 @@
 //! with `$$NOW` would save a round trip, but the test servers do not support
 //! `$expr` in update filters or compare two dates correctly in it.)
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -33,11 +43,28 @@ pub struct Leases {
     db: Database,
     owner: String,
     ttl: Duration,
+    /// Where this process runs, written with every lease it takes.
+    process: Document,
+    /// Leases taken over from a dead holder of this machine, by view id:
+    /// the notice for the run that took it, collected once.
+    take_overs: Arc<Mutex<HashMap<String, String>>>,
 }
 
 impl Leases {
     pub fn new(db: Database, owner: String, ttl: Duration) -> Leases {
-        Leases { db, owner, ttl }
+        Leases {
+            db,
+            owner,
+            ttl,
+            process: process_fields(std::process::id()),
+            take_overs: Arc::default(),
+        }
+    }
+
+    /// The notice of a lease of `view_id` taken over from a dead process of
+    /// this machine, once: for the report of the run that took it.
+    pub fn take_over_notice(&self, view_id: &str) -> Option<String> {
+        lock(&self.take_overs).remove(view_id)
     }
 
     pub fn owner(&self) -> &str {
@@ -73,13 +100,13 @@ impl Leases {
         let locks = self.db.collection::<Document>(SYNC_LOCKS_COLLECTION);
         let expires_at = to_bson_date(self.expiry(now));
         let acquired_at = to_bson_date(now);
-        let inserted = timed(
-            Operation::Write,
-            locks.insert_one(doc! {
-                "_id": view_id, "owner": &self.owner, "expires_at": expires_at, "acquired_at": acquired_at,
-            }),
-            || format!("taking the lease of view {view_id}"),
-        )
+        let mut lease = doc! { "owner": &self.owner, "expires_at": expires_at, "acquired_at": acquired_at };
+        lease.extend(self.process.clone());
+        let mut fresh = doc! { "_id": view_id };
+        fresh.extend(lease.clone());
+        let inserted = timed(Operation::Write, locks.insert_one(fresh), || {
+            format!("taking the lease of view {view_id}")
+        })
         .await?;
         match inserted {
             Ok(_) => return Ok(true),
@@ -93,11 +120,72 @@ impl Leases {
                     "_id": view_id,
                     "$or": [ { "owner": &self.owner }, { "expires_at": { "$lt": to_bson_date(now) } } ],
                 },
-                doc! { "$set": { "owner": &self.owner, "expires_at": expires_at, "acquired_at": acquired_at } },
+                doc! { "$set": lease.clone() },
             )
             .within(Operation::Write, || format!("taking over the lease of view {view_id}"))
             .await?;
-        Ok(taken.matched_count == 1)
+        if taken.matched_count == 1 {
+            return Ok(true);
+        }
+        self.take_over_from_dead(view_id, lease).await
+    }
+
+    /// Takes the lease of `view_id` when its holder was a process of this
+    /// machine that no longer runs. The update names the dead owner, so two
+    /// processes noticing together cannot both take it.
+    async fn take_over_from_dead(&self, view_id: &str, lease: Document) -> Result<bool, StoreError> {
+        let locks = self.db.collection::<Document>(SYNC_LOCKS_COLLECTION);
+        let Some(held) = locks
+            .find_one(doc! { "_id": view_id })
+            .within(Operation::Read, || format!("reading the lease of view {view_id}"))
+            .await?
+        else {
+            return Ok(false);
+        };
+        let Ok(dead_owner) = held.get_str("owner") else {
+            return Ok(false);
+        };
+        if !self.held_by_dead_local_process(&held) {
+            return Ok(false);
+        }
+        let taken = locks
+            .update_one(doc! { "_id": view_id, "owner": dead_owner }, doc! { "$set": lease })
+            .within(Operation::Write, || format!("taking over the lease of view {view_id}"))
+            .await?;
+        if taken.matched_count != 1 {
+            return Ok(false);
+        }
+        let notice = format!(
+            "took over the lease of this sync from {dead_owner}, a process of this machine that no longer runs \
+             (killed or crashed during its run); its staging collections are dropped"
+        );
+        tracing::warn!(%view_id, dead_holder = %dead_owner, "took over the lease of a dead process of this machine");
+        lock(&self.take_overs).insert(view_id.to_owned(), notice);
+        Ok(true)
+    }
+
+    /// Whether the lease `held` names a process of this machine (same host,
+    /// boot and PID namespace) that is gone: no process with its PID, or
+    /// one started at another time (the PID was reused).
+    fn held_by_dead_local_process(&self, held: &Document) -> bool {
+        let same = |field: &str| match (held.get_str(field), self.process.get_str(field)) {
+            (Ok(theirs), Ok(ours)) => theirs == ours,
+            _ => false,
+        };
+        if !(same("host") && same("boot_id") && same("pid_namespace")) {
+            return false;
+        }
+        let Ok(pid) = held.get_i64("pid") else {
+            return false;
+        };
+        let Ok(pid) = u32::try_from(pid) else {
+            return false;
+        };
+        match (process_started(pid), held.get_i64("process_started")) {
+            (None, _) => true,
+            (Some(now), Ok(then)) => i64::try_from(now).ok() != Some(then),
+            (Some(_), Err(_)) => false,
+        }
     }
 
     /// Pushes the expiry forward; `Ok(false)` means the lease was lost (it
@@ -174,15 +262,55 @@ impl Drop for Renewer {
     }
 }
 
-/// An id for this process's leases: what it is (`daemon`, `cli`), its host
-/// and pid, and a random part, so an operator can tell who holds a view.
-pub fn owner_id(kind: &str) -> String {
-    let host = std::env::var("HOSTNAME")
+/// Where process `pid` of this machine runs, as a lease records its holder:
+/// the host name, the kernel's boot id and PID namespace (two containers of
+/// one host share the boot but not the namespace, and their PIDs mean
+/// nothing to each other), the PID and the process's start time (so that a
+/// reused PID is not taken for the holder). Fields that cannot be read are
+/// left out, and a lease without them is never taken over early.
+pub fn process_fields(pid: u32) -> Document {
+    let mut fields = doc! { "host": host_name(), "pid": i64::from(pid) };
+    if let Ok(boot_id) = std::fs::read_to_string("/proc/sys/kernel/random/boot_id") {
+        fields.insert("boot_id", boot_id.trim());
+    }
+    if let Ok(namespace) = std::fs::read_link("/proc/self/ns/pid") {
+        fields.insert("pid_namespace", namespace.to_string_lossy().into_owned());
+    }
+    if let Some(started) = process_started(pid).and_then(|ticks| i64::try_from(ticks).ok()) {
+        fields.insert("process_started", started);
+    }
+    fields
+}
+
+/// When process `pid` started, in clock ticks after boot (`/proc/PID/stat`,
+/// field 22); `None` when no such process runs.
+fn process_started(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: the
+    // fields after its closing parenthesis start at field 3.
+    let after_name = stat.rsplit_once(") ")?.1;
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|host| host.trim().to_owned())
         .filter(|host| !host.is_empty())
-        .unwrap_or_else(|| "unknown-host".to_owned());
+        .unwrap_or_else(|| "unknown-host".to_owned())
+}
+
+/// The lock of the take-over notices; a panic while it was held cannot
+/// leave the map half-changed (one insert or remove), so it is used as is.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// An id for this process's leases: what it is (`daemon`, `cli`), its host
+/// and pid, and a random part, so an operator can tell who holds a view.
+pub fn owner_id(kind: &str) -> String {
+    let host = host_name();
     let random = uuid::Uuid::new_v4().simple().to_string();
     format!("{kind}@{host}:{}:{}", std::process::id(), &random[..8])
 }

@@ -266,3 +266,137 @@ fn invalid_config_is_a_precise_error() {
         text(&output.stderr)
     );
 }
+
+/// Runs `command` with its stdout on a pseudo-terminal (raw, so that the
+/// bytes are the program's own); what it wrote there, once it exited.
+fn on_a_terminal(mut command: std::process::Command) -> (std::process::ExitStatus, Vec<u8>) {
+    use std::io::Read as _;
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+
+    let (mut master, mut slave) = (0, 0);
+    let size = libc::winsize {
+        ws_row: 40,
+        ws_col: 160,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: openpty writes two fresh descriptors into the integers it is
+    // given; the termios and winsize pointers are valid for the call.
+    let opened = unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), &size) };
+    assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned here alone.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    // SAFETY: termios is plain data, filled by tcgetattr before use.
+    unsafe {
+        let mut termios: libc::termios = std::mem::zeroed();
+        use std::os::fd::AsRawFd as _;
+        assert_eq!(libc::tcgetattr(slave.as_raw_fd(), &mut termios), 0);
+        libc::cfmakeraw(&mut termios);
+        assert_eq!(libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &termios), 0);
+    }
+    let mut child = command
+        .env("TERM", "xterm-256color")
+        .stdout(std::process::Stdio::from(slave))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start sheetsync");
+    // The child holds the only other end once the command (which kept a
+    // copy for spawning) is gone: reading stops (EIO) when the child exits.
+    drop(command);
+    let mut terminal = std::fs::File::from(master);
+    let mut output = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Ok(read) = terminal.read(&mut buffer) {
+        if read == 0 {
+            break;
+        }
+        output.extend_from_slice(&buffer[..read]);
+    }
+    (child.wait().expect("wait for sheetsync"), output)
+}
+
+/// A report with what differs between two runs (ids, times) masked.
+fn masked(json: &[u8]) -> String {
+    text(json)
+        .lines()
+        .map(|line| {
+            let key = line.trim_start();
+            if ["\"run_id\"", "\"started_at\"", "\"finished_at\"", "\"duration_ms\""]
+                .iter()
+                .any(|volatile| key.starts_with(volatile))
+            {
+                "(masked)"
+            } else {
+                line
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `sheetsync sync` on a terminal shows a progress line (phase, counts) and
+/// clears it before the report; piped, with `--quiet` or with `--json` it
+/// shows none, and the JSON is the same on a terminal as in a pipe.
+#[tokio::test]
+async fn a_sync_on_a_terminal_shows_progress_and_a_pipe_gets_none() {
+    let db = test_db("cli_progress").await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("organic.csv");
+    crate::harness::daemon_fixture::write_csv(&csv, 200, "progress");
+    db.add_view("view-organic", "Organic", &format!("file://{}", csv.display()))
+        .await;
+    // Held before its swap for a second, so the line is drawn however fast
+    // the machine is.
+    let sync = |args: &[&str]| {
+        let mut command = Sheetsync::new()
+            .database(&server_url(), &db.name)
+            .env("SHEETSYNC_TEST_PAUSE_BEFORE_SWAP_MS", "1000")
+            .args(args)
+            .command();
+        command.env("RUST_LOG", "warn");
+        command
+    };
+
+    let (status, shown) = on_a_terminal(sync(&["sync"]));
+    assert!(status.success(), "{}", text(&shown));
+    let shown = text(&shown);
+    let last_draw = shown
+        .rfind("Organic: swapping")
+        .unwrap_or_else(|| panic!("no progress line: {shown:?}"));
+    let after = &shown[last_draw..];
+    let report = after.find("Organic -> sales_records: OK").expect("the report follows");
+    assert!(
+        after[..report].contains("\u{1b}["),
+        "the line is cleared before the report: {shown:?}"
+    );
+    assert!(
+        shown.contains("Organic: mapping") || shown.contains("Organic: writing") || shown.contains("Organic: swapping")
+    );
+
+    // Piped, and with --quiet: the same kind of run (the source changed, so
+    // it swaps), no line.
+    crate::harness::daemon_fixture::write_csv(&csv, 200, "piped");
+    let piped = sync(&["sync"]).output().expect("run sheetsync");
+    assert!(piped.status.success(), "{}", text(&piped.stderr));
+    let piped = text(&piped.stdout);
+    assert!(piped.contains("Organic -> sales_records: OK"), "{piped}");
+    assert!(
+        !piped.contains("swapping") && !piped.contains('\u{1b}') && !piped.contains('\r'),
+        "{piped:?}"
+    );
+    crate::harness::daemon_fixture::write_csv(&csv, 200, "quiet");
+    let (status, quiet) = on_a_terminal(sync(&["sync", "--quiet"]));
+    assert!(status.success());
+    let quiet = text(&quiet);
+    assert!(
+        quiet.contains("Organic -> sales_records: OK") && !quiet.contains("swapping"),
+        "{quiet:?}"
+    );
+
+    let (status, json_on_terminal) = on_a_terminal(sync(&["sync", "--dry-run", "--json"]));
+    assert!(status.success());
+    let json_in_pipe = sync(&["sync", "--dry-run", "--json"]).output().expect("run sheetsync");
+    assert_eq!(masked(&json_on_terminal), masked(&json_in_pipe.stdout));
+    assert!(!json_on_terminal.contains(&0x1b), "no escape sequences in JSON");
+    db.drop().await;
+}

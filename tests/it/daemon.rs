@@ -663,15 +663,32 @@ async fn a_server_that_stops_answering_fails_the_run_in_time_and_the_refresh_run
     assert!(readyz.text().await.unwrap().contains("MongoDB does not answer"));
     let status = client.get(format!("{}/status", daemon.base)).send().await.unwrap();
     assert_eq!(status.status(), 200);
+    // The refresh answers from the syncs last listed, without waiting for
+    // the frozen server to list them again (the 2 s it waits when no list
+    // is known yet), and queues the run.
+    let asked = std::time::Instant::now();
     let refresh = client
         .post(format!("{}/admin/refresh?view=Organic", daemon.base))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
         .unwrap();
+    let answered_in = asked.elapsed();
     assert_eq!(refresh.status(), 202);
     let queued: Value = refresh.json().await.unwrap();
     assert_eq!(queued["queued"], true, "{queued}");
+    assert_eq!(queued["views"], serde_json::json!(["Organic"]), "{queued}");
+    assert!(
+        answered_in < std::time::Duration::from_secs(1),
+        "the refresh waited for the frozen server: {answered_in:?}"
+    );
+    let unknown = client
+        .post(format!("{}/admin/refresh?view=Nope", daemon.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404, "a name the last list lacks is refused at once");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(15),
         "the endpoints waited for the frozen server: {:?}",

@@ -13,6 +13,7 @@ mod daemon;
 mod deployment;
 mod google_sheets;
 mod layers;
+mod recovery;
 mod robustness;
 mod shape_changes;
 mod source_policy;

@@ -25,6 +25,7 @@ use super::context::{ApplyContext, off_executor};
 use super::error::{ApplyError, ensure_same_source};
 use super::guards::check_guards;
 use crate::mapping::profile::{Blank, MergeRules, OnMissing};
+use crate::progress::Phase;
 use crate::report::WriteMode;
 use crate::report::{Outcome, SyncReport};
 use crate::store::{Operation, StoreError, Within};
@@ -41,6 +42,8 @@ pub async fn apply(ctx: &ApplyContext<'_>, rules: &MergeRules, report: &mut Sync
         true => ctx.settings.held_writes,
         false => usize::MAX,
     };
+    ctx.progress
+        .next(Phase::Comparing, Some(ctx.survey.winners.len() as u64));
     let mut merge = Merge::load(ctx.db, ctx.collection, ctx.profile, rules, columns, held_max).await?;
     // The guard weighs the documents the source's records continue (others
     // the app keeps are not the sheet's to fill).
@@ -50,8 +53,10 @@ pub async fn apply(ctx: &ApplyContext<'_>, rules: &MergeRules, report: &mut Sync
     merge.keep_stored(kept);
     let rows = ctx.rows.rows()?;
     let found = off_executor(|| {
-        ctx.mapper
-            .each_winner_record(ctx.survey, rows, |record| merge.add(record))
+        ctx.mapper.each_winner_record(ctx.survey, rows, |record| {
+            merge.add(record);
+            ctx.progress.add(1);
+        })
     })?;
     ensure_same_source(ctx.survey.winners.len(), found)?;
     merge.finish();
@@ -80,10 +85,14 @@ pub async fn apply(ctx: &ApplyContext<'_>, rules: &MergeRules, report: &mut Sync
         checkpoint: &ctx.checkpoint,
     };
     let (mode, written) = if merge.overflowed() {
+        ctx.progress.next(Phase::Writing, Some(ctx.survey.winners.len() as u64));
         write_while_comparing(ctx, &mut merge, &writer).await?
     } else {
         let writes = merge.take_writes();
-        writer.write(&writes, ctx.settings.batch_size, transaction_max).await
+        ctx.progress.next(Phase::Writing, Some(writes.len() as u64));
+        let written = writer.write(&writes, ctx.settings.batch_size, transaction_max).await;
+        ctx.progress.add(writes.len() as u64);
+        written
     };
     let summary = &mut merge.summary;
     summary.write_mode = Some(mode);
@@ -115,6 +124,7 @@ async fn write_while_comparing(
     let found = off_executor(|| {
         ctx.mapper.each_winner_record(ctx.survey, rows, |record| {
             merge.add(record);
+            ctx.progress.add(1);
             for write in merge.drain_writes() {
                 if stream.full_before(&write) {
                     // Off the executor (block_in_place): waiting here holds

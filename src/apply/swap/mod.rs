@@ -19,22 +19,30 @@ use super::error::{ApplyError, ensure_same_source};
 use super::guards::check_guards;
 use super::merge::write::{Write, Writer};
 use crate::mapping::{RecordValues, Winners};
+use crate::progress::Phase;
 use crate::report::{Changes, Outcome, SyncReport};
 use identity::{Continuations, Identities, StoredRecords};
 use staging::Staging;
-pub use staging::{STAGING_PREFIX, STALE_STAGING_AFTER, SwapError, drop_leftover_staging};
+pub use staging::{STAGING_PREFIX, STALE_STAGING_AFTER, SwapError, drop_leftover_staging, sync_tag};
 
 /// Applies `ctx` by a swap, filling `report` with what changed.
 pub async fn apply(ctx: &ApplyContext<'_>, report: &mut SyncReport) -> Result<Outcome, ApplyError> {
     if !ctx.dry_run {
-        let dropped = drop_leftover_staging(ctx.db, ctx.collection).await?;
+        let leased = ctx.checkpoint.lease.map(|_| ctx.sync_id);
+        let dropped = drop_leftover_staging(ctx.db, ctx.collection, leased).await?;
         if !dropped.is_empty() {
             tracing::warn!(sync = %report.name, ?dropped, "dropped staging collections left by an interrupted run");
+            report.notices.push(format!(
+                "dropped {} staging collection(s) left by an interrupted run: {}",
+                dropped.len(),
+                dropped.join(", ")
+            ));
         }
     }
     let collection = ctx.db.collection::<Document>(ctx.collection);
-    let stored = StoredRecords::load(&collection, ctx.profile).await?;
     let winners = &ctx.survey.winners;
+    ctx.progress.next(Phase::Comparing, Some(winners.len() as u64));
+    let stored = StoredRecords::load(&collection, ctx.profile).await?;
     let continuations = Continuations::find(&stored, winners, ctx.profile);
     let shrink = Some((stored.count, winners.len()));
     check_guards(ctx.settings.guards, ctx.collection, shrink, ctx.survey, ctx.force)?;
@@ -78,6 +86,7 @@ pub async fn apply(ctx: &ApplyContext<'_>, report: &mut SyncReport) -> Result<Ou
             ctx.mapper
                 .each_winner_values(ctx.survey, rows, &unchanged, |record, unchanged| {
                     identities.account_checked(&record, unchanged);
+                    ctx.progress.add(1);
                 })
         })?;
         ensure_same_source(ctx.survey.winners.len(), found)?;
@@ -111,7 +120,7 @@ pub async fn apply(ctx: &ApplyContext<'_>, report: &mut SyncReport) -> Result<Ou
             ctx.db,
             ctx.collection,
             ctx.profile,
-            &report.run_id,
+            (ctx.sync_id, &report.run_id),
             ctx.settings.batch_size,
         )
         .await?;
@@ -173,6 +182,7 @@ async fn write_in_place(
         Ok((writes, found))
     })?;
     ensure_same_source(ctx.survey.winners.len(), found)?;
+    ctx.progress.next(Phase::Writing, Some(writes.len() as u64));
     let writer = Writer {
         db: ctx.db,
         collection: ctx.collection,
@@ -180,6 +190,7 @@ async fn write_in_place(
     };
     let (_, written) = writer.write(&writes, ctx.settings.batch_size, Some(writes.len())).await;
     written?;
+    ctx.progress.add(writes.len() as u64);
     Ok(())
 }
 
@@ -199,6 +210,7 @@ async fn fill_and_swap(
     mut winners: Winners<'_, '_>,
 ) -> Result<Vec<String>, ApplyError> {
     let mut found = 0;
+    ctx.progress.next(Phase::Writing, Some(ctx.survey.winners.len() as u64));
     loop {
         // A batch is read and mapped off the executor, then written.
         let batch = off_executor(|| -> Result<Vec<(usize, Document)>, ApplyError> {
@@ -219,11 +231,13 @@ async fn fill_and_swap(
             break;
         }
         found += batch.len();
+        ctx.progress.add(batch.len() as u64);
         for (row, document) in batch {
             staging.push(row, document).await?;
         }
     }
     ensure_same_source(ctx.survey.winners.len(), found)?;
+    ctx.progress.next(Phase::Swapping, None);
     staging.prepare().await?;
     pause_before_swap().await;
     ctx.checkpoint.check().await.map_err(ApplyError::CalledOff)?;

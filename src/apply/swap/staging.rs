@@ -14,7 +14,8 @@ use crate::store::{Operation, StoreError, Within, timed};
 
 /// Prefix of staging collections; leftovers of a crashed run are recognised
 /// (and dropped) by it. The full name is
-/// `_sheetsync_staging.<target>.<unix seconds>.<run id>`.
+/// `_sheetsync_staging.<target>.<unix seconds>.<sync tag>.<run id>` (see
+/// [`sync_tag`]; names made before the tag have none).
 pub const STAGING_PREFIX: &str = "_sheetsync_staging.";
 
 /// A staging collection younger than this may belong to a sync still running
@@ -60,9 +61,24 @@ fn unix_seconds() -> u64 {
         .map_or(0, |elapsed| elapsed.as_secs())
 }
 
+/// A short tag of a sync's id for its staging names: the id comes from the
+/// `views` collection, which another application writes, so it is hashed
+/// into hex rather than put into a collection name as written.
+pub fn sync_tag(sync_id: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, sync_id.as_bytes());
+    digest.as_ref()[..6].iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 /// Drops staging collections a crashed or killed run left for `target`:
-/// those older than [`STALE_STAGING_AFTER`], or without a readable time.
-pub async fn drop_leftover_staging(db: &Database, target: &str) -> Result<Vec<String>, StoreError> {
+/// those older than [`STALE_STAGING_AFTER`], or without a readable time,
+/// and, with `leased_sync` (the caller holds that sync's lease, so no live
+/// run of it can own one), every one of that sync whatever its age: a run
+/// killed a minute ago leaves nothing behind for hours.
+pub async fn drop_leftover_staging(
+    db: &Database,
+    target: &str,
+    leased_sync: Option<&str>,
+) -> Result<Vec<String>, StoreError> {
     let prefix = format!("{STAGING_PREFIX}{target}.");
     let names = db
         .list_collection_names()
@@ -71,12 +87,17 @@ pub async fn drop_leftover_staging(db: &Database, target: &str) -> Result<Vec<St
         })
         .await?;
     let now = unix_seconds();
+    let ours = leased_sync.map(sync_tag);
     let stale = |name: &str| {
-        let created = name[prefix.len()..]
-            .split('.')
-            .next()
-            .and_then(|secs| secs.parse::<u64>().ok());
-        created.is_none_or(|created| now.saturating_sub(created) > STALE_STAGING_AFTER.as_secs())
+        let mut parts = name[prefix.len()..].split('.');
+        let created = parts.next().and_then(|secs| secs.parse::<u64>().ok());
+        // `<secs>.<tag>.<run id>`; an older `<secs>.<run id>` has no tag.
+        let tag = match (parts.next(), parts.next()) {
+            (Some(tag), Some(_)) => Some(tag),
+            _ => None,
+        };
+        let orphaned = ours.is_some() && tag.is_some() && tag == ours.as_deref();
+        orphaned || created.is_none_or(|created| now.saturating_sub(created) > STALE_STAGING_AFTER.as_secs())
     };
     let mut dropped = Vec::new();
     for name in names
@@ -117,18 +138,22 @@ pub struct Staging {
 }
 
 impl Staging {
-    /// Creates `_sheetsync_staging.<target>.<unix seconds>.<run id>` with the
-    /// target's options (validator, collation...), so its rules check the
-    /// new records too. Indexes are built at the swap.
+    /// Creates `_sheetsync_staging.<target>.<unix seconds>.<sync tag>.<run
+    /// id>` with the target's options (validator, collation...), so its
+    /// rules check the new records too. Indexes are built at the swap.
     pub async fn create(
         db: &Database,
         target: &str,
         profile: &TargetProfile,
-        run_id: &str,
+        (sync_id, run_id): (&str, &str),
         batch_size: usize,
     ) -> Result<Staging, SwapError> {
         let shape = Shape::read(db, target).await?;
-        let name = format!("{STAGING_PREFIX}{target}.{}.{run_id}", unix_seconds());
+        let name = format!(
+            "{STAGING_PREFIX}{target}.{}.{}.{run_id}",
+            unix_seconds(),
+            sync_tag(sync_id)
+        );
         shape::create_with(db, &name, &shape.options).await?;
         Ok(Staging {
             db: db.clone(),

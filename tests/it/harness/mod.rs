@@ -225,7 +225,8 @@ pub fn free_port() -> u16 {
 /// Both mapping passes over `rows` into the sales profile, as the engine
 /// makes them: the survey and every winning record, or the first error.
 pub fn map_all(rows: &SourceRows, settings: &ReadSettings) -> Result<(Survey, Vec<MappedRecord>), String> {
-    let (mapper, survey) = mapping::survey(&SALES_RECORDS, rows, settings).map_err(|error| error.to_string())?;
+    let (mapper, survey) =
+        mapping::survey(&SALES_RECORDS, rows, settings, &Default::default()).map_err(|error| error.to_string())?;
     let mut winners = mapper.winners(&survey, rows.rows().map_err(|error| error.to_string())?);
     let mut records = Vec::new();
     while let Some(record) = winners.next_record() {
