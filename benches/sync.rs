@@ -10,6 +10,9 @@
 //! 3. The daemon: RSS when idle after start and after 100 syncs of a 2k-row
 //!    view (each sync rewrites the view, so a leak would show).
 //! 4. Google calls per cycle of the daemon with 4 views over 2 spreadsheets.
+//! 5. `BENCH_SECTIONS=unchanged`: an unchanged 500k-row view, compared in
+//!    full and refreshed by the daemon, then one row changed.
+//! 6. `BENCH_SECTIONS=watch`: the idle daemon watching 20 spreadsheets.
 //!
 //! The results go to stdout as Markdown and, with `--write PATH`, to a file.
 
@@ -106,6 +109,11 @@ fn main() {
     if wanted("unchanged") {
         let rows = sizes("BENCH_UNCHANGED_ROWS", &[500_000])[0];
         report.push_str(&unchanged_refresh(&runtime, &url, dir.path(), rows));
+    }
+    if wanted("watch") {
+        let spreadsheets = sizes("BENCH_WATCH_SPREADSHEETS", &[20])[0];
+        let window = Duration::from_secs(sizes("BENCH_WATCH_SECS", &[300])[0] as u64);
+        report.push_str(&idle_watch(&runtime, &url, dir.path(), spreadsheets, window));
     }
     if wanted("auth") {
         report.push_str(&guessing_table(&runtime, &url, dir.path()));
@@ -819,36 +827,153 @@ impl Daemon {
 
 /// An unchanged view refreshed: `sheetsync sync` (a full compare, as the
 /// schedule does), then a daemon's admin refresh, which stops at the
-/// source's digest. The daemon starts after the load, so its high-water
-/// mark is its start plus the refresh.
+/// source's digest, then one row changed and synced with `sheetsync sync`
+/// (written in place when the server has transactions: run it on the
+/// replica set, `SHEETSYNC_TEST_REPLICA_SET=1`). The daemon starts after the
+/// load, so its high-water mark is its start plus the refresh.
 fn unchanged_refresh(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, rows: usize) -> String {
     let path = dir.join("unchanged-view.csv");
-    std::fs::write(&path, to_csv(&generate(rows), 0)).expect("write CSV");
+    let mut deals = generate(rows);
+    std::fs::write(&path, to_csv(&deals, 0)).expect("write CSV");
     let db_name = "bench_unchanged";
     let source = format!("file://{}", path.display());
     runtime.block_on(fresh_db(url, db_name, &[("view-bench", "Organic", &source)]));
-    let first = run_sync(url, db_name, None);
+    let (first, first_report) = run_sync_capturing(url, db_name, None);
+    let (first_written, _) = writes_of(&first_report);
     let full = run_sync(url, db_name, None);
     let daemon = Daemon::start(url, db_name, dir, "");
     runtime.block_on(daemon.wait_ready());
     let idle = daemon.peak_mb();
+    let pid = u32::try_from(daemon.process.pid()).expect("a process id");
+    let cpu_before = cpu_seconds(pid).expect("cpu");
     let started = Instant::now();
     runtime.block_on(daemon.refresh(Some("Organic")));
     let refresh = started.elapsed().as_secs_f64();
+    let refresh_cpu = cpu_seconds(pid).expect("cpu") - cpu_before;
     let peak = daemon.peak_mb();
     drop(daemon);
+    // The refresh asks the server for the collection's document count
+    // (part of the target's mark): what that alone costs on this server.
+    let count_seconds = runtime.block_on(async {
+        let db = harness::database(url, db_name).await;
+        let started = Instant::now();
+        db.collection::<Document>("sales_records")
+            .estimated_document_count()
+            .await
+            .expect("count");
+        started.elapsed().as_secs_f64()
+    });
+    // The last row always wins its key: its change is the view's.
+    if let Some(last) = deals.last_mut() {
+        last.mrr += 1;
+    }
+    std::fs::write(&path, to_csv(&deals, 0)).expect("write CSV");
+    let (one, stdout) = run_sync_capturing(url, db_name, None);
+    let (written, write_path) = writes_of(&stdout);
     runtime.block_on(drop_db(url, db_name));
     eprintln!(
-        "unchanged {rows}: first {:.2}s, full compare {:.2}s, refresh {refresh:.2}s",
-        first.seconds, full.seconds
+        "unchanged {rows}: first {:.2}s, full compare {:.2}s, refresh {refresh:.2}s, one row {:.2}s ({write_path})",
+        first.seconds, full.seconds, one.seconds
     );
     format!(
         "### An unchanged view refreshed ({rows} rows, CSV)\n\n\
-         | run | time | peak RSS |\n|---|---:|---:|\n\
-         | first load (`sheetsync sync`) | {:.2} s | {:.0} MB |\n\
-         | full compare, unchanged (`sheetsync sync`, as the schedule) | {:.2} s | {:.0} MB |\n\
-         | daemon refresh, source identical (stops at the digest) | {refresh:.2} s | {peak:.0} MB (idle daemon: {idle:.0} MB) |\n\n",
-        first.seconds, first.peak_rss_mb, full.seconds, full.peak_rss_mb
+         | run | time | sheetsync CPU | peak RSS | documents written |\n|---|---:|---:|---:|---:|\n\
+         | first load (`sheetsync sync`) | {:.2} s | {:.2} s | {:.0} MB | {first_written} |\n\
+         | full compare, unchanged (`sheetsync sync`, as the schedule) | {:.2} s | {:.2} s | {:.0} MB | 0 |\n\
+         | daemon refresh, source identical (stops at the digest) | {refresh:.2} s | {refresh_cpu:.2} s | {peak:.0} MB (idle daemon: {idle:.0} MB) | 0 |\n\
+         | one row changed (`sheetsync sync`, write path `{write_path}`) | {:.2} s | {:.2} s | {:.0} MB | {written} |\n\n\
+         The server's `estimated_document_count` of the view alone: {count_seconds:.2} s.\n\n",
+        first.seconds,
+        first.cpu_seconds,
+        first.peak_rss_mb,
+        full.seconds,
+        full.cpu_seconds,
+        full.peak_rss_mb,
+        one.seconds,
+        one.cpu_seconds,
+        one.peak_rss_mb,
+    )
+}
+
+/// The documents a `sync --json` run of one view wrote (inserted, updated,
+/// removed, moved) and its write path.
+fn writes_of(stdout: &[u8]) -> (u64, String) {
+    let report: Value = serde_json::from_slice(stdout).expect("the --json report");
+    let view = &report["views"][0];
+    let written = ["inserted", "updated", "removed", "moved"]
+        .iter()
+        .map(|kind| view["changes"][kind].as_u64().unwrap_or(0))
+        .sum();
+    (written, view["write_path"].as_str().unwrap_or("none").to_owned())
+}
+
+/// The idle daemon watching `count` spreadsheets at the default interval:
+/// Drive calls and sheetsync's CPU over `window`, once the watcher's first
+/// look is done, scaled to an hour. Nobody edits, so no sheet is read.
+fn idle_watch(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, count: usize, window: Duration) -> String {
+    let fake = runtime.block_on(FakeGoogle::start());
+    let db_name = "bench_idle_watch";
+    runtime.block_on(fresh_db(url, db_name, &[]));
+    let mut syncs = String::new();
+    for index in 0..count {
+        let id = format!("BenchWatched{index:0>24}");
+        fake.add_spreadsheet(
+            &id,
+            FakeSpreadsheet {
+                time_zone: "Europe/Paris".to_owned(),
+                tabs: vec![FakeTab {
+                    sheet_id: 0,
+                    title: "Organic".to_owned(),
+                    values: to_sheet_values(&generate(50)),
+                }],
+            },
+        );
+        let _ = write!(
+            syncs,
+            "[[syncs]]\nname = \"Watched {index}\"\nsource = \"{id}\"\nsheet_name = \"Organic\"\n\
+             target = \"sales_records\"\ndatabase = \"{db_name}\"\ncollection = \"watched_{index}\"\n"
+        );
+    }
+    let config_text = std::fs::read_to_string(google_config(&fake, dir, &syncs)).expect("config");
+    let daemon = Daemon::start_with(
+        url,
+        db_name,
+        dir,
+        &config_text,
+        &[("SHEETSYNC_DRIVE_API_URL", &fake.api_url)],
+    );
+    runtime.block_on(daemon.wait_ready());
+    let first_look = Instant::now() + Duration::from_secs(120);
+    while fake.seen().drive_requests < count {
+        assert!(
+            Instant::now() < first_look,
+            "the watcher did not look at every spreadsheet"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = u32::try_from(daemon.process.pid()).expect("a process id");
+    let (before, cpu_before, started) = (fake.seen(), cpu_seconds(pid).expect("cpu"), Instant::now());
+    std::thread::sleep(window);
+    let (after, cpu_after) = (fake.seen(), cpu_seconds(pid).expect("cpu"));
+    let seconds = started.elapsed().as_secs_f64();
+    let rss = daemon.rss_mb();
+    drop(daemon);
+    runtime.block_on(drop_db(url, db_name));
+    let drive_calls = after.drive_requests - before.drive_requests;
+    // Nobody edits: only a scheduled run (12:00, 20:00 Paris) inside the
+    // window would read a sheet.
+    let reads = after.batch_requests.len() - before.batch_requests.len();
+    let per_hour = 3600.0 / seconds;
+    let cpu = cpu_after - cpu_before;
+    eprintln!("idle watch {count}: {drive_calls} Drive calls, {cpu:.2}s CPU in {seconds:.0}s");
+    format!(
+        "### The idle daemon watching {count} spreadsheets (default `[watch]`, fake Google on loopback)\n\n\
+         | measured over | Drive calls | Drive calls per hour | token requests | sheets read | sheetsync CPU | CPU per hour | RSS |\n\
+         |---:|---:|---:|---:|---:|---:|---:|---:|\n\
+         | {seconds:.0} s | {drive_calls} | {:.0} | {} | {reads} | {cpu:.2} s | {:.1} s | {rss:.0} MB |\n\n",
+        drive_calls as f64 * per_hour,
+        after.token_requests - before.token_requests,
+        cpu * per_hour,
     )
 }
 

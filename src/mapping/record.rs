@@ -39,11 +39,14 @@ pub struct RowIssue {
 pub struct Winner {
     pub row: usize,
     /// See [`super::values::links::link_ref`].
-    pub link: Option<u64>,
+    pub link: Option<crate::mapping::values::links::LinkRef>,
     /// Which fields the record fills: bit `i` for the profile's field `i`
     /// (see [`filled_bits`]).
     pub filled: u128,
 }
+
+// One per row of large sheets: the memory budget counts on it.
+const _: () = assert!(std::mem::size_of::<Winner>() == 32);
 
 /// The most fields a target may declare: which fields a record fills is
 /// kept as one bit per field (see [`filled_bits`]).

@@ -18,7 +18,7 @@ pub(super) struct RowReading<'p> {
     /// `None` when a required value is missing.
     pub(super) key: Option<String>,
     /// The identity link's reference (planning passes only).
-    pub(super) link: Option<u64>,
+    pub(super) link: Option<crate::mapping::values::links::LinkRef>,
     /// Which fields hold a value (see `Winner::filled`).
     pub(super) filled: u128,
     /// The required fields without a value.

@@ -14,7 +14,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 ///
 /// Held as a 64-bit digest: it is compared, never shown, and one is kept per
 /// record (two links colliding is a 1 in 2^64 chance per pair).
-pub fn link_ref(url: &str) -> Option<u64> {
+pub fn link_ref(url: &str) -> Option<LinkRef> {
     let url = url.trim();
     let host = match plain_http_host(url) {
         Some(host) => host.to_ascii_lowercase(),
@@ -32,8 +32,14 @@ pub fn link_ref(url: &str) -> Option<u64> {
         Some(deal) => ("deal", deal).hash(&mut hasher),
         None => ("url", normalised(url)).hash(&mut hasher),
     }
-    Some(hasher.finish())
+    // Zero is left out so that an absent link costs no extra byte (the
+    // digest 0 reads as 1: one more collision in 2^64).
+    Some(LinkRef::new(hasher.finish()).unwrap_or(LinkRef::MIN))
 }
+
+/// A record's identity link, as [`link_ref`] digests it: never zero, so
+/// `Option<LinkRef>` is 8 bytes, one per record of large sheets.
+pub type LinkRef = std::num::NonZeroU64;
 
 /// The host of an `http(s)://` URL whose host is a plain domain name
 /// (dot-separated labels of ASCII letters, digits and hyphens) followed by
