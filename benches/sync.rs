@@ -13,6 +13,7 @@
 //! 5. `BENCH_SECTIONS=unchanged`: an unchanged 500k-row view, compared in
 //!    full and refreshed by the daemon, then one row changed.
 //! 6. `BENCH_SECTIONS=watch`: the idle daemon watching 20 spreadsheets.
+//! 7. `BENCH_SECTIONS=workers`: a first load with 1, 2 and 4 insert workers.
 //!
 //! The results go to stdout as Markdown and, with `--write PATH`, to a file.
 
@@ -109,6 +110,10 @@ fn main() {
     if wanted("unchanged") {
         let rows = sizes("BENCH_UNCHANGED_ROWS", &[500_000])[0];
         report.push_str(&unchanged_refresh(&runtime, &url, dir.path(), rows));
+    }
+    if wanted("workers") {
+        let rows = sizes("BENCH_WORKERS_ROWS", &[200_000])[0];
+        report.push_str(&insert_workers_table(&runtime, &url, dir.path(), rows));
     }
     if wanted("watch") {
         let spreadsheets = sizes("BENCH_WATCH_SPREADSHEETS", &[20])[0];
@@ -905,6 +910,79 @@ fn writes_of(stdout: &[u8]) -> (u64, String) {
         .map(|kind| view["changes"][kind].as_u64().unwrap_or(0))
         .sum();
     (written, view["write_path"].as_str().unwrap_or("none").to_owned())
+}
+
+/// A first load with 1, 2 and 4 insert workers (`[mongo] insert_workers`),
+/// against a plain Python loader (the `csv` module and pymongo's
+/// `insert_many` in batches of 1000: no types, no indexes, no swap) and the
+/// driver's `insert_many` of the very documents the sync wrote, each into a
+/// fresh database.
+fn insert_workers_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, rows: usize) -> String {
+    let path = dir.join("workers-view.csv");
+    std::fs::write(&path, to_csv(&generate(rows), 0)).expect("write CSV");
+    let source = format!("file://{}", path.display());
+    let db_name = "bench_workers";
+    let mut table = String::new();
+    let mut baseline_insert = None;
+    for workers in [1, 2, 4] {
+        runtime.block_on(fresh_db(url, db_name, &[("view-bench", "Organic", &source)]));
+        let config = dir.join(format!("workers-{workers}.toml"));
+        std::fs::write(&config, format!("[mongo]\ninsert_workers = {workers}\n")).expect("write config");
+        let (first, _) = run_sync_capturing(url, db_name, Some(&config));
+        if baseline_insert.is_none() {
+            baseline_insert = Some(runtime.block_on(baseline(url, db_name)).insert);
+        }
+        eprintln!("workers {workers}: {:.2}s", first.seconds);
+        let _ = writeln!(
+            table,
+            "| sheetsync, `insert_workers = {workers}` | {:.2} s | {:.0} | {:.2} s | {:.0} MB |",
+            first.seconds,
+            rows as f64 / first.seconds,
+            first.cpu_seconds,
+            first.peak_rss_mb
+        );
+    }
+    runtime.block_on(drop_db(url, db_name));
+    let python = python_loader(url, &path);
+    runtime.block_on(drop_db(url, "bench_python_loader"));
+    let baseline_insert = baseline_insert.unwrap_or_default();
+    format!(
+        "### First load, {rows} rows: insert workers against plain loaders\n\n\
+         | loader | time | rows/s | its own CPU | peak RSS |\n|---|---:|---:|---:|---:|\n{table}\
+         | Python: `csv` + pymongo `insert_many` (batches of 1000, no types, no indexes, no swap) | {python:.2} s | {:.0} | | |\n\
+         | the driver's `insert_many` of the documents sheetsync wrote (batches of 1000, unordered) | {baseline_insert:.2} s | {:.0} | | |\n\n",
+        rows as f64 / python,
+        rows as f64 / baseline_insert,
+    )
+}
+
+/// Times the plain Python loader over `csv`, with the test server's
+/// virtualenv (it has pymongo); into `bench_python_loader`.
+fn python_loader(url: &str, csv: &Path) -> f64 {
+    let script = "import csv, sys, pymongo\n\
+        client = pymongo.MongoClient(sys.argv[1])\n\
+        collection = client['bench_python_loader']['records']\n\
+        collection.drop()\n\
+        with open(sys.argv[2], newline='', encoding='utf-8') as source:\n\
+        \x20   rows = csv.reader(source)\n\
+        \x20   header = next(rows)\n\
+        \x20   batch = []\n\
+        \x20   for row in rows:\n\
+        \x20       batch.append(dict(zip(header, row)))\n\
+        \x20       if len(batch) == 1000:\n\
+        \x20           collection.insert_many(batch, ordered=False)\n\
+        \x20           batch = []\n\
+        \x20   if batch:\n\
+        \x20       collection.insert_many(batch, ordered=False)\n";
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let started = Instant::now();
+    let status = std::process::Command::new(python)
+        .args(["-c", script, url])
+        .arg(csv)
+        .status()
+        .expect("run the Python loader (scripts/test-server installs .venv)");
+    assert!(status.success(), "the Python loader failed");
+    started.elapsed().as_secs_f64()
 }
 
 /// The idle daemon watching `count` spreadsheets at the default interval:

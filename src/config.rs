@@ -22,7 +22,8 @@ use crate::redact::redact_url;
 use crate::source::policy::SourcesSettings;
 use crate::source::sheets::settings::GoogleSettings;
 use crate::store::settings::{
-    DEFAULT_DB_NAME, DEFAULT_MONGO_URL, MongoSettings, OperationLimits, database_name_problem, url_problem,
+    DEFAULT_DB_NAME, DEFAULT_MONGO_URL, MAX_INSERT_WORKERS, MongoSettings, OperationLimits, database_name_problem,
+    url_problem,
 };
 use crate::syncs::settings::{ConfiguredSync, SyncEntry, SyncsConfig, ViewOverride, sync_problems, view_problems};
 
@@ -73,6 +74,8 @@ pub struct Config {
     pub time_zone: chrono_tz::Tz,
     /// `[mongo]` time limits of one operation, by kind.
     pub operation_limits: OperationLimits,
+    /// `[mongo] insert_workers`: insert batches in flight at once.
+    pub insert_workers: usize,
     /// Per-view overrides, by view name as the `views` collection spells it.
     pub views: BTreeMap<String, ViewOverride>,
     /// `sheetsync run`: schedule, HTTP server, lifecycle.
@@ -558,6 +561,7 @@ impl Config {
             None => Targets::built_in(),
         };
         let operation_limits = parsed.mongo.limits();
+        let insert_workers = parsed.mongo.insert_workers();
         let mongo_url = non_empty("MONGO_URL")
             .or(parsed.mongo.url)
             .unwrap_or_else(|| DEFAULT_MONGO_URL.to_owned());
@@ -570,6 +574,7 @@ impl Config {
         let config = Config {
             time_zone,
             operation_limits,
+            insert_workers,
             mongo_url,
             db_name: non_empty("DB_NAME")
                 .or(parsed.mongo.db_name)
@@ -634,6 +639,12 @@ impl Config {
     /// Every section's problems, all of them, or none.
     fn validate(&self) -> Result<(), ConfigError> {
         let mut problems = self.operation_limits.problems();
+        if !(1..=MAX_INSERT_WORKERS).contains(&self.insert_workers) {
+            problems.push(format!(
+                "mongo.insert_workers is {}; it must be between 1 and {MAX_INSERT_WORKERS}",
+                self.insert_workers
+            ));
+        }
         problems.extend(url_problem("MONGO_URL", &self.mongo_url));
         problems.extend(database_name_problem("DB_NAME", &self.db_name));
         problems.extend(self.sync.problems());
@@ -774,7 +785,7 @@ mod tests {
     #[test]
     fn reports_every_problem_at_once() {
         let text = "[sync]\nmin_ratio = 2.0\n[google]\napi_url = \"ftp://x\"\n[daemon]\nlisten = \"nowhere\"\n\
-                    [sources]\nmax_download_bytes = 0\n[mongo]\nread_timeout_secs = 0\n";
+                    [sources]\nmax_download_bytes = 0\n[mongo]\nread_timeout_secs = 0\ninsert_workers = 0\n";
         let error = Config::resolve(Some((text, Path::new("bad.toml"))), env(&[("DB_NAME", "a.b")]))
             .unwrap_err()
             .to_string();
@@ -784,11 +795,12 @@ mod tests {
             "daemon.listen",
             "sources.max_download_bytes",
             "mongo.read_timeout_secs",
+            "mongo.insert_workers",
             "DB_NAME",
         ] {
             assert!(error.contains(expected), "{error:?} should mention {expected:?}");
         }
-        assert_eq!(error.matches("\n  - ").count(), 6, "one line per problem: {error}");
+        assert_eq!(error.matches("\n  - ").count(), 7, "one line per problem: {error}");
     }
 
     #[test]

@@ -20,6 +20,8 @@ pub struct ApplySettings {
     /// Documents per insert into staging, and statements per write command
     /// of a merge.
     pub batch_size: usize,
+    /// Staging insert batches in flight at once (`[mongo] insert_workers`).
+    pub insert_workers: usize,
     /// A merge's change set up to this size goes in one transaction, where
     /// the server has them; `None`: never.
     pub transaction_max: Option<usize>,

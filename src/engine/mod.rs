@@ -278,6 +278,7 @@ impl Engine {
                     max_rejected_ratio: self.config.sync.max_rejected_ratio,
                 },
                 batch_size: self.config.sync.insert_batch_size,
+                insert_workers: self.config.insert_workers,
                 transaction_max: Some(self.config.sync.merge_transaction_max),
                 held_writes: self.config.sync.merge_held_writes,
                 delta_max: (self.config.sync.delta == DeltaSetting::Transaction).then_some(self.config.sync.delta_max),

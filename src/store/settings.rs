@@ -23,9 +23,26 @@ pub struct MongoSettings {
     pub write_timeout_secs: Option<u64>,
     pub index_timeout_secs: Option<u64>,
     pub rename_timeout_secs: Option<u64>,
+    /// Insert batches a swap keeps in flight at once while it fills its
+    /// staging collection (mongoimport's `--numInsertionWorkers`).
+    pub insert_workers: Option<usize>,
+}
+
+/// Most insert workers allowed: more only queue on the server.
+pub const MAX_INSERT_WORKERS: usize = 32;
+
+/// Insert workers when `[mongo] insert_workers` is not set: one per core,
+/// at most 4 (past that a test server or a small mongod only queues them).
+pub fn default_insert_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |cores| cores.get().min(4))
 }
 
 impl MongoSettings {
+    /// Insert batches in flight at once (see [`default_insert_workers`]).
+    pub fn insert_workers(&self) -> usize {
+        self.insert_workers.unwrap_or_else(default_insert_workers)
+    }
+
     /// The limits, defaults where a setting is absent.
     pub fn limits(&self) -> OperationLimits {
         let defaults = OperationLimits::default();

@@ -1051,3 +1051,67 @@ async fn rejected_rows_count_toward_the_guard_and_the_outcome() {
     );
     db.drop().await;
 }
+
+/// Staging filled by several insert workers, in small batches, holds the
+/// same records as one worker's; a row refused in a late batch is still
+/// named, and the old data stands.
+#[tokio::test]
+async fn several_insert_workers_write_the_same_records_and_name_a_refused_row() {
+    let mut csv = String::from("Client,Stage,Owner\n");
+    for index in 0..300 {
+        csv.push_str(&format!("Client {index},Lost,Owner {index}\n"));
+    }
+    let mut records = Vec::new();
+    for workers in [1, 4] {
+        let db = test_db(&format!("insert_workers_{workers}")).await;
+        let dir = tempfile::tempdir().unwrap();
+        let url = write_source(dir.path(), "v.csv", csv.as_bytes());
+        db.add_view("view-organic", "Organic", &url).await;
+        let mut config = db.config();
+        config.sync.insert_batch_size = 7;
+        config.insert_workers = workers;
+        let engine = crate::harness::engine_for(config).await;
+        let report = only(engine.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap());
+        assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
+        let mut written = db.records("sales_records").await;
+        for record in &mut written {
+            record.remove("created_at");
+            record.remove("updated_at");
+        }
+        assert_eq!(written.len(), 300);
+        records.push(written);
+
+        if workers == 4 {
+            db.db
+                .run_command(doc! {
+                    "collMod": "sales_records",
+                    "validator": { "$jsonSchema": {
+                        "bsonType": "object",
+                        "properties": { "owner": { "bsonType": ["string", "null"], "maxLength": 20 } },
+                    } },
+                })
+                .await
+                .unwrap();
+            let before = db.records("sales_records").await;
+            let refused_csv = csv.replace("Owner 250\n", "Somebody With A Very Long Name\n");
+            write_source(dir.path(), "v.csv", refused_csv.as_bytes());
+            let engine = crate::harness::engine_for({
+                let mut config = db.config();
+                config.sync.insert_batch_size = 7;
+                config.insert_workers = 4;
+                config
+            })
+            .await;
+            let refused = only(engine.sync(&[], Trigger::Cli, SyncOptions::default()).await.unwrap());
+            assert_eq!(refused.outcome, Outcome::Failed, "{refused:#?}");
+            let error = refused.error.as_deref().unwrap();
+            assert!(
+                error.contains("row 252 was refused by the rules of `sales_records`"),
+                "{error}"
+            );
+            assert_eq!(db.records("sales_records").await, before, "the old data stands");
+        }
+        db.drop().await;
+    }
+    assert_eq!(records[0], records[1]);
+}

@@ -121,7 +121,7 @@ pub async fn apply(ctx: &ApplyContext<'_>, report: &mut SyncReport) -> Result<Ou
             ctx.collection,
             ctx.profile,
             (ctx.sync_id, &report.run_id),
-            ctx.settings.batch_size,
+            (ctx.settings.batch_size, ctx.settings.insert_workers),
         )
         .await?;
         let filled = match ctx.rows.rows() {

@@ -5,7 +5,10 @@
 //! replica set) is needed. Any failure before the rename leaves the target
 //! untouched.
 
-use mongodb::bson::{Document, doc};
+use futures_util::StreamExt as _;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use mongodb::bson::{Bson, Document, doc};
 use mongodb::{Collection, Database};
 
 use crate::mapping::profile::TargetProfile;
@@ -17,6 +20,11 @@ use crate::store::{Operation, StoreError, Within, timed};
 /// `_sheetsync_staging.<target>.<unix seconds>.<sync tag>.<run id>` (see
 /// [`sync_tag`]; names made before the tag have none).
 pub const STAGING_PREFIX: &str = "_sheetsync_staging.";
+
+/// A staging batch is sent once its documents reach about this many bytes,
+/// whatever their number: wide records make smaller batches, so that the
+/// batches in flight stay a few megabytes.
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// A staging collection younger than this may belong to a sync still running
 /// elsewhere (the daemon while an operator runs `sheetsync sync`), so only
@@ -69,6 +77,72 @@ pub fn sync_tag(sync_id: &str) -> String {
     digest.as_ref()[..6].iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// A batch's documents in bytes, roughly (a batch is sent once it reaches
+/// [`MAX_BATCH_BYTES`]): each field's name and value, without encoding.
+fn approximate_size(document: &Document) -> usize {
+    fn value_size(value: &Bson) -> usize {
+        match value {
+            Bson::String(text) => text.len() + 5,
+            Bson::Document(inner) => approximate_size(inner),
+            Bson::Array(items) => items.iter().map(value_size).sum::<usize>() + 5,
+            _ => 8,
+        }
+    }
+    document
+        .iter()
+        .map(|(name, value)| name.len() + 2 + value_size(value))
+        .sum::<usize>()
+        + 5
+}
+
+/// Inserts one batch into staging; how many documents went in. The batch
+/// and its source rows move in, so that several can be in flight.
+async fn insert_batch(
+    collection: Collection<Document>,
+    target: String,
+    batch: Vec<Document>,
+    rows: Vec<usize>,
+) -> Result<usize, SwapError> {
+    let staging = collection.name().to_owned();
+    let inserted = timed(Operation::Write, collection.insert_many(&batch).ordered(false), || {
+        format!("writing records to staging collection `{staging}`")
+    })
+    .await?;
+    match inserted {
+        Ok(_) => Ok(batch.len()),
+        Err(error) => Err(refusal(&target, &staging, &rows, error)),
+    }
+}
+
+/// A failed insert as the person editing the sheet needs it: which row
+/// the collection's rules refused, and the server's reason.
+fn refusal(target: &str, staging: &str, rows: &[usize], error: mongodb::error::Error) -> SwapError {
+    let refused = match error.kind.as_ref() {
+        // Unordered inserts report every refused record; the first in
+        // source order is named.
+        mongodb::error::ErrorKind::InsertMany(failure) => failure
+            .write_errors
+            .as_ref()
+            .and_then(|errors| errors.iter().min_by_key(|error| error.index))
+            .cloned(),
+        _ => None,
+    };
+    match refused.and_then(|refused| Some((*rows.get(refused.index)?, refused))) {
+        Some((row, refused)) => SwapError::Refused {
+            collection: target.to_owned(),
+            row,
+            reason: match refused.details {
+                Some(details) => format!("{} ({details})", refused.message),
+                None => refused.message,
+            },
+        },
+        None => SwapError::Store(StoreError {
+            action: format!("writing records to staging collection `{staging}`"),
+            source: error.into(),
+        }),
+    }
+}
+
 /// Drops staging collections a crashed or killed run left for `target`:
 /// those older than [`STALE_STAGING_AFTER`], or without a readable time,
 /// and, with `leased_sync` (the caller holds that sync's lease, so no live
@@ -116,9 +190,9 @@ pub async fn drop_leftover_staging(
 }
 
 /// A staging collection being filled, to be swapped in as the target or
-/// abandoned. Records are written in batches as they come, so a large refresh
-/// never holds more than one batch in memory.
-#[derive(Debug)]
+/// abandoned. Records are written in batches as they come, up to `workers`
+/// batches in flight at once (the server inserts them side by side), so a
+/// large refresh holds at most that many batches and the one being filled.
 pub struct Staging {
     db: Database,
     target: String,
@@ -126,7 +200,12 @@ pub struct Staging {
     batch: Vec<Document>,
     /// The source row of each batched record, to name a refused one.
     batch_rows: Vec<usize>,
+    /// About how many bytes the batch's documents take (see [`approximate_size`]).
+    batch_bytes: usize,
     batch_size: usize,
+    /// Batches sent and not yet answered, at most `workers`.
+    in_flight: FuturesUnordered<BoxFuture<'static, Result<usize, SwapError>>>,
+    workers: usize,
     written: usize,
     /// The target's options and indexes, which the staging collection takes
     /// over so that the swap replaces the documents and nothing else.
@@ -146,7 +225,7 @@ impl Staging {
         target: &str,
         profile: &TargetProfile,
         (sync_id, run_id): (&str, &str),
-        batch_size: usize,
+        (batch_size, workers): (usize, usize),
     ) -> Result<Staging, SwapError> {
         let shape = Shape::read(db, target).await?;
         let name = format!(
@@ -161,7 +240,10 @@ impl Staging {
             collection: db.collection(&name),
             batch: Vec::with_capacity(batch_size),
             batch_rows: Vec::with_capacity(batch_size),
+            batch_bytes: 0,
             batch_size: batch_size.max(1),
+            in_flight: FuturesUnordered::new(),
+            workers: workers.max(1),
             written: 0,
             indexes: shape.indexes_with(&profile.indexes),
             shape,
@@ -175,62 +257,48 @@ impl Staging {
 
     /// Adds the record of source row `row`.
     pub async fn push(&mut self, row: usize, document: Document) -> Result<(), SwapError> {
+        self.batch_bytes += approximate_size(&document);
         self.batch.push(document);
         self.batch_rows.push(row);
-        if self.batch.len() >= self.batch_size {
-            self.flush().await?;
+        if self.batch.len() >= self.batch_size || self.batch_bytes >= MAX_BATCH_BYTES {
+            self.send_batch().await?;
         }
         Ok(())
     }
 
-    /// Writes the records still batched.
-    pub async fn flush(&mut self) -> Result<(), SwapError> {
+    /// Sends the batch being filled, once fewer than `workers` batches are
+    /// in flight (waiting for one to be answered if need be).
+    async fn send_batch(&mut self) -> Result<(), SwapError> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        let staging = self.collection.name().to_owned();
-        let inserted = timed(
-            Operation::Write,
-            self.collection.insert_many(&self.batch).ordered(false),
-            || format!("writing records to staging collection `{staging}`"),
-        )
-        .await?;
-        if let Err(error) = inserted {
-            return Err(self.refusal(error));
+        while self.in_flight.len() >= self.workers {
+            self.answer().await?;
         }
-        self.written += self.batch.len();
-        self.batch.clear();
-        self.batch_rows.clear();
+        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.batch_size));
+        let rows = std::mem::replace(&mut self.batch_rows, Vec::with_capacity(self.batch_size));
+        self.batch_bytes = 0;
+        let (collection, target) = (self.collection.clone(), self.target.clone());
+        self.in_flight
+            .push(Box::pin(insert_batch(collection, target, batch, rows)));
         Ok(())
     }
 
-    /// A failed insert as the person editing the sheet needs it: which row
-    /// the collection's rules refused, and the server's reason.
-    fn refusal(&self, error: mongodb::error::Error) -> SwapError {
-        let refused = match error.kind.as_ref() {
-            // Unordered inserts report every refused record; the first in
-            // source order is named.
-            mongodb::error::ErrorKind::InsertMany(failure) => failure
-                .write_errors
-                .as_ref()
-                .and_then(|errors| errors.iter().min_by_key(|error| error.index))
-                .cloned(),
-            _ => None,
-        };
-        match refused.and_then(|refused| Some((*self.batch_rows.get(refused.index)?, refused))) {
-            Some((row, refused)) => SwapError::Refused {
-                collection: self.target.clone(),
-                row,
-                reason: match refused.details {
-                    Some(details) => format!("{} ({details})", refused.message),
-                    None => refused.message,
-                },
-            },
-            None => SwapError::Store(StoreError {
-                action: format!("writing records to staging collection `{}`", self.collection.name()),
-                source: error.into(),
-            }),
+    /// Waits for the next batch in flight to be answered.
+    async fn answer(&mut self) -> Result<(), SwapError> {
+        if let Some(answered) = self.in_flight.next().await {
+            self.written += answered?;
         }
+        Ok(())
+    }
+
+    /// Writes the records still batched and waits for every batch in flight.
+    pub async fn flush(&mut self) -> Result<(), SwapError> {
+        self.send_batch().await?;
+        while !self.in_flight.is_empty() {
+            self.answer().await?;
+        }
+        Ok(())
     }
 
     /// Writes what is left, builds the indexes and checks that every record
