@@ -72,8 +72,8 @@ async fn log_progress(progress: Progress) {
                 done = now.done,
                 known = now.known,
                 per_second = now.rate().map(|rate| rate.round() as u64),
-                "sync progress: {}",
-                now.describe_phase()
+                progress = %now.describe_phase(),
+                "sync progress"
             );
         }
     }

@@ -91,8 +91,9 @@ impl Leases {
             .unwrap_or_else(Utc::now))
     }
 
-    /// Takes the lease of `view_id` if it is free, expired or already ours.
-    /// `Ok(false)` means another process holds it.
+    /// Takes the lease of `view_id` if it is free, expired, already ours,
+    /// or held by a process of this machine that died (see the module's
+    /// doc). `Ok(false)` means another process holds it.
     pub async fn try_acquire(&self, view_id: &str) -> Result<bool, StoreError> {
         let now = self
             .server_now(|| format!("taking the lease of view {view_id}"))

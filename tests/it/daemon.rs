@@ -945,3 +945,52 @@ async fn behind_a_trusted_proxy_the_forwarded_client_is_counted() {
     assert_eq!(blocked.status(), 429, "a forged header does not dodge the count");
     daemon.stop();
 }
+
+/// A long sync's progress: its phase in `/status` and on the page while it
+/// runs, a `sync progress` log line every 10 s, and none once it is done.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_sync_shows_its_phase_in_status_the_page_and_the_log() {
+    let fixture = DaemonFixture::new("progress", &[("view-organic", "Organic", 50, "v1")]).await;
+    let config = fixture.config("catch_up = false");
+    // Held before its swap past the 10 s of the progress log.
+    let mut daemon = DaemonProc::start(&config, &[("SHEETSYNC_TEST_PAUSE_BEFORE_SWAP_MS", "11000")]);
+    daemon.wait_log("ready");
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_log("test pause before the swap");
+    let organic = |status: &Value| {
+        status["views"]
+            .as_array()
+            .and_then(|views| views.iter().find(|view| view["name"] == "Organic").cloned())
+            .unwrap_or_default()
+    };
+    let status: Value = http()
+        .get(format!("{}/status", daemon.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let progress = &organic(&status)["progress"];
+    assert_eq!(progress["phase"], "swapping", "{status}");
+    let page = http().get(&daemon.base).send().await.unwrap().text().await.unwrap();
+    assert!(page.contains("<span class=\"progress\">swapping"), "{page}");
+    let logged = daemon.wait_log("sync progress");
+    assert_eq!(logged["phase"], "swapping", "{logged}");
+    assert_eq!(logged["view"], "Organic", "{logged}");
+
+    daemon.wait_log("sync finished");
+    eventually("the finished sync to leave /status's progress", || async {
+        let status: Value = http()
+            .get(format!("{}/status", daemon.base))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        organic(&status)["progress"].is_null().then_some(())
+    })
+    .await;
+    daemon.stop();
+}

@@ -371,8 +371,11 @@ impl Staging {
     }
 
     /// Drops the staging collection; the target is as it was. Best effort:
-    /// the next run drops what is left.
-    pub async fn abandon(self) {
+    /// the next run drops what is left. Batches still in flight are waited
+    /// for first (each within the write limit): one answered after the drop
+    /// would create the collection again.
+    pub async fn abandon(mut self) {
+        while self.in_flight.next().await.is_some() {}
         if let Err(error) = self.collection.drop().await {
             let staging = self.collection.name();
             tracing::warn!(%staging, %error, "could not drop the staging collection; the next run will");
