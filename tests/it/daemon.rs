@@ -115,14 +115,7 @@ async fn sighup_syncs_every_view_and_admin_is_off_without_token() {
     // The status and metrics show it (the status snapshot is read again in
     // the background after a run: wait for it).
     let status: Value = eventually("the status snapshot to show the runs", || async {
-        let status: Value = client
-            .get(format!("{}/status", daemon.base))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let status = get_json(&format!("{}/status", daemon.base), None).await?;
         let views = status["views"].as_array()?;
         views
             .iter()
@@ -963,14 +956,8 @@ async fn a_running_sync_shows_its_phase_in_status_the_page_and_the_log() {
             .and_then(|views| views.iter().find(|view| view["name"] == "Organic").cloned())
             .unwrap_or_default()
     };
-    let status: Value = http()
-        .get(format!("{}/status", daemon.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status_url = format!("{}/status", daemon.base);
+    let status = get_json(&status_url, None).await.expect("/status answers");
     let progress = &organic(&status)["progress"];
     assert_eq!(progress["phase"], "swapping", "{status}");
     let page = http().get(&daemon.base).send().await.unwrap().text().await.unwrap();
@@ -981,14 +968,7 @@ async fn a_running_sync_shows_its_phase_in_status_the_page_and_the_log() {
 
     daemon.wait_log("sync finished");
     eventually("the finished sync to leave /status's progress", || async {
-        let status: Value = http()
-            .get(format!("{}/status", daemon.base))
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let status = get_json(&status_url, None).await?;
         organic(&status)["progress"].is_null().then_some(())
     })
     .await;

@@ -11,7 +11,7 @@ use crate::google_sheets::{add_q1_hooli, insert_views, two_spreadsheets};
 use crate::harness::daemon_fixture::{DaemonFixture, write_config, write_csv};
 use crate::harness::fake_google::{Endpoint, FakeGoogle, Fault};
 use crate::harness::process::DaemonProc;
-use crate::harness::{ADMIN_TOKEN, eventually, http, server_url, test_db};
+use crate::harness::{ADMIN_TOKEN, eventually, get_json, http, server_url, test_db};
 
 const WATCH: &str = "catch_up = false\n\n[watch]\ninterval_secs = 1\nquiet_secs = 1\nmax_delay_secs = 10";
 
@@ -101,15 +101,7 @@ async fn a_spreadsheet_drive_will_not_describe_is_left_to_the_schedule_with_why(
     let (db, _dir, daemon) = google_daemon("watch_refused", &fake).await;
     let status_url = format!("{}/status", daemon.base);
     let status: Value = eventually("the refusal on /status", || async {
-        let status: Value = http()
-            .get(&status_url)
-            .bearer_auth(ADMIN_TOKEN)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let status = get_json(&status_url, Some(ADMIN_TOKEN)).await?;
         (status["watch"]["not_watched_count"] == 1).then_some(status)
     })
     .await;

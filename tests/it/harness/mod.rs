@@ -205,6 +205,16 @@ where
 }
 
 /// An HTTP client for the daemon's endpoints.
+/// `GET url` as JSON, with the admin token when given; `None` when the
+/// request or its body fails, so that `eventually` can try again.
+pub async fn get_json(url: &str, token: Option<&str>) -> Option<serde_json::Value> {
+    let mut request = http().get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.ok()?.json().await.ok()
+}
+
 pub fn http() -> reqwest::Client {
     sheetsync::tls::install_crypto_provider();
     reqwest::Client::builder()
