@@ -19,6 +19,7 @@
 
 pub mod apply;
 pub mod bson_dates;
+pub mod concurrency;
 pub mod config;
 pub mod daemon;
 pub mod engine;

@@ -10,15 +10,14 @@ use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use uuid::Uuid;
 
-use super::locks::lock;
 use super::recorder;
 use super::shared::Daemon;
 use super::state::{Admission, RunState};
 use crate::apply::Abort;
+use crate::concurrency::{AbortOnDrop, lock};
 use crate::engine::SyncOptions;
 use crate::progress::Progress;
 use crate::report::Trigger;
-use crate::store::lease;
 use crate::syncs::SyncPlan;
 
 /// How often a run waiting for another process's lease looks again.
@@ -76,15 +75,6 @@ async fn log_progress(progress: Progress) {
                 "sync progress"
             );
         }
-    }
-}
-
-/// The progress log of one run, stopped when dropped (a panic included).
-struct ProgressLogger(tokio::task::JoinHandle<()>);
-
-impl Drop for ProgressLogger {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -215,7 +205,7 @@ impl Daemon {
     /// the run is recorded as failed and the view takes runs again. The swap
     /// is one server-side step, so the view's data is the old or the new,
     /// never a mix; the lease renewer has stopped with the unwinding (see
-    /// [`lease::Renewer`]) and the lease expires on its own.
+    /// [`AbortOnDrop`]) and the lease expires on its own.
     pub(super) fn recover_from_panic(&self, plan: &SyncPlan, id: Uuid, message: String) {
         tracing::error!(
             view = %plan.name, run_id = %id, panic = %message,
@@ -320,7 +310,7 @@ impl Daemon {
             ..SyncOptions::default()
         };
         lock(&self.progress).insert(plan.name.clone(), options.progress.clone());
-        let logger = ProgressLogger(tokio::spawn(log_progress(options.progress.clone())));
+        let logger = AbortOnDrop(tokio::spawn(log_progress(options.progress.clone())));
         let outcome = self
             .engine
             .sync(std::slice::from_ref(&plan.name), trigger, options)
@@ -353,7 +343,7 @@ impl Daemon {
     /// Renews the view's lease at a third of its lifetime while the sync
     /// runs. A lease found taken by another process calls the sync off: two
     /// processes must never both swap one view.
-    pub(super) fn spawn_renewer(self: &Arc<Self>, plan: &SyncPlan, abort: Abort) -> lease::Renewer {
+    pub(super) fn spawn_renewer(self: &Arc<Self>, plan: &SyncPlan, abort: Abort) -> AbortOnDrop {
         let view = plan.name.clone();
         self.leases.keep_alive(&plan.id, move || {
             tracing::warn!(%view, "the lease of this view was lost while syncing; calling the sync off");
@@ -484,7 +474,7 @@ mod tests {
     async fn a_panicking_run_stops_its_renewer_and_keeps_the_message() {
         let (beat, mut beats) = tokio::sync::mpsc::unbounded_channel();
         let run = async {
-            let _renewer = lease::Renewer(tokio::spawn(async move {
+            let _renewer = AbortOnDrop(tokio::spawn(async move {
                 while beat.send(()).is_ok() {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }

@@ -17,7 +17,6 @@ pub mod client;
 pub mod executor;
 pub mod http;
 pub mod lifecycle;
-mod locks;
 pub mod page;
 pub mod recorder;
 mod run;

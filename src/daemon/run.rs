@@ -8,12 +8,12 @@ use tokio::sync::watch;
 
 use super::client::ClientAddresses;
 use super::lifecycle::{self, Notifier};
-use super::locks::lock;
 use super::shared::{Clock, Daemon, MongoState, StatusSnapshot, SystemClock};
 use super::state::Runs;
 use super::throttle::{AuthThrottle, ThrottleSettings};
 use super::watched::WatchState;
 use super::{http, recorder, serve, session};
+use crate::concurrency::lock;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::report::Trigger;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::lifecycle::Notifier;
-use super::locks::lock;
 use super::shared::Daemon;
+use crate::concurrency::lock;
 use crate::report::Trigger;
 use crate::schedule::{Tick, Ticker};
 

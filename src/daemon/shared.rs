@@ -11,7 +11,6 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::client::ClientAddresses;
-use super::locks::lock;
 use super::page::SyncPage;
 use super::recorder;
 use super::session;
@@ -19,6 +18,7 @@ use super::state::Runs;
 use super::throttle::AuthThrottle;
 use super::watched::WatchState;
 use crate::apply::Abort;
+use crate::concurrency::lock;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::progress::{Progress, ProgressSnapshot};

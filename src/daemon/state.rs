@@ -138,7 +138,7 @@ impl Runs {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave the maps half-updated
         // in a way that matters more than stopping the daemon would.
-        super::locks::lock(&self.inner)
+        crate::concurrency::lock(&self.inner)
     }
 
     /// Asks for a run of `view`. Never two at once for one view: while it

@@ -8,9 +8,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use mongodb::bson::{Bson, Document};
 
-use super::locks::lock;
 use super::page::{ColumnNotice, HISTORY_RUNS, IssueView, RunPoint, RunView, SyncPage};
 use super::shared::{Daemon, StatusSnapshot};
+use crate::concurrency::lock;
 use crate::report::Changes;
 use crate::source::SourceSpec;
 use crate::store::{StoreError, metadata, runs};
@@ -178,11 +178,7 @@ impl Daemon {
             .get_datetime("finished_at")
             .ok()
             .and_then(|at| crate::bson_dates::from_bson_date(*at));
-        let records = match run.get("records_written") {
-            Some(mongodb::bson::Bson::Int32(count)) => i64::from(*count),
-            Some(mongodb::bson::Bson::Int64(count)) => *count,
-            _ => 0,
-        };
+        let records = runs::stored_count(&run, "records_written");
         Ok(finished.map(|at| (at, records)))
     }
 }
@@ -194,26 +190,20 @@ fn at(document: &Document, field: &str) -> Option<DateTime<Utc>> {
         .and_then(|at| crate::bson_dates::from_bson_date(*at))
 }
 
-fn count(document: &Document, field: &str) -> i64 {
-    match document.get(field) {
-        Some(Bson::Int32(value)) => i64::from(*value),
-        Some(Bson::Int64(value)) => *value,
-        // Counts are whole and far below 2^53.
-        Some(Bson::Double(value)) => *value as i64,
-        _ => 0,
-    }
-}
-
 /// A stored run as the page shows it. Older runs have no `*_count` fields:
 /// their lists' lengths are the counts then.
 fn run_view(document: &Document) -> RunView {
     let listed = |field: &str| document.get_array(field).map_or(0, Vec::len);
     let exact = |field: &str, list: &str| match document.get(field) {
-        Some(_) => count(document, field),
+        Some(_) => runs::stored_count(document, field),
         None => i64::try_from(listed(list)).unwrap_or(i64::MAX),
     };
     let changes = document.get_document("changes").ok();
-    let change = |field: &str| changes.map_or(0, |changes| usize::try_from(count(changes, field)).unwrap_or(0));
+    let change = |field: &str| {
+        changes.map_or(0, |changes| {
+            usize::try_from(runs::stored_count(changes, field)).unwrap_or(0)
+        })
+    };
     let mut issues = issues_of(document, "rejected", true);
     issues.extend(issues_of(document, "warnings", false));
     RunView {
@@ -221,9 +211,9 @@ fn run_view(document: &Document) -> RunView {
         trigger: document.get_str("trigger").unwrap_or("").to_owned(),
         write_path: document.get_str("write_path").ok().map(str::to_owned),
         finished_at: at(document, "finished_at"),
-        rows_read: count(document, "rows_read"),
-        records_written: count(document, "records_written"),
-        duplicates_merged: count(document, "duplicates_merged"),
+        rows_read: runs::stored_count(document, "rows_read"),
+        records_written: runs::stored_count(document, "records_written"),
+        duplicates_merged: runs::stored_count(document, "duplicates_merged"),
         rejected: exact("rejected_count", "rejected"),
         warnings: exact("warnings_count", "warnings"),
         changes: Changes {
@@ -246,7 +236,7 @@ fn issues_of(document: &Document, field: &str, rejected: bool) -> Vec<IssueView>
         .filter_map(Bson::as_document)
         .map(|issue| IssueView {
             rejected,
-            row: count(issue, "row"),
+            row: runs::stored_count(issue, "row"),
             column: issue.get_str("column").ok().map(str::to_owned),
             value: issue.get_str("value").ok().map(str::to_owned),
             reason: issue.get_str("reason").unwrap_or_default().to_owned(),
@@ -305,8 +295,8 @@ fn column_notices(history: &[Document]) -> Vec<ColumnNotice> {
 fn run_point(document: &Document) -> RunPoint {
     RunPoint {
         started_at: at(document, "started_at"),
-        duration_ms: count(document, "duration_ms"),
-        records: count(document, "records_written"),
+        duration_ms: runs::stored_count(document, "duration_ms"),
+        records: runs::stored_count(document, "records_written"),
         failed: document.get_str("outcome") == Ok("failed"),
     }
 }

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::locks::lock;
 use super::shared::Daemon;
+use crate::concurrency::lock;
 use crate::config::WatchSettings;
 use crate::report::Trigger;
 use crate::source::{ChangeMark, SourceError, SourceSpec};

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use mongodb::Database;
 
+use crate::concurrency::lock;
 use crate::store::StoreError;
 use crate::syncs::{Place, SyncPlan};
 
@@ -67,9 +68,4 @@ impl Databases {
             None => Ok(self.main.clone()),
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The map is only inserted into; a panic elsewhere cannot leave it torn.
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

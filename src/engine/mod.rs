@@ -349,12 +349,7 @@ impl Engine {
         if last.get_str("target_mark") != Ok(mark.as_str()) {
             return false;
         }
-        let records = last
-            .get_i64("records_written")
-            .ok()
-            .or_else(|| last.get_i32("records_written").ok().map(i64::from))
-            .and_then(|count| usize::try_from(count).ok())
-            .unwrap_or_default();
+        let records = usize::try_from(runs::stored_count(&last, "records_written")).unwrap_or_default();
         report.records_written = records;
         report.target_mark = Some(mark);
         report

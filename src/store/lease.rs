@@ -31,6 +31,7 @@ use mongodb::error::{ErrorKind, WriteFailure};
 
 use super::{Doing, Operation, StoreError, Within, timed};
 use crate::bson_dates::to_bson_date;
+use crate::concurrency::{AbortOnDrop, lock};
 
 pub const SYNC_LOCKS_COLLECTION: &str = "sync_locks";
 
@@ -225,9 +226,9 @@ impl Leases {
     /// Renews the lease of `view_id` at a third of its lifetime until the
     /// returned guard is dropped; calls `on_lost` (and stops) when another
     /// process took it.
-    pub fn keep_alive(&self, view_id: &str, on_lost: impl FnOnce() + Send + 'static) -> Renewer {
+    pub fn keep_alive(&self, view_id: &str, on_lost: impl FnOnce() + Send + 'static) -> AbortOnDrop {
         let (leases, view_id) = (self.clone(), view_id.to_owned());
-        Renewer(tokio::spawn(async move {
+        AbortOnDrop(tokio::spawn(async move {
             loop {
                 tokio::time::sleep(leases.ttl / 3).await;
                 match leases.renew(&view_id).await {
@@ -250,16 +251,6 @@ impl Leases {
             .within(Operation::Write, || format!("releasing the lease of view {view_id}"))
             .await?;
         Ok(())
-    }
-}
-
-/// A running lease renewal, stopped when dropped, including when a panic
-/// unwinds past its owner: a lease must not be renewed past its sync.
-pub struct Renewer(pub(crate) tokio::task::JoinHandle<()>);
-
-impl Drop for Renewer {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
@@ -300,12 +291,6 @@ fn host_name() -> String {
         .map(|host| host.trim().to_owned())
         .filter(|host| !host.is_empty())
         .unwrap_or_else(|| "unknown-host".to_owned())
-}
-
-/// The lock of the take-over notices; a panic while it was held cannot
-/// leave the map half-changed (one insert or remove), so it is used as is.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// An id for this process's leases: what it is (`daemon`, `cli`), its host

@@ -82,6 +82,18 @@ pub async fn collection_mark(db: &Database, collection: &str) -> Result<String, 
     Ok(format!("{uuid} / {count}"))
 }
 
+/// A count stored in a run document (`records_written`, `rows_read`...),
+/// whichever integer type the server kept it as; 0 when absent.
+pub fn stored_count(document: &Document, field: &str) -> i64 {
+    match document.get(field) {
+        Some(bson::Bson::Int32(value)) => i64::from(*value),
+        Some(bson::Bson::Int64(value)) => *value,
+        // Counts are whole and far below 2^53.
+        Some(bson::Bson::Double(value)) => *value as i64,
+        _ => 0,
+    }
+}
+
 /// The latest successful run of `view` that recorded a source digest.
 pub async fn last_applied(db: &Database, view: &str) -> Result<Option<Document>, StoreError> {
     let filter = doc! {

@@ -170,7 +170,7 @@ pub async fn drop_leftover_staging(
             (Some(tag), Some(_)) => Some(tag),
             _ => None,
         };
-        let orphaned = ours.is_some() && tag.is_some() && tag == ours.as_deref();
+        let orphaned = tag.is_some() && tag == ours.as_deref();
         orphaned || created.is_none_or(|created| now.saturating_sub(created) > STALE_STAGING_AFTER.as_secs())
     };
     let mut dropped = Vec::new();
