@@ -313,8 +313,13 @@ pub struct Changes {
 }
 
 impl Changes {
+    /// Documents the change set writes: inserted, updated, removed, moved.
+    pub fn written(&self) -> usize {
+        self.inserted + self.updated + self.removed + self.moved
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.inserted == 0 && self.updated == 0 && self.removed == 0 && self.moved == 0
+        self.written() == 0
     }
 }
 

@@ -96,7 +96,7 @@ pub async fn apply(ctx: &ApplyContext<'_>, report: &mut SyncReport) -> Result<Ou
         }
     }
     let in_place = delta_max.is_some_and(|max| {
-        let changed = report.changes.inserted + report.changes.updated + report.changes.removed + report.changes.moved;
+        let changed = report.changes.written();
         let size = (stored.count as usize).max(winners.len());
         compare && changed > 0 && changed <= max && changed * 10 <= size
     });
