@@ -1,6 +1,8 @@
 //! Reading one cell into its field's type, with what it shows about the
 //! source's conventions and what is wrong with it.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Datelike, Utc};
 use chrono_tz::Tz;
 use mongodb::bson::Bson;
@@ -62,12 +64,22 @@ pub(super) enum Doubt {
 }
 
 impl Mapper<'_> {
-    pub(super) fn convert(&self, field: usize, cell: &Cell) -> Converted {
+    /// Reads `cell` into field `field`'s type. Without `keep`, a text, list
+    /// or enum value is read (its problems and whether it holds a value are
+    /// the same) but not copied: an empty string or list stands for it.
+    pub(super) fn convert(&self, field: usize, cell: &Cell, keep: bool) -> Converted {
         let spec = &self.profile.fields[field];
         let zone = self.zone;
+        let kept = |text: &str| match keep {
+            true => text.to_owned(),
+            false => String::new(),
+        };
         match (&spec.kind, cell) {
             (_, Cell::Empty) => Converted::value(Bson::Null),
-            (FieldKind::Text, cell) => Converted::value(Bson::String(text_of(cell))),
+            (FieldKind::Text, cell) => Converted::value(Bson::String(match keep {
+                true => text_of(cell),
+                false => String::new(),
+            })),
             (FieldKind::Date, Cell::Text(text)) => {
                 self.in_date_order(values::dates::read_date(text, zone), to_bson_date, DATE_EXPECTED)
             }
@@ -100,24 +112,25 @@ impl Mapper<'_> {
                     _ => read,
                 }
             }
-            (FieldKind::List, cell) => Converted::value(values::list_items(&text_of(cell))),
+            (FieldKind::List, _) if !keep => Converted::value(Bson::Array(Vec::new())),
+            (FieldKind::List, cell) => Converted::value(values::list_items(&written(cell))),
             (FieldKind::Bool, Cell::Bool(checked)) => Converted::value(Bson::Boolean(*checked)),
-            (FieldKind::Bool, cell) => match values::read_bool(&text_of(cell)) {
+            (FieldKind::Bool, cell) => match values::read_bool(&written(cell)) {
                 Some(value) => Converted::value(Bson::Boolean(value)),
                 None => {
                     Converted::unreadable("not a yes/no value (expected e.g. yes, no, true, false, oui, non, 1, 0)")
                 }
             },
             (FieldKind::Enum(allowed), cell) => {
-                let written = text_of(cell);
+                let written = written(cell);
                 let canonical = match &self.lookups[field] {
                     Some(lookup) => lookup.canonical(&written),
                     None => allowed.canonical(&written),
                 };
                 match canonical {
-                    Some(value) => Converted::value(Bson::String(value.to_owned())),
+                    Some(value) => Converted::value(Bson::String(kept(value))),
                     None => Converted {
-                        value: Bson::String(written),
+                        value: Bson::String(written.into_owned()),
                         problem: Some(Problem::Unknown(format!(
                             "unknown value, kept as written; expected one of: {}",
                             allowed.values.join(", ")
@@ -228,9 +241,18 @@ pub(super) fn describe_reading(value: &Bson) -> String {
 
 /// Text as it reads in the sheet: whole numbers without a trailing `.0`.
 pub(super) fn text_of(cell: &Cell) -> String {
+    written(cell).into_owned()
+}
+
+/// [`text_of`], borrowed from a text cell: reading a text cell (most cells)
+/// copies nothing unless its value is kept.
+pub(super) fn written(cell: &Cell) -> Cow<'_, str> {
     match cell {
-        Cell::Number(number) if number.fract() == 0.0 && number.abs() < 1e15 => format!("{}", *number as i64),
-        other => other.display().trim().to_owned(),
+        Cell::Text(text) => Cow::Borrowed(values::trim(text)),
+        Cell::Number(number) if number.fract() == 0.0 && number.abs() < 1e15 => {
+            Cow::Owned(format!("{}", *number as i64))
+        }
+        other => Cow::Owned(other.display().trim().to_owned()),
     }
 }
 

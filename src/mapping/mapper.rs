@@ -24,6 +24,11 @@ pub struct Mapper<'p> {
     pub(super) conventions: Conventions,
     /// The index of the profile's identity link field.
     pub(super) link_field: Option<usize>,
+    /// The fields whose values a survey reads (bit `i` for field `i`): the
+    /// key's, the identity link's and those others are derived from. Of the
+    /// rest it only needs to know whether they hold a value, so their text
+    /// is not copied.
+    pub(super) survey_values: u128,
 }
 
 impl Mapper<'_> {

@@ -5,7 +5,7 @@ use mongodb::bson::{Bson, Document};
 use serde::{Deserialize, Serialize};
 
 use super::profile::TargetProfile;
-use super::values::fold_key_text;
+use super::values::fold_key_text_into;
 
 /// Joins the folded fields of a key; it cannot occur in them.
 pub const KEY_SEPARATOR: &str = "\u{1f}";
@@ -165,12 +165,26 @@ pub fn record_key(profile: &TargetProfile, fields: &Document) -> String {
     fold_key(profile.key.iter().map(|name| fields.get(name)))
 }
 
-pub(super) fn fold_key<'a>(parts: impl Iterator<Item = Option<&'a Bson>>) -> String {
-    parts
-        .map(|value| match value {
-            Some(Bson::String(text)) => fold_key_text(text),
-            _ => String::new(),
-        })
-        .collect::<Vec<_>>()
-        .join(KEY_SEPARATOR)
+pub(super) fn fold_key<'a>(parts: impl Iterator<Item = Option<&'a Bson>> + Clone) -> String {
+    let text = |value: Option<&'a Bson>| match value {
+        Some(Bson::String(text)) => Some(text.as_str()),
+        _ => None,
+    };
+    // Folding ASCII text never lengthens it: one allocation, and a key
+    // kept per record holds no spare capacity.
+    let length = parts
+        .clone()
+        .map(|value| text(value).map_or(0, str::len) + KEY_SEPARATOR.len())
+        .sum();
+    let mut key = String::with_capacity(length);
+    for (index, value) in parts.enumerate() {
+        if index > 0 {
+            key.push_str(KEY_SEPARATOR);
+        }
+        if let Some(text) = text(value) {
+            fold_key_text_into(text, &mut key);
+        }
+    }
+    key.shrink_to_fit();
+    key
 }

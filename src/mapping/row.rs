@@ -57,7 +57,7 @@ impl<'p> Mapper<'p> {
             .fields
             .iter()
             .enumerate()
-            .filter(|(index, _)| values[*index] == Bson::Null)
+            .filter(|(index, _)| matches!(values[*index], Bson::Null))
             .filter(|(index, _)| {
                 self.columns
                     .of_field(*index)
@@ -96,7 +96,8 @@ impl<'p> Mapper<'p> {
         for (index, spec) in self.profile.fields.iter().enumerate() {
             let value = match self.columns.of_field(index) {
                 Some((column, _)) => {
-                    let converted = self.convert(index, row.cells.get(column).unwrap_or(&Cell::Empty));
+                    let keep = !notes || self.survey_values & (1 << index) != 0;
+                    let converted = self.convert(index, row.cells.get(column).unwrap_or(&Cell::Empty), keep);
                     if notes && (converted.clue.is_some() || converted.problem.is_some()) {
                         reading.notes.push(CellNote {
                             field: index,
@@ -108,7 +109,7 @@ impl<'p> Mapper<'p> {
                 }
                 None => Bson::Null,
             };
-            if spec.required && value == Bson::Null {
+            if spec.required && matches!(value, Bson::Null) {
                 reading.missing.push(spec.name.as_str());
             }
             reading.values.push(value);
@@ -125,7 +126,7 @@ impl<'p> Mapper<'p> {
         derive_fields(self.profile, &mut reading.values, zone_of);
         if notes {
             // Only a survey counts which fields records fill.
-            reading.filled = filled_bits(reading.values.iter().map(|value| *value != Bson::Null));
+            reading.filled = filled_bits(reading.values.iter().map(|value| !matches!(value, Bson::Null)));
         }
         if reading.missing.is_empty() {
             let values = &reading.values;

@@ -12,7 +12,7 @@ use super::header::{Columns, FieldLabels, find_header, resolve_columns, warn_abo
 use super::mapper::Mapper;
 use super::parallel;
 use super::profile::{FieldKind, TargetProfile};
-use super::record::{Duplicate, HeaderColumn, KeyMap, RowIssue, Winner};
+use super::record::{Duplicate, HeaderColumn, KeyMap, RowIssue, Winner, filled_bits};
 use super::row::{CellNote, RowReading};
 use super::values;
 use super::values::dates::DateOrder;
@@ -97,6 +97,10 @@ pub fn survey<'p>(
         (false, Some(sheet_zone)) => sheet_zone,
         _ => settings.time_zone,
     };
+    let link_field = profile
+        .identity_link
+        .as_deref()
+        .and_then(|name| profile.field_index(name));
     let mut mapper = Mapper {
         profile,
         zone: settings.time_zone,
@@ -105,10 +109,8 @@ pub fn survey<'p>(
         columns,
         lookups,
         conventions: Conventions::provisional(date_order),
-        link_field: profile
-            .identity_link
-            .as_deref()
-            .and_then(|name| profile.field_index(name)),
+        link_field,
+        survey_values: values_a_survey_reads(profile, link_field),
     };
     let mut pass = mapper.survey_pass(source, progress)?;
     let (conventions, decision) = Conventions::decide(date_order, &pass.evidence);
@@ -152,6 +154,24 @@ pub fn survey<'p>(
         });
     }
     Ok((mapper, survey))
+}
+
+/// The fields whose values a survey reads (see `Mapper::survey_values`).
+fn values_a_survey_reads(profile: &TargetProfile, link_field: Option<usize>) -> u128 {
+    let derived_from = profile.fields.iter().filter_map(|spec| match &spec.kind {
+        FieldKind::Month {
+            derive_from: Some(source),
+        } => Some(source),
+        _ => None,
+    });
+    let by_name = profile
+        .key
+        .iter()
+        .chain(derived_from)
+        .filter_map(|name| profile.field_index(name));
+    filled_bits(
+        (0..profile.fields.len()).map(|index| link_field == Some(index) || by_name.clone().any(|field| field == index)),
+    )
 }
 
 /// No value decided the day/month order and some dates read differently in

@@ -6,6 +6,7 @@
 //! makes one pass to find duplicates and another to write), so a large export
 //! never has to sit in memory as cells.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::sync::{Arc, mpsc};
@@ -489,12 +490,12 @@ impl CsvParser {
                     // held.
                     let start = self.record.position().map_or(0, csv::Position::byte);
                     let number = self.reader.get_mut().line_at(start);
-                    if self.record.iter().all(|field| field.trim().is_empty()) {
+                    fill_cells(&mut row.cells, &self.record);
+                    if row.cells.iter().all(Cell::is_empty) {
                         self.blank_rows += 1;
                         continue;
                     }
                     row.number = number;
-                    fill_cells(&mut row.cells, &self.record);
                     return Ok(true);
                 }
                 Err(error) => {
@@ -522,7 +523,7 @@ fn fill_cells(cells: &mut Vec<Cell>, record: &csv::StringRecord) {
                 &mut cells[index]
             }
         };
-        if field.trim().is_empty() {
+        if is_blank(field) {
             *cell = Cell::Empty;
         } else if let Cell::Text(text) = cell {
             text.clear();
@@ -533,20 +534,30 @@ fn fill_cells(cells: &mut Vec<Cell>, record: &csv::StringRecord) {
     }
 }
 
+/// Whether a field is only whitespace, as [`Cell::text`] decides, without
+/// trimming the fields that start with a letter or digit (most of them).
+fn is_blank(field: &str) -> bool {
+    match field.as_bytes().first() {
+        Some(first) if first.is_ascii_alphanumeric() => false,
+        _ => field.trim().is_empty(),
+    }
+}
+
 /// Counts lines in the decoded stream so rows can be numbered as the file's
 /// own lines. (The csv crate's line count skips empty lines, which would send
-/// people to the wrong row.) Only the bytes between the last numbered record
-/// and the reader's look-ahead are kept.
+/// people to the wrong row.) Only the line ends between the last numbered
+/// record and the reader's look-ahead are kept.
 struct LineTracker {
     inner: Box<dyn Read + Send>,
-    /// Bytes read by the parser and not yet counted, from `head` on.
-    pending: Vec<u8>,
-    head: usize,
-    /// Stream offset of `pending[head]`.
-    offset: u64,
-    /// Line number at `offset`.
+    /// Each `\r` and `\n` read by the parser and not yet counted: its
+    /// stream offset, and whether it ends a line (a `\n` right after a
+    /// `\r` does not: `\r\n` is one line end).
+    ends: VecDeque<(u64, bool)>,
+    /// Stream offset of the next byte read.
+    read_to: u64,
+    /// Line number after the ends counted so far.
     line: usize,
-    /// Whether the byte before `offset` was `\r`.
+    /// Whether the last byte read was `\r`.
     after_cr: bool,
 }
 
@@ -554,9 +565,8 @@ impl LineTracker {
     fn new(inner: Box<dyn Read + Send>) -> Self {
         LineTracker {
             inner,
-            pending: Vec::new(),
-            head: 0,
-            offset: 0,
+            ends: VecDeque::new(),
+            read_to: 0,
             line: 1,
             after_cr: false,
         }
@@ -566,42 +576,38 @@ impl LineTracker {
     /// where it began scanning, which may be the previous record's terminator
     /// or blank lines, so those are skipped. Offsets never decrease.
     fn line_at(&mut self, byte: u64) -> usize {
-        let behind = usize::try_from(byte.saturating_sub(self.offset)).unwrap_or(usize::MAX);
-        let end = self.head + behind.min(self.pending.len() - self.head);
-        self.count_to(end);
-        let ends = self.pending[self.head..]
-            .iter()
-            .take_while(|&&b| b == b'\r' || b == b'\n')
-            .count();
-        self.count_to(self.head + ends);
-        // Counted bytes are dropped once they are most of the buffer.
-        if self.head > 64 * 1024 && self.head * 2 > self.pending.len() {
-            self.pending.drain(..self.head);
-            self.head = 0;
+        let mut start = byte;
+        while let Some(&(at, ends_line)) = self.ends.front() {
+            if at > start {
+                break;
+            }
+            if at == start {
+                start += 1;
+            }
+            self.line += usize::from(ends_line);
+            self.ends.pop_front();
         }
         self.line
-    }
-
-    /// Counts `\n`, `\r\n` and a lone `\r` (old Mac Excel) as one line end
-    /// each, up to `pending[end]`.
-    fn count_to(&mut self, end: usize) {
-        let mut after_cr = self.after_cr;
-        let mut lines = 0;
-        for &byte in &self.pending[self.head..end] {
-            lines += usize::from(byte == b'\r' || (byte == b'\n' && !after_cr));
-            after_cr = byte == b'\r';
-        }
-        self.line += lines;
-        self.after_cr = after_cr;
-        self.offset += (end - self.head) as u64;
-        self.head = end;
     }
 }
 
 impl Read for LineTracker {
     fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
         let read = self.inner.read(buffer)?;
-        self.pending.extend_from_slice(&buffer[..read]);
+        let bytes = &buffer[..read];
+        // `\n`, `\r\n` and a lone `\r` (old Mac Excel) each end one line.
+        for at in memchr::memchr2_iter(b'\r', b'\n', bytes) {
+            let after_cr = match at {
+                0 => self.after_cr,
+                _ => bytes[at - 1] == b'\r',
+            };
+            let ends_line = bytes[at] == b'\r' || !after_cr;
+            self.ends.push_back((self.read_to + at as u64, ends_line));
+        }
+        if let Some(&last) = bytes.last() {
+            self.after_cr = last == b'\r';
+        }
+        self.read_to += read as u64;
         Ok(read)
     }
 }
@@ -852,6 +858,52 @@ mod tests {
         let source = CsvSource::from_bytes(b"Client,Stage\rAcme,Lost\r\rGlobex,Lost\r".to_vec(), "t");
         let numbers: Vec<usize> = rows(&source).0.iter().map(|(number, _)| *number).collect();
         assert_eq!(numbers, vec![1, 2, 4]);
+    }
+
+    /// A reader handing over one byte a call: every line end then falls
+    /// across a read.
+    struct ByteByByte(io::Cursor<Vec<u8>>);
+
+    impl Read for ByteByByte {
+        fn read(&mut self, buffer: &mut [u8]) -> io::Result<usize> {
+            let end = buffer.len().min(1);
+            self.0.read(&mut buffer[..end])
+        }
+    }
+
+    #[test]
+    fn line_ends_split_across_reads_are_counted_once() {
+        let text = b"Client,Stage\r\n\r\n,,\r\n\"Acme\r\nCorp\",Lost\r\rGlobex,Lost\nInitech,Won\r\n".to_vec();
+        let numbers = |inner: Box<dyn Read + Send>| {
+            let mut parser = CsvParser {
+                location: "t".to_owned(),
+                reader: csv::ReaderBuilder::new()
+                    .has_headers(false)
+                    .flexible(true)
+                    .from_reader(LineTracker::new(inner)),
+                record: csv::StringRecord::new(),
+                blank_rows: 0,
+            };
+            let mut row = Row {
+                number: 0,
+                cells: Vec::new(),
+            };
+            let mut numbers = Vec::new();
+            while parser.next_into(&mut row).unwrap() {
+                numbers.push(row.number);
+            }
+            numbers
+        };
+        let whole = numbers(Box::new(io::Cursor::new(text.clone())));
+        assert_eq!(whole, vec![1, 4, 7, 8]);
+        assert_eq!(numbers(Box::new(ByteByByte(io::Cursor::new(text)))), whole);
+    }
+
+    #[test]
+    fn a_field_is_blank_as_a_cell_is_empty() {
+        for field in ["", " ", "\t", "\u{a0}", "\u{b}", "a", " a", "\u{a0}a", "é", ";"] {
+            assert_eq!(is_blank(field), Cell::text(field).is_empty(), "{field:?}");
+        }
     }
 
     #[test]

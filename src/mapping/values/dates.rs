@@ -95,7 +95,7 @@ pub const TEXT_SERIAL_RANGE: std::ops::RangeInclusive<f64> = 18_264.0..=73_415.0
 /// Date-only values land at 00:00 UTC of that day; times without an offset,
 /// serials' included, are wall-clock times in `zone`.
 pub fn read_date(text: &str, zone: Tz) -> Option<Reading<DateTime<Utc>>> {
-    let text = text.trim();
+    let text = super::trim(text);
     if text.is_empty() {
         return None;
     }
@@ -322,7 +322,7 @@ pub fn serial_date(serial: f64) -> Option<NaiveDate> {
 /// `janv.-25`, `Jan-25`, `January 2025`, `févr. 2025`, or a full date (whose
 /// day/month order may matter).
 pub fn read_month(text: &str, zone: Tz) -> Option<Reading<String>> {
-    let text = text.trim();
+    let text = super::trim(text);
     if let Some(month) = parse_iso_month(text) {
         return Some(Reading::Certain(month));
     }

@@ -15,20 +15,25 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 /// Held as a 64-bit digest: it is compared, never shown, and one is kept per
 /// record (two links colliding is a 1 in 2^64 chance per pair).
 pub fn link_ref(url: &str) -> Option<LinkRef> {
-    let url = url.trim();
-    let host = match plain_http_host(url) {
-        Some(host) => host.to_ascii_lowercase(),
+    let url = super::trim(url);
+    let is_hubspot = |host: &str| {
+        let host = host.as_bytes();
+        let suffix = b".hubspot.com";
+        host.eq_ignore_ascii_case(&suffix[1..])
+            || host.len() >= suffix.len() && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    };
+    let hubspot = match plain_http_host(url) {
+        Some(host) => is_hubspot(host),
         None => {
             let parsed = reqwest::Url::parse(url).ok()?;
             if !matches!(parsed.scheme(), "http" | "https") {
                 return None;
             }
-            parsed.host_str().filter(|host| !host.is_empty())?.to_ascii_lowercase()
+            is_hubspot(parsed.host_str().filter(|host| !host.is_empty())?)
         }
     };
     let mut hasher = DefaultHasher::new();
-    let is_hubspot = host == "hubspot.com" || host.ends_with(".hubspot.com");
-    match hubspot_deal(url).filter(|_| is_hubspot) {
+    match hubspot_deal(url).filter(|_| hubspot) {
         Some(deal) => ("deal", deal).hash(&mut hasher),
         None => ("url", normalised(url)).hash(&mut hasher),
     }
@@ -59,11 +64,15 @@ fn plain_http_host(url: &str) -> Option<&str> {
 /// The deal number in a HubSpot deal link's path.
 fn hubspot_deal(url: &str) -> Option<u64> {
     let path = url.split(['?', '#']).next()?;
-    let segments: Vec<&str> = path.split('/').collect();
-    segments.windows(2).rev().find_map(|pair| match pair {
-        ["deals" | "deal" | "0-3", number] => number.parse().ok(),
-        _ => None,
-    })
+    let mut segments = path.rsplit('/').peekable();
+    while let Some(number) = segments.next() {
+        if let Some(&("deals" | "deal" | "0-3")) = segments.peek() {
+            if let Ok(deal) = number.parse() {
+                return Some(deal);
+            }
+        }
+    }
+    None
 }
 
 fn normalised(url: &str) -> String {

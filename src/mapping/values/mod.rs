@@ -19,6 +19,16 @@ pub mod labels;
 pub mod links;
 pub mod numbers;
 
+/// `text` without leading and trailing whitespace, as [`str::trim`] has
+/// it. Most cells start and end with a visible ASCII character: those are
+/// returned as they are without decoding either end.
+pub fn trim(text: &str) -> &str {
+    match (text.as_bytes().first(), text.as_bytes().last()) {
+        (Some(first), Some(last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => text,
+        _ => text.trim(),
+    }
+}
+
 /// Lower-case, accent-free, with every non-alphanumeric character removed:
 /// `"Show / No-Show"` and `"show_noshow"` both become `"shownoshow"`.
 pub fn fold_label(text: &str) -> String {
@@ -43,18 +53,26 @@ pub fn fold_words(text: &str) -> String {
 /// Trimmed, lower-case, inner whitespace collapsed: how two spellings of one
 /// client name are recognised as the same client.
 pub fn fold_key_text(text: &str) -> String {
-    // ASCII (most client names) is folded in one pass, with one allocation.
+    let mut folded = String::with_capacity(text.len());
+    fold_key_text_into(text, &mut folded);
+    folded
+}
+
+/// [`fold_key_text`], appended to `folded`.
+pub fn fold_key_text_into(text: &str, folded: &mut String) {
+    // ASCII (most client names) is folded in place, without allocating.
     if text.is_ascii() {
-        let mut folded = String::with_capacity(text.len());
+        let start = folded.len();
         for word in text.split_ascii_whitespace() {
-            if !folded.is_empty() {
+            if folded.len() > start {
                 folded.push(' ');
             }
-            folded.extend(word.chars().map(|c| c.to_ascii_lowercase()));
+            folded.push_str(word);
         }
-        return folded;
+        folded[start..].make_ascii_lowercase();
+        return;
     }
-    text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    folded.push_str(&text.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase());
 }
 
 fn strip_accents(text: &str) -> Cow<'_, str> {
@@ -219,6 +237,29 @@ pub fn similarity(left: &str, right: &str) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_quick_trim_is_str_trim() {
+        for text in [
+            "",
+            " ",
+            "Acme",
+            " Acme ",
+            "Acme\t",
+            "\u{a0}Acme",
+            "Acme\u{a0}",
+            "\u{2003}",
+            "é",
+            " é ",
+            "\u{b}x",
+            "x\u{c}",
+            "a b",
+            "\r\n",
+            "(1,200)",
+        ] {
+            assert_eq!(trim(text), text.trim(), "{text:?}");
+        }
+    }
 
     #[test]
     fn folding() {

@@ -70,7 +70,7 @@ impl NumberText {
 /// `1,2E+05`, `1.5e4`, and percentages as fractions (`12,5 %` is 0.125).
 /// Spaces of every width and `'` group thousands.
 pub fn read_number(text: &str) -> Option<NumberText> {
-    let mut body = text.trim();
+    let mut body = super::trim(text);
     let mut negative = false;
     if body.starts_with('(') && body.ends_with(')') {
         negative = true;
