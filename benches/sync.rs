@@ -14,6 +14,8 @@
 //!    full and refreshed by the daemon, then one row changed.
 //! 6. `BENCH_SECTIONS=watch`: the idle daemon watching 20 spreadsheets.
 //! 7. `BENCH_SECTIONS=workers`: a first load with 1, 2 and 4 insert workers.
+//! 8. `BENCH_SECTIONS=pipeline`: the row pipeline (`sync --dry-run` into an
+//!    empty view) against Python's `csv.reader` splitting the same file.
 //!
 //! The results go to stdout as Markdown and, with `--write PATH`, to a file.
 
@@ -110,6 +112,10 @@ fn main() {
     if wanted("unchanged") {
         let rows = sizes("BENCH_UNCHANGED_ROWS", &[500_000])[0];
         report.push_str(&unchanged_refresh(&runtime, &url, dir.path(), rows));
+    }
+    if wanted("pipeline") {
+        let rows = sizes("BENCH_PIPELINE_ROWS", &[500_000])[0];
+        report.push_str(&pipeline_table(&runtime, &url, dir.path(), rows));
     }
     if wanted("workers") {
         let rows = sizes("BENCH_WORKERS_ROWS", &[200_000])[0];
@@ -961,6 +967,88 @@ fn insert_workers_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path
         floor.rename,
         rows as f64 / swap_floor,
     )
+}
+
+/// Runs of each side of the pipeline table: the machine's noise is of the
+/// order of the difference measured, so each side runs alternately, this
+/// many times, and the medians are compared.
+const PIPELINE_RUNS: usize = 5;
+
+/// The row pipeline: `sheetsync sync --dry-run` of a `rows`-row export into
+/// an empty view (read, map, dedup and count, no write) against Python's
+/// `csv.reader` merely splitting the same file into fields, each a whole
+/// process timed from start to end, run alternately.
+fn pipeline_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, rows: usize) -> String {
+    let path = dir.join("pipeline.csv");
+    let csv = to_csv(&generate(rows), 0);
+    std::fs::write(&path, &csv).expect("write CSV");
+    let db_name = "bench_pipeline";
+    let source = format!("file://{}", path.display());
+    runtime.block_on(fresh_db(url, db_name, &[("view-bench", "Organic", &source)]));
+    let mut dry_runs = Vec::new();
+    let mut splits = Vec::new();
+    for _ in 0..PIPELINE_RUNS {
+        let (measure, stdout) = run_capturing(url, db_name, None, &["sync", "--dry-run", "--json"]);
+        let report: Value = serde_json::from_slice(&stdout).expect("the --json report");
+        assert_eq!(
+            report["views"][0]["rows_read"].as_u64(),
+            Some(rows as u64),
+            "every row read"
+        );
+        dry_runs.push(measure);
+        splits.push(python_split(&path, rows));
+    }
+    runtime.block_on(drop_db(url, db_name));
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let dry_run = median(dry_runs.iter().map(|measure| measure.seconds).collect());
+    let split = median(splits.clone());
+    let list = |values: &mut dyn Iterator<Item = f64>| {
+        values.map(|value| format!("{value:.2}")).collect::<Vec<_>>().join(", ")
+    };
+    eprintln!("pipeline {rows}: dry run {dry_run:.2}s, csv.reader {split:.2}s");
+    format!(
+        "### The row pipeline, {rows} rows ({:.1} MB): `sync --dry-run` against Python's `csv.reader`\n\n\
+         | process | median | runs | peak RSS | its CPU |\n|---|---:|---:|---:|---:|\n\
+         | `sheetsync sync --dry-run` into an empty view | {dry_run:.2} s | {} s | {:.0} MB | {:.2} s |\n\
+         | Python `csv.reader` splitting the file (no types, no keys) | {split:.2} s | {} s | | |\n\n\
+         Ratio of the medians: {:.2}x.\n\n",
+        csv.len() as f64 / 1e6,
+        list(&mut dry_runs.iter().map(|measure| measure.seconds)),
+        dry_runs.iter().map(|measure| measure.peak_rss_mb).fold(0.0, f64::max),
+        median(dry_runs.iter().map(|measure| measure.cpu_seconds).collect()),
+        list(&mut splits.into_iter()),
+        dry_run / split,
+    )
+}
+
+/// Times one whole Python process splitting `csv` with `csv.reader`, and
+/// checks it saw every row.
+fn python_split(csv: &Path, rows: usize) -> f64 {
+    let script = "import csv, sys\n\
+        with open(sys.argv[1], newline='', encoding='utf-8') as source:\n\
+        \x20   print(sum(1 for _ in csv.reader(source)))\n";
+    let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let started = Instant::now();
+    let output = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(csv)
+        .output()
+        .expect("run Python (scripts/test-server installs .venv)");
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(
+        output.status.success(),
+        "the Python split failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let counted: usize = String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .parse()
+        .expect("a row count");
+    assert_eq!(counted, rows + 1, "the header and every row");
+    seconds
 }
 
 /// Times the plain Python loader over `csv`, with the test server's

@@ -365,6 +365,9 @@ impl Continuations {
         }
         // Only groups with an old record left can pair: the others' new
         // records (every record of a first load) are not collected.
+        if old_left.is_empty() {
+            return;
+        }
         let mut new_left: HashMap<&str, Vec<&String>, foldhash::fast::RandomState> = HashMap::default();
         for key in winners.keys() {
             let Some(group) = group_of(key).filter(|group| old_left.contains_key(group)) else {

@@ -76,7 +76,7 @@ pub fn read_number(text: &str) -> Option<NumberText> {
         negative = true;
         body = &body[1..body.len() - 1];
     }
-    let mut digits = String::with_capacity(body.len());
+    let mut digits = Digits::default();
     let (mut currency, mut percent, mut exponent) = (false, false, None);
     let mut previous = ' ';
     for (index, c) in body.char_indices() {
@@ -103,9 +103,9 @@ pub fn read_number(text: &str) -> Option<NumberText> {
                 return None;
             }
             percent |= rest.contains('%');
-            scientific(&digits, exponent)?
+            scientific(digits.as_str(), exponent)?
         }
-        None => separated_digits(&digits, currency)?,
+        None => separated_digits(digits.as_str(), currency)?,
     };
     let adjust = |value: f64| {
         let value = if negative { -value } else { value };
@@ -167,12 +167,16 @@ fn separated_digits(digits: &str, currency: bool) -> Option<NumberText> {
     if !digits.chars().any(|c| c.is_ascii_digit()) {
         return None;
     }
-    let separators: Vec<(usize, char)> = digits.char_indices().filter(|(_, c)| !c.is_ascii_digit()).collect();
-    let Some(&(last, last_separator)) = separators.last() else {
+    let (mut separators, mut last_one, mut single_kind) = (0, None, true);
+    for (index, separator) in digits.char_indices().filter(|(_, c)| !c.is_ascii_digit()) {
+        single_kind &= last_one.is_none_or(|(_, previous)| previous == separator);
+        last_one = Some((index, separator));
+        separators += 1;
+    }
+    let Some((last, last_separator)) = last_one else {
         let value = without_groups(digits, None)?;
         return Some(NumberText::Certain { value, shows: None });
     };
-    let single_kind = separators.iter().all(|(_, c)| *c == last_separator);
     let certain = |decimal: Option<usize>, shows: DecimalMark| {
         let value = without_groups(digits, decimal)?;
         Some(NumberText::Certain {
@@ -183,7 +187,7 @@ fn separated_digits(digits: &str, currency: bool) -> Option<NumberText> {
     // Every separator but a decimal mark must group thousands: a first group
     // of one to three digits, then groups of three (`1.2.2025` is a date typed
     // in the wrong column, not 122025).
-    let grouped = match (single_kind, separators.len()) {
+    let grouped = match (single_kind, separators) {
         (false, _) => Some(&digits[..last]),
         (true, 2..) => Some(digits),
         // A lone separator may be the decimal mark: see below.
@@ -195,7 +199,7 @@ fn separated_digits(digits: &str, currency: bool) -> Option<NumberText> {
     if !single_kind {
         return certain(Some(last), DecimalMark::of(last_separator));
     }
-    if separators.len() > 1 {
+    if separators > 1 {
         return certain(None, DecimalMark::of(last_separator).other());
     }
     let (whole, fraction) = (&digits[..last], &digits[last + 1..]);
@@ -234,7 +238,7 @@ fn well_grouped(whole: &str) -> bool {
 /// The digits as a number, the separator at `decimal` as the decimal point
 /// and every other separator dropped; `None` past `f64`'s range.
 fn without_groups(digits: &str, decimal: Option<usize>) -> Option<f64> {
-    let mut plain = String::with_capacity(digits.len());
+    let mut plain = Digits::default();
     for (index, c) in digits.char_indices() {
         if c.is_ascii_digit() {
             plain.push(c);
@@ -242,5 +246,74 @@ fn without_groups(digits: &str, decimal: Option<usize>) -> Option<f64> {
             plain.push('.');
         }
     }
-    plain.parse().ok().filter(|value: &f64| value.is_finite())
+    plain.as_str().parse().ok().filter(|value: &f64| value.is_finite())
+}
+
+/// The digits and separators of a number as read, kept on the stack when
+/// they fit (every amount a sheet holds): three numbers a row are read on
+/// every pass, and allocating for each was a tenth of a pass.
+#[derive(Default)]
+struct Digits {
+    inline: [u8; Digits::INLINE],
+    length: usize,
+    /// All of them, once there are more than fit inline.
+    spilled: String,
+}
+
+impl Digits {
+    /// `Default` is derived for arrays of up to 32.
+    const INLINE: usize = 32;
+
+    /// Appends an ASCII digit or separator.
+    fn push(&mut self, c: char) {
+        match u8::try_from(c) {
+            Ok(byte) if byte.is_ascii() && self.spilled.is_empty() && self.length < Self::INLINE => {
+                self.inline[self.length] = byte;
+                self.length += 1;
+            }
+            _ => {
+                if self.spilled.is_empty() {
+                    self.spilled.push_str(ascii(&self.inline[..self.length]));
+                }
+                self.spilled.push(c);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.length == 0 && self.spilled.is_empty()
+    }
+
+    fn as_str(&self) -> &str {
+        match self.spilled.is_empty() {
+            true => self.inline_str(),
+            false => &self.spilled,
+        }
+    }
+
+    fn inline_str(&self) -> &str {
+        ascii(&self.inline[..self.length])
+    }
+}
+
+/// Bytes stored as ASCII, as text (ASCII is always UTF-8).
+fn ascii(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_number_longer_than_the_stack_buffer_reads_the_same() {
+        let long = format!("1{}", "0".repeat(45));
+        let grouped = format!("1{}", ",000".repeat(15));
+        for (text, value) in [(long.as_str(), 1e45), (grouped.as_str(), 1e45), ("1234.5", 1234.5)] {
+            match read_number(text) {
+                Some(NumberText::Certain { value: read, .. }) => assert_eq!(read, value, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
 }
