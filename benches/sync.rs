@@ -1184,10 +1184,10 @@ fn healthz_under_load(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, 
             let mut pings = Vec::new();
             let mut buffer = [0u8; 256];
             while !done.load(std::sync::atomic::Ordering::SeqCst) {
-                if let Ok(length) = socket.recv(&mut buffer) {
-                    if String::from_utf8_lossy(&buffer[..length]).contains("WATCHDOG=1") {
-                        pings.push(Instant::now());
-                    }
+                if let Ok(length) = socket.recv(&mut buffer)
+                    && String::from_utf8_lossy(&buffer[..length]).contains("WATCHDOG=1")
+                {
+                    pings.push(Instant::now());
                 }
             }
             pings

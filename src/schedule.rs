@@ -133,13 +133,13 @@ impl Ticker {
     pub fn tick(&mut self, now: DateTime<Utc>) -> Tick {
         let since = self.last_seen;
         self.last_seen = now;
-        if now > since {
-            if let Some(slot) = self.schedule.latest_at_or_before(now) {
-                let already = self.last_fired.is_some_and(|fired| slot <= fired);
-                if slot > since && !already {
-                    self.last_fired = Some(slot);
-                    return Tick::Fire(slot);
-                }
+        if now > since
+            && let Some(slot) = self.schedule.latest_at_or_before(now)
+        {
+            let already = self.last_fired.is_some_and(|fired| slot <= fired);
+            if slot > since && !already {
+                self.last_fired = Some(slot);
+                return Tick::Fire(slot);
             }
         }
         Tick::Sleep(self.sleep_from(now))

@@ -264,10 +264,8 @@ impl Daemon {
             }
         };
         let state = self.sync_leased(plan, id, trigger, slot).await;
-        if leased {
-            if let Err(error) = self.leases.release(view_id).await {
-                tracing::warn!(view = %plan.name, %error, "could not release the lease; it will expire");
-            }
+        if leased && let Err(error) = self.leases.release(view_id).await {
+            tracing::warn!(view = %plan.name, %error, "could not release the lease; it will expire");
         }
         self.finish(id, state);
     }

@@ -78,10 +78,10 @@ impl Notifier {
     }
 
     fn send(&self, state: &[sd_notify::NotifyState]) {
-        if self.enabled {
-            if let Err(error) = sd_notify::notify(state) {
-                tracing::warn!(%error, "could not notify systemd");
-            }
+        if self.enabled
+            && let Err(error) = sd_notify::notify(state)
+        {
+            tracing::warn!(%error, "could not notify systemd");
         }
     }
 

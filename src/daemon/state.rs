@@ -189,10 +189,10 @@ impl Runs {
             }
             None => None,
         };
-        if next.is_none() {
-            if let Some(flight) = inner.flights.get_mut(view) {
-                flight.running = false;
-            }
+        if next.is_none()
+            && let Some(flight) = inner.flights.get_mut(view)
+        {
+            flight.running = false;
         }
         drop(inner);
         self.changed.notify_waiters();

@@ -169,10 +169,10 @@ impl Engine {
             };
             let report = self.sync_one(plan, table, trigger, &options, run_id).await;
             log_summary(&report);
-            if !options.dry_run {
-                if let Err(error) = self.record_run(plan, &report).await {
-                    tracing::error!(view = %report.name, %error, "could not record the run history");
-                }
+            if !options.dry_run
+                && let Err(error) = self.record_run(plan, &report).await
+            {
+                tracing::error!(view = %report.name, %error, "could not record the run history");
             }
             reports.push(report);
         }

@@ -278,14 +278,14 @@ pub(super) fn derive_fields(profile: &TargetProfile, values: &mut [Bson], zone_o
         let Some(source) = profile.field_index(source) else {
             continue;
         };
-        if let Bson::DateTime(date) = &values[source] {
-            if let Some(moment) = crate::bson_dates::from_bson_date(*date) {
-                let day = match moment.time() == chrono::NaiveTime::MIN {
-                    true => moment.date_naive(),
-                    false => moment.with_timezone(&zone_of(source)).date_naive(),
-                };
-                values[index] = Bson::String(values::dates::format_month(day.year(), day.month()));
-            }
+        if let Bson::DateTime(date) = &values[source]
+            && let Some(moment) = crate::bson_dates::from_bson_date(*date)
+        {
+            let day = match moment.time() == chrono::NaiveTime::MIN {
+                true => moment.date_naive(),
+                false => moment.with_timezone(&zone_of(source)).date_naive(),
+            };
+            values[index] = Bson::String(values::dates::format_month(day.year(), day.month()));
         }
     }
 }

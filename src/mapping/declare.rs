@@ -228,13 +228,13 @@ pub fn build(decl: &TargetDecl, origin: Origin<'_>) -> Result<TargetProfile, Dec
             checker.problem(field.name.span(), format!("field {:?} {reason}", field.name.get_ref()));
         }
     }
-    if let Some(link) = &decl.identity_link {
-        if !declared(link.get_ref()) {
-            checker.problem(
-                link.span(),
-                format!("identity_link {:?} is not a declared field", link.get_ref()),
-            );
-        }
+    if let Some(link) = &decl.identity_link
+        && !declared(link.get_ref())
+    {
+        checker.problem(
+            link.span(),
+            format!("identity_link {:?} is not a declared field", link.get_ref()),
+        );
     }
     for field in &decl.fields {
         if let Some(source) = &field.derive_from {

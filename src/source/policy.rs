@@ -314,10 +314,11 @@ impl SourcePolicy {
             .unwrap_or_default()
             .trim_matches(['[', ']'])
             .to_ascii_lowercase();
-        if let Ok(address) = host.parse::<IpAddr>() {
-            if is_internal(address) && !self.network_allowed(address) {
-                return Err(PolicyError::InternalAddress { host });
-            }
+        if let Ok(address) = host.parse::<IpAddr>()
+            && is_internal(address)
+            && !self.network_allowed(address)
+        {
+            return Err(PolicyError::InternalAddress { host });
         }
         let google = host == "docs.google.com" && super::spec::is_csv_export(url)
             || redirected && (host == "docs.google.com" || host.ends_with(".googleusercontent.com"));

@@ -42,15 +42,15 @@ fn layers_point_one_way_and_no_files_import_each_other() {
             if other == own {
                 continue;
             }
-            if let (Some(own_rank), Some(other_rank)) = (layers.get(own.as_str()), layers.get(other.as_str())) {
-                if other_rank >= own_rank {
-                    problems.push(format!(
-                        "{} (layer `{own}`) imports {} (layer `{other}`), which is not below it in the README's \
+            if let (Some(own_rank), Some(other_rank)) = (layers.get(own.as_str()), layers.get(other.as_str()))
+                && other_rank >= own_rank
+            {
+                problems.push(format!(
+                    "{} (layer `{own}`) imports {} (layer `{other}`), which is not below it in the README's \
                          `Layers` line",
-                        path.display(),
-                        import.display()
-                    ));
-                }
+                    path.display(),
+                    import.display()
+                ));
             }
         }
     }

@@ -277,7 +277,7 @@ fn write_amount(cents: i64, mark: DecimalMark, grouped: bool, currency: bool) ->
     let whole = (cents.abs() / 100).to_string();
     let mut digits = String::new();
     for (index, digit) in whole.chars().enumerate() {
-        if grouped && index > 0 && (whole.len() - index) % 3 == 0 {
+        if grouped && index > 0 && (whole.len() - index).is_multiple_of(3) {
             digits.push_str(group);
         }
         digits.push(digit);

@@ -334,21 +334,21 @@ async fn run_batch(
         message: driver_message(&error),
         written: written_before,
     })?;
-    if let Ok(errors) = reply.get_array("writeErrors") {
-        if let Some(Bson::Document(error)) = errors.first() {
-            let index = error
-                .get_i32("index")
-                .map_or(0, |index| usize::try_from(index).unwrap_or(0));
-            let at = batch
-                .get(index)
-                .map_or_else(|| format!("statement {index}"), Write::origin);
-            return Err(MergeError::Write {
-                collection: collection.to_owned(),
-                at: format!("{at}, refused by the collection's rules (a validator or a unique index)"),
-                message: error.get_str("errmsg").unwrap_or("refused by the server").to_owned(),
-                written: written_before + index,
-            });
-        }
+    if let Ok(errors) = reply.get_array("writeErrors")
+        && let Some(Bson::Document(error)) = errors.first()
+    {
+        let index = error
+            .get_i32("index")
+            .map_or(0, |index| usize::try_from(index).unwrap_or(0));
+        let at = batch
+            .get(index)
+            .map_or_else(|| format!("statement {index}"), Write::origin);
+        return Err(MergeError::Write {
+            collection: collection.to_owned(),
+            at: format!("{at}, refused by the collection's rules (a validator or a unique index)"),
+            message: error.get_str("errmsg").unwrap_or("refused by the server").to_owned(),
+            written: written_before + index,
+        });
     }
     if let Ok(error) = reply.get_document("writeConcernError") {
         return Err(MergeError::Write {

@@ -66,10 +66,10 @@ fn hubspot_deal(url: &str) -> Option<u64> {
     let path = url.split(['?', '#']).next()?;
     let mut segments = path.rsplit('/').peekable();
     while let Some(number) = segments.next() {
-        if let Some(&("deals" | "deal" | "0-3")) = segments.peek() {
-            if let Ok(deal) = number.parse() {
-                return Some(deal);
-            }
+        if let Some(&("deals" | "deal" | "0-3")) = segments.peek()
+            && let Ok(deal) = number.parse()
+        {
+            return Some(deal);
         }
     }
     None

@@ -144,13 +144,13 @@ impl GoogleSettings {
             self.key_file = Some(PathBuf::from(path));
             self.key_file_origin = Some(KeyFileOrigin::Environment);
         }
-        if self.key_file.is_none() {
-            if let Some(directory) = env("CREDENTIALS_DIRECTORY") {
-                let candidate = Path::new(&directory).join(CREDENTIALS_DIRECTORY_KEY_FILE);
-                if candidate.is_file() {
-                    self.key_file = Some(candidate);
-                    self.key_file_origin = Some(KeyFileOrigin::CredentialsDirectory);
-                }
+        if self.key_file.is_none()
+            && let Some(directory) = env("CREDENTIALS_DIRECTORY")
+        {
+            let candidate = Path::new(&directory).join(CREDENTIALS_DIRECTORY_KEY_FILE);
+            if candidate.is_file() {
+                self.key_file = Some(candidate);
+                self.key_file_origin = Some(KeyFileOrigin::CredentialsDirectory);
             }
         }
         if self.key_file.is_none() {
