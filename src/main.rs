@@ -374,8 +374,21 @@ async fn describe_columns(sources: &Sources, target: &SyncTarget) -> Result<Vec<
 /// fetching its rows; on success, what was verified, if worth saying.
 async fn source_problem(sources: &Sources, source: &SourceSpec, read: &ReadSettings) -> Result<Option<String>, String> {
     match source {
-        SourceSpec::CsvFile(path) => sources.open_file(path).map(|_| None).map_err(|error| error.to_string()),
-        SourceSpec::CsvHttp(_) => Ok(None),
+        SourceSpec::File { path, sheet_name } => sources
+            .check_file(path, sheet_name.as_deref())
+            .await
+            .map(|workbook| {
+                workbook.map(|found| {
+                    format!(
+                        "{} workbook with tabs {}; tab {:?} found",
+                        found.format.name(),
+                        found.listed(),
+                        found.chosen
+                    )
+                })
+            })
+            .map_err(|error| error.to_string()),
+        SourceSpec::Download { .. } => Ok(None),
         SourceSpec::GoogleSheet(sheet) => sources
             .check_google(sheet)
             .await

@@ -21,9 +21,9 @@ use crate::syncs::SyncPlan;
 /// The key a source is watched by: its file or its spreadsheet.
 fn source_key(spec: &SourceSpec) -> String {
     match spec {
-        SourceSpec::CsvFile(path) => format!("file {}", path.display()),
+        SourceSpec::File { path, .. } => format!("file {}", path.display()),
         SourceSpec::GoogleSheet(sheet) => format!("spreadsheet {}", sheet.spreadsheet_id),
-        SourceSpec::CsvHttp(url) => format!("download {}", crate::redact::redact_url(url)),
+        SourceSpec::Download { url, .. } => format!("download {}", crate::redact::redact_url(url)),
     }
 }
 

@@ -76,6 +76,7 @@ impl Mapper<'_> {
         };
         match (&spec.kind, cell) {
             (_, Cell::Empty) => Converted::value(Bson::Null),
+            (_, Cell::Fault(fault)) => Converted::unreadable(fault.reason()),
             (FieldKind::Text, cell) => Converted::value(Bson::String(match keep {
                 true => text_of(cell),
                 false => String::new(),

@@ -5,6 +5,7 @@ use super::policy::PolicyError;
 use super::sheets::SheetsError;
 use super::spec::UnrecognisedSource;
 use super::spool::SpoolError;
+use super::workbook::WorkbookError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -20,6 +21,8 @@ pub enum SourceError {
     Sheets(#[from] SheetsError),
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Workbook(#[from] WorkbookError),
     #[error("cannot start the HTTP client: {0}")]
     Client(String),
     #[error(transparent)]

@@ -14,6 +14,7 @@ use super::sheets::settings::GoogleSettings;
 use super::sheets::{GoogleSheets, GoogleStatsSnapshot, SheetCheck, SheetsError};
 use super::spec::{SheetRef, SourceSpec, google_sheet};
 use super::spool::SpooledRows;
+use super::workbook::{WorkbookSource, WorkbookTabs};
 
 use crate::redact::redact_url;
 
@@ -217,28 +218,56 @@ impl Sources {
     /// Fetches one source (a Google sheet on its own).
     pub async fn fetch(&self, spec: &SourceSpec) -> Result<SourceRows, SourceError> {
         match spec {
-            SourceSpec::CsvFile(path) => {
+            SourceSpec::File { path, sheet_name } => {
                 let (policy, path, location) = (Arc::clone(&self.policy), path.clone(), spec.describe());
-                // Sniffing the encoding reads the whole file once.
-                let source = tokio::task::spawn_blocking(move || {
-                    let file = open_file(&policy, &path, &location)?;
-                    CsvSource::from_file(file, &location).map_err(SourceError::from)
+                let sheet_name = sheet_name.clone();
+                // Sniffing reads the whole file once (a CSV's encoding, a
+                // workbook's parts against the caps).
+                blocking(move || {
+                    let mut file = open_file(&policy, &path, &location)?;
+                    let name = path.to_string_lossy();
+                    let workbook = WorkbookSource {
+                        location: &location,
+                        name: &name,
+                        sheet_name: sheet_name.as_deref(),
+                        limits: policy.workbook_limits,
+                    };
+                    Ok(match workbook.read_if_workbook(&mut file)? {
+                        Some(rows) => SourceRows::Spooled(rows),
+                        None => SourceRows::Csv(CsvSource::from_file(file, &location)?),
+                    })
                 })
                 .await
-                .map_err(|error| SourceError::Client(format!("the file reader stopped: {error}")))??;
-                Ok(SourceRows::Csv(source))
             }
-            SourceSpec::CsvHttp(url) => {
+            SourceSpec::Download { url, sheet_name } => {
                 let location = spec.describe();
-                let source = match self.download(url).await? {
-                    Download::Spooled(file) => {
-                        tokio::task::spawn_blocking(move || CsvSource::from_spool(file, &location))
-                            .await
-                            .map_err(|error| SourceError::Client(format!("the file reader stopped: {error}")))??
-                    }
-                    Download::InMemory(bytes) => CsvSource::from_bytes(bytes, &location),
-                };
-                Ok(SourceRows::Csv(source))
+                let name = reqwest::Url::parse(url)
+                    .map(|url| url.path().to_owned())
+                    .unwrap_or_default();
+                let (limits, sheet_name) = (self.policy.workbook_limits, sheet_name.clone());
+                let download = self.download(url).await?;
+                blocking(move || {
+                    let workbook = WorkbookSource {
+                        location: &location,
+                        name: &name,
+                        sheet_name: sheet_name.as_deref(),
+                        limits,
+                    };
+                    Ok(match download {
+                        Download::Spooled(mut file) => match workbook.read_if_workbook(file.as_file_mut())? {
+                            Some(rows) => SourceRows::Spooled(rows),
+                            None => SourceRows::Csv(CsvSource::from_spool(file, &location)?),
+                        },
+                        Download::InMemory(bytes) => {
+                            let mut bytes = std::io::Cursor::new(bytes);
+                            match workbook.read_if_workbook(&mut bytes)? {
+                                Some(rows) => SourceRows::Spooled(rows),
+                                None => SourceRows::Csv(CsvSource::from_bytes(bytes.into_inner(), &location)),
+                            }
+                        }
+                    })
+                })
+                .await
             }
             SourceSpec::GoogleSheet(sheet) => {
                 let mut results = self.google.fetch_spreadsheet(&sheet.spreadsheet_id, &[sheet]).await;
@@ -256,7 +285,7 @@ impl Sources {
     /// `modifiedTime`. `None` for sources that cannot be asked (downloads).
     pub async fn change_mark(&self, spec: &SourceSpec) -> Result<Option<ChangeMark>, SourceError> {
         match spec {
-            SourceSpec::CsvFile(path) => {
+            SourceSpec::File { path, .. } => {
                 let file = self.open_file(path)?;
                 let metadata = file.metadata().map_err(|source| {
                     SourceError::Csv(CsvError::Read {
@@ -273,7 +302,7 @@ impl Sources {
                     modified: modified.map(chrono::DateTime::<chrono::Utc>::from),
                 }))
             }
-            SourceSpec::CsvHttp(url) => self.http_mark(url).await,
+            SourceSpec::Download { url, .. } => self.http_mark(url).await,
             SourceSpec::GoogleSheet(sheet) => {
                 let stamp = self.google.modified(&sheet.spreadsheet_id).await?;
                 Ok(Some(ChangeMark {
@@ -313,6 +342,26 @@ impl Sources {
     /// (for `check`).
     pub fn open_file(&self, path: &Path) -> Result<std::fs::File, SourceError> {
         open_file(&self.policy, path, &format!("file://{}", path.display()))
+    }
+
+    /// Whether a file source could be read, as a sync would open it (for
+    /// `check`): for a workbook, its format, its tabs and the one chosen;
+    /// `None` for a CSV export.
+    pub async fn check_file(&self, path: &Path, sheet_name: Option<&str>) -> Result<Option<WorkbookTabs>, SourceError> {
+        let (policy, path, sheet_name) = (Arc::clone(&self.policy), path.to_owned(), sheet_name.map(str::to_owned));
+        tokio::task::spawn_blocking(move || {
+            let location = format!("file://{}", path.display());
+            let mut file = open_file(&policy, &path, &location)?;
+            let workbook = WorkbookSource {
+                location: &location,
+                name: &path.to_string_lossy(),
+                sheet_name: sheet_name.as_deref(),
+                limits: policy.workbook_limits,
+            };
+            Ok(workbook.tabs(&mut file)?)
+        })
+        .await
+        .map_err(|error| SourceError::Client(format!("the file reader stopped: {error}")))?
     }
 
     /// Sends a request for a download `url`; a refused or failed one, or an
@@ -390,7 +439,17 @@ impl Sources {
     }
 }
 
-/// A CSV download: spooled to disk, or in memory where that cannot be.
+/// Runs a blocking read (a file's sniff, a workbook's parse) off the
+/// async threads.
+async fn blocking(
+    read: impl FnOnce() -> Result<SourceRows, SourceError> + Send + 'static,
+) -> Result<SourceRows, SourceError> {
+    tokio::task::spawn_blocking(read)
+        .await
+        .map_err(|error| SourceError::Client(format!("the file reader stopped: {error}")))?
+}
+
+/// A download: spooled to disk, or in memory where that cannot be.
 enum Download {
     Spooled(tempfile::NamedTempFile),
     InMemory(Vec<u8>),

@@ -14,6 +14,7 @@ pub mod sheets;
 mod spec;
 pub mod spool;
 pub mod table;
+pub mod workbook;
 
 pub use error::SourceError;
 pub use fetch::{ChangeMark, Sources};

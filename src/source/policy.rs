@@ -21,6 +21,7 @@ use serde::Deserialize;
 
 use super::beneath::{escaped, open_beneath};
 use super::spec::SourceSpec;
+use super::workbook::WorkbookLimits;
 
 /// The most redirects one download follows.
 const MAX_REDIRECTS: usize = 10;
@@ -153,8 +154,15 @@ pub struct SourcesSettings {
     /// Networks (CIDR) a download may reach although they are loopback,
     /// private or link-local (`SHEETSYNC_ALLOWED_NETWORKS` wins).
     pub allowed_networks: Vec<String>,
-    /// A download larger than this fails its view.
+    /// A download larger than this fails its view; a workbook file too.
     pub max_download_bytes: u64,
+    /// A workbook whose parts inflate past this in all is refused.
+    pub max_workbook_unpacked_bytes: u64,
+    /// A workbook with one part (a sheet, its shared strings) inflating
+    /// past this is refused.
+    pub max_workbook_part_bytes: u64,
+    /// A workbook archive with more parts than this is refused.
+    pub max_workbook_parts: usize,
 }
 
 impl Default for SourcesSettings {
@@ -164,6 +172,9 @@ impl Default for SourcesSettings {
             http_hosts: Vec::new(),
             allowed_networks: Vec::new(),
             max_download_bytes: 256 * 1024 * 1024,
+            max_workbook_unpacked_bytes: 2 * 1024 * 1024 * 1024,
+            max_workbook_part_bytes: 1024 * 1024 * 1024,
+            max_workbook_parts: 10_000,
         }
     }
 }
@@ -207,6 +218,13 @@ impl SourcesSettings {
         if self.max_download_bytes == 0 {
             problems.push("sources.max_download_bytes must be at least 1".to_owned());
         }
+        if self.max_workbook_unpacked_bytes == 0 || self.max_workbook_part_bytes == 0 || self.max_workbook_parts == 0 {
+            problems.push(
+                "sources.max_workbook_unpacked_bytes, max_workbook_part_bytes and max_workbook_parts must each be \
+                 at least 1"
+                    .to_owned(),
+            );
+        }
         problems
     }
 }
@@ -218,6 +236,7 @@ pub struct SourcePolicy {
     http_hosts: Vec<String>,
     allowed_networks: Vec<Network>,
     pub max_download_bytes: u64,
+    pub workbook_limits: WorkbookLimits,
 }
 
 impl SourcePolicy {
@@ -236,6 +255,12 @@ impl SourcePolicy {
                 .filter_map(|text| Network::parse(text))
                 .collect(),
             max_download_bytes: settings.max_download_bytes,
+            workbook_limits: WorkbookLimits {
+                max_bytes: settings.max_download_bytes,
+                max_unpacked_bytes: settings.max_workbook_unpacked_bytes,
+                max_part_bytes: settings.max_workbook_part_bytes,
+                max_parts: settings.max_workbook_parts,
+            },
         }
     }
 
@@ -244,11 +269,13 @@ impl SourcePolicy {
     pub fn admit(&self, spec: SourceSpec) -> Result<SourceSpec, PolicyError> {
         match spec {
             SourceSpec::GoogleSheet(_) => Ok(spec),
-            SourceSpec::CsvFile(path) => self.admit_file(&path).map(SourceSpec::CsvFile),
-            SourceSpec::CsvHttp(url) => {
+            SourceSpec::File { path, sheet_name } => {
+                self.admit_file(&path).map(|path| SourceSpec::File { path, sheet_name })
+            }
+            SourceSpec::Download { url, sheet_name } => {
                 let parsed = Url::parse(&url).map_err(|_| PolicyError::HostNotAllowed { host: url.clone() })?;
                 self.admit_url(&parsed, false)?;
-                Ok(SourceSpec::CsvHttp(url))
+                Ok(SourceSpec::Download { url, sheet_name })
             }
         }
     }
@@ -390,8 +417,15 @@ mod tests {
         })
     }
 
+    fn file_spec(path: PathBuf) -> SourceSpec {
+        SourceSpec::File { path, sheet_name: None }
+    }
+
     fn http(url: &str) -> SourceSpec {
-        SourceSpec::CsvHttp(url.to_owned())
+        SourceSpec::Download {
+            url: url.to_owned(),
+            sheet_name: None,
+        }
     }
 
     #[test]
@@ -447,28 +481,28 @@ mod tests {
         std::fs::write(&inside, "Client,Stage\n").unwrap();
         let policy = policy(&[root.path()], &[], &[]);
         assert_eq!(
-            policy.admit(SourceSpec::CsvFile(inside.clone())),
-            Ok(SourceSpec::CsvFile(inside.canonicalize().unwrap()))
+            policy.admit(file_spec(inside.clone())),
+            Ok(file_spec(inside.canonicalize().unwrap()))
         );
         let sneaky = root.path().join("../../../../etc/passwd");
         assert!(matches!(
-            policy.admit(SourceSpec::CsvFile(sneaky)),
+            policy.admit(file_spec(sneaky)),
             Err(PolicyError::FileOutsideRoots { .. })
         ));
         let link = root.path().join("link.csv");
         std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
         assert!(matches!(
-            policy.admit(SourceSpec::CsvFile(link)),
+            policy.admit(file_spec(link)),
             Err(PolicyError::FileOutsideRoots { .. })
         ));
         // Missing inside a root: admitted, its read fails later as usual.
         // Missing outside: the same refusal as an existing file gets.
         let missing = root.path().join("not-yet.csv");
-        assert!(policy.admit(SourceSpec::CsvFile(missing)).is_ok());
+        assert!(policy.admit(file_spec(missing)).is_ok());
         assert_eq!(
-            policy.admit(SourceSpec::CsvFile(PathBuf::from("/etc/no-such-file"))),
+            policy.admit(file_spec(PathBuf::from("/etc/no-such-file"))),
             policy
-                .admit(SourceSpec::CsvFile(PathBuf::from("/etc/passwd")))
+                .admit(file_spec(PathBuf::from("/etc/passwd")))
                 .map_err(|_| PolicyError::FileOutsideRoots {
                     path: "/etc/no-such-file".into()
                 })

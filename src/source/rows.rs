@@ -72,6 +72,7 @@ impl SourceRows {
                         context.update(&number.to_bits().to_le_bytes());
                     }
                     Cell::Bool(flag) => context.update(&[3, u8::from(*flag)]),
+                    Cell::Fault(fault) => context.update(&[4, fault.code()]),
                 }
             }
         }

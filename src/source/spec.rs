@@ -11,10 +11,13 @@ use crate::redact::redact_url;
 /// Where one view reads its rows.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceSpec {
-    /// A CSV file on this host.
-    CsvFile(PathBuf),
-    /// A CSV served over HTTP(S), including Google's public CSV export links.
-    CsvHttp(String),
+    /// A file on this host: a CSV export or a workbook (`.xlsx`, `.xls`,
+    /// `.ods`...), told apart by its content when it is read. `sheet_name`
+    /// chooses a workbook's tab.
+    File { path: PathBuf, sheet_name: Option<String> },
+    /// A CSV export or a workbook served over HTTP(S), including Google's
+    /// public CSV export links.
+    Download { url: String, sheet_name: Option<String> },
     /// A tab of a Google spreadsheet, read through the Sheets API.
     GoogleSheet(SheetRef),
 }
@@ -52,8 +55,8 @@ impl SourceType {
 pub struct UnrecognisedSource(pub String);
 
 impl SourceSpec {
-    /// Classifies a view's source. `sheet_name` is the view's tab, which only
-    /// Google Sheets sources use.
+    /// Classifies a view's source. `sheet_name` is the view's tab, which
+    /// Google Sheets and workbooks use (a CSV export has one table).
     pub fn parse(source: &str, sheet_name: Option<&str>) -> Result<SourceSpec, UnrecognisedSource> {
         let source = source.trim();
         let sheet_name = sheet_name
@@ -61,10 +64,16 @@ impl SourceSpec {
             .filter(|name| !name.is_empty())
             .map(str::to_owned);
         if let Some(path) = source.strip_prefix("file://") {
-            return Ok(SourceSpec::CsvFile(PathBuf::from(path)));
+            return Ok(SourceSpec::File {
+                path: PathBuf::from(path),
+                sheet_name,
+            });
         }
         if source.starts_with('/') || source.starts_with("./") {
-            return Ok(SourceSpec::CsvFile(PathBuf::from(source)));
+            return Ok(SourceSpec::File {
+                path: PathBuf::from(source),
+                sheet_name,
+            });
         }
         if is_spreadsheet_id(source) {
             return Ok(SourceSpec::GoogleSheet(SheetRef {
@@ -83,13 +92,17 @@ impl SourceSpec {
                 gid: gid_of(&url),
                 sheet_name,
             })),
-            _ => Ok(SourceSpec::CsvHttp(source.to_owned())),
+            _ => Ok(SourceSpec::Download {
+                url: source.to_owned(),
+                sheet_name,
+            }),
         }
     }
 
     pub fn source_type(&self) -> SourceType {
         match self {
-            SourceSpec::CsvFile(_) | SourceSpec::CsvHttp(_) => SourceType::Csv,
+            // The schema knows two kinds: a workbook file is a file export.
+            SourceSpec::File { .. } | SourceSpec::Download { .. } => SourceType::Csv,
             SourceSpec::GoogleSheet(_) => SourceType::GoogleSheets,
         }
     }
@@ -97,8 +110,8 @@ impl SourceSpec {
     /// The source as an operator would recognise it, secrets redacted.
     pub fn describe(&self) -> String {
         match self {
-            SourceSpec::CsvFile(path) => format!("file://{}", path.display()),
-            SourceSpec::CsvHttp(url) => redact_url(url),
+            SourceSpec::File { path, .. } => format!("file://{}", path.display()),
+            SourceSpec::Download { url, .. } => redact_url(url),
             SourceSpec::GoogleSheet(sheet) => {
                 let tab = match (&sheet.sheet_name, sheet.gid) {
                     (Some(name), _) => format!("tab {name:?}"),
@@ -151,6 +164,17 @@ fn gid_of(url: &Url) -> Option<i64> {
     })
 }
 
+/// The tab a hand-typed `sheet_name` means: the exact title first, else
+/// one that differs only in case or surrounding spaces. One rule for
+/// Google spreadsheets and workbooks alike.
+pub(super) fn find_tab<'a>(titles: impl Iterator<Item = &'a str> + Clone, wanted: &str) -> Option<&'a str> {
+    titles.clone().find(|title| *title == wanted).or_else(|| {
+        titles
+            .into_iter()
+            .find(|title| title.trim().eq_ignore_ascii_case(wanted.trim()))
+    })
+}
+
 pub(super) fn google_sheet(spec: &SourceSpec) -> Option<&SheetRef> {
     match spec {
         SourceSpec::GoogleSheet(sheet) => Some(sheet),
@@ -172,6 +196,20 @@ mod tests {
         })
     }
 
+    fn file(path: &str, sheet_name: Option<&str>) -> SourceSpec {
+        SourceSpec::File {
+            path: path.into(),
+            sheet_name: sheet_name.map(str::to_owned),
+        }
+    }
+
+    fn download(url: &str, sheet_name: Option<&str>) -> SourceSpec {
+        SourceSpec::Download {
+            url: url.to_owned(),
+            sheet_name: sheet_name.map(str::to_owned),
+        }
+    }
+
     #[test]
     fn classifies_every_link_form() {
         let base = format!("https://docs.google.com/spreadsheets/d/{ID}");
@@ -187,27 +225,32 @@ mod tests {
             (
                 format!("{base}/export?format=csv&gid=3"),
                 None,
-                SourceSpec::CsvHttp(format!("{base}/export?format=csv&gid=3")),
+                download(&format!("{base}/export?format=csv&gid=3"), None),
             ),
             (
                 format!("{base}/gviz/tq?tqx=out:csv&sheet=Q1"),
                 None,
-                SourceSpec::CsvHttp(format!("{base}/gviz/tq?tqx=out:csv&sheet=Q1")),
+                download(&format!("{base}/gviz/tq?tqx=out:csv&sheet=Q1"), None),
             ),
             (
                 "file:///data/signal.csv".to_owned(),
                 None,
-                SourceSpec::CsvFile("/data/signal.csv".into()),
+                file("/data/signal.csv", None),
             ),
             (
-                "/data/x.csv".to_owned(),
-                None,
-                SourceSpec::CsvFile("/data/x.csv".into()),
+                "/data/deals.xlsx".to_owned(),
+                Some(" Q1 "),
+                file("/data/deals.xlsx", Some("Q1")),
             ),
             (
                 "https://exports.example.com/a.csv".to_owned(),
                 None,
-                SourceSpec::CsvHttp("https://exports.example.com/a.csv".to_owned()),
+                download("https://exports.example.com/a.csv", None),
+            ),
+            (
+                "https://exports.example.com/a.xlsx".to_owned(),
+                Some("Deals"),
+                download("https://exports.example.com/a.xlsx", Some("Deals")),
             ),
         ];
         for (source, sheet_name, expected) in cases {
@@ -224,6 +267,6 @@ mod tests {
     #[test]
     fn source_types_follow_the_schema() {
         assert_eq!(sheet(None, None).source_type().as_str(), "google_sheets");
-        assert_eq!(SourceSpec::CsvFile("/a".into()).source_type().as_str(), "csv");
+        assert_eq!(file("/a", None).source_type().as_str(), "csv");
     }
 }

@@ -15,7 +15,8 @@
 //! The encoding, per row: the row number (`u64`), the cell count (`u32`),
 //! then each cell as a tag byte followed by its value: nothing for an empty
 //! cell, `u32` length and UTF-8 bytes for text, an `f64` for a number, and
-//! the tag alone for `true` and `false`. Little-endian throughout. Blank rows
+//! the tag alone for `true` and `false`, and a code byte for a cell's fault.
+//! Little-endian throughout. Blank rows
 //! are counted, not written.
 
 use std::fs::File;
@@ -24,13 +25,14 @@ use std::sync::Arc;
 
 use chrono_tz::Tz;
 
-use super::table::{Cell, Row};
+use super::table::{Cell, CellFault, Row};
 
 const EMPTY: u8 = 0;
 const TEXT: u8 = 1;
 const NUMBER: u8 = 2;
 const FALSE: u8 = 3;
 const TRUE: u8 = 4;
+const FAULT: u8 = 5;
 
 /// Read buffer of a pass.
 const READ_BUFFER: usize = 256 * 1024;
@@ -211,6 +213,7 @@ fn encode_row(out: &mut Vec<u8>, number: usize, cells: &[Cell]) -> io::Result<()
             }
             Cell::Bool(false) => out.push(FALSE),
             Cell::Bool(true) => out.push(TRUE),
+            Cell::Fault(fault) => out.extend_from_slice(&[FAULT, fault.code()]),
         }
     }
     Ok(())
@@ -366,6 +369,13 @@ fn decode_row(reader: &mut impl Read, row: &mut Row) -> io::Result<()> {
             }
             FALSE => Cell::Bool(false),
             TRUE => Cell::Bool(true),
+            FAULT => {
+                let mut code = [0u8; 1];
+                reader.read_exact(&mut code)?;
+                Cell::Fault(CellFault::from_code(code[0]).ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("unknown cell fault {}", code[0]))
+                })?)
+            }
             other => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,

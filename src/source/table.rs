@@ -14,6 +14,48 @@ pub enum Cell {
     Text(String),
     Number(f64),
     Bool(bool),
+    /// A cell the source holds but cannot give a value for; reading it is a
+    /// row problem with the fault's reason, never a silent empty.
+    Fault(CellFault),
+}
+
+/// Why a workbook cell has no value to give.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CellFault {
+    /// A formula saved without its result (written by a program that does
+    /// not calculate, and never opened in a spreadsheet application since).
+    FormulaWithoutValue,
+    /// Excel's 1900-02-29, a day its 1900 date system counts but that never
+    /// existed.
+    NonexistentDate,
+}
+
+impl CellFault {
+    pub const ALL: [CellFault; 2] = [CellFault::FormulaWithoutValue, CellFault::NonexistentDate];
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            CellFault::FormulaWithoutValue => {
+                "a formula with no saved result; open the workbook in a spreadsheet application and save it, so \
+                 that its results are stored"
+            }
+            CellFault::NonexistentDate => {
+                "1900-02-29, a date Excel's 1900 date system counts but that never existed; correct the cell"
+            }
+        }
+    }
+
+    /// A stable code, for the spool and digests.
+    pub fn code(self) -> u8 {
+        match self {
+            CellFault::FormulaWithoutValue => 1,
+            CellFault::NonexistentDate => 2,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<CellFault> {
+        CellFault::ALL.into_iter().find(|fault| fault.code() == code)
+    }
 }
 
 impl Cell {
@@ -37,6 +79,8 @@ impl Cell {
             Cell::Text(text) => text.clone(),
             Cell::Number(number) => number.to_string(),
             Cell::Bool(flag) => flag.to_string(),
+            Cell::Fault(CellFault::FormulaWithoutValue) => "(formula without a saved result)".to_owned(),
+            Cell::Fault(CellFault::NonexistentDate) => "1900-02-29".to_owned(),
         }
     }
 }

@@ -58,7 +58,7 @@ fn target(sync: &ConfiguredSync, config: &SyncsConfig<'_>, policy: &SourcePolicy
         .admit(spec)
         .map_err(|refusal| format!("sync {:?}: {refusal}", entry.name))?;
     let source_url = match &spec {
-        SourceSpec::CsvFile(_) => spec.describe(),
+        SourceSpec::File { .. } => spec.describe(),
         _ => redact_url(&entry.source),
     };
     Ok(SyncTarget {

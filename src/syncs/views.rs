@@ -123,7 +123,7 @@ fn resolve_target(
         .admit(spec)
         .map_err(|refusal| format!("view {name:?}: {refusal}"))?;
     let source_url = match &spec {
-        SourceSpec::CsvFile(_) => spec.describe(),
+        SourceSpec::File { .. } => spec.describe(),
         _ => redact_url(&source),
     };
     Ok(SyncTarget {

@@ -21,3 +21,4 @@ mod status_page;
 mod sync_engine;
 mod value_examples;
 mod watch;
+mod workbooks;

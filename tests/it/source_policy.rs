@@ -187,7 +187,10 @@ async fn symlinks_out_of_a_root_are_refused_even_when_swapped_in_after_the_check
         ..SourcesSettings::default()
     };
     let checked = SourcePolicy::new(&settings)
-        .admit(SourceSpec::CsvFile(root.join("exports/deals.csv")))
+        .admit(SourceSpec::File {
+            path: root.join("exports/deals.csv"),
+            sheet_name: None,
+        })
         .unwrap();
     std::fs::remove_dir_all(root.join("exports")).unwrap();
     symlink(&outside, root.join("exports")).unwrap();

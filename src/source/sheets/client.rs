@@ -17,7 +17,7 @@ use super::settings::GoogleSettings;
 use super::stats::GoogleStatsSnapshot;
 use super::transport::{JsonAnswer, Transport};
 use super::wire::{METADATA_FIELDS, SpreadsheetMetadata};
-use crate::source::spec::SheetRef;
+use crate::source::spec::{SheetRef, find_tab};
 use crate::source::spool::SpooledRows;
 
 /// What one spreadsheet is, as far as sheetsync cares.
@@ -418,13 +418,8 @@ fn resolve_tab(spreadsheet_id: &str, info: &SpreadsheetInfo, sheet: &SheetRef) -
         // The exact title first; people type sheet_name by hand, so one that
         // differs only in case or surrounding spaces is accepted too, and the
         // range then uses the title as Google spells it.
-        let found = info.tabs.iter().find(|(_, title)| title == name).or_else(|| {
-            info.tabs
-                .iter()
-                .find(|(_, title)| title.trim().eq_ignore_ascii_case(name.trim()))
-        });
-        return found
-            .map(|(_, title)| title.clone())
+        return find_tab(info.tabs.iter().map(|(_, title)| title.as_str()), name)
+            .map(str::to_owned)
             .ok_or_else(|| SheetsError::NoSuchTab {
                 spreadsheet_id: spreadsheet_id.to_owned(),
                 tab: name.clone(),

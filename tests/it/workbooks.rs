@@ -1,0 +1,429 @@
+//! Workbooks (.xlsx, .ods) as sources, end to end: the same sheet as a
+//! workbook and as a CSV export gives the same documents, and a workbook
+//! that cannot be read fails its view with its own message, leaving the
+//! view's data as it was.
+
+use std::io::{Cursor, Write as _};
+use std::path::Path;
+
+use mongodb::bson::{Document, doc};
+use rust_xlsxwriter::{Format, Workbook};
+use sheetsync::config::Config;
+use sheetsync::engine::SyncOptions;
+use sheetsync::report::{Outcome, SyncReport, Trigger};
+
+use crate::harness::{HEADER, TestDb, engine_for, server_url, test_db, write_source};
+
+/// One cell of the test sheet, typed as a spreadsheet holds it.
+#[derive(Clone, Copy)]
+enum Value {
+    Text(&'static str),
+    Number(f64),
+    Date(i32, u32, u32),
+    Empty,
+}
+
+use Value::{Date, Empty, Number, Text};
+
+/// A title line, a blank line, the header, four deals (one a duplicate of
+/// client + stage, which the later row wins).
+fn deals() -> Vec<Vec<Value>> {
+    let deal = |client, stage, discovered: Value, mrr: Value, poa: Value| {
+        vec![
+            Text("2025-01"),
+            discovered,
+            Text(client),
+            Text("https://app.hubspot.com/deals/12345"),
+            Text(stage),
+            Text("High"),
+            Text("Show"),
+            poa,
+            mrr,
+            Number(15006.0),
+            Empty,
+            Text("New Business"),
+            Text("John Doe"),
+            Text("Inbound"),
+            Text("SEO Audit"),
+            Text("Jane Smith"),
+            Text("Support Team, Sales"),
+            Date(2025, 2, 1),
+        ]
+    };
+    let mut rows = vec![vec![Text("Pipeline export")], vec![]];
+    rows.push(HEADER.split(',').map(Text).collect());
+    rows.push(deal(
+        "Acme Corp",
+        "B Legals",
+        Date(2025, 1, 10),
+        Number(5000.0),
+        Date(2025, 1, 15),
+    ));
+    rows.push(deal("Globex", "D POA Booked", Date(2025, 1, 12), Number(1250.5), Empty));
+    rows.push(deal("Initech", "F Inbox", Date(2025, 1, 13), Empty, Empty));
+    rows.push(deal("Globex", "D POA Booked", Date(2025, 1, 14), Number(1300.0), Empty));
+    rows
+}
+
+fn csv_of(rows: &[Vec<Value>]) -> String {
+    let cell = |value: &Value| match value {
+        Text(text) if text.contains(',') => format!("\"{text}\""),
+        Text(text) => (*text).to_owned(),
+        Number(number) => number.to_string(),
+        Date(year, month, day) => format!("{year}-{month:02}-{day:02}"),
+        Empty => String::new(),
+    };
+    rows.iter()
+        .map(|row| row.iter().map(cell).collect::<Vec<_>>().join(",") + "\n")
+        .collect()
+}
+
+fn serial(year: i32, month: u32, day: u32) -> f64 {
+    let epoch = chrono::NaiveDate::from_ymd_opt(1899, 12, 30).unwrap();
+    (chrono::NaiveDate::from_ymd_opt(year, month, day).unwrap() - epoch).num_days() as f64
+}
+
+fn xlsx_of(rows: &[Vec<Value>]) -> Vec<u8> {
+    let mut book = Workbook::new();
+    let sheet = book.add_worksheet();
+    let date = Format::new().set_num_format("dd/mm/yyyy");
+    let euros = Format::new().set_num_format("#,##0.00 \"€\"");
+    for (row, values) in rows.iter().enumerate() {
+        for (column, value) in values.iter().enumerate() {
+            let (row, column) = (row as u32, column as u16);
+            match value {
+                Text(text) => sheet.write_string(row, column, *text).map(|_| ()),
+                Number(number) => sheet.write_number_with_format(row, column, *number, &euros).map(|_| ()),
+                Date(year, month, day) => sheet
+                    .write_number_with_format(row, column, serial(*year, *month, *day), &date)
+                    .map(|_| ()),
+                Empty => Ok(()),
+            }
+            .unwrap();
+        }
+    }
+    book.save_to_buffer().unwrap()
+}
+
+fn ods_of(rows: &[Vec<Value>]) -> Vec<u8> {
+    let cell = |value: &Value| match value {
+        Text(text) => {
+            format!("<table:table-cell office:value-type=\"string\"><text:p>{text}</text:p></table:table-cell>")
+        }
+        Number(number) => format!(
+            "<table:table-cell office:value-type=\"currency\" office:currency=\"EUR\" office:value=\"{number}\">\
+             <text:p>{number} €</text:p></table:table-cell>"
+        ),
+        Date(year, month, day) => format!(
+            "<table:table-cell office:value-type=\"date\" office:date-value=\"{year}-{month:02}-{day:02}\">\
+             <text:p>{day:02}/{month:02}/{year}</text:p></table:table-cell>"
+        ),
+        Empty => "<table:table-cell/>".to_owned(),
+    };
+    let table: String = rows
+        .iter()
+        .map(|row| {
+            format!(
+                "<table:table-row>{}</table:table-row>",
+                row.iter().map(cell).collect::<String>()
+            )
+        })
+        .collect();
+    let content = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><office:document-content \
+         xmlns:office=\"urn:oasis:names:tc:opendocument:xmlns:office:1.0\" \
+         xmlns:table=\"urn:oasis:names:tc:opendocument:xmlns:table:1.0\" \
+         xmlns:text=\"urn:oasis:names:tc:opendocument:xmlns:text:1.0\" office:version=\"1.2\"><office:body>\
+         <office:spreadsheet><table:table table:name=\"Sheet1\">{table}</table:table></office:spreadsheet>\
+         </office:body></office:document-content>"
+    );
+    let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    out.start_file("mimetype", stored).unwrap();
+    out.write_all(b"application/vnd.oasis.opendocument.spreadsheet")
+        .unwrap();
+    let manifest = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><manifest:manifest \
+         xmlns:manifest=\"urn:oasis:names:tc:opendocument:xmlns:manifest:1.0\" manifest:version=\"1.2\">\
+         <manifest:file-entry manifest:full-path=\"/\" \
+         manifest:media-type=\"application/vnd.oasis.opendocument.spreadsheet\"/>\
+         <manifest:file-entry manifest:full-path=\"content.xml\" manifest:media-type=\"text/xml\"/>\
+         </manifest:manifest>";
+    for (name, text) in [("META-INF/manifest.xml", manifest), ("content.xml", content.as_str())] {
+        out.start_file(name, zip::write::SimpleFileOptions::default()).unwrap();
+        out.write_all(text.as_bytes()).unwrap();
+    }
+    out.finish().unwrap().into_inner()
+}
+
+async fn sync(config: Config) -> Vec<SyncReport> {
+    engine_for(config)
+        .await
+        .sync(&[], Trigger::Cli, SyncOptions::default())
+        .await
+        .expect("the sync cycle runs")
+}
+
+/// Records without what differs between runs (ids, creation times).
+async fn contents(db: &TestDb, collection: &str) -> Vec<Document> {
+    let mut records = db.records(collection).await;
+    for record in &mut records {
+        record.remove("id");
+        record.remove("created_at");
+    }
+    records
+}
+
+#[tokio::test]
+async fn an_xlsx_an_ods_and_a_csv_of_one_sheet_give_the_same_documents() {
+    let db = test_db("workbook_same").await;
+    let dir = tempfile::tempdir().unwrap();
+    let rows = deals();
+    let csv = write_source(dir.path(), "deals.csv", csv_of(&rows).as_bytes());
+    let xlsx = write_source(dir.path(), "deals.xlsx", &xlsx_of(&rows));
+    let ods = write_source(dir.path(), "deals.ods", &ods_of(&rows));
+    db.add_view("view-signal", "Signal", &csv).await;
+    db.add_view("view-market", "Market", &xlsx).await;
+    db.add_view("view-organic", "Organic", &ods).await;
+
+    let reports = sync(db.config()).await;
+    for report in &reports {
+        assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
+        assert_eq!((report.header_row, report.records_written), (Some(3), 3), "{report:#?}");
+        assert_eq!(report.duplicates_merged, 1, "{report:#?}");
+        assert!(report.warnings.is_empty(), "{report:#?}");
+        assert_eq!(report.source_type.map(|kind| kind.as_str()), Some("csv"));
+    }
+    let from_csv = contents(&db, "sales_records_signal").await;
+    assert_eq!(from_csv.len(), 3);
+    let globex = from_csv
+        .iter()
+        .find(|record| record.get_str("client") == Ok("Globex"))
+        .unwrap();
+    assert_eq!(globex.get_f64("expected_mrr"), Ok(1300.0), "the later duplicate wins");
+    assert_eq!(contents(&db, "sales_records_market").await, from_csv, "xlsx and CSV");
+    assert_eq!(contents(&db, "sales_records").await, from_csv, "ods and CSV");
+    db.drop().await;
+}
+
+/// The test database's configuration with a `[sources]` section.
+fn config_with_sources(db: &TestDb, sources: &str) -> Config {
+    let text = format!("[sources]\n{sources}\n");
+    let url = server_url();
+    let name = db.name.clone();
+    Config::resolve(Some((&text, Path::new("test.toml"))), move |variable| match variable {
+        "MONGO_URL" => Some(url.clone()),
+        "DB_NAME" => Some(name.clone()),
+        "SHEETSYNC_FILE_ROOTS" => Some("/".to_owned()),
+        _ => None,
+    })
+    .unwrap()
+}
+
+async fn point_view_at(db: &TestDb, id: &str, source: &str) {
+    db.db
+        .collection::<Document>("views")
+        .update_one(doc! { "id": id }, doc! { "$set": { "sheet_url": source } })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_unreadable_workbook_fails_its_view_with_its_own_message_and_keeps_the_data() {
+    let db = test_db("workbook_refused").await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_source(dir.path(), "good.xlsx", &xlsx_of(&deals()));
+    db.add_view("view-market", "Market", &good).await;
+    let first = sync(db.config()).await;
+    assert_eq!(first[0].outcome, Outcome::Success, "{first:#?}");
+    let stored = db.records("sales_records_market").await;
+    assert_eq!(stored.len(), 3);
+
+    // A part of 8 MiB of spaces: a few kilobytes on disk.
+    let mut bomb = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    bomb.start_file("xl/workbook.xml", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    bomb.write_all(&vec![b' '; 8 * 1024 * 1024]).unwrap();
+    let bomb = bomb.finish().unwrap().into_inner();
+    assert!(bomb.len() < 64 * 1024);
+    let xlsx = xlsx_of(&deals());
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        (
+            "bomb.xlsx",
+            bomb,
+            "has a part that inflates past [sources] max_workbook_part_bytes (1048576)",
+        ),
+        (
+            "truncated.xlsx",
+            xlsx[..xlsx.len() / 2].to_vec(),
+            "may be truncated or damaged",
+        ),
+        (
+            "lying.xlsx",
+            b"Client,Stage\nAcme,Lost\n".to_vec(),
+            "is named as a .xlsx workbook but holds text",
+        ),
+        ("locked.xlsx", encrypted_workbook(), "is a password-protected workbook"),
+    ];
+    let config = || config_with_sources(&db, "max_workbook_part_bytes = 1048576");
+    for (name, bytes, expected) in cases {
+        point_view_at(&db, "view-market", &write_source(dir.path(), name, &bytes)).await;
+        let report = sync(config()).await.remove(0);
+        assert_eq!(report.outcome, Outcome::Failed, "{name}: {report:#?}");
+        let error = report.error.as_deref().unwrap_or_default();
+        assert!(error.contains(expected), "{name}: {expected:?} not in {error:?}");
+        assert!(!error.contains("Acme"), "nothing from inside is quoted: {error}");
+        assert_eq!(
+            db.records("sales_records_market").await,
+            stored,
+            "{name} left the data as it was"
+        );
+    }
+    db.drop().await;
+}
+
+/// A compound file holding an `EncryptedPackage` stream, as Office saves a
+/// password-protected `.xlsx`.
+fn encrypted_workbook() -> Vec<u8> {
+    let mut file = cfb::CompoundFile::create(Cursor::new(Vec::new())).unwrap();
+    file.create_stream("/EncryptionInfo")
+        .unwrap()
+        .write_all(&[4, 0, 4, 0])
+        .unwrap();
+    file.create_stream("/EncryptedPackage")
+        .unwrap()
+        .write_all(&[0x5a; 4096])
+        .unwrap();
+    file.flush().unwrap();
+    file.into_inner().into_inner()
+}
+
+#[tokio::test]
+async fn a_formula_without_its_result_is_reported_with_its_cell() {
+    let db = test_db("workbook_formula").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut book = Workbook::new();
+    let sheet = book.add_worksheet();
+    for (column, label) in ["Client", "Stage", "Expected MRR"].into_iter().enumerate() {
+        sheet.write_string(0, column as u16, label).unwrap();
+    }
+    for (row, client) in ["Acme", "Globex"].into_iter().enumerate() {
+        sheet.write_string(row as u32 + 1, 0, client).unwrap();
+        sheet.write_string(row as u32 + 1, 1, "Lost").unwrap();
+    }
+    sheet.write_number(1, 2, 100.0).unwrap();
+    sheet.write_formula(2, 2, "=SUM(C2,1)").unwrap();
+    let bytes = book.save_to_buffer().unwrap();
+    // A writer that does not calculate leaves the result out.
+    let bytes = rewrite_part(&bytes, "xl/worksheets/sheet1.xml", |xml| {
+        xml.replace("<f>SUM(C2,1)</f><v>0</v>", "<f>SUM(C2,1)</f>")
+    });
+    db.add_view(
+        "view-organic",
+        "Organic",
+        &write_source(dir.path(), "deals.xlsx", &bytes),
+    )
+    .await;
+    let options = SyncOptions {
+        force: true,
+        ..SyncOptions::default()
+    };
+    let report = engine_for(db.config())
+        .await
+        .sync(&[], Trigger::Cli, options)
+        .await
+        .unwrap()
+        .remove(0);
+    // As any unreadable value of a field that is not a key: the row is
+    // kept, the value stored as null, and the report says where and why.
+    assert_eq!(report.records_written, 2, "{report:#?}");
+    assert_eq!(report.warnings.len(), 1, "{report:#?}");
+    let warning = &report.warnings[0];
+    assert_eq!(warning.row, 3, "{warning:?}");
+    assert_eq!(warning.column.as_deref(), Some("Expected MRR"), "{warning:?}");
+    assert!(warning.reason.contains("a formula with no saved result"), "{warning:?}");
+    let globex = db.records("sales_records").await.remove(1);
+    assert_eq!(
+        globex.get("expected_mrr"),
+        Some(&mongodb::bson::Bson::Null),
+        "{globex:?}"
+    );
+    db.drop().await;
+}
+
+fn rewrite_part(bytes: &[u8], name: &str, edit: impl Fn(String) -> String) -> Vec<u8> {
+    use std::io::Read as _;
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
+    let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
+    for index in 0..archive.len() {
+        let mut part = archive.by_index(index).unwrap();
+        let mut text = String::new();
+        part.read_to_string(&mut text).unwrap();
+        let part_name = part.name().to_owned();
+        if part_name == name {
+            text = edit(text);
+        }
+        out.start_file(part_name, zip::write::SimpleFileOptions::default())
+            .unwrap();
+        out.write_all(text.as_bytes()).unwrap();
+    }
+    out.finish().unwrap().into_inner()
+}
+
+#[tokio::test]
+async fn a_workbook_downloads_within_the_network_policy() {
+    use axum::routing::get;
+    let db = test_db("workbook_http").await;
+    let xlsx = xlsx_of(&deals());
+    let app = axum::Router::new().route("/deals.xlsx", get(move || async move { xlsx.clone() }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    db.add_view("view-market", "Market", &format!("http://localhost:{port}/deals.xlsx"))
+        .await;
+    let trusted = "http_hosts = [\"localhost\"]\nallowed_networks = [\"127.0.0.0/8\", \"::1/128\"]";
+    let report = sync(config_with_sources(&db, trusted)).await.remove(0);
+    assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
+    assert_eq!(db.count("sales_records_market").await, 3);
+    let capped = format!("{trusted}\nmax_download_bytes = 1000");
+    let report = sync(config_with_sources(&db, &capped)).await.remove(0);
+    assert_eq!(report.outcome, Outcome::Failed, "{report:#?}");
+    assert!(report.error.unwrap().contains("max_download_bytes"));
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn check_reports_a_workbook_s_tabs_and_header() {
+    let db = test_db("workbook_check").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut book = Workbook::new();
+    book.add_worksheet().set_name("Lookups").unwrap().set_hidden(true);
+    let sheet = book.add_worksheet().set_name("Sheet1").unwrap().set_active(true);
+    for (row, values) in deals().iter().enumerate() {
+        for (column, value) in values.iter().enumerate() {
+            if let Text(text) = value {
+                sheet.write_string(row as u32, column as u16, *text).unwrap();
+            }
+        }
+    }
+    let source = write_source(dir.path(), "deals.xlsx", &book.save_to_buffer().unwrap());
+    db.add_view("view-market", "Market", &source).await;
+    let output = crate::harness::process::Sheetsync::new()
+        .database(&server_url(), &db.name)
+        .args(["check"])
+        .output();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("xlsx workbook with tabs \"Lookups\" (hidden), \"Sheet1\"; tab \"Sheet1\" found"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  header (row 3): Month -> month, Discovery Date -> discovery_date, Client -> client,"),
+        "{stdout}"
+    );
+    db.drop().await;
+}
