@@ -13,7 +13,7 @@ use sheetsync::mapping;
 use sheetsync::mapping::conventions::ReadSettings;
 use sheetsync::progress::Progress;
 use sheetsync::schedule::Schedule;
-use sheetsync::source::{SourceSpec, Sources};
+use sheetsync::source::{GoogleCheck, SourceSpec, Sources};
 use sheetsync::syncs::{self, Resolution, SyncTarget};
 
 #[derive(Debug, Parser)]
@@ -392,23 +392,48 @@ async fn source_problem(sources: &Sources, source: &SourceSpec, read: &ReadSetti
         SourceSpec::GoogleSheet(sheet) => sources
             .check_google(sheet)
             .await
-            .map(|found| {
-                let zones = match (read.zone_is_the_syncs, found.time_zone == read.time_zone) {
-                    (_, true) => String::new(),
-                    (false, false) => format!(
-                        " (its date-times are read in {}; text date-times, as in its CSV export, in {}, the \
-                         configured time_zone)",
-                        found.time_zone, read.time_zone
-                    ),
-                    (true, false) => format!(" (this sync's time_zone {} is used instead)", read.time_zone),
-                };
-                Some(format!(
-                    "{} from {} acts as {}; spreadsheet reachable, tab {:?} found, time zone {}{zones}",
-                    found.credential_kind, found.credential_origin, found.identity, found.tab, found.time_zone
-                ))
-            })
+            .map(|checked| Some(describe_google_check(&checked, read)))
             .map_err(|error| error.to_string()),
     }
+}
+
+/// What `check` says of a reachable Google link.
+fn describe_google_check(checked: &GoogleCheck, read: &ReadSettings) -> String {
+    let (found, reached) = match checked {
+        GoogleCheck::Spreadsheet(found) => {
+            let zone = found.time_zone.unwrap_or(read.time_zone);
+            let zones = match (read.zone_is_the_syncs, zone == read.time_zone) {
+                (_, true) => String::new(),
+                (false, false) => format!(
+                    " (its date-times are read in {zone}; text date-times, as in its CSV export, in {}, the \
+                     configured time_zone)",
+                    read.time_zone
+                ),
+                (true, false) => format!(" (this sync's time_zone {} is used instead)", read.time_zone),
+            };
+            let reached = format!(
+                "spreadsheet reachable, tab {:?} found, time zone {zone}{zones}",
+                found.tab
+            );
+            (found, reached)
+        }
+        GoogleCheck::OfficeFile { credentials, workbook } => {
+            let reached = match workbook {
+                Some(tabs) => format!(
+                    "an Office file on Drive, downloaded: {} workbook with tabs {}; tab {:?} found",
+                    tabs.format.name(),
+                    tabs.listed(),
+                    tabs.chosen
+                ),
+                None => "a CSV file on Drive, downloaded".to_owned(),
+            };
+            (credentials, reached)
+        }
+    };
+    format!(
+        "{} from {} acts as {}; {reached}",
+        found.credential_kind, found.credential_origin, found.identity
+    )
 }
 
 fn exit_code(success: bool) -> ExitCode {

@@ -14,7 +14,7 @@ use super::sheets::settings::GoogleSettings;
 use super::sheets::{GoogleSheets, GoogleStatsSnapshot, SheetCheck, SheetsError};
 use super::spec::{SheetRef, SourceSpec, google_sheet};
 use super::spool::SpooledRows;
-use super::workbook::{WorkbookSource, WorkbookTabs};
+use super::workbook::{WorkbookLimits, WorkbookSource, WorkbookTabs};
 
 use crate::redact::redact_url;
 
@@ -47,6 +47,18 @@ fn open_file(policy: &SourcePolicy, path: &Path, location: &str) -> Result<std::
             source,
         }),
     })
+}
+
+/// What `sheetsync check` learns of a Google link.
+#[derive(Debug)]
+pub enum GoogleCheck {
+    Spreadsheet(SheetCheck),
+    /// An Office file on Drive, downloaded (`[google] office_files`): its
+    /// tabs when it is a workbook, `None` for a CSV file.
+    OfficeFile {
+        credentials: SheetCheck,
+        workbook: Option<WorkbookTabs>,
+    },
 }
 
 /// Tables fetched for views other than the ones asked for, kept briefly.
@@ -131,8 +143,27 @@ impl Sources {
 
     /// Whether a Google view could be read: the credentials load, a token is
     /// granted, the spreadsheet is reachable and the tab exists.
-    pub async fn check_google(&self, sheet: &SheetRef) -> Result<SheetCheck, SourceError> {
-        Ok(self.google.check(sheet).await?)
+    /// An Office file on Drive (with `[google] office_files`) is downloaded
+    /// and its tabs listed as for a workbook file.
+    pub async fn check_google(&self, sheet: &SheetRef) -> Result<GoogleCheck, SourceError> {
+        match self.google.check(sheet).await {
+            Err(SheetsError::OfficeFile { .. }) if self.google.reads_office_files() => {
+                let file = self.google.download_office_file(&sheet.spreadsheet_id).await?;
+                let (limits, sheet_name) = (self.policy.workbook_limits, sheet.sheet_name.clone());
+                let location = office_file_location(&sheet.spreadsheet_id);
+                let tabs = tokio::task::spawn_blocking(move || {
+                    let mut file = file;
+                    office_workbook(&location, sheet_name.as_deref(), limits).tabs(&mut file)
+                })
+                .await
+                .map_err(|error| SourceError::Client(format!("the file reader stopped: {error}")))??;
+                Ok(GoogleCheck::OfficeFile {
+                    credentials: self.google.credential_check().await?,
+                    workbook: tabs,
+                })
+            }
+            checked => Ok(GoogleCheck::Spreadsheet(checked?)),
+        }
     }
 
     /// Fetches every spec's table; one result per spec, in order, so that one
@@ -192,7 +223,19 @@ impl Sources {
                     }
                 }
             }
-            let mut results = self.google.fetch_spreadsheet(spreadsheet_id, &sheets).await.into_iter();
+            let results = self.google.fetch_spreadsheet(spreadsheet_id, &sheets).await;
+            if self.google.reads_office_files()
+                && results
+                    .iter()
+                    .all(|result| matches!(result, Err(SheetsError::OfficeFile { .. })))
+            {
+                let read = self.read_office_file(spreadsheet_id, &sheets[..wanted]).await;
+                for (index, result) in members.into_iter().zip(read) {
+                    tables[index] = Some(result);
+                }
+                continue;
+            }
+            let mut results = results.into_iter();
             for (index, result) in members.into_iter().zip(results.by_ref().take(wanted)) {
                 tables[index] = Some(result.map(SourceRows::Spooled).map_err(SourceError::from));
             }
@@ -271,13 +314,63 @@ impl Sources {
             }
             SourceSpec::GoogleSheet(sheet) => {
                 let mut results = self.google.fetch_spreadsheet(&sheet.spreadsheet_id, &[sheet]).await;
-                let table = results.pop().unwrap_or(Err(SheetsError::MissingRange {
-                    spreadsheet_id: sheet.spreadsheet_id.clone(),
-                    range: spec.describe(),
-                }))?;
-                Ok(SourceRows::Spooled(table))
+                match results.pop() {
+                    Some(Err(SheetsError::OfficeFile { .. })) if self.google.reads_office_files() => {
+                        let mut read = self.read_office_file(&sheet.spreadsheet_id, &[sheet]).await;
+                        // One result per sheet asked for.
+                        read.pop().unwrap_or_else(|| {
+                            Err(SourceError::Client("internal error: Office file not read".to_owned()))
+                        })
+                    }
+                    Some(table) => Ok(SourceRows::Spooled(table?)),
+                    None => Err(SheetsError::MissingRange {
+                        spreadsheet_id: sheet.spreadsheet_id.clone(),
+                        range: spec.describe(),
+                    }
+                    .into()),
+                }
             }
         }
+    }
+
+    /// The tabs `sheets` name of an Office file on Drive, read as a
+    /// workbook: one download for all of them. A CSV uploaded to Drive (the
+    /// Sheets API refuses it too) is read as CSV.
+    async fn read_office_file(&self, file_id: &str, sheets: &[&SheetRef]) -> Vec<Result<SourceRows, SourceError>> {
+        let file = match self.google.download_office_file(file_id).await {
+            Ok(file) => file,
+            Err(error) => return sheets.iter().map(|_| Err(error.clone().into())).collect(),
+        };
+        let names: Vec<Option<String>> = sheets.iter().map(|sheet| sheet.sheet_name.clone()).collect();
+        let (limits, location) = (self.policy.workbook_limits, office_file_location(file_id));
+        let read = tokio::task::spawn_blocking(move || {
+            names
+                .iter()
+                .map(|name| {
+                    let mut file = file.try_clone().map_err(|source| CsvError::Read {
+                        location: location.clone(),
+                        source,
+                    })?;
+                    std::io::Seek::rewind(&mut file).map_err(|source| CsvError::Read {
+                        location: location.clone(),
+                        source,
+                    })?;
+                    Ok(
+                        match office_workbook(&location, name.as_deref(), limits).read_if_workbook(&mut file)? {
+                            Some(rows) => SourceRows::Spooled(rows),
+                            None => SourceRows::Csv(CsvSource::from_file(file, &location)?),
+                        },
+                    )
+                })
+                .collect::<Vec<Result<SourceRows, SourceError>>>()
+        })
+        .await;
+        read.unwrap_or_else(|error| {
+            sheets
+                .iter()
+                .map(|_| Err(SourceError::Client(format!("the file reader stopped: {error}"))))
+                .collect()
+        })
     }
 
     /// What changes when the source does, asked cheaply: a file's length
@@ -436,6 +529,22 @@ impl Sources {
             }
             _ => Ok(Download::InMemory(body)),
         }
+    }
+}
+
+/// An Office file on Drive as errors name it.
+fn office_file_location(file_id: &str) -> String {
+    format!("Office file {file_id} on Google Drive")
+}
+
+/// How an Office file from Drive is read: as a workbook file whose name
+/// claims nothing (its content decides), with the view's tab.
+fn office_workbook<'a>(location: &'a str, sheet_name: Option<&'a str>, limits: WorkbookLimits) -> WorkbookSource<'a> {
+    WorkbookSource {
+        location,
+        name: "",
+        sheet_name,
+        limits,
     }
 }
 

@@ -17,6 +17,6 @@ pub mod table;
 pub mod workbook;
 
 pub use error::SourceError;
-pub use fetch::{ChangeMark, Sources};
+pub use fetch::{ChangeMark, GoogleCheck, Sources};
 pub use rows::{RowReader, SourceRows};
 pub use spec::{SheetRef, SourceSpec, SourceType, UnrecognisedSource};

@@ -12,7 +12,9 @@ use sheetsync::config::Config;
 use sheetsync::engine::SyncOptions;
 use sheetsync::report::{Outcome, SyncReport, Trigger};
 
+use crate::harness::fake_google::FakeGoogle;
 use crate::harness::{HEADER, TestDb, engine_for, server_url, test_db, write_source};
+use sheetsync::source::GoogleCheck;
 
 /// One cell of the test sheet, typed as a spreadsheet holds it.
 #[derive(Clone, Copy)]
@@ -425,5 +427,77 @@ async fn check_reports_a_workbook_s_tabs_and_header() {
         stdout.contains("  header (row 3): Month -> month, Discovery Date -> discovery_date, Client -> client,"),
         "{stdout}"
     );
+    db.drop().await;
+}
+
+const OFFICE_FILE: &str = "1OOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOO";
+
+/// The test database's configuration with the fake Google, and
+/// `office_files` as given.
+fn google_config(db: &TestDb, fake: &FakeGoogle, office_files: bool) -> Config {
+    let text = format!("[google]\noffice_files = {office_files}\n");
+    let (url, name) = (server_url(), db.name.clone());
+    let (key_file, api_url) = (fake.key_file.display().to_string(), fake.api_url.clone());
+    Config::resolve(Some((&text, Path::new("test.toml"))), move |variable| match variable {
+        "MONGO_URL" => Some(url.clone()),
+        "DB_NAME" => Some(name.clone()),
+        "SHEETSYNC_FILE_ROOTS" => Some("/".to_owned()),
+        "GOOGLE_APPLICATION_CREDENTIALS" => Some(key_file.clone()),
+        "SHEETSYNC_SHEETS_API_URL" | "SHEETSYNC_DRIVE_API_URL" => Some(api_url.clone()),
+        _ => None,
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_office_file_on_drive_is_read_as_a_workbook_only_with_office_files() {
+    let db = test_db("workbook_drive").await;
+    let fake = FakeGoogle::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let rows = deals();
+    fake.add_office_file(OFFICE_FILE, xlsx_of(&rows));
+    db.add_view(
+        "view-signal",
+        "Signal",
+        &write_source(dir.path(), "deals.csv", csv_of(&rows).as_bytes()),
+    )
+    .await;
+    let link = format!("https://docs.google.com/spreadsheets/d/{OFFICE_FILE}/edit#gid=1");
+    db.add_view("view-market", "Market", &link).await;
+
+    let refused = sync(google_config(&db, &fake, false)).await;
+    let market = refused.iter().find(|report| report.name == "Market").unwrap();
+    assert_eq!(market.outcome, Outcome::Failed, "{market:#?}");
+    let error = market.error.as_deref().unwrap();
+    assert!(error.contains("is an Office file uploaded to Google Drive"), "{error}");
+    assert!(error.contains("set [google] office_files = true"), "{error}");
+    assert!(error.contains("File > Save as Google Sheets"), "{error}");
+    assert_eq!(fake.seen().drive_downloads, 0);
+    assert_eq!(db.count("sales_records_market").await, 0);
+
+    let config = google_config(&db, &fake, true);
+    let read = sync(config.clone()).await;
+    for report in &read {
+        assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
+    }
+    assert_eq!(fake.seen().drive_downloads, 1, "one download for the view");
+    assert_eq!(
+        contents(&db, "sales_records_market").await,
+        contents(&db, "sales_records_signal").await,
+        "the Office file on Drive and the CSV of the same sheet"
+    );
+
+    let sources = config.sources().unwrap();
+    let sheet = sheetsync::source::SheetRef {
+        spreadsheet_id: OFFICE_FILE.to_owned(),
+        gid: Some(1),
+        sheet_name: Some("sheet1".to_owned()),
+    };
+    match sources.check_google(&sheet).await.unwrap() {
+        GoogleCheck::OfficeFile {
+            workbook: Some(tabs), ..
+        } => assert_eq!(tabs.chosen, "Sheet1"),
+        other => panic!("not read as an Office file: {other:?}"),
+    }
     db.drop().await;
 }

@@ -22,6 +22,12 @@ pub const SCOPE: &str = "https://www.googleapis.com/auth/spreadsheets.readonly";
 /// asked for only when the daemon watches: it lets the token list the names
 /// and dates of every file the identity can see, not read their content.
 pub const DRIVE_METADATA_SCOPE: &str = "https://www.googleapis.com/auth/drive.metadata.readonly";
+/// Reading Drive files' content, asked for only with `[google]
+/// office_files`: the Sheets API cannot read an Office file uploaded to
+/// Drive, only Drive can hand it over. Wider than the Sheets scope: it lets
+/// the token read every file the identity can see, not only spreadsheets
+/// (still never write), so it is opt-in.
+pub const DRIVE_READONLY_SCOPE: &str = "https://www.googleapis.com/auth/drive.readonly";
 
 /// A token is renewed this long before Google says it expires, so that a
 /// long sync never sends one that dies on the way.
@@ -118,10 +124,7 @@ impl GoogleAuth {
             origin,
             http: http.clone(),
             timeout: settings.request_timeout(),
-            scopes: match settings.watch_drive {
-                true => vec![SCOPE, DRIVE_METADATA_SCOPE],
-                false => vec![SCOPE],
-            },
+            scopes: scopes(settings),
             cache: tokio::sync::Mutex::new(None),
         })
     }
@@ -208,4 +211,17 @@ async fn read_bounded(path: &std::path::Path) -> Result<Vec<u8>, String> {
             error.to_string()
         }
     })
+}
+
+/// The scopes a token asks for: the Sheets scope, and the Drive scopes
+/// the settings call for.
+fn scopes(settings: &GoogleSettings) -> Vec<&'static str> {
+    let mut scopes = vec![SCOPE];
+    if settings.watch_drive {
+        scopes.push(DRIVE_METADATA_SCOPE);
+    }
+    if settings.office_files {
+        scopes.push(DRIVE_READONLY_SCOPE);
+    }
+    scopes
 }

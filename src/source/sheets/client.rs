@@ -15,7 +15,7 @@ use super::error::SheetsError;
 use super::pages::{self, PagesAnswer, TabPages};
 use super::settings::GoogleSettings;
 use super::stats::GoogleStatsSnapshot;
-use super::transport::{JsonAnswer, Transport};
+use super::transport::{FileAnswer, JsonAnswer, Transport};
 use super::wire::{METADATA_FIELDS, SpreadsheetMetadata};
 use crate::source::spec::{SheetRef, find_tab};
 use crate::source::spool::SpooledRows;
@@ -52,7 +52,8 @@ pub struct SheetCheck {
     pub credential_origin: String,
     pub identity: String,
     pub tab: String,
-    pub time_zone: Tz,
+    /// The spreadsheet's zone; `None` for an Office file, which has none.
+    pub time_zone: Option<Tz>,
 }
 
 /// The Sheets API client. Cheap to share; the credentials are found on first
@@ -293,12 +294,22 @@ impl GoogleSheets {
         let auth = self.auth().await?;
         let info = self.fresh_info(auth, &sheet.spreadsheet_id).await?;
         let tab = resolve_tab(&sheet.spreadsheet_id, &info, sheet)?;
+        let mut check = self.credential_check().await?;
+        check.tab = tab;
+        check.time_zone = Some(info.time_zone);
+        Ok(check)
+    }
+
+    /// Which credential was found where and who it acts as, the tab and
+    /// zone left for the caller to fill (an Office file has no zone).
+    pub async fn credential_check(&self) -> Result<SheetCheck, SheetsError> {
+        let auth = self.auth().await?;
         Ok(SheetCheck {
             credential_kind: auth.kind,
             credential_origin: auth.origin.clone(),
             identity: auth.identity.to_string(),
-            tab,
-            time_zone: info.time_zone,
+            tab: String::new(),
+            time_zone: None,
         })
     }
 
@@ -307,18 +318,7 @@ impl GoogleSheets {
     /// `drive.metadata.readonly` scope (`watch_drive`).
     pub async fn modified(&self, spreadsheet_id: &str) -> Result<DriveStamp, SheetsError> {
         let auth = self.auth().await?;
-        let invalid = || SheetsError::Rejected {
-            call: "building the Drive API URL".to_owned(),
-            status: 0,
-            message: format!("drive_api_url {:?} cannot take a path", self.settings.drive_api_url),
-        };
-        let mut url = self.drive_url.clone().ok_or_else(invalid)?;
-        url.path_segments_mut().map_err(|()| invalid())?.pop_if_empty().extend([
-            "drive",
-            "v3",
-            "files",
-            spreadsheet_id,
-        ]);
+        let url = self.drive_file_url(spreadsheet_id)?;
         // A file on a shared drive is "not found" without supportsAllDrives.
         let query = [
             ("fields", "modifiedTime,version".to_owned()),
@@ -329,6 +329,42 @@ impl GoogleSheets {
         self.drive
             .call(auth, &call, spreadsheet_id, url, &query, &mut answer)
             .await
+    }
+
+    /// Whether Office files on Drive are downloaded and read as workbooks
+    /// (`[google] office_files`).
+    pub fn reads_office_files(&self) -> bool {
+        self.settings.office_files
+    }
+
+    /// An Office file's content, downloaded with Drive `files.get?alt=media`
+    /// into a temporary file, within `[sources] max_download_bytes`, paced
+    /// and retried as every Google call. Needs the `drive.readonly` scope
+    /// (`office_files`).
+    pub async fn download_office_file(&self, file_id: &str) -> Result<std::fs::File, SheetsError> {
+        let auth = self.auth().await?;
+        let url = self.drive_file_url(file_id)?;
+        let query = [("alt", "media".to_owned()), ("supportsAllDrives", "true".to_owned())];
+        let call = format!("Drive files.get (alt=media) of Office file {file_id}");
+        let mut answer = FileAnswer {
+            max_bytes: self.transport.max_answer_bytes,
+        };
+        self.drive.call(auth, &call, file_id, url, &query, &mut answer).await
+    }
+
+    /// `{drive_api_url}/drive/v3/files/{id}`.
+    fn drive_file_url(&self, file_id: &str) -> Result<Url, SheetsError> {
+        let invalid = || SheetsError::Rejected {
+            call: "building the Drive API URL".to_owned(),
+            status: 0,
+            message: format!("drive_api_url {:?} cannot take a path", self.settings.drive_api_url),
+        };
+        let mut url = self.drive_url.clone().ok_or_else(invalid)?;
+        url.path_segments_mut()
+            .map_err(|()| invalid())?
+            .pop_if_empty()
+            .extend(["drive", "v3", "files", file_id]);
+        Ok(url)
     }
 
     /// The spreadsheet's metadata as last read, unless it is older than

@@ -88,6 +88,13 @@ pub enum SheetsError {
         gid: i64,
         available: String,
     },
+    #[error(
+        "spreadsheet {spreadsheet_id} is an Office file uploaded to Google Drive (an .xlsx, .xls or .ods never \
+         converted), which the Sheets API cannot read; set [google] office_files = true to download it from \
+         Drive and read it as a workbook (the token then asks for the drive.readonly scope), or open it in \
+         Google Sheets, use File > Save as Google Sheets and point the view at the copy"
+    )]
+    OfficeFile { spreadsheet_id: String },
     #[error("spreadsheet {spreadsheet_id} has no tabs")]
     NoTabs { spreadsheet_id: String },
     #[error(

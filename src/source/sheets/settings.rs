@@ -48,8 +48,14 @@ pub struct GoogleSettings {
     /// Base URL of the Drive API (`SHEETSYNC_DRIVE_API_URL` wins), asked
     /// only when the daemon watches spreadsheets for changes.
     pub drive_api_url: String,
-    /// Drive requests started in any one minute at most (watching).
+    /// Drive requests started in any one minute at most (watching, and
+    /// Office files' downloads).
     pub max_drive_requests_per_minute: usize,
+    /// Whether a Google link to an Office file uploaded to Drive (an
+    /// `.xlsx` the Sheets API refuses) is downloaded with Drive
+    /// `files.get?alt=media` and read as a workbook. Adds the
+    /// `drive.readonly` scope to the token.
+    pub office_files: bool,
     /// Whether the token asks for `drive.metadata.readonly` too: set by the
     /// daemon when it watches spreadsheets (`[watch]`).
     #[serde(skip)]
@@ -111,6 +117,7 @@ impl Default for GoogleSettings {
             drive_api_url: DEFAULT_DRIVE_API_URL.to_owned(),
             max_drive_requests_per_minute: 60,
             watch_drive: false,
+            office_files: false,
             request_timeout_ms: 30_000,
             max_attempts: 5,
             retry_base_delay_ms: 500,
@@ -211,6 +218,7 @@ impl std::fmt::Debug for GoogleSettings {
             .field("drive_api_url", &redact_url(&self.drive_api_url))
             .field("max_drive_requests_per_minute", &self.max_drive_requests_per_minute)
             .field("watch_drive", &self.watch_drive)
+            .field("office_files", &self.office_files)
             .field("request_timeout_ms", &self.request_timeout_ms)
             .field("max_attempts", &self.max_attempts)
             .field("retry_base_delay_ms", &self.retry_base_delay_ms)

@@ -15,7 +15,7 @@ use super::quota::Quota;
 use super::retry::{RetryPolicy, parse_retry_after};
 use super::settings::GoogleSettings;
 use super::stats::GoogleStats;
-use super::wire::{ErrorBody, api_disabled, scope_insufficient};
+use super::wire::{ErrorBody, api_disabled, office_file, scope_insufficient};
 
 /// The HTTP side of the Sheets client, shared by all its calls.
 #[derive(Debug)]
@@ -199,6 +199,11 @@ impl Transport {
                 Attempt::Fatal(auth.api_disabled(self.api, message))
             }
             StatusCode::FORBIDDEN => Attempt::Fatal(auth.not_shared(spreadsheet_id)),
+            StatusCode::BAD_REQUEST if detail.as_ref().is_some_and(office_file) => {
+                Attempt::Fatal(SheetsError::OfficeFile {
+                    spreadsheet_id: spreadsheet_id.to_owned(),
+                })
+            }
             StatusCode::NOT_FOUND => Attempt::Fatal(SheetsError::NotFound {
                 spreadsheet_id: spreadsheet_id.to_owned(),
             }),
@@ -287,5 +292,46 @@ impl<T: DeserializeOwned> ReadAnswer for JsonAnswer<T> {
             )));
         }
         serde_json::from_slice(&body).map_err(|error| malformed(error.to_string()))
+    }
+}
+
+/// A file's content (Drive `alt=media`), written as it arrives to an
+/// unnamed temporary file within the cap: a workbook is parsed from disk,
+/// never held whole in memory as it downloads.
+pub(super) struct FileAnswer {
+    pub(super) max_bytes: u64,
+}
+
+impl ReadAnswer for FileAnswer {
+    type Output = std::fs::File;
+
+    async fn read(&mut self, mut response: reqwest::Response, call: &str) -> Result<std::fs::File, AnswerFailure> {
+        use std::io::{Seek as _, Write as _};
+        let failed = |message: String| {
+            AnswerFailure::Failed(SheetsError::Malformed {
+                call: call.to_owned(),
+                message,
+            })
+        };
+        let spool_error = |error: std::io::Error| failed(format!("cannot write it to a temporary file: {error}"));
+        // A fresh file per attempt: a retried download starts over.
+        let mut file = tempfile::tempfile().map_err(spool_error)?;
+        let mut received = 0u64;
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|error| AnswerFailure::Transport(transport_reason(error)))?
+        {
+            received += chunk.len() as u64;
+            if received > self.max_bytes {
+                return Err(failed(format!(
+                    "the file is larger than [sources] max_download_bytes ({} bytes)",
+                    self.max_bytes
+                )));
+            }
+            file.write_all(&chunk).map_err(spool_error)?;
+        }
+        file.rewind().map_err(spool_error)?;
+        Ok(file)
     }
 }

@@ -137,3 +137,11 @@ pub(super) fn scope_insufficient(detail: &ErrorDetail) -> bool {
     let details = serde_json::to_string(&detail.details).unwrap_or_default();
     details.contains("ACCESS_TOKEN_SCOPE_INSUFFICIENT") || detail.message.contains("insufficient authentication scopes")
 }
+
+/// A 400 because the "spreadsheet" is an Office file uploaded to Drive and
+/// never converted, which the Sheets API does not read.
+pub(super) fn office_file(detail: &ErrorDetail) -> bool {
+    detail
+        .message
+        .contains("This operation is not supported for this document")
+}

@@ -25,8 +25,9 @@ use super::fake_credentials::{self, FakeLogin};
 
 pub const SCOPE: &str = "https://www.googleapis.com/auth/spreadsheets.readonly";
 pub const DRIVE_METADATA_SCOPE: &str = "https://www.googleapis.com/auth/drive.metadata.readonly";
+pub const DRIVE_READONLY_SCOPE: &str = "https://www.googleapis.com/auth/drive.readonly";
 /// The scopes a read-only client may ask for.
-const KNOWN_SCOPES: &[&str] = &[SCOPE, DRIVE_METADATA_SCOPE];
+const KNOWN_SCOPES: &[&str] = &[SCOPE, DRIVE_METADATA_SCOPE, DRIVE_READONLY_SCOPE];
 pub const CLIENT_EMAIL: &str = "sheetsync-test@sheetsync-test-only.iam.gserviceaccount.com";
 pub const METADATA_FIELDS: &str = "properties.timeZone,sheets.properties(sheetId,title,gridProperties.rowCount)";
 
@@ -112,6 +113,8 @@ pub struct Seen {
     pub gzipped_answers: usize,
     /// Drive `files.get` requests.
     pub drive_requests: usize,
+    /// Drive `files.get?alt=media` downloads served.
+    pub drive_downloads: usize,
     /// Bytes of Sheets API answer bodies sent, as sent (compressed or not).
     pub answer_bytes: u64,
 }
@@ -129,6 +132,9 @@ pub(super) struct Inner {
     /// Shared, not copied, by each request: a benchmark's 500k-row tab
     /// would otherwise be cloned for every page served.
     spreadsheets: HashMap<String, Arc<FakeSpreadsheet>>,
+    /// Office files uploaded to Drive and never converted: the Sheets API
+    /// refuses them, Drive serves their bytes.
+    office_files: HashMap<String, Arc<Vec<u8>>>,
     faults: HashMap<(String, Endpoint), VecDeque<Fault>>,
     pub(super) tokens: HashMap<String, FakeToken>,
     /// Drive `version` per spreadsheet: one more at each edit.
@@ -227,6 +233,14 @@ impl FakeGoogle {
     pub fn add_spreadsheet(&self, id: &str, spreadsheet: FakeSpreadsheet) {
         let mut inner = self.shared.inner.lock().unwrap();
         inner.spreadsheets.insert(id.to_owned(), Arc::new(spreadsheet));
+        *inner.versions.entry(id.to_owned()).or_default() += 1;
+    }
+
+    /// Adds an Office file (an `.xlsx` uploaded to Drive, not converted);
+    /// its Drive version goes up.
+    pub fn add_office_file(&self, id: &str, bytes: Vec<u8>) {
+        let mut inner = self.shared.inner.lock().unwrap();
+        inner.office_files.insert(id.to_owned(), Arc::new(bytes));
         *inner.versions.entry(id.to_owned()).or_default() += 1;
     }
 
@@ -507,6 +521,7 @@ async fn metadata(
             "the fake expects the fields mask",
         ));
     }
+    refuse_office_file(&shared, &id)?;
     let spreadsheet = spreadsheet_of(&shared, &id)?;
     let sheets: Vec<Value> = spreadsheet
         .tabs
@@ -524,9 +539,22 @@ async fn metadata(
     ))
 }
 
-/// Drive `files.get` with `fields=modifiedTime,version`: needs a token with
-/// the Drive metadata scope and `supportsAllDrives=true`, as Google does for
-/// a file on a shared drive.
+/// The Sheets API's answer for an Office file, as Google gives it.
+fn refuse_office_file(shared: &Shared, id: &str) -> Result<(), Response> {
+    match shared.inner.lock().unwrap().office_files.contains_key(id) {
+        true => Err(error(
+            StatusCode::BAD_REQUEST,
+            "FAILED_PRECONDITION",
+            "This operation is not supported for this document",
+        )),
+        false => Ok(()),
+    }
+}
+
+/// Drive `files.get`: with `fields=modifiedTime,version` (a Drive metadata
+/// scope), or `alt=media` for an Office file's bytes (`drive.readonly`);
+/// both need `supportsAllDrives=true`, as Google does for a file on a
+/// shared drive.
 async fn drive_file(
     State(shared): State<Shared>,
     UrlPath(id): UrlPath<String>,
@@ -534,16 +562,41 @@ async fn drive_file(
     headers: HeaderMap,
 ) -> Result<Response, Response> {
     let has = |name: &str, value: &str| query.iter().any(|(key, found)| key == name && found == value);
+    let media = has("alt", "media");
     {
         let mut inner = shared.inner.lock().unwrap();
         inner.seen.drive_requests += 1;
         let token = bearer(&headers).and_then(|token| inner.tokens.get(&token).cloned());
-        if token.is_some_and(|token| !token.scopes.iter().any(|scope| scope == DRIVE_METADATA_SCOPE)) {
+        let allowed: &[&str] = match media {
+            true => &[DRIVE_READONLY_SCOPE],
+            false => &[DRIVE_METADATA_SCOPE, DRIVE_READONLY_SCOPE],
+        };
+        if token.is_some_and(|token| !token.scopes.iter().any(|scope| allowed.contains(&scope.as_str()))) {
             return Err(fake_credentials::scope_insufficient());
         }
     }
     let fault = admit(&shared, &headers, &id, Endpoint::DriveFile)?;
     apply_fault(fault, &id).await?;
+    if media && has("supportsAllDrives", "true") {
+        let mut inner = shared.inner.lock().unwrap();
+        let bytes = inner.office_files.get(&id).cloned();
+        inner.seen.drive_downloads += usize::from(bytes.is_some());
+        return match bytes {
+            Some(bytes) => Ok((
+                [(
+                    header::CONTENT_TYPE,
+                    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                )],
+                bytes.to_vec(),
+            )
+                .into_response()),
+            None => Err(error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                &format!("File not found: {id}."),
+            )),
+        };
+    }
     if !has("fields", "modifiedTime,version") || !has("supportsAllDrives", "true") {
         return Err(error(
             StatusCode::NOT_FOUND,
@@ -636,6 +689,7 @@ async fn batch_get(
         query: query.clone(),
     });
     let fault = apply_fault(fault, &id).await?;
+    refuse_office_file(&shared, &id)?;
     let spreadsheet = spreadsheet_of(&shared, &id)?;
     let mut value_ranges = Vec::new();
     for range in &ranges {
