@@ -77,6 +77,13 @@ impl Mapper<'_> {
         match (&spec.kind, cell) {
             (_, Cell::Empty) => Converted::value(Bson::Null),
             (_, Cell::Fault(fault)) => Converted::unreadable(fault.reason()),
+            (_, Cell::Link { text, target }) => {
+                let shown = match self.link_field == Some(field) {
+                    true => target,
+                    false => text,
+                };
+                self.convert(field, &Cell::Text(shown.clone()), keep)
+            }
             (FieldKind::Text, cell) => Converted::value(Bson::String(match keep {
                 true => text_of(cell),
                 false => String::new(),

@@ -598,6 +598,32 @@ fn typed_cells_from_spreadsheets() {
     assert_eq!(mapping.warnings.len(), 1, "{:?}", mapping.warnings);
 }
 
+#[test]
+fn a_link_cell_gives_its_target_to_the_link_field_and_its_text_to_the_others() {
+    let mut table = Table::default();
+    let text = |value: &str| Cell::Text(value.to_owned());
+    let link = |text: &str, target: &str| Cell::Link {
+        text: text.to_owned(),
+        target: target.to_owned(),
+    };
+    table.push_row(1, vec![text("Client"), text("Stage"), text("Hubspot Link")]);
+    table.push_row(
+        2,
+        vec![
+            link("Acme", "https://acme.example.com/"),
+            text("Lost"),
+            link("Open in HubSpot", "https://app.hubspot.com/deals/42"),
+        ],
+    );
+    let mapping = map_fetched(SourceRows::Table(table)).unwrap();
+    assert_eq!(field(&mapping, 0, "client"), &Bson::String("Acme".into()));
+    assert_eq!(
+        field(&mapping, 0, "hubspot_link"),
+        &Bson::String("https://app.hubspot.com/deals/42".into())
+    );
+    assert!(mapping.warnings.is_empty(), "{:?}", mapping.warnings);
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
 

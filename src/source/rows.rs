@@ -73,6 +73,13 @@ impl SourceRows {
                     }
                     Cell::Bool(flag) => context.update(&[3, u8::from(*flag)]),
                     Cell::Fault(fault) => context.update(&[4, fault.code()]),
+                    Cell::Link { text, target } => {
+                        context.update(&[5]);
+                        for part in [text, target] {
+                            context.update(&(part.len() as u64).to_le_bytes());
+                            context.update(part.as_bytes());
+                        }
+                    }
                 }
             }
         }

@@ -15,7 +15,8 @@
 //! The encoding, per row: the row number (`u64`), the cell count (`u32`),
 //! then each cell as a tag byte followed by its value: nothing for an empty
 //! cell, `u32` length and UTF-8 bytes for text, an `f64` for a number, and
-//! the tag alone for `true` and `false`, and a code byte for a cell's fault.
+//! the tag alone for `true` and `false`, a code byte for a cell's fault,
+//! and two texts (shown, target) for a link.
 //! Little-endian throughout. Blank rows
 //! are counted, not written.
 
@@ -33,6 +34,7 @@ const NUMBER: u8 = 2;
 const FALSE: u8 = 3;
 const TRUE: u8 = 4;
 const FAULT: u8 = 5;
+const LINK: u8 = 6;
 
 /// Read buffer of a pass.
 const READ_BUFFER: usize = 256 * 1024;
@@ -207,6 +209,13 @@ fn encode_row(out: &mut Vec<u8>, number: usize, cells: &[Cell]) -> io::Result<()
                 out.extend_from_slice(&u32::try_from(text.len()).map_err(too_large)?.to_le_bytes());
                 out.extend_from_slice(text.as_bytes());
             }
+            Cell::Link { text, target } => {
+                out.push(LINK);
+                for part in [text, target] {
+                    out.extend_from_slice(&u32::try_from(part.len()).map_err(too_large)?.to_le_bytes());
+                    out.extend_from_slice(part.as_bytes());
+                }
+            }
             Cell::Number(number) => {
                 out.push(NUMBER);
                 out.extend_from_slice(&number.to_le_bytes());
@@ -362,6 +371,18 @@ fn decode_row(reader: &mut impl Read, row: &mut Row) -> io::Result<()> {
                 bytes.resize(length, 0);
                 reader.read_exact(&mut bytes)?;
                 Cell::Text(String::from_utf8(bytes).map_err(io::Error::other)?)
+            }
+            LINK => {
+                let mut parts = [String::new(), String::new()];
+                for part in &mut parts {
+                    let mut length = [0u8; 4];
+                    reader.read_exact(&mut length)?;
+                    let mut bytes = vec![0; u32::from_le_bytes(length) as usize];
+                    reader.read_exact(&mut bytes)?;
+                    *part = String::from_utf8(bytes).map_err(io::Error::other)?;
+                }
+                let [text, target] = parts;
+                Cell::Link { text, target }
             }
             NUMBER => {
                 reader.read_exact(&mut word)?;

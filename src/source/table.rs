@@ -14,6 +14,14 @@ pub enum Cell {
     Text(String),
     Number(f64),
     Bool(bool),
+    /// Text that is also a hyperlink elsewhere (a workbook cell showing
+    /// "Acme deal" that links to the CRM): the mapping reads the target for
+    /// the target's identity link field (`hubspot_link`), the text for the
+    /// others.
+    Link {
+        text: String,
+        target: String,
+    },
     /// A cell the source holds but cannot give a value for; reading it is a
     /// row problem with the fault's reason, never a silent empty.
     Fault(CellFault),
@@ -79,6 +87,7 @@ impl Cell {
             Cell::Text(text) => text.clone(),
             Cell::Number(number) => number.to_string(),
             Cell::Bool(flag) => flag.to_string(),
+            Cell::Link { text, .. } => text.clone(),
             Cell::Fault(CellFault::FormulaWithoutValue) => "(formula without a saved result)".to_owned(),
             Cell::Fault(CellFault::NonexistentDate) => "1900-02-29".to_owned(),
         }

@@ -173,14 +173,23 @@ impl WorkbookSource<'_> {
     /// rows, spooled. `None` for text (a CSV export), with the reader
     /// rewound; a name claiming a workbook for text is refused.
     pub fn read_if_workbook<R: Read + Seek>(&self, reader: &mut R) -> Result<Option<SpooledRows>, WorkbookError> {
-        let Some(format) = self.admit(reader)? else {
+        let Some(Admitted { format, has_hyperlinks }) = self.admit(reader)? else {
             return Ok(None);
         };
         let mut workbook = self.open(reader, format)?;
         let tab = self.choose_tab(&workbook, format)?.chosen;
         let mut spool = RowSpool::new(self.location);
         let filled = match &mut workbook {
-            Workbook::Xlsx(book) => self.stream_xlsx(book, &tab, &mut spool),
+            Workbook::Xlsx(book) => {
+                let links = match has_hyperlinks {
+                    true => book
+                        .hyperlinks_by_sheet_name(&tab)
+                        .map(Links::of)
+                        .map_err(|error| self.damaged(format, error.into()))?,
+                    false => Links::default(),
+                };
+                self.stream_xlsx(book, &tab, &links, &mut spool)
+            }
             Workbook::Xlsb(book) => self.stream_xlsb(book, &tab, &mut spool),
             Workbook::Xls(book) => {
                 let range = book
@@ -202,7 +211,7 @@ impl WorkbookSource<'_> {
     /// The workbook's tabs and the one chosen, without reading cells (for
     /// `sheetsync check`); `None` for text.
     pub fn tabs<R: Read + Seek>(&self, reader: &mut R) -> Result<Option<WorkbookTabs>, WorkbookError> {
-        let Some(format) = self.admit(reader)? else {
+        let Some(Admitted { format, .. }) = self.admit(reader)? else {
             return Ok(None);
         };
         let workbook = self.open(reader, format)?;
@@ -211,7 +220,7 @@ impl WorkbookSource<'_> {
 
     /// The workbook format of `reader`'s bytes, its caps checked; `None` for
     /// text, rewound.
-    fn admit<R: Read + Seek>(&self, reader: &mut R) -> Result<Option<WorkbookFormat>, WorkbookError> {
+    fn admit<R: Read + Seek>(&self, reader: &mut R) -> Result<Option<Admitted>, WorkbookError> {
         let content = self.sniff(reader)?;
         reader
             .seek(SeekFrom::Start(0))
@@ -233,13 +242,14 @@ impl WorkbookSource<'_> {
         if length > self.limits.max_bytes {
             return Err(self.too_large("is larger than", "max_download_bytes", self.limits.max_bytes));
         }
-        if format != WorkbookFormat::Xls {
-            self.inflate_within_caps(reader, format)?;
-        }
+        let has_hyperlinks = match format {
+            WorkbookFormat::Xls => false,
+            _ => self.inflate_within_caps(reader, format)?,
+        };
         reader
             .seek(SeekFrom::Start(0))
             .map_err(|source| self.read_error(source))?;
-        Ok(Some(format))
+        Ok(Some(Admitted { format, has_hyperlinks }))
     }
 
     /// What the bytes are: a zip archive is told apart by its workbook part.
@@ -291,8 +301,14 @@ impl WorkbookSource<'_> {
 
     /// Counts the archive's parts and inflates each, discarding the bytes,
     /// so that a part whose declared size lies is caught before `calamine`
-    /// inflates it for real.
-    fn inflate_within_caps<R: Read + Seek>(&self, reader: &mut R, format: WorkbookFormat) -> Result<(), WorkbookError> {
+    /// inflates it for real. Says, on the way, whether a worksheet has
+    /// hyperlinks (a relationship of that type), which cost a pass of their
+    /// own to read.
+    fn inflate_within_caps<R: Read + Seek>(
+        &self,
+        reader: &mut R,
+        format: WorkbookFormat,
+    ) -> Result<bool, WorkbookError> {
         reader
             .seek(SeekFrom::Start(0))
             .map_err(|source| self.read_error(source))?;
@@ -301,11 +317,13 @@ impl WorkbookSource<'_> {
         if archive.len() > limits.max_parts {
             return Err(self.too_large("has more parts than", "max_workbook_parts", limits.max_parts as u64));
         }
-        let mut total = 0u64;
+        let (mut total, mut has_hyperlinks) = (0u64, false);
         for index in 0..archive.len() {
             let part = archive.by_index(index).map_err(|error| self.zip_error(format, error))?;
-            let inflated = io::copy(&mut part.take(limits.max_part_bytes + 1), &mut io::sink())
+            let mut sink = NeedleSink::new(part.name().starts_with("xl/worksheets/_rels/"));
+            let inflated = io::copy(&mut part.take(limits.max_part_bytes + 1), &mut sink)
                 .map_err(|error| self.zip_error(format, error.into()))?;
+            has_hyperlinks |= sink.found;
             if inflated > limits.max_part_bytes {
                 return Err(self.too_large(
                     "has a part that inflates past",
@@ -322,7 +340,7 @@ impl WorkbookSource<'_> {
                 ));
             }
         }
-        Ok(())
+        Ok(has_hyperlinks)
     }
 
     fn open<'r, R: Read + Seek>(
@@ -387,6 +405,7 @@ impl WorkbookSource<'_> {
         &self,
         book: &mut Xlsx<&mut R>,
         tab: &str,
+        links: &Links,
         spool: &mut RowSpool,
     ) -> Result<(), WorkbookError> {
         let damaged = |error: calamine::XlsxError| self.damaged(WorkbookFormat::Xlsx, error.into());
@@ -397,7 +416,7 @@ impl WorkbookSource<'_> {
                 (DataRef::Empty, Some(_)) => Cell::Fault(CellFault::FormulaWithoutValue),
                 (value, _) => cell_of_ref(value),
             };
-            rows.place(cell.pos, value, spool)?;
+            rows.place(cell.pos, links.apply(cell.pos, value), spool)?;
         }
         rows.finish(spool)
     }
@@ -459,6 +478,111 @@ impl WorkbookSource<'_> {
         WorkbookError::Read {
             location: self.location.to_owned(),
             source,
+        }
+    }
+}
+
+/// What [`WorkbookSource::admit`] found.
+struct Admitted {
+    format: WorkbookFormat,
+    has_hyperlinks: bool,
+}
+
+/// The hyperlink relationship type, as a worksheet's `.rels` part names it.
+const HYPERLINK_RELATIONSHIP: &[u8] = b"/relationships/hyperlink\"";
+
+/// A sink that, when asked to, watches the bytes going by for
+/// [`HYPERLINK_RELATIONSHIP`], across the writes' boundaries.
+struct NeedleSink {
+    watching: bool,
+    found: bool,
+    /// The end of the previous write, in case the needle straddles two.
+    tail: Vec<u8>,
+}
+
+impl NeedleSink {
+    fn new(watching: bool) -> NeedleSink {
+        NeedleSink {
+            watching,
+            found: false,
+            tail: Vec::new(),
+        }
+    }
+}
+
+impl io::Write for NeedleSink {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        if self.watching && !self.found {
+            self.tail
+                .extend_from_slice(&bytes[..bytes.len().min(HYPERLINK_RELATIONSHIP.len())]);
+            self.found = memchr::memmem::find(&self.tail, HYPERLINK_RELATIONSHIP).is_some()
+                || memchr::memmem::find(bytes, HYPERLINK_RELATIONSHIP).is_some();
+            let keep = bytes.len().min(HYPERLINK_RELATIONSHIP.len());
+            self.tail.clear();
+            self.tail.extend_from_slice(&bytes[bytes.len() - keep..]);
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Multi-cell hyperlink ranges looked at, at most: each is checked against
+/// every text cell, and a sales sheet links single cells.
+const MAX_LINK_RANGES: usize = 1000;
+
+/// A sheet's external hyperlinks (targets, not in-workbook locations), by
+/// the cells they sit on.
+#[derive(Default)]
+struct Links {
+    cells: std::collections::HashMap<(u32, u32), String>,
+    ranges: Vec<(calamine::Dimensions, String)>,
+}
+
+impl Links {
+    fn of(hyperlinks: Vec<calamine::Hyperlink>) -> Links {
+        let mut links = Links::default();
+        let mut skipped = 0usize;
+        for hyperlink in hyperlinks {
+            let Some(target) = hyperlink.target else {
+                continue;
+            };
+            if hyperlink.range.start == hyperlink.range.end {
+                links.cells.insert(hyperlink.range.start, target);
+            } else if links.ranges.len() < MAX_LINK_RANGES {
+                links.ranges.push((hyperlink.range, target));
+            } else {
+                skipped += 1;
+            }
+        }
+        if skipped > 0 {
+            tracing::warn!(
+                skipped,
+                "hyperlinks spanning several cells past the first {MAX_LINK_RANGES} are not read; their cells give their text"
+            );
+        }
+        links
+    }
+
+    /// A text cell that links elsewhere becomes a [`Cell::Link`].
+    fn apply(&self, position: (u32, u32), value: Cell) -> Cell {
+        let Cell::Text(text) = value else {
+            return value;
+        };
+        let target = self.cells.get(&position).or_else(|| {
+            self.ranges
+                .iter()
+                .find(|(range, _)| range.contains(position.0, position.1))
+                .map(|(_, target)| target)
+        });
+        match target {
+            Some(target) if target.trim() != text.trim() => Cell::Link {
+                text,
+                target: target.clone(),
+            },
+            _ => Cell::Text(text),
         }
     }
 }
@@ -874,6 +998,45 @@ mod tests {
             vec![Cell::Empty, Cell::text("Client"), Cell::text("Stage")]
         );
         assert_eq!(rows[3].cells, vec![Cell::Empty, Cell::Empty, Cell::text("Lost")]);
+    }
+
+    #[test]
+    fn a_hyperlink_cell_keeps_its_text_and_its_target() {
+        let bytes = xlsx(|book| {
+            let sheet = book.add_worksheet();
+            sheet
+                .write_url_with_text(0, 0, "https://app.hubspot.com/deals/42", "Open in HubSpot")
+                .unwrap();
+            sheet.write_url(0, 1, "https://app.hubspot.com/deals/43").unwrap();
+            sheet.write_string(0, 2, "Acme").unwrap();
+        });
+        assert_eq!(
+            read(&bytes, None)[0].cells,
+            vec![
+                Cell::Link {
+                    text: "Open in HubSpot".into(),
+                    target: "https://app.hubspot.com/deals/42".into()
+                },
+                Cell::text("https://app.hubspot.com/deals/43"),
+                Cell::text("Acme"),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_hyperlink_needle_is_found_across_writes() {
+        use std::io::Write as _;
+        let text =
+            b"<Relationship Type=\"http://schemas.openxmlformats.org/officeDocument/2006/relationships/hyperlink\"/>";
+        for split in 0..text.len() {
+            let mut sink = NeedleSink::new(true);
+            sink.write_all(&text[..split]).unwrap();
+            sink.write_all(&text[split..]).unwrap();
+            assert!(sink.found, "split at {split}");
+        }
+        let mut unwatched = NeedleSink::new(false);
+        unwatched.write_all(text).unwrap();
+        assert!(!unwatched.found);
     }
 
     fn tabbed() -> Vec<u8> {

@@ -94,6 +94,11 @@ fn xlsx_of(rows: &[Vec<Value>]) -> Vec<u8> {
         for (column, value) in values.iter().enumerate() {
             let (row, column) = (row as u32, column as u16);
             match value {
+                // A link shows other text than its target, as HubSpot
+                // exports do; the target is what the link field keeps.
+                Text(url) if url.starts_with("https://") => sheet
+                    .write_url_with_text(row, column, *url, "Open in HubSpot")
+                    .map(|_| ()),
                 Text(text) => sheet.write_string(row, column, *text).map(|_| ()),
                 Number(number) => sheet.write_number_with_format(row, column, *number, &euros).map(|_| ()),
                 Date(year, month, day) => sheet
@@ -202,6 +207,11 @@ async fn an_xlsx_an_ods_and_a_csv_of_one_sheet_give_the_same_documents() {
         .find(|record| record.get_str("client") == Ok("Globex"))
         .unwrap();
     assert_eq!(globex.get_f64("expected_mrr"), Ok(1300.0), "the later duplicate wins");
+    assert_eq!(
+        globex.get_str("hubspot_link"),
+        Ok("https://app.hubspot.com/deals/12345"),
+        "the xlsx shows \"Open in HubSpot\"; its target is kept"
+    );
     assert_eq!(contents(&db, "sales_records_market").await, from_csv, "xlsx and CSV");
     assert_eq!(contents(&db, "sales_records").await, from_csv, "ods and CSV");
     db.drop().await;
