@@ -16,6 +16,9 @@
 //! 7. `BENCH_SECTIONS=workers`: a first load with 1, 2 and 4 insert workers.
 //! 8. `BENCH_SECTIONS=pipeline`: the row pipeline (`sync --dry-run` into an
 //!    empty view) against Python's `csv.reader` splitting the same file.
+//! 9. `BENCH_SECTIONS=workbook`: the dry run of a 500k-row `.xlsx` beside the
+//!    same sheet as CSV, and Python's `openpyxl` (read-only) iterating the
+//!    workbook's cells.
 //!
 //! The results go to stdout as Markdown and, with `--write PATH`, to a file.
 
@@ -116,6 +119,10 @@ fn main() {
     if wanted("pipeline") {
         let rows = sizes("BENCH_PIPELINE_ROWS", &[500_000])[0];
         report.push_str(&pipeline_table(&runtime, &url, dir.path(), rows));
+    }
+    if wanted("workbook") {
+        let rows = sizes("BENCH_WORKBOOK_ROWS", &[500_000])[0];
+        report.push_str(&workbook_table(&runtime, &url, dir.path(), rows));
     }
     if wanted("workers") {
         let rows = sizes("BENCH_WORKERS_ROWS", &[200_000])[0];
@@ -327,7 +334,12 @@ fn run_capturing(url: &str, db_name: &str, config: Option<&Path>, args: &[&str])
     let output = child.wait_with_output().expect("wait for sheetsync");
     let seconds = started.elapsed().as_secs_f64();
     let (peak_kib, cpu_seconds) = peak.join().expect("the sampler ends with its process");
-    assert!(output.status.success(), "sheetsync sync failed: {}", output.status);
+    assert!(
+        output.status.success(),
+        "sheetsync sync failed: {}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout)
+    );
     let measure = Measure {
         seconds,
         peak_rss_mb: peak_kib as f64 / 1024.0,
@@ -1022,6 +1034,161 @@ fn pipeline_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, rows
         list(&mut splits.into_iter()),
         dry_run / split,
     )
+}
+
+/// Runs of each side of the workbook table, alternately.
+const WORKBOOK_RUNS: usize = 3;
+
+/// A `rows`-row sales sheet as an `.xlsx`, typed as a spreadsheet holds it
+/// (numbers, dates with a date format, shared strings), beside the same
+/// sheet as CSV: each `sync --dry-run` timed with its peak RSS, and Python's
+/// `openpyxl` in read-only mode iterating every cell of the workbook.
+fn workbook_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, rows: usize) -> String {
+    let deals = generate(rows);
+    let csv_path = dir.join("workbook.csv");
+    std::fs::write(&csv_path, to_csv(&deals, 0)).expect("write CSV");
+    let xlsx_path = dir.join("workbook.xlsx");
+    write_xlsx(&to_sheet_values(&deals), &xlsx_path);
+    let size_mb = |path: &Path| std::fs::metadata(path).expect("written").len() as f64 / 1e6;
+    let (csv_db, xlsx_db) = ("bench_workbook_csv", "bench_workbook_xlsx");
+    let source = |path: &Path| format!("file://{}", path.display());
+    runtime.block_on(fresh_db(url, csv_db, &[("view-bench", "Organic", &source(&csv_path))]));
+    runtime.block_on(fresh_db(
+        url,
+        xlsx_db,
+        &[("view-bench", "Organic", &source(&xlsx_path))],
+    ));
+    let dry_run = |db_name: &str| {
+        let (measure, stdout) = run_capturing(url, db_name, None, &["sync", "--dry-run", "--json"]);
+        let report: Value = serde_json::from_slice(&stdout).expect("the --json report");
+        assert_eq!(
+            report["views"][0]["rows_read"].as_u64(),
+            Some(rows as u64),
+            "every row read"
+        );
+        measure
+    };
+    let (mut from_csv, mut from_xlsx, mut openpyxl) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..WORKBOOK_RUNS {
+        from_csv.push(dry_run(csv_db));
+        from_xlsx.push(dry_run(xlsx_db));
+        openpyxl.push(python_openpyxl(&xlsx_path, rows));
+    }
+    runtime.block_on(drop_db(url, csv_db));
+    runtime.block_on(drop_db(url, xlsx_db));
+    let median = |measures: &[Measure], value: fn(&Measure) -> f64| {
+        let mut values: Vec<f64> = measures.iter().map(value).collect();
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let line = |what: &str, measures: &[Measure]| {
+        let runs: Vec<String> = measures
+            .iter()
+            .map(|measure| format!("{:.2}", measure.seconds))
+            .collect();
+        format!(
+            "| {what} | {:.2} s | {} s | {:.0} MB | {:.2} s |\n",
+            median(measures, |measure| measure.seconds),
+            runs.join(", "),
+            measures.iter().map(|measure| measure.peak_rss_mb).fold(0.0, f64::max),
+            median(measures, |measure| measure.cpu_seconds),
+        )
+    };
+    eprintln!(
+        "workbook {rows}: csv {:.2}s, xlsx {:.2}s, openpyxl {:.2}s",
+        median(&from_csv, |measure| measure.seconds),
+        median(&from_xlsx, |measure| measure.seconds),
+        median(&openpyxl, |measure| measure.seconds)
+    );
+    format!(
+        "### A {rows}-row workbook: `.xlsx` ({:.1} MB) against the same sheet as CSV ({:.1} MB)\n\n\
+         | process | median | runs | peak RSS | its CPU |\n|---|---:|---:|---:|---:|\n{}{}{}\n",
+        size_mb(&xlsx_path),
+        size_mb(&csv_path),
+        line("`sheetsync sync --dry-run` of the CSV", &from_csv),
+        line("`sheetsync sync --dry-run` of the `.xlsx`", &from_xlsx),
+        line("Python `openpyxl` (read-only) iterating the `.xlsx`'s cells", &openpyxl),
+    )
+}
+
+/// The Sheets API's typed rows as an `.xlsx`: strings shared, numbers as
+/// numbers, the date columns' serials with a date format. Written row by
+/// row (rust_xlsxwriter's low-memory mode), as an export tool would.
+fn write_xlsx(rows: &[Vec<Value>], path: &Path) {
+    const DATE_COLUMNS: [usize; 3] = [1, 7, 17];
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let date = rust_xlsxwriter::Format::new().set_num_format("dd/mm/yyyy");
+    let euros = rust_xlsxwriter::Format::new().set_num_format("#,##0.00 \"€\"");
+    let sheet = book.add_worksheet_with_low_memory().expect("a low-memory worksheet");
+    // The bench's views name their tab after the view.
+    sheet.set_name("Organic").expect("a valid tab name");
+    for (row, values) in rows.iter().enumerate() {
+        for (column, value) in values.iter().enumerate() {
+            let (at_row, at_column) = (row as u32, column as u16);
+            match value {
+                Value::String(text) => sheet.write_string(at_row, at_column, text.as_str()).map(|_| ()),
+                Value::Number(number) => {
+                    let number = number.as_f64().expect("a finite number");
+                    let format = if DATE_COLUMNS.contains(&column) { &date } else { &euros };
+                    sheet
+                        .write_number_with_format(at_row, at_column, number, format)
+                        .map(|_| ())
+                }
+                _ => Ok(()),
+            }
+            .expect("write a cell");
+        }
+    }
+    book.save(path).expect("save the workbook");
+}
+
+/// Times one whole Python process iterating every cell of `xlsx` with
+/// `openpyxl` in read-only mode (installed into the test server's
+/// virtualenv when missing), with its peak RSS; checks it saw every row.
+fn python_openpyxl(xlsx: &Path, rows: usize) -> Measure {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin");
+    let has_openpyxl = std::process::Command::new(venv.join("python"))
+        .args(["-c", "import openpyxl"])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !has_openpyxl {
+        let installed = std::process::Command::new(venv.join("pip"))
+            .args(["install", "--quiet", "openpyxl"])
+            .status()
+            .expect("run pip");
+        assert!(installed.success(), "pip install openpyxl failed");
+    }
+    let script = "import sys, openpyxl\n\
+        book = openpyxl.load_workbook(sys.argv[1], read_only=True)\n\
+        cells = rows = 0\n\
+        for row in book.worksheets[0].iter_rows(values_only=True):\n\
+        \x20   rows += 1\n\
+        \x20   cells += sum(1 for value in row if value is not None)\n\
+        print(rows, cells)\n";
+    let started = Instant::now();
+    let child = std::process::Command::new(venv.join("python"))
+        .args(["-c", script])
+        .arg(xlsx)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run Python");
+    let peak = sample_peak_rss(child.id());
+    let output = child.wait_with_output().expect("wait for Python");
+    let seconds = started.elapsed().as_secs_f64();
+    let (peak_kib, cpu_seconds) = peak.join().expect("the sampler ends with its process");
+    assert!(output.status.success(), "openpyxl failed");
+    let counted = String::from_utf8_lossy(&output.stdout);
+    let read_rows: usize = counted
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a row count");
+    assert_eq!(read_rows, rows + 1, "the header and every row");
+    Measure {
+        seconds,
+        peak_rss_mb: peak_kib as f64 / 1024.0,
+        cpu_seconds,
+    }
 }
 
 /// Times one whole Python process splitting `csv` with `csv.reader`, and

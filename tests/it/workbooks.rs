@@ -12,7 +12,7 @@ use sheetsync::config::Config;
 use sheetsync::engine::SyncOptions;
 use sheetsync::report::{Outcome, SyncReport, Trigger};
 
-use crate::harness::fake_google::FakeGoogle;
+use crate::harness::fake_google::{FakeGoogle, FakeSpreadsheet, FakeTab};
 use crate::harness::{HEADER, TestDb, engine_for, server_url, test_db, write_source};
 use sheetsync::source::GoogleCheck;
 
@@ -441,6 +441,29 @@ async fn check_reports_a_workbook_s_tabs_and_header() {
 }
 
 const OFFICE_FILE: &str = "1OOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOOO";
+const SPREADSHEET: &str = "1SSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSSS";
+
+/// The rows as the Sheets API gives them (`UNFORMATTED_VALUE`,
+/// `SERIAL_NUMBER`): numbers, date serials, trailing empty cells dropped.
+fn api_values(rows: &[Vec<Value>]) -> Vec<Vec<serde_json::Value>> {
+    rows.iter()
+        .map(|row| {
+            let mut values: Vec<serde_json::Value> = row
+                .iter()
+                .map(|value| match value {
+                    Text(text) => serde_json::json!(text),
+                    Number(number) => serde_json::json!(number),
+                    Date(year, month, day) => serde_json::json!(serial(*year, *month, *day)),
+                    Empty => serde_json::json!(""),
+                })
+                .collect();
+            while values.last() == Some(&serde_json::json!("")) {
+                values.pop();
+            }
+            values
+        })
+        .collect()
+}
 
 /// The test database's configuration with the fake Google, and
 /// `office_files` as given.
@@ -474,8 +497,22 @@ async fn an_office_file_on_drive_is_read_as_a_workbook_only_with_office_files() 
     .await;
     let link = format!("https://docs.google.com/spreadsheets/d/{OFFICE_FILE}/edit#gid=1");
     db.add_view("view-market", "Market", &link).await;
+    fake.add_spreadsheet(
+        SPREADSHEET,
+        FakeSpreadsheet {
+            time_zone: "Europe/Paris".to_owned(),
+            tabs: vec![FakeTab {
+                sheet_id: 0,
+                title: "Sheet1".to_owned(),
+                values: api_values(&rows),
+            }],
+        },
+    );
+    db.add_view("view-organic", "Organic", SPREADSHEET).await;
 
     let refused = sync(google_config(&db, &fake, false)).await;
+    let organic = refused.iter().find(|report| report.name == "Organic").unwrap();
+    assert_eq!(organic.outcome, Outcome::Success, "{organic:#?}");
     let market = refused.iter().find(|report| report.name == "Market").unwrap();
     assert_eq!(market.outcome, Outcome::Failed, "{market:#?}");
     let error = market.error.as_deref().unwrap();
@@ -495,6 +532,11 @@ async fn an_office_file_on_drive_is_read_as_a_workbook_only_with_office_files() 
         contents(&db, "sales_records_market").await,
         contents(&db, "sales_records_signal").await,
         "the Office file on Drive and the CSV of the same sheet"
+    );
+    assert_eq!(
+        contents(&db, "sales_records").await,
+        contents(&db, "sales_records_signal").await,
+        "the Sheets API and the CSV of the same sheet"
     );
 
     let sources = config.sources().unwrap();
