@@ -129,10 +129,24 @@ fn is_spreadsheet_id(text: &str) -> bool {
     text.len() >= 25 && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-/// `ID` from `https://docs.google.com/spreadsheets/d/ID/...`.
+/// `ID` from `https://docs.google.com/spreadsheets/d/ID/...`, or from a
+/// Drive link to a file (`https://drive.google.com/file/d/ID/view`,
+/// `…/open?id=ID`): an Office file uploaded to Drive is shared that way, and
+/// is read through the Google path (`[google] office_files`).
 fn google_spreadsheet_id(url: &Url) -> Option<String> {
-    if url.host_str() != Some("docs.google.com") {
-        return None;
+    match url.host_str() {
+        Some("docs.google.com") => {}
+        Some("drive.google.com") => {
+            let from_query = url
+                .query_pairs()
+                .find(|(name, _)| name == "id")
+                .map(|(_, id)| id.into_owned())
+                .filter(|id| is_spreadsheet_id(id));
+            if from_query.is_some() {
+                return from_query;
+            }
+        }
+        _ => return None,
     }
     let mut segments = url.path_segments()?;
     while let Some(segment) = segments.next() {
@@ -246,6 +260,16 @@ mod tests {
                 "https://exports.example.com/a.csv".to_owned(),
                 None,
                 download("https://exports.example.com/a.csv", None),
+            ),
+            (
+                format!("https://drive.google.com/file/d/{ID}/view?usp=sharing"),
+                Some("Deals"),
+                sheet(None, Some("Deals")),
+            ),
+            (
+                format!("https://drive.google.com/open?id={ID}"),
+                None,
+                sheet(None, None),
             ),
             (
                 "https://exports.example.com/a.xlsx".to_owned(),

@@ -1001,6 +1001,33 @@ mod tests {
     }
 
     #[test]
+    fn an_xls_workbook_reads_its_typed_cells_from_its_first_visible_tab() {
+        let bytes = include_bytes!("../../tests/fixtures/workbooks/deals.xls");
+        let tabs = source("deals.xls", None, LIMITS)
+            .tabs(&mut Cursor::new(&bytes[..]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(tabs.format, WorkbookFormat::Xls);
+        assert_eq!(tabs.listed(), "\"Lookups\" (hidden), \"Deals\"");
+        let rows = read_as(bytes, "deals.xls", None, LIMITS).unwrap();
+        let numbers: Vec<usize> = rows.iter().map(|row| row.number).collect();
+        assert_eq!(numbers, [1, 3, 4, 5], "a title row, a blank row, the header, two deals");
+        let acme = &rows[2].cells;
+        assert_eq!(
+            acme[..5],
+            [
+                Cell::text("Acme Corp"),
+                Cell::text("B Legals"),
+                Cell::Number(JAN_10),
+                Cell::Number(1234.5),
+                Cell::Number(0.125),
+            ]
+        );
+        assert!((number(&acme[5]) - (JAN_10 + 0.6875)).abs() < 1e-6, "{:?}", acme[5]);
+        assert_eq!(rows[3].cells[3], Cell::Bool(true));
+    }
+
+    #[test]
     fn a_hyperlink_cell_keeps_its_text_and_its_target() {
         let bytes = xlsx(|book| {
             let sheet = book.add_worksheet();

@@ -495,7 +495,8 @@ async fn an_office_file_on_drive_is_read_as_a_workbook_only_with_office_files() 
         &write_source(dir.path(), "deals.csv", csv_of(&rows).as_bytes()),
     )
     .await;
-    let link = format!("https://docs.google.com/spreadsheets/d/{OFFICE_FILE}/edit#gid=1");
+    // Shared from Drive, as an uploaded file is.
+    let link = format!("https://drive.google.com/file/d/{OFFICE_FILE}/view?usp=sharing");
     db.add_view("view-market", "Market", &link).await;
     fake.add_spreadsheet(
         SPREADSHEET,
@@ -545,6 +546,10 @@ async fn an_office_file_on_drive_is_read_as_a_workbook_only_with_office_files() 
         gid: Some(1),
         sheet_name: Some("sheet1".to_owned()),
     };
+    // Watching asks Drive for the file's version, as for a spreadsheet.
+    let spec = sheetsync::source::SourceSpec::GoogleSheet(sheet.clone());
+    let mark = sources.change_mark(&spec).await.unwrap().expect("a Drive version");
+    assert!(mark.mark.starts_with("version "), "{mark:?}");
     match sources.check_google(&sheet).await.unwrap() {
         GoogleCheck::OfficeFile {
             workbook: Some(tabs), ..
