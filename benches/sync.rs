@@ -330,22 +330,29 @@ fn run_capturing(url: &str, db_name: &str, config: Option<&Path>, args: &[&str])
         .stdout(Stdio::piped())
         .spawn()
         .expect("start sheetsync");
-    let peak = sample_peak_rss(child.id());
-    let output = child.wait_with_output().expect("wait for sheetsync");
-    let seconds = started.elapsed().as_secs_f64();
-    let (peak_kib, cpu_seconds) = peak.join().expect("the sampler ends with its process");
+    let (measure, output) = measured(child, started);
     assert!(
         output.status.success(),
         "sheetsync sync failed: {}: {}",
         output.status,
         String::from_utf8_lossy(&output.stdout)
     );
+    (measure, output.stdout)
+}
+
+/// Waits for `child` (its stdout piped), started at `started`, sampling
+/// its peak RSS and CPU time on the way.
+fn measured(child: std::process::Child, started: Instant) -> (Measure, std::process::Output) {
+    let peak = sample_peak_rss(child.id());
+    let output = child.wait_with_output().expect("wait for the child");
+    let seconds = started.elapsed().as_secs_f64();
+    let (peak_kib, cpu_seconds) = peak.join().expect("the sampler ends with its process");
     let measure = Measure {
         seconds,
         peak_rss_mb: peak_kib as f64 / 1024.0,
         cpu_seconds,
     };
-    (measure, output.stdout)
+    (measure, output)
 }
 
 /// `count` customers as a CS team's export, with one health score changed
@@ -1000,14 +1007,7 @@ fn pipeline_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, rows
     let mut dry_runs = Vec::new();
     let mut splits = Vec::new();
     for _ in 0..PIPELINE_RUNS {
-        let (measure, stdout) = run_capturing(url, db_name, None, &["sync", "--dry-run", "--json"]);
-        let report: Value = serde_json::from_slice(&stdout).expect("the --json report");
-        assert_eq!(
-            report["views"][0]["rows_read"].as_u64(),
-            Some(rows as u64),
-            "every row read"
-        );
-        dry_runs.push(measure);
+        dry_runs.push(timed_dry_run(url, db_name, rows));
         splits.push(python_split(&path, rows));
     }
     runtime.block_on(drop_db(url, db_name));
@@ -1058,16 +1058,7 @@ fn workbook_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, rows
         xlsx_db,
         &[("view-bench", "Organic", &source(&xlsx_path))],
     ));
-    let dry_run = |db_name: &str| {
-        let (measure, stdout) = run_capturing(url, db_name, None, &["sync", "--dry-run", "--json"]);
-        let report: Value = serde_json::from_slice(&stdout).expect("the --json report");
-        assert_eq!(
-            report["views"][0]["rows_read"].as_u64(),
-            Some(rows as u64),
-            "every row read"
-        );
-        measure
-    };
+    let dry_run = |db_name: &str| timed_dry_run(url, db_name, rows);
     let (mut from_csv, mut from_xlsx, mut openpyxl) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..WORKBOOK_RUNS {
         from_csv.push(dry_run(csv_db));
@@ -1172,10 +1163,7 @@ fn python_openpyxl(xlsx: &Path, rows: usize) -> Measure {
         .stdout(Stdio::piped())
         .spawn()
         .expect("run Python");
-    let peak = sample_peak_rss(child.id());
-    let output = child.wait_with_output().expect("wait for Python");
-    let seconds = started.elapsed().as_secs_f64();
-    let (peak_kib, cpu_seconds) = peak.join().expect("the sampler ends with its process");
+    let (measure, output) = measured(child, started);
     assert!(output.status.success(), "openpyxl failed");
     let counted = String::from_utf8_lossy(&output.stdout);
     let read_rows: usize = counted
@@ -1184,11 +1172,20 @@ fn python_openpyxl(xlsx: &Path, rows: usize) -> Measure {
         .and_then(|n| n.parse().ok())
         .expect("a row count");
     assert_eq!(read_rows, rows + 1, "the header and every row");
-    Measure {
-        seconds,
-        peak_rss_mb: peak_kib as f64 / 1024.0,
-        cpu_seconds,
-    }
+    measure
+}
+
+/// One `sheetsync sync --dry-run` of the database's one view, which has
+/// `rows` rows, timed with its peak RSS.
+fn timed_dry_run(url: &str, db_name: &str, rows: usize) -> Measure {
+    let (measure, stdout) = run_capturing(url, db_name, None, &["sync", "--dry-run", "--json"]);
+    let report: Value = serde_json::from_slice(&stdout).expect("the --json report");
+    assert_eq!(
+        report["views"][0]["rows_read"].as_u64(),
+        Some(rows as u64),
+        "every row read"
+    );
+    measure
 }
 
 /// Times one whole Python process splitting `csv` with `csv.reader`, and

@@ -803,27 +803,8 @@ mod tests {
         book.save_to_buffer().unwrap()
     }
 
-    /// `bytes` with the part `name` edited: what a writer crate will not
-    /// produce (a formula without its result, the 1904 date system).
-    fn rewrite(bytes: &[u8], name: &str, edit: impl Fn(String) -> String) -> Vec<u8> {
-        let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
-        let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        for index in 0..archive.len() {
-            let mut part = archive.by_index(index).unwrap();
-            let mut text = String::new();
-            part.read_to_string(&mut text).unwrap();
-            let part_name = part.name().to_owned();
-            if part_name == name {
-                let edited = edit(text.clone());
-                assert_ne!(edited, text, "the edit of {name} changed nothing");
-                text = edited;
-            }
-            out.start_file(part_name, zip::write::SimpleFileOptions::default())
-                .unwrap();
-            out.write_all(text.as_bytes()).unwrap();
-        }
-        out.finish().unwrap().into_inner()
-    }
+    // rewrite_part, encrypted_workbook, ods_archive.
+    include!("../../tests/support/workbooks.rs");
 
     fn source<'a>(name: &'a str, sheet_name: Option<&'a str>, limits: WorkbookLimits) -> WorkbookSource<'a> {
         WorkbookSource {
@@ -924,7 +905,7 @@ mod tests {
             sheet.write_number_with_format(0, 0, JAN_10 - 1462.0, &date).unwrap();
             sheet.write_number(0, 1, 7.0).unwrap();
         });
-        let bytes = rewrite(&bytes, "xl/workbook.xml", |xml| {
+        let bytes = rewrite_part(&bytes, "xl/workbook.xml", |xml| {
             xml.replacen("<workbookPr", "<workbookPr date1904=\"1\"", 1)
         });
         let rows = read(&bytes, None);
@@ -965,7 +946,7 @@ mod tests {
             sheet.write_formula(0, 0, "=SUM(1,2)").unwrap();
             sheet.write_formula(0, 1, Formula::new("=2*2").set_result("4")).unwrap();
         });
-        let bytes = rewrite(&bytes, "xl/worksheets/sheet1.xml", |xml| {
+        let bytes = rewrite_part(&bytes, "xl/worksheets/sheet1.xml", |xml| {
             xml.replace("<f>SUM(1,2)</f><v>0</v>", "<f>SUM(1,2)</f>")
         });
         let cells = &read(&bytes, None)[0].cells;
@@ -1228,22 +1209,6 @@ mod tests {
         );
     }
 
-    /// A compound file holding an `EncryptedPackage` stream, as Office
-    /// saves a password-protected `.xlsx`.
-    pub(crate) fn encrypted_workbook() -> Vec<u8> {
-        let mut file = cfb::CompoundFile::create(Cursor::new(Vec::new())).unwrap();
-        file.create_stream("/EncryptionInfo")
-            .unwrap()
-            .write_all(&[4, 0, 4, 0])
-            .unwrap();
-        file.create_stream("/EncryptedPackage")
-            .unwrap()
-            .write_all(&[0x5a; 4096])
-            .unwrap();
-        file.flush().unwrap();
-        file.into_inner().into_inner()
-    }
-
     #[test]
     fn a_password_protected_workbook_says_so() {
         let error = read_as(&encrypted_workbook(), "deals.xlsx", None, LIMITS).unwrap_err();
@@ -1256,7 +1221,7 @@ mod tests {
 
     #[test]
     fn an_ods_of_the_same_sheet_reads_the_same_cells() {
-        let ods = ods_workbook(
+        let ods = ods_archive(
             r#"<table:table-row>
                  <table:table-cell office:value-type="date" office:date-value="2025-01-10"><text:p>10/01/2025</text:p></table:table-cell>
                  <table:table-cell office:value-type="date" office:date-value="2025-01-10T16:30:00"><text:p>10/01/2025 16:30</text:p></table:table-cell>
@@ -1278,33 +1243,5 @@ mod tests {
         });
         assert_eq!(rows, read(&xlsx, None));
         assert_eq!(rows[0].cells[0], Cell::Number(JAN_10));
-    }
-
-    /// A minimal OpenDocument spreadsheet with one tab holding `rows`.
-    pub(crate) fn ods_workbook(rows: &str) -> Vec<u8> {
-        // calamine takes no whitespace between a row's cells.
-        let rows: String = rows.lines().map(str::trim).collect();
-        let content = format!(
-            r#"<?xml version="1.0" encoding="UTF-8"?>
-<office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0"
-  xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0"
-  xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2">
-<office:body><office:spreadsheet><table:table table:name="Sheet1">{rows}</table:table></office:spreadsheet></office:body>
-</office:document-content>"#
-        );
-        let manifest = r#"<?xml version="1.0" encoding="UTF-8"?>
-<manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2">
- <manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/>
- <manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/>
-</manifest:manifest>"#;
-        let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
-        let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-        out.start_file("mimetype", stored).unwrap();
-        out.write_all(ODS_MIMETYPE).unwrap();
-        for (name, text) in [("META-INF/manifest.xml", manifest), ("content.xml", content.as_str())] {
-            out.start_file(name, zip::write::SimpleFileOptions::default()).unwrap();
-            out.write_all(text.as_bytes()).unwrap();
-        }
-        out.finish().unwrap().into_inner()
     }
 }

@@ -12,6 +12,9 @@ use sheetsync::config::Config;
 use sheetsync::engine::SyncOptions;
 use sheetsync::report::{Outcome, SyncReport, Trigger};
 
+// rewrite_part, encrypted_workbook, ods_archive.
+include!("../support/workbooks.rs");
+
 use crate::harness::fake_google::{FakeGoogle, FakeSpreadsheet, FakeTab};
 use crate::harness::{HEADER, TestDb, engine_for, server_url, test_db, write_source};
 use sheetsync::source::GoogleCheck;
@@ -136,30 +139,7 @@ fn ods_of(rows: &[Vec<Value>]) -> Vec<u8> {
             )
         })
         .collect();
-    let content = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><office:document-content \
-         xmlns:office=\"urn:oasis:names:tc:opendocument:xmlns:office:1.0\" \
-         xmlns:table=\"urn:oasis:names:tc:opendocument:xmlns:table:1.0\" \
-         xmlns:text=\"urn:oasis:names:tc:opendocument:xmlns:text:1.0\" office:version=\"1.2\"><office:body>\
-         <office:spreadsheet><table:table table:name=\"Sheet1\">{table}</table:table></office:spreadsheet>\
-         </office:body></office:document-content>"
-    );
-    let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    let stored = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    out.start_file("mimetype", stored).unwrap();
-    out.write_all(b"application/vnd.oasis.opendocument.spreadsheet")
-        .unwrap();
-    let manifest = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><manifest:manifest \
-         xmlns:manifest=\"urn:oasis:names:tc:opendocument:xmlns:manifest:1.0\" manifest:version=\"1.2\">\
-         <manifest:file-entry manifest:full-path=\"/\" \
-         manifest:media-type=\"application/vnd.oasis.opendocument.spreadsheet\"/>\
-         <manifest:file-entry manifest:full-path=\"content.xml\" manifest:media-type=\"text/xml\"/>\
-         </manifest:manifest>";
-    for (name, text) in [("META-INF/manifest.xml", manifest), ("content.xml", content.as_str())] {
-        out.start_file(name, zip::write::SimpleFileOptions::default()).unwrap();
-        out.write_all(text.as_bytes()).unwrap();
-    }
-    out.finish().unwrap().into_inner()
+    ods_archive(&table)
 }
 
 async fn sync(config: Config) -> Vec<SyncReport> {
@@ -293,22 +273,6 @@ async fn an_unreadable_workbook_fails_its_view_with_its_own_message_and_keeps_th
     db.drop().await;
 }
 
-/// A compound file holding an `EncryptedPackage` stream, as Office saves a
-/// password-protected `.xlsx`.
-fn encrypted_workbook() -> Vec<u8> {
-    let mut file = cfb::CompoundFile::create(Cursor::new(Vec::new())).unwrap();
-    file.create_stream("/EncryptionInfo")
-        .unwrap()
-        .write_all(&[4, 0, 4, 0])
-        .unwrap();
-    file.create_stream("/EncryptedPackage")
-        .unwrap()
-        .write_all(&[0x5a; 4096])
-        .unwrap();
-    file.flush().unwrap();
-    file.into_inner().into_inner()
-}
-
 #[tokio::test]
 async fn a_formula_without_its_result_is_reported_with_its_cell() {
     let db = test_db("workbook_formula").await;
@@ -360,25 +324,6 @@ async fn a_formula_without_its_result_is_reported_with_its_cell() {
         "{globex:?}"
     );
     db.drop().await;
-}
-
-fn rewrite_part(bytes: &[u8], name: &str, edit: impl Fn(String) -> String) -> Vec<u8> {
-    use std::io::Read as _;
-    let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
-    let mut out = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    for index in 0..archive.len() {
-        let mut part = archive.by_index(index).unwrap();
-        let mut text = String::new();
-        part.read_to_string(&mut text).unwrap();
-        let part_name = part.name().to_owned();
-        if part_name == name {
-            text = edit(text);
-        }
-        out.start_file(part_name, zip::write::SimpleFileOptions::default())
-            .unwrap();
-        out.write_all(text.as_bytes()).unwrap();
-    }
-    out.finish().unwrap().into_inner()
 }
 
 #[tokio::test]

@@ -354,17 +354,13 @@ impl GoogleSheets {
 
     /// `{drive_api_url}/drive/v3/files/{id}`.
     fn drive_file_url(&self, file_id: &str) -> Result<Url, SheetsError> {
-        let invalid = || SheetsError::Rejected {
-            call: "building the Drive API URL".to_owned(),
-            status: 0,
-            message: format!("drive_api_url {:?} cannot take a path", self.settings.drive_api_url),
-        };
-        let mut url = self.drive_url.clone().ok_or_else(invalid)?;
-        url.path_segments_mut()
-            .map_err(|()| invalid())?
-            .pop_if_empty()
-            .extend(["drive", "v3", "files", file_id]);
-        Ok(url)
+        let base = (
+            self.drive_url.as_ref(),
+            "Drive",
+            "drive_api_url",
+            self.settings.drive_api_url.as_str(),
+        );
+        url_under(base, &["drive", "v3", "files", file_id])
     }
 
     /// The spreadsheet's metadata as last read, unless it is older than
@@ -426,19 +422,35 @@ impl GoogleSheets {
 
     /// `{api_url}/v4/spreadsheets/{segments...}`, each segment escaped.
     fn endpoint(&self, segments: &[&str]) -> Result<Url, SheetsError> {
-        let invalid = || SheetsError::Rejected {
-            call: "building the Sheets API URL".to_owned(),
-            status: 0,
-            message: format!("api_url {:?} cannot take a path", self.settings.api_url),
-        };
-        let mut url = self.api_url.clone().ok_or_else(invalid)?;
-        url.path_segments_mut()
-            .map_err(|()| invalid())?
-            .pop_if_empty()
-            .extend(["v4", "spreadsheets"])
-            .extend(segments);
-        Ok(url)
+        let base = (
+            self.api_url.as_ref(),
+            "Sheets",
+            "api_url",
+            self.settings.api_url.as_str(),
+        );
+        let mut path = vec!["v4", "spreadsheets"];
+        path.extend_from_slice(segments);
+        url_under(base, &path)
     }
+}
+
+/// `segments` (each escaped) under an API's base URL; `base` is the parsed
+/// URL, the API's name, and its setting's name and text, for the error.
+fn url_under(
+    (base, api, setting, text): (Option<&Url>, &str, &str, &str),
+    segments: &[&str],
+) -> Result<Url, SheetsError> {
+    let invalid = || SheetsError::Rejected {
+        call: format!("building the {api} API URL"),
+        status: 0,
+        message: format!("{setting} {text:?} cannot take a path"),
+    };
+    let mut url = base.cloned().ok_or_else(invalid)?;
+    url.path_segments_mut()
+        .map_err(|()| invalid())?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
 }
 
 /// The title of the tab `sheet` reads: its name, else its `gid`, else the first tab.
