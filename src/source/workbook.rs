@@ -1009,6 +1009,36 @@ mod tests {
     }
 
     #[test]
+    fn an_xlsb_workbook_streams_its_typed_cells() {
+        let bytes = xlsb_workbook();
+        let tabs = source("deals.xlsb", None, LIMITS)
+            .tabs(&mut Cursor::new(&bytes))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (tabs.format, tabs.listed()),
+            (WorkbookFormat::Xlsb, "\"Lookups\" (hidden), \"Deals\"".to_owned())
+        );
+        let rows = read_as(&bytes, "deals.xlsb", None, LIMITS).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            rows[1].cells,
+            vec![
+                Cell::text("Acme"),
+                Cell::text("B Legals"),
+                Cell::Number(JAN_10),
+                Cell::Number(1234.5),
+                Cell::Bool(true),
+                Cell::Text("#N/A".into()),
+            ]
+        );
+        assert_eq!(
+            read_as(&bytes, "deals.xlsb", Some("lookups"), LIMITS).unwrap()[0].cells,
+            vec![Cell::text("Lost")]
+        );
+    }
+
+    #[test]
     fn a_hyperlink_cell_keeps_its_text_and_its_target() {
         let bytes = xlsx(|book| {
             let sheet = book.add_worksheet();

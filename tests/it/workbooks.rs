@@ -12,8 +12,13 @@ use sheetsync::config::Config;
 use sheetsync::engine::SyncOptions;
 use sheetsync::report::{Outcome, SyncReport, Trigger};
 
-// rewrite_part, encrypted_workbook, ods_archive.
-include!("../support/workbooks.rs");
+/// rewrite_part, encrypted_workbook, ods_archive, xlsb_workbook: shared
+/// with `source::workbook`'s unit tests.
+#[allow(dead_code)] // the record-level helpers are used through xlsb_workbook
+mod fixtures {
+    include!("../support/workbooks.rs");
+}
+use fixtures::{encrypted_workbook, ods_archive, rewrite_part, xlsb_workbook};
 
 use crate::harness::fake_google::{FakeGoogle, FakeSpreadsheet, FakeTab};
 use crate::harness::{HEADER, TestDb, engine_for, server_url, test_db, write_source};
@@ -501,5 +506,26 @@ async fn an_office_file_on_drive_is_read_as_a_workbook_only_with_office_files() 
         } => assert_eq!(tabs.chosen, "Sheet1"),
         other => panic!("not read as an Office file: {other:?}"),
     }
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn an_xlsb_workbook_syncs_with_its_types() {
+    let db = test_db("workbook_xlsb").await;
+    let dir = tempfile::tempdir().unwrap();
+    let source = write_source(dir.path(), "deals.xlsb", &xlsb_workbook());
+    db.db
+        .collection::<Document>("views")
+        .insert_one(doc! { "id": "view-organic", "name": "Organic", "sheet_url": source, "is_master": false })
+        .await
+        .unwrap();
+    let report = sync(db.config()).await.remove(0);
+    assert_eq!(report.outcome, Outcome::Success, "{report:#?}");
+    let records = db.records("sales_records").await;
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0].get_str("client"), Ok("Acme"));
+    assert_eq!(records[0].get_f64("expected_mrr"), Ok(1234.5));
+    let discovered = records[0].get_datetime("discovery_date").unwrap();
+    assert_eq!(discovered.try_to_rfc3339_string().unwrap(), "2025-01-10T00:00:00Z");
     db.drop().await;
 }
