@@ -137,9 +137,11 @@ fn google_spreadsheet_id(url: &Url) -> Option<String> {
     match url.host_str() {
         Some("docs.google.com") => {}
         Some("drive.google.com") => {
-            let from_query = url
-                .query_pairs()
-                .find(|(name, _)| name == "id")
+            // `/open?id=ID` only: `/uc?export=download&id=ID` is a public
+            // download link, read as a download.
+            let from_query = (url.path() == "/open")
+                .then(|| url.query_pairs().find(|(name, _)| name == "id"))
+                .flatten()
                 .map(|(_, id)| id.into_owned())
                 .filter(|id| is_spreadsheet_id(id));
             if from_query.is_some() {
@@ -270,6 +272,11 @@ mod tests {
                 format!("https://drive.google.com/open?id={ID}"),
                 None,
                 sheet(None, None),
+            ),
+            (
+                format!("https://drive.google.com/uc?export=download&id={ID}"),
+                None,
+                download(&format!("https://drive.google.com/uc?export=download&id={ID}"), None),
             ),
             (
                 "https://exports.example.com/a.xlsx".to_owned(),

@@ -117,6 +117,11 @@ impl RowSpool {
         Ok(())
     }
 
+    /// The source the rows come from, as errors name it.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
     /// Counts rows known to be blank without reading them (the rows Google
     /// leaves out at the end of a page).
     pub fn add_blank_rows(&mut self, count: usize) {

@@ -91,6 +91,11 @@ pub enum WorkbookError {
         found: &'static str,
     },
     #[error(
+        "{location} is a zip archive with no workbook in it (no xl/workbook.xml, xl/workbook.bin or OpenDocument \
+         spreadsheet); export the sheet again as .xlsx, .ods or CSV"
+    )]
+    NoWorkbookInArchive { location: String },
+    #[error(
         "{location} is a password-protected workbook, which sheetsync cannot decrypt; save a copy without a \
          password and point the view at it"
     )]
@@ -120,6 +125,11 @@ pub enum WorkbookError {
         tab: String,
         available: String,
     },
+    #[error(
+        "{location} places a cell outside a worksheet's grid (1,048,576 rows by 16,384 columns); the file is \
+         damaged or was not written by a spreadsheet application"
+    )]
+    OutsideTheGrid { location: String },
     #[error("{location} has no visible worksheet; set sheet_name to the tab to read")]
     NoTabs { location: String },
     #[error("cannot read {location}: {source}; check the path and that sheetsync may read it")]
@@ -236,12 +246,6 @@ impl WorkbookSource<'_> {
             }
             (Content::Workbook(format), _) => format,
         };
-        let length = reader
-            .seek(SeekFrom::End(0))
-            .map_err(|source| self.read_error(source))?;
-        if length > self.limits.max_bytes {
-            return Err(self.too_large("is larger than", "max_download_bytes", self.limits.max_bytes));
-        }
         let has_hyperlinks = match format {
             WorkbookFormat::Xls => false,
             _ => self.inflate_within_caps(reader, format)?,
@@ -265,17 +269,27 @@ impl WorkbookSource<'_> {
             }
         }
         let start = &start[..filled];
+        let archive = [COMPOUND_FILE_SIGNATURE, ZIP_SIGNATURE, EMPTY_ZIP_SIGNATURE]
+            .iter()
+            .any(|signature| start.starts_with(signature));
+        if !archive {
+            return Ok(Content::Text);
+        }
+        // Before any of the archive is parsed.
+        let length = reader
+            .seek(SeekFrom::End(0))
+            .map_err(|source| self.read_error(source))?;
+        if length > self.limits.max_bytes {
+            return Err(self.too_large("is larger than", "max_download_bytes", self.limits.max_bytes));
+        }
         if start.starts_with(COMPOUND_FILE_SIGNATURE) {
             // `.xls`, or an encrypted Office Open XML file (told at `open`).
             return Ok(Content::Workbook(WorkbookFormat::Xls));
         }
-        if !start.starts_with(ZIP_SIGNATURE) && !start.starts_with(EMPTY_ZIP_SIGNATURE) {
-            return Ok(Content::Text);
-        }
         reader
             .seek(SeekFrom::Start(0))
             .map_err(|source| self.read_error(source))?;
-        let claimed = WorkbookFormat::claimed_by(self.name).unwrap_or(WorkbookFormat::Xlsx);
+        let claimed = WorkbookFormat::claimed_by(self.name).map_or("zip", WorkbookFormat::name);
         let mut archive = zip::ZipArchive::new(&mut *reader).map_err(|error| self.zip_error(claimed, error))?;
         if archive.index_for_name("xl/workbook.xml").is_some() {
             return Ok(Content::Workbook(WorkbookFormat::Xlsx));
@@ -292,10 +306,8 @@ impl WorkbookSource<'_> {
         if mimetype == ODS_MIMETYPE {
             return Ok(Content::Workbook(WorkbookFormat::Ods));
         }
-        Err(WorkbookError::NotAWorkbook {
+        Err(WorkbookError::NoWorkbookInArchive {
             location: self.location.to_owned(),
-            claimed: claimed.name(),
-            found: "a zip archive with no workbook in it",
         })
     }
 
@@ -312,17 +324,19 @@ impl WorkbookSource<'_> {
         reader
             .seek(SeekFrom::Start(0))
             .map_err(|source| self.read_error(source))?;
-        let mut archive = zip::ZipArchive::new(&mut *reader).map_err(|error| self.zip_error(format, error))?;
+        let mut archive = zip::ZipArchive::new(&mut *reader).map_err(|error| self.zip_error(format.name(), error))?;
         let limits = self.limits;
         if archive.len() > limits.max_parts {
             return Err(self.too_large("has more parts than", "max_workbook_parts", limits.max_parts as u64));
         }
         let (mut total, mut has_hyperlinks) = (0u64, false);
         for index in 0..archive.len() {
-            let part = archive.by_index(index).map_err(|error| self.zip_error(format, error))?;
+            let part = archive
+                .by_index(index)
+                .map_err(|error| self.zip_error(format.name(), error))?;
             let mut sink = NeedleSink::new(part.name().starts_with("xl/worksheets/_rels/"));
             let inflated = io::copy(&mut part.take(limits.max_part_bytes + 1), &mut sink)
-                .map_err(|error| self.zip_error(format, error.into()))?;
+                .map_err(|error| self.zip_error(format.name(), error.into()))?;
             has_hyperlinks |= sink.found;
             if inflated > limits.max_part_bytes {
                 return Err(self.too_large(
@@ -448,12 +462,12 @@ impl WorkbookSource<'_> {
         }
     }
 
-    fn zip_error(&self, format: WorkbookFormat, error: zip::result::ZipError) -> WorkbookError {
+    fn zip_error(&self, format: &'static str, error: zip::result::ZipError) -> WorkbookError {
         match error {
             zip::result::ZipError::UnsupportedArchive(message) if message.contains("assword") => self.encrypted(),
             error => WorkbookError::Damaged {
                 location: self.location.to_owned(),
-                format: format.name(),
+                format,
                 reason: format!("as a zip archive: {error}"),
             },
         }
@@ -488,8 +502,9 @@ struct Admitted {
     has_hyperlinks: bool,
 }
 
-/// The hyperlink relationship type, as a worksheet's `.rels` part names it.
-const HYPERLINK_RELATIONSHIP: &[u8] = b"/relationships/hyperlink\"";
+/// The hyperlink relationship type, as a worksheet's `.rels` part names it
+/// (in whichever quotes).
+const HYPERLINK_RELATIONSHIP: &[u8] = b"/relationships/hyperlink";
 
 /// A sink that, when asked to, watches the bytes going by for
 /// [`HYPERLINK_RELATIONSHIP`], across the writes' boundaries.
@@ -513,13 +528,19 @@ impl NeedleSink {
 impl io::Write for NeedleSink {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         if self.watching && !self.found {
-            self.tail
-                .extend_from_slice(&bytes[..bytes.len().min(HYPERLINK_RELATIONSHIP.len())]);
+            // The needle may begin in any earlier write, however short: the
+            // tail keeps the last bytes seen, whatever writes they came in.
+            let keep = HYPERLINK_RELATIONSHIP.len() - 1;
+            self.tail.extend_from_slice(&bytes[..bytes.len().min(keep)]);
             self.found = memchr::memmem::find(&self.tail, HYPERLINK_RELATIONSHIP).is_some()
                 || memchr::memmem::find(bytes, HYPERLINK_RELATIONSHIP).is_some();
-            let keep = bytes.len().min(HYPERLINK_RELATIONSHIP.len());
-            self.tail.clear();
-            self.tail.extend_from_slice(&bytes[bytes.len() - keep..]);
+            if bytes.len() >= keep {
+                self.tail.clear();
+                self.tail.extend_from_slice(&bytes[bytes.len() - keep..]);
+            } else {
+                let excess = self.tail.len().saturating_sub(keep);
+                self.tail.drain(..excess);
+            }
         }
         Ok(bytes.len())
     }
@@ -618,8 +639,19 @@ struct RowFiller {
     cells: Vec<Cell>,
 }
 
+/// The largest grid a worksheet has (Excel's, which the other formats do
+/// not exceed): a cell claimed past it is a damaged or hostile file, and
+/// would otherwise make a row of billions of cells.
+const MAX_ROWS: u32 = 1 << 20;
+const MAX_COLUMNS: u32 = 1 << 14;
+
 impl RowFiller {
     fn place(&mut self, (row, column): (u32, u32), value: Cell, spool: &mut RowSpool) -> Result<(), WorkbookError> {
+        if row >= MAX_ROWS || column >= MAX_COLUMNS {
+            return Err(WorkbookError::OutsideTheGrid {
+                location: spool.location().to_owned(),
+            });
+        }
         if self.current != Some(row) {
             self.flush(spool)?;
             // Rows the sheet stores no cell for are blank.
@@ -674,7 +706,7 @@ fn cell_of_ref(value: DataRef<'_>) -> Cell {
         DataRef::Bool(flag) => Cell::Bool(flag),
         DataRef::DateTime(moment) => date_cell(&moment),
         DataRef::DateTimeIso(text) => iso_date_cell(&text),
-        DataRef::DurationIso(text) => owned_text(text),
+        DataRef::DurationIso(text) => iso_duration_cell(&text),
         DataRef::Error(error) => Cell::Text(error.to_string()),
     }
 }
@@ -688,7 +720,7 @@ fn cell_of_data(value: &Data) -> Cell {
         Data::Bool(flag) => Cell::Bool(*flag),
         Data::DateTime(moment) => date_cell(moment),
         Data::DateTimeIso(text) => iso_date_cell(text),
-        Data::DurationIso(text) => Cell::text(text),
+        Data::DurationIso(text) => iso_duration_cell(text),
         Data::Error(error) => Cell::Text(error.to_string()),
     }
 }
@@ -704,8 +736,12 @@ fn owned_text(text: String) -> Cell {
 /// A date cell as the serial Google Sheets would give for the same date:
 /// days since 1899-12-30, whatever the workbook's date system.
 fn date_cell(moment: &ExcelDateTime) -> Cell {
-    if moment.is_duration() {
-        return Cell::Number(moment.as_f64());
+    let value = moment.as_f64();
+    // A duration, or a time of day without a date (`18:00` is 0.75): the
+    // fraction of a day, as Google gives it. A serial past 9999-12-31 (or
+    // negative) is no date either: the mapping reports it as such.
+    if moment.is_duration() || !(1.0..MAX_SERIAL).contains(&value) {
+        return Cell::Number(value);
     }
     let (year, month, day, hour, minute, second, milli) = moment.to_ymd_hms_milli();
     // Only Excel's 1900-02-29 is not a calendar date.
@@ -716,6 +752,29 @@ fn date_cell(moment: &ExcelDateTime) -> Cell {
             Cell::Number(days_since_serial_epoch(date) as f64 + millis as f64 / 86_400_000.0)
         }
         None => Cell::Fault(CellFault::NonexistentDate),
+    }
+}
+
+/// 9999-12-31's serial, plus one: the last day either date system counts.
+const MAX_SERIAL: f64 = 2_958_466.0;
+
+/// OpenDocument stores a time (`PT18H30M00S`) as an ISO 8601 duration: the
+/// fraction of a day, as Excel's and Google's serials give it.
+fn iso_duration_cell(text: &str) -> Cell {
+    let parsed = (|| {
+        let mut rest = text.strip_prefix("PT")?;
+        let mut seconds = 0.0;
+        for (unit, scale) in [('H', 3600.0), ('M', 60.0), ('S', 1.0)] {
+            if let Some((number, after)) = rest.split_once(unit) {
+                seconds += number.parse::<f64>().ok()? * scale;
+                rest = after;
+            }
+        }
+        rest.is_empty().then_some(seconds / 86_400.0)
+    })();
+    match parsed {
+        Some(days) => Cell::Number(days),
+        None => Cell::text(text),
     }
 }
 
@@ -871,6 +930,8 @@ mod tests {
             sheet.write_boolean(1, 6, true).unwrap();
             sheet.write_string(1, 7, "   ").unwrap();
             sheet.write_number(1, 8, 42.0).unwrap();
+            let time = Format::new().set_num_format("hh:mm");
+            sheet.write_number_with_format(1, 9, 0.75, &time).unwrap();
         });
         let rows = read(&bytes, None);
         assert_eq!(rows.len(), 2);
@@ -892,8 +953,20 @@ mod tests {
                 Cell::Bool(true),
                 Cell::Empty,
                 Cell::Number(42.0),
+                Cell::Number(0.75),
             ]
         );
+    }
+
+    #[test]
+    fn a_cell_outside_the_grid_is_refused_not_grown_into() {
+        let mut spool = RowSpool::new("file:///exports/deals.xlsx");
+        let mut rows = RowFiller::default();
+        rows.place((0, 16_383), Cell::text("last column"), &mut spool).unwrap();
+        let error = rows.place((1, 16_384), Cell::text("past it"), &mut spool).unwrap_err();
+        assert!(matches!(error, WorkbookError::OutsideTheGrid { .. }), "{error}");
+        let error = rows.place((1 << 20, 0), Cell::text("below"), &mut spool).unwrap_err();
+        assert!(error.to_string().contains("outside a worksheet's grid"), "{error}");
     }
 
     #[test]
@@ -1066,12 +1139,20 @@ mod tests {
         use std::io::Write as _;
         let text =
             b"<Relationship Type=\"http://schemas.openxmlformats.org/officeDocument/2006/relationships/hyperlink\"/>";
-        for split in 0..text.len() {
-            let mut sink = NeedleSink::new(true);
-            sink.write_all(&text[..split]).unwrap();
-            sink.write_all(&text[split..]).unwrap();
-            assert!(sink.found, "split at {split}");
+        for first in 0..text.len() {
+            for second in first..text.len() {
+                let mut sink = NeedleSink::new(true);
+                for part in [&text[..first], &text[first..second], &text[second..]] {
+                    sink.write_all(part).unwrap();
+                }
+                assert!(sink.found, "split at {first} and {second}");
+            }
         }
+        let mut sink = NeedleSink::new(true);
+        for byte in text.iter() {
+            sink.write_all(std::slice::from_ref(byte)).unwrap();
+        }
+        assert!(sink.found, "a byte at a time");
         let mut unwatched = NeedleSink::new(false);
         unwatched.write_all(text).unwrap();
         assert!(!unwatched.found);
@@ -1258,6 +1339,7 @@ mod tests {
                  <table:table-cell office:value-type="currency" office:currency="EUR" office:value="1234.5"><text:p>1 234,50 €</text:p></table:table-cell>
                  <table:table-cell office:value-type="percentage" office:value="0.125"><text:p>12,5 %</text:p></table:table-cell>
                  <table:table-cell office:value-type="string"><text:p>Acme</text:p></table:table-cell>
+                 <table:table-cell office:value-type="time" office:time-value="PT18H00M00S"><text:p>18:00</text:p></table:table-cell>
                </table:table-row>"#,
         );
         let rows = read_as(&ods, "deals.ods", None, LIMITS).unwrap();
@@ -1270,8 +1352,11 @@ mod tests {
             sheet.write_number(0, 2, 1234.5).unwrap();
             sheet.write_number(0, 3, 0.125).unwrap();
             sheet.write_string(0, 4, "Acme").unwrap();
+            let time = Format::new().set_num_format("hh:mm");
+            sheet.write_number_with_format(0, 5, 0.75, &time).unwrap();
         });
         assert_eq!(rows, read(&xlsx, None));
+        assert_eq!(rows[0].cells[5], Cell::Number(0.75));
         assert_eq!(rows[0].cells[0], Cell::Number(JAN_10));
     }
 }

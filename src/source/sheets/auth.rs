@@ -163,9 +163,17 @@ impl GoogleAuth {
     }
 
     /// Sheets answered that the token does not carry its scope.
-    pub fn missing_scope(&self) -> SheetsError {
+    /// `api` refused the token for want of a scope: the Sheets scope, or
+    /// for the Drive API the Drive scope the settings ask for.
+    pub fn missing_scope(&self, api: &str) -> SheetsError {
+        let scope = match (api.contains("Drive"), self.scopes.contains(&DRIVE_READONLY_SCOPE)) {
+            (false, _) => "Google Sheets (spreadsheets.readonly)",
+            (true, true) => "Drive (drive.readonly, which [google] office_files needs)",
+            (true, false) => "Drive (drive.metadata.readonly, which watching needs)",
+        };
         SheetsError::MissingScope {
             identity: self.identity.to_string(),
+            scope: scope.to_owned(),
             advice: self.flow.scope_advice(),
         }
     }

@@ -33,10 +33,14 @@ pub enum SheetsError {
         advice: String,
     },
     #[error(
-        "the access token of {identity} does not carry the Google Sheets scope (Google answered \
+        "the access token of {identity} does not carry the {scope} scope (Google answered \
          ACCESS_TOKEN_SCOPE_INSUFFICIENT); {advice}"
     )]
-    MissingScope { identity: String, advice: String },
+    MissingScope {
+        identity: String,
+        scope: String,
+        advice: String,
+    },
     #[error("spreadsheet {spreadsheet_id} is not shared with {identity}; {advice}")]
     NotShared {
         spreadsheet_id: String,
@@ -106,6 +110,11 @@ pub enum SheetsError {
          (e.g. Europe/Paris) in the spreadsheet's File > Settings"
     )]
     UnknownTimeZone { spreadsheet_id: String, zone: String },
+    #[error(
+        "{call}: the file is larger than [sources] max_download_bytes ({limit} bytes); raise the limit if it is \
+         meant to be that large"
+    )]
+    DownloadTooLarge { call: String, limit: u64 },
     /// The rows read could not be kept on disk for the mapping's passes.
     #[error("{0}")]
     Spool(String),

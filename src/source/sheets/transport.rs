@@ -193,7 +193,7 @@ impl Transport {
             },
             StatusCode::UNAUTHORIZED => Attempt::Unauthorized(message),
             StatusCode::FORBIDDEN if detail.as_ref().is_some_and(scope_insufficient) => {
-                Attempt::Fatal(auth.missing_scope())
+                Attempt::Fatal(auth.missing_scope(self.api))
             }
             StatusCode::FORBIDDEN if detail.as_ref().is_some_and(api_disabled) => {
                 Attempt::Fatal(auth.api_disabled(self.api, message))
@@ -307,13 +307,11 @@ impl ReadAnswer for FileAnswer {
 
     async fn read(&mut self, mut response: reqwest::Response, call: &str) -> Result<std::fs::File, AnswerFailure> {
         use std::io::{Seek as _, Write as _};
-        let failed = |message: String| {
-            AnswerFailure::Failed(SheetsError::Malformed {
-                call: call.to_owned(),
-                message,
-            })
+        let spool_error = |error: std::io::Error| {
+            AnswerFailure::Failed(SheetsError::Spool(format!(
+                "{call}: cannot write the file to a temporary file: {error}; check TMPDIR's free space"
+            )))
         };
-        let spool_error = |error: std::io::Error| failed(format!("cannot write it to a temporary file: {error}"));
         // A fresh file per attempt: a retried download starts over.
         let mut file = tempfile::tempfile().map_err(spool_error)?;
         let mut received = 0u64;
@@ -324,10 +322,10 @@ impl ReadAnswer for FileAnswer {
         {
             received += chunk.len() as u64;
             if received > self.max_bytes {
-                return Err(failed(format!(
-                    "the file is larger than [sources] max_download_bytes ({} bytes)",
-                    self.max_bytes
-                )));
+                return Err(AnswerFailure::Failed(SheetsError::DownloadTooLarge {
+                    call: call.to_owned(),
+                    limit: self.max_bytes,
+                }));
             }
             file.write_all(&chunk).map_err(spool_error)?;
         }

@@ -13,6 +13,8 @@ pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-pl
 
 /// What a person runs to sign in with the scopes sheetsync needs (the
 /// default login grants cloud-platform only, and Sheets refuses that).
+/// `[google] office_files` needs `drive.readonly` too (README, "Office
+/// files on Google Drive"); the missing-scope error names it.
 pub const LOGIN_COMMAND: &str = "gcloud auth application-default login \
      --scopes=https://www.googleapis.com/auth/spreadsheets.readonly,\
      https://www.googleapis.com/auth/drive.metadata.readonly,https://www.googleapis.com/auth/cloud-platform";
