@@ -8,6 +8,7 @@ mod beneath;
 pub mod csv;
 mod error;
 mod fetch;
+mod grid;
 pub mod policy;
 mod rows;
 pub mod sheets;

@@ -163,6 +163,9 @@ pub struct SourcesSettings {
     pub max_workbook_part_bytes: u64,
     /// A workbook archive with more parts than this is refused.
     pub max_workbook_parts: usize,
+    /// An `.xls` or `.ods` sheet, read whole, whose grid (first to last
+    /// used cell) would hold more cells than this is refused.
+    pub max_workbook_cells: u64,
 }
 
 impl Default for SourcesSettings {
@@ -175,6 +178,7 @@ impl Default for SourcesSettings {
             max_workbook_unpacked_bytes: 2 * 1024 * 1024 * 1024,
             max_workbook_part_bytes: 1024 * 1024 * 1024,
             max_workbook_parts: 10_000,
+            max_workbook_cells: 20_000_000,
         }
     }
 }
@@ -218,10 +222,14 @@ impl SourcesSettings {
         if self.max_download_bytes == 0 {
             problems.push("sources.max_download_bytes must be at least 1".to_owned());
         }
-        if self.max_workbook_unpacked_bytes == 0 || self.max_workbook_part_bytes == 0 || self.max_workbook_parts == 0 {
+        if self.max_workbook_unpacked_bytes == 0
+            || self.max_workbook_part_bytes == 0
+            || self.max_workbook_parts == 0
+            || self.max_workbook_cells == 0
+        {
             problems.push(
-                "sources.max_workbook_unpacked_bytes, max_workbook_part_bytes and max_workbook_parts must each be \
-                 at least 1"
+                "sources.max_workbook_unpacked_bytes, max_workbook_part_bytes, max_workbook_parts and \
+                 max_workbook_cells must each be at least 1"
                     .to_owned(),
             );
         }
@@ -260,6 +268,7 @@ impl SourcePolicy {
                 max_unpacked_bytes: settings.max_workbook_unpacked_bytes,
                 max_part_bytes: settings.max_workbook_part_bytes,
                 max_parts: settings.max_workbook_parts,
+                max_cells: settings.max_workbook_cells,
             },
         }
     }

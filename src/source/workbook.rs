@@ -77,6 +77,8 @@ pub struct WorkbookLimits {
     pub max_part_bytes: u64,
     /// The number of parts (files inside the archive).
     pub max_parts: usize,
+    /// The cells of an `.xls` or `.ods` sheet's grid, which is built whole.
+    pub max_cells: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -250,6 +252,7 @@ impl WorkbookSource<'_> {
             WorkbookFormat::Xls => false,
             _ => self.inflate_within_caps(reader, format)?,
         };
+        self.grid_within_cap(reader, format)?;
         reader
             .seek(SeekFrom::Start(0))
             .map_err(|source| self.read_error(source))?;
@@ -355,6 +358,40 @@ impl WorkbookSource<'_> {
             }
         }
         Ok(has_hyperlinks)
+    }
+
+    /// For the formats read whole, the largest grid a sheet would make,
+    /// held to `max_workbook_cells` before the reader builds it.
+    fn grid_within_cap<R: Read + Seek>(&self, reader: &mut R, format: WorkbookFormat) -> Result<(), WorkbookError> {
+        reader
+            .seek(SeekFrom::Start(0))
+            .map_err(|source| self.read_error(source))?;
+        let cells = match format {
+            WorkbookFormat::Xlsx | WorkbookFormat::Xlsb => return Ok(()),
+            WorkbookFormat::Xls => super::grid::xls_cells(&mut *reader).map_err(|source| self.read_error(source))?,
+            WorkbookFormat::Ods => {
+                let mut archive =
+                    zip::ZipArchive::new(&mut *reader).map_err(|error| self.zip_error(format.name(), error))?;
+                let content = archive
+                    .by_name("content.xml")
+                    .map_err(|error| self.zip_error(format.name(), error))?;
+                let cells =
+                    super::grid::ods_cells(io::BufReader::new(content)).map_err(|_| WorkbookError::Damaged {
+                        location: self.location.to_owned(),
+                        format: format.name(),
+                        reason: "a part's XML is malformed".to_owned(),
+                    })?;
+                Some(cells)
+            }
+        };
+        match cells {
+            Some(cells) if cells > self.limits.max_cells => Err(self.too_large(
+                "has a sheet whose grid (first to last used cell) holds more cells than",
+                "max_workbook_cells",
+                self.limits.max_cells,
+            )),
+            _ => Ok(()),
+        }
     }
 
     fn open<'r, R: Read + Seek>(
@@ -851,6 +888,7 @@ mod tests {
         max_unpacked_bytes: 256 * 1024 * 1024,
         max_part_bytes: 128 * 1024 * 1024,
         max_parts: 100,
+        max_cells: 1_000_000,
     };
 
     /// 2025-01-10 as a Google Sheets serial.
@@ -956,6 +994,23 @@ mod tests {
                 Cell::Number(0.75),
             ]
         );
+    }
+
+    #[test]
+    fn a_sheet_read_whole_is_refused_past_the_cells_cap() {
+        let sparse = include_bytes!("../../tests/fixtures/workbooks/sparse.xls");
+        let error = read_as(sparse, "sparse.xls", None, LIMITS).unwrap_err();
+        let expected = "has a sheet whose grid (first to last used cell) holds more cells than [sources] \
+                        max_workbook_cells (1000000)";
+        assert!(error.to_string().contains(expected), "{error}");
+        let spread = ods_archive(
+            r#"<table:table-row table:number-rows-repeated="1000000">
+               <table:table-cell office:value-type="float" office:value="1" table:number-columns-repeated="100"/>
+               </table:table-row>"#,
+        );
+        assert!(spread.len() < 4096, "a small file");
+        let error = read_as(&spread, "deals.ods", None, LIMITS).unwrap_err();
+        assert!(error.to_string().contains(expected), "{error}");
     }
 
     #[test]

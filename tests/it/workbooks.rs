@@ -243,7 +243,12 @@ async fn an_unreadable_workbook_fails_its_view_with_its_own_message_and_keeps_th
     let bomb = bomb.finish().unwrap().into_inner();
     assert!(bomb.len() < 64 * 1024);
     let xlsx = xlsx_of(&deals());
-    let cases: [(&str, Vec<u8>, &str); 4] = [
+    // 1,000,000 rows of 100 cells, in a few hundred bytes of XML.
+    let spread = ods_archive(
+        "<table:table-row table:number-rows-repeated=\"1000000\"><table:table-cell office:value-type=\"float\" \
+         office:value=\"1\" table:number-columns-repeated=\"100\"/></table:table-row>",
+    );
+    let cases: [(&str, Vec<u8>, &str); 5] = [
         (
             "bomb.xlsx",
             bomb,
@@ -260,6 +265,11 @@ async fn an_unreadable_workbook_fails_its_view_with_its_own_message_and_keeps_th
             "is named as a .xlsx workbook but holds text",
         ),
         ("locked.xlsx", encrypted_workbook(), "is a password-protected workbook"),
+        (
+            "spread.ods",
+            spread,
+            "holds more cells than [sources] max_workbook_cells (20000000)",
+        ),
     ];
     let config = || config_with_sources(&db, "max_workbook_part_bytes = 1048576");
     for (name, bytes, expected) in cases {
