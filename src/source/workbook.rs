@@ -829,10 +829,15 @@ fn iso_date_cell(text: &str) -> Cell {
     }
 }
 
+/// Day 0 of Google Sheets' serials (and of Excel's, from March 1900).
+const SERIAL_EPOCH: NaiveDate = match NaiveDate::from_ymd_opt(1899, 12, 30) {
+    Some(date) => date,
+    // Evaluated at compile time: a build cannot get here.
+    None => panic!("1899-12-30 is a calendar date"),
+};
+
 fn days_since_serial_epoch(date: NaiveDate) -> i64 {
-    // 1899-12-30 is a valid date: this is an invariant, not input.
-    let epoch = NaiveDate::from_ymd_opt(1899, 12, 30).unwrap_or(NaiveDate::MIN);
-    date.signed_duration_since(epoch).num_days()
+    date.signed_duration_since(SERIAL_EPOCH).num_days()
 }
 
 fn list_tabs(tabs: &[(String, bool)]) -> String {
