@@ -229,9 +229,20 @@ impl Sources {
                     .iter()
                     .all(|result| matches!(result, Err(SheetsError::OfficeFile { .. })))
             {
-                let read = self.read_office_file(spreadsheet_id, &sheets[..wanted]).await;
-                for (index, result) in members.into_iter().zip(read) {
+                // One download for the views asked for and, with shared
+                // fetches on, the companions that read the same file.
+                let mut read = self.read_office_file(spreadsheet_id, &sheets).await.into_iter();
+                for (index, result) in members.into_iter().zip(read.by_ref().take(wanted)) {
                     tables[index] = Some(result);
+                }
+                if let Some(cache) = shared.as_mut() {
+                    for (sheet, result) in sheets[wanted..].iter().zip(read) {
+                        // Spooled rows can wait for their run; a CSV
+                        // uploaded to Drive is read again then.
+                        if let Ok(SourceRows::Spooled(table)) = result {
+                            cache.insert((*sheet).clone(), (Instant::now(), table));
+                        }
+                    }
                 }
                 continue;
             }

@@ -23,6 +23,7 @@ use fixtures::{encrypted_workbook, ods_archive, rewrite_part, xlsb_workbook};
 use crate::harness::fake_google::{FakeGoogle, FakeSpreadsheet, FakeTab};
 use crate::harness::{HEADER, TestDb, engine_for, server_url, test_db, write_source};
 use sheetsync::source::GoogleCheck;
+use sheetsync::source::table::Cell;
 
 /// One cell of the test sheet, typed as a spreadsheet holds it.
 #[derive(Clone, Copy)]
@@ -537,5 +538,44 @@ async fn an_xlsb_workbook_syncs_with_its_types() {
     assert_eq!(records[0].get_f64("expected_mrr"), Ok(1234.5));
     let discovered = records[0].get_datetime("discovery_date").unwrap();
     assert_eq!(discovered.try_to_rfc3339_string().unwrap(), "2025-01-10T00:00:00Z");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn the_views_of_one_office_file_share_one_download() {
+    let db = test_db("workbook_drive_shared").await;
+    let fake = FakeGoogle::start().await;
+    let mut book = Workbook::new();
+    for tab in ["Q1", "Q2"] {
+        let sheet = book.add_worksheet().set_name(tab).unwrap();
+        sheet.write_string(0, 0, "Client").unwrap();
+        sheet.write_string(1, 0, tab).unwrap();
+    }
+    fake.add_office_file(OFFICE_FILE, book.save_to_buffer().unwrap());
+    let tab = |name: &str| {
+        sheetsync::source::SourceSpec::GoogleSheet(sheetsync::source::SheetRef {
+            spreadsheet_id: OFFICE_FILE.to_owned(),
+            gid: None,
+            sheet_name: Some(name.to_owned()),
+        })
+    };
+    let (q1, q2) = (tab("Q1"), tab("Q2"));
+    let sources = google_config(&db, &fake, true)
+        .sources()
+        .unwrap()
+        .sharing_spreadsheet_fetches(std::time::Duration::from_secs(60));
+    let first_cell = |rows: &sheetsync::source::SourceRows| {
+        let mut pass = rows.rows().unwrap();
+        pass.next_row();
+        pass.next_row().unwrap().unwrap().cells[0].clone()
+    };
+    // The daemon's first run asks for Q1, with Q2 as a companion.
+    let read = sources.fetch_all_with(&[&q1], &[&q1, &q2]).await;
+    assert_eq!(first_cell(read[0].as_ref().unwrap()), Cell::text("Q1"));
+    assert_eq!(fake.seen().drive_downloads, 1);
+    // Q2's own run finds its rows waiting.
+    let read = sources.fetch_all_with(&[&q2], &[&q1, &q2]).await;
+    assert_eq!(first_cell(read[0].as_ref().unwrap()), Cell::text("Q2"));
+    assert_eq!(fake.seen().drive_downloads, 1, "one download for both views");
     db.drop().await;
 }
