@@ -202,8 +202,30 @@ impl RowSpool {
     }
 }
 
+fn too_large(_: std::num::TryFromIntError) -> io::Error {
+    io::Error::other("a row or a cell is larger than the spool's 4 GiB limit")
+}
+
+/// A text as its `u32` length and UTF-8 bytes.
+fn encode_text(out: &mut Vec<u8>, text: &str) -> io::Result<()> {
+    let length = u32::try_from(text.len()).map_err(too_large)?;
+    out.extend_from_slice(&length.to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+    Ok(())
+}
+
+/// A text written by [`encode_text`], read into `buffer`'s allocation.
+fn read_text(reader: &mut impl Read, buffer: String) -> io::Result<String> {
+    let mut length = [0u8; 4];
+    reader.read_exact(&mut length)?;
+    let mut bytes = buffer.into_bytes();
+    bytes.clear();
+    bytes.resize(u32::from_le_bytes(length) as usize, 0);
+    reader.read_exact(&mut bytes)?;
+    String::from_utf8(bytes).map_err(io::Error::other)
+}
+
 fn encode_row(out: &mut Vec<u8>, number: usize, cells: &[Cell]) -> io::Result<()> {
-    let too_large = |_| io::Error::other("a row or a cell is larger than the spool's 4 GiB limit");
     out.extend_from_slice(&(number as u64).to_le_bytes());
     out.extend_from_slice(&u32::try_from(cells.len()).map_err(too_large)?.to_le_bytes());
     for cell in cells {
@@ -211,15 +233,12 @@ fn encode_row(out: &mut Vec<u8>, number: usize, cells: &[Cell]) -> io::Result<()
             Cell::Empty => out.push(EMPTY),
             Cell::Text(text) => {
                 out.push(TEXT);
-                out.extend_from_slice(&u32::try_from(text.len()).map_err(too_large)?.to_le_bytes());
-                out.extend_from_slice(text.as_bytes());
+                encode_text(out, text)?;
             }
             Cell::Link { text, target } => {
                 out.push(LINK);
-                for part in [text, target] {
-                    out.extend_from_slice(&u32::try_from(part.len()).map_err(too_large)?.to_le_bytes());
-                    out.extend_from_slice(part.as_bytes());
-                }
+                encode_text(out, text)?;
+                encode_text(out, target)?;
             }
             Cell::Number(number) => {
                 out.push(NUMBER);
@@ -363,30 +382,16 @@ fn decode_row(reader: &mut impl Read, row: &mut Row) -> io::Result<()> {
         let cell = match tag[0] {
             EMPTY => Cell::Empty,
             TEXT => {
-                let mut length = [0u8; 4];
-                reader.read_exact(&mut length)?;
-                let length = u32::from_le_bytes(length) as usize;
                 // The slot's own string is refilled when it has one.
-                let mut text = match row.cells.get_mut(index) {
+                let slot = match row.cells.get_mut(index) {
                     Some(Cell::Text(text)) => std::mem::take(text),
                     _ => String::new(),
                 };
-                text.clear();
-                let mut bytes = std::mem::take(&mut text).into_bytes();
-                bytes.resize(length, 0);
-                reader.read_exact(&mut bytes)?;
-                Cell::Text(String::from_utf8(bytes).map_err(io::Error::other)?)
+                Cell::Text(read_text(reader, slot)?)
             }
             LINK => {
-                let mut parts = [String::new(), String::new()];
-                for part in &mut parts {
-                    let mut length = [0u8; 4];
-                    reader.read_exact(&mut length)?;
-                    let mut bytes = vec![0; u32::from_le_bytes(length) as usize];
-                    reader.read_exact(&mut bytes)?;
-                    *part = String::from_utf8(bytes).map_err(io::Error::other)?;
-                }
-                let [text, target] = parts;
+                let text = read_text(reader, String::new())?;
+                let target = read_text(reader, String::new())?;
                 Cell::Link { text, target }
             }
             NUMBER => {
