@@ -149,9 +149,13 @@ fn ods_of(rows: &[Vec<Value>]) -> Vec<u8> {
 }
 
 async fn sync(config: Config) -> Vec<SyncReport> {
+    sync_with(config, SyncOptions::default()).await
+}
+
+async fn sync_with(config: Config, options: SyncOptions) -> Vec<SyncReport> {
     engine_for(config)
         .await
-        .sync(&[], Trigger::Cli, SyncOptions::default())
+        .sync(&[], Trigger::Cli, options)
         .await
         .expect("the sync cycle runs")
 }
@@ -319,12 +323,7 @@ async fn a_formula_without_its_result_is_reported_with_its_cell() {
         force: true,
         ..SyncOptions::default()
     };
-    let report = engine_for(db.config())
-        .await
-        .sync(&[], Trigger::Cli, options)
-        .await
-        .unwrap()
-        .remove(0);
+    let report = sync_with(db.config(), options).await.remove(0);
     // As any unreadable value of a field that is not a key: the row is
     // kept, the value stored as null, and the report says where and why.
     assert_eq!(report.records_written, 2, "{report:#?}");
