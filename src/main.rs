@@ -377,16 +377,7 @@ async fn source_problem(sources: &Sources, source: &SourceSpec, read: &ReadSetti
         SourceSpec::File { path, sheet_name } => sources
             .check_file(path, sheet_name.as_deref())
             .await
-            .map(|workbook| {
-                workbook.map(|found| {
-                    format!(
-                        "{} workbook with tabs {}; tab {:?} found",
-                        found.format.name(),
-                        found.listed(),
-                        found.chosen
-                    )
-                })
-            })
+            .map(|workbook| workbook.map(|found| found.summary()))
             .map_err(|error| error.to_string()),
         SourceSpec::Download { .. } => Ok(None),
         SourceSpec::GoogleSheet(sheet) => sources
@@ -419,12 +410,7 @@ fn describe_google_check(checked: &GoogleCheck, read: &ReadSettings) -> String {
         }
         GoogleCheck::OfficeFile { credentials, workbook } => {
             let reached = match workbook {
-                Some(tabs) => format!(
-                    "an Office file on Drive, downloaded: {} workbook with tabs {}; tab {:?} found",
-                    tabs.format.name(),
-                    tabs.listed(),
-                    tabs.chosen
-                ),
+                Some(tabs) => format!("an Office file on Drive, downloaded: {}", tabs.summary()),
                 None => "a CSV file on Drive, downloaded".to_owned(),
             };
             (credentials, reached)

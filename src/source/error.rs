@@ -25,6 +25,10 @@ pub enum SourceError {
     Workbook(#[from] WorkbookError),
     #[error("cannot start the HTTP client: {0}")]
     Client(String),
+    /// Something sheetsync itself got wrong (a reader thread that panicked,
+    /// a result missing from a batch): not about the source.
+    #[error("internal error: {0}; the next sync tries again, and a report of it is welcome")]
+    Internal(String),
     #[error(transparent)]
     Refused(#[from] PolicyError),
     #[error(

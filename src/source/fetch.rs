@@ -151,12 +151,11 @@ impl Sources {
                 let file = self.google.download_office_file(&sheet.spreadsheet_id).await?;
                 let (limits, sheet_name) = (self.policy.workbook_limits, sheet.sheet_name.clone());
                 let location = office_file_location(&sheet.spreadsheet_id);
-                let tabs = tokio::task::spawn_blocking(move || {
+                let tabs = blocking(move || {
                     let mut file = file;
-                    office_workbook(&location, sheet_name.as_deref(), limits).tabs(&mut file)
+                    Ok(office_workbook(&location, sheet_name.as_deref(), limits).tabs(&mut file)?)
                 })
-                .await
-                .map_err(|error| SourceError::Client(format!("the file reader stopped: {error}")))??;
+                .await?;
                 Ok(GoogleCheck::OfficeFile {
                     credentials: self.google.credential_check().await?,
                     workbook: tabs,
@@ -264,7 +263,7 @@ impl Sources {
             .map(|table| {
                 // Every index was filled above: non-Google specs directly, each
                 // Google spec by its spreadsheet's results (one per member).
-                table.unwrap_or_else(|| Err(SourceError::Client("internal error: source not fetched".to_owned())))
+                table.unwrap_or_else(|| Err(SourceError::Internal("source not fetched".to_owned())))
             })
             .collect()
     }
@@ -278,7 +277,7 @@ impl Sources {
                 // Sniffing reads the whole file once (a CSV's encoding, a
                 // workbook's parts against the caps).
                 blocking(move || {
-                    let mut file = open_file(&policy, &path, &location)?;
+                    let file = open_file(&policy, &path, &location)?;
                     let name = path.to_string_lossy();
                     let workbook = WorkbookSource {
                         location: &location,
@@ -286,10 +285,7 @@ impl Sources {
                         sheet_name: sheet_name.as_deref(),
                         limits: policy.workbook_limits,
                     };
-                    Ok(match workbook.read_if_workbook(&mut file)? {
-                        Some(rows) => SourceRows::Spooled(rows),
-                        None => SourceRows::Csv(CsvSource::from_file(file, &location)?),
-                    })
+                    file_rows(&workbook, file)
                 })
                 .await
             }
@@ -329,9 +325,8 @@ impl Sources {
                     Some(Err(SheetsError::OfficeFile { .. })) if self.google.reads_office_files() => {
                         let mut read = self.read_office_file(&sheet.spreadsheet_id, &[sheet]).await;
                         // One result per sheet asked for.
-                        read.pop().unwrap_or_else(|| {
-                            Err(SourceError::Client("internal error: Office file not read".to_owned()))
-                        })
+                        read.pop()
+                            .unwrap_or_else(|| Err(SourceError::Internal("Office file not read".to_owned())))
                     }
                     Some(table) => Ok(SourceRows::Spooled(table?)),
                     None => Err(SheetsError::MissingRange {
@@ -354,32 +349,26 @@ impl Sources {
         };
         let names: Vec<Option<String>> = sheets.iter().map(|sheet| sheet.sheet_name.clone()).collect();
         let (limits, location) = (self.policy.workbook_limits, office_file_location(file_id));
-        let read = tokio::task::spawn_blocking(move || {
-            names
-                .iter()
-                .map(|name| {
-                    let mut file = file.try_clone().map_err(|source| CsvError::Read {
-                        location: location.clone(),
-                        source,
-                    })?;
-                    std::io::Seek::rewind(&mut file).map_err(|source| CsvError::Read {
-                        location: location.clone(),
-                        source,
-                    })?;
-                    Ok(
-                        match office_workbook(&location, name.as_deref(), limits).read_if_workbook(&mut file)? {
-                            Some(rows) => SourceRows::Spooled(rows),
-                            None => SourceRows::Csv(CsvSource::from_file(file, &location)?),
-                        },
-                    )
-                })
-                .collect::<Vec<Result<SourceRows, SourceError>>>()
+        let read = blocking(move || {
+            let read_tab = |name: &Option<String>| {
+                // Each tab's reader rewinds the shared handle before reading.
+                let file = file.try_clone().map_err(|source| CsvError::Read {
+                    location: location.clone(),
+                    source,
+                })?;
+                file_rows(&office_workbook(&location, name.as_deref(), limits), file)
+            };
+            Ok(names.iter().map(read_tab).collect::<Vec<_>>())
         })
         .await;
-        read.unwrap_or_else(|error| {
+        read.unwrap_or_else(|stopped| {
+            let reason = match stopped {
+                SourceError::Internal(reason) => reason,
+                other => other.to_string(),
+            };
             sheets
                 .iter()
-                .map(|_| Err(SourceError::Client(format!("the file reader stopped: {error}"))))
+                .map(|_| Err(SourceError::Internal(reason.clone())))
                 .collect()
         })
     }
@@ -453,7 +442,7 @@ impl Sources {
     /// `None` for a CSV export.
     pub async fn check_file(&self, path: &Path, sheet_name: Option<&str>) -> Result<Option<WorkbookTabs>, SourceError> {
         let (policy, path, sheet_name) = (Arc::clone(&self.policy), path.to_owned(), sheet_name.map(str::to_owned));
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             let location = format!("file://{}", path.display());
             let mut file = open_file(&policy, &path, &location)?;
             let workbook = WorkbookSource {
@@ -465,7 +454,6 @@ impl Sources {
             Ok(workbook.tabs(&mut file)?)
         })
         .await
-        .map_err(|error| SourceError::Client(format!("the file reader stopped: {error}")))?
     }
 
     /// Sends a request for a download `url`; a refused or failed one, or an
@@ -561,12 +549,21 @@ fn office_workbook<'a>(location: &'a str, sheet_name: Option<&'a str>, limits: W
 
 /// Runs a blocking read (a file's sniff, a workbook's parse) off the
 /// async threads.
-async fn blocking(
-    read: impl FnOnce() -> Result<SourceRows, SourceError> + Send + 'static,
-) -> Result<SourceRows, SourceError> {
+async fn blocking<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, SourceError> + Send + 'static,
+) -> Result<T, SourceError> {
     tokio::task::spawn_blocking(read)
         .await
-        .map_err(|error| SourceError::Client(format!("the file reader stopped: {error}")))?
+        .map_err(|error| SourceError::Internal(format!("the file reader stopped: {error}")))?
+}
+
+/// An opened file's rows: the chosen tab's when it is a workbook, else
+/// the file as a CSV export (`workbook` rewinds it for the CSV reader).
+fn file_rows(workbook: &WorkbookSource<'_>, mut file: std::fs::File) -> Result<SourceRows, SourceError> {
+    Ok(match workbook.read_if_workbook(&mut file)? {
+        Some(rows) => SourceRows::Spooled(rows),
+        None => SourceRows::Csv(CsvSource::from_file(file, workbook.location)?),
+    })
 }
 
 /// A download: spooled to disk, or in memory where that cannot be.

@@ -162,6 +162,16 @@ impl WorkbookTabs {
     pub fn listed(&self) -> String {
         list_tabs(&self.tabs)
     }
+
+    /// What `check` says of a workbook: its format, its tabs, the one read.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} workbook with tabs {}; tab {:?} found",
+            self.format.name(),
+            self.listed(),
+            self.chosen
+        )
+    }
 }
 
 const ZIP_SIGNATURE: &[u8] = b"PK\x03\x04";
@@ -191,7 +201,7 @@ impl WorkbookSource<'_> {
         let mut workbook = self.open(reader, format)?;
         let tab = self.choose_tab(&workbook, format)?.chosen;
         let mut spool = RowSpool::new(self.location);
-        let filled = match &mut workbook {
+        let read_whole = match &mut workbook {
             Workbook::Xlsx(book) => {
                 let links = match has_hyperlinks {
                     true => book
@@ -200,23 +210,20 @@ impl WorkbookSource<'_> {
                         .map_err(|error| self.damaged(format, error.into()))?,
                     false => Links::default(),
                 };
-                self.stream_xlsx(book, &tab, &links, &mut spool)
+                self.stream_xlsx(book, &tab, &links, &mut spool)?;
+                None
             }
-            Workbook::Xlsb(book) => self.stream_xlsb(book, &tab, &mut spool),
-            Workbook::Xls(book) => {
-                let range = book
-                    .worksheet_range(&tab)
-                    .map_err(|error| self.damaged(format, error.into()));
-                range.and_then(|range| spool_range(&range, &mut spool))
+            Workbook::Xlsb(book) => {
+                self.stream_xlsb(book, &tab, &mut spool)?;
+                None
             }
-            Workbook::Ods(book) => {
-                let range = book
-                    .worksheet_range(&tab)
-                    .map_err(|error| self.damaged(format, error.into()));
-                range.and_then(|range| spool_range(&range, &mut spool))
-            }
+            // Read whole: their grid was counted by `admit`.
+            Workbook::Xls(book) => Some(book.worksheet_range(&tab).map_err(calamine::Error::from)),
+            Workbook::Ods(book) => Some(book.worksheet_range(&tab).map_err(calamine::Error::from)),
         };
-        filled?;
+        if let Some(range) = read_whole {
+            spool_range(&range.map_err(|error| self.damaged(format, error))?, &mut spool)?;
+        }
         Ok(Some(spool.finish()?))
     }
 
@@ -230,9 +237,13 @@ impl WorkbookSource<'_> {
         self.choose_tab(&workbook, format).map(Some)
     }
 
-    /// The workbook format of `reader`'s bytes, its caps checked; `None` for
-    /// text, rewound.
+    /// The workbook format of `reader`'s bytes, from the first, its caps
+    /// checked; `None` for text. The reader is left rewound either way, so
+    /// handles sharing one offset may be read in turn.
     fn admit<R: Read + Seek>(&self, reader: &mut R) -> Result<Option<Admitted>, WorkbookError> {
+        reader
+            .seek(SeekFrom::Start(0))
+            .map_err(|source| self.read_error(source))?;
         let content = self.sniff(reader)?;
         reader
             .seek(SeekFrom::Start(0))
@@ -465,7 +476,7 @@ impl WorkbookSource<'_> {
         while let Some(cell) = cells.next_cell_with_formula().map_err(damaged)? {
             let value = match (cell.value, cell.formula) {
                 (DataRef::Empty, Some(_)) => Cell::Fault(CellFault::FormulaWithoutValue),
-                (value, _) => cell_of_ref(value),
+                (value, _) => cell_of(Data::from(value)),
             };
             rows.place(cell.pos, links.apply(cell.pos, value), spool)?;
         }
@@ -483,7 +494,7 @@ impl WorkbookSource<'_> {
         let mut rows = RowFiller::default();
         while let Some(cell) = cells.next_cell().map_err(damaged)? {
             let position = cell.get_position();
-            rows.place(position, cell_of_ref(cell.get_value().clone()), spool)?;
+            rows.place(position, cell_of(Data::from(cell.get_value().clone())), spool)?;
         }
         rows.finish(spool)
     }
@@ -727,46 +738,27 @@ fn spool_range(range: &calamine::Range<Data>, spool: &mut RowSpool) -> Result<()
     for (row_offset, row) in range.rows().enumerate() {
         for (column_offset, value) in row.iter().enumerate() {
             let position = (first_row + row_offset as u32, first_column + column_offset as u32);
-            rows.place(position, cell_of_data(value), spool)?;
+            rows.place(position, cell_of(value.clone()), spool)?;
         }
     }
     rows.finish(spool)
 }
 
-fn cell_of_ref(value: DataRef<'_>) -> Cell {
+/// A cell as the Sheets API would give it. Streamed cells arrive as
+/// `DataRef`s, which become `Data` first (`Data::from`): a shared string is
+/// copied once, as the cell keeps it anyway.
+fn cell_of(value: Data) -> Cell {
     match value {
-        DataRef::SharedString(text) => Cell::text(text),
-        DataRef::String(text) => owned_text(text),
-        DataRef::Empty => Cell::Empty,
-        DataRef::Int(number) => Cell::Number(number as f64),
-        DataRef::Float(number) => Cell::Number(number),
-        DataRef::Bool(flag) => Cell::Bool(flag),
-        DataRef::DateTime(moment) => date_cell(&moment),
-        DataRef::DateTimeIso(text) => iso_date_cell(&text),
-        DataRef::DurationIso(text) => iso_duration_cell(&text),
-        DataRef::Error(error) => Cell::Text(error.to_string()),
-    }
-}
-
-fn cell_of_data(value: &Data) -> Cell {
-    match value {
-        Data::String(text) => Cell::text(text),
+        Data::String(text) if text.trim().is_empty() => Cell::Empty,
+        Data::String(text) => Cell::Text(text),
         Data::Empty => Cell::Empty,
-        Data::Int(number) => Cell::Number(*number as f64),
-        Data::Float(number) => Cell::Number(*number),
-        Data::Bool(flag) => Cell::Bool(*flag),
-        Data::DateTime(moment) => date_cell(moment),
-        Data::DateTimeIso(text) => iso_date_cell(text),
-        Data::DurationIso(text) => iso_duration_cell(text),
+        Data::Int(number) => Cell::Number(number as f64),
+        Data::Float(number) => Cell::Number(number),
+        Data::Bool(flag) => Cell::Bool(flag),
+        Data::DateTime(moment) => date_cell(&moment),
+        Data::DateTimeIso(text) => iso_date_cell(&text),
+        Data::DurationIso(text) => iso_duration_cell(&text),
         Data::Error(error) => Cell::Text(error.to_string()),
-    }
-}
-
-fn owned_text(text: String) -> Cell {
-    if text.trim().is_empty() {
-        Cell::Empty
-    } else {
-        Cell::Text(text)
     }
 }
 
