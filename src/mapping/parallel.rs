@@ -1,4 +1,4 @@
-//! Reading a pass's rows on both cores.
+//! Reading a pass's rows on both cores, or inline on one.
 //!
 //! Converting cells (dates, amounts, enums, keys) is most of a pass's cost
 //! and depends on nothing but the row, while what a pass learns from each
@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc;
 
+use crate::concurrency::Threading;
 use crate::source::table::Row;
 use crate::source::{RowReader, SourceError};
 
@@ -28,10 +29,37 @@ const IN_FLIGHT: usize = 8;
 /// or the panic that stopped it.
 type Done<T> = (usize, Vec<Row>, std::thread::Result<Vec<T>>);
 
-/// Reads every row of `rows`, has `read` turn each into a `T` on the worker
-/// threads, and hands each row with its `T` to `add`, in source order, on
-/// the calling thread. Returns the blank rows the pass skipped.
+/// Reads every row of `rows`, has `read` turn each into a `T` (on the
+/// worker threads, when the pass may use threads), and hands each row with
+/// its `T` to `add`, in source order, on the calling thread. Returns the
+/// blank rows the pass skipped.
 pub(super) fn read_rows<T: Send>(
+    rows: RowReader<'_>,
+    read: &(dyn Fn(&Row) -> T + Sync),
+    add: impl FnMut(&Row, T),
+) -> Result<usize, SourceError> {
+    match rows.threading() {
+        Threading::Inline => read_inline(rows, read, add),
+        Threading::Parallel => read_on_workers(rows, read, add),
+    }
+}
+
+/// [`read_rows`] on the calling thread alone: each row read and added up
+/// while its cells are still in cache.
+fn read_inline<T>(
+    mut rows: RowReader<'_>,
+    read: &dyn Fn(&Row) -> T,
+    mut add: impl FnMut(&Row, T),
+) -> Result<usize, SourceError> {
+    while let Some(row) = rows.next_row() {
+        let row = row?;
+        add(row, read(row));
+    }
+    Ok(rows.blank_rows())
+}
+
+/// [`read_rows`] with the rows converted on [`WORKERS`] threads.
+fn read_on_workers<T: Send>(
     mut rows: RowReader<'_>,
     read: &(dyn Fn(&Row) -> T + Sync),
     mut add: impl FnMut(&Row, T),
@@ -105,55 +133,73 @@ mod tests {
         SourceRows::Table(table)
     }
 
+    const BOTH: [Threading; 2] = [Threading::Inline, Threading::Parallel];
+
     #[test]
     fn rows_come_back_in_source_order_with_their_reading() {
         let source = table(5 * BATCH_ROWS + 7);
-        let mut seen = Vec::new();
-        let read = |row: &Row| row.number * 2;
-        let blank = read_rows(source.rows().unwrap(), &read, |row, doubled| {
-            assert_eq!(doubled, row.number * 2);
-            seen.push(row.number);
-        })
-        .unwrap();
-        assert_eq!(seen, (1..=5 * BATCH_ROWS + 7).collect::<Vec<_>>());
-        assert_eq!(blank, 1);
+        for threading in BOTH {
+            let mut seen = Vec::new();
+            let read = |row: &Row| row.number * 2;
+            let blank = read_rows(source.rows_in(threading).unwrap(), &read, |row, doubled| {
+                assert_eq!(doubled, row.number * 2);
+                seen.push(row.number);
+            })
+            .unwrap();
+            assert_eq!(seen, (1..=5 * BATCH_ROWS + 7).collect::<Vec<_>>(), "{threading:?}");
+            assert_eq!(blank, 1, "{threading:?}");
+        }
     }
 
     #[test]
-    fn a_csv_pass_hands_over_its_parser_s_batches() {
+    fn a_csv_pass_reads_the_same_inline_and_from_its_parser_s_batches() {
         let mut text = String::from("a,b\n");
         for index in 0..3 * BATCH_ROWS {
             text.push_str(&format!("{index},x\n,\n"));
         }
         let source = SourceRows::Csv(CsvSource::from_bytes(text.into_bytes(), "test"));
-        let mut seen = Vec::new();
-        let blank = read_rows(
-            source.rows().unwrap(),
-            &|row: &Row| row.cells[0].display(),
-            |row, first| {
+        for threading in BOTH {
+            let mut seen = Vec::new();
+            let rows = source.rows_in(threading).unwrap();
+            assert_eq!(rows.recycler().is_some(), threading == Threading::Parallel);
+            let blank = read_rows(rows, &|row: &Row| row.cells[0].display(), |row, first| {
                 seen.push((row.number, first));
-            },
-        )
-        .unwrap();
-        assert_eq!(seen.len(), 3 * BATCH_ROWS + 1);
-        assert_eq!(seen[1], (2, "0".to_owned()));
-        assert_eq!(
-            seen.last(),
-            Some(&(2 * 3 * BATCH_ROWS, format!("{}", 3 * BATCH_ROWS - 1)))
-        );
-        assert_eq!(blank, 3 * BATCH_ROWS, "the rows of empty cells");
+            })
+            .unwrap();
+            assert_eq!(seen.len(), 3 * BATCH_ROWS + 1);
+            assert_eq!(seen[1], (2, "0".to_owned()));
+            assert_eq!(
+                seen.last(),
+                Some(&(2 * 3 * BATCH_ROWS, format!("{}", 3 * BATCH_ROWS - 1)))
+            );
+            assert_eq!(blank, 3 * BATCH_ROWS, "the rows of empty cells ({threading:?})");
+        }
     }
 
     #[test]
     fn a_panic_while_reading_is_the_pass_s_panic_not_a_hang() {
         let source = table(4 * BATCH_ROWS);
-        let outcome = std::panic::catch_unwind(|| {
-            let read = |row: &Row| {
-                assert!(row.number != 3 * BATCH_ROWS / 2, "a reading that panics");
-                row.number
-            };
-            read_rows(source.rows().unwrap(), &read, |_, _| {})
-        });
-        assert!(outcome.is_err());
+        for threading in BOTH {
+            let outcome = std::panic::catch_unwind(|| {
+                let read = |row: &Row| {
+                    assert!(row.number != 3 * BATCH_ROWS / 2, "a reading that panics");
+                    row.number
+                };
+                read_rows(source.rows_in(threading).unwrap(), &read, |_, _| {})
+            });
+            assert!(outcome.is_err(), "{threading:?}");
+        }
+    }
+
+    #[test]
+    fn this_machine_s_threading_follows_its_cores() {
+        let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
+        let expected = if cores > 1 {
+            Threading::Parallel
+        } else {
+            Threading::Inline
+        };
+        assert_eq!(Threading::of_this_process(), expected);
+        assert_eq!(table(1).rows().unwrap().threading(), expected);
     }
 }

@@ -15,6 +15,7 @@ use encoding_rs::{Encoding, UTF_8, WINDOWS_1252};
 use encoding_rs_io::DecodeReaderBytesBuilder;
 
 use super::table::{Cell, Row};
+use crate::concurrency::Threading;
 
 /// Delimiters tried, in order of preference when they score the same.
 const DELIMITERS: [u8; 3] = [b',', b';', b'\t'];
@@ -191,8 +192,9 @@ impl CsvSource {
         })
     }
 
-    /// Starts a pass over the rows.
-    pub fn rows(&self) -> Result<CsvRows, CsvError> {
+    /// Starts a pass over the rows, parsed on the calling thread or on a
+    /// thread of its own.
+    pub fn rows(&self, threading: Threading) -> Result<CsvRows, CsvError> {
         let raw = self.raw_bytes()?;
         // UTF-8 needs no decoding when the sniff checked every byte (the
         // stamp check says the file is still the one sniffed). A file that
@@ -218,7 +220,7 @@ impl CsvSource {
             record: csv::StringRecord::new(),
             blank_rows: 0,
         };
-        Ok(CsvRows::start(parser))
+        Ok(CsvRows::start(parser, threading))
     }
 }
 
@@ -306,13 +308,100 @@ const BATCH_ROWS: usize = 512;
 /// Batches parsed ahead of the pass (memory: this many batches of rows).
 const BATCHES_AHEAD: usize = 4;
 
-/// One pass over a CSV's non-blank rows.
-///
-/// The file is split into fields on a thread of its own while the pass maps
-/// the rows already split: on two cores the mapping no longer waits for the
+/// One pass over a CSV's non-blank rows, split into fields on the calling
+/// thread or on a thread of its own (see [`Threading`]).
+pub struct CsvRows(Pass);
+
+enum Pass {
+    /// Boxed: the parser carries its buffers.
+    Inline(Box<InlineRows>),
+    Threaded(ThreadedRows),
+}
+
+impl CsvRows {
+    fn start(parser: CsvParser, threading: Threading) -> CsvRows {
+        CsvRows(match threading {
+            Threading::Inline => Pass::Inline(Box::new(InlineRows {
+                parser,
+                row: Row {
+                    number: 0,
+                    cells: Vec::new(),
+                },
+                ended: false,
+            })),
+            Threading::Parallel => Pass::Threaded(ThreadedRows::start(parser)),
+        })
+    }
+
+    /// The next row with at least one non-empty cell.
+    pub fn next_row(&mut self) -> Option<Result<&Row, CsvError>> {
+        match &mut self.0 {
+            Pass::Inline(rows) => rows.next_row(),
+            Pass::Threaded(rows) => rows.next_row(),
+        }
+    }
+
+    /// Blank rows skipped (all of them, once the pass is over).
+    pub fn blank_rows(&self) -> usize {
+        match &self.0 {
+            Pass::Inline(rows) => rows.parser.blank_rows,
+            Pass::Threaded(rows) => rows.blank_rows,
+        }
+    }
+
+    /// The parser thread's rows not lent yet, as a batch to hand to other
+    /// threads (empty at the end); `None` for a pass parsed inline, which
+    /// makes no batches.
+    pub fn next_batch(&mut self) -> Option<Result<Vec<Row>, CsvError>> {
+        match &mut self.0 {
+            Pass::Inline(_) => None,
+            Pass::Threaded(rows) => Some(rows.next_batch()),
+        }
+    }
+
+    /// Where read batches go back to the parser thread to be refilled, if
+    /// the pass has one.
+    pub fn recycler(&self) -> Option<mpsc::SyncSender<Vec<Row>>> {
+        match &self.0 {
+            Pass::Inline(_) => None,
+            Pass::Threaded(rows) => Some(rows.empties.clone()),
+        }
+    }
+}
+
+/// A pass parsed on the calling thread, one row at a time into the same
+/// buffers.
+struct InlineRows {
+    parser: CsvParser,
+    row: Row,
+    /// Set at the end or after a failure (returned once).
+    ended: bool,
+}
+
+impl InlineRows {
+    fn next_row(&mut self) -> Option<Result<&Row, CsvError>> {
+        if self.ended {
+            return None;
+        }
+        match self.parser.next_into(&mut self.row) {
+            Ok(true) => Some(Ok(&self.row)),
+            Ok(false) => {
+                self.ended = true;
+                None
+            }
+            Err(error) => {
+                self.ended = true;
+                Some(Err(error))
+            }
+        }
+    }
+}
+
+/// A pass split into fields on a thread of its own while the pass maps the
+/// rows already split: on two cores the mapping no longer waits for the
 /// parser. Rows travel in batches, and emptied batches go back to the parser
 /// to be refilled, so a pass allocates little beyond its first batches.
-pub struct CsvRows {
+struct ThreadedRows {
     batches: mpsc::Receiver<Parsed>,
     empties: mpsc::SyncSender<Vec<Row>>,
     batch: Vec<Row>,
@@ -332,15 +421,15 @@ enum Parsed {
     },
 }
 
-impl CsvRows {
-    fn start(mut parser: CsvParser) -> CsvRows {
+impl ThreadedRows {
+    fn start(mut parser: CsvParser) -> ThreadedRows {
         let (sender, batches) = mpsc::sync_channel(BATCHES_AHEAD);
         let (empties, recycled) = mpsc::sync_channel::<Vec<Row>>(BATCHES_AHEAD + 2);
         let spawned = std::thread::Builder::new()
             .name("sheetsync-csv".to_owned())
             .spawn(move || parser.send_batches(&sender, &recycled));
-        let (batches, finished) = match spawned {
-            Ok(_) => (batches, false),
+        let batches = match spawned {
+            Ok(_) => batches,
             Err(error) => {
                 // No thread to parse on: the pass fails with the reason.
                 let (sender, batches) = mpsc::sync_channel(1);
@@ -348,21 +437,20 @@ impl CsvRows {
                     location: "the CSV parser thread".to_owned(),
                     source: error,
                 }));
-                (batches, false)
+                batches
             }
         };
-        CsvRows {
+        ThreadedRows {
             batches,
             empties,
             batch: Vec::new(),
             next: 0,
             blank_rows: 0,
-            finished,
+            finished: false,
         }
     }
 
-    /// The next row with at least one non-empty cell.
-    pub fn next_row(&mut self) -> Option<Result<&Row, CsvError>> {
+    fn next_row(&mut self) -> Option<Result<&Row, CsvError>> {
         while self.next >= self.batch.len() {
             match self.receive() {
                 Ok(Some(rows)) => {
@@ -379,14 +467,9 @@ impl CsvRows {
         self.batch.get(self.next - 1).map(Ok)
     }
 
-    /// Blank rows skipped (all of them, once the pass is over).
-    pub fn blank_rows(&self) -> usize {
-        self.blank_rows
-    }
-
     /// The rows not lent yet of the current batch, or the next batch; empty
     /// at the end.
-    pub fn next_batch(&mut self) -> Result<Vec<Row>, CsvError> {
+    fn next_batch(&mut self) -> Result<Vec<Row>, CsvError> {
         if self.next < self.batch.len() {
             let rest = self.batch.split_off(self.next);
             self.next = 0;
@@ -414,11 +497,6 @@ impl CsvRows {
             // The thread ended without a word: it panicked.
             Err(_) => Err(parser_stopped()),
         }
-    }
-
-    /// Where read batches go back to the parser to be refilled.
-    pub fn recycler(&self) -> mpsc::SyncSender<Vec<Row>> {
-        self.empties.clone()
     }
 }
 
@@ -751,14 +829,21 @@ pub fn detect_delimiter(text: &str) -> u8 {
 mod tests {
     use super::*;
 
+    /// The rows of a pass, and its blank rows: the same parsed inline and
+    /// on a parser thread.
     fn rows(source: &CsvSource) -> (Vec<(usize, Vec<String>)>, usize) {
-        let mut pass = source.rows().unwrap();
-        let mut rows = Vec::new();
-        while let Some(row) = pass.next_row() {
-            let row = row.unwrap();
-            rows.push((row.number, row.cells.iter().map(Cell::display).collect()));
-        }
-        (rows, pass.blank_rows())
+        let read = |threading| {
+            let mut pass = source.rows(threading).unwrap();
+            let mut rows = Vec::new();
+            while let Some(row) = pass.next_row() {
+                let row = row.unwrap();
+                rows.push((row.number, row.cells.iter().map(Cell::display).collect()));
+            }
+            (rows, pass.blank_rows())
+        };
+        let inline = read(Threading::Inline);
+        assert_eq!(inline, read(Threading::Parallel), "inline and threaded passes differ");
+        inline
     }
 
     fn strings(cells: &[&str]) -> Vec<String> {
@@ -926,7 +1011,7 @@ mod tests {
         let source = CsvSource::from_file(File::open(file.path()).unwrap(), "file:///export.csv").unwrap();
         assert_eq!(rows(&source).0.len(), 2);
         std::fs::write(file.path(), b"Client,Stage\nAcme,Lost\nGlobex,Lost\n").unwrap();
-        let error = source.rows().err().expect("a changed file is refused");
+        let error = source.rows(Threading::Inline).err().expect("a changed file is refused");
         assert!(matches!(error, CsvError::Changed { .. }), "{error}");
     }
 }

@@ -5,6 +5,7 @@ use super::csv::{CsvRows, CsvSource};
 use super::error::SourceError;
 use super::spool::{SpoolPass, SpooledRows};
 use super::table::{Cell, Row, Table};
+use crate::concurrency::Threading;
 
 /// A source's rows, fetched and ready to be read in passes.
 #[derive(Debug)]
@@ -19,19 +20,27 @@ pub enum SourceRows {
 }
 
 impl SourceRows {
-    /// Starts a pass over the rows.
+    /// Starts a pass over the rows, threaded as this process's cores allow
+    /// (see [`Threading`]).
     pub fn rows(&self) -> Result<RowReader<'_>, SourceError> {
-        Ok(match self {
-            SourceRows::Table(table) => RowReader::Table {
+        self.rows_in(Threading::of_this_process())
+    }
+
+    /// Starts a pass over the rows, on the calling thread alone or with
+    /// threads of its own.
+    pub fn rows_in(&self, threading: Threading) -> Result<RowReader<'_>, SourceError> {
+        let pass = match self {
+            SourceRows::Table(table) => Pass::Table {
                 rows: table.rows.iter(),
                 blank_rows: table.blank_rows,
             },
-            SourceRows::Spooled(spooled) => RowReader::Spooled {
+            SourceRows::Spooled(spooled) => Pass::Spooled {
                 pass: Box::new(spooled.rows()),
                 blank_rows: spooled.blank_rows(),
             },
-            SourceRows::Csv(source) => RowReader::Csv(Box::new(source.rows()?)),
-        })
+            SourceRows::Csv(source) => Pass::Csv(Box::new(source.rows(threading)?)),
+        };
+        Ok(RowReader { pass, threading })
     }
 
     /// A SHA-256 of the rows as read (every cell, with its row number; for
@@ -108,7 +117,12 @@ impl SourceRows {
 /// One pass over a source's non-blank rows. Each row is lent until the
 /// next: the readers refill the same buffers rather than allocating a row
 /// of cells per line.
-pub enum RowReader<'a> {
+pub struct RowReader<'a> {
+    pass: Pass<'a>,
+    threading: Threading,
+}
+
+enum Pass<'a> {
     Table {
         rows: std::slice::Iter<'a, Row>,
         blank_rows: usize,
@@ -121,26 +135,34 @@ pub enum RowReader<'a> {
 
 impl RowReader<'_> {
     pub fn next_row(&mut self) -> Option<Result<&Row, SourceError>> {
-        match self {
-            RowReader::Table { rows, .. } => rows.next().map(Ok),
-            RowReader::Spooled { pass, .. } => pass.next_row().map(|row| row.map_err(SourceError::from)),
-            RowReader::Csv(rows) => rows.next_row().map(|row| row.map_err(SourceError::from)),
+        match &mut self.pass {
+            Pass::Table { rows, .. } => rows.next().map(Ok),
+            Pass::Spooled { pass, .. } => pass.next_row().map(|row| row.map_err(SourceError::from)),
+            Pass::Csv(rows) => rows.next_row().map(|row| row.map_err(SourceError::from)),
         }
+    }
+
+    /// Whether the rows read from this pass may be spread over threads.
+    pub fn threading(&self) -> Threading {
+        self.threading
     }
 
     /// Blank rows skipped so far (all of them, once the pass is over).
     pub fn blank_rows(&self) -> usize {
-        match self {
-            RowReader::Table { blank_rows, .. } | RowReader::Spooled { blank_rows, .. } => *blank_rows,
-            RowReader::Csv(rows) => rows.blank_rows(),
+        match &self.pass {
+            Pass::Table { blank_rows, .. } | Pass::Spooled { blank_rows, .. } => *blank_rows,
+            Pass::Csv(rows) => rows.blank_rows(),
         }
     }
 
     /// Up to `max` rows, owned, to be handed to another thread; empty at the
-    /// end. A CSV pass hands over the batches its parser thread made.
+    /// end. A threaded CSV pass hands over the batches its parser thread
+    /// made.
     pub fn next_batch(&mut self, max: usize) -> Result<Vec<Row>, SourceError> {
-        if let RowReader::Csv(rows) = self {
-            return Ok(rows.next_batch()?);
+        if let Pass::Csv(rows) = &mut self.pass
+            && let Some(batch) = rows.next_batch()
+        {
+            return Ok(batch?);
         }
         let mut batch = Vec::with_capacity(max);
         while batch.len() < max {
@@ -155,8 +177,8 @@ impl RowReader<'_> {
     /// Where batches taken with [`RowReader::next_batch`] can be given back
     /// once read, for their buffers to be refilled.
     pub fn recycler(&self) -> Option<std::sync::mpsc::SyncSender<Vec<Row>>> {
-        match self {
-            RowReader::Csv(rows) => Some(rows.recycler()),
+        match &self.pass {
+            Pass::Csv(rows) => rows.recycler(),
             _ => None,
         }
     }

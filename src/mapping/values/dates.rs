@@ -198,24 +198,40 @@ fn numeric_date(text: &str) -> Option<(MaybeDate, MaybeDate)> {
         Some((date, time)) => (date, Some(parse_time(time.trim())?)),
         None => (text, None),
     };
-    let separator = date.chars().find(|c| matches!(c, '/' | '.' | '-'))?;
-    let mut parts = date.split(separator);
-    let (first, second, year) = (parts.next()?, parts.next()?, parts.next()?);
-    let short = |part: &str| (1..=2).contains(&part.len()) && part.bytes().all(|b| b.is_ascii_digit());
-    if parts.next().is_some() || !short(first) || !short(second) || !year.bytes().all(|b| b.is_ascii_digit()) {
+    // Bytes, not chars: every byte of a numeric date is ASCII, and this runs
+    // for every date cell of every pass.
+    let bytes = date.as_bytes();
+    let first_end = bytes.iter().position(|b| matches!(b, b'/' | b'.' | b'-'))?;
+    let separator = bytes[first_end];
+    let rest = &bytes[first_end + 1..];
+    let second_end = rest.iter().position(|&b| b == separator)?;
+    let (first, second, year) = (&bytes[..first_end], &rest[..second_end], &rest[second_end + 1..]);
+    let short = |part: &[u8]| (1..=2).contains(&part.len());
+    if !short(first) || !short(second) {
         return None;
     }
-    let year: i32 = match year.len() {
-        2 => 2000 + year.parse::<i32>().ok()?,
-        4 => year.parse().ok().filter(|year| plausible_year(*year))?,
+    let (first, second) = (digits_value(first)?, digits_value(second)?);
+    let year = match (year.len(), i32::try_from(digits_value(year)?).ok()?) {
+        (2, short_year) => 2000 + short_year,
+        (4, year) if plausible_year(year) => year,
         _ => return None,
     };
-    let (first, second): (u32, u32) = (first.parse().ok()?, second.parse().ok()?);
     let at = |day: u32, month: u32| {
         let date = NaiveDate::from_ymd_opt(year, month, day)?;
         Some(date.and_time(time.unwrap_or(NaiveTime::MIN)))
     };
     Some((at(first, second), at(second, first)))
+}
+
+/// ASCII digits (at most four: a year) as their value; `None` for anything
+/// else.
+fn digits_value(digits: &[u8]) -> Option<u32> {
+    if digits.is_empty() || digits.len() > 4 {
+        return None;
+    }
+    digits.iter().try_fold(0u32, |value, &b| {
+        b.is_ascii_digit().then(|| value * 10 + u32::from(b - b'0'))
+    })
 }
 
 /// `14:30`, `14:30:05`.
