@@ -217,7 +217,7 @@ impl CsvSource {
         let parser = CsvParser {
             location: self.location.clone(),
             reader,
-            record: csv::StringRecord::new(),
+            record: csv::ByteRecord::new(),
             blank_rows: 0,
         };
         Ok(CsvRows::start(parser, threading))
@@ -511,7 +511,7 @@ fn parser_stopped() -> CsvError {
 struct CsvParser {
     location: String,
     reader: csv::Reader<LineTracker>,
-    record: csv::StringRecord,
+    record: csv::ByteRecord,
     blank_rows: usize,
 }
 
@@ -560,7 +560,7 @@ impl CsvParser {
     /// Reads the next non-blank row into `row`; `false` at the end.
     fn next_into(&mut self, row: &mut Row) -> Result<bool, CsvError> {
         loop {
-            match self.reader.read_record(&mut self.record) {
+            match self.reader.read_byte_record(&mut self.record) {
                 Ok(false) => return Ok(false),
                 Ok(true) => {
                     // Numbered even when blank: the tracker then forgets the
@@ -568,7 +568,11 @@ impl CsvParser {
                     // held.
                     let start = self.record.position().map_or(0, csv::Position::byte);
                     let number = self.reader.get_mut().line_at(start);
-                    fill_cells(&mut row.cells, &self.record);
+                    fill_cells(&mut row.cells, &self.record).map_err(|field| CsvError::Malformed {
+                        location: self.location.clone(),
+                        line: number,
+                        message: format!("field {} is not valid UTF-8 text", field + 1),
+                    })?;
                     if row.cells.iter().all(Cell::is_empty) {
                         self.blank_rows += 1;
                         continue;
@@ -590,10 +594,22 @@ impl CsvParser {
 }
 
 /// The record's fields as cells, as [`Cell::text`] reads them, reusing the
-/// strings the previous row left in `cells`.
-fn fill_cells(cells: &mut Vec<Cell>, record: &csv::StringRecord) {
+/// strings the previous row left in `cells`; the index of a field that is
+/// not UTF-8.
+///
+/// The stream is UTF-8 already (decoded, or checked whole by the sniff), so
+/// this check is a formality that must still be made: the record's bytes
+/// are checked in one call, and each field is then a slice of them whose
+/// ends must fall between characters (`str::get`), instead of one check per
+/// field.
+fn fill_cells(cells: &mut Vec<Cell>, record: &csv::ByteRecord) -> Result<(), usize> {
+    let text = std::str::from_utf8(record.as_slice()).map_err(|error| field_at(record, error.valid_up_to()))?;
     cells.truncate(record.len());
+    let mut end = 0;
     for (index, field) in record.iter().enumerate() {
+        let start = end;
+        end += field.len();
+        let field = text.get(start..end).ok_or(index)?;
         let cell = match cells.get_mut(index) {
             Some(cell) => cell,
             None => {
@@ -610,6 +626,19 @@ fn fill_cells(cells: &mut Vec<Cell>, record: &csv::StringRecord) {
             *cell = Cell::Text(field.to_owned());
         }
     }
+    Ok(())
+}
+
+/// The index of the field of `record` holding byte `at` of its fields.
+fn field_at(record: &csv::ByteRecord, at: usize) -> usize {
+    let mut end = 0;
+    record
+        .iter()
+        .position(|field| {
+            end += field.len();
+            at < end
+        })
+        .unwrap_or(record.len().saturating_sub(1))
 }
 
 /// Whether a field is only whitespace, as [`Cell::text`] decides, without
@@ -966,7 +995,7 @@ mod tests {
                     .has_headers(false)
                     .flexible(true)
                     .from_reader(LineTracker::new(inner)),
-                record: csv::StringRecord::new(),
+                record: csv::ByteRecord::new(),
                 blank_rows: 0,
             };
             let mut row = Row {
@@ -996,6 +1025,19 @@ mod tests {
         let source = CsvSource::from_bytes(b"a;b\n1;2\n\n3;4\n".to_vec(), "t");
         assert_eq!(rows(&source), rows(&source));
         assert_eq!(rows(&source).0.len(), 3);
+    }
+
+    #[test]
+    fn a_field_that_is_not_utf8_is_named_even_when_the_record_is() {
+        let mut cells = Vec::new();
+        let fine = csv::ByteRecord::from(vec!["Léa".as_bytes(), b"", b" ", b"Won"]);
+        assert_eq!(fill_cells(&mut cells, &fine), Ok(()));
+        assert_eq!(cells, [Cell::text("Léa"), Cell::Empty, Cell::Empty, Cell::text("Won")]);
+        // `é` split between two fields: the bytes together are UTF-8.
+        let split = csv::ByteRecord::from(vec![b"ok".as_slice(), b"\xC3", b"\xA9x"]);
+        assert_eq!(fill_cells(&mut cells, &split), Err(1));
+        let invalid = csv::ByteRecord::from(vec![b"ok".as_slice(), b"fine", b"bad\xFF"]);
+        assert_eq!(fill_cells(&mut cells, &invalid), Err(2));
     }
 
     #[test]

@@ -374,5 +374,59 @@ fn parse_iso_month(text: &str) -> Option<String> {
 
 /// `YYYY-MM`.
 pub fn format_month(year: i32, month: u32) -> String {
-    format!("{year:04}-{month:02}")
+    // Written by hand for the years a sheet holds: a month field is read on
+    // every row of every pass, and `format!` cost more than reading it.
+    match u32::try_from(year) {
+        Ok(year @ 1000..=9999) if (1..=12).contains(&month) => {
+            let digit = |value: u32| char::from(b'0' + (value % 10) as u8);
+            [year / 1000, year / 100, year / 10, year]
+                .into_iter()
+                .map(digit)
+                .chain(['-', digit(month / 10), digit(month)])
+                .collect()
+        }
+        _ => format!("{year:04}-{month:02}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_are_written_as_format_writes_them() {
+        for year in [-5, 0, 999, 1000, 1900, 2025, 9999, 10_000] {
+            for month in 0..=13 {
+                assert_eq!(format_month(year, month), format!("{year:04}-{month:02}"));
+            }
+        }
+    }
+
+    #[test]
+    fn numeric_dates_split_as_bytes_read_every_shape() {
+        let zone = chrono_tz::Europe::Paris;
+        let day = |text: &str| match read_date(text, zone) {
+            Some(Reading::Certain(moment)) => Some(moment.format("%Y-%m-%d").to_string()),
+            Some(Reading::Ordered { day_first, month_first }) => day_first
+                .or(month_first)
+                .map(|moment| moment.format("%Y-%m-%d").to_string()),
+            None => None,
+        };
+        assert_eq!(day("31/01/2025").as_deref(), Some("2025-01-31"));
+        assert_eq!(day("1.2.25").as_deref(), Some("2025-02-01"));
+        assert_eq!(day("13-01-2025").as_deref(), Some("2025-01-13"));
+        for not_numeric in [
+            "31/01",
+            "31/01/2025/1",
+            "31/01/202",
+            "31/01/20255",
+            "311/01/2025",
+            "/01/2025",
+            "3a/01/2025",
+            "31/01-2025",
+            "31/01/1800",
+        ] {
+            assert!(numeric_date(not_numeric).is_none(), "{not_numeric}");
+        }
+    }
 }
