@@ -14,7 +14,6 @@ use crate::source::table::{Cell, Row};
 /// What converting one row's cells found, before a planning pass adds it up
 /// (see [`Mapper::read_cells`]).
 pub(super) struct RowReading<'p> {
-    pub(super) values: Vec<Bson>,
     /// `None` when a required value is missing.
     pub(super) key: Option<String>,
     /// The identity link's reference (planning passes only).
@@ -75,18 +74,30 @@ impl<'p> Mapper<'p> {
     /// changes: a planning pass made before the conventions are decided finds
     /// the same keys as the passes after.
     pub(super) fn read_row(&self, row: &Row) -> Option<(Vec<Bson>, String)> {
-        let reading = self.read_cells(row, false);
-        Some((reading.values, reading.key?))
+        let mut values = Vec::with_capacity(self.profile.fields.len());
+        let reading = self.read_cells(row, false, &mut values);
+        Some((values, reading.key?))
     }
 
-    /// Converts every cell of the row (each into its field's type; an
-    /// unreadable value becomes null). With `notes`, also keeps what each
-    /// cell shows about the source's conventions and its problems, for a
-    /// planning pass to add up. Depends on nothing but the row, so that it
-    /// runs on any thread.
-    pub(super) fn read_cells(&self, row: &Row, notes: bool) -> RowReading<'p> {
+    /// [`Mapper::read_cells`] for a survey, which keeps what the values
+    /// show, not the values: they go in a buffer each thread reuses, since
+    /// a row's values (18 of 112 bytes each, for a sales sheet) are too big
+    /// for the allocator's fast path.
+    pub(super) fn survey_cells(&self, row: &Row) -> RowReading<'p> {
+        thread_local! {
+            static VALUES: std::cell::RefCell<Vec<Bson>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        VALUES.with_borrow_mut(|values| self.read_cells(row, true, values))
+    }
+
+    /// Converts every cell of the row into `values` (each into its field's
+    /// type; an unreadable value becomes null). With `notes`, also keeps
+    /// what each cell shows about the source's conventions and its
+    /// problems, for a planning pass to add up. Depends on nothing but the
+    /// row, so that it runs on any thread.
+    fn read_cells(&self, row: &Row, notes: bool, values: &mut Vec<Bson>) -> RowReading<'p> {
+        values.clear();
         let mut reading = RowReading {
-            values: Vec::with_capacity(self.profile.fields.len()),
             key: None,
             link: None,
             filled: 0,
@@ -112,7 +123,7 @@ impl<'p> Mapper<'p> {
             if spec.required && matches!(value, Bson::Null) {
                 reading.missing.push(spec.name.as_str());
             }
-            reading.values.push(value);
+            values.push(value);
         }
         // A moment's calendar date is the one of the zone it was read in.
         let zone_of = |field: usize| match self
@@ -123,13 +134,12 @@ impl<'p> Mapper<'p> {
             Some(Cell::Number(_)) => self.serial_zone,
             _ => self.zone,
         };
-        derive_fields(self.profile, &mut reading.values, zone_of);
+        derive_fields(self.profile, values, zone_of);
         if notes {
             // Only a survey counts which fields records fill.
-            reading.filled = filled_bits(reading.values.iter().map(|value| !matches!(value, Bson::Null)));
+            reading.filled = filled_bits(values.iter().map(|value| !matches!(value, Bson::Null)));
         }
         if reading.missing.is_empty() {
-            let values = &reading.values;
             reading.key = Some(fold_key(self.profile.key.iter().map(|name| {
                 let index = self.profile.field_index(name);
                 index.and_then(|index| values.get(index))

@@ -241,13 +241,8 @@ impl<'p> Mapper<'p> {
             ..SurveyPass::default()
         };
         let header_row = self.header_row;
-        let read = |row: &Row| {
-            (row.number > header_row).then(|| RowReading {
-                // Planning keeps keys, not values: they are dropped where read.
-                values: Vec::new(),
-                ..self.read_cells(row, true)
-            })
-        };
+        // Planning keeps keys, not values.
+        let read = |row: &Row| (row.number > header_row).then(|| self.survey_cells(row));
         pass.survey.blank_rows = parallel::read_rows(source.rows()?, &read, |row, reading| {
             if let Some(reading) = reading {
                 self.add_reading(row, reading, &mut pass);
