@@ -24,6 +24,9 @@ pub struct Mapper<'p> {
     pub(super) conventions: Conventions,
     /// The index of the profile's identity link field.
     pub(super) link_field: Option<usize>,
+    /// The indexes of the key's fields, in key order (looked up once, not
+    /// by name on every row).
+    pub(super) key_fields: Vec<Option<usize>>,
     /// The fields whose values a survey reads (bit `i` for field `i`): the
     /// key's, the identity link's and those others are derived from. Of the
     /// rest it only needs to know whether they hold a value, so their text

@@ -140,10 +140,11 @@ impl<'p> Mapper<'p> {
             reading.filled = filled_bits(values.iter().map(|value| !matches!(value, Bson::Null)));
         }
         if reading.missing.is_empty() {
-            reading.key = Some(fold_key(self.profile.key.iter().map(|name| {
-                let index = self.profile.field_index(name);
-                index.and_then(|index| values.get(index))
-            })));
+            reading.key = Some(fold_key(
+                self.key_fields
+                    .iter()
+                    .map(|index| index.and_then(|index| values.get(index))),
+            ));
             reading.link = self
                 .link_field
                 .filter(|_| notes)

@@ -110,6 +110,7 @@ pub fn survey<'p>(
         lookups,
         conventions: Conventions::provisional(date_order),
         link_field,
+        key_fields: profile.key.iter().map(|name| profile.field_index(name)).collect(),
         survey_values: values_a_survey_reads(profile, link_field),
     };
     let mut pass = mapper.survey_pass(source, progress)?;
@@ -240,6 +241,9 @@ impl<'p> Mapper<'p> {
             },
             ..SurveyPass::default()
         };
+        pass.survey
+            .winners
+            .reserve(source.expected_rows().saturating_sub(self.header_row));
         let header_row = self.header_row;
         // Planning keeps keys, not values.
         let read = |row: &Row| (row.number > header_row).then(|| self.survey_cells(row));

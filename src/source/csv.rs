@@ -76,6 +76,8 @@ pub struct CsvSource {
     /// Every byte was checked to be UTF-8 (not only announced by a BOM).
     utf8_checked: bool,
     delimiter: u8,
+    /// About how many rows a pass will read (see [`CsvSource::expected_rows`]).
+    expected_rows: usize,
 }
 
 impl CsvSource {
@@ -92,6 +94,7 @@ impl CsvSource {
         Ok(CsvSource {
             location: location.to_owned(),
             delimiter: detect_delimiter(&sniffed.sample),
+            expected_rows: sniffed.expected_rows(stamp.length),
             origin: Origin::File { file, stamp },
             encoding: sniffed.encoding,
             utf8_checked: sniffed.utf8_checked,
@@ -110,6 +113,7 @@ impl CsvSource {
         Ok(CsvSource {
             location: location.to_owned(),
             delimiter: detect_delimiter(&sniffed.sample),
+            expected_rows: sniffed.expected_rows(stamp.length),
             origin: Origin::Spooled {
                 file: Arc::new(file),
                 stamp,
@@ -129,11 +133,14 @@ impl CsvSource {
                 encoding: WINDOWS_1252,
                 utf8_checked: false,
                 sample: decode(&bytes[..bytes.len().min(SAMPLE_BYTES)]),
+                head_lines: 0,
+                head_bytes: 0,
             },
         };
         CsvSource {
             location: location.to_owned(),
             delimiter: detect_delimiter(&sniffed.sample),
+            expected_rows: sniffed.expected_rows(bytes.len() as u64),
             origin: Origin::Bytes(bytes.into()),
             encoding: sniffed.encoding,
             utf8_checked: sniffed.utf8_checked,
@@ -142,6 +149,13 @@ impl CsvSource {
 
     pub fn delimiter(&self) -> u8 {
         self.delimiter
+    }
+
+    /// About how many rows (blank ones and the header included) a pass
+    /// will read, from the file's length and the lines of its first bytes:
+    /// a guess for sizing what a pass fills, never a count.
+    pub fn expected_rows(&self) -> usize {
+        self.expected_rows
     }
 
     pub fn encoding(&self) -> &'static Encoding {
@@ -730,6 +744,23 @@ struct Sniffed {
     encoding: &'static Encoding,
     utf8_checked: bool,
     sample: String,
+    /// Line ends in the first [`SAMPLE_BYTES`], and how many bytes those were.
+    head_lines: usize,
+    head_bytes: usize,
+}
+
+impl Sniffed {
+    /// The lines a stream of `length` bytes holds if it goes on as its
+    /// first bytes do; capped, as only a guess for sizing.
+    fn expected_rows(&self, length: u64) -> usize {
+        const MAX_GUESS: u64 = 5_000_000;
+        if self.head_bytes == 0 {
+            return 0;
+        }
+        let guess = u128::from(length) * self.head_lines as u128 / self.head_bytes as u128;
+        // Capped below, so it fits.
+        u64::try_from(guess).unwrap_or(u64::MAX).min(MAX_GUESS) as usize
+    }
 }
 
 /// The encoding of a whole stream, and a decoded sample of its start.
@@ -743,11 +774,19 @@ fn sniff(mut reader: impl Read) -> io::Result<Sniffed> {
     let mut head = Vec::with_capacity(SAMPLE_BYTES);
     (&mut reader).take(SAMPLE_BYTES as u64).read_to_end(&mut head)?;
     let bom = Encoding::for_bom(&head);
+    // `\n` ends a line in every encoding read (a UTF-16 `\n` holds the
+    // byte once), `\r` in old Mac files.
+    let head_lines = memchr::memchr_iter(b'\n', &head)
+        .count()
+        .max(memchr::memchr_iter(b'\r', &head).count());
+    let head_bytes = head.len();
     if let Some((encoding, _)) = bom.filter(|(encoding, _)| *encoding != UTF_8) {
         return Ok(Sniffed {
             encoding,
             utf8_checked: false,
             sample: decode(&head),
+            head_lines,
+            head_bytes,
         });
     }
     let bom_length = bom.map_or(0, |(_, length)| length);
@@ -771,6 +810,8 @@ fn sniff(mut reader: impl Read) -> io::Result<Sniffed> {
         encoding,
         utf8_checked,
         sample: decode(&head),
+        head_lines,
+        head_bytes,
     })
 }
 
@@ -1043,6 +1084,21 @@ mod tests {
         assert_eq!(fill_cells(&mut cells, &split), Err(1));
         let invalid = csv::ByteRecord::from(vec![b"ok".as_slice(), b"fine", b"bad\xFF"]);
         assert_eq!(fill_cells(&mut cells, &invalid), Err(2));
+    }
+
+    #[test]
+    fn the_rows_a_pass_reads_are_guessed_from_the_first_bytes() {
+        let row = "Acme Industries 1,B Legals,2025-01-31,\"5 000,50\"\n";
+        let text = row.repeat(20_000);
+        let guess = CsvSource::from_bytes(text.clone().into_bytes(), "t").expected_rows();
+        assert!((19_000..=21_000).contains(&guess), "{guess}");
+        let small = CsvSource::from_bytes(row.repeat(3).into_bytes(), "t").expected_rows();
+        assert_eq!(small, 3);
+        assert_eq!(CsvSource::from_bytes(Vec::new(), "t").expected_rows(), 0);
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), &text).unwrap();
+        let from_file = CsvSource::from_file(File::open(file.path()).unwrap(), "t").unwrap();
+        assert_eq!(from_file.expected_rows(), guess);
     }
 
     #[test]

@@ -95,6 +95,17 @@ impl SourceRows {
         Ok(hex(context.finish().as_ref()))
     }
 
+    /// About how many rows a pass reads: exact for rows held or spooled,
+    /// a guess from its length for a CSV export. For sizing what a pass
+    /// fills (a map per key grown by doubling moves every entry each time).
+    pub fn expected_rows(&self) -> usize {
+        match self {
+            SourceRows::Table(table) => table.rows.len(),
+            SourceRows::Spooled(spooled) => spooled.len(),
+            SourceRows::Csv(source) => source.expected_rows(),
+        }
+    }
+
     /// The Google Sheets tab read (its `gid`), if the rows come from one.
     pub fn tab_gid(&self) -> Option<i64> {
         match self {
