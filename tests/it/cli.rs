@@ -400,3 +400,98 @@ async fn a_sync_on_a_terminal_shows_progress_and_a_pipe_gets_none() {
     assert!(!json_on_terminal.contains(&0x1b), "no escape sequences in JSON");
     db.drop().await;
 }
+
+/// A sales export long enough for many batches of rows, with what a
+/// survey adds up in order: duplicates, rejected rows, warnings, dates
+/// either order reads, amounts of both notations and blank rows.
+fn a_long_export(rows: usize) -> String {
+    let mut csv = format!("{}\n", crate::harness::HEADER);
+    for index in 0..rows {
+        let client = match index % 7 {
+            0 => String::new(),
+            3 => format!("Client {}", index / 2),
+            _ => format!("Client {index}"),
+        };
+        let day = 1 + index % 28;
+        let amount = match index % 5 {
+            0 => "5.000".to_owned(),
+            1 => format!("\"{index},50\""),
+            _ => format!("{index}"),
+        };
+        let stage = ["B Legals", "Lost", "A Closed", "Nowhere"][index % 4];
+        csv.push_str(&format!(
+            "2025-03,{day:02}/03/2025,{client},https://app.hubspot.com/deals/{index},{stage},High,Show,,{amount},,,\
+             New Business,Léa,Inbound,SEO,Bob,,\n"
+        ));
+        if index % 97 == 0 {
+            csv.push_str(",,,\n");
+        }
+    }
+    csv
+}
+
+/// A sync on one core reads its rows inline, on more on threads: both
+/// write the same records and report the same rows, for the fixtures and
+/// for an export of many batches.
+#[tokio::test]
+async fn a_sync_on_one_core_writes_and_reports_what_a_sync_on_several_does() {
+    const TEST: &str = "a_sync_on_one_core_writes_and_reports_what_a_sync_on_several_does";
+    if std::thread::available_parallelism().map_or(1, |cores| cores.get()) < 2 {
+        crate::harness::skip(TEST, "this machine has one core: both runs would read inline");
+        return;
+    }
+    if let Some(reason) = Sheetsync::taskset_missing() {
+        crate::harness::skip(TEST, &reason);
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sources = [
+        fixture_url("google-sheets-export.csv"),
+        fixture_url("excel-fr-export.csv"),
+        fixture_url("excel-us-export.csv"),
+        crate::harness::write_source(dir.path(), "long.csv", a_long_export(3_000).as_bytes()),
+    ];
+    for (index, source) in sources.iter().enumerate() {
+        let mut outcomes = Vec::new();
+        for one_core in [true, false] {
+            let db = test_db(&format!("one_core_{index}")).await;
+            db.add_view("v-organic", "Organic", source).await;
+            let output = Sheetsync::new()
+                .database(&server_url(), &db.name)
+                .args(["sync", "--json"])
+                .on_one_core(one_core)
+                .output();
+            assert!(output.status.success(), "{source}: {}", text(&output.stderr));
+            let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("stdout is JSON");
+            let view = &report["views"][0];
+            let rows: Vec<_> = [
+                "rows_read",
+                "blank_rows",
+                "records_written",
+                "duplicates",
+                "rejected",
+                "warnings",
+            ]
+            .iter()
+            .map(|field| view[field].clone())
+            .collect();
+            let mut records = db.records("sales_records").await;
+            for record in &mut records {
+                record.remove("created_at");
+            }
+            assert!(!records.is_empty(), "{source}");
+            outcomes.push((rows, records));
+            db.drop().await;
+        }
+        assert_eq!(outcomes[0], outcomes[1], "{source}: one core and several differ");
+        if source.ends_with("long.csv") {
+            let (rows, records) = &outcomes[0];
+            assert_eq!(rows[0], 3_000, "every row read");
+            for (name, list) in [("duplicates", &rows[3]), ("rejected", &rows[4]), ("warnings", &rows[5])] {
+                let count = list.as_array().map_or(0, Vec::len);
+                assert!(count > 100, "the long export has {name}: {count}");
+            }
+            assert!(records.len() > 1_500, "{}", records.len());
+        }
+    }
+}

@@ -23,6 +23,7 @@ pub struct Sheetsync {
     json_logs: bool,
     args: Vec<OsString>,
     env: Vec<(String, String)>,
+    one_core: bool,
 }
 
 impl Sheetsync {
@@ -30,6 +31,7 @@ impl Sheetsync {
         Sheetsync {
             config: None,
             json_logs: false,
+            one_core: false,
             args: Vec::new(),
             env: vec![("RUST_LOG".to_owned(), "info".to_owned())],
         }
@@ -60,9 +62,34 @@ impl Sheetsync {
         self
     }
 
+    /// Run under `taskset` on the first core only, as in a one-CPU
+    /// container (see [`Sheetsync::taskset_missing`]).
+    pub fn on_one_core(mut self, one_core: bool) -> Sheetsync {
+        self.one_core = one_core;
+        self
+    }
+
+    /// Why a run [`Sheetsync::on_one_core`] cannot be made here, if it
+    /// cannot.
+    pub fn taskset_missing() -> Option<String> {
+        match Command::new("taskset").args(["--cpu-list", "0", "true"]).output() {
+            Ok(output) if output.status.success() => None,
+            Ok(output) => Some(format!("taskset failed: {}", String::from_utf8_lossy(&output.stderr))),
+            Err(error) => Some(format!("no taskset (util-linux): {error}")),
+        }
+    }
+
     /// The command, to run or spawn as the caller needs.
     pub fn command(self) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_sheetsync"));
+        let binary = env!("CARGO_BIN_EXE_sheetsync");
+        let mut command = match self.one_core {
+            true => {
+                let mut taskset = Command::new("taskset");
+                taskset.args(["--cpu-list", "0", binary]);
+                taskset
+            }
+            false => Command::new(binary),
+        };
         for variable in [
             "MONGO_URL",
             "DB_NAME",
