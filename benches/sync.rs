@@ -323,9 +323,14 @@ fn run_sync_capturing(url: &str, db_name: &str, config: Option<&Path>) -> (Measu
 
 /// Times one run of `sheetsync ARGS`, sampling its peak RSS.
 fn run_capturing(url: &str, db_name: &str, config: Option<&Path>, args: &[&str]) -> (Measure, Vec<u8>) {
+    run_command_capturing(sheetsync(url, db_name, config).args(args))
+}
+
+/// Times one run of `sheetsync`, its stdout captured, and samples its peak
+/// RSS and CPU time.
+fn run_command_capturing(sheetsync: Sheetsync) -> (Measure, Vec<u8>) {
     let started = Instant::now();
-    let child = sheetsync(url, db_name, config)
-        .args(args)
+    let child = sheetsync
         .command()
         .stdout(Stdio::piped())
         .spawn()
@@ -996,7 +1001,9 @@ const PIPELINE_RUNS: usize = 5;
 /// The row pipeline: `sheetsync sync --dry-run` of a `rows`-row export into
 /// an empty view (read, map, dedup and count, no write) against Python's
 /// `csv.reader` merely splitting the same file into fields, each a whole
-/// process timed from start to end, run alternately.
+/// process timed from start to end, run alternately: as the machine runs
+/// them, and both pinned to one core (`taskset`), where sheetsync reads
+/// inline and Python runs as it always does.
 fn pipeline_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, rows: usize) -> String {
     let path = dir.join("pipeline.csv");
     let csv = to_csv(&generate(rows), 0);
@@ -1004,13 +1011,27 @@ fn pipeline_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, rows
     let db_name = "bench_pipeline";
     let source = format!("file://{}", path.display());
     runtime.block_on(fresh_db(url, db_name, &[("view-bench", "Organic", &source)]));
-    let mut dry_runs = Vec::new();
-    let mut splits = Vec::new();
-    for _ in 0..PIPELINE_RUNS {
-        dry_runs.push(timed_dry_run(url, db_name, rows));
-        splits.push(python_split(&path, rows));
+    let mut lines = String::new();
+    for one_core in [false, true] {
+        let mut dry_runs = Vec::new();
+        let mut splits = Vec::new();
+        for _ in 0..PIPELINE_RUNS {
+            dry_runs.push(timed_dry_run(url, db_name, rows, one_core));
+            splits.push(python_split(&path, rows, one_core));
+        }
+        lines.push_str(&pipeline_lines(rows, one_core, &dry_runs, splits));
     }
     runtime.block_on(drop_db(url, db_name));
+    format!(
+        "### The row pipeline, {rows} rows ({:.1} MB): `sync --dry-run` against Python's `csv.reader`\n\n\
+         | cores | process | median | runs | peak RSS | its CPU |\n|---|---|---:|---:|---:|---:|\n{lines}\n",
+        csv.len() as f64 / 1e6,
+    )
+}
+
+/// The pipeline table's lines for one setting of the cores, with the ratio
+/// of the medians.
+fn pipeline_lines(rows: usize, one_core: bool, dry_runs: &[Measure], splits: Vec<f64>) -> String {
     let median = |mut values: Vec<f64>| {
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
@@ -1020,14 +1041,12 @@ fn pipeline_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, rows
     let list = |values: &mut dyn Iterator<Item = f64>| {
         values.map(|value| format!("{value:.2}")).collect::<Vec<_>>().join(", ")
     };
-    eprintln!("pipeline {rows}: dry run {dry_run:.2}s, csv.reader {split:.2}s");
+    let cores = if one_core { "one (`taskset -c 0`)" } else { "all" };
+    eprintln!("pipeline {rows} on {cores}: dry run {dry_run:.2}s, csv.reader {split:.2}s");
     format!(
-        "### The row pipeline, {rows} rows ({:.1} MB): `sync --dry-run` against Python's `csv.reader`\n\n\
-         | process | median | runs | peak RSS | its CPU |\n|---|---:|---:|---:|---:|\n\
-         | `sheetsync sync --dry-run` into an empty view | {dry_run:.2} s | {} s | {:.0} MB | {:.2} s |\n\
-         | Python `csv.reader` splitting the file (no types, no keys) | {split:.2} s | {} s | | |\n\n\
-         Ratio of the medians: {:.2}x.\n\n",
-        csv.len() as f64 / 1e6,
+        "| {cores} | `sheetsync sync --dry-run` into an empty view | {dry_run:.2} s | {} s | {:.0} MB | {:.2} s |\n\
+         | {cores} | Python `csv.reader` splitting the file (no types, no keys) | {split:.2} s | {} s | | |\n\
+         | {cores} | ratio of the medians | {:.2}x | | | |\n",
         list(&mut dry_runs.iter().map(|measure| measure.seconds)),
         dry_runs.iter().map(|measure| measure.peak_rss_mb).fold(0.0, f64::max),
         median(dry_runs.iter().map(|measure| measure.cpu_seconds).collect()),
@@ -1058,7 +1077,7 @@ fn workbook_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, rows
         xlsx_db,
         &[("view-bench", "Organic", &source(&xlsx_path))],
     ));
-    let dry_run = |db_name: &str| timed_dry_run(url, db_name, rows);
+    let dry_run = |db_name: &str| timed_dry_run(url, db_name, rows, false);
     let (mut from_csv, mut from_xlsx, mut openpyxl) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..WORKBOOK_RUNS {
         from_csv.push(dry_run(csv_db));
@@ -1177,8 +1196,9 @@ fn python_openpyxl(xlsx: &Path, rows: usize) -> Measure {
 
 /// One `sheetsync sync --dry-run` of the database's one view, which has
 /// `rows` rows, timed with its peak RSS.
-fn timed_dry_run(url: &str, db_name: &str, rows: usize) -> Measure {
-    let (measure, stdout) = run_capturing(url, db_name, None, &["sync", "--dry-run", "--json"]);
+fn timed_dry_run(url: &str, db_name: &str, rows: usize, one_core: bool) -> Measure {
+    let sheetsync = sheetsync(url, db_name, None).on_one_core(one_core);
+    let (measure, stdout) = run_command_capturing(sheetsync.args(["sync", "--dry-run", "--json"]));
     let report: Value = serde_json::from_slice(&stdout).expect("the --json report");
     assert_eq!(
         report["views"][0]["rows_read"].as_u64(),
@@ -1190,13 +1210,21 @@ fn timed_dry_run(url: &str, db_name: &str, rows: usize) -> Measure {
 
 /// Times one whole Python process splitting `csv` with `csv.reader`, and
 /// checks it saw every row.
-fn python_split(csv: &Path, rows: usize) -> f64 {
+fn python_split(csv: &Path, rows: usize, one_core: bool) -> f64 {
     let script = "import csv, sys\n\
         with open(sys.argv[1], newline='', encoding='utf-8') as source:\n\
         \x20   print(sum(1 for _ in csv.reader(source)))\n";
     let python = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let mut command = match one_core {
+        true => {
+            let mut taskset = std::process::Command::new("taskset");
+            taskset.args(["--cpu-list", "0"]).arg(python);
+            taskset
+        }
+        false => std::process::Command::new(python),
+    };
     let started = Instant::now();
-    let output = std::process::Command::new(python)
+    let output = command
         .args(["-c", script])
         .arg(csv)
         .output()
