@@ -1019,7 +1019,7 @@ fn pipeline_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, rows
             dry_runs.push(timed_dry_run(url, db_name, rows, one_core));
             splits.push(python_split(&path, rows, one_core));
         }
-        lines.push_str(&pipeline_lines(rows, one_core, &dry_runs, splits));
+        lines.push_str(&pipeline_lines(rows, one_core, &dry_runs, &splits));
     }
     runtime.block_on(drop_db(url, db_name));
     format!(
@@ -1031,13 +1031,13 @@ fn pipeline_table(runtime: &tokio::runtime::Runtime, url: &str, dir: &Path, rows
 
 /// The pipeline table's lines for one setting of the cores, with the ratio
 /// of the medians.
-fn pipeline_lines(rows: usize, one_core: bool, dry_runs: &[Measure], splits: Vec<f64>) -> String {
+fn pipeline_lines(rows: usize, one_core: bool, dry_runs: &[Measure], splits: &[f64]) -> String {
     let median = |mut values: Vec<f64>| {
         values.sort_by(f64::total_cmp);
         values[values.len() / 2]
     };
     let dry_run = median(dry_runs.iter().map(|measure| measure.seconds).collect());
-    let split = median(splits.clone());
+    let split = median(splits.to_vec());
     let list = |values: &mut dyn Iterator<Item = f64>| {
         values.map(|value| format!("{value:.2}")).collect::<Vec<_>>().join(", ")
     };
@@ -1050,7 +1050,7 @@ fn pipeline_lines(rows: usize, one_core: bool, dry_runs: &[Measure], splits: Vec
         list(&mut dry_runs.iter().map(|measure| measure.seconds)),
         dry_runs.iter().map(|measure| measure.peak_rss_mb).fold(0.0, f64::max),
         median(dry_runs.iter().map(|measure| measure.cpu_seconds).collect()),
-        list(&mut splits.into_iter()),
+        list(&mut splits.iter().copied()),
         dry_run / split,
     )
 }

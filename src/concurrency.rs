@@ -2,7 +2,7 @@
 //! needs: a lock that survives a holder's panic, a task stopped when its
 //! handle is dropped, and whether a pass over rows may use threads at all.
 
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, MutexGuard};
 
 /// Locks a mutex whose data stays meaningful even if a holder panicked (a
 /// map of runs, a timestamp, a cache filled by single inserts): a poisoned
@@ -39,16 +39,35 @@ pub enum Threading {
 }
 
 impl Threading {
-    /// What this process's cores allow: `Parallel` when it may run on more
-    /// than one (its CPU affinity and cgroup quota, as the standard library
-    /// reads them). Read once: the answer needs a few system calls and file
-    /// reads, and a pass asks for it every time it starts.
+    /// What this process's cores allow now: `Parallel` when it may run on
+    /// more than one (its CPU affinity and cgroup quota, as the standard
+    /// library reads them). Asked at the start of each pass, so that a
+    /// daemon whose quota or affinity is changed follows it; the few system
+    /// calls are nothing next to a pass.
     pub fn of_this_process() -> Threading {
-        static DECIDED: OnceLock<Threading> = OnceLock::new();
-        *DECIDED.get_or_init(|| match std::thread::available_parallelism() {
-            Ok(cores) if cores.get() > 1 => Threading::Parallel,
-            // Unknown counts as one: inline is always correct, only slower.
+        Threading::for_cores(std::thread::available_parallelism().ok().map(usize::from))
+    }
+
+    /// The threading for `cores` cores; an unknown count counts as one:
+    /// inline is always correct, only slower where there are more.
+    pub fn for_cores(cores: Option<usize>) -> Threading {
+        match cores {
+            Some(cores) if cores > 1 => Threading::Parallel,
             _ => Threading::Inline,
-        })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_only_where_there_are_cores_to_run_them() {
+        assert_eq!(Threading::for_cores(None), Threading::Inline);
+        assert_eq!(Threading::for_cores(Some(0)), Threading::Inline);
+        assert_eq!(Threading::for_cores(Some(1)), Threading::Inline);
+        assert_eq!(Threading::for_cores(Some(2)), Threading::Parallel);
+        assert_eq!(Threading::for_cores(Some(64)), Threading::Parallel);
     }
 }

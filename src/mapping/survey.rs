@@ -25,6 +25,10 @@ use crate::source::{SourceError, SourceRows};
 /// they are.
 pub(super) const MAX_DEFERRED: usize = 10_000;
 
+/// The most keys a survey reserves room for before reading: the rows
+/// expected are a guess, and a source with more grows its map as it fills.
+const MAX_RESERVED_KEYS: usize = 1_000_000;
+
 /// What the first pass over a source learned: where the header is, every
 /// problem with the rows, and which row wins for each key. Only keys are
 /// kept, so the records themselves can be rebuilt in a later pass instead of
@@ -241,9 +245,10 @@ impl<'p> Mapper<'p> {
             },
             ..SurveyPass::default()
         };
-        pass.survey
-            .winners
-            .reserve(source.expected_rows().saturating_sub(self.header_row));
+        // Room for the rows expected spares rehashing the map as it doubles;
+        // the guess only sizes it, so a failed reservation changes nothing.
+        let expected = source.expected_rows().saturating_sub(self.header_row);
+        let _ = pass.survey.winners.try_reserve(expected.min(MAX_RESERVED_KEYS));
         let header_row = self.header_row;
         // Planning keeps keys, not values.
         let read = |row: &Row| (row.number > header_row).then(|| self.survey_cells(row));
@@ -253,6 +258,11 @@ impl<'p> Mapper<'p> {
                 progress.add(1);
             }
         })?;
+        // Many duplicates (or a misleading start) leave the guess too high:
+        // the map is kept for the whole sync, so what it does not use goes.
+        if pass.survey.winners.capacity() > 2 * pass.survey.winners.len() {
+            pass.survey.winners.shrink_to_fit();
+        }
         Ok(pass)
     }
 

@@ -23,9 +23,11 @@ const DELIMITERS: [u8; 3] = [b',', b';', b'\t'];
 const SAMPLE_RECORDS: usize = 30;
 /// Bytes sampled to pick the delimiter.
 const SAMPLE_BYTES: usize = 64 * 1024;
-/// Bytes a pass reads at a time: its own reads go straight to the file
-/// (the buffered readers beneath hand a read this large through), so an
-/// export of 100 MB takes 400 reads rather than 13,000.
+/// Bytes a pass's parser asks for at a time. From a UTF-8 file the sniff
+/// checked, a read this large goes straight to the file (the buffered
+/// reader beneath hands it through): 400 reads for an export of 100 MB
+/// rather than 13,000. A decoded file still reads through the decoder's
+/// buffer.
 const PASS_BUFFER: usize = 256 * 1024;
 /// Bytes hashed at a time by [`CsvSource::feed_digest`].
 const DIGEST_CHUNK: usize = 256 * 1024;
@@ -587,7 +589,7 @@ impl CsvParser {
                     // held.
                     let start = self.record.position().map_or(0, csv::Position::byte);
                     let number = self.reader.get_mut().line_at(start);
-                    fill_cells(&mut row.cells, &self.record).map_err(|field| CsvError::Malformed {
+                    fill_cells(&mut row.cells, &self.record).map_err(|NotUtf8 { field }| CsvError::Malformed {
                         location: self.location.clone(),
                         line: number,
                         message: format!("field {} is not valid UTF-8 text", field + 1),
@@ -612,23 +614,30 @@ impl CsvParser {
     }
 }
 
+/// A record's field (its index) that is not UTF-8.
+#[derive(Debug, PartialEq, Eq)]
+struct NotUtf8 {
+    field: usize,
+}
+
 /// The record's fields as cells, as [`Cell::text`] reads them, reusing the
-/// strings the previous row left in `cells`; the index of a field that is
-/// not UTF-8.
+/// strings the previous row left in `cells`.
 ///
 /// The stream is UTF-8 already (decoded, or checked whole by the sniff), so
 /// this check is a formality that must still be made: the record's bytes
 /// are checked in one call, and each field is then a slice of them whose
 /// ends must fall between characters (`str::get`), instead of one check per
 /// field.
-fn fill_cells(cells: &mut Vec<Cell>, record: &csv::ByteRecord) -> Result<(), usize> {
-    let text = std::str::from_utf8(record.as_slice()).map_err(|error| field_at(record, error.valid_up_to()))?;
+fn fill_cells(cells: &mut Vec<Cell>, record: &csv::ByteRecord) -> Result<(), NotUtf8> {
+    let text = std::str::from_utf8(record.as_slice()).map_err(|error| NotUtf8 {
+        field: field_at(record, error.valid_up_to()),
+    })?;
     cells.truncate(record.len());
     let mut end = 0;
     for (index, field) in record.iter().enumerate() {
         let start = end;
         end += field.len();
-        let field = text.get(start..end).ok_or(index)?;
+        let field = text.get(start..end).ok_or(NotUtf8 { field: index })?;
         let cell = match cells.get_mut(index) {
             Some(cell) => cell,
             None => {
@@ -675,16 +684,27 @@ fn is_blank(field: &str) -> bool {
 /// record and the reader's look-ahead are kept.
 struct LineTracker {
     inner: Box<dyn Read + Send>,
-    /// Each `\r` and `\n` read by the parser and not yet counted: its
-    /// stream offset, and whether it ends a line (a `\n` right after a
-    /// `\r` does not: `\r\n` is one line end).
-    ends: VecDeque<(u64, bool)>,
+    /// The runs of `\r` and `\n` read by the parser and not yet counted.
+    /// A run is one entry however long: the parser skips empty lines
+    /// without a record to number, so a file of blank lines would otherwise
+    /// be held as an entry per line until the next record.
+    ends: VecDeque<LineEnds>,
     /// Stream offset of the next byte read.
     read_to: u64,
     /// Line number after the ends counted so far.
     line: usize,
     /// Whether the last byte read was `\r`.
     after_cr: bool,
+}
+
+/// Consecutive line-end bytes of the stream: offsets `from..to`, ending
+/// `lines` lines (a `\n` right after a `\r` ends none: `\r\n` is one
+/// line end).
+#[derive(Debug, Clone, Copy)]
+struct LineEnds {
+    from: u64,
+    to: u64,
+    lines: usize,
 }
 
 impl LineTracker {
@@ -703,17 +723,34 @@ impl LineTracker {
     /// or blank lines, so those are skipped. Offsets never decrease.
     fn line_at(&mut self, byte: u64) -> usize {
         let mut start = byte;
-        while let Some(&(at, ends_line)) = self.ends.front() {
-            if at > start {
+        // A run that begins at or before the record's start is all behind
+        // it: a run reaching the start is the terminator or blank lines the
+        // reader scanned from there.
+        while let Some(run) = self.ends.front().copied() {
+            if run.from > start {
                 break;
             }
-            if at == start {
-                start += 1;
-            }
-            self.line += usize::from(ends_line);
+            start = start.max(run.to);
+            self.line += run.lines;
             self.ends.pop_front();
         }
         self.line
+    }
+
+    /// Notes a line-end byte at stream offset `at`.
+    fn push_end(&mut self, at: u64, ends_line: bool) {
+        let lines = usize::from(ends_line);
+        match self.ends.back_mut() {
+            Some(run) if run.to == at => {
+                run.to += 1;
+                run.lines += lines;
+            }
+            _ => self.ends.push_back(LineEnds {
+                from: at,
+                to: at + 1,
+                lines,
+            }),
+        }
     }
 }
 
@@ -728,7 +765,7 @@ impl Read for LineTracker {
                 _ => bytes[at - 1] == b'\r',
             };
             let ends_line = bytes[at] == b'\r' || !after_cr;
-            self.ends.push_back((self.read_to + at as u64, ends_line));
+            self.push_end(self.read_to + at as u64, ends_line);
         }
         if let Some(&last) = bytes.last() {
             self.after_cr = last == b'\r';
@@ -978,6 +1015,23 @@ mod tests {
     }
 
     #[test]
+    fn a_run_of_empty_lines_is_held_as_one_entry_and_numbered_past() {
+        let mut text = String::from("Client,Stage\n");
+        text.push_str(&"\r\n".repeat(100_000));
+        text.push_str("Acme,Lost\n");
+        let mut tracker = LineTracker::new(Box::new(io::Cursor::new(text.clone().into_bytes())));
+        io::copy(&mut tracker, &mut io::sink()).unwrap();
+        assert_eq!(
+            tracker.ends.len(),
+            2,
+            "the header's end with the empty lines, and the last row's"
+        );
+        let (rows, blank) = rows(&CsvSource::from_bytes(text.into_bytes(), "test"));
+        assert_eq!(blank, 0, "empty lines are not rows");
+        assert_eq!(rows.last().map(|row| row.0), Some(100_002));
+    }
+
+    #[test]
     fn utf8_split_across_chunks_is_still_utf8() {
         let mut validator = Utf8Validator::default();
         let text = "é".as_bytes();
@@ -1081,9 +1135,33 @@ mod tests {
         assert_eq!(cells, [Cell::text("Léa"), Cell::Empty, Cell::Empty, Cell::text("Won")]);
         // `é` split between two fields: the bytes together are UTF-8.
         let split = csv::ByteRecord::from(vec![b"ok".as_slice(), b"\xC3", b"\xA9x"]);
-        assert_eq!(fill_cells(&mut cells, &split), Err(1));
+        assert_eq!(fill_cells(&mut cells, &split), Err(NotUtf8 { field: 1 }));
         let invalid = csv::ByteRecord::from(vec![b"ok".as_slice(), b"fine", b"bad\xFF"]);
-        assert_eq!(fill_cells(&mut cells, &invalid), Err(2));
+        assert_eq!(fill_cells(&mut cells, &invalid), Err(NotUtf8 { field: 2 }));
+    }
+
+    #[test]
+    fn a_record_that_is_not_utf8_fails_the_pass_with_its_line_and_field() {
+        // Past the sniff (a file changed in place): bytes straight to the parser.
+        let bytes = b"Client,Stage\n\nAcme,Lo\xFFst\n".to_vec();
+        let mut parser = CsvParser {
+            location: "file:///export.csv".to_owned(),
+            reader: csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(LineTracker::new(Box::new(io::Cursor::new(bytes)))),
+            record: csv::ByteRecord::new(),
+            blank_rows: 0,
+        };
+        let mut row = Row {
+            number: 0,
+            cells: Vec::new(),
+        };
+        assert!(parser.next_into(&mut row).unwrap());
+        let error = parser.next_into(&mut row).expect_err("not UTF-8");
+        let message = error.to_string();
+        assert!(matches!(error, CsvError::Malformed { line: 3, .. }), "{message}");
+        assert!(message.contains("field 2 is not valid UTF-8"), "{message}");
     }
 
     #[test]

@@ -458,10 +458,18 @@ async fn a_sync_on_one_core_writes_and_reports_what_a_sync_on_several_does() {
             db.add_view("v-organic", "Organic", source).await;
             let output = Sheetsync::new()
                 .database(&server_url(), &db.name)
+                .env("RUST_LOG", "warn,sheetsync::engine=debug")
                 .args(["sync", "--json"])
                 .on_one_core(one_core)
                 .output();
-            assert!(output.status.success(), "{source}: {}", text(&output.stderr));
+            let logs = text(&output.stderr);
+            assert!(output.status.success(), "{source}: {logs}");
+            let threading = if one_core {
+                "threading=Inline"
+            } else {
+                "threading=Parallel"
+            };
+            assert!(logs.contains(threading), "{source}: {threading} expected: {logs}");
             let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("stdout is JSON");
             let view = &report["views"][0];
             let rows: Vec<_> = [
