@@ -1324,52 +1324,45 @@ mod tests {
     fn an_archive_past_a_cap_is_refused_naming_the_setting() {
         let part = bomb(1, 4 * 1024 * 1024);
         assert!(part.len() < 64 * 1024, "a small file: {} bytes", part.len());
-        let limits = WorkbookLimits {
-            max_part_bytes: 1024 * 1024,
-            ..LIMITS
-        };
-        let error = read_as(&part, "deals.xlsx", None, limits).unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .contains("has a part that inflates past [sources] max_workbook_part_bytes (1048576)"),
-            "{error}"
-        );
-        let total = bomb(4, 1024 * 1024);
-        let limits = WorkbookLimits {
-            max_unpacked_bytes: 3 * 1024 * 1024,
-            ..LIMITS
-        };
-        let error = read_as(&total, "deals.xlsx", None, limits).unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .contains("inflates past [sources] max_workbook_unpacked_bytes"),
-            "{error}"
-        );
-        let many = bomb(20, 10);
-        let limits = WorkbookLimits {
-            max_parts: 20,
-            ..LIMITS
-        };
-        let error = read_as(&many, "deals.xlsx", None, limits).unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .contains("has more parts than [sources] max_workbook_parts (20)"),
-            "{error}"
-        );
-        let limits = WorkbookLimits {
-            max_bytes: 100,
-            ..LIMITS
-        };
-        let error = read_as(&many, "deals.xlsx", None, limits).unwrap_err();
-        assert!(
-            error
-                .to_string()
-                .contains("is larger than [sources] max_download_bytes (100)"),
-            "{error}"
-        );
+        let (total, many) = (bomb(4, 1024 * 1024), bomb(20, 10));
+        let cases = [
+            (
+                &part,
+                WorkbookLimits {
+                    max_part_bytes: 1024 * 1024,
+                    ..LIMITS
+                },
+                "has a part that inflates past [sources] max_workbook_part_bytes (1048576)",
+            ),
+            (
+                &total,
+                WorkbookLimits {
+                    max_unpacked_bytes: 3 * 1024 * 1024,
+                    ..LIMITS
+                },
+                "inflates past [sources] max_workbook_unpacked_bytes",
+            ),
+            (
+                &many,
+                WorkbookLimits {
+                    max_parts: 20,
+                    ..LIMITS
+                },
+                "has more parts than [sources] max_workbook_parts (20)",
+            ),
+            (
+                &many,
+                WorkbookLimits {
+                    max_bytes: 100,
+                    ..LIMITS
+                },
+                "is larger than [sources] max_download_bytes (100)",
+            ),
+        ];
+        for (archive, limits, expected) in cases {
+            let error = read_as(archive, "deals.xlsx", None, limits).unwrap_err();
+            assert!(error.to_string().contains(expected), "{expected:?} not in {error}");
+        }
     }
 
     #[test]
