@@ -242,7 +242,7 @@ impl Engine {
             sync = %plan.name,
             passes = survey.survey_passes,
             rows = survey.rows_read,
-            threading = ?crate::concurrency::Threading::of_this_process(),
+            threading = ?survey.threading,
             ms = started.elapsed().as_millis() as u64,
             "surveyed"
         );

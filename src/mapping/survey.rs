@@ -16,6 +16,7 @@ use super::record::{Duplicate, HeaderColumn, KeyMap, RowIssue, Winner, filled_bi
 use super::row::{CellNote, RowReading};
 use super::values;
 use super::values::dates::DateOrder;
+use crate::concurrency::Threading;
 use crate::progress::{Phase, Progress};
 use crate::source::table::{Cell, Row};
 use crate::source::{SourceError, SourceRows};
@@ -55,6 +56,8 @@ pub struct Survey {
     /// Passes the planning read the source in: 1, or 2 when the decided
     /// conventions changed what the first pass would have reported.
     pub survey_passes: usize,
+    /// How the planning passes read their rows (inline or on threads).
+    pub threading: Threading,
 }
 
 /// The header of `source` as `profile` reads it: its row, and each labelled
@@ -252,7 +255,9 @@ impl<'p> Mapper<'p> {
         let header_row = self.header_row;
         // Planning keeps keys, not values.
         let read = |row: &Row| (row.number > header_row).then(|| self.survey_cells(row));
-        pass.survey.blank_rows = parallel::read_rows(source.rows()?, &read, |row, reading| {
+        let rows = source.rows()?;
+        pass.survey.threading = rows.threading();
+        pass.survey.blank_rows = parallel::read_rows(rows, &read, |row, reading| {
             if let Some(reading) = reading {
                 self.add_reading(row, reading, &mut pass);
                 progress.add(1);
